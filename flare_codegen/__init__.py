@@ -1,0 +1,1 @@
+"""protoc-gen-flare and the flare command-line tools."""

@@ -1,0 +1,47 @@
+"""Flare runtime: serve generated handlers over WebSocket, QUIC and gRPC.
+
+Import it as ``import flare_runtime as flare``.
+"""
+
+from __future__ import annotations
+
+from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall
+from flare_runtime.context import CallContext, Principal
+from flare_runtime.errors import (
+    ConfigurationError,
+    ConnectionClosedError,
+    FlareError,
+    LocalProtocolError,
+    ProtocolError,
+    RemoteProtocolError,
+    RpcError,
+)
+from flare_runtime.metadata import Metadata
+from flare_runtime.routing import Cardinality, PushTable, Route, Router, ServiceRoutes, Transport
+from flare_runtime.status import StatusCode
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "BidiStreamCall",
+    "CallContext",
+    "Cardinality",
+    "Channel",
+    "ConfigurationError",
+    "ConnectionClosedError",
+    "FlareError",
+    "LocalProtocolError",
+    "Metadata",
+    "Principal",
+    "ProtocolError",
+    "PushTable",
+    "RemoteProtocolError",
+    "Route",
+    "Router",
+    "RpcError",
+    "ServerStreamCall",
+    "ServiceRoutes",
+    "StatusCode",
+    "Transport",
+    "__version__",
+]

@@ -1,0 +1,90 @@
+"""The per-call context every handler receives as its last argument.
+
+Generated handler bases type their methods as
+``async def send(self, request: SendRequest, context: CallContext) -> SendReply``.
+Transports create the context; handlers read call facts from it and may set
+response headers and trailers through it.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
+from flare_runtime.routing import Route, Transport
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who the caller is, as established by an auth plugin."""
+
+    subject: str
+    scopes: frozenset[str] = frozenset()
+    claims: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
+
+class CallContext:
+    """Facts about one call, and the handler's handle on its response metadata.
+
+    Attributes are read-only for handlers except through the methods below.
+    `deadline` is on the `time.monotonic()` clock; `None` means no deadline.
+    """
+
+    __slots__ = (
+        "route",
+        "metadata",
+        "deadline",
+        "peer",
+        "transport",
+        "principal",
+        "session",
+        "_response_headers",
+        "_response_trailers",
+    )
+
+    def __init__(
+        self,
+        *,
+        route: Route[Any, Any],
+        metadata: Metadata = EMPTY_METADATA,
+        deadline: float | None = None,
+        peer: str = "",
+        transport: Transport,
+        principal: Principal | None = None,
+        session: Any = None,
+    ) -> None:
+        self.route = route
+        self.metadata = metadata
+        self.deadline = deadline
+        self.peer = peer
+        self.transport = transport
+        self.principal = principal
+        self.session = session
+        self._response_headers: Metadata = EMPTY_METADATA
+        self._response_trailers: Metadata = EMPTY_METADATA
+
+    def time_remaining(self) -> float | None:
+        """Seconds left before the deadline (never negative), or None."""
+        if self.deadline is None:
+            return None
+        return max(0.0, self.deadline - time.monotonic())
+
+    def set_response_headers(self, metadata: MetadataLike) -> None:
+        """Add response headers; they are sent with the first response message."""
+        self._response_headers = self._response_headers + metadata
+
+    def set_trailers(self, metadata: MetadataLike) -> None:
+        """Add trailers; they are sent with the call's final status."""
+        self._response_trailers = self._response_trailers + metadata
+
+    @property
+    def response_headers(self) -> Metadata:
+        """Headers set so far by the handler and interceptors."""
+        return self._response_headers
+
+    @property
+    def trailers(self) -> Metadata:
+        """Trailers set so far by the handler and interceptors."""
+        return self._response_trailers
