@@ -7,7 +7,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
 
-.PHONY: all venv demo test lint types generate check-generated pytest bench format clean
+.PHONY: all venv demo test lint types generate check-generated services pytest bench format clean
 
 all: test
 
@@ -40,8 +40,13 @@ generate: $(STAMP)
 check-generated: $(STAMP)
 	$(BIN)/python -m flare_codegen.check_generated schemas generated
 
-pytest: $(STAMP)
-	$(BIN)/python -m pytest -q -p no:cacheprovider
+services:
+	bash .ci/services
+
+# FLARE_REQUIRE_SERVICES=1: a test whose real server (PostgreSQL, Redis, Node.js,
+# Chromium...) is missing fails instead of skipping.
+pytest: $(STAMP) services
+	FLARE_REQUIRE_SERVICES=1 $(BIN)/python -m pytest -q -p no:cacheprovider
 
 test: lint types check-generated pytest
 
