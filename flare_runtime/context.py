@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
 from flare_runtime.routing import Route, Transport
+
+if TYPE_CHECKING:
+    from flare_runtime.connection import ServerConnection
 
 
 @dataclass(frozen=True, slots=True)
@@ -33,15 +36,16 @@ class CallContext:
     """
 
     __slots__ = (
-        "route",
-        "metadata",
-        "deadline",
-        "peer",
-        "transport",
-        "principal",
-        "session",
         "_response_headers",
         "_response_trailers",
+        "connection",
+        "deadline",
+        "metadata",
+        "peer",
+        "principal",
+        "route",
+        "session",
+        "transport",
     )
 
     def __init__(
@@ -54,6 +58,7 @@ class CallContext:
         transport: Transport,
         principal: Principal | None = None,
         session: Any = None,
+        connection: ServerConnection | None = None,
     ) -> None:
         self.route = route
         self.metadata = metadata
@@ -62,6 +67,8 @@ class CallContext:
         self.transport = transport
         self.principal = principal
         self.session = session
+        self.connection = connection
+        """The client connection the call arrived on (for pushes); None on gRPC."""
         self._response_headers: Metadata = EMPTY_METADATA
         self._response_trailers: Metadata = EMPTY_METADATA
 

@@ -1,0 +1,169 @@
+"""Authentication plugins: who is calling, established from metadata.
+
+A client presents credentials as metadata, ``authorization: Bearer <token>``:
+once per connection on WebSocket and QUIC (``flare.connect(url, token=...)``
+sends it in the connection's opening metadata) or on every call (any
+transport; gRPC has only this). The server asks its `AuthPlugin` to turn the
+metadata into a `Principal`:
+
+* no credentials → ``None`` (anonymous); routes marked
+  ``auth: AUTHENTICATED`` then fail with UNAUTHENTICATED;
+* bad, expired or unknown credentials → the plugin raises
+  ``RpcError(UNAUTHENTICATED, reason)``; on a connection this is remembered
+  and reported by every call that needs authentication, while routes that
+  need none still work;
+* a principal lacking a route's scopes → PERMISSION_DENIED.
+
+All of this happens before the handler runs (see `flare_runtime.dispatch`).
+Connection-level credentials are checked once, at connect, so a call on an
+authenticated connection pays nothing for auth.
+"""
+
+from __future__ import annotations
+
+import abc
+import hmac
+import time
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import jwt
+
+from flare_runtime.context import Principal
+from flare_runtime.errors import ConfigurationError, RpcError
+from flare_runtime.metadata import Metadata
+from flare_runtime.status import StatusCode
+
+AUTHORIZATION_KEY = "authorization"
+"""The metadata key carrying credentials (gRPC's convention)."""
+
+
+def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
+    """The metadata entry presenting `token`: ``authorization: Bearer <token>``."""
+    return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
+
+
+def bearer_token(metadata: Metadata) -> str | None:
+    """The bearer token in `metadata`, or None when there is no ``authorization`` entry.
+
+    Raises ``RpcError(UNAUTHENTICATED)`` when the entry is not a bearer token.
+    """
+    value = metadata.get(AUTHORIZATION_KEY)
+    if value is None:
+        return None
+    if isinstance(value, bytes):
+        raise RpcError(StatusCode.UNAUTHENTICATED, "authorization metadata must be text")
+    scheme, _, token = value.partition(" ")
+    if scheme.lower() != "bearer" or not token.strip():
+        raise RpcError(StatusCode.UNAUTHENTICATED, "authorization is not a bearer token")
+    return token.strip()
+
+
+class AuthPlugin(abc.ABC):
+    """Turns call or connection metadata into a `Principal`.
+
+    Implementations must be safe to call concurrently and should be fast:
+    `authenticate` runs once per connection, and once per call that carries
+    its own credentials.
+    """
+
+    @abc.abstractmethod
+    async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
+        """Return the caller's principal, or None when `metadata` holds no credentials.
+
+        Raise ``RpcError(StatusCode.UNAUTHENTICATED, reason)`` when credentials
+        are present but invalid; `reason` reaches the client, so it must not
+        leak secrets.
+        """
+
+
+class TokenAuth(AuthPlugin):
+    """Static bearer tokens mapped to principals (tests, internal services).
+
+    Tokens are compared in constant time.
+    """
+
+    def __init__(self, tokens: Mapping[str, Principal]) -> None:
+        self._tokens = dict(tokens)
+
+    async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
+        token = bearer_token(metadata)
+        if token is None:
+            return None
+        for known, principal in self._tokens.items():
+            if hmac.compare_digest(known.encode(), token.encode()):
+                return principal
+        raise RpcError(StatusCode.UNAUTHENTICATED, "unknown token")
+
+
+class JWTAuth(AuthPlugin):
+    """Bearer JSON Web Tokens verified with pyjwt.
+
+    The principal's subject is the ``sub`` claim; its scopes come from the
+    ``scope`` claim (space separated, OAuth 2 style) or a ``scopes`` list.
+    ``exp`` is required and checked (with `leeway` seconds of clock skew);
+    `audience` and `issuer`, when given, must match.
+    """
+
+    def __init__(
+        self,
+        key: Any,
+        *,
+        algorithms: Iterable[str] = ("HS256",),
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 0.0,
+    ) -> None:
+        self._key = key
+        self._algorithms = list(algorithms)
+        if not self._algorithms or "none" in (name.lower() for name in self._algorithms):
+            raise ConfigurationError("JWTAuth needs at least one real signing algorithm")
+        self._audience = audience
+        self._issuer = issuer
+        self._leeway = leeway
+
+    async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
+        token = bearer_token(metadata)
+        if token is None:
+            return None
+        try:
+            claims: dict[str, Any] = jwt.decode(
+                token,
+                self._key,
+                algorithms=self._algorithms,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=self._leeway,
+                options={"require": ["exp", "sub"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise RpcError(StatusCode.UNAUTHENTICATED, "token expired") from None
+        except jwt.InvalidTokenError as exc:
+            # pyjwt's messages name the failed check, never the key.
+            raise RpcError(StatusCode.UNAUTHENTICATED, f"invalid token: {exc}") from None
+        scopes = claims.get("scopes")
+        if scopes is None:
+            scopes = str(claims.get("scope", "")).split()
+        return Principal(
+            subject=str(claims["sub"]),
+            scopes=frozenset(str(scope) for scope in scopes),
+            claims=claims,
+        )
+
+
+def issue_jwt(
+    key: Any,
+    subject: str,
+    *,
+    expires_in: float = 3600.0,
+    scopes: Iterable[str] = (),
+    algorithm: str = "HS256",
+    **claims: Any,
+) -> str:
+    """Sign a token `JWTAuth` accepts (for tests, demos and simple issuers)."""
+    now = int(time.time())
+    payload: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(expires_in), **claims}
+    scope_list = list(scopes)
+    if scope_list:
+        payload["scope"] = " ".join(scope_list)
+    return jwt.encode(payload, key, algorithm=algorithm)

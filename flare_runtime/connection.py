@@ -1,0 +1,75 @@
+"""`ServerConnection`: a connected client as the server sees it.
+
+Handlers reach it as ``context.connection`` (None on gRPC, which has no
+server push); the `Server` hands every connection to its ``on_connect`` /
+``on_disconnect`` hooks. It is what the IM layer keeps per device session:
+push to it, watch its outbound buffer, close it with a reason.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Callable
+from typing import Any
+
+from google.protobuf.message import Message
+
+from flare_runtime.context import Principal
+from flare_runtime.metadata import Metadata
+from flare_runtime.routing import Transport
+
+
+class ServerConnection(abc.ABC):
+    """One client connection on the server side (WebSocket or QUIC).
+
+    `push` and `push_encoded` never block: they append a frame to the
+    connection's outbound buffer. Check `buffered_bytes` to bound what a slow
+    client may hold and `close` it when it falls too far behind.
+    """
+
+    transport: Transport
+    peer: str
+    metadata: Metadata
+    """The opening metadata the client sent at connect."""
+    principal: Principal | None
+    """Who authenticated at connect (None: anonymous, or the token was rejected)."""
+    session: Any
+    """Free for the application (the IM layer keeps its session here)."""
+
+    @abc.abstractmethod
+    def push(self, message: Message) -> None:
+        """Send `message` as a server push under its registered push type id.
+
+        Raises `ConfigurationError` when its type has no push type id and
+        `ConnectionClosedError` when the connection is closed.
+        """
+
+    @abc.abstractmethod
+    def push_encoded(self, type_id: int, payload: bytes) -> None:
+        """Send an already serialized push: encode once, push to many."""
+
+    @property
+    @abc.abstractmethod
+    def buffered_bytes(self) -> int:
+        """Bytes queued for this client and not yet accepted by the socket."""
+
+    @property
+    @abc.abstractmethod
+    def closed(self) -> bool:
+        """True once the connection is closing or closed."""
+
+    @abc.abstractmethod
+    def close(self, reason: str = "") -> None:
+        """Close the connection: calls still running are cancelled.
+
+        `reason` is sent to the client in the close (e.g. "kicked: logged in
+        elsewhere"). Returns at once; see `wait_closed`.
+        """
+
+    @abc.abstractmethod
+    async def wait_closed(self) -> None:
+        """Wait until the connection is fully closed."""
+
+    @abc.abstractmethod
+    def add_close_callback(self, callback: Callable[[ServerConnection], None]) -> None:
+        """Call `callback(self)` once when the connection has closed."""

@@ -1,0 +1,369 @@
+"""Transport-neutral call dispatch: auth, interceptors, handler, error mapping.
+
+Every transport runs calls through one `Dispatcher`: the Flare wire endpoint
+(WebSocket, QUIC) and the gRPC adapter alike. A transport's job is only to
+turn its frames into the arguments below and the results back into frames.
+
+The contract, per call::
+
+    bound = dispatcher.router.by_wire_id(wire_id)      # or .by_path(path)
+    if bound is None: -> UNIMPLEMENTED (dispatcher.unknown_route_error(...))
+    context = CallContext(route=bound.route, metadata=..., deadline=..., peer=...,
+                          transport=..., connection=...)
+    # one of, by bound.route.cardinality:
+    response  = await dispatcher.unary(bound, request, context, connection_auth)
+    responses =       dispatcher.server_stream(bound, request, context, connection_auth)
+    response  = await dispatcher.client_stream(bound, requests, context, connection_auth)
+    responses =       dispatcher.bidi_stream(bound, requests, context, connection_auth)
+
+Guarantees:
+
+* **Auth before the handler.** ``connection_auth`` is what the connection
+  established at connect (`authenticate_connection`), or None (gRPC). A call
+  carrying its own ``authorization`` metadata is authenticated on its own.
+  A route needing authentication without a principal fails UNAUTHENTICATED
+  (with the connection's auth error as message, e.g. "token expired"); a
+  principal missing a route scope fails PERMISSION_DENIED.
+  ``context.principal`` is set before interceptors run.
+* **Interceptors** run in order around the handler (`flare_runtime.interceptors`).
+* **Errors**: every failure leaves these methods (or the response iterators)
+  as `RpcError`. A handler's `RpcError` passes unchanged; `TimeoutError`
+  becomes DEADLINE_EXCEEDED; `NotImplementedError` (the generated base
+  class's default) becomes UNIMPLEMENTED; any other exception is logged on the
+  ``flare_runtime.server`` logger with its traceback and becomes
+  ``INTERNAL: internal error`` -- internals never reach the client.
+  `asyncio.CancelledError` propagates untouched.
+* **Deadlines and cancellation** are enforced by the caller of these methods,
+  around the whole call including sending responses: cancel the task running
+  the call when the peer cancels, and when ``context.deadline`` passes
+  (`deadline_timeout` gives the `asyncio.timeout` to wrap the call in; report
+  DEADLINE_EXCEEDED when it fires). gRPC does both natively.
+* **Cost**: no task is created here. The request iterators given to the
+  streaming methods are consumed lazily by the handler in the caller's task;
+  response iterators are plain async generators.
+
+Request iterators: for client- and bidi-streaming calls, `requests` is any
+async iterator; it ends at the client's half-close and should raise
+`RpcError` if the call fails while the handler reads.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from google.protobuf.message import Message
+
+from flare_runtime.auth import AUTHORIZATION_KEY, AuthPlugin
+from flare_runtime.context import CallContext, Principal
+from flare_runtime.errors import RpcError
+from flare_runtime.interceptors import (
+    ServerInterceptor,
+    StreamCallNext,
+    UnaryCallNext,
+    chain_server_stream,
+    chain_server_unary,
+)
+from flare_runtime.metadata import Metadata
+from flare_runtime.routing import AuthRequirement, BoundRoute, Cardinality, Route, Router
+from flare_runtime.status import StatusCode
+
+logger = logging.getLogger("flare_runtime.server")
+
+INTERNAL_MESSAGE = "internal error"
+"""The only message a client sees for an unexpected server exception."""
+
+
+@dataclass(slots=True)
+class ConnectionAuth:
+    """The outcome of authenticating a connection's opening metadata.
+
+    Exactly one of `principal` (authenticated) and `error` (credentials were
+    presented and rejected) is set, or neither (anonymous).
+    """
+
+    principal: Principal | None = None
+    error: RpcError | None = None
+
+
+ANONYMOUS = ConnectionAuth()
+
+
+def to_rpc_error(exc: BaseException, route: Route[Any, Any] | None = None) -> RpcError:
+    """Map an exception raised by a handler or interceptor to the `RpcError` a client sees.
+
+    Unexpected exceptions are logged here (once) with their traceback.
+    """
+    if isinstance(exc, RpcError):
+        return exc
+    if isinstance(exc, TimeoutError):
+        return RpcError(StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+    if isinstance(exc, NotImplementedError):
+        where = route.path if route is not None else "this method"
+        return RpcError(StatusCode.UNIMPLEMENTED, f"{where} is not implemented")
+    logger.error(
+        "handler for %s raised",
+        route.path if route else "?",
+        exc_info=(type(exc), exc, exc.__traceback__),
+    )
+    return RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+
+def deadline_timeout(deadline: float | None) -> asyncio.Timeout:
+    """An `asyncio.timeout` that fires at `deadline` (a `time.monotonic()` instant).
+
+    ``async with deadline_timeout(ctx.deadline):`` around a call; it raises
+    `TimeoutError` when the deadline passes (report DEADLINE_EXCEEDED).
+    """
+    if deadline is None:
+        return asyncio.timeout(None)
+    loop = asyncio.get_running_loop()
+    # The loop clock and time.monotonic() may differ in origin (uvloop), so
+    # convert through the remaining time.
+    return asyncio.timeout_at(loop.time() + (deadline - time.monotonic()))
+
+
+class Dispatcher:
+    """Runs calls for one server: shared by every transport the server serves.
+
+    Build it once (the `Server` does) from a finished `Router`; it keeps the
+    interceptor chains precomputed per route, so dispatching a call does a
+    dict lookup and calls the chain.
+    """
+
+    def __init__(
+        self,
+        router: Router,
+        *,
+        interceptors: Sequence[ServerInterceptor] = (),
+        auth: AuthPlugin | None = None,
+    ) -> None:
+        self.router = router
+        self.interceptors: tuple[ServerInterceptor, ...] = tuple(interceptors)
+        self.auth = auth
+        self._unary_chains: dict[str, UnaryCallNext] = {}
+        self._stream_chains: dict[str, StreamCallNext] = {}
+        for bound in router.routes():
+            self._build_chain(bound)
+
+    # ----------------------------------------------------------------- auth
+
+    async def authenticate_connection(self, metadata: Metadata, peer: str) -> ConnectionAuth:
+        """Authenticate a connection's opening metadata once, at connect.
+
+        Never raises for bad credentials: the error is kept and reported by
+        each call that needs authentication.
+        """
+        if self.auth is None or AUTHORIZATION_KEY not in metadata:
+            return ANONYMOUS
+        try:
+            principal = await self.auth.authenticate(metadata, peer)
+        except RpcError as error:
+            return ConnectionAuth(error=error)
+        return ConnectionAuth(principal=principal) if principal is not None else ANONYMOUS
+
+    async def authorize(
+        self, context: CallContext, connection_auth: ConnectionAuth | None = None
+    ) -> None:
+        """Set ``context.principal`` and check the route's auth requirement.
+
+        Raises ``RpcError`` UNAUTHENTICATED or PERMISSION_DENIED.
+        """
+        auth_error: RpcError | None = None
+        if connection_auth is not None:
+            context.principal = connection_auth.principal
+            auth_error = connection_auth.error
+        if self.auth is not None and AUTHORIZATION_KEY in context.metadata:
+            try:
+                context.principal = await self.auth.authenticate(context.metadata, context.peer)
+                auth_error = None
+            except RpcError as error:
+                context.principal = None
+                auth_error = error
+        options = context.route.options
+        if options.auth is AuthRequirement.NONE and not options.scopes:
+            return
+        principal = context.principal
+        if principal is None:
+            if auth_error is not None:
+                raise auth_error
+            raise RpcError(StatusCode.UNAUTHENTICATED, f"{context.route.path} needs authentication")
+        missing = [scope for scope in options.scopes if scope not in principal.scopes]
+        if missing:
+            raise RpcError(
+                StatusCode.PERMISSION_DENIED,
+                f"{context.route.path} needs scope {', '.join(missing)}",
+            )
+
+    def _needs_authorize(
+        self, context: CallContext, connection_auth: ConnectionAuth | None
+    ) -> bool:
+        # Fast path: nothing to do for an open route on an anonymous
+        # connection without per-call credentials.
+        options = context.route.options
+        return (
+            (connection_auth is not None and connection_auth is not ANONYMOUS)
+            or options.auth is not AuthRequirement.NONE
+            or bool(options.scopes)
+            or (self.auth is not None and AUTHORIZATION_KEY in context.metadata)
+        )
+
+    # ----------------------------------------------------------------- calls
+
+    async def unary(
+        self,
+        bound: BoundRoute,
+        request: Message,
+        context: CallContext,
+        connection_auth: ConnectionAuth | None = None,
+    ) -> Message:
+        """Run a unary call; return its response or raise `RpcError`."""
+        try:
+            if self._needs_authorize(context, connection_auth):
+                await self.authorize(context, connection_auth)
+            chain = self._unary_chains.get(context.route.path)
+            if chain is None:
+                result: Message = await bound.handler(request, context)
+            else:
+                result = await chain(request, context)
+            return result
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise to_rpc_error(exc, bound.route) from None
+
+    async def client_stream(
+        self,
+        bound: BoundRoute,
+        requests: AsyncIterator[Message],
+        context: CallContext,
+        connection_auth: ConnectionAuth | None = None,
+    ) -> Message:
+        """Run a client-streaming call; return its response or raise `RpcError`."""
+        try:
+            if self._needs_authorize(context, connection_auth):
+                await self.authorize(context, connection_auth)
+            chain = self._stream_chains.get(context.route.path)
+            if chain is None:
+                result: Message = await bound.handler(requests, context)
+                return result
+            response: Message | None = None
+            async for item in chain(requests, context):
+                if response is not None:
+                    raise RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
+                response = item
+            if response is None:
+                raise RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
+            return response
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise to_rpc_error(exc, bound.route) from None
+
+    def server_stream(
+        self,
+        bound: BoundRoute,
+        request: Message,
+        context: CallContext,
+        connection_auth: ConnectionAuth | None = None,
+    ) -> AsyncIterator[Message]:
+        """Run a server-streaming call; iterate the result for its responses.
+
+        Iteration raises `RpcError` when the call fails.
+        """
+        return self._stream(bound, _one(request), context, connection_auth)
+
+    def bidi_stream(
+        self,
+        bound: BoundRoute,
+        requests: AsyncIterator[Message],
+        context: CallContext,
+        connection_auth: ConnectionAuth | None = None,
+    ) -> AsyncIterator[Message]:
+        """Run a bidirectional call; iterate the result for its responses."""
+        return self._stream(bound, requests, context, connection_auth)
+
+    async def _stream(
+        self,
+        bound: BoundRoute,
+        requests: AsyncIterator[Message],
+        context: CallContext,
+        connection_auth: ConnectionAuth | None,
+    ) -> AsyncIterator[Message]:
+        try:
+            if self._needs_authorize(context, connection_auth):
+                await self.authorize(context, connection_auth)
+            chain = self._stream_chains.get(context.route.path)
+            responses = (
+                _terminal_stream(bound)(requests, context)
+                if chain is None
+                else chain(requests, context)
+            )
+            async for response in responses:
+                yield response
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            raise to_rpc_error(exc, bound.route) from None
+
+    # ----------------------------------------------------------------- errors
+
+    @staticmethod
+    def unknown_route_error(name: str | int) -> RpcError:
+        """The error for a call to a route this server does not serve."""
+        if isinstance(name, int):
+            name = f"wire id {name >> 16}:{name & 0xFFFF}"
+        return RpcError(StatusCode.UNIMPLEMENTED, f"unknown method {name}")
+
+    # ----------------------------------------------------------------- chains
+
+    def _build_chain(self, bound: BoundRoute) -> None:
+        if not self.interceptors:
+            return
+        path = bound.route.path
+        if bound.route.cardinality is Cardinality.UNARY:
+            self._unary_chains[path] = chain_server_unary(self.interceptors, bound.handler)
+        else:
+            self._stream_chains[path] = chain_server_stream(
+                self.interceptors, _terminal_stream(bound)
+            )
+
+
+def _terminal_stream(bound: BoundRoute) -> StreamCallNext:
+    """The handler of a streaming route in the normalized stream shape."""
+    handler: Callable[..., Any] = bound.handler
+    cardinality = bound.route.cardinality
+    if cardinality is Cardinality.BIDI_STREAM:
+        return handler
+    if cardinality is Cardinality.SERVER_STREAM:
+
+        async def server_stream(
+            requests: AsyncIterator[Message], context: CallContext
+        ) -> AsyncIterator[Message]:
+            request = await _single(requests)
+            async for response in handler(request, context):
+                yield response
+
+        return server_stream
+
+    async def client_stream(
+        requests: AsyncIterator[Message], context: CallContext
+    ) -> AsyncIterator[Message]:
+        awaitable: Awaitable[Message] = handler(requests, context)
+        yield await awaitable
+
+    return client_stream
+
+
+async def _one(message: Message) -> AsyncIterator[Message]:
+    yield message
+
+
+async def _single(requests: AsyncIterator[Message]) -> Message:
+    async for request in requests:
+        return request
+    raise RpcError(StatusCode.INTERNAL, "the request stream of a server-stream call was empty")
