@@ -1,0 +1,384 @@
+"""aioquic plumbing for the QUIC transport: one QUIC connection carrying one Flare byte stream.
+
+This module knows QUIC and nothing of Flare frames. A `QuicLink` owns an aioquic
+`QuicConnection` (sans-I/O; the loop's clock is passed in as ``now``) and moves
+the bytes of **one long-lived bidirectional stream** (stream 0, opened by the
+client) between the network and a `LinkListener` -- the runtime's endpoint for
+that connection. Why one stream and not a stream per call: see
+docs/transports/quic.md, "Stream strategy" (a stream per call costs aioquic
+~2.6x the CPU per message, measured).
+
+What the link adds to aioquic's `QuicConnectionProtocol`:
+
+* writes are coalesced: `write` queues stream data and transmits once per
+  event-loop iteration, so 64 responses produced together leave in a few
+  datagrams instead of 64 flushes;
+* the *early-data phase* is tracked: on a server, bytes received before the
+  TLS handshake completed arrived as 0-RTT early data (`in_early_data`);
+* anything but stream 0 (a second stream, a server-initiated stream, a reset
+  of stream 0) is a protocol violation that closes this connection only;
+* a client link can `rebind` to a new local UDP port mid-connection (what a NAT
+  rebinding or a network change looks like to the server), and sends QUIC
+  PINGs when idle so NAT bindings and the idle timeout stay fresh.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import socket
+from collections.abc import Callable
+from functools import partial
+from typing import Any, Protocol, cast
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import QuicServer, serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import (
+    ConnectionTerminated,
+    HandshakeCompleted,
+    QuicEvent,
+    StopSendingReceived,
+    StreamDataReceived,
+    StreamReset,
+)
+
+from flare_runtime.transports.quic_tickets import ServerTicketStore
+
+logger = logging.getLogger("flare_runtime.transports.quic")
+
+FLARE_STREAM_ID = 0
+"""The client's first bidirectional stream carries the whole Flare connection."""
+
+NO_ERROR = 0x0
+"""QUIC application close code: orderly close."""
+FLARE_PROTOCOL_ERROR = 0x1
+"""QUIC application close code: the Flare wire protocol or the stream rules were broken."""
+FLARE_INTERNAL_ERROR = 0x2
+"""QUIC application close code: this side failed unexpectedly."""
+
+
+class LinkListener(Protocol):
+    """What a `QuicLink` drives: the Flare endpoint of one connection.
+
+    Called on the event loop, never concurrently; none of them may block.
+    """
+
+    def link_data_received(self, data: bytes, early: bool) -> None:
+        """Bytes of the Flare stream arrived; `early`: they came as 0-RTT data."""
+
+    def link_handshake_completed(self, early_data_accepted: bool) -> None:
+        """The TLS handshake finished (after this, no byte is early data)."""
+
+    def link_lost(self, reason: str, error_code: int) -> None:
+        """The QUIC connection is gone (closed by either side, or timed out)."""
+
+
+class QuicLink(QuicConnectionProtocol):
+    """One QUIC connection carrying one Flare byte stream (see the module docstring).
+
+    After construction set `listener` before the first datagram is handled.
+    """
+
+    def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
+        super().__init__(quic)
+        self.listener: LinkListener | None = None
+        self.handshake_complete = False
+        self.early_data_accepted = False
+        self.session_resumed = False
+        self.alpn_protocol: str | None = None
+        self.closed = False
+        self.close_reason = ""
+        self.peer_address: tuple[str, int] | None = None
+        self.received_bytes = 0
+        """Flare-stream bytes received (a test can tell 0-RTT bytes from the rest)."""
+        self.early_bytes = 0
+        """Of `received_bytes`, those that arrived before the handshake completed."""
+        self._flush_handle: asyncio.Handle | None = None
+        self._is_client = quic.configuration.is_client
+
+    # --------------------------------------------------------------- sending
+
+    def write(self, data: bytes) -> None:
+        """Queue `data` on the Flare stream; it is transmitted this loop iteration.
+
+        Data written while closed is dropped (the listener learns of the close
+        through `link_lost`).
+        """
+        if self.closed:
+            return
+        self._quic.send_stream_data(FLARE_STREAM_ID, data)
+        if self._flush_handle is None:
+            self._flush_handle = self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self._flush_handle = None
+        if self._transport is not None:
+            self.transmit()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Flare-stream bytes written and not yet acknowledged by the peer."""
+        stream = self._quic._streams.get(FLARE_STREAM_ID)
+        if stream is None:
+            return 0
+        # aioquic keeps unacknowledged send data in one bytearray per stream.
+        return len(stream.sender._buffer)
+
+    def abort(self, error_code: int, reason: str) -> None:
+        """Close the QUIC connection now with `error_code` (see the codes above)."""
+        if self.closed:
+            return
+        self._mark_closed(reason)
+        self._quic.close(error_code=error_code, reason_phrase=reason[:200])
+        self.transmit()
+
+    def close(self, error_code: int = NO_ERROR, reason_phrase: str = "") -> None:
+        """Close orderly (aioquic's signature): flush what is queued, then CONNECTION_CLOSE."""
+        if self._flush_handle is not None:
+            self._flush_handle.cancel()
+            self._flush_handle = None
+        self.abort(error_code, reason_phrase)
+
+    # ------------------------------------------------------------- receiving
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """:meta private: aioquic's, plus remembering the peer's current address."""
+        super().datagram_received(data, addr)
+        if not self._is_client:
+            # After a migration aioquic promotes the new path to index 0.
+            paths = self._quic._network_paths
+            if paths:
+                self.peer_address = cast("tuple[str, int]", paths[0].addr)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        """:meta private: dispatch one aioquic event."""
+        if isinstance(event, StreamDataReceived):
+            self._stream_data(event)
+        elif isinstance(event, HandshakeCompleted):
+            self.handshake_complete = True
+            self.early_data_accepted = event.early_data_accepted
+            self.session_resumed = event.session_resumed
+            self.alpn_protocol = event.alpn_protocol
+            if self.listener is not None:
+                self.listener.link_handshake_completed(event.early_data_accepted)
+        elif isinstance(event, StreamReset | StopSendingReceived):
+            if event.stream_id == FLARE_STREAM_ID:
+                self.abort(FLARE_PROTOCOL_ERROR, "the Flare stream was reset by the peer")
+            else:
+                self.abort(FLARE_PROTOCOL_ERROR, f"unexpected QUIC stream {event.stream_id}")
+        elif isinstance(event, ConnectionTerminated):
+            reason = event.reason_phrase or f"QUIC error 0x{event.error_code:x}"
+            self._mark_closed(reason, event.error_code)
+
+    def _stream_data(self, event: StreamDataReceived) -> None:
+        if self.closed:
+            return
+        if event.stream_id != FLARE_STREAM_ID:
+            # Flare uses exactly one stream (docs/transports/quic.md).
+            self.abort(FLARE_PROTOCOL_ERROR, f"unexpected QUIC stream {event.stream_id}")
+            return
+        if event.end_stream:
+            self.abort(FLARE_PROTOCOL_ERROR, "the Flare stream was ended by the peer")
+            return
+        data = event.data
+        if not data:
+            return
+        early = not self.handshake_complete
+        self.received_bytes += len(data)
+        if early:
+            self.early_bytes += len(data)
+        if self.listener is not None:
+            self.listener.link_data_received(data, early)
+
+    def _mark_closed(self, reason: str, error_code: int = NO_ERROR) -> None:
+        first = not self.closed
+        self.closed = True
+        if first:
+            self.close_reason = reason
+            if self.listener is not None:
+                self.listener.link_lost(reason, error_code)
+
+
+class ClientLink(QuicLink):
+    """The client end: owns its UDP socket, can move to a new local port, pings when idle."""
+
+    def __init__(self, quic: QuicConnection, *, keepalive_interval: float | None) -> None:
+        super().__init__(quic)
+        self.handshake_done: asyncio.Future[None] = self._loop.create_future()
+        self._keepalive_interval = keepalive_interval
+        self._keepalive: asyncio.TimerHandle | None = None
+        self._last_input = self._loop.time()
+        self._socket: _UdpSocket | None = None
+
+    async def open(self, host: str, port: int) -> None:
+        """Bind a UDP socket and start the handshake (returns without waiting for it)."""
+        address = await _resolve(host, port)
+        await self._bind(address[0])
+        self.connect(address)
+        if self._keepalive_interval:
+            self._keepalive = self._loop.call_later(self._keepalive_interval, self._tick)
+
+    async def rebind(self) -> tuple[str, int]:
+        """Move to a new local UDP port; return the new local address.
+
+        The QUIC connection (and every call on it) continues: the server sees
+        datagrams from a new address, validates the path and switches to it
+        (RFC 9000 §9). A PING is sent at once so the switch happens now.
+        """
+        old = self._socket
+        family_host = self._quic._network_paths[0].addr[0]
+        await self._bind(family_host)
+        if old is not None:
+            old.transport.close()
+        self._quic.send_ping(0)
+        self.transmit()
+        assert self._socket is not None
+        return cast("tuple[str, int]", self._socket.transport.get_extra_info("sockname")[:2])
+
+    async def _bind(self, remote_host: str) -> None:
+        family = socket.AF_INET6 if ":" in remote_host else socket.AF_INET
+        local = "::" if family == socket.AF_INET6 else "0.0.0.0"
+        if remote_host in ("127.0.0.1", "::1"):
+            local = remote_host
+        sock = socket.socket(family, socket.SOCK_DGRAM)
+        sock.setblocking(False)
+        sock.bind((local, 0))
+        _transport, endpoint = await self._loop.create_datagram_endpoint(
+            lambda: _UdpSocket(self), sock=sock
+        )
+        self._socket = endpoint
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """:meta private:"""
+        self._last_input = self._loop.time()
+        super().datagram_received(data, addr)
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        """:meta private:"""
+        super().quic_event_received(event)
+        if isinstance(event, HandshakeCompleted):
+            if not self.handshake_done.done():
+                self.handshake_done.set_result(None)
+        elif isinstance(event, ConnectionTerminated):
+            self._stop()
+
+    def _mark_closed(self, reason: str, error_code: int = NO_ERROR) -> None:
+        super()._mark_closed(reason, error_code)
+        if not self.handshake_done.done():
+            self.handshake_done.set_exception(ConnectionError(reason))
+            # Nobody may await it (a failed connect is reported elsewhere).
+            self.handshake_done.exception()
+
+    def _tick(self) -> None:
+        # Keepalive: a QUIC PING when nothing arrived for an interval keeps the
+        # peer's idle timer and any NAT binding fresh (RFC 9000 §10.1.2).
+        interval = self._keepalive_interval
+        if self.closed or interval is None:
+            return
+        now = self._loop.time()
+        if now - self._last_input >= interval * 0.9:
+            self._quic.send_ping(0)
+            self.transmit()
+        self._keepalive = self._loop.call_later(interval, self._tick)
+
+    def _stop(self) -> None:
+        if self._keepalive is not None:
+            self._keepalive.cancel()
+            self._keepalive = None
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._socket is not None:
+            # Let aioquic's CONNECTION_CLOSE leave before the socket goes.
+            self._loop.call_soon(self._socket.transport.close)
+
+    def release(self) -> None:
+        """Stop timers and close the socket (after `close`, or when abandoning the link)."""
+        self._mark_closed(self.close_reason or "closed")
+        self._stop()
+
+
+class _UdpSocket(asyncio.DatagramProtocol):
+    """The client's UDP socket; forwards datagrams to the link (so the link can rebind)."""
+
+    def __init__(self, link: ClientLink) -> None:
+        self.link = link
+        self.transport: asyncio.DatagramTransport
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = cast(asyncio.DatagramTransport, transport)
+        self.link.connection_made(transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        if self.link._transport is self.transport:
+            self.link.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        # ICMP errors (port unreachable) are not fatal for QUIC: loss
+        # detection and the idle timeout handle an unreachable peer.
+        logger.debug("QUIC client socket error: %s", exc)
+
+
+async def _resolve(host: str, port: int) -> tuple[str, int]:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"cannot resolve {host}")
+    # Prefer IPv4 for "localhost" (servers here bind 127.0.0.1).
+    infos.sort(key=lambda info: info[0] != socket.AF_INET)
+    return cast("tuple[str, int]", infos[0][4][:2])
+
+
+ListenerFactory = Callable[["ServerLink"], LinkListener]
+"""Builds the endpoint of a new server connection (called once per connection)."""
+
+
+class ServerLink(QuicLink):
+    """The server end of one connection, created by aioquic's `QuicServer`.
+
+    Its listener is created lazily, at the first Flare-stream byte or at the
+    handshake's completion, whichever comes first: a connection that never
+    completes TLS (wrong ALPN, bad certificate, a replayed first flight) costs
+    no endpoint.
+    """
+
+    def __init__(
+        self, quic: QuicConnection, stream_handler: Any = None, *, factory: ListenerFactory
+    ) -> None:
+        super().__init__(quic)
+        self._factory = factory
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        """:meta private:"""
+        if self.listener is None and not self.closed:
+            wanted = isinstance(event, HandshakeCompleted) or (
+                isinstance(event, StreamDataReceived) and event.stream_id == FLARE_STREAM_ID
+            )
+            if wanted:
+                self.listener = self._factory(self)
+        super().quic_event_received(event)
+
+
+async def serve_links(
+    host: str,
+    port: int,
+    *,
+    configuration: QuicConfiguration,
+    factory: ListenerFactory,
+    tickets: ServerTicketStore | None,
+) -> QuicServer:
+    """Listen for QUIC on `host`:`port`; each connection gets ``factory(link)``.
+
+    With `tickets`, the server issues session tickets (resumption and 0-RTT)
+    and accepts each one once (see `ServerTicketStore`).
+    """
+    return await serve(
+        host,
+        port,
+        configuration=configuration,
+        create_protocol=partial(ServerLink, factory=factory),
+        session_ticket_handler=tickets.add if tickets is not None else None,
+        session_ticket_fetcher=tickets.take if tickets is not None else None,
+    )

@@ -1,0 +1,200 @@
+"""The QUIC link (aioquic plumbing) over real UDP sockets on 127.0.0.1.
+
+The application on each end is a tiny byte listener: these tests pin down what
+the link itself promises (one Flare stream, early-data marking, migration,
+closing a misbehaving connection alone). The Flare protocol on top is tested in
+test_quic_transport.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+
+from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
+from flare_runtime.transports.quic_link import (
+    FLARE_PROTOCOL_ERROR,
+    ClientLink,
+    QuicLink,
+    ServerLink,
+    serve_links,
+)
+from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
+
+ALPN = "flare/1"
+TIMEOUT = 5.0
+
+
+@dataclass
+class Recorder:
+    """A listener that records what the link reports; optionally echoes."""
+
+    link: QuicLink | None = None
+    echo: bool = False
+    data: bytearray = field(default_factory=bytearray)
+    early: list[bool] = field(default_factory=list)
+    lost: list[tuple[str, int]] = field(default_factory=list)
+    arrived: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def link_data_received(self, data: bytes, early: bool) -> None:
+        self.data += data
+        self.early.append(early)
+        self.arrived.set()
+        if self.echo and self.link is not None:
+            self.link.write(data)
+
+    def link_handshake_completed(self, early_data_accepted: bool) -> None:
+        pass
+
+    def link_lost(self, reason: str, error_code: int) -> None:
+        self.lost.append((reason, error_code))
+
+    async def wait_for(self, size: int) -> bytes:
+        while len(self.data) < size:
+            self.arrived.clear()
+            await asyncio.wait_for(self.arrived.wait(), TIMEOUT)
+        return bytes(self.data)
+
+
+@dataclass
+class Harness:
+    files: CertificateFiles
+    server: QuicServer
+    port: int
+    server_side: list[Recorder]
+    server_tickets: ServerTicketStore
+    client_tickets: MemoryTicketStore
+
+    async def connect(
+        self, *, resume: bool = False, alpn: str = ALPN
+    ) -> tuple[ClientLink, Recorder]:
+        configuration = QuicConfiguration(
+            is_client=True, alpn_protocols=[alpn], server_name="localhost", idle_timeout=5.0
+        )
+        configuration.load_verify_locations(str(self.files.certificate))
+        if resume:
+            configuration.session_ticket = self.client_tickets.take("server")
+            assert configuration.session_ticket is not None
+        quic = QuicConnection(
+            configuration=configuration,
+            session_ticket_handler=lambda ticket: self.client_tickets.add("server", ticket),
+        )
+        link = ClientLink(quic, keepalive_interval=None)
+        recorder = Recorder(link=link)
+        link.listener = recorder
+        await link.open("127.0.0.1", self.port)
+        return link, recorder
+
+
+@pytest.fixture
+async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    files = write_dev_certificate(tmp_path)
+    configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=5.0)
+    configuration.load_cert_chain(files.certificate, files.private_key)
+    recorders: list[Recorder] = []
+
+    def factory(link: ServerLink) -> Recorder:
+        recorder = Recorder(link=link, echo=True)
+        recorders.append(recorder)
+        return recorder
+
+    tickets = ServerTicketStore()
+    server = await serve_links(
+        "127.0.0.1", 0, configuration=configuration, factory=factory, tickets=tickets
+    )
+    port = server._transport.get_extra_info("sockname")[1] if server._transport else 0
+    yield Harness(files, server, port, recorders, tickets, MemoryTicketStore())
+    server.close()
+
+
+async def test_bytes_flow_both_ways_on_one_stream(harness: Harness) -> None:
+    link, recorder = await harness.connect()
+    await asyncio.wait_for(link.handshake_done, TIMEOUT)
+    for chunk in (b"a" * 10, b"b" * 5000, b"c"):
+        link.write(chunk)
+    assert await recorder.wait_for(5011) == b"a" * 10 + b"b" * 5000 + b"c"
+    assert harness.server_side[0].early == [False] * len(harness.server_side[0].early)
+    link.close()
+    link.release()
+
+
+async def test_early_data_is_marked_and_accepted_on_resumption(harness: Harness) -> None:
+    first, recorder = await harness.connect()
+    first.write(b"x")
+    await recorder.wait_for(1)
+    assert len(harness.client_tickets) == 1  # the server issued a ticket
+    first.close()
+    first.release()
+
+    resumed, recorder = await harness.connect(resume=True)
+    resumed.write(b"early")  # before the handshake: goes out as 0-RTT
+    await recorder.wait_for(5)
+    await asyncio.wait_for(resumed.handshake_done, TIMEOUT)
+    assert resumed.session_resumed and resumed.early_data_accepted
+    server = harness.server_side[-1]
+    assert server.early[0] is True
+    assert server.link is not None and server.link.early_bytes == 5
+    resumed.close()
+    resumed.release()
+
+
+async def test_client_moves_to_a_new_port_mid_connection(harness: Harness) -> None:
+    link, recorder = await harness.connect()
+    link.write(b"before")
+    await recorder.wait_for(6)
+    server_link = harness.server_side[0].link
+    assert server_link is not None
+    old_address = server_link.peer_address
+    new_address = await link.rebind()
+    link.write(b"after")
+    assert await recorder.wait_for(11) == b"beforeafter"
+    assert new_address != old_address
+    assert server_link.peer_address == new_address
+    link.close()
+    link.release()
+
+
+async def test_wrong_alpn_fails_only_that_connection(harness: Harness) -> None:
+    good, good_recorder = await harness.connect()
+    await asyncio.wait_for(good.handshake_done, TIMEOUT)
+    bad, _ = await harness.connect(alpn="h3")
+    with pytest.raises(ConnectionError, match="ALPN"):
+        await asyncio.wait_for(bad.handshake_done, TIMEOUT)
+    bad.release()
+    good.write(b"still here")
+    assert await good_recorder.wait_for(10) == b"still here"
+    assert len(harness.server_side) == 1  # no endpoint was built for the bad one
+    good.close()
+    good.release()
+
+
+async def test_a_second_stream_closes_that_connection_with_a_protocol_error(
+    harness: Harness,
+) -> None:
+    link, recorder = await harness.connect()
+    link.write(b"ok")
+    await recorder.wait_for(2)
+    other = link._quic.get_next_available_stream_id()
+    other = other if other != 0 else 4
+    link._quic.send_stream_data(other, b"sneaky")
+    link.transmit()
+    for _ in range(100):
+        if recorder.lost:
+            break
+        await asyncio.sleep(0.01)
+    assert recorder.lost and recorder.lost[0][1] == FLARE_PROTOCOL_ERROR
+    assert "unexpected QUIC stream" in recorder.lost[0][0]
+    link.release()
+    # The server still serves other connections.
+    again, again_recorder = await harness.connect()
+    again.write(b"fine")
+    assert await again_recorder.wait_for(4) == b"fine"
+    again.close()
+    again.release()
