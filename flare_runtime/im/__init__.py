@@ -1,0 +1,15 @@
+"""Flare's instant-messaging core: sessions, conversations, ordered history, delivery.
+
+Layers, bottom up (see docs/im.md):
+
+* `flare_runtime.im.storage` - the `Storage` interface and its SQLite (default)
+  and PostgreSQL backends; message bodies encrypted at rest.
+* `flare_runtime.im.core` - the transport-free domain core (`ImCore`): sessions
+  and the multi-device policy, conversations and roles, idempotent ordered
+  send, live delivery through bounded per-device queues, recovery, receipts,
+  typing and presence.
+* `flare_runtime.im.service` - `ImService`, the generated ``flare.im.v1``
+  handler base implemented on top of the core and the runtime's pushes.
+"""
+
+from __future__ import annotations
