@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
@@ -125,6 +125,9 @@ class GrpcChannel(Channel):
         self._stream_unary: dict[str, grpc.aio.StreamUnaryMultiCallable[Any, Any]] = {}
         self._stream_stream: dict[str, grpc.aio.StreamStreamMultiCallable[Any, Any]] = {}
 
+    async def __aenter__(self) -> GrpcChannel:
+        return self
+
     @property
     def grpc_channel(self) -> grpc.aio.Channel:
         """The underlying `grpc.aio.Channel` (for grpcio-specific needs)."""
@@ -150,16 +153,19 @@ class GrpcChannel(Channel):
             wire = self._base_metadata + Metadata.coerce(metadata).entries()
         return timeout, wire
 
-    def _cancelled_error(self) -> RpcError | None:
-        """The `RpcError` for a CancelledError that grpc raised, or None to re-raise.
+    def _cancelled_error(self, feed: _RequestFeed | None = None) -> BaseException | None:
+        """What to raise for a CancelledError from grpc, or None to re-raise it.
 
         grpc.aio raises CancelledError for calls cancelled locally: by our own
-        `cancel()` or `close()`, or because the awaiting task was cancelled. Only
-        the last one must propagate as CancelledError.
+        `cancel()` or `close()`, because the request iterator failed, or because
+        the awaiting task was cancelled. Only the last one must propagate as
+        CancelledError; a failed request iterator re-raises its own exception.
         """
         task = asyncio.current_task()
         if task is not None and task.cancelling():
             return None
+        if feed is not None and feed.failure is not None:
+            return feed.failure
         reason = "the channel was closed" if self._closed else "the call was cancelled"
         return RpcError(StatusCode.CANCELLED, reason)
 
@@ -172,12 +178,14 @@ class GrpcChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> ResponseT:
         """Send one request, return the one response or raise `RpcError`."""
+        if type(request) is not route.request_type:
+            raise _wrong_type(route, request)
         timeout, wire = self._call_arguments(route, timeout, metadata)
         method = self._unary_unary.get(route.path)
         if method is None:
             method = self._unary_unary[route.path] = self._channel.unary_unary(
                 route.path,
-                request_serializer=_serializer(route),
+                request_serializer=route.request_type.SerializeToString,
                 response_deserializer=route.response_type.FromString,
                 _registered_method=True,  # type: ignore[call-arg]
             )
@@ -201,12 +209,14 @@ class GrpcChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> ServerStreamCall[ResponseT]:
         """Start a server-streaming call; iterate the result for responses."""
+        if type(request) is not route.request_type:
+            raise _wrong_type(route, request)
         timeout, wire = self._call_arguments(route, timeout, metadata)
         method = self._unary_stream.get(route.path)
         if method is None:
             method = self._unary_stream[route.path] = self._channel.unary_stream(
                 route.path,
-                request_serializer=_serializer(route),
+                request_serializer=route.request_type.SerializeToString,
                 response_deserializer=route.response_type.FromString,
                 _registered_method=True,  # type: ignore[call-arg]
             )
@@ -222,20 +232,23 @@ class GrpcChannel(Channel):
     ) -> ResponseT:
         """Send every request of `requests`, then return the one response."""
         timeout, wire = self._call_arguments(route, timeout, metadata)
+        feed = _RequestFeed()
         method = self._stream_unary.get(route.path)
         if method is None:
             method = self._stream_unary[route.path] = self._channel.stream_unary(
                 route.path,
-                request_serializer=_serializer(route),
+                request_serializer=route.request_type.SerializeToString,
                 response_deserializer=route.response_type.FromString,
                 _registered_method=True,  # type: ignore[call-arg]
             )
         try:
-            response: ResponseT = await method(_iterator(requests), timeout=timeout, metadata=wire)
+            response: ResponseT = await method(
+                feed.wrap(route, requests), timeout=timeout, metadata=wire
+            )
         except grpc.aio.AioRpcError as error:
             raise rpc_error_from_aio(error) from None
         except asyncio.CancelledError:
-            translated = self._cancelled_error()
+            translated = self._cancelled_error(feed)
             if translated is None:
                 raise
             raise translated from None
@@ -251,17 +264,17 @@ class GrpcChannel(Channel):
     ) -> BidiStreamCall[RequestT, ResponseT]:
         """Start a bidirectional call (see `Channel.stream_stream`)."""
         timeout, wire = self._call_arguments(route, timeout, metadata)
+        feed = _RequestFeed()
         method = self._stream_stream.get(route.path)
         if method is None:
             method = self._stream_stream[route.path] = self._channel.stream_stream(
                 route.path,
-                request_serializer=_serializer(route),
+                request_serializer=route.request_type.SerializeToString,
                 response_deserializer=route.response_type.FromString,
                 _registered_method=True,  # type: ignore[call-arg]
             )
-        return _GrpcBidiStreamCall(
-            self, method(_iterator(requests), timeout=timeout, metadata=wire)
-        )
+        call = method(feed.wrap(route, requests), timeout=timeout, metadata=wire)
+        return _GrpcBidiStreamCall(self, call, feed, route)
 
     async def close(self) -> None:
         """Close the channel; calls still running fail with CANCELLED."""
@@ -271,27 +284,67 @@ class GrpcChannel(Channel):
         await self._channel.close()
 
 
-def _serializer(route: Route[Any, Any]) -> Callable[[Message], bytes]:
-    """The request serializer, checking the type (gRPC would send any message)."""
-    request_type = route.request_type
+def _wrong_type(route: Route[Any, Any], request: object) -> TypeError:
+    return TypeError(
+        f"{route.path} takes {route.request_type.DESCRIPTOR.full_name}, "
+        f"got {type(request).__name__}"
+    )
 
-    def serialize(request: Message) -> bytes:
-        if type(request) is not request_type:
-            raise TypeError(
-                f"{route.path} takes {request_type.DESCRIPTOR.full_name}, "
-                f"got {type(request).__name__}"
-            )
-        return request.SerializeToString()
 
-    return serialize
+class _RequestFeed:
+    """Hands a caller's request iterable to grpc, checking each request's type.
+
+    grpcio logs and swallows a serializer's exception and turns a failing
+    request iterator into a bare local cancellation; the feed remembers the
+    exception so the call can raise it instead.
+    """
+
+    __slots__ = ("failure",)
+
+    def __init__(self) -> None:
+        self.failure: Exception | None = None
+
+    def wrap(
+        self, route: Route[Any, Any], requests: AsyncIterable[Any] | Iterable[Any] | None
+    ) -> Any:
+        if requests is None:
+            return None
+        if isinstance(requests, AsyncIterable):
+            return self._async_feed(route, requests)
+        return self._sync_feed(route, requests)
+
+    async def _async_feed(
+        self, route: Route[Any, Any], requests: AsyncIterable[Any]
+    ) -> AsyncIterator[Any]:
+        request_type = route.request_type
+        try:
+            async for request in requests:
+                if type(request) is not request_type:
+                    raise _wrong_type(route, request)
+                yield request
+        except Exception as error:
+            self.failure = error
+            raise
+
+    def _sync_feed(self, route: Route[Any, Any], requests: Iterable[Any]) -> Iterator[Any]:
+        request_type = route.request_type
+        try:
+            for request in requests:
+                if type(request) is not request_type:
+                    raise _wrong_type(route, request)
+                yield request
+        except Exception as error:
+            self.failure = error
+            raise
 
 
 class _GrpcServerStreamCall(ServerStreamCall[ResponseT], AsyncIterator[ResponseT]):
     """A server-streaming (or bidi) call over a grpc.aio call object."""
 
-    def __init__(self, channel: GrpcChannel, call: Any) -> None:
+    def __init__(self, channel: GrpcChannel, call: Any, feed: _RequestFeed | None = None) -> None:
         self._channel = channel
         self._call = call
+        self._feed = feed
         self._trailers: Metadata = EMPTY_METADATA
 
     def __aiter__(self) -> AsyncIterator[ResponseT]:
@@ -304,7 +357,7 @@ class _GrpcServerStreamCall(ServerStreamCall[ResponseT], AsyncIterator[ResponseT
             self._trailers = _metadata(error.trailing_metadata())
             raise rpc_error_from_aio(error) from None
         except asyncio.CancelledError:
-            translated = self._channel._cancelled_error()
+            translated = self._channel._cancelled_error(self._feed)
             if translated is None:
                 raise
             raise translated from None
@@ -319,7 +372,7 @@ class _GrpcServerStreamCall(ServerStreamCall[ResponseT], AsyncIterator[ResponseT
         try:
             return _metadata(await self._call.initial_metadata())
         except asyncio.CancelledError:
-            translated = self._channel._cancelled_error()
+            translated = self._channel._cancelled_error(self._feed)
             if translated is None:
                 raise
             raise translated from None
@@ -340,8 +393,17 @@ class _GrpcBidiStreamCall(
 ):
     """A bidirectional call over a grpc.aio StreamStreamCall."""
 
+    def __init__(
+        self, channel: GrpcChannel, call: Any, feed: _RequestFeed, route: Route[Any, Any]
+    ) -> None:
+        super().__init__(channel, call, feed)
+        self._route = route
+        self._request_type = route.request_type
+
     async def send(self, request: RequestT) -> None:
         """Send one request; waits while HTTP/2 flow control applies backpressure."""
+        if type(request) is not self._request_type:
+            raise _wrong_type(self._route, request)
         try:
             await self._call.write(request)
         except grpc.aio.AioRpcError as error:
@@ -349,7 +411,7 @@ class _GrpcBidiStreamCall(
         except asyncio.InvalidStateError:
             raise RpcError(StatusCode.FAILED_PRECONDITION, "the call has already ended") from None
         except asyncio.CancelledError:
-            translated = self._channel._cancelled_error()
+            translated = self._channel._cancelled_error(self._feed)
             if translated is None:
                 raise
             raise translated from None
@@ -365,11 +427,6 @@ class _GrpcBidiStreamCall(
 
     async def __aenter__(self) -> _GrpcBidiStreamCall[RequestT, ResponseT]:
         return self
-
-
-def _iterator(requests: AsyncIterable[Any] | Iterable[Any] | None) -> Any:
-    # grpc.aio consumes any sync or async iterable; its stubs ask for iterators.
-    return requests
 
 
 def _metadata(entries: Iterable[tuple[str, MetadataValue]] | None) -> Metadata:
