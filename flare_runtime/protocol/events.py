@@ -1,0 +1,186 @@
+"""Events a `Connection` reports to the layer above (docs/wire-format.md §9).
+
+Each event is a small frozen dataclass named for what happened. Which role
+sees which event:
+
+==================  ======  ======  =============================================
+event               client  server  produced by
+==================  ======  ======  =============================================
+HandshakeCompleted  yes     yes     the peer's HELLO
+CallStarted                 yes     CALL_START
+HeadersReceived     yes             HEADERS
+MessageReceived     yes     yes     MESSAGE (``end_stream`` only on the server)
+StreamEnded                 yes     HALF_CLOSE
+CallEnded           yes             END_CALL, or a local failure of the call
+CallCancelled               yes     CANCEL, deadline, or a call-level limit
+PushReceived        yes             PUSH
+PingReceived        yes     yes     PING (the PONG is already queued)
+PongReceived        yes     yes     PONG
+GoAwayReceived      yes             GOAWAY
+WindowUpdated       yes     yes     WINDOW_UPDATE
+ConnectionClosed    yes     yes     CLOSE, a protocol error, or keepalive timeout
+==================  ======  ======  =============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from flare_runtime.metadata import MetadataValue
+from flare_runtime.protocol.config import Settings
+from flare_runtime.protocol.frames import CloseCode
+from flare_runtime.status import StatusCode
+
+
+class Event:
+    """Base class of every protocol event."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class HandshakeCompleted(Event):
+    """The peer's HELLO arrived and a version was agreed.
+
+    On the client, calls may be started before this event; they are sent at once
+    (the handshake does not cost a round trip).
+    """
+
+    version: int
+    peer_settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class CallStarted(Event):
+    """Server: the client opened a call.
+
+    `deadline` is on the caller's `now` clock (`now` at receipt + `timeout`);
+    both are None when the client set no deadline. The connection itself ends
+    the call with DEADLINE_EXCEEDED when the deadline passes (`handle_timer`).
+    """
+
+    call_id: int
+    route_id: int
+    metadata: tuple[tuple[str, MetadataValue], ...]
+    timeout: float | None
+    deadline: float | None
+
+
+@dataclass(frozen=True, slots=True)
+class HeadersReceived(Event):
+    """Client: the server sent its response headers (at most once, before any message)."""
+
+    call_id: int
+    metadata: tuple[tuple[str, MetadataValue], ...]
+
+
+@dataclass(frozen=True, slots=True)
+class MessageReceived(Event):
+    """A message arrived on a call.
+
+    `end_stream` is True when the client sent its last message (a half-close
+    in the same frame); no `StreamEnded` follows then. Call
+    `Connection.acknowledge(call_id, len(data))` once the application has
+    consumed it, so the peer gets credit to send more.
+    """
+
+    call_id: int
+    data: bytes
+    end_stream: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class StreamEnded(Event):
+    """Server: the client half-closed the call without a final message."""
+
+    call_id: int
+
+
+@dataclass(frozen=True, slots=True)
+class CallEnded(Event):
+    """Client: the call is over, with this status; nothing more happens on it.
+
+    `local` is True when this endpoint ended it (deadline passed, a limit was
+    exceeded, the server's GOAWAY excluded it) rather than the server's
+    END_CALL. A call excluded by GOAWAY ends with UNAVAILABLE and was never
+    processed, so it is safe to retry.
+    """
+
+    call_id: int
+    status: StatusCode
+    message: str = ""
+    details: bytes = b""
+    trailers: tuple[tuple[str, MetadataValue], ...] = ()
+    local: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CallCancelled(Event):
+    """Server: the call is over before the handler finished; stop its handler.
+
+    `code` is CANCELLED (client's CANCEL), DEADLINE_EXCEEDED (the deadline
+    passed; the END_CALL is already queued) or RESOURCE_EXHAUSTED (the client
+    broke a call-level limit; the END_CALL is already queued). Sending on the
+    call afterwards is ignored.
+    """
+
+    call_id: int
+    code: StatusCode
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class PushReceived(Event):
+    """Client: the server pushed a message of push type `type_id`."""
+
+    type_id: int
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PingReceived(Event):
+    """The peer sent a PING; the PONG is already queued in `data_to_send()`."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PongReceived(Event):
+    """The peer answered a PING."""
+
+    data: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class GoAwayReceived(Event):
+    """Client: the server is draining; it processes no call above `last_call_id`.
+
+    Calls above it already ended with `CallEnded(UNAVAILABLE, local=True)`
+    (reported before this event); `start_call` raises from now on. Calls at or
+    below it run to completion.
+    """
+
+    last_call_id: int
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class WindowUpdated(Event):
+    """The peer granted more send credit on a call; `credit` is the total now available."""
+
+    call_id: int
+    credit: int
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionClosed(Event):
+    """The connection is closed; the last event. Every open call is over.
+
+    `by_peer` is True when the peer sent CLOSE; otherwise this endpoint closed
+    it (`close()`, a protocol error by the peer, or keepalive timeout) and the
+    CLOSE frame is in `data_to_send()`. Send it, then close the transport.
+    """
+
+    code: CloseCode
+    reason: str
+    by_peer: bool
