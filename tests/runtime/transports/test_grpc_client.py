@@ -9,12 +9,7 @@ hand, as generated code would.
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib
-import sys
-import tempfile
 from collections.abc import AsyncIterator
-from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -24,13 +19,13 @@ import pytest
 from google.protobuf import any_pb2
 from google.rpc import status_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
-from grpc_tools import protoc  # type: ignore[import-untyped]
 from typing_extensions import override
 
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
 from flare_runtime.routing import Cardinality, Route, RouteOptions
 from flare_runtime.status import StatusCode
 from flare_runtime.transports.grpc_client import GrpcChannel, connect_grpc, parse_grpc_url
+from flare_runtime.transports.grpc_testing import stock_stubs
 
 PROTO_NAME = "flare_grpc_client_probe.proto"
 PROTO = """
@@ -56,27 +51,9 @@ UNIT = 0.05
 """Seconds; timeouts are generous multiples of it."""
 
 
-@functools.cache
 def stubs() -> tuple[ModuleType, ModuleType]:
-    """Generate the probe's _pb2 and _pb2_grpc with grpc_tools, once per process."""
-    out = Path(tempfile.mkdtemp(prefix="flare-grpc-client-"))
-    (out / PROTO_NAME).write_text(PROTO)
-    status = protoc.main(
-        [
-            "protoc",
-            f"-I{out}",
-            f"--python_out={out}",
-            f"--grpc_python_out={out}",
-            str(out / PROTO_NAME),
-        ]
-    )
-    assert status == 0, "protoc failed"
-    sys.path.insert(0, str(out))
-    try:
-        stem = PROTO_NAME.removesuffix(".proto")
-        return importlib.import_module(f"{stem}_pb2"), importlib.import_module(f"{stem}_pb2_grpc")
-    finally:
-        sys.path.remove(str(out))
+    generated = stock_stubs(PROTO_NAME, source=PROTO)
+    return generated.pb2, generated.pb2_grpc
 
 
 def route(method: str, cardinality: Cardinality, **options: Any) -> Route[Any, Any]:
