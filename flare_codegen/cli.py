@@ -17,7 +17,11 @@ from collections.abc import Callable, Sequence
 from typing import cast
 
 # Subcommand modules, in the order ``flare --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = ("flare_runtime.transports.quic_certs",)
+COMMAND_MODULES: tuple[str, ...] = (
+    "flare_codegen.commands.gen",
+    "flare_codegen.commands.routes",
+    "flare_runtime.transports.quic_certs",
+)
 
 
 def build_parser() -> argparse.ArgumentParser:

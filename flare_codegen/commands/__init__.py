@@ -1,0 +1,1 @@
+"""Subcommands of the ``flare`` CLI (see `flare_codegen.cli`)."""

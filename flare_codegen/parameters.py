@@ -1,0 +1,58 @@
+"""Typed plugin parameters (``--flare_opt=...`` or ``--flare_out=PARAMS:DIR``).
+
+The parameter string is a comma-separated list of ``name=value`` items; a bare
+``name`` means ``name=true``. Unknown names and malformed values are errors,
+so a typo never silently changes the output.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+
+_TRUE = frozenset({"true", "1", "yes", "on"})
+_FALSE = frozenset({"false", "0", "no", "off"})
+
+
+class ParameterError(ValueError):
+    """The parameter string names an unknown parameter or has a bad value."""
+
+
+@dataclass(frozen=True, slots=True)
+class Parameters:
+    """What the plugin was asked to do."""
+
+    emit_empty: bool = False
+    """Also write ``_flare.py`` for files that declare no service and no push message."""
+    require_ids: bool = False
+    """Make a service without a Flare ``service_id`` (or a method without ``route_id``) an error."""
+
+
+PARAMETER_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Parameters))
+
+
+def _parse_bool(name: str, value: str) -> bool:
+    lowered = value.strip().lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ParameterError(f"plugin parameter {name!r} takes true or false, got {value!r}")
+
+
+def parse_parameters(text: str) -> Parameters:
+    """Parse protoc's parameter string; raises `ParameterError` on anything unknown."""
+    values: dict[str, bool] = {}
+    for raw in text.split(","):
+        item = raw.strip()
+        if not item:
+            continue
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if name not in PARAMETER_NAMES:
+            known = ", ".join(PARAMETER_NAMES)
+            raise ParameterError(f"unknown plugin parameter {name!r} (known: {known})")
+        if name in values:
+            raise ParameterError(f"plugin parameter {name!r} is given twice")
+        values[name] = _parse_bool(name, value) if sep else True
+    return Parameters(**values)

@@ -1,0 +1,119 @@
+"""``protoc-gen-flare``: the I/O shell around parse → model → render.
+
+protoc writes a serialized ``CodeGeneratorRequest`` to stdin and reads a
+``CodeGeneratorResponse`` from stdout. Every failure the user can cause (bad
+options, unknown parameters, a corrupt request) is reported through
+``CodeGeneratorResponse.error`` so protoc prints it and exits non-zero; this
+module never lets a traceback escape.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import BinaryIO
+
+from google.protobuf import descriptor_pb2
+from google.protobuf.compiler import plugin_pb2
+from google.protobuf.message import DecodeError
+
+from flare_codegen import __version__
+from flare_codegen.parameters import ParameterError, parse_parameters
+
+# Importing parse registers the Flare option extensions, which must happen
+# before the request is parsed for the options to decode.
+from flare_codegen.parse import parse_files
+from flare_codegen.render import render_file
+
+SUPPORTED_FEATURES = (
+    plugin_pb2.CodeGeneratorResponse.FEATURE_PROTO3_OPTIONAL
+    | plugin_pb2.CodeGeneratorResponse.FEATURE_SUPPORTS_EDITIONS
+)
+MINIMUM_EDITION = descriptor_pb2.EDITION_PROTO2
+MAXIMUM_EDITION = descriptor_pb2.EDITION_2024
+
+
+def _response(error: str | None = None) -> plugin_pb2.CodeGeneratorResponse:
+    response = plugin_pb2.CodeGeneratorResponse(
+        supported_features=SUPPORTED_FEATURES,
+        minimum_edition=MINIMUM_EDITION,
+        maximum_edition=MAXIMUM_EDITION,
+    )
+    if error is not None:
+        response.error = error
+    return response
+
+
+def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGeneratorResponse:
+    """Turn a request into a response: generated files, or an error message.
+
+    Pure apart from reading `request`; validation errors are joined one per
+    line as ``file.proto:line:col: message``.
+    """
+    try:
+        parameters = parse_parameters(request.parameter)
+    except ParameterError as error:
+        return _response(str(error))
+    if not request.file_to_generate:
+        return _response("the request names no file to generate")
+    known = {proto.name for proto in request.proto_file}
+    missing = [name for name in request.file_to_generate if name not in known]
+    if missing:
+        return _response(f"the request lacks the descriptor of {', '.join(missing)}")
+    result = parse_files(request.proto_file, request.file_to_generate, parameters)
+    if result.diagnostics:
+        return _response("\n".join(str(diagnostic) for diagnostic in result.diagnostics))
+    response = _response()
+    for model in result.files:
+        response.file.add(name=model.output_path, content=render_file(model))
+    return response
+
+
+def decode_request(data: bytes) -> plugin_pb2.CodeGeneratorRequest:
+    """Parse stdin's bytes; raises `DecodeError` when they are not a request."""
+    if not data:
+        raise DecodeError("empty input: protoc-gen-flare reads a CodeGeneratorRequest on stdin")
+    return plugin_pb2.CodeGeneratorRequest.FromString(data)
+
+
+def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """Read one request from `stdin`, write one response to `stdout`; return the exit status.
+
+    A request that cannot be decoded still gets a response with ``error``
+    set (protoc shows it) and the exit status is 1 (for a human at a
+    terminal, who sees the message on stderr).
+    """
+    data = stdin.read()
+    try:
+        request = decode_request(data)
+    except DecodeError as error:
+        message = f"protoc-gen-flare: cannot decode the CodeGeneratorRequest on stdin: {error}"
+        print(message, file=sys.stderr)
+        stdout.write(_response(message).SerializeToString())
+        stdout.flush()
+        return 1
+    try:
+        response = generate(request)
+    except Exception as error:  # last resort: report, never show a traceback
+        response = _response(f"protoc-gen-flare {__version__}: internal error: {error!r}")
+    stdout.write(response.SerializeToString())
+    stdout.flush()
+    return 0
+
+
+def main() -> int:
+    """Entry point of ``protoc-gen-flare`` and ``python -m flare_codegen``."""
+    if len(sys.argv) > 1 and sys.argv[1] in ("--version", "-V"):
+        print(f"protoc-gen-flare {__version__}")
+        return 0
+    if len(sys.argv) > 1:
+        print(
+            "usage: protoc-gen-flare < CodeGeneratorRequest > CodeGeneratorResponse\n"
+            "(run by protoc: protoc --flare_out=OUT_DIR ...)",
+            file=sys.stderr,
+        )
+        return 2
+    return run(sys.stdin.buffer, sys.stdout.buffer)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,590 @@
+"""Model → the text of ``<name>_flare.py``.
+
+An import-tracking printer: the body asks `Imports` for every name it uses and
+gets back the local name (aliased when it would collide with a generated
+name), then the import block is printed from what was asked for.
+
+The output must already be what ``ruff format`` and ``ruff check`` (isort
+rules included) accept, at any line length from the default 88 up: every
+construct is either flat when it fits in 88 columns or exploded one item per
+line with a trailing comma (a "magic trailing comma", which both the
+formatter and the import sorter keep exploded).
+"""
+
+from __future__ import annotations
+
+import keyword
+from collections.abc import Iterable, Sequence
+
+from flare_codegen import __version__
+from flare_codegen.model import ALL_TRANSPORTS, Cardinality, File, Method, Service, Transport
+
+WIDTH = 88
+"""ruff's default line length; lines printed flat never exceed it."""
+INDENT = "    "
+
+_STDLIB = frozenset({"abc", "collections.abc", "typing"})
+
+
+# Strings ---------------------------------------------------------------------
+
+
+def _escape(text: str, quote: str) -> str:
+    out: list[str] = []
+    for char in text:
+        if char == "\\":
+            out.append("\\\\")
+        elif char == quote:
+            out.append("\\" + quote)
+        elif char == "\n":
+            out.append("\\n")
+        elif char == "\t":
+            out.append("\\t")
+        elif char == "\r":
+            out.append("\\r")
+        elif not char.isprintable():
+            code = ord(char)
+            if code < 0x100:
+                out.append(f"\\x{code:02x}")
+            elif code < 0x10000:
+                out.append(f"\\u{code:04x}")
+            else:
+                out.append(f"\\U{code:08x}")
+        else:
+            out.append(char)
+    return "".join(out)
+
+
+def string_literal(text: str) -> str:
+    """A Python string literal for `text`, quoted the way ruff format prefers."""
+    quote = "'" if text.count('"') > text.count("'") else '"'
+    return quote + _escape(text, quote) + quote
+
+
+def docstring(text: str, indent: str) -> list[str]:
+    """Docstring lines for `text` (already dedented), at `indent`."""
+    body = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
+    lines = []
+    for line in body.split("\n"):
+        safe = "".join(
+            char
+            if char.isprintable() or char == "\t"
+            else f"\\x{ord(char):02x}"
+            if ord(char) < 0x100
+            else f"\\u{ord(char):04x}"
+            for char in line
+        )
+        lines.append(safe.rstrip())
+    if lines[-1].endswith('"'):
+        lines[-1] = lines[-1][:-1] + '\\"'
+    if lines[0].startswith(" ") or not lines[0]:
+        lines[0] = lines[0].lstrip()
+    if len(lines) == 1:
+        return [f'{indent}"""{lines[0]}"""']
+    out = [f'{indent}"""{lines[0]}']
+    out.extend(f"{indent}{line}" if line else "" for line in lines[1:])
+    out.append(f'{indent}"""')
+    return out
+
+
+# Imports -----------------------------------------------------------------------
+
+
+class Imports:
+    """Tracks the imports a module needs and the local name of each.
+
+    `taken` holds the module's own top-level names; an imported name that
+    would shadow one of them, or another import, is aliased with a leading
+    underscore.
+    """
+
+    def __init__(self, taken: Iterable[str]) -> None:
+        self._taken: set[str] = set(taken)
+        self._plain: set[str] = set()  # `import x`
+        self._from: dict[tuple[str, str], str] = {}  # (module, name) -> local name
+
+    def _free(self, wanted: str) -> str:
+        name = wanted
+        while name in self._taken or keyword.iskeyword(name):
+            name = "_" + name
+        self._taken.add(name)
+        return name
+
+    def module(self, module: str) -> str:
+        """``import module``; returns the name to use (module is a top-level name)."""
+        if module not in self._plain:
+            if module in self._taken:
+                raise ValueError(f"module name {module} collides with a generated name")
+            self._plain.add(module)
+            self._taken.add(module)
+        return module
+
+    def name(self, module: str, name: str) -> str:
+        """``from module import name``; returns the local name to use."""
+        key = (module, name)
+        local = self._from.get(key)
+        if local is None:
+            local = self._free(name)
+            self._from[key] = local
+        return local
+
+    def pb2(self, module: str) -> str:
+        """Import a ``_pb2`` module by its full dotted path; returns its local name.
+
+        The local name is the module's last component, qualified with parent
+        components when two imported modules share a last component.
+        """
+        package, _, leaf = module.rpartition(".")
+        key = (package, leaf)
+        local = self._from.get(key)
+        if local is not None:
+            return local
+        parts = module.split(".")
+        for count in range(1, len(parts) + 1):
+            candidate = "_".join(parts[-count:])
+            if candidate not in self._taken and not keyword.iskeyword(candidate):
+                break
+        else:
+            candidate = self._free("_" + "_".join(parts))
+        self._taken.add(candidate)
+        self._from[key] = candidate
+        return candidate
+
+    def render(self) -> list[str]:
+        """The import block, sorted as ruff's isort rules want, without ``__future__``."""
+        sections: list[list[str]] = []
+        for stdlib in (True, False):
+            plain = sorted((m for m in self._plain if (m in _STDLIB) == stdlib), key=_module_key)
+            lines = [f"import {module}" for module in plain]
+            by_module: dict[str, list[tuple[str, str]]] = {}
+            for (module, name), local in self._from.items():
+                if (module in _STDLIB) == stdlib:
+                    by_module.setdefault(module, []).append((name, local))
+            for module in sorted(by_module, key=_module_key):
+                members = sorted(by_module[module], key=lambda item: _member_key(item[0]))
+                plain_members = [name for name, local in members if name == local]
+                aliased = [(name, local) for name, local in members if name != local]
+                if plain_members:
+                    lines.extend(_from_import(module, plain_members))
+                for name, local in aliased:
+                    lines.extend(_from_import(module, [f"{name} as {local}"]))
+            if lines:
+                sections.append(lines)
+        out: list[str] = []
+        for section in sections:
+            if out:
+                out.append("")
+            out.extend(section)
+        return out
+
+
+def _module_key(module: str) -> tuple[str, str]:
+    return (module.lower(), module)
+
+
+def _member_key(name: str) -> tuple[int, str, str]:
+    # ruff's isort `order-by-type`: CONSTANTS, then Classes, then functions/variables.
+    if name.isupper() and len(name) > 1:
+        kind = 0
+    elif name[:1].isupper():
+        kind = 1
+    else:
+        kind = 2
+    return (kind, name.lower(), name)
+
+
+def _from_import(module: str, members: Sequence[str]) -> list[str]:
+    flat = f"from {module} import {', '.join(members)}"
+    if len(members) == 1 and len(flat) <= WIDTH:
+        return [flat]
+    return [f"from {module} import (", *(f"{INDENT}{member}," for member in members), ")"]
+
+
+# Expressions -------------------------------------------------------------------
+
+
+def _call(indent: str, prefix: str, arguments: Sequence[str], suffix: str = "") -> list[str]:
+    """``prefix(arg, ...)suffix`` flat when it fits and has few arguments, else exploded."""
+    flat = f"{indent}{prefix}({', '.join(arguments)}){suffix}"
+    if len(flat) <= WIDTH and "\n" not in flat and len(arguments) <= 2:
+        return [flat]
+    inner = indent + INDENT
+    lines = [f"{indent}{prefix}("]
+    for argument in arguments:
+        head, *rest = argument.split("\n")
+        lines.append(f"{inner}{head}")
+        lines.extend(f"{inner}{line}" for line in rest)
+        lines[-1] += ","
+    lines.append(f"{indent}){suffix}")
+    return lines
+
+
+def _tuple(items: Sequence[str], indent: str, lead: int) -> str:
+    """A tuple expression starting `lead` columns in; may span lines (joined by newlines)."""
+    if not items:
+        return "()"
+    if len(items) == 1:
+        flat = f"({items[0]},)"
+        if lead + len(flat) + 1 <= WIDTH:
+            return flat
+    else:
+        flat = f"({', '.join(items)})"
+        if (
+            lead + len(flat) + 1 <= WIDTH
+            and len(items) <= 3
+            and all("(" not in item for item in items)
+        ):
+            return flat
+    body = "\n".join(f"{INDENT}{item}," for item in items)
+    return f"(\n{body}\n)"
+
+
+# The module --------------------------------------------------------------------
+
+
+class _Renderer:
+    def __init__(self, model: File) -> None:
+        self.model = model
+        taken = {"PUSH_TYPES"}
+        for service in model.services:
+            taken.update(
+                (
+                    service.base_class,
+                    service.routes_class,
+                    service.client_class,
+                    service.table_constant,
+                    service.register_function,
+                )
+            )
+        self.imports = Imports(taken)
+        # Claim every _pb2 module in sorted order first so that aliases do not
+        # depend on the order the body happens to mention them.
+        modules: set[str] = set()
+        for service in model.services:
+            for method in service.methods:
+                modules.update((method.request.module, method.response.module))
+        modules.update(push.message.module for push in model.pushes)
+        for module in sorted(modules):
+            self.imports.pb2(module)
+
+    def message(self, module: str, qualname: str) -> str:
+        return f"{self.imports.pb2(module)}.{qualname}"
+
+    def runtime(self, module: str, name: str) -> str:
+        return self.imports.name(f"flare_runtime.{module}", name)
+
+    def render(self) -> str:
+        body: list[list[str]] = [self.push_table()]
+        for service in self.model.services:
+            body.append(self.routes_class(service))
+            body.append(self.service_table(service))
+            body.append(self.base_class(service))
+            body.append(self.client_class(service))
+            body.append(self.register_function(service))
+        head = [
+            f"# Generated by protoc-gen-flare {__version__} from {self.model.proto_path}. "
+            "DO NOT EDIT.",
+            *docstring(self._module_doc(), ""),
+            "",
+            "from __future__ import annotations",
+            "",
+            *self.imports.render(),
+        ]
+        out = head
+        for block in body:
+            out.extend(("", ""))
+            out.extend(block)
+        return "\n".join(out) + "\n"
+
+    def _module_doc(self) -> str:
+        lines = [f"Flare declarations for {self.model.proto_path}."]
+        if self.model.services:
+            lines += ["", "Routing tables, handler bases and clients of:", ""]
+            lines += [f"- `{service.full_name}`" for service in self.model.services]
+        if self.model.pushes:
+            lines += ["", "Push types: see `PUSH_TYPES`."]
+        return "\n".join(lines)
+
+    # Per file
+
+    def push_table(self) -> list[str]:
+        final = self.imports.name("typing", "Final")
+        table = self.runtime("routing", "PushTable")
+        if not self.model.pushes:
+            return [f"PUSH_TYPES: {final} = {table}(types=())"]
+        push_type = self.runtime("routing", "PushType")
+        lines = [f"PUSH_TYPES: {final} = {table}(", f"{INDENT}types=("]
+        for push in self.model.pushes:
+            message = self.message(push.message.module, push.message.qualname)
+            lines.extend(
+                _call(
+                    INDENT * 2,
+                    push_type,
+                    [f"type_id={push.type_id}", f"message_type={message}"],
+                    ",",
+                )
+            )
+        lines += [f"{INDENT}),", ")"]
+        return lines
+
+    # Per service
+
+    def routes_class(self, service: Service) -> list[str]:
+        final = self.imports.name("typing", "Final")
+        lines = [f"class {service.routes_class}:"]
+        doc = (
+            f"Typed routes of `{service.full_name}`.\n\n"
+            "Each constant is a ``Route[Request, Response]`` holding the method's\n"
+            "path, ids, cardinality, message classes and resolved Flare options."
+        )
+        lines += docstring(doc, INDENT)
+        if not service.methods:
+            return lines
+        for method in service.methods:
+            lines.append("")
+            lines.extend(
+                _call(
+                    INDENT,
+                    f"{method.constant_name}: {final} = {self.runtime('routing', 'Route')}",
+                    self.route_arguments(service, method),
+                )
+            )
+        return lines
+
+    def route_arguments(self, service: Service, method: Method) -> list[str]:
+        cardinality = self.runtime("routing", "Cardinality")
+        return [
+            f"path={string_literal(method.path)}",
+            f"service_id={service.service_id}",
+            f"route_id={method.route_id}",
+            f"cardinality={cardinality}.{method.cardinality.value}",
+            f"request_type={self.message(method.request.module, method.request.qualname)}",
+            f"response_type={self.message(method.response.module, method.response.qualname)}",
+            f"handler_name={string_literal(method.handler_name)}",
+            "options=" + "\n".join(self.route_options(method)),
+        ]
+
+    def route_options(self, method: Method) -> list[str]:
+        options = method.options
+        auth = self.runtime("routing", "AuthRequirement")
+        lead = len(INDENT) * 3 + len("scopes=")
+        arguments = [
+            f"idempotent={options.idempotent}",
+            f"auth={auth}.{options.auth.value}",
+            f"scopes={_tuple([string_literal(s) for s in options.scopes], INDENT * 3, lead)}",
+            f"default_timeout={options.default_timeout!r}",
+            f"transports={self.transports(options.transports)}",
+            f"max_message_bytes={options.max_message_bytes!r}",
+            f"deprecated={options.deprecated}",
+            f"deprecation_note={string_literal(options.deprecation_note)}",
+        ]
+        lines = _call("", self.runtime("routing", "RouteOptions"), arguments)
+        return lines
+
+    def transports(self, transports: frozenset[Transport]) -> str:
+        if transports == ALL_TRANSPORTS:
+            return self.runtime("routing", "ALL_TRANSPORTS")
+        name = self.runtime("routing", "Transport")
+        members = ", ".join(f"{name}.{t.value}" for t in Transport if t in transports)
+        return f"frozenset({{{members}}})"
+
+    def service_table(self, service: Service) -> list[str]:
+        final = self.imports.name("typing", "Final")
+        routes = [f"{service.routes_class}.{method.constant_name}" for method in service.methods]
+        reserved = [f"({start}, {end})" for start, end in service.reserved_route_ids]
+        arguments = [
+            f"name={string_literal(service.full_name)}",
+            f"service_id={service.service_id}",
+            "routes=" + _tuple(routes, INDENT, len(INDENT) + len("routes=")),
+            "reserved_route_ids="
+            + _tuple(reserved, INDENT, len(INDENT) + len("reserved_route_ids=")),
+        ]
+        return _call(
+            "",
+            f"{service.table_constant}: {final} = {self.runtime('routing', 'ServiceRoutes')}",
+            arguments,
+        )
+
+    def _doc(self, text: str, fallback: str) -> str:
+        return text if text else fallback
+
+    def base_class(self, service: Service) -> list[str]:
+        abc = self.imports.module("abc")
+        lines = [f"class {service.base_class}({abc}.ABC):"]
+        doc = f"Implement this to serve `{service.full_name}`."
+        if service.doc:
+            doc = f"{doc}\n\n{service.doc}"
+        lines += docstring(doc, INDENT)
+        context = self.runtime("context", "CallContext")
+        for method in service.methods:
+            request = self.message(method.request.module, method.request.qualname)
+            response = self.message(method.response.module, method.response.qualname)
+            cardinality = method.cardinality
+            iterator = (
+                self.imports.name("collections.abc", "AsyncIterator")
+                if (cardinality is not Cardinality.UNARY)
+                else ""
+            )
+            if cardinality.client_streams:
+                parameter = f"requests: {iterator}[{request}]"
+            else:
+                parameter = f"request: {request}"
+            returns = f"{iterator}[{response}]" if cardinality.server_streams else response
+            is_async = not cardinality.server_streams
+            lines.append("")
+            lines.extend(self._decorators(method))
+            lines.append(f"{INDENT}@{abc}.abstractmethod")
+            lines.extend(
+                _signature(
+                    INDENT,
+                    ("async def " if is_async else "def ") + method.handler_name,
+                    ["self", parameter, f"context: {context}"],
+                    returns,
+                )
+            )
+            lines.extend(docstring(self._handler_doc(method), INDENT * 2))
+        return lines
+
+    def _handler_doc(self, method: Method) -> str:
+        shape = {
+            Cardinality.UNARY: "Handle one request; return the response.",
+            Cardinality.SERVER_STREAM: (
+                "Handle one request; yield the responses (implement as an async generator)."
+            ),
+            Cardinality.CLIENT_STREAM: "Consume the request stream; return the response.",
+            Cardinality.BIDI_STREAM: (
+                "Consume the request stream; yield the responses (an async generator)."
+            ),
+        }[method.cardinality]
+        summary = f"``{method.path}`` ({method.cardinality.value.lower().replace('_', ' ')})."
+        parts = [method.doc] if method.doc else []
+        parts += [f"{summary}\n{shape}"]
+        return "\n\n".join(parts)
+
+    def _decorators(self, method: Method) -> list[str]:
+        if not method.options.deprecated:
+            return []
+        module = self.imports.module("typing_extensions")
+        note = method.options.deprecation_note or f"{method.path} is deprecated"
+        return _call(INDENT, f"@{module}.deprecated", [string_literal(note)])
+
+    def client_class(self, service: Service) -> list[str]:
+        channel = self.runtime("client", "Channel")
+        metadata = self.runtime("metadata", "MetadataLike")
+        lines = [f"class {service.client_class}:"]
+        lines += docstring(
+            f"Typed client of `{service.full_name}` over any Flare `Channel`.\n\n"
+            "Every method takes keyword-only ``timeout`` (seconds; the route's default\n"
+            "applies when None) and ``metadata`` (request headers).",
+            INDENT,
+        )
+        lines += [
+            "",
+            f"{INDENT}def __init__(self, channel: {channel}) -> None:",
+            f"{INDENT * 2}self._channel = channel",
+        ]
+        for method in service.methods:
+            request = self.message(method.request.module, method.request.qualname)
+            response = self.message(method.response.module, method.response.qualname)
+            cardinality = method.cardinality
+            if cardinality is Cardinality.UNARY:
+                parameter, call, returns = f"request: {request}", "unary_unary", response
+            elif cardinality is Cardinality.SERVER_STREAM:
+                stream = self.runtime("client", "ServerStreamCall")
+                parameter, call, returns = (
+                    f"request: {request}",
+                    "unary_stream",
+                    f"{stream}[{response}]",
+                )
+            elif cardinality is Cardinality.CLIENT_STREAM:
+                requests = self.runtime("client", "RequestStream")
+                parameter, call, returns = (
+                    f"requests: {requests}[{request}]",
+                    "stream_unary",
+                    response,
+                )
+            else:
+                requests = self.runtime("client", "RequestStream")
+                stream = self.runtime("client", "BidiStreamCall")
+                parameter = f"requests: {requests}[{request}] | None = None"
+                call, returns = "stream_stream", f"{stream}[{request}, {response}]"
+            is_async = not cardinality.server_streams
+            lines.append("")
+            lines.extend(self._decorators(method))
+            lines.extend(
+                _signature(
+                    INDENT,
+                    ("async def " if is_async else "def ") + method.handler_name,
+                    [
+                        "self",
+                        parameter,
+                        "*",
+                        "timeout: float | None = None",
+                        f"metadata: {metadata} | None = None",
+                    ],
+                    returns,
+                )
+            )
+            doc = f"Call ``{method.path}``."
+            if method.doc:
+                doc = f"{method.doc}\n\n{doc}"
+            lines.extend(docstring(doc, INDENT * 2))
+            argument = "requests" if cardinality.client_streams else "request"
+            lines.extend(
+                _call(
+                    INDENT * 2,
+                    f"return {'await ' if is_async else ''}self._channel.{call}",
+                    [
+                        f"{service.routes_class}.{method.constant_name}",
+                        argument,
+                        "timeout=timeout",
+                        "metadata=metadata",
+                    ],
+                )
+            )
+        return lines
+
+    def register_function(self, service: Service) -> list[str]:
+        router = self.runtime("routing", "Router")
+        lines = _signature(
+            "",
+            f"def {service.register_function}",
+            [f"router: {router}", f"implementation: {service.base_class}"],
+            "None",
+        )
+        lines += docstring(
+            f"Bind `implementation` to every route of `{service.full_name}` on `router`.\n\n"
+            "Also registers this file's push types. Raises ``ConfigurationError`` when\n"
+            "the service is already registered or a wire id collides.",
+            INDENT,
+        )
+        lines.append(f"{INDENT}router.add_service({service.table_constant}, implementation)")
+        lines.append(f"{INDENT}router.add_push_types(PUSH_TYPES)")
+        return lines
+
+
+def _signature(indent: str, head: str, parameters: Sequence[str], returns: str) -> list[str]:
+    flat = f"{indent}{head}({', '.join(parameters)}) -> {returns}:"
+    if len(flat) <= WIDTH:
+        return [flat]
+    lines = [f"{indent}{head}("]
+    lines.extend(f"{indent}{INDENT}{parameter}," for parameter in parameters)
+    closing = f"{indent}) -> {returns}:"
+    if len(closing) <= WIDTH or "[" not in returns:
+        lines.append(closing)
+        return lines
+    # Split the return annotation's subscript, as ruff does for a long one.
+    name, _, rest = returns.partition("[")
+    items = rest[:-1].split(", ")
+    lines.append(f"{indent}) -> {name}[")
+    if len(items) == 1:
+        lines.append(f"{indent}{INDENT}{items[0]}")
+    else:
+        lines.extend(f"{indent}{INDENT}{item}," for item in items)
+    lines.append(f"{indent}]:")
+    return lines
+
+
+def render_file(model: File) -> str:
+    """The complete text of the ``_flare.py`` module for `model`."""
+    return _Renderer(model).render()
