@@ -20,6 +20,7 @@ from typing import cast
 COMMAND_MODULES: tuple[str, ...] = (
     "flare_codegen.commands.gen",
     "flare_codegen.commands.routes",
+    "flare_codegen.schema.command",
     "flare_runtime.transports.quic_certs",
 )
 
