@@ -1,0 +1,118 @@
+"""gRPC over TLS (``grpcs://``): Flare's server with a given certificate, Flare's and stock clients.
+
+The certificate is a Flare dev certificate (``flare cert dev``), which is its
+own CA. The calls go to the standard health service, so no schema is needed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import ssl
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import grpc
+import grpc.aio
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from flare_runtime.dispatch import Dispatcher
+from flare_runtime.errors import RpcError
+from flare_runtime.routing import Cardinality, Route, Router
+from flare_runtime.status import StatusCode
+from flare_runtime.transports.grpc_client import connect_grpc
+from flare_runtime.transports.grpc_server import GrpcServer, GrpcTls
+from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
+
+UNIT = 0.05
+
+HEALTH_CHECK: Route[Any, Any] = Route(
+    path="/grpc.health.v1.Health/Check",
+    service_id=0,
+    route_id=0,
+    cardinality=Cardinality.UNARY,
+    request_type=health_pb2.HealthCheckRequest,
+    response_type=health_pb2.HealthCheckResponse,
+    handler_name="check",
+)
+
+
+@pytest.fixture
+def certificate(tmp_path: Path) -> CertificateFiles:
+    return write_dev_certificate(tmp_path)
+
+
+@pytest.fixture
+async def tls_port(certificate: CertificateFiles) -> AsyncIterator[int]:
+    server = GrpcServer(Dispatcher(Router()))
+    tls = GrpcTls.from_files(str(certificate.certificate), str(certificate.private_key))
+    port = await server.start("127.0.0.1:0", tls=tls)
+    try:
+        yield port
+    finally:
+        await server.stop(None)
+
+
+async def test_flare_client_over_grpcs(tls_port: int, certificate: CertificateFiles) -> None:
+    async with connect_grpc(
+        f"grpcs://localhost:{tls_port}", ca_cert=certificate.certificate
+    ) as channel:
+        reply = await channel.unary_unary(
+            HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+        )
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_ip_address_with_server_name_override(
+    tls_port: int, certificate: CertificateFiles
+) -> None:
+    async with connect_grpc(
+        f"grpcs://127.0.0.1:{tls_port}",
+        ca_cert=certificate.certificate.read_bytes(),
+        server_name="localhost",
+    ) as channel:
+        reply = await channel.unary_unary(HEALTH_CHECK, health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_stock_client_over_tls(tls_port: int, certificate: CertificateFiles) -> None:
+    credentials = grpc.ssl_channel_credentials(certificate.certificate.read_bytes())
+    async with grpc.aio.secure_channel(f"localhost:{tls_port}", credentials) as channel:
+        stub: Any = health_pb2_grpc.HealthStub(channel)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=40 * UNIT)
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_tls_1_3_is_negotiated(tls_port: int, certificate: CertificateFiles) -> None:
+    context = ssl.create_default_context(cafile=str(certificate.certificate))
+    context.set_alpn_protocols(["h2"])
+
+    def handshake() -> tuple[str | None, str | None]:
+        with (
+            socket.create_connection(("127.0.0.1", tls_port), timeout=40 * UNIT) as raw,
+            context.wrap_socket(raw, server_hostname="localhost") as tls,
+        ):
+            return tls.version(), tls.selected_alpn_protocol()
+
+    assert await asyncio.to_thread(handshake) == ("TLSv1.3", "h2")
+
+
+async def test_untrusted_certificate_is_unavailable(tls_port: int) -> None:
+    # The system roots do not trust a dev certificate.
+    async with connect_grpc(f"grpcs://localhost:{tls_port}") as channel:
+        with pytest.raises(RpcError) as raised:
+            await channel.unary_unary(
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+            )
+    assert raised.value.code is StatusCode.UNAVAILABLE
+
+
+async def test_plaintext_client_cannot_talk_to_tls_server(tls_port: int) -> None:
+    async with connect_grpc(f"grpc://127.0.0.1:{tls_port}") as channel:
+        with pytest.raises(RpcError) as raised:
+            await channel.unary_unary(
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+            )
+    assert raised.value.code in (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED)
