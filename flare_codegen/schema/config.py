@@ -1,0 +1,262 @@
+"""Which rules run, and which findings are ignored.
+
+Read from the current input, first match wins:
+
+1. ``buf.yaml`` (``version: v1beta1 | v1 | v2``; the ``breaking:`` section with
+   ``use``, ``except``, ``ignore``, ``ignore_only``, ``ignore_unstable_packages``
+   and v2's ``disable_builtin`` and local ``policies``), exactly as buf reads it;
+2. ``flare.toml`` with a ``[schema]`` table, or ``pyproject.toml`` with
+   ``[tool.flare.schema]``, holding the same keys (plus ``version``, default v2,
+   and ``flare = false`` to switch Flare's own rules off).
+
+With no configuration at all, buf's **v1** defaults apply (category FILE as
+v1 defines it), as buf does. Flare's rules (category FLARE) are on unless
+switched off or excluded with ``except: [FLARE]``.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from flare_codegen.schema.findings import Finding
+from flare_codegen.schema.rules import BUF_RULES, RULES_BY_ID
+
+VERSIONS = ("v1beta1", "v1", "v2")
+CATEGORIES = ("FILE", "PACKAGE", "WIRE_JSON", "WIRE", "CSR")
+FLARE_CATEGORY = "FLARE"
+# A package whose last component is a version like v1alpha1, v2beta, v1test.
+UNSTABLE_PACKAGE = re.compile(r"^v\d+(?:p\d+)?(?:alpha|beta|test)\w*$")
+
+
+class ConfigError(Exception):
+    """The configuration is not valid; `message` says where and why."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+@dataclass(frozen=True, slots=True)
+class BreakingConfig:
+    """One resolved ``breaking:`` section."""
+
+    version: str
+    rules: frozenset[str]
+    flare_rules: bool = True
+    ignore: tuple[str, ...] = ()
+    ignore_only: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
+    ignore_unstable_packages: bool = False
+
+    def is_ignored(self, finding: Finding) -> bool:
+        """True when the config drops `finding` (path ignores, unstable packages)."""
+        paths = [p for p in (finding.path, finding.against_path) if p]
+        if any(_under(path, prefix) for path in paths for prefix in self.ignore):
+            return True
+        for key, prefixes in self.ignore_only.items():
+            if (key == finding.rule or key in self.categories_of(finding.rule)) and any(
+                _under(path, prefix) for path in paths for prefix in prefixes
+            ):
+                return True
+        if self.ignore_unstable_packages:
+            for package in (finding.package, finding.against_package):
+                if package is not None and is_unstable(package):
+                    return True
+        return False
+
+    def categories_of(self, rule_id: str) -> tuple[str, ...]:
+        if rule_id.startswith("FLARE_"):
+            return (FLARE_CATEGORY,)
+        rule = RULES_BY_ID.get(rule_id)
+        return (rule.categories(self.version) or ()) if rule else ()
+
+
+def is_unstable(package: str) -> bool:
+    """buf's unstable package: its last component is an alpha, beta or test version."""
+    return bool(UNSTABLE_PACKAGE.match(package.rsplit(".", 1)[-1]))
+
+
+def _under(path: str, prefix: str) -> bool:
+    prefix = prefix.strip("/")
+    return path == prefix or path.startswith(prefix + "/") or prefix in ("", ".")
+
+
+def default_config() -> BreakingConfig:
+    """buf's behaviour with no buf.yaml: v1's FILE category, plus Flare's rules."""
+    return BreakingConfig("v1", select_rules("v1", ["FILE"], []))
+
+
+def select_rules(version: str, use: Iterable[str], excepted: Iterable[str]) -> frozenset[str]:
+    """The buf rule ids that `use` minus `excepted` select under `version`.
+
+    Category names select every rule in them; deprecated ids select their
+    replacements. Raises `ConfigError` on an id this version does not know.
+    """
+    selected: set[str] = set()
+    for name in use:
+        selected |= _expand(version, name)
+    for name in excepted:
+        selected -= _expand(version, name)
+    return frozenset(selected)
+
+
+def _expand(version: str, name: str) -> set[str]:
+    if name == FLARE_CATEGORY or name.startswith("FLARE_"):
+        return set()
+    if name in CATEGORIES:
+        return {rule.id for rule in BUF_RULES if name in (rule.categories(version) or ())}
+    rule = RULES_BY_ID.get(name)
+    if rule is None or rule.categories(version) is None:
+        raise ConfigError(f'unknown breaking rule or category "{name}" for config {version}')
+    if not rule.categories(version) and rule.replacements is not None:
+        # Deprecated here: buf runs its replacements instead (possibly none).
+        return {r for r in rule.replacements if RULES_BY_ID[r].categories(version) is not None}
+    return {name}
+
+
+def _strings(value: Any, where: str) -> list[str]:
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError(f"{where}: expected a list of strings")
+    return list(value)
+
+
+def parse_breaking(section: Mapping[str, Any] | None, version: str, where: str) -> BreakingConfig:
+    """Resolve one ``breaking:`` mapping (buf's keys) under config `version`."""
+    section = section or {}
+    if not isinstance(section, Mapping):
+        raise ConfigError(f"{where}: breaking must be a mapping")
+    known = {
+        "use", "except", "ignore", "ignore_only", "ignore_unstable_packages",
+        "disable_builtin", "flare", "version", "against_git_ref",
+    }  # fmt: skip
+    unknown = set(section) - known
+    if unknown:
+        raise ConfigError(f"{where}: unknown breaking key(s): {', '.join(sorted(unknown))}")
+    use = _strings(section.get("use"), f"{where}: use") or ["FILE"]
+    excepted = _strings(section.get("except"), f"{where}: except")
+    rules = frozenset() if section.get("disable_builtin") else select_rules(version, use, excepted)
+    flare_rules = bool(section.get("flare", True)) and FLARE_CATEGORY not in excepted
+    ignore_only_raw = section.get("ignore_only") or {}
+    if not isinstance(ignore_only_raw, Mapping):
+        raise ConfigError(f"{where}: ignore_only must be a mapping")
+    ignore_only = {
+        str(key): tuple(_strings(paths, f"{where}: ignore_only.{key}"))
+        for key, paths in ignore_only_raw.items()
+    }
+    return BreakingConfig(
+        version=version,
+        rules=rules,
+        flare_rules=flare_rules,
+        ignore=tuple(_strings(section.get("ignore"), f"{where}: ignore")),
+        ignore_only=ignore_only,
+        ignore_unstable_packages=bool(section.get("ignore_unstable_packages", False)),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class InputConfig:
+    """What a side's configuration says: the checks to run and its build roots."""
+
+    configs: tuple[BreakingConfig, ...]
+    roots: tuple[str, ...] = ()
+    source: str = ""
+
+
+def _load_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, yaml.YAMLError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    return data
+
+
+def load_config(root: Path) -> InputConfig:
+    """The configuration found in directory `root` (see the module docstring)."""
+    buf_yaml = root / "buf.yaml"
+    if buf_yaml.is_file():
+        return _from_buf_yaml(buf_yaml)
+    flare_toml = root / "flare.toml"
+    if flare_toml.is_file():
+        table = _load_toml(flare_toml).get("schema")
+        if table is not None:
+            return _from_table(table, str(flare_toml))
+    pyproject = root / "pyproject.toml"
+    if pyproject.is_file():
+        table = _load_toml(pyproject).get("tool", {}).get("flare", {}).get("schema")
+        if table is not None:
+            return _from_table(table, str(pyproject))
+    return InputConfig((default_config(),))
+
+
+def _load_toml(path: Path) -> dict[str, Any]:
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError) as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _from_table(table: Any, where: str) -> InputConfig:
+    if not isinstance(table, Mapping):
+        raise ConfigError(f"{where}: the schema table must be a table")
+    version = str(table.get("version", "v2"))
+    if version not in VERSIONS:
+        raise ConfigError(f"{where}: unknown version {version!r}")
+    return InputConfig((parse_breaking(table, version, where),), source=where)
+
+
+def _from_buf_yaml(path: Path) -> InputConfig:
+    data = _load_yaml(path)
+    version = str(data.get("version", "v1beta1"))
+    if version not in VERSIONS:
+        raise ConfigError(f"{path}: unknown version {version!r}")
+    where = str(path)
+    configs = [parse_breaking(data.get("breaking"), version, where)]
+    # v2 policies: each local policy file runs with its own breaking section.
+    for entry in data.get("policies") or []:
+        policy_name = entry.get("policy") if isinstance(entry, Mapping) else None
+        if not isinstance(policy_name, str):
+            raise ConfigError(f"{where}: policies entries need a 'policy' path")
+        policy_path = path.parent / policy_name
+        if not policy_path.is_file():
+            raise ConfigError(f"{where}: policy {policy_name!r} is not a local file")
+        policy = _load_yaml(policy_path)
+        policy_config = parse_breaking(policy.get("breaking"), "v2", str(policy_path))
+        configs.append(
+            BreakingConfig(
+                version="v2",
+                rules=policy_config.rules,
+                flare_rules=False,
+                ignore=configs[0].ignore,
+                ignore_only=configs[0].ignore_only,
+                ignore_unstable_packages=configs[0].ignore_unstable_packages,
+            )
+        )
+    roots: tuple[str, ...] = ()
+    build = data.get("build")
+    if version == "v1beta1" and isinstance(build, Mapping):
+        roots = tuple(_strings(build.get("roots"), f"{where}: build.roots"))
+    return InputConfig(tuple(configs), roots=roots, source=where)
+
+
+def read_roots(root: Path) -> tuple[str, ...]:
+    """Only the v1beta1 build roots of `root`'s buf.yaml (used for the against side)."""
+    buf_yaml = root / "buf.yaml"
+    if not buf_yaml.is_file():
+        return ()
+    data = _load_yaml(buf_yaml)
+    build = data.get("build")
+    if str(data.get("version", "v1beta1")) == "v1beta1" and isinstance(build, Mapping):
+        return tuple(_strings(build.get("roots"), f"{buf_yaml}: build.roots"))
+    return ()
