@@ -13,6 +13,8 @@ Contract every backend keeps (the shared test suite checks it):
   crash after the return loses nothing).
 * An append whose (conversation, sender, client message id) already exists
   stores nothing and returns the stored message with ``duplicate=True``.
+* An append moves the sender's own receipt (delivered and read) to the new
+  seq, in the same transaction: one's own messages are never unread.
 * Receipts only move forward; ``delivered_seq >= read_seq`` always.
 * `trim` drops the oldest messages and raises ``first_seq``; `reset_history`
   drops all of them, bumps the epoch and restarts seq at 1.

@@ -335,6 +335,16 @@ class PostgresStorage(Storage):
                     key_id,
                     sealed,
                 )
+                await connection.execute(
+                    self._sql(
+                        "UPDATE {schema}.members SET delivered_seq = GREATEST(delivered_seq, $3), "
+                        "read_seq = GREATEST(read_seq, $3) "
+                        "WHERE conversation_id = $1 AND user_id = $2"
+                    ),
+                    conversation_id,
+                    message.sender_user_id,
+                    seq,
+                )
         stored = StoredMessage(
             conversation_id=conversation_id,
             seq=seq,

@@ -400,6 +400,11 @@ class SqliteStorage(Storage):
                     sealed,
                 ),
             )
+            connection.execute(
+                "UPDATE im_members SET delivered_seq = max(delivered_seq, ?), "
+                "read_seq = max(read_seq, ?) WHERE conversation_id = ? AND user_id = ?",
+                (seq, seq, conversation_id, message.sender_user_id),
+            )
             stored = StoredMessage(
                 conversation_id=conversation_id,
                 seq=seq,

@@ -100,6 +100,9 @@ async def test_append_is_idempotent_on_client_message_id(storage: Storage) -> No
     other = await storage.append("room-1", message("same", sender="bob"))
     assert not other.duplicate and other.message.seq == 2
     assert len(await storage.read_after("room-1", 0, 10)) == 2
+    # Each sender has read its own message; the other has not.
+    receipts = await storage.receipts("room-1", ["alice", "bob"])
+    assert (receipts["alice"].read_seq, receipts["bob"].read_seq) == (1, 2)
 
 
 async def test_append_to_unknown_conversation_fails(storage: Storage) -> None:
@@ -160,10 +163,10 @@ async def test_reset_history_starts_a_new_epoch(storage: Storage) -> None:
     await storage.update_receipt("room-1", "alice", 3, 3)
     record = await storage.reset_history("room-1")
     assert (record.epoch, record.first_seq, record.last_seq) == (2, 1, 0)
-    appended = await storage.append("room-1", message("new"))
-    assert (appended.message.epoch, appended.message.seq) == (2, 1)
     receipts = await storage.receipts("room-1", ["alice"])
     assert receipts["alice"].read_seq == 0
+    appended = await storage.append("room-1", message("new"))
+    assert (appended.message.epoch, appended.message.seq) == (2, 1)
 
 
 async def test_key_rotation_keeps_old_messages_readable(storage: Storage, keyring: KeyRing) -> None:

@@ -1,0 +1,73 @@
+"""Encoding of the ``flare.im.v1`` events the core pushes, once per fan-out.
+
+A pushed event is serialized once and the same bytes go to every recipient
+(`EventSink.push_encoded`). A stored message's body is already a serialized
+``Content``, so `message_bytes` splices it into the ``Message`` encoding as
+field 9 instead of parsing and re-encoding it: protobuf allows fields in any
+order, and a length-delimited field is ``tag, length, bytes``.
+"""
+
+from __future__ import annotations
+
+from flare.im.v1 import events_pb2
+
+from flare_runtime.im.storage.base import StoredMessage
+
+MESSAGE_RECEIVED = 64001
+RECEIPT_UPDATED = 64002
+TYPING_CHANGED = 64003
+PRESENCE_CHANGED = 64004
+MEMBERSHIP_CHANGED = 64005
+SESSION_CLOSED = 64006
+
+_EVENT_FIELD_BY_PUSH_TYPE = {
+    MESSAGE_RECEIVED: "message_received",
+    RECEIPT_UPDATED: "receipt_updated",
+    TYPING_CHANGED: "typing_changed",
+    PRESENCE_CHANGED: "presence_changed",
+    MEMBERSHIP_CHANGED: "membership_changed",
+    SESSION_CLOSED: "session_closed",
+}
+
+_CONTENT_TAG = bytes([9 << 3 | 2])  # Message.content: field 9, wire type LEN
+_FIRST_FIELD_TAG = bytes([1 << 3 | 2])  # MessageReceived.message: field 1, LEN
+
+
+def _varint(value: int) -> bytes:
+    out = bytearray()
+    while value > 0x7F:
+        out.append(value & 0x7F | 0x80)
+        value >>= 7
+    out.append(value)
+    return bytes(out)
+
+
+def message_bytes(message: StoredMessage) -> bytes:
+    """The serialized ``flare.im.v1.Message`` of a stored message (body spliced in)."""
+    head = events_pb2.Message(
+        conversation_id=message.conversation_id,
+        seq=message.seq,
+        epoch=message.epoch,
+        message_id=message.message_id,
+        sender_user_id=message.sender_user_id,
+        sender_device_id=message.sender_device_id,
+        client_message_id=message.client_message_id,
+        sent_at_ms=message.sent_at_ms,
+    ).SerializeToString()
+    return head + _CONTENT_TAG + _varint(len(message.body)) + message.body
+
+
+def message_received(message: StoredMessage) -> bytes:
+    """The serialized ``MessageReceived`` push of `message`."""
+    encoded = message_bytes(message)
+    return _FIRST_FIELD_TAG + _varint(len(encoded)) + encoded
+
+
+def to_event(type_id: int, payload: bytes) -> events_pb2.Event:
+    """Wrap a pushed event in ``Event`` (for `ImService.Subscribe` streams).
+
+    Raises `KeyError` for a type id that is not an IM event.
+    """
+    event = events_pb2.Event()
+    getattr(event, _EVENT_FIELD_BY_PUSH_TYPE[type_id]).MergeFromString(payload)
+    return event
