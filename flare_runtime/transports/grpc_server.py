@@ -19,6 +19,10 @@ cannot tell it from a grpcio service:
 * the standard health service (``grpc.health.v1.Health``) and server
   reflection (v1alpha) are served alongside.
 
+`start_listener` is what ``Server.start(grpc="host:port")`` calls
+(`flare_runtime.server.LISTENER_MODULES`); `GrpcServer` also works alone,
+given a `Dispatcher`.
+
 What gRPC cannot carry: server pushes outside a call (``context.connection``
 is None) and connection-level authentication (credentials travel as
 ``authorization`` metadata on every call instead).
@@ -30,7 +34,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
-from typing import Any, TypeAlias, cast
+from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
 import grpc.aio
@@ -51,6 +55,9 @@ from flare_runtime.transports.grpc_errors import (
     status_details_bin,
     to_grpc_code,
 )
+
+if TYPE_CHECKING:
+    from flare_runtime.server import Server, TLSFiles
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
@@ -294,6 +301,47 @@ class GrpcServer:
             await _succeed(grpc_context, context, headers_sent=headers_sent)
 
         return handle
+
+
+class GrpcListener:
+    """The gRPC side of a running `Server`: a `GrpcServer` bound to one address."""
+
+    def __init__(self, server: GrpcServer, port: int) -> None:
+        self.grpc_server = server
+        self._port = port
+
+    @property
+    def port(self) -> int:
+        """The bound port (useful after binding port 0)."""
+        return self._port
+
+    async def shutdown(self, grace: float) -> None:
+        """Health turns NOT_SERVING, new calls are refused, calls in flight get `grace`
+        seconds to finish and are then cancelled (gRPC's own graceful shutdown: GOAWAY)."""
+        await self.grpc_server.stop(grace)
+
+
+async def start_listener(
+    server: Server, address: str, *, tls: TLSFiles | None = None
+) -> GrpcListener:
+    """Serve `server`'s dispatcher over gRPC on `address` (``host:port``, ``:port``).
+
+    An empty host binds every interface. With `tls`, the listener speaks
+    ``grpcs`` with that certificate (TLS 1.3 negotiated by BoringSSL).
+    """
+    grpc_server = GrpcServer(server.dispatcher)
+    credentials = None if tls is None else GrpcTls.from_files(tls.cert_file, tls.key_file)
+    port = await grpc_server.start(grpc_address(address), tls=credentials)
+    return GrpcListener(grpc_server, port)
+
+
+def grpc_address(address: str) -> str:
+    """Normalize ``:port`` / ``host:port`` / ``[v6]:port`` into a grpcio bind address."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigurationError(f"expected HOST:PORT for gRPC, got {address!r}")
+    host = host.strip("[]") or "0.0.0.0"
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 def _parser(route: Route[Any, Any]) -> _Parse:
