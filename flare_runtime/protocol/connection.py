@@ -213,6 +213,11 @@ class Connection:
         return self._closed
 
     @property
+    def has_data_to_send(self) -> bool:
+        """True when `data_to_send()` would return bytes."""
+        return bool(self._out)
+
+    @property
     def open_calls(self) -> int:
         """Number of calls not yet ended (a draining server closes when it reaches 0)."""
         return len(self._calls)
@@ -226,6 +231,11 @@ class Connection:
     def going_away(self) -> bool:
         """True once GOAWAY was sent (server) or received (client)."""
         return self._goaway_last is not None
+
+    def call_state(self, call_id: int) -> CallState | None:
+        """The state of `call_id` (docs/wire-format.md §5); None once it ended or never existed."""
+        call = self._calls.get(call_id)
+        return CallState(call.state) if call is not None else None
 
     def available_credit(self, call_id: int) -> int:
         """Send credit left on `call_id`: a message may be sent while it is > 0 (§6).
@@ -270,8 +280,7 @@ class Connection:
     def events_received(self) -> list[Event]:
         """Return and forget the events reported since the last call, in order."""
         events = self._events
-        if events:
-            self._events = []
+        self._events = []
         return events
 
     def data_to_send(self) -> bytes:

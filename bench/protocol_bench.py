@@ -1,0 +1,95 @@
+"""Micro-benchmark of the sans-I/O protocol core: a 100-byte unary call round trip.
+
+One iteration is everything both endpoints do for one unary call, with no I/O:
+
+  client  start_call(route, message=100 B, end_stream) + data_to_send()
+  server  receive_data() + events_received()  -> CallStarted, MessageReceived
+  server  send_message(100 B) + end_call(OK) + data_to_send()
+  client  receive_data() + events_received()  -> MessageReceived, CallEnded
+
+For reference it also times the floor any framing needs: one `struct` pack and
+one unpack + slice per frame for the same four frames. Prints µs per call
+(median of several timing blocks) and the ratio to that floor.
+
+Usage: python -m bench.protocol_bench [--calls 20000] [--repeat 7]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import struct
+import time
+
+from flare_runtime.protocol import CLIENT, SERVER, Connection, ProtocolConfig
+
+PAYLOAD = b"x" * 100
+ROUTE_ID = 1 << 16 | 1
+
+
+def flare_round_trips(calls: int) -> float:
+    """Seconds for `calls` unary round trips through a client and a server Connection."""
+    config = ProtocolConfig(keepalive_interval=None)
+    client = Connection(CLIENT, config)
+    server = Connection(SERVER, config)
+    server.receive_data(client.data_to_send(), 0.0)
+    client.receive_data(server.data_to_send(), 0.0)
+    server.events_received()
+    client.events_received()
+    started = time.perf_counter()
+    for _ in range(calls):
+        call_id = client.start_call(ROUTE_ID, message=PAYLOAD, end_stream=True)
+        server.receive_data(client.data_to_send(), 0.0)
+        server.events_received()
+        server.send_message(call_id, PAYLOAD)
+        server.end_call(call_id)
+        client.receive_data(server.data_to_send(), 0.0)
+        client.events_received()
+    return time.perf_counter() - started
+
+
+def struct_floor(calls: int) -> float:
+    """Seconds for the bare minimum: pack and unpack four 10-byte headers per call."""
+    header = struct.Struct(">IBBI")
+    pack = header.pack
+    unpack = header.unpack_from
+    started = time.perf_counter()
+    for call_id in range(1, calls + 1):
+        request = pack(12, 2, 0, call_id) + b"\x00" * 13 + pack(100, 4, 1, call_id) + PAYLOAD
+        unpack(request, 0)
+        unpack(request, 23)
+        request[33:133]
+        response = pack(100, 4, 0, call_id) + PAYLOAD + pack(4, 6, 0, call_id) + b"\x00" * 4
+        unpack(response, 0)
+        response[10:110]
+        unpack(response, 110)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--calls", type=int, default=20_000)
+    parser.add_argument("--repeat", type=int, default=7)
+    args = parser.parse_args()
+    flare_round_trips(1_000)  # warm up
+    flare = statistics.median(flare_round_trips(args.calls) for _ in range(args.repeat))
+    floor = statistics.median(struct_floor(args.calls) for _ in range(args.repeat))
+    flare_us = flare / args.calls * 1e6
+    floor_us = floor / args.calls * 1e6
+    print(
+        json.dumps(
+            {
+                "bench": "protocol_unary_100B_round_trip",
+                "calls": args.calls,
+                "flare_us_per_call": round(flare_us, 2),
+                "struct_floor_us_per_call": round(floor_us, 2),
+                "ratio_to_floor": round(flare_us / floor_us, 2),
+                "calls_per_s": round(args.calls / flare),
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,834 @@
+"""Connection: handshake, calls of every shape, deadlines, keepalive, go-away, flow control,
+limits and hostile input, with two in-memory endpoints and an explicit clock."""
+
+from __future__ import annotations
+
+from typing import TypeVar
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from flare_runtime.errors import ConnectionClosedError, LocalProtocolError
+from flare_runtime.protocol import (
+    CLIENT,
+    SERVER,
+    CallCancelled,
+    CallEnded,
+    CallStarted,
+    CloseCode,
+    Connection,
+    ConnectionClosed,
+    Event,
+    FlowControlBlockedError,
+    GoAwayReceived,
+    HandshakeCompleted,
+    HeadersReceived,
+    LimitExceededError,
+    MessageReceived,
+    PingReceived,
+    PongReceived,
+    ProtocolConfig,
+    PushReceived,
+    Settings,
+    StreamEnded,
+    WindowUpdated,
+    encode_push,
+)
+from flare_runtime.protocol.config import MIN_INITIAL_WINDOW_SIZE
+from flare_runtime.protocol.frames import (
+    HEADER,
+    EndCallFrame,
+    FrameType,
+    decode_frames,
+    encode_call_start,
+    encode_close,
+    encode_end_call,
+    encode_goaway,
+    encode_headers,
+    encode_hello,
+    encode_message,
+    encode_window_update,
+)
+from flare_runtime.protocol.loopback import ConnectionPair
+from flare_runtime.status import StatusCode
+
+T = TypeVar("T")
+QUIET = ProtocolConfig(keepalive_interval=None)
+ROUTE = 3 << 16 | 7
+
+
+def quiet(**settings_fields: int) -> ProtocolConfig:
+    return ProtocolConfig(settings=Settings(**settings_fields), keepalive_interval=None)
+
+
+def closed_event(events: list[Event]) -> ConnectionClosed:
+    assert events, "expected a ConnectionClosed event"
+    last = events[-1]
+    assert isinstance(last, ConnectionClosed), events
+    return last
+
+
+def of_type(events: list[Event], kind: type[T]) -> list[T]:
+    return [event for event in events if isinstance(event, kind)]
+
+
+# ---------------------------------------------------------------------------- handshake
+
+
+def test_handshake_exchanges_versions_and_settings() -> None:
+    pair = ConnectionPair(QUIET, quiet(max_concurrent_calls=5), handshake=False)
+    assert not pair.client.established
+    client_events, server_events = pair.exchange()
+    assert client_events == [HandshakeCompleted(1, Settings(max_concurrent_calls=5))]
+    assert server_events == [HandshakeCompleted(1, Settings())]
+    assert pair.client.established
+    assert pair.server.established
+    assert pair.client.version == pair.server.version == 1
+
+
+def test_server_refuses_an_unknown_version_with_a_clear_close() -> None:
+    server = Connection(SERVER, QUIET)
+    server.receive_data(encode_hello(7, 9), 0.0)
+    closed = closed_event(server.events_received())
+    assert closed.code is CloseCode.UNSUPPORTED_VERSION
+    assert "7..9" in closed.reason
+    assert "speaks 1..1" in closed.reason
+    assert server.closed
+    # The client learns why.
+    client = Connection(CLIENT, QUIET)
+    client.receive_data(server.data_to_send(), 0.0)
+    closed = closed_event(client.events_received())
+    assert closed.code is CloseCode.UNSUPPORTED_VERSION
+    assert closed.by_peer
+
+
+def test_server_accepts_a_client_offering_a_range_that_includes_its_version() -> None:
+    server = Connection(SERVER, QUIET)
+    server.receive_data(encode_hello(1, 5), 0.0)
+    assert isinstance(server.events_received()[0], HandshakeCompleted)
+
+
+def test_a_client_rejects_a_server_hello_naming_a_range() -> None:
+    client = Connection(CLIENT, QUIET)
+    client.receive_data(encode_hello(1, 2), 0.0)
+    assert closed_event(client.events_received()).code is CloseCode.PROTOCOL_ERROR
+
+
+@pytest.mark.parametrize(
+    "first_bytes",
+    [
+        encode_call_start(1, ROUTE, 0),
+        encode_message(1, b"x"),
+        encode_window_update(1, 5),
+        HEADER.pack(0, FrameType.PING, 0, 0) + bytes(8),
+    ],
+    ids=["call-start", "message", "window-update", "ping"],
+)
+def test_anything_but_hello_first_is_a_protocol_error(first_bytes: bytes) -> None:
+    server = Connection(SERVER, QUIET)
+    server.receive_data(first_bytes, 0.0)
+    assert closed_event(server.events_received()).code is CloseCode.PROTOCOL_ERROR
+
+
+def test_a_non_flare_peer_is_refused_at_once() -> None:
+    server = Connection(SERVER, QUIET)
+    server.receive_data(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", 0.0)
+    closed = closed_event(server.events_received())
+    assert closed.code is CloseCode.FRAME_TOO_LARGE
+    assert server.data_to_send().startswith(HEADER.pack(closed_size(closed), 0x0D, 0, 0))
+
+
+def closed_size(closed: ConnectionClosed) -> int:
+    return 2 + len(closed.reason.encode())
+
+
+def test_duplicate_hello_is_a_protocol_error() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.server.receive_data(encode_hello(1, 1), 0.0)
+    closed = closed_event(pair.server.events_received())
+    assert closed.reason == "duplicate HELLO"
+
+
+def test_missing_hello_times_out() -> None:
+    server = Connection(SERVER, ProtocolConfig(handshake_timeout=5.0, keepalive_interval=None))
+    assert server.get_timer() == 5.0
+    server.handle_timer(4.9)
+    assert server.events_received() == []
+    server.handle_timer(5.0)
+    assert closed_event(server.events_received()).code is CloseCode.PROTOCOL_ERROR
+    assert server.get_timer() is None
+
+
+def test_calls_pipelined_before_the_server_hello_get_the_announced_window() -> None:
+    pair = ConnectionPair(QUIET, quiet(initial_window_size=1 << 20), handshake=False)
+    call_id = pair.client.start_call(ROUTE, message=b"x" * 100)
+    assert pair.client.available_credit(call_id) == MIN_INITIAL_WINDOW_SIZE - 100
+    _, server_events = pair.exchange()
+    assert isinstance(server_events[1], CallStarted)
+    assert pair.client.available_credit(call_id) == (1 << 20) - 100
+
+
+@pytest.mark.parametrize(
+    ("setting_id", "value", "message"),
+    [(4, 1000, "INITIAL_WINDOW_SIZE"), (1, 100, "MAX_FRAME_SIZE"), (2, 0, "MAX_MESSAGE_SIZE")],
+)
+def test_settings_out_of_range_are_protocol_errors(
+    setting_id: int, value: int, message: str
+) -> None:
+    server = Connection(SERVER, QUIET)
+    server.receive_data(encode_hello(1, 1, [(setting_id, value)]), 0.0)
+    assert message in closed_event(server.events_received()).reason
+
+
+def test_unknown_settings_are_ignored() -> None:
+    server = Connection(SERVER, QUIET)
+    server.receive_data(encode_hello(1, 1, [(999, 5), (2, 1234)]), 0.0)
+    event = server.events_received()[0]
+    assert isinstance(event, HandshakeCompleted)
+    assert event.peer_settings.max_message_size == 1234
+
+
+def test_config_rejects_settings_the_wire_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="initial_window_size"):
+        quiet(initial_window_size=100)
+    with pytest.raises(ValueError, match="max_frame_size"):
+        quiet(max_frame_size=100)
+    with pytest.raises(ValueError, match="max_message_size"):
+        quiet(max_message_size=0)
+    with pytest.raises(ValueError, match="window_update_ratio"):
+        ProtocolConfig(window_update_ratio=0.0)
+
+
+# ---------------------------------------------------------------------------- calls
+
+
+def test_unary_call_carries_route_metadata_message_headers_and_trailers() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(
+        ROUTE,
+        [("authorization", "Bearer t"), ("trace-bin", b"\x00\xff")],
+        message=b"request",
+        end_stream=True,
+    )
+    server_events = pair.to_server()
+    assert server_events == [
+        CallStarted(
+            call_id, ROUTE, (("authorization", "Bearer t"), ("trace-bin", b"\x00\xff")), None, None
+        ),
+        MessageReceived(call_id, b"request", end_stream=True),
+    ]
+    pair.server.send_headers(call_id, [("server", "flare")])
+    pair.server.send_message(call_id, b"reply")
+    pair.server.end_call(call_id, trailers=[("cost", "3")])
+    assert pair.to_client() == [
+        HeadersReceived(call_id, (("server", "flare"),)),
+        MessageReceived(call_id, b"reply"),
+        CallEnded(call_id, StatusCode.OK, trailers=(("cost", "3"),)),
+    ]
+    assert pair.client.open_calls == pair.server.open_calls == 0
+
+
+@pytest.mark.parametrize("code", list(StatusCode))
+def test_every_status_code_message_and_details_round_trip(code: StatusCode) -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, message=b"", end_stream=True)
+    pair.exchange()
+    pair.server.end_call(call_id, code, f"because {code.name} ✓", b"\x08\x01details")
+    assert pair.to_client() == [
+        CallEnded(call_id, code, f"because {code.name} ✓", b"\x08\x01details")
+    ]
+
+
+def test_an_unknown_status_code_reads_as_unknown() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    pair.exchange()
+    pair.client.receive_data(encode_end_call(call_id, 99, "from the future"), 0.0)
+    [event] = pair.client.events_received()
+    assert event == CallEnded(call_id, StatusCode.UNKNOWN, "from the future")
+
+
+def test_streams_both_ways_interleave_on_many_concurrent_calls() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_ids = [pair.client.start_call(ROUTE) for _ in range(50)]
+    for index, call_id in enumerate(call_ids):
+        for part in range(3):
+            pair.client.send_message(call_id, f"{index}:{part}".encode())
+        pair.client.half_close(call_id)
+    _, server_events = pair.exchange()
+    assert len(of_type(server_events, CallStarted)) == 50
+    assert len(of_type(server_events, StreamEnded)) == 50
+    received = of_type(server_events, MessageReceived)
+    assert [event.data for event in received if event.call_id == call_ids[7]] == [
+        b"7:0",
+        b"7:1",
+        b"7:2",
+    ]
+    for call_id in reversed(call_ids):
+        pair.server.send_message(call_id, b"a")
+        pair.server.send_message(call_id, b"b")
+        pair.server.end_call(call_id)
+    client_events, _ = pair.exchange()
+    assert len(of_type(client_events, CallEnded)) == 50
+    assert len(of_type(client_events, MessageReceived)) == 100
+    assert pair.server.open_calls == 0
+
+
+def test_call_ids_increase_and_the_server_rejects_a_reused_one() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    assert [pair.client.start_call(ROUTE) for _ in range(3)] == [1, 2, 3]
+    pair.exchange()
+    pair.server.receive_data(encode_call_start(2, ROUTE, 0), 0.0)
+    closed = closed_event(pair.server.events_received())
+    assert closed.code is CloseCode.PROTOCOL_ERROR
+    assert "does not exceed" in closed.reason
+
+
+def test_client_cancel_reaches_the_server_and_crossing_frames_are_ignored() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, message=b"go")
+    pair.exchange()
+    pair.server.send_message(call_id, b"late")  # crosses the CANCEL on the wire
+    pair.client.cancel(call_id, reason="user left")
+    assert pair.client.call_state(call_id) is None
+    client_events, server_events = pair.exchange()
+    assert client_events == []
+    assert server_events == [CallCancelled(call_id, StatusCode.CANCELLED, "user left")]
+    # The server's handler may still try to answer: ignored, not an error.
+    assert pair.server.send_message(call_id, b"ignored") == 0
+    pair.server.end_call(call_id)
+    pair.client.cancel(call_id)
+    assert pair.exchange() == ([], [])
+    assert not pair.client.closed
+    assert not pair.server.closed
+
+
+def test_frames_for_a_call_that_never_started_are_protocol_errors() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.server.receive_data(encode_message(5, b"x"), 0.0)
+    closed = closed_event(pair.server.events_received())
+    assert "never started" in closed.reason
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.client.receive_data(encode_headers(9, ()), 0.0)
+    assert "never started" in closed_event(pair.client.events_received()).reason
+
+
+@pytest.mark.parametrize(
+    ("receiver", "frame", "name"),
+    [
+        ("server", encode_headers(1, ()), "HEADERS"),
+        ("server", encode_end_call(1, 0), "END_CALL"),
+        ("server", encode_push(1, b""), "PUSH"),
+        ("server", encode_goaway(0), "GOAWAY"),
+        ("client", encode_call_start(1, ROUTE, 0), "CALL_START"),
+    ],
+)
+def test_frames_from_the_wrong_side_are_protocol_errors(
+    receiver: str, frame: bytes, name: str
+) -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.client.start_call(ROUTE)
+    pair.exchange()
+    connection = pair.server if receiver == "server" else pair.client
+    connection.receive_data(frame, 0.0)
+    assert f"must not send {name}" in closed_event(connection.events_received()).reason
+
+
+def test_role_misuse_raises_local_protocol_errors() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    with pytest.raises(LocalProtocolError, match="only a client starts"):
+        pair.server.start_call(ROUTE)
+    call_id = pair.client.start_call(ROUTE)
+    pair.exchange()
+    with pytest.raises(LocalProtocolError, match="only the server"):
+        pair.client.send_headers(call_id, ())
+    with pytest.raises(LocalProtocolError, match="only the server"):
+        pair.client.end_call(call_id)
+    with pytest.raises(LocalProtocolError, match="only the server"):
+        pair.client.send_push(1, b"")
+    with pytest.raises(LocalProtocolError, match="only the server"):
+        pair.client.go_away()
+    with pytest.raises(LocalProtocolError, match="only a client cancels"):
+        pair.server.cancel(call_id)
+    with pytest.raises(LocalProtocolError, match="only the client half-closes"):
+        pair.server.half_close(call_id)
+    with pytest.raises(LocalProtocolError, match="only the client ends its stream"):
+        pair.server.send_message(call_id, b"", end_stream=True)
+    with pytest.raises(LocalProtocolError, match="never started"):
+        pair.client.send_message(call_id + 1, b"")
+    with pytest.raises(ValueError, match="32 bits"):
+        pair.client.start_call(1 << 32)
+
+
+def test_nothing_can_be_sent_after_close() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE)
+    pair.client.close(CloseCode.NO_ERROR, "bye")
+    client_events, server_events = pair.exchange()
+    assert client_events == [ConnectionClosed(CloseCode.NO_ERROR, "bye", by_peer=False)]
+    assert server_events[-1] == ConnectionClosed(CloseCode.NO_ERROR, "bye", by_peer=True)
+    with pytest.raises(ConnectionClosedError):
+        pair.client.start_call(ROUTE)
+    with pytest.raises(ConnectionClosedError):
+        pair.client.send_message(call_id, b"")
+    with pytest.raises(ConnectionClosedError):
+        pair.client.ping()
+    pair.client.close()  # twice: nothing
+    assert pair.client.data_to_send() == b""
+    pair.server.receive_data(encode_message(call_id, b"after"), 0.0)  # ignored
+    assert pair.server.events_received() == []
+
+
+def test_an_unknown_close_code_is_reported_as_a_protocol_error() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.client.receive_data(encode_close(4242, "odd"), 0.0)
+    closed = closed_event(pair.client.events_received())
+    assert closed.code is CloseCode.PROTOCOL_ERROR
+    assert closed.reason == "unknown close code 4242: odd"
+    assert closed.by_peer
+
+
+# ---------------------------------------------------------------------------- deadlines
+
+
+def test_deadline_ends_the_call_on_both_sides_with_one_timer_each() -> None:
+    pair = ConnectionPair(QUIET, QUIET, now=100.0)
+    call_id = pair.client.start_call(ROUTE, timeout=2.5, now=100.0, message=b"slow")
+    _, server_events = pair.exchange()
+    assert server_events[0] == CallStarted(call_id, ROUTE, (), 2.5, 102.5)
+    assert pair.client.get_timer() == 102.5
+    assert pair.server.get_timer() == 102.5
+    assert pair.advance(2.0) == ([], [])
+    client_events, server_events = pair.advance(0.5)
+    assert client_events == [
+        CallEnded(call_id, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded", local=True)
+    ]
+    assert server_events == [
+        CallCancelled(call_id, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+    ]
+    assert pair.client.get_timer() is None
+    assert pair.server.get_timer() is None
+    assert not pair.client.closed
+
+
+def test_the_timer_skips_calls_that_ended_before_their_deadline() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    first = pair.client.start_call(ROUTE, timeout=1.0, now=0.0)
+    pair.client.start_call(ROUTE, timeout=5.0, now=0.0)
+    pair.exchange()
+    pair.server.end_call(first)
+    pair.exchange()
+    assert pair.client.get_timer() == 5.0
+    assert pair.server.get_timer() == 5.0
+
+
+def test_the_deadline_heap_stays_proportional_to_open_calls() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    for _ in range(2_000):
+        call_id = pair.client.start_call(ROUTE, timeout=60.0, now=0.0, end_stream=True)
+        pair.exchange()
+        pair.server.end_call(call_id)
+        pair.exchange()
+    assert len(pair.client._deadlines) <= 2 * pair.client.open_calls + 65
+    assert len(pair.server._deadlines) <= 2 * pair.server.open_calls + 65
+
+
+# ---------------------------------------------------------------------------- keepalive
+
+
+def test_keepalive_pings_an_idle_peer_and_the_pong_keeps_it_open() -> None:
+    config = ProtocolConfig(keepalive_interval=10.0, keepalive_timeout=5.0)
+    pair = ConnectionPair(config, QUIET)
+    assert pair.client.get_timer() == 10.0
+    client_events, server_events = pair.advance(10.0)
+    assert len(of_type(server_events, PingReceived)) == 1
+    assert len(of_type(client_events, PongReceived)) == 1
+    assert pair.client.get_timer() == 20.0
+    pair.advance(10.0)
+    assert not pair.client.closed
+
+
+def test_keepalive_closes_a_dead_peer() -> None:
+    config = ProtocolConfig(keepalive_interval=10.0, keepalive_timeout=5.0)
+    pair = ConnectionPair(QUIET, config)
+    pair.now = 10.0
+    pair.server.handle_timer(10.0)
+    assert pair.server.data_to_send()  # the PING, lost: the client is gone
+    assert pair.server.get_timer() == 15.0
+    pair.server.handle_timer(14.9)
+    assert not pair.server.closed
+    pair.server.handle_timer(15.0)
+    closed = closed_event(pair.server.events_received())
+    assert closed.code is CloseCode.KEEPALIVE_TIMEOUT
+    assert not closed.by_peer
+
+
+def test_any_input_counts_as_liveness() -> None:
+    config = ProtocolConfig(keepalive_interval=10.0, keepalive_timeout=5.0)
+    pair = ConnectionPair(QUIET, config)
+    call_id = pair.client.start_call(ROUTE)
+    pair.exchange()
+    pair.now = 9.0
+    pair.client.send_message(call_id, b"alive")
+    pair.exchange()
+    assert pair.server.get_timer() == 19.0
+
+
+def test_manual_ping_and_keepalive_off() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    assert pair.client.get_timer() is None
+    pair.client.ping(b"12345678")
+    client_events, server_events = pair.exchange()
+    assert server_events == [PingReceived(b"12345678")]
+    assert client_events == [PongReceived(b"12345678")]
+    with pytest.raises(ValueError, match="8 bytes"):
+        pair.client.ping(b"short")
+
+
+# ---------------------------------------------------------------------------- go-away
+
+
+def test_go_away_drains_accepted_calls_and_refuses_later_ones() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    accepted = pair.client.start_call(ROUTE)
+    pair.exchange()
+    crossing = pair.client.start_call(ROUTE)  # in flight when the server goes away
+    assert pair.server.go_away("deploy") == accepted
+    assert pair.server.go_away() == accepted  # idempotent
+    assert pair.server.going_away
+    client_events, server_events = pair.exchange()
+    assert client_events == [
+        CallEnded(
+            crossing,
+            StatusCode.UNAVAILABLE,
+            "the server is going away; the call was not processed",
+            local=True,
+        ),
+        GoAwayReceived(accepted, "deploy"),
+    ]
+    assert of_type(server_events, CallStarted) == []  # refused with UNAVAILABLE, ignored
+    with pytest.raises(LocalProtocolError, match="GOAWAY"):
+        pair.client.start_call(ROUTE)
+    pair.client.send_message(accepted, b"still fine", end_stream=True)
+    _, server_events = pair.exchange()
+    assert server_events == [MessageReceived(accepted, b"still fine", end_stream=True)]
+    pair.server.end_call(accepted)
+    pair.exchange()
+    assert pair.server.open_calls == 0
+
+
+def test_a_later_goaway_must_not_raise_the_last_call_id() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.client.receive_data(encode_goaway(0) + encode_goaway(3), 0.0)
+    closed = closed_event(pair.client.events_received())
+    assert "must not raise" in closed.reason
+
+
+# ---------------------------------------------------------------------------- flow control
+
+
+def test_a_receiver_that_stops_consuming_stops_the_sender() -> None:
+    window = MIN_INITIAL_WINDOW_SIZE
+    pair = ConnectionPair(quiet(initial_window_size=window), QUIET)
+    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    pair.exchange()
+    chunk = b"z" * 1000
+    sent = 0
+    while pair.server.available_credit(call_id) > 0:
+        pair.server.send_message(call_id, chunk)
+        sent += len(chunk)
+    with pytest.raises(FlowControlBlockedError):
+        pair.server.send_message(call_id, chunk)
+    assert window <= sent < window + len(chunk)
+    client_events, _ = pair.exchange()
+    received = of_type(client_events, MessageReceived)
+    assert sum(len(event.data) for event in received) == sent
+    # Consuming half the window returns credit in one batched WINDOW_UPDATE.
+    for event in received[: len(received) // 2 - 1]:
+        pair.client.acknowledge(call_id, len(event.data))
+    assert not pair.client.has_data_to_send
+    pair.client.acknowledge(call_id, len(received[0].data))
+    assert pair.client.has_data_to_send
+    _, server_events = pair.exchange()
+    [update] = server_events
+    assert isinstance(update, WindowUpdated)
+    assert update.credit == window - sent + len(received) // 2 * len(chunk)
+    assert update.credit > 0
+    pair.server.send_message(call_id, chunk)
+
+
+def test_a_message_larger_than_the_window_is_allowed_while_credit_is_positive() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE)
+    big = b"b" * (pair.server.settings.initial_window_size + 10)
+    assert pair.client.send_message(call_id, big) == -10
+    _, server_events = pair.exchange()
+    assert of_type(server_events, MessageReceived)[0].data == big
+    with pytest.raises(FlowControlBlockedError):
+        pair.client.send_message(call_id, b"x")
+
+
+def test_a_peer_that_ignores_flow_control_is_closed() -> None:
+    pair = ConnectionPair(QUIET, quiet(initial_window_size=MIN_INITIAL_WINDOW_SIZE))
+    call_id = pair.client.start_call(ROUTE)
+    pair.exchange()
+    flood = encode_message(call_id, b"f" * 40_000) * 3
+    pair.server.receive_data(flood, 0.0)
+    closed = closed_event(pair.server.events_received())
+    assert closed.code is CloseCode.FLOW_CONTROL_ERROR
+
+
+def test_window_update_overflow_is_a_flow_control_error() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE)
+    pair.exchange()
+    pair.server.receive_data(encode_window_update(call_id, (1 << 31) - 1), 0.0)
+    assert closed_event(pair.server.events_received()).code is CloseCode.FLOW_CONTROL_ERROR
+
+
+def test_acknowledging_more_than_received_is_a_local_error() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, message=b"abc")
+    pair.exchange()
+    pair.server.acknowledge(call_id, 3)
+    with pytest.raises(LocalProtocolError, match="only 0 are unread"):
+        pair.server.acknowledge(call_id, 1)
+    pair.server.acknowledge(call_id + 1, 5)  # unknown call: nothing to do
+
+
+# ---------------------------------------------------------------------------- limits
+
+
+def test_max_concurrent_calls_refuses_the_excess_with_resource_exhausted() -> None:
+    pair = ConnectionPair(QUIET, quiet(max_concurrent_calls=3))
+    call_ids = [pair.client.start_call(ROUTE) for _ in range(4)]
+    client_events, server_events = pair.exchange()
+    assert [event.call_id for event in of_type(server_events, CallStarted)] == call_ids[:3]
+    [refused] = of_type(client_events, CallEnded)
+    assert refused.call_id == call_ids[3]
+    assert refused.status is StatusCode.RESOURCE_EXHAUSTED
+    assert "max_concurrent_calls 3" in refused.message
+    pair.server.end_call(call_ids[0])
+    pair.exchange()
+    later = pair.client.start_call(ROUTE)
+    _, server_events = pair.exchange()
+    assert of_type(server_events, CallStarted)[0].call_id == later
+
+
+def test_max_message_size_is_checked_before_sending() -> None:
+    pair = ConnectionPair(QUIET, quiet(max_message_size=1000))
+    call_id = pair.client.start_call(ROUTE)
+    with pytest.raises(LimitExceededError, match="max_message_size"):
+        pair.client.send_message(call_id, b"x" * 1001)
+    with pytest.raises(LimitExceededError, match="max_message_size"):
+        pair.client.start_call(ROUTE, message=b"x" * 1001)
+    pair.client.send_message(call_id, b"x" * 1000)
+
+
+@pytest.mark.parametrize("chunk_size", [None, 7, 4096])
+def test_an_oversized_message_fails_its_call_and_is_skipped_without_buffering(
+    chunk_size: int | None,
+) -> None:
+    server_config = quiet(max_message_size=1000)
+    pair = ConnectionPair(QUIET, server_config, chunk_size=chunk_size)
+    victim = pair.client.start_call(ROUTE)
+    bystander = pair.client.start_call(ROUTE)
+    pair.exchange()
+    raw = encode_message(victim, b"v" * 50_000) + encode_message(bystander, b"fine")
+    step = chunk_size or len(raw)
+    for offset in range(0, len(raw), step):
+        pair.server.receive_data(raw[offset : offset + step], 0.0)
+        assert len(pair.server._buffer) <= 1000 + 10
+    events = pair.server.events_received()
+    assert events == [
+        CallCancelled(
+            victim,
+            StatusCode.RESOURCE_EXHAUSTED,
+            "message of 50000 bytes exceeds max_message_size 1000",
+        ),
+        MessageReceived(bystander, b"fine"),
+    ]
+    client_events = pair.to_client()
+    assert client_events == [
+        CallEnded(
+            victim,
+            StatusCode.RESOURCE_EXHAUSTED,
+            "message of 50000 bytes exceeds max_message_size 1000",
+        )
+    ]
+
+
+def test_an_oversized_response_fails_the_call_on_the_client() -> None:
+    pair = ConnectionPair(quiet(max_message_size=100), QUIET)
+    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    pair.exchange()
+    with pytest.raises(LimitExceededError):
+        pair.server.send_message(call_id, b"r" * 101)
+    pair.client.receive_data(encode_message(call_id, b"r" * 101), 0.0)
+    assert pair.client.events_received() == [
+        CallEnded(
+            call_id,
+            StatusCode.RESOURCE_EXHAUSTED,
+            "message of 101 bytes exceeds max_message_size 100",
+            local=True,
+        )
+    ]
+    assert of_type(pair.to_server(), CallCancelled)[0].code is StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_an_oversized_push_closes_the_connection() -> None:
+    pair = ConnectionPair(quiet(max_message_size=100), QUIET)
+    with pytest.raises(LimitExceededError):
+        pair.server.send_push(1, b"p" * 101)
+    with pytest.raises(LimitExceededError):
+        pair.server.send_encoded(encode_push(1, b"p" * 101))
+    pair.client.receive_data(encode_push(1, b"p" * 101)[:20], 0.0)
+    assert closed_event(pair.client.events_received()).code is CloseCode.FRAME_TOO_LARGE
+
+
+def test_a_control_frame_over_max_frame_size_closes_as_soon_as_its_header_arrives() -> None:
+    pair = ConnectionPair(QUIET, quiet(max_frame_size=16_384))
+    header = HEADER.pack(20_000, FrameType.CALL_START, 0, 1)
+    pair.server.receive_data(header, 0.0)
+    closed = closed_event(pair.server.events_received())
+    assert closed.code is CloseCode.FRAME_TOO_LARGE
+    assert "20000" in closed.reason
+
+
+def test_max_metadata_size_on_requests() -> None:
+    pair = ConnectionPair(QUIET, quiet(max_metadata_size=100))
+    big = [("k", "v" * 200)]
+    with pytest.raises(LimitExceededError, match="max_metadata_size"):
+        pair.client.start_call(ROUTE, big)
+    pair.server.receive_data(encode_call_start(1, ROUTE, 0, big), 0.0)
+    assert pair.server.events_received() == []
+    [refused], _ = decode_frames(pair.server.data_to_send())
+    assert isinstance(refused, EndCallFrame)
+    assert refused.call_id == 1
+    assert refused.status == StatusCode.RESOURCE_EXHAUSTED
+    assert "request metadata of 205 bytes" in refused.message
+
+
+def test_max_metadata_size_on_response_headers_and_trailers() -> None:
+    pair = ConnectionPair(quiet(max_metadata_size=100), QUIET)
+    first = pair.client.start_call(ROUTE)
+    second = pair.client.start_call(ROUTE)
+    pair.exchange()
+    big = [("k", "v" * 200)]
+    with pytest.raises(LimitExceededError):
+        pair.server.send_headers(first, big)
+    with pytest.raises(LimitExceededError):
+        pair.server.end_call(first, trailers=big)
+    pair.client.receive_data(encode_headers(first, big), 0.0)
+    pair.client.receive_data(encode_end_call(second, 0, trailers=big), 0.0)
+    ended = of_type(pair.client.events_received(), CallEnded)
+    assert [(event.call_id, event.status, event.local) for event in ended] == [
+        (first, StatusCode.RESOURCE_EXHAUSTED, True),
+        (second, StatusCode.RESOURCE_EXHAUSTED, True),
+    ]
+
+
+def test_max_buffered_input_bounds_unconsumed_data_across_calls() -> None:
+    server_config = ProtocolConfig(max_buffered_input=100_000, keepalive_interval=None)
+    pair = ConnectionPair(QUIET, server_config)
+    call_ids = [pair.client.start_call(ROUTE) for _ in range(4)]
+    for call_id in call_ids:
+        pair.client.send_message(call_id, b"d" * 30_000)
+    _, server_events = pair.exchange()
+    assert len(of_type(server_events, MessageReceived)) == 3
+    [cancelled] = of_type(server_events, CallCancelled)
+    assert cancelled.call_id == call_ids[3]
+    assert cancelled.code is StatusCode.RESOURCE_EXHAUSTED
+    assert "max_buffered_input" in cancelled.reason
+    # Consuming (or ending calls) frees room for new input.
+    pair.server.acknowledge(call_ids[0], 30_000)
+    pair.server.end_call(call_ids[1])
+    pair.client.send_message(call_ids[2], b"d" * 30_000)
+    _, server_events = pair.exchange()
+    assert of_type(server_events, MessageReceived)[0].call_id == call_ids[2]
+
+
+# ---------------------------------------------------------------------------- push
+
+
+def test_push_reaches_the_client_by_type_id() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.server.send_push(0x0102_0003, b"event")
+    assert pair.to_client() == [PushReceived(0x0102_0003, b"event")]
+
+
+def test_one_encoded_push_fans_out_to_many_connections() -> None:
+    pairs = [ConnectionPair(QUIET, QUIET) for _ in range(20)]
+    frame = encode_push(42, b"broadcast")
+    for pair in pairs:
+        pair.server.send_encoded(frame)
+        pair.server.send_encoded(frame)
+    for pair in pairs:
+        assert pair.to_client() == [PushReceived(42, b"broadcast")] * 2
+
+
+def test_send_encoded_takes_only_whole_push_frames() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    with pytest.raises(ValueError, match="PUSH"):
+        pair.server.send_encoded(encode_message(1, b"x"))
+    with pytest.raises(ValueError, match="PUSH"):
+        pair.server.send_encoded(encode_push(1, b"xy")[:-1])
+    with pytest.raises(ValueError, match="not a Flare frame"):
+        pair.server.send_encoded(b"\x00")
+    server = Connection(SERVER, QUIET)
+    with pytest.raises(LocalProtocolError, match="handshake"):
+        server.send_encoded(encode_push(1, b""))
+
+
+# ---------------------------------------------------------------------------- byte streams
+
+
+def run_scenario(chunk_size: int | None) -> tuple[list[Event], list[Event]]:
+    pair = ConnectionPair(QUIET, QUIET, handshake=False, chunk_size=chunk_size)
+    client_log, server_log = pair.exchange()
+    unary = pair.client.start_call(ROUTE, [("a", "b")], message=b"q" * 300, end_stream=True)
+    stream = pair.client.start_call(ROUTE + 1, timeout=9.0, now=0.0)
+    for index in range(5):
+        pair.client.send_message(stream, bytes([index]) * index)
+    pair.client.half_close(stream)
+    client_events, server_events = pair.exchange()
+    client_log += client_events
+    server_log += server_events
+    pair.server.send_headers(unary, [("h-bin", b"\x01")])
+    pair.server.send_message(unary, b"r" * 70_000)
+    pair.server.end_call(unary, StatusCode.ABORTED, "m", b"d", [("t", "x")])
+    pair.server.send_push(5, b"p")
+    pair.server.end_call(stream)
+    client_events, server_events = pair.exchange()
+    return client_log + client_events, server_log + server_events
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.integers(1, 64))
+def test_any_chunking_of_the_byte_stream_yields_the_same_events(chunk_size: int) -> None:
+    assert run_scenario(chunk_size) == run_scenario(None)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=200), st.sampled_from(["client", "server"]))
+def test_garbage_input_never_raises_and_never_buffers_without_bound(
+    garbage: bytes, side: str
+) -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.client.start_call(ROUTE)
+    pair.exchange()
+    connection = pair.client if side == "client" else pair.server
+    connection.receive_data(garbage, 0.0)
+    connection.events_received()
+    limit = max(connection.settings.max_frame_size, connection.settings.max_message_size)
+    assert len(connection._buffer) <= limit + 10
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.binary(min_size=1, max_size=100))
+def test_garbage_before_the_handshake_is_refused_cleanly(garbage: bytes) -> None:
+    server = Connection(SERVER, QUIET)
+    server.receive_data(garbage, 0.0)
+    for event in server.events_received():
+        assert isinstance(event, (HandshakeCompleted, ConnectionClosed))
