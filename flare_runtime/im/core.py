@@ -34,7 +34,7 @@ from flare.im.v1 import events_pb2
 
 from flare_runtime.errors import ConnectionClosedError, RpcError
 from flare_runtime.im import events
-from flare_runtime.im.sinks import EventSink
+from flare_runtime.im.sinks import EventSink, PreparedEvent
 from flare_runtime.im.storage.base import (
     ConversationExistsError,
     ConversationKind,
@@ -334,7 +334,9 @@ class ImCore:
             # A slow consumer's backlog is already full: do not add to it.
             if reason is not CloseReason.SLOW_CONSUMER:
                 with contextlib.suppress(ConnectionClosedError):
-                    session.sink.push_encoded(events.SESSION_CLOSED, notice.SerializeToString())
+                    session.sink.push_event(
+                        PreparedEvent(events.SESSION_CLOSED, notice.SerializeToString())
+                    )
             session.sink.close(f"{reason.name.lower()}: {detail}")
         self._drop_session(session)
 
@@ -356,7 +358,7 @@ class ImCore:
                     del self._watchers[watched]
         session.watching.clear()
 
-    def _push(self, session: Session, type_id: int, payload: bytes) -> None:
+    def _push(self, session: Session, event: PreparedEvent) -> None:
         """Queue one event for one device, cutting it off when its backlog is too big."""
         sink = session.sink
         if sink.closed:
@@ -369,11 +371,16 @@ class ImCore:
                 f"more than {self.limits.outbound_buffer_bytes} bytes of events not read",
             )
             return
-        sink.push_encoded(type_id, payload)
+        try:
+            sink.push_event(event)
+        except ConnectionClosedError:
+            self._drop_session(session)
 
     def _push_to_users(
         self, user_ids: Iterable[str], type_id: int, payload: bytes, *, skip: Session | None = None
     ) -> None:
+        """Push one event to every device of `user_ids`, serialized once for all of them."""
+        event = PreparedEvent(type_id, payload)
         sessions = self._sessions
         for user_id in user_ids:
             devices = sessions.get(user_id)
@@ -381,7 +388,7 @@ class ImCore:
                 continue
             for session in list(devices.values()):
                 if session is not skip:
-                    self._push(session, type_id, payload)
+                    self._push(session, event)
 
     # -- presence ----------------------------------------------------------------
 
@@ -413,11 +420,14 @@ class ImCore:
         watchers = self._watchers.get(user_id)
         if not watchers:
             return
-        payload = events_pb2.PresenceChanged(
-            user_id=user_id, online=online, changed_at_ms=self._now_ms()
-        ).SerializeToString()
+        event = PreparedEvent(
+            events.PRESENCE_CHANGED,
+            events_pb2.PresenceChanged(
+                user_id=user_id, online=online, changed_at_ms=self._now_ms()
+            ).SerializeToString(),
+        )
         for session in list(watchers):
-            self._push(session, events.PRESENCE_CHANGED, payload)
+            self._push(session, event)
 
     def watch_presence(
         self, session: Session, user_ids: Sequence[str], *, unwatch: bool = False

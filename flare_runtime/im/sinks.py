@@ -1,9 +1,13 @@
 """Where the IM core sends a device's events: the `EventSink` protocol.
 
-A runtime `ServerConnection` (WebSocket, QUIC) is an `EventSink` as it is:
-events go out as server pushes. `QueueSink` is the in-process sink behind
-`ImService.Subscribe` streams (gRPC has no pushes) and behind tests of the
-core that run without sockets.
+An event fanned out to many devices is one `PreparedEvent`: its payload is
+serialized once, and its wire frame (`frame`) is built at most once, on first
+use, then the same bytes are queued on every connection.
+
+Sinks: `ConnectionSink` (in `flare_runtime.im.service`) sends events as
+server pushes on a WebSocket/QUIC connection; `QueueSink` is the in-process
+sink behind `ImService.Subscribe` streams (gRPC has no pushes) and behind
+tests of the core that run without sockets.
 
 Every sink is bounded by the core, not by itself: before each push the core
 reads `buffered_bytes`, and a device whose backlog passes
@@ -17,13 +21,32 @@ from collections import deque
 from typing import Protocol
 
 from flare_runtime.errors import ConnectionClosedError
+from flare_runtime.protocol.frames import encode_push
+
+
+class PreparedEvent:
+    """One event, serialized once for all its recipients."""
+
+    __slots__ = ("_frame", "payload", "type_id")
+
+    def __init__(self, type_id: int, payload: bytes) -> None:
+        self.type_id = type_id
+        self.payload = payload
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The whole Flare PUSH frame (docs/wire-format.md), built on first use."""
+        if self._frame is None:
+            self._frame = encode_push(self.type_id, self.payload)
+        return self._frame
 
 
 class EventSink(Protocol):
     """What the core needs from a device's connection."""
 
-    def push_encoded(self, type_id: int, payload: bytes) -> None:
-        """Queue one serialized event; never blocks."""
+    def push_event(self, event: PreparedEvent) -> None:
+        """Queue one event; never blocks. May raise `ConnectionClosedError`."""
 
     @property
     def buffered_bytes(self) -> int:
@@ -40,7 +63,7 @@ class EventSink(Protocol):
 class QueueSink:
     """An in-memory `EventSink` read by one consumer with `next`.
 
-    `push_encoded` after `close` raises `ConnectionClosedError`; the consumer
+    `push_event` after `close` raises `ConnectionClosedError`; the consumer
     reads what was queued before the close, then gets None.
     """
 
@@ -53,11 +76,11 @@ class QueueSink:
         self._waiter: asyncio.Future[None] | None = None
         self.close_reason = ""
 
-    def push_encoded(self, type_id: int, payload: bytes) -> None:
+    def push_event(self, event: PreparedEvent) -> None:
         if self._closed:
             raise ConnectionClosedError(self.close_reason)
-        self._events.append((type_id, payload))
-        self._buffered += len(payload)
+        self._events.append((event.type_id, event.payload))
+        self._buffered += len(event.payload)
         self._wake()
 
     @property
