@@ -30,6 +30,16 @@ def snake_case(name: str) -> str:
     return _WORD_BOUNDARY.sub("_", name).lower()
 
 
+def python_method_name(rpc_name: str) -> str:
+    """The handler/client method name of an rpc: snake_case, never private or dunder.
+
+    Proto identifiers may start with ``_``; a Python method named ``__init__``
+    or ``_x`` would break or hide, so such names get an ``rpc`` prefix.
+    """
+    name = snake_case(rpc_name)
+    return f"rpc{name}" if name.startswith("_") else name
+
+
 def upper_snake_case(name: str) -> str:
     """``SendMessage`` → ``SEND_MESSAGE``."""
     return snake_case(name).upper()

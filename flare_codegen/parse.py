@@ -39,6 +39,7 @@ from flare_codegen.names import (
     flare_output_path,
     is_python_keyword,
     pb2_module,
+    python_method_name,
     snake_case,
     upper_snake_case,
 )
@@ -173,7 +174,11 @@ class _Parser:
             model = self._file(proto)
             if model.services or model.pushes or self.parameters.emit_empty:
                 models.append(model)
-        return ParseResult(tuple(models), tuple(self.diagnostics))
+        ordered = sorted(
+            set(self.diagnostics),
+            key=lambda d: (d.location.file, d.location.line, d.location.column, d.message),
+        )
+        return ParseResult(tuple(models), tuple(ordered))
 
     # Request-wide checks -------------------------------------------------
 
@@ -264,7 +269,13 @@ class _Parser:
             # happens with a hand-built descriptor set missing a dependency.
             self.error(location, f"message {full_name} is not defined in the input")
             return MessageRef(full_name, "", full_name)
-        if full_name in self.keyword_messages:
+        if any(is_python_keyword(part) for part in ref.module.split(".")):
+            self.error(
+                location,
+                f"message {full_name} lives in module {ref.module}, whose path has a "
+                "Python keyword; generated code cannot import it",
+            )
+        elif full_name in self.keyword_messages:
             self.error(
                 location,
                 f"message {full_name} has a Python keyword in its name; "
@@ -317,7 +328,9 @@ class _Parser:
         if default_auth is None:
             default_auth = Auth.AUTHENTICATED if flare.default_scopes else Auth.NONE
 
-        names = NameScope()
+        # The client keeps its channel in `_channel`; every other name a
+        # handler or client method could shadow is a dunder, escaped below.
+        names = NameScope({"_channel"})
         constants = NameScope()
         methods: list[Method] = []
         seen_routes: dict[int, str] = {}
@@ -358,7 +371,9 @@ class _Parser:
                             "are never reused",
                         )
 
-        base_name = service.name
+        # A leading underscore would make the names private, and a double one
+        # would be name-mangled inside the generated classes.
+        base_name = f"Service{service.name}" if service.name.startswith("_") else service.name
         return Service(
             name=service.name,
             full_name=full_name,
@@ -466,7 +481,7 @@ class _Parser:
 
         note = flare.deprecation_note
         deprecated = bool(note) or method.options.deprecated or service_deprecated
-        handler_name = names.claim(snake_case(method.name))
+        handler_name = names.claim(python_method_name(method.name))
         return Method(
             name=method.name,
             path=f"/{service_name}/{method.name}",
@@ -487,7 +502,7 @@ class _Parser:
                 deprecation_note=note,
             ),
             handler_name=handler_name,
-            constant_name=constants.claim(upper_snake_case(method.name)),
+            constant_name=constants.claim(python_method_name(method.name).upper()),
             doc=locator.doc(path),
             location=location,
         )

@@ -206,7 +206,7 @@ def _from_import(module: str, members: Sequence[str]) -> list[str]:
 def _call(indent: str, prefix: str, arguments: Sequence[str], suffix: str = "") -> list[str]:
     """``prefix(arg, ...)suffix`` flat when it fits and has few arguments, else exploded."""
     flat = f"{indent}{prefix}({', '.join(arguments)}){suffix}"
-    if len(flat) <= WIDTH and "\n" not in flat and len(arguments) <= 2:
+    if len(flat) <= WIDTH and "\n" not in flat and len(arguments) <= 1:
         return [flat]
     inner = indent + INDENT
     lines = [f"{indent}{prefix}("]
@@ -291,8 +291,10 @@ class _Renderer:
             *self.imports.render(),
         ]
         out = head
-        for block in body:
-            out.extend(("", ""))
+        for index, block in enumerate(body):
+            # isort wants one blank line between the imports and a statement,
+            # ruff format two around classes and functions.
+            out.extend(("",) if index == 0 else ("", ""))
             out.extend(block)
         return "\n".join(out) + "\n"
 
@@ -313,19 +315,13 @@ class _Renderer:
         if not self.model.pushes:
             return [f"PUSH_TYPES: {final} = {table}(types=())"]
         push_type = self.runtime("routing", "PushType")
-        lines = [f"PUSH_TYPES: {final} = {table}(", f"{INDENT}types=("]
-        for push in self.model.pushes:
-            message = self.message(push.message.module, push.message.qualname)
-            lines.extend(
-                _call(
-                    INDENT * 2,
-                    push_type,
-                    [f"type_id={push.type_id}", f"message_type={message}"],
-                    ",",
-                )
-            )
-        lines += [f"{INDENT}),", ")"]
-        return lines
+        items = [
+            f"{push_type}(type_id={push.type_id}, "
+            f"message_type={self.message(push.message.module, push.message.qualname)})"
+            for push in self.model.pushes
+        ]
+        types = _tuple(items, INDENT, len(INDENT) + len("types="))
+        return _call("", f"PUSH_TYPES: {final} = {table}", ["types=" + types])
 
     # Per service
 
@@ -409,8 +405,11 @@ class _Renderer:
         return text if text else fallback
 
     def base_class(self, service: Service) -> list[str]:
-        abc = self.imports.module("abc")
-        lines = [f"class {service.base_class}({abc}.ABC):"]
+        if service.methods:
+            abc = self.imports.module("abc")
+            lines = [f"class {service.base_class}({abc}.ABC):"]
+        else:  # nothing to implement: an ABC without abstract methods is a lint error
+            lines = [f"class {service.base_class}:"]
         doc = f"Implement this to serve `{service.full_name}`."
         if service.doc:
             doc = f"{doc}\n\n{service.doc}"
@@ -458,7 +457,7 @@ class _Renderer:
         }[method.cardinality]
         summary = f"``{method.path}`` ({method.cardinality.value.lower().replace('_', ' ')})."
         parts = [method.doc] if method.doc else []
-        parts += [f"{summary}\n{shape}"]
+        parts += [summary, shape]
         return "\n\n".join(parts)
 
     def _decorators(self, method: Method) -> list[str]:

@@ -42,7 +42,6 @@ from google.protobuf import (
     timestamp_pb2,
 )
 
-
 PUSH_TYPES: Final = PushTable(
     types=(
         PushType(type_id=1, message_type=chat_pb2.MessagePosted),
@@ -209,6 +208,7 @@ class ChatServiceBase(abc.ABC):
         """Post a message to a room.
 
         ``/examples.chat.v1.ChatService/Send`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -221,6 +221,7 @@ class ChatServiceBase(abc.ABC):
         """Stream a room's events, starting after `after_seq`.
 
         ``/examples.chat.v1.ChatService/Subscribe`` (server stream).
+
         Handle one request; yield the responses (implement as an async generator).
         """
 
@@ -233,6 +234,7 @@ class ChatServiceBase(abc.ABC):
         """Upload an attachment in chunks.
 
         ``/examples.chat.v1.ChatService/Upload`` (client stream).
+
         Consume the request stream; return the response.
         """
 
@@ -245,6 +247,7 @@ class ChatServiceBase(abc.ABC):
         """Send and receive messages on one stream.
 
         ``/examples.chat.v1.ChatService/Chat`` (bidi stream).
+
         Consume the request stream; yield the responses (an async generator).
         """
 
@@ -258,6 +261,7 @@ class ChatServiceBase(abc.ABC):
         """Page through a room's history.
 
         ``/examples.chat.v1.ChatService/History`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -270,6 +274,7 @@ class ChatServiceBase(abc.ABC):
         """Liveness check; needs no authentication.
 
         ``/examples.chat.v1.ChatService/Ping`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -455,6 +460,7 @@ class ChatAdminServiceBase(abc.ABC):
         """Delete a room's history.
 
         ``/examples.chat.v1.ChatAdminService/Purge`` (unary).
+
         Handle one request; return the response.
         """
 

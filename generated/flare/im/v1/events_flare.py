@@ -14,7 +14,6 @@ from flare_runtime.routing import (
     PushType,
 )
 
-
 PUSH_TYPES: Final = PushTable(
     types=(
         PushType(type_id=64001, message_type=events_pb2.MessageReceived),

@@ -33,7 +33,6 @@ from flare_runtime.routing import (
     ServiceRoutes,
 )
 
-
 PUSH_TYPES: Final = PushTable(types=())
 
 
@@ -467,6 +466,7 @@ class ImServiceBase(abc.ABC):
         SessionClosed(REASON_REPLACED) and are disconnected.
 
         ``/flare.im.v1.ImService/Login`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -479,6 +479,7 @@ class ImServiceBase(abc.ABC):
         """Close this connection's IM session (presence goes offline after the grace period).
 
         ``/flare.im.v1.ImService/Logout`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -493,6 +494,7 @@ class ImServiceBase(abc.ABC):
         the original reply with `duplicate` set and stores nothing.
 
         ``/flare.im.v1.ImService/Send`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -506,6 +508,7 @@ class ImServiceBase(abc.ABC):
         (in order, paged), or an explicit RESYNC_REQUIRED.
 
         ``/flare.im.v1.ImService/Sync`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -518,6 +521,7 @@ class ImServiceBase(abc.ABC):
         """Page backwards through a conversation's retained history.
 
         ``/flare.im.v1.ImService/GetHistory`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -531,6 +535,7 @@ class ImServiceBase(abc.ABC):
         or clients that prefer one stream). Ends when the session closes.
 
         ``/flare.im.v1.ImService/Subscribe`` (server stream).
+
         Handle one request; yield the responses (implement as an async generator).
         """
 
@@ -543,6 +548,7 @@ class ImServiceBase(abc.ABC):
         """Move this user's delivered and/or read position in a conversation forward.
 
         ``/flare.im.v1.ImService/Ack`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -555,6 +561,7 @@ class ImServiceBase(abc.ABC):
         """Tell the other members this device is (not) typing. Never stored.
 
         ``/flare.im.v1.ImService/SetTyping`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -567,6 +574,7 @@ class ImServiceBase(abc.ABC):
         """Watch users' presence: returns their state now and pushes PresenceChanged later.
 
         ``/flare.im.v1.ImService/WatchPresence`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -579,6 +587,7 @@ class ImServiceBase(abc.ABC):
         """The members of a conversation who are online now.
 
         ``/flare.im.v1.ImService/GetOnlineMembers`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -591,6 +600,7 @@ class ImServiceBase(abc.ABC):
         """Create a room; the caller becomes its owner.
 
         ``/flare.im.v1.ImService/CreateRoom`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -603,6 +613,7 @@ class ImServiceBase(abc.ABC):
         """Get or create the one-to-one conversation with another user.
 
         ``/flare.im.v1.ImService/OpenDirect`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -615,6 +626,7 @@ class ImServiceBase(abc.ABC):
         """Join an open room.
 
         ``/flare.im.v1.ImService/JoinRoom`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -627,6 +639,7 @@ class ImServiceBase(abc.ABC):
         """Leave a room. The owner cannot leave (transfer ownership first).
 
         ``/flare.im.v1.ImService/LeaveRoom`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -639,6 +652,7 @@ class ImServiceBase(abc.ABC):
         """Add users to a room (owner or admin).
 
         ``/flare.im.v1.ImService/AddMembers`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -651,6 +665,7 @@ class ImServiceBase(abc.ABC):
         """Remove a member (owner, or admin removing a plain member).
 
         ``/flare.im.v1.ImService/KickMember`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -663,6 +678,7 @@ class ImServiceBase(abc.ABC):
         """Change a member's role (owner only; OWNER transfers ownership).
 
         ``/flare.im.v1.ImService/SetMemberRole`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -675,6 +691,7 @@ class ImServiceBase(abc.ABC):
         """The caller's conversations with their positions and unread counts.
 
         ``/flare.im.v1.ImService/ListConversations`` (unary).
+
         Handle one request; return the response.
         """
 
@@ -687,6 +704,7 @@ class ImServiceBase(abc.ABC):
         """One conversation with its members.
 
         ``/flare.im.v1.ImService/GetConversation`` (unary).
+
         Handle one request; return the response.
         """
 
