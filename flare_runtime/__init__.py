@@ -5,7 +5,8 @@ Import it as ``import flare_runtime as flare``.
 
 from __future__ import annotations
 
-from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall
+from flare_runtime.auth import AuthPlugin, JWTAuth, TokenAuth
+from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall, connect
 from flare_runtime.context import CallContext, Principal
 from flare_runtime.errors import (
     ConfigurationError,
@@ -16,20 +17,26 @@ from flare_runtime.errors import (
     RemoteProtocolError,
     RpcError,
 )
+from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor, ServerInterceptor
 from flare_runtime.metadata import Metadata
 from flare_runtime.routing import Cardinality, PushTable, Route, Router, ServiceRoutes, Transport
+from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.status import StatusCode
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuthPlugin",
     "BidiStreamCall",
     "CallContext",
     "Cardinality",
     "Channel",
+    "ClientCallInfo",
+    "ClientInterceptor",
     "ConfigurationError",
     "ConnectionClosedError",
     "FlareError",
+    "JWTAuth",
     "LocalProtocolError",
     "Metadata",
     "Principal",
@@ -39,9 +46,15 @@ __all__ = [
     "Route",
     "Router",
     "RpcError",
+    "Server",
+    "ServerInterceptor",
+    "ServerOptions",
     "ServerStreamCall",
     "ServiceRoutes",
     "StatusCode",
+    "TLSFiles",
+    "TokenAuth",
     "Transport",
     "__version__",
+    "connect",
 ]

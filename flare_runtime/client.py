@@ -9,14 +9,23 @@ methods below, one per cardinality.
 from __future__ import annotations
 
 import abc
-from collections.abc import AsyncIterable, AsyncIterator, Iterable
+import importlib
+import ssl
+import urllib.parse
+from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Mapping
+from dataclasses import dataclass, field
 from types import TracebackType
-from typing import Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 
+from flare_runtime.errors import ConfigurationError
 from flare_runtime.metadata import Metadata, MetadataLike
-from flare_runtime.routing import Route
+from flare_runtime.routing import PushTable, Route
+
+if TYPE_CHECKING:
+    from flare_runtime.interceptors import ClientInterceptor
+    from flare_runtime.protocol.config import ProtocolConfig
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -142,3 +151,113 @@ class Channel(abc.ABC):
         traceback: TracebackType | None,
     ) -> None:
         await self.close()
+
+
+# ---------------------------------------------------------------------------- connect
+
+SCHEME_MODULES: dict[str, str] = {
+    "ws": "flare_runtime.transports.websocket",
+    "wss": "flare_runtime.transports.websocket",
+    "quic": "flare_runtime.transports.quic",
+    "grpc": "flare_runtime.transports.grpc_client",
+    "grpcs": "flare_runtime.transports.grpc_client",
+}
+"""URL scheme → module exposing ``async def open_channel(url, options) -> Channel``.
+
+Adding a transport is one line here.
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectOptions:
+    """Everything `connect` was given, handed to the transport's ``open_channel``.
+
+    Transports ignore what does not apply to them (gRPC has no connection
+    metadata: it sends `token`/`metadata` with every call instead).
+    """
+
+    token: str | None = None
+    """Bearer token: ``authorization: Bearer <token>`` once per connection."""
+    metadata: Metadata = field(default_factory=Metadata)
+    """Connection-level metadata (WebSocket: ``x-flare-*`` handshake headers)."""
+    interceptors: tuple[ClientInterceptor, ...] = ()
+    push_tables: tuple[PushTable, ...] = ()
+    """Push types to decode; pushes of other types are ignored."""
+    ssl_context: ssl.SSLContext | None = None
+    """TLS settings for wss:// / quic:// / grpcs:// (default: system trust, TLS 1.3)."""
+    open_timeout: float = 10.0
+    max_pending_pushes: int = 1024
+    compression: str | None = None
+    """WebSocket permessage-deflate: None (default) or "deflate"."""
+    protocol: ProtocolConfig | None = None
+    """Flare wire-protocol limits and keepalive (WebSocket, QUIC)."""
+    extra: Mapping[str, Any] = field(default_factory=dict)
+    """Transport-specific options (e.g. QUIC's ticket store), by name."""
+
+
+class _Connecting:
+    """What `connect` returns: await it for a channel, or use it with ``async with``."""
+
+    def __init__(self, url: str, options: ConnectOptions) -> None:
+        self._url = url
+        self._options = options
+        self._channel: Channel | None = None
+
+    async def _open(self) -> Channel:
+        scheme = urllib.parse.urlsplit(self._url).scheme.lower()
+        module_name = SCHEME_MODULES.get(scheme)
+        if module_name is None:
+            known = ", ".join(f"{name}://" for name in SCHEME_MODULES)
+            raise ConfigurationError(f"unsupported URL {self._url!r}: use one of {known}")
+        module = importlib.import_module(module_name)
+        channel: Channel = await module.open_channel(self._url, self._options)
+        return channel
+
+    def __await__(self) -> Generator[Any, None, Channel]:
+        return self._open().__await__()
+
+    async def __aenter__(self) -> Channel:
+        self._channel = await self._open()
+        return self._channel
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        if self._channel is not None:
+            await self._channel.close()
+
+
+def connect(
+    url: str,
+    *,
+    token: str | None = None,
+    metadata: MetadataLike | None = None,
+    interceptors: Iterable[ClientInterceptor] = (),
+    push_tables: Iterable[PushTable] = (),
+    ssl_context: ssl.SSLContext | None = None,
+    open_timeout: float = 10.0,
+    **extra: Any,
+) -> _Connecting:
+    """Open a `Channel` to `url`; the scheme picks the transport (`SCHEME_MODULES`).
+
+    ``channel = await connect(url)`` or ``async with connect(url) as channel:``.
+    Raises `ConnectionClosedError` when the server cannot be reached and
+    `ConfigurationError` for an unknown scheme. `extra` holds transport
+    options (``compression=``, ``protocol=`` for the wire transports,
+    ``max_pending_pushes=``, or a transport's own).
+    """
+    known = {"compression", "protocol", "max_pending_pushes"}
+    options = ConnectOptions(
+        token=token,
+        metadata=Metadata.coerce(metadata),
+        interceptors=tuple(interceptors),
+        push_tables=tuple(push_tables),
+        ssl_context=ssl_context,
+        open_timeout=open_timeout,
+        **{key: value for key, value in extra.items() if key in known},
+        extra={key: value for key, value in extra.items() if key not in known},
+    )
+    return _Connecting(url, options)

@@ -27,14 +27,18 @@ class ServerConnection(abc.ABC):
     client may hold and `close` it when it falls too far behind.
     """
 
-    transport: Transport
+    transport_kind: Transport
+    """WEBSOCKET or QUIC."""
     peer: str
     metadata: Metadata
     """The opening metadata the client sent at connect."""
-    principal: Principal | None
-    """Who authenticated at connect (None: anonymous, or the token was rejected)."""
     session: Any
     """Free for the application (the IM layer keeps its session here)."""
+
+    @property
+    @abc.abstractmethod
+    def principal(self) -> Principal | None:
+        """Who authenticated at connect (None: anonymous, or the token was rejected)."""
 
     @abc.abstractmethod
     def push(self, message: Message) -> None:

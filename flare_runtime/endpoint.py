@@ -1,0 +1,752 @@
+"""The endpoint layer: asyncio glue over the sans-I/O `protocol.Connection`.
+
+Written once for every byte-stream transport (WebSocket, QUIC). A transport
+adapter only moves bytes: it implements `WireTransport` and calls the
+endpoint's `data_received` / `connection_lost` / `pause_writing` /
+`resume_writing`. Everything above the bytes -- calls, streams, pushes,
+keepalive, deadlines, flow control, go-away -- lives here:
+
+* `ServerEndpoint`: one client connection on a server. Runs each call in ONE
+  task (created when the call can start: at the request for unary and
+  server-stream calls, at CALL_START for client-streaming calls) through the
+  server's `Dispatcher`; request messages reach the handler through a small
+  per-call inbox, acknowledged (flow-control credit returned) as the handler
+  consumes them. Implements `ServerConnection` (push, close, buffer size).
+* `ClientEndpoint`: the client side; `WireChannel` (`flare_runtime.wire_channel`)
+  is the `Channel` on top of it. A unary call costs one future, no task.
+
+Timers: each endpoint arms one `loop.call_at` handle from
+`Connection.get_timer()` (keepalive, handshake timeout and every call
+deadline share it). The handle is re-armed only when the protocol's next
+deadline moves *earlier*; a handle firing early just re-arms, so an idle
+connection costs one timer firing per keepalive interval and a busy one
+none per message.
+
+Output is batched: events and sends mark the endpoint dirty and one
+``call_soon`` flush per loop iteration writes everything queued as one chunk
+(one WebSocket message, one syscall).
+
+Backpressure: senders wait while the call has no flow-control credit (the
+peer's application is not consuming) or while the transport's write buffer is
+above its high-water mark (`pause_writing`). A server never buffers more than
+the write high-water mark plus one message per call for a client that stops
+reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any, Protocol
+
+from google.protobuf.message import DecodeError, Message
+
+from flare_runtime.connection import ServerConnection
+from flare_runtime.context import CallContext, Principal
+from flare_runtime.details import pack_details
+from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher
+from flare_runtime.errors import (
+    ConfigurationError,
+    ConnectionClosedError,
+    LocalProtocolError,
+    RpcError,
+)
+from flare_runtime.metadata import EMPTY_METADATA, Metadata
+from flare_runtime.protocol.config import SERVER, ProtocolConfig, Role
+from flare_runtime.protocol.connection import Connection, LimitExceededError
+from flare_runtime.protocol.events import (
+    CallCancelled,
+    CallStarted,
+    ConnectionClosed,
+    Event,
+    MessageReceived,
+    StreamEnded,
+    WindowUpdated,
+)
+from flare_runtime.protocol.frames import CloseCode, encode_push
+from flare_runtime.routing import BoundRoute, Cardinality, Transport
+from flare_runtime.status import StatusCode
+
+if TYPE_CHECKING:
+    from flare_runtime.server import Server
+
+logger = logging.getLogger("flare_runtime.endpoint")
+
+_monotonic = time.monotonic
+
+
+class WireTransport(Protocol):
+    """What a transport adapter offers the endpoint: a reliable, ordered byte pipe."""
+
+    peer: str
+    """The remote address, ``host:port``."""
+
+    def write(self, data: bytes) -> None:
+        """Send `data` (never empty). Must not block; buffering is the adapter's."""
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes accepted by `write` and not yet handed to the network."""
+
+    def pause_reading(self) -> None:
+        """Stop delivering `data_received` until `resume_reading`."""
+
+    def resume_reading(self) -> None:
+        """Deliver `data_received` again."""
+
+    def close(self, reason: str = "") -> None:
+        """Send what is buffered, then close; `connection_lost` follows."""
+
+    def abort(self) -> None:
+        """Close at once, dropping what is buffered."""
+
+
+class WireEndpoint:
+    """Shared machinery of both sides: bytes in, events out, timer, batched output.
+
+    Adapters call `data_received`, `connection_lost`, `pause_writing` and
+    `resume_writing`; nothing else.
+    """
+
+    transport_kind: Transport = Transport.WEBSOCKET
+
+    def __init__(
+        self, transport: WireTransport, role: Role, config: ProtocolConfig, kind: Transport
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport = transport
+        self.transport_kind = kind
+        self.conn = Connection(role, config, now=_monotonic())
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._flush_scheduled = False
+        self._write_paused = False
+        self._write_waiters: list[asyncio.Future[None]] = []
+        self._credit_waiters: dict[int, asyncio.Future[None]] = {}
+        self._closed = False
+        self._closed_future: asyncio.Future[None] = self.loop.create_future()
+        self._flush()
+        self._rearm_timer()
+
+    # ------------------------------------------------------------------ adapter side
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes from the transport (any chunking)."""
+        conn = self.conn
+        conn.receive_data(data, _monotonic())
+        events = conn.events_received()
+        if events:
+            self._handle_events(events)
+        self._flush()
+        self._rearm_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The transport is gone: end every call and release everything."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, "connection lost")
+            self.conn.data_to_send()  # nobody to send it to
+            self._handle_events(self.conn.events_received())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake_all_writers()
+        self._on_lost(exc)
+        if not self._closed_future.done():
+            self._closed_future.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is above its high-water mark: senders wait."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport drained: senders continue."""
+        self._write_paused = False
+        waiters, self._write_waiters = self._write_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------------ output & timer
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        data = self.conn.data_to_send()
+        if data and not self._closed:
+            self.transport.write(data)
+
+    def schedule_flush(self) -> None:
+        """Write everything queued at the end of this loop iteration (one chunk)."""
+        if not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _rearm_timer(self) -> None:
+        when = self.conn.get_timer()
+        if when is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._timer is not None:
+            if self._timer_when <= when:
+                return  # the armed timer fires first (maybe early: harmless)
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self.loop.call_at(
+            self.loop.time() + max(0.0, when - _monotonic()), self._on_timer
+        )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        conn = self.conn
+        conn.handle_timer(_monotonic())
+        events = conn.events_received()
+        if events:
+            self._handle_events(events)
+        self._flush()
+        self._rearm_timer()
+
+    # ------------------------------------------------------------------ backpressure
+
+    async def wait_writable(self, call_id: int) -> None:
+        """Wait until `call_id` has send credit and the transport accepts more.
+
+        Raises `ConnectionClosedError` if the connection closes meanwhile.
+        """
+        while True:
+            if self._closed or self.conn.closed:
+                raise ConnectionClosedError("connection closed")
+            if self._write_paused:
+                waiter = self.loop.create_future()
+                self._write_waiters.append(waiter)
+                await waiter
+                continue
+            if self.conn.available_credit(call_id) > 0:
+                return
+            waiter = self.loop.create_future()
+            self._credit_waiters[call_id] = waiter
+            try:
+                await waiter
+            finally:
+                if self._credit_waiters.get(call_id) is waiter:
+                    del self._credit_waiters[call_id]
+            if self.conn.available_credit(call_id) <= 0 and not self.conn.closed:
+                # Woken because the call ended: the caller sees that on send.
+                return
+
+    def can_write(self, call_id: int) -> bool:
+        """True when a message may be sent on `call_id` right now without waiting."""
+        return not self._write_paused and self.conn.available_credit(call_id) > 0
+
+    def _wake_credit(self, call_id: int) -> None:
+        waiter = self._credit_waiters.pop(call_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_all_writers(self) -> None:
+        self.resume_writing()
+        for call_id in list(self._credit_waiters):
+            self._wake_credit(call_id)
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    def _handle_events(self, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        """Called once when the connection is gone."""
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport has closed."""
+        await asyncio.shield(self._closed_future)
+
+
+# ============================================================================ server
+
+
+class _RequestInbox:
+    """Requests of one client-streaming call, consumed by the handler.
+
+    Holds raw message bytes (bounded by the call's flow-control window: the
+    client cannot send more than the credit we granted) and acknowledges each
+    one when the handler takes it, which is what returns credit to the client.
+    """
+
+    __slots__ = ("_call", "_ended", "_endpoint", "_error", "_items", "_waiter")
+
+    def __init__(self, endpoint: ServerEndpoint, call: _ServerCall) -> None:
+        self._endpoint = endpoint
+        self._call = call
+        self._items: collections.deque[bytes] = collections.deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._ended = False
+        self._error: RpcError | None = None
+
+    def put(self, data: bytes) -> None:
+        self._items.append(data)
+        self._wake()
+
+    def end(self, error: RpcError | None = None) -> None:
+        self._ended = True
+        self._error = error
+        self._wake()
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self._iterate()
+
+    async def _iterate(self) -> AsyncIterator[Message]:
+        endpoint = self._endpoint
+        call = self._call
+        parse = call.bound.route.request_type.FromString
+        items = self._items
+        while True:
+            if items:
+                data = items.popleft()
+                endpoint.conn.acknowledge(call.call_id, len(data))
+                endpoint.schedule_flush()
+                try:
+                    request = parse(data)
+                except DecodeError:
+                    raise RpcError(
+                        StatusCode.INVALID_ARGUMENT, "request message does not parse"
+                    ) from None
+                yield request
+                continue
+            if self._ended:
+                if self._error is not None:
+                    raise self._error
+                return
+            self._waiter = endpoint.loop.create_future()
+            try:
+                await self._waiter
+            finally:
+                self._waiter = None
+
+
+class _ServerCall:
+    """One call on a server connection."""
+
+    __slots__ = ("bound", "call_id", "context", "headers_sent", "inbox", "task")
+
+    def __init__(self, call_id: int, bound: BoundRoute, context: CallContext) -> None:
+        self.call_id = call_id
+        self.headers_sent = False
+        self.bound = bound
+        self.context = context
+        self.task: asyncio.Task[None] | None = None
+        self.inbox: _RequestInbox | None = None
+
+
+class ServerEndpoint(WireEndpoint, ServerConnection):
+    """One client connection on a Flare server (WebSocket or QUIC).
+
+    Created by a listener once the transport is up, with the connection's
+    opening metadata (credentials). Registers itself with the `Server` and
+    unregisters on close.
+    """
+
+    def __init__(
+        self,
+        server: Server,
+        transport: WireTransport,
+        metadata: Metadata,
+        kind: Transport,
+    ) -> None:
+        super().__init__(transport, SERVER, server.options.protocol, kind)
+        self.server = server
+        self.dispatcher: Dispatcher = server.dispatcher
+        self.peer = transport.peer
+        self.metadata = metadata
+        self.session: Any = None
+        self.connection_auth: ConnectionAuth = ANONYMOUS
+        self._auth_pending: asyncio.Future[ConnectionAuth] | None = None
+        self._calls: dict[int, _ServerCall] = {}
+        self._close_callbacks: list[Callable[[ServerConnection], None]] = []
+        self._drained: asyncio.Future[None] | None = None
+        self._dispatch = {
+            CallStarted: self._on_call_started,
+            MessageReceived: self._on_message,
+            StreamEnded: self._on_stream_ended,
+            CallCancelled: self._on_call_cancelled,
+            WindowUpdated: self._on_window_updated,
+            ConnectionClosed: self._on_connection_closed,
+        }
+        if self.dispatcher.auth is not None and "authorization" in metadata:
+            self._auth_pending = asyncio.ensure_future(
+                self.dispatcher.authenticate_connection(metadata, self.peer)
+            )
+            self._auth_pending.add_done_callback(self._auth_done)
+        server.connection_opened(self)
+
+    # ------------------------------------------------------------------ ServerConnection
+
+    @property
+    def principal(self) -> Principal | None:
+        return self.connection_auth.principal
+
+    def push(self, message: Message) -> None:
+        type_id = self.dispatcher.router.push_type_id(message)
+        if type_id is None:
+            raise ConfigurationError(
+                f"{message.DESCRIPTOR.full_name} has no push type id registered on this server"
+            )
+        self.push_encoded(type_id, message.SerializeToString())
+
+    def push_encoded(self, type_id: int, payload: bytes) -> None:
+        if self._closed or self.conn.closed:
+            raise ConnectionClosedError("connection closed")
+        self.conn.send_push(type_id, payload)
+        self.schedule_flush()
+
+    def push_frame(self, frame: bytes) -> None:
+        """Queue a PUSH frame made once by `encode_push` (fan-out: encode once, send many)."""
+        if self._closed or self.conn.closed:
+            raise ConnectionClosedError("connection closed")
+        self.conn.send_encoded(frame)
+        self.schedule_flush()
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.transport.get_write_buffer_size()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed or self.conn.closed
+
+    def close(self, reason: str = "") -> None:
+        if self._closed:
+            return
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, reason)
+            self._handle_events(self.conn.events_received())
+        self._flush()
+        self.transport.close(reason)
+
+    def add_close_callback(self, callback: Callable[[ServerConnection], None]) -> None:
+        if self._closed:
+            callback(self)
+        else:
+            self._close_callbacks.append(callback)
+
+    # ------------------------------------------------------------------ draining
+
+    def go_away(self, reason: str = "server shutting down") -> None:
+        """Refuse new calls, let running ones finish; close when none is left."""
+        if self._closed or self.conn.closed:
+            return
+        if self.conn.established:
+            self.conn.go_away(reason)
+            self._flush()
+        if not self._calls:
+            self.close(reason)
+
+    async def drain(self, grace: float) -> None:
+        """`go_away`, wait up to `grace` s for calls in flight, then close."""
+        self.go_away()
+        if self._calls and not self._closed:
+            self._drained = self.loop.create_future()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._drained), grace)
+        self.close("server shutting down")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self.wait_closed(), 1.0)
+        if not self._closed:
+            self.transport.abort()
+
+    # ------------------------------------------------------------------ events
+
+    def _handle_events(self, events: list[Event]) -> None:
+        dispatch = self._dispatch
+        for event in events:
+            handler = dispatch.get(type(event))
+            if handler is not None:
+                handler(event)
+
+    def _on_call_started(self, event: Any) -> None:
+        call_id: int = event.call_id
+        bound = self.dispatcher.router.by_wire_id(event.route_id)
+        if bound is None or self.transport_kind not in bound.route.options.transports:
+            error = self.dispatcher.unknown_route_error(event.route_id)
+            self.conn.end_call(call_id, error.code, error.message)
+            return
+        deadline = event.deadline
+        if deadline is None and bound.route.options.default_timeout is not None:
+            deadline = _monotonic() + bound.route.options.default_timeout
+        context = CallContext(
+            route=bound.route,
+            metadata=Metadata(event.metadata) if event.metadata else EMPTY_METADATA,
+            deadline=deadline,
+            peer=self.peer,
+            transport=self.transport_kind,
+            principal=self.connection_auth.principal,
+            session=self.session,
+            connection=self,
+        )
+        call = _ServerCall(call_id, bound, context)
+        self._calls[call_id] = call
+        if bound.route.cardinality.client_streams:
+            call.inbox = _RequestInbox(self, call)
+            call.task = self.loop.create_task(self._run_client_streaming(call))
+
+    def _on_message(self, event: Any) -> None:
+        call = self._calls.get(event.call_id)
+        if call is None:
+            return
+        inbox = call.inbox
+        if inbox is not None:
+            inbox.put(event.data)
+            if event.end_stream:
+                inbox.end()
+            return
+        if call.task is not None:
+            self._fail_call(call, StatusCode.INVALID_ARGUMENT, "more than one request message")
+            return
+        self.conn.acknowledge(call.call_id, len(event.data))
+        try:
+            request = call.bound.route.request_type.FromString(event.data)
+        except DecodeError:
+            self._fail_call(call, StatusCode.INVALID_ARGUMENT, "request message does not parse")
+            return
+        if call.bound.route.cardinality is Cardinality.UNARY:
+            call.task = self.loop.create_task(self._run_unary(call, request))
+        else:
+            call.task = self.loop.create_task(self._run_server_stream(call, request))
+
+    def _on_stream_ended(self, event: Any) -> None:
+        call = self._calls.get(event.call_id)
+        if call is None:
+            return
+        if call.inbox is not None:
+            call.inbox.end()
+        elif call.task is None:
+            self._fail_call(call, StatusCode.INVALID_ARGUMENT, "no request message")
+
+    def _on_call_cancelled(self, event: Any) -> None:
+        call = self._calls.pop(event.call_id, None)
+        if call is None:
+            return
+        if call.inbox is not None:
+            call.inbox.end(RpcError(event.code, event.reason))
+        if call.task is not None:
+            call.task.cancel()
+        self._wake_credit(event.call_id)
+        self._call_finished()
+
+    def _on_window_updated(self, event: Any) -> None:
+        self._wake_credit(event.call_id)
+
+    def _on_connection_closed(self, event: Any) -> None:
+        calls, self._calls = self._calls, {}
+        for call in calls.values():
+            if call.inbox is not None:
+                call.inbox.end(RpcError(StatusCode.CANCELLED, "connection closed"))
+            if call.task is not None:
+                call.task.cancel()
+        self._wake_all_writers()
+        # Send our CLOSE (if we closed) before closing the transport.
+        self._flush()
+        if not self._closed:
+            self.transport.close(event.reason)
+
+    def _fail_call(self, call: _ServerCall, code: StatusCode, message: str) -> None:
+        self._calls.pop(call.call_id, None)
+        if call.task is not None:
+            call.task.cancel()
+        self.conn.end_call(call.call_id, code, message)
+        self.schedule_flush()
+        self._call_finished()
+
+    def _call_finished(self) -> None:
+        if not self._calls and self.conn.going_away:
+            if self._drained is not None and not self._drained.done():
+                self._drained.set_result(None)
+            self.close("server shutting down")
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        self._on_connection_closed(ConnectionClosed(CloseCode.NO_ERROR, "connection lost", True))
+        if self._drained is not None and not self._drained.done():
+            self._drained.set_result(None)
+        self.server.connection_closed(self)
+        callbacks, self._close_callbacks = self._close_callbacks, []
+        for callback in callbacks:
+            try:
+                callback(self)
+            except Exception:
+                logger.exception("connection close callback failed")
+
+    def _auth_done(self, future: asyncio.Future[ConnectionAuth]) -> None:
+        if not future.cancelled() and future.exception() is None:
+            self.connection_auth = future.result()
+        self._auth_pending = None
+
+    async def _connection_auth(self) -> ConnectionAuth:
+        pending = self._auth_pending
+        if pending is not None:
+            await asyncio.shield(pending)
+        return self.connection_auth
+
+    # ------------------------------------------------------------------ call tasks
+
+    async def _run_unary(self, call: _ServerCall, request: Message) -> None:
+        context = call.context
+        try:
+            auth = (
+                self.connection_auth
+                if self._auth_pending is None
+                else await self._connection_auth()
+            )
+            response = await self.dispatcher.unary(call.bound, request, context, auth)
+            self._send_response(call, response)
+            self._end(call, None)
+        except RpcError as error:
+            self._end(call, error)
+        except asyncio.CancelledError:
+            self._forget(call)
+        except BaseException:
+            self._end(call, RpcError(StatusCode.INTERNAL, "internal error"))
+            raise
+
+    async def _run_server_stream(self, call: _ServerCall, request: Message) -> None:
+        try:
+            auth = (
+                self.connection_auth
+                if self._auth_pending is None
+                else await self._connection_auth()
+            )
+            responses = self.dispatcher.server_stream(call.bound, request, call.context, auth)
+            await self._send_stream(call, responses)
+            self._end(call, None)
+        except RpcError as error:
+            self._end(call, error)
+        except ConnectionClosedError:
+            self._forget(call)
+        except asyncio.CancelledError:
+            self._forget(call)
+
+    async def _run_client_streaming(self, call: _ServerCall) -> None:
+        inbox = call.inbox
+        assert inbox is not None
+        dispatcher = self.dispatcher
+        try:
+            auth = (
+                self.connection_auth
+                if self._auth_pending is None
+                else await self._connection_auth()
+            )
+            if call.bound.route.cardinality is Cardinality.CLIENT_STREAM:
+                response = await dispatcher.client_stream(
+                    call.bound, inbox.__aiter__(), call.context, auth
+                )
+                self._send_response(call, response)
+            else:
+                responses = dispatcher.bidi_stream(
+                    call.bound, inbox.__aiter__(), call.context, auth
+                )
+                await self._send_stream(call, responses)
+            self._end(call, None)
+        except RpcError as error:
+            self._end(call, error)
+        except ConnectionClosedError:
+            self._forget(call)
+        except asyncio.CancelledError:
+            self._forget(call)
+
+    async def _send_stream(self, call: _ServerCall, responses: AsyncIterator[Message]) -> None:
+        call_id = call.call_id
+        response_type = call.bound.route.response_type
+        try:
+            async for response in responses:
+                if type(response) is not response_type:
+                    raise _wrong_response(call, response)
+                data = response.SerializeToString()
+                if not self.can_write(call_id):
+                    await self.wait_writable(call_id)
+                if self._calls.get(call_id) is not call:
+                    return  # ended meanwhile (cancelled, deadline); the task is being cancelled
+                self._send_headers_once(call)
+                try:
+                    self.conn.send_message(call_id, data)
+                except LimitExceededError as exc:
+                    raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+                self.schedule_flush()
+        finally:
+            aclose = getattr(responses, "aclose", None)
+            if aclose is not None:
+                with contextlib.suppress(Exception):
+                    await aclose()
+
+    def _send_response(self, call: _ServerCall, response: Message) -> None:
+        if type(response) is not call.bound.route.response_type:
+            raise _wrong_response(call, response)
+        if self._calls.get(call.call_id) is not call:
+            return
+        self._send_headers_once(call)
+        try:
+            self.conn.send_message(call.call_id, response.SerializeToString())
+        except LimitExceededError as exc:
+            raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+
+    def _send_headers_once(self, call: _ServerCall) -> None:
+        if call.headers_sent:
+            return
+        call.headers_sent = True
+        headers = call.context.response_headers
+        if headers:
+            self.conn.send_headers(call.call_id, headers)
+
+    def _end(self, call: _ServerCall, error: RpcError | None) -> None:
+        if self._calls.pop(call.call_id, None) is None:
+            return  # cancelled or ended by the protocol already
+        conn = self.conn
+        trailers = call.context.trailers
+        try:
+            if error is None:
+                conn.end_call(call.call_id, StatusCode.OK, "", b"", trailers)
+            else:
+                conn.end_call(
+                    call.call_id,
+                    error.code,
+                    error.message,
+                    pack_details(error.code, error.message, error.details),
+                    trailers,
+                )
+        except LimitExceededError as exc:
+            conn.end_call(call.call_id, StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except (LocalProtocolError, ConnectionClosedError):
+            pass  # the connection is closing; nothing more to say on it
+        self.schedule_flush()
+        self._call_finished()
+
+    def _forget(self, call: _ServerCall) -> None:
+        if self._calls.pop(call.call_id, None) is not None:
+            # Cancelled by us (connection closing); tell the client if we still can.
+            with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
+                self.conn.end_call(call.call_id, StatusCode.CANCELLED, "call cancelled")
+            self.schedule_flush()
+            self._call_finished()
+
+
+def _wrong_response(call: _ServerCall, response: object) -> RpcError:
+    logger.error(
+        "handler for %s returned %s, expected %s",
+        call.bound.route.path,
+        type(response).__name__,
+        call.bound.route.response_type.__name__,
+    )
+    return RpcError(StatusCode.INTERNAL, "internal error")
+
+
+__all__ = ["ServerEndpoint", "WireEndpoint", "WireTransport", "encode_push"]

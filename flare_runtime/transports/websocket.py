@@ -1,0 +1,454 @@
+"""WebSocket transport: the Flare wire protocol in binary WebSocket messages.
+
+A thin adapter: websockets' sans-I/O protocol objects (`ServerProtocol`,
+`ClientProtocol`) do the WebSocket framing inside a bare `asyncio.Protocol`,
+and the bytes of every binary message go to a `WireEndpoint`
+(`flare_runtime.endpoint`), which runs the Flare protocol, calls and
+keepalive for every transport alike. No task and no queue per connection:
+an idle connection is a socket, two small protocol objects and the
+endpoint's state (see docs/transports/websocket.md for the measured cost).
+
+The Flare byte stream is carried in binary messages: each batch of output
+the endpoint flushes is one message; a receiver treats the concatenated
+payloads as one stream (message boundaries carry no meaning), so a frame may
+span messages. Text messages are a protocol error (close 1003).
+permessage-deflate is off unless asked for (``compression="deflate"``):
+compressing small protobuf messages costs more CPU than it saves bytes on
+most links.
+
+Connection-level credentials travel in the opening HTTP request:
+``Authorization: Bearer <token>`` and ``x-flare-*`` headers become the
+connection's opening metadata (browsers, which cannot set headers on a
+WebSocket, may pass ``?access_token=...`` in the URL instead).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ssl
+import urllib.parse
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from google.protobuf.message import Message
+from websockets.client import ClientProtocol
+from websockets.exceptions import InvalidHandshake, InvalidURI
+from websockets.extensions.permessage_deflate import (
+    ClientPerMessageDeflateFactory,
+    ServerPerMessageDeflateFactory,
+)
+from websockets.frames import Frame, Opcode
+from websockets.http11 import Request, Response
+from websockets.protocol import State
+from websockets.server import ServerProtocol
+from websockets.uri import parse_uri
+
+from flare_runtime.client import ConnectOptions
+from flare_runtime.endpoint import ServerEndpoint, WireEndpoint
+from flare_runtime.errors import ConfigurationError, ConnectionClosedError
+from flare_runtime.metadata import Metadata, MetadataValue
+from flare_runtime.protocol.config import ProtocolConfig
+from flare_runtime.routing import Transport
+from flare_runtime.server import TLSFiles, parse_address
+from flare_runtime.wire_channel import ClientEndpoint, WireChannel
+
+if TYPE_CHECKING:
+    from flare_runtime.server import Server
+
+FORWARDED_HEADER_PREFIX = "x-flare-"
+"""Handshake headers with this prefix are part of the connection's opening metadata."""
+
+# The largest WebSocket frame we accept. The Flare layer enforces its own,
+# smaller limits per frame and message; this only bounds one WebSocket frame
+# (the endpoint never sends more than this in one message).
+MAX_WEBSOCKET_FRAME = 16 * 1024 * 1024
+
+CloseHandler = Callable[[], None]
+
+
+def handshake_metadata(request: Request) -> Metadata:
+    """The connection's opening metadata from the HTTP upgrade request."""
+    pairs: list[tuple[str, MetadataValue]] = []
+    authorization = request.headers.get("Authorization")
+    if authorization:
+        pairs.append(("authorization", authorization))
+    else:
+        query = urllib.parse.urlsplit(request.path).query
+        for token in urllib.parse.parse_qs(query).get("access_token", [])[:1]:
+            pairs.append(("authorization", f"Bearer {token}"))
+    for name, value in request.headers.raw_items():
+        lowered = name.lower()
+        if lowered.startswith(FORWARDED_HEADER_PREFIX):
+            pairs.append((lowered, value))
+    return Metadata(pairs)
+
+
+class _WebSocketAdapter(asyncio.Protocol):
+    """Moves bytes between an asyncio transport, websockets' framing and an endpoint.
+
+    Subclasses differ only in the handshake. After it, `write` sends one
+    binary message and every received binary/continuation frame's payload
+    goes to `endpoint.data_received`.
+    """
+
+    protocol: ServerProtocol | ClientProtocol
+
+    def __init__(self) -> None:
+        self.transport: asyncio.Transport | None = None
+        self.endpoint: WireEndpoint | None = None
+        self.peer = ""
+
+    # -------------------------------------------------------------- WireTransport
+
+    def write(self, data: bytes) -> None:
+        """Send `data` (a batch of Flare frames) as one binary message."""
+        protocol = self.protocol
+        if protocol.state is not State.OPEN or self.transport is None:
+            return
+        protocol.send_binary(data)
+        self.transport.writelines(protocol.data_to_send())
+
+    def get_write_buffer_size(self) -> int:
+        return self.transport.get_write_buffer_size() if self.transport is not None else 0
+
+    def pause_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_reading(self) -> None:
+        if self.transport is not None:
+            self.transport.resume_reading()
+
+    def close(self, reason: str = "") -> None:
+        """Send a WebSocket close (after any queued data) and close the socket."""
+        transport = self.transport
+        if transport is None or transport.is_closing():
+            return
+        if self.protocol.state is State.OPEN:
+            # 1000: the Flare CLOSE frame, already sent, carries the real reason.
+            self.protocol.send_close(1000, reason[:100])
+            self._flush()
+        # The server closes TCP first (RFC 6455 §7.1.1); a client waits
+        # briefly for it, then closes too.
+        transport.close()
+
+    def abort(self) -> None:
+        if self.transport is not None:
+            self.transport.abort()
+
+    # -------------------------------------------------------------- asyncio.Protocol
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peername = transport.get_extra_info("peername")
+        if isinstance(peername, tuple) and len(peername) >= 2:
+            self.peer = f"{peername[0]}:{peername[1]}"
+        elif peername:
+            self.peer = str(peername)
+
+    def data_received(self, data: bytes) -> None:
+        protocol = self.protocol
+        protocol.receive_data(data)
+        events = protocol.events_received()
+        self._flush()
+        for event in events:
+            if isinstance(event, Frame):
+                self._frame_received(event)
+            else:
+                self._handshake_event(event)
+        if protocol.close_expected() and self.transport is not None:
+            self.transport.close()
+
+    def eof_received(self) -> bool | None:
+        self.protocol.receive_eof()
+        self._flush()
+        return None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        endpoint = self.endpoint
+        self.endpoint = None
+        if endpoint is not None:
+            endpoint.connection_lost(exc)
+        self._handshake_failed(exc)
+
+    def pause_writing(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self.endpoint is not None:
+            self.endpoint.resume_writing()
+
+    # -------------------------------------------------------------- internals
+
+    def _frame_received(self, frame: Frame) -> None:
+        endpoint = self.endpoint
+        if endpoint is None:
+            return
+        opcode = frame.opcode
+        if opcode is Opcode.BINARY or opcode is Opcode.CONT:
+            endpoint.data_received(bytes(frame.data))
+        elif opcode is Opcode.TEXT:
+            self.protocol.fail(1003, "Flare speaks binary messages only")
+            self._flush()
+        # PING/PONG are answered by websockets; CLOSE ends in connection_lost.
+
+    def _flush(self) -> None:
+        transport = self.transport
+        if transport is None:
+            return
+        for data in self.protocol.data_to_send():
+            if data:
+                transport.write(data)
+            elif transport.can_write_eof() and not transport.is_closing():
+                transport.write_eof()
+
+    def _handshake_event(self, event: Any) -> None:
+        raise NotImplementedError
+
+    def _handshake_failed(self, exc: BaseException | None) -> None:
+        """Hook for the client: report a failed or aborted handshake."""
+
+
+class ServerAdapter(_WebSocketAdapter):
+    """One accepted WebSocket connection on the server."""
+
+    def __init__(
+        self,
+        endpoint_factory: Callable[[ServerAdapter, Metadata], WireEndpoint],
+        *,
+        compression: str | None = None,
+    ) -> None:
+        super().__init__()
+        self._endpoint_factory = endpoint_factory
+        extensions = [ServerPerMessageDeflateFactory()] if compression == "deflate" else None
+        self.protocol = ServerProtocol(extensions=extensions, max_size=MAX_WEBSOCKET_FRAME)
+
+    def _handshake_event(self, event: Any) -> None:
+        if not isinstance(event, Request) or self.transport is None:
+            return
+        protocol = self.protocol
+        assert isinstance(protocol, ServerProtocol)
+        response = protocol.accept(event)
+        protocol.send_response(response)
+        self._flush()
+        if response.status_code != 101:
+            self.transport.close()
+            return
+        self.endpoint = self._endpoint_factory(self, handshake_metadata(event))
+
+
+class ClientAdapter(_WebSocketAdapter):
+    """The client side: sends the upgrade request, then hands over to the endpoint."""
+
+    def __init__(
+        self,
+        url: str,
+        endpoint_factory: Callable[[ClientAdapter], WireEndpoint],
+        *,
+        headers: list[tuple[str, str]],
+        compression: str | None = None,
+    ) -> None:
+        super().__init__()
+        extensions = [ClientPerMessageDeflateFactory()] if compression == "deflate" else None
+        self.protocol = ClientProtocol(
+            parse_uri(url), extensions=extensions, max_size=MAX_WEBSOCKET_FRAME
+        )
+        self._headers = headers
+        self._endpoint_factory = endpoint_factory
+        self.opened: asyncio.Future[WireEndpoint] = asyncio.get_running_loop().create_future()
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        protocol = self.protocol
+        assert isinstance(protocol, ClientProtocol)
+        request = protocol.connect()
+        for name, value in self._headers:
+            request.headers[name] = value
+        protocol.send_request(request)
+        self._flush()
+
+    def _handshake_event(self, event: Any) -> None:
+        if not isinstance(event, Response) or self.opened.done():
+            return
+        protocol = self.protocol
+        if protocol.handshake_exc is not None or protocol.state is not State.OPEN:
+            self.opened.set_exception(
+                ConnectionClosedError(f"WebSocket handshake failed: {protocol.handshake_exc}")
+            )
+            if self.transport is not None:
+                self.transport.close()
+            return
+        self.endpoint = self._endpoint_factory(self)
+        self.opened.set_result(self.endpoint)
+
+    def _handshake_failed(self, exc: BaseException | None) -> None:
+        if not self.opened.done():
+            self.opened.set_exception(
+                ConnectionClosedError(f"connection lost during the WebSocket handshake: {exc}")
+            )
+
+
+async def serve_websocket(
+    host: str,
+    port: int,
+    endpoint_factory: Callable[[ServerAdapter, Metadata], WireEndpoint],
+    *,
+    ssl_context: ssl.SSLContext | None = None,
+    compression: str | None = None,
+    backlog: int = 1024,
+) -> asyncio.Server:
+    """Listen on host:port; each accepted connection gets an endpoint from `endpoint_factory`.
+
+    Returns the started `asyncio.Server`; `close()` it to stop accepting.
+    """
+    loop = asyncio.get_running_loop()
+    return await loop.create_server(
+        lambda: ServerAdapter(endpoint_factory, compression=compression),
+        host,
+        port,
+        ssl=ssl_context,
+        backlog=backlog,
+    )
+
+
+async def open_websocket(
+    url: str,
+    endpoint_factory: Callable[[ClientAdapter], WireEndpoint],
+    *,
+    headers: list[tuple[str, str]],
+    ssl_context: ssl.SSLContext | None = None,
+    compression: str | None = None,
+    open_timeout: float = 10.0,
+) -> WireEndpoint:
+    """Connect to a ``ws://`` or ``wss://`` URL; return the endpoint once the upgrade is done.
+
+    Raises `ConnectionClosedError` when the connection or the handshake fails.
+    """
+    try:
+        uri = parse_uri(url)
+    except InvalidURI as exc:
+        raise ConnectionClosedError(f"bad WebSocket URL {url!r}: {exc}") from None
+    if uri.secure and ssl_context is None:
+        ssl_context = ssl.create_default_context()
+        ssl_context.minimum_version = ssl.TLSVersion.TLSv1_3
+    loop = asyncio.get_running_loop()
+    adapter: ClientAdapter | None = None
+
+    def factory() -> ClientAdapter:
+        nonlocal adapter
+        adapter = ClientAdapter(url, endpoint_factory, headers=headers, compression=compression)
+        return adapter
+
+    try:
+        async with asyncio.timeout(open_timeout):
+            await loop.create_connection(
+                factory,
+                uri.host,
+                uri.port,
+                ssl=ssl_context if uri.secure else None,
+                server_hostname=uri.host if uri.secure else None,
+            )
+            assert adapter is not None
+            return await adapter.opened
+    except (OSError, InvalidHandshake, ssl.SSLError) as exc:
+        raise ConnectionClosedError(f"cannot connect to {url}: {exc}") from None
+    except TimeoutError:
+        if adapter is not None:
+            adapter.abort()
+        raise ConnectionClosedError(f"cannot connect to {url}: timed out") from None
+
+
+# ---------------------------------------------------------------------------- server/client glue
+
+
+def server_ssl_context(tls: TLSFiles) -> ssl.SSLContext:
+    """A TLS 1.3-only server context from a certificate chain and key."""
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.minimum_version = ssl.TLSVersion.TLSv1_3
+    context.load_cert_chain(tls.cert_file, tls.key_file)
+    return context
+
+
+class WebSocketListener:
+    """The WebSocket side of a `Server`: accepts connections, drains them on shutdown."""
+
+    def __init__(self, server: Server) -> None:
+        self._server = server
+        self._endpoints: set[ServerEndpoint] = set()
+        self._listening: asyncio.Server | None = None
+        self.port = 0
+
+    def _endpoint(self, adapter: ServerAdapter, metadata: Metadata) -> WireEndpoint:
+        endpoint = ServerEndpoint(self._server, adapter, metadata, Transport.WEBSOCKET)
+        self._endpoints.add(endpoint)
+        endpoint.add_close_callback(lambda _connection: self._endpoints.discard(endpoint))
+        return endpoint
+
+    async def start(self, address: str, tls: TLSFiles | None) -> None:
+        host, port = parse_address(address)
+        options = self._server.options
+        self._listening = await serve_websocket(
+            host,
+            port,
+            self._endpoint,
+            ssl_context=server_ssl_context(tls) if tls is not None else None,
+            compression=options.compression,
+        )
+        self.port = self._listening.sockets[0].getsockname()[1]
+
+    async def shutdown(self, grace: float) -> None:
+        """Stop accepting, GOAWAY every client, wait up to `grace` s for calls, close."""
+        if self._listening is not None:
+            self._listening.close()
+        endpoints = list(self._endpoints)
+        if endpoints:
+            await asyncio.gather(*(endpoint.drain(grace) for endpoint in endpoints))
+        if self._listening is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._listening.wait_closed(), 1.0)
+
+
+async def start_listener(
+    server: Server, address: str, *, tls: TLSFiles | None
+) -> WebSocketListener:
+    """Serve `server` over WebSocket on `address` (``host:port``); TLS when `tls` is given."""
+    listener = WebSocketListener(server)
+    await listener.start(address, tls)
+    return listener
+
+
+async def open_channel(url: str, options: ConnectOptions) -> WireChannel:
+    """Connect to a ``ws://`` / ``wss://`` Flare server and return its channel."""
+    headers: list[tuple[str, str]] = []
+    if options.token is not None:
+        headers.append(("Authorization", f"Bearer {options.token}"))
+    for key, value in options.metadata.entries():
+        if isinstance(value, bytes):
+            raise ConfigurationError("binary connection metadata cannot travel in HTTP headers")
+        forwarded = key
+        if not key.startswith(FORWARDED_HEADER_PREFIX) and key != "authorization":
+            forwarded = FORWARDED_HEADER_PREFIX + key
+        headers.append((forwarded, value))
+    push_types: dict[int, type[Message]] = {}
+    for table in options.push_tables:
+        push_types.update(table.by_id())
+    config = options.protocol or ProtocolConfig()
+
+    def make_endpoint(adapter: ClientAdapter) -> ClientEndpoint:
+        return ClientEndpoint(
+            adapter, config, Transport.WEBSOCKET, push_types, options.max_pending_pushes
+        )
+
+    endpoint = await open_websocket(
+        url,
+        make_endpoint,
+        headers=headers,
+        ssl_context=options.ssl_context,
+        compression=options.compression,
+        open_timeout=options.open_timeout,
+    )
+    assert isinstance(endpoint, ClientEndpoint)
+    return WireChannel(endpoint, interceptors=options.interceptors)

@@ -1,0 +1,594 @@
+"""`WireChannel`: the client `Channel` over the Flare wire protocol (WebSocket, QUIC).
+
+Built on `ClientEndpoint` (the client half of the endpoint layer). Costs per
+call: a unary call is one future and one dict entry, no task; a streaming
+call is one small object; a bidi call given a request iterable adds one task
+that feeds it.
+
+Pushes: messages the server pushes arrive by push type id and are decoded
+with the push tables given at connect. `pushes()` iterates them; `on_push`
+registers a callback. Buffered pushes are bounded (``max_pending_pushes``):
+when the application does not keep up, the channel stops reading from the
+socket, which back-pressures the server instead of growing without bound.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import time
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from typing import Any, Generic, TypeVar, cast
+
+from google.protobuf.message import DecodeError, Message
+
+from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall
+from flare_runtime.details import unpack_details
+from flare_runtime.endpoint import WireEndpoint, WireTransport
+from flare_runtime.errors import ConnectionClosedError, LocalProtocolError, RpcError
+from flare_runtime.interceptors import (
+    ClientCallInfo,
+    ClientInterceptor,
+    ClientUnaryCallNext,
+    chain_client_unary,
+)
+from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
+from flare_runtime.protocol.config import CLIENT, ProtocolConfig
+from flare_runtime.protocol.connection import LimitExceededError
+from flare_runtime.protocol.events import (
+    CallEnded,
+    ConnectionClosed,
+    Event,
+    GoAwayReceived,
+    HeadersReceived,
+    MessageReceived,
+    PushReceived,
+    WindowUpdated,
+)
+from flare_runtime.protocol.frames import CloseCode
+from flare_runtime.routing import Route, Transport
+from flare_runtime.status import StatusCode
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+_monotonic = time.monotonic
+
+PushCallback = Callable[[Message], None]
+
+
+class _ClientCall:
+    """Client-side state of one call: received messages, headers, final status."""
+
+    __slots__ = (
+        "call_id",
+        "ended",
+        "error",
+        "future",
+        "headers",
+        "info",
+        "messages",
+        "trailers",
+        "waiter",
+    )
+
+    def __init__(self, call_id: int, info: ClientCallInfo | None) -> None:
+        self.call_id = call_id
+        self.info = info
+        self.messages: collections.deque[bytes] = collections.deque()
+        self.waiter: asyncio.Future[None] | None = None
+        self.future: asyncio.Future[bytes] | None = None
+        self.headers: Metadata | None = None
+        self.trailers: Metadata = EMPTY_METADATA
+        self.ended = False
+        self.error: RpcError | None = None
+
+    def wake(self) -> None:
+        waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+
+class ClientEndpoint(WireEndpoint):
+    """The client end of a Flare connection; `WireChannel` calls through it."""
+
+    def __init__(
+        self,
+        transport: WireTransport,
+        config: ProtocolConfig,
+        kind: Transport,
+        push_types: Mapping[int, type[Message]],
+        max_pending_pushes: int,
+    ) -> None:
+        self.calls: dict[int, _ClientCall] = {}
+        self.push_types = dict(push_types)
+        self.pushes: collections.deque[Message] = collections.deque()
+        self.push_callbacks: list[PushCallback] = []
+        self.push_waiter: asyncio.Future[None] | None = None
+        self.max_pending_pushes = max_pending_pushes
+        self.reading_paused = False
+        self.close_reason = ""
+        self.going_away = False
+        super().__init__(transport, CLIENT, config, kind)
+
+    def _handle_events(self, events: list[Event]) -> None:
+        calls = self.calls
+        for event in events:
+            kind = type(event)
+            if kind is MessageReceived:
+                message = cast(MessageReceived, event)
+                call = calls.get(message.call_id)
+                if call is None:
+                    continue
+                if call.future is not None:
+                    # Unary response: consumed at once, so credit flows back at once.
+                    self.conn.acknowledge(message.call_id, len(message.data))
+                call.messages.append(message.data)
+                call.wake()
+            elif kind is CallEnded:
+                ended = cast(CallEnded, event)
+                call = calls.pop(ended.call_id, None)
+                if call is not None:
+                    self._end_call(call, ended)
+            elif kind is HeadersReceived:
+                headers = cast(HeadersReceived, event)
+                call = calls.get(headers.call_id)
+                if call is not None:
+                    call.headers = Metadata(headers.metadata)
+                    if call.info is not None:
+                        call.info.response_headers = call.headers
+                    call.wake()
+            elif kind is PushReceived:
+                self._push_received(cast(PushReceived, event))
+            elif kind is WindowUpdated:
+                self._wake_credit(cast(WindowUpdated, event).call_id)
+            elif kind is GoAwayReceived:
+                self.going_away = True
+                self.close_reason = cast(GoAwayReceived, event).reason or "server going away"
+            elif kind is ConnectionClosed:
+                closed = cast(ConnectionClosed, event)
+                self.close_reason = closed.reason or closed.code.name.lower()
+                self._fail_all(self.close_reason)
+                self._flush()
+                self.transport.close(closed.reason)
+
+    def _end_call(self, call: _ClientCall, ended: CallEnded) -> None:
+        call.ended = True
+        call.trailers = Metadata(ended.trailers) if ended.trailers else EMPTY_METADATA
+        if call.info is not None:
+            call.info.trailers = call.trailers
+        if ended.status != StatusCode.OK:
+            call.error = RpcError(ended.status, ended.message, unpack_details(ended.details))
+        future = call.future
+        if future is not None and not future.done():
+            if call.error is not None:
+                future.set_exception(call.error)
+            elif len(call.messages) == 1:
+                future.set_result(call.messages[0])
+            else:
+                count = len(call.messages)
+                future.set_exception(
+                    RpcError(StatusCode.INTERNAL, f"expected one response message, got {count}")
+                )
+        call.wake()
+        self._wake_credit(call.call_id)
+
+    def _fail_all(self, reason: str) -> None:
+        calls, self.calls = self.calls, {}
+        for call in calls.values():
+            self._end_call(
+                call,
+                CallEnded(call.call_id, StatusCode.UNAVAILABLE, f"connection closed: {reason}"),
+            )
+        self._wake_push()
+
+    def _push_received(self, event: PushReceived) -> None:
+        message_type = self.push_types.get(event.type_id)
+        if message_type is None:
+            return  # a push type this client does not know: newer server; ignore
+        try:
+            message = message_type.FromString(event.data)
+        except DecodeError:
+            return
+        for callback in self.push_callbacks:
+            callback(message)
+        self.pushes.append(message)
+        self._wake_push()
+        if len(self.pushes) >= self.max_pending_pushes and not self.reading_paused:
+            self.reading_paused = True
+            self.transport.pause_reading()
+
+    def _wake_push(self) -> None:
+        waiter = self.push_waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def push_taken(self) -> None:
+        """The application took a push: resume reading once half the buffer is free."""
+        if self.reading_paused and len(self.pushes) <= self.max_pending_pushes // 2:
+            self.reading_paused = False
+            self.transport.resume_reading()
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        if not self.close_reason:
+            self.close_reason = f"connection lost: {exc}" if exc else "connection lost"
+        self._fail_all(self.close_reason)
+
+    def unavailable(self) -> RpcError:
+        """The error for a call attempted on a closed or draining connection."""
+        reason = self.close_reason or "connection closed"
+        return RpcError(StatusCode.UNAVAILABLE, reason)
+
+
+class WireChannel(Channel):
+    """A `Channel` over one Flare connection (WebSocket or QUIC)."""
+
+    def __init__(
+        self,
+        endpoint: ClientEndpoint,
+        *,
+        interceptors: Iterable[ClientInterceptor] = (),
+    ) -> None:
+        self.endpoint = endpoint
+        self.interceptors = tuple(interceptors)
+        self._unary_chain: ClientUnaryCallNext | None = (
+            chain_client_unary(self.interceptors, self._unary_terminal)
+            if self.interceptors
+            else None
+        )
+
+    # ------------------------------------------------------------------ pushes
+
+    def on_push(self, callback: PushCallback) -> None:
+        """Call `callback(message)` for every push (in the event loop; must not block)."""
+        self.endpoint.push_callbacks.append(callback)
+
+    async def pushes(self) -> AsyncIterator[Message]:
+        """Iterate pushed messages (decoded by push type id) until the channel closes."""
+        endpoint = self.endpoint
+        while True:
+            if endpoint.pushes:
+                message = endpoint.pushes.popleft()
+                endpoint.push_taken()
+                yield message
+                continue
+            if endpoint._closed or endpoint.conn.closed:
+                return
+            endpoint.push_waiter = endpoint.loop.create_future()
+            try:
+                await endpoint.push_waiter
+            finally:
+                endpoint.push_waiter = None
+
+    # ------------------------------------------------------------------ calls
+
+    def _start(
+        self,
+        route: Route[Any, Any],
+        *,
+        metadata: Metadata,
+        timeout: float | None,
+        message: bytes | None,
+        end_stream: bool,
+        info: ClientCallInfo | None,
+    ) -> _ClientCall:
+        endpoint = self.endpoint
+        if endpoint._closed or endpoint.conn.closed or endpoint.going_away:
+            raise endpoint.unavailable()
+        wire_id = route.wire_id
+        if not wire_id:
+            raise RpcError(
+                StatusCode.UNIMPLEMENTED,
+                f"{route.path} has no Flare route id; call it over gRPC",
+            )
+        if timeout is None:
+            timeout = route.options.default_timeout
+        try:
+            call_id = endpoint.conn.start_call(
+                wire_id,
+                metadata,
+                timeout=timeout,
+                now=_monotonic(),
+                message=message,
+                end_stream=end_stream,
+            )
+        except LimitExceededError as exc:
+            raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except (LocalProtocolError, ConnectionClosedError):
+            raise endpoint.unavailable() from None
+        call = _ClientCall(call_id, info)
+        endpoint.calls[call_id] = call
+        endpoint.schedule_flush()
+        if timeout is not None:
+            endpoint._rearm_timer()
+        return call
+
+    async def unary_unary(
+        self,
+        route: Route[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ResponseT:
+        chain = self._unary_chain
+        if chain is None:
+            return await self._unary(route, request, Metadata.coerce(metadata), timeout, None)
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        return cast(ResponseT, await chain(request, info))
+
+    async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
+        return await self._unary(info.route, request, info.metadata, info.timeout, info)
+
+    async def _unary(
+        self,
+        route: Route[Any, ResponseT],
+        request: Message,
+        metadata: Metadata,
+        timeout: float | None,
+        info: ClientCallInfo | None,
+    ) -> ResponseT:
+        _check_request(route, request)
+        call = self._start(
+            route,
+            metadata=metadata,
+            timeout=timeout,
+            message=request.SerializeToString(),
+            end_stream=True,
+            info=info,
+        )
+        future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
+        call.future = future
+        try:
+            data = await future
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
+        return _parse(route, data)
+
+    def unary_stream(
+        self,
+        route: Route[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ServerStreamCall[ResponseT]:
+        _check_request(route, request)
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        call = self._start(
+            route,
+            metadata=info.metadata,
+            timeout=timeout,
+            message=request.SerializeToString(),
+            end_stream=True,
+            info=info,
+        )
+        return _WireStreamCall(self, route, call)
+
+    async def stream_unary(
+        self,
+        route: Route[RequestT, ResponseT],
+        requests: AsyncIterable[RequestT] | Iterable[RequestT],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ResponseT:
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        call = self._start(
+            route,
+            metadata=info.metadata,
+            timeout=timeout,
+            message=None,
+            end_stream=False,
+            info=info,
+        )
+        future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
+        call.future = future
+        stream = _WireStreamCall(self, route, call)
+        try:
+            await stream.send_all(requests)
+            data = await future
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
+        return _parse(route, data)
+
+    def stream_stream(
+        self,
+        route: Route[RequestT, ResponseT],
+        requests: AsyncIterable[RequestT] | Iterable[RequestT] | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> BidiStreamCall[RequestT, ResponseT]:
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        call = self._start(
+            route,
+            metadata=info.metadata,
+            timeout=timeout,
+            message=None,
+            end_stream=False,
+            info=info,
+        )
+        stream: _WireStreamCall[RequestT, ResponseT] = _WireStreamCall(self, route, call)
+        if requests is not None:
+            stream.start_sending(requests)
+        return stream
+
+    def _cancel(self, call: _ClientCall) -> None:
+        endpoint = self.endpoint
+        if endpoint.calls.pop(call.call_id, None) is None:
+            return
+        call.ended = True
+        call.error = RpcError(StatusCode.CANCELLED, "cancelled by the client")
+        with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
+            endpoint.conn.cancel(call.call_id, StatusCode.CANCELLED, "cancelled by the client")
+        endpoint.schedule_flush()
+        call.wake()
+
+    async def close(self) -> None:
+        """Close the connection: pending calls fail with CANCELLED."""
+        endpoint = self.endpoint
+        if not endpoint._closed:
+            calls, endpoint.calls = endpoint.calls, {}
+            for call in calls.values():
+                endpoint._end_call(
+                    call, CallEnded(call.call_id, StatusCode.CANCELLED, "channel closed")
+                )
+            if not endpoint.conn.closed:
+                endpoint.conn.close(CloseCode.NO_ERROR, "client closing")
+                endpoint._handle_events(endpoint.conn.events_received())
+            endpoint._flush()
+            endpoint.transport.close("client closing")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(endpoint.wait_closed(), 2.0)
+            if not endpoint._closed:
+                endpoint.transport.abort()
+                endpoint.connection_lost(None)
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (by either side)."""
+        return self.endpoint._closed or self.endpoint.conn.closed
+
+
+class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, ResponseT]):
+    """A streaming call on a `WireChannel`: iterate responses; send requests (bidi)."""
+
+    def __init__(
+        self, channel: WireChannel, route: Route[RequestT, ResponseT], call: _ClientCall
+    ) -> None:
+        self._channel = channel
+        self._endpoint = channel.endpoint
+        self._route = route
+        self._call = call
+        self._parse = route.response_type.FromString
+        self._sender: asyncio.Task[None] | None = None
+
+    def __aiter__(self) -> AsyncIterator[ResponseT]:
+        return self
+
+    async def __anext__(self) -> ResponseT:
+        call = self._call
+        endpoint = self._endpoint
+        while True:
+            if call.messages:
+                data = call.messages.popleft()
+                if not call.ended:
+                    endpoint.conn.acknowledge(call.call_id, len(data))
+                    endpoint.schedule_flush()
+                try:
+                    return self._parse(data)
+                except DecodeError:
+                    self.cancel()
+                    raise RpcError(StatusCode.INTERNAL, "response message does not parse") from None
+            if call.ended:
+                if call.error is not None:
+                    raise call.error
+                raise StopAsyncIteration
+            call.waiter = endpoint.loop.create_future()
+            try:
+                await call.waiter
+            except asyncio.CancelledError:
+                self.cancel()
+                raise
+            finally:
+                call.waiter = None
+
+    async def initial_metadata(self) -> Metadata:
+        call = self._call
+        while call.headers is None and not call.messages and not call.ended:
+            call.waiter = self._endpoint.loop.create_future()
+            try:
+                await call.waiter
+            finally:
+                call.waiter = None
+        return call.headers if call.headers is not None else EMPTY_METADATA
+
+    def trailing_metadata(self) -> Metadata:
+        return self._call.trailers
+
+    def cancel(self) -> None:
+        if self._sender is not None and not self._sender.done():
+            self._sender.cancel()
+        if not self._call.ended:
+            self._channel._cancel(self._call)
+
+    async def send(self, request: RequestT) -> None:
+        _check_request(self._route, request)
+        call = self._call
+        endpoint = self._endpoint
+        if call.ended:
+            if call.error is not None:
+                raise call.error
+            raise RpcError(StatusCode.FAILED_PRECONDITION, "the call has ended")
+        call_id = call.call_id
+        if not endpoint.can_write(call_id):
+            try:
+                await endpoint.wait_writable(call_id)
+            except ConnectionClosedError:
+                raise endpoint.unavailable() from None
+            if call.ended:
+                if call.error is not None:
+                    raise call.error
+                return
+        try:
+            endpoint.conn.send_message(call_id, request.SerializeToString())
+        except LimitExceededError as exc:
+            self.cancel()
+            raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except LocalProtocolError:
+            raise RpcError(StatusCode.FAILED_PRECONDITION, "done_writing was called") from None
+        endpoint.schedule_flush()
+
+    async def done_writing(self) -> None:
+        if self._call.ended:
+            return
+        with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
+            self._endpoint.conn.half_close(self._call.call_id)
+        self._endpoint.schedule_flush()
+
+    async def send_all(self, requests: AsyncIterable[RequestT] | Iterable[RequestT]) -> None:
+        """Send every request, then half-close; stops early if the call ends."""
+        if isinstance(requests, AsyncIterable):
+            async for request in requests:
+                if self._call.ended:
+                    return
+                await self.send(request)
+        else:
+            for request in requests:
+                if self._call.ended:
+                    return
+                await self.send(request)
+        await self.done_writing()
+
+    def start_sending(self, requests: AsyncIterable[RequestT] | Iterable[RequestT]) -> None:
+        """Send `requests` from a background task (the bidi call's one task)."""
+        self._sender = self._endpoint.loop.create_task(self._send_quietly(requests))
+
+    async def _send_quietly(self, requests: AsyncIterable[RequestT] | Iterable[RequestT]) -> None:
+        # Failures of the call surface through iteration; an error raised by
+        # the caller's own request iterator cancels the call.
+        try:
+            await self.send_all(requests)
+        except RpcError:
+            pass
+        except Exception:
+            self.cancel()
+            raise
+
+
+def _check_request(route: Route[Any, Any], request: object) -> None:
+    if type(request) is not route.request_type:
+        raise TypeError(
+            f"{route.path} takes {route.request_type.__name__}, got {type(request).__name__}"
+        )
+
+
+def _parse(route: Route[Any, ResponseT], data: bytes) -> ResponseT:
+    try:
+        return route.response_type.FromString(data)
+    except DecodeError:
+        raise RpcError(StatusCode.INTERNAL, "response message does not parse") from None
