@@ -38,7 +38,7 @@ def register(subparsers: Any) -> None:
     )
     check.add_argument("input", help="the new schema")
     check.add_argument("--against", required=True, help="the schema deployed clients use")
-    from flare_codegen.schema.report import FORMATS
+    from flare_codegen.schema.report import FORMATS  # noqa: PLC0415 (keep `flare --help` fast)
 
     check.add_argument("--format", choices=FORMATS, default="text", help="output format")
     check.set_defaults(func=run_check)
@@ -60,9 +60,9 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Run ``flare schema check``; see the module docstring for exit codes."""
-    from flare_codegen.schema.check import check
-    from flare_codegen.schema.inputs import InputError
-    from flare_codegen.schema.report import write_report
+    from flare_codegen.schema.check import check  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.schema.inputs import InputError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.schema.report import write_report  # noqa: PLC0415 (keep `flare --help` fast)
 
     try:
         result = check(args.input, args.against)
@@ -75,11 +75,11 @@ def run_check(args: argparse.Namespace) -> int:
 
 def run_build(args: argparse.Namespace) -> int:
     """Run ``flare schema build``: write the input's FileDescriptorSet to ``-o``."""
-    from pathlib import Path
+    from pathlib import Path  # noqa: PLC0415 (keep `flare --help` fast)
 
-    from google.protobuf import descriptor_pb2
+    from google.protobuf import descriptor_pb2  # noqa: PLC0415 (keep `flare --help` fast)
 
-    from flare_codegen.schema.inputs import InputError, is_git_input, load_input
+    from flare_codegen.schema.inputs import InputError, is_git_input, load_input  # noqa: PLC0415 (keep `flare --help` fast)
 
     if not is_git_input(args.input) and not Path(args.input).is_dir():
         print(f"flare schema build: {args.input}: not a directory or git input", file=sys.stderr)

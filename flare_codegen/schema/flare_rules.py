@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf import descriptor_pb2
 
-from flare_codegen.schema.model import METHOD_OPTIONS, MESSAGE_OPTIONS, SERVICE_METHOD
+from flare_codegen.schema.model import MESSAGE_OPTIONS, METHOD_OPTIONS, SERVICE_METHOD, FileInfo
 from flare_codegen.schema.options import load_flare_options
 from flare_codegen.schema.rules import Comparison, first_location, quote
 
@@ -168,9 +168,9 @@ def _check_services(c: Comparison) -> None:
                         "FLARE_ROUTE_NO_DELETE",
                         service.file,
                         service_option_path,
-                        f"Method {quote(prev_method.name)} (route id {prev_m.route_id}) was deleted "
-                        f"from service {quote(service.name)} without reserving its route id in "
-                        "reserved_route_ids.",
+                        f"Method {quote(prev_method.name)} (route id {prev_m.route_id}) was "
+                        f"deleted from service {quote(service.name)} without reserving its "
+                        "route id in reserved_route_ids.",
                         against=previous.file,
                     )
                 continue
@@ -181,8 +181,14 @@ def _check_services(c: Comparison) -> None:
                 service.file, (*method_path, METHOD_OPTIONS, METHOD_EXTENSION), method_path
             )
 
-            def report(rule: str, text: str, path: tuple[int, ...] = option_path) -> None:
-                out.add(rule, service.file, path, text, against=previous.file)
+            def report(
+                rule: str,
+                text: str,
+                path: tuple[int, ...] = option_path,
+                file: FileInfo = service.file,
+                against: FileInfo = previous.file,
+            ) -> None:
+                out.add(rule, file, path, text, against=against)
 
             where = f"Method {quote(method.name)} on service {quote(service.name)}"
             if prev_m.route_id != m.route_id:
@@ -271,19 +277,17 @@ def _check_push_types(c: Comparison) -> None:
                 f"{quote(old_owner)}; deployed clients would decode pushes as the wrong type.",
             )
     for full_name, old_id in previous_by_name.items():
-        message = c.current.messages.get(full_name)
-        if message is None:
+        kept = c.current.messages.get(full_name)
+        if kept is None:
             continue
-        new_id = (
-            _message_options(message.proto).push_type_id if message.proto.HasField("options") else 0
-        )
+        new_id = _message_options(kept.proto).push_type_id if kept.proto.HasField("options") else 0
         if new_id != old_id:
             path = first_location(
-                message.file, (*message.path, MESSAGE_OPTIONS, MESSAGE_EXTENSION), message.path
+                kept.file, (*kept.path, MESSAGE_OPTIONS, MESSAGE_EXTENSION), kept.path
             )
             c.out.add(
                 "FLARE_PUSH_TYPE_ID_SAME",
-                message.file,
+                kept.file,
                 path,
                 f"Message {quote(full_name)} changed push type id from {old_id} to {new_id}.",
                 against=c.previous.messages[full_name].file,

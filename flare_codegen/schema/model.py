@@ -59,7 +59,8 @@ ONEOF_OPTIONS_FEATURES = 1
 FEATURE_ENUM_TYPE = 2
 FEATURE_UTF8_VALIDATION = 4
 FEATURE_JSON_FORMAT = 6
-# Extensions of FeatureSet: (pb.cpp) = 1000 {string_type = 2}, (pb.java) = 1001 {utf8_validation = 2}.
+# Extensions of FeatureSet: (pb.cpp) = 1000 {string_type = 2},
+# (pb.java) = 1001 {utf8_validation = 2}.
 CPP_FEATURES = 1000
 JAVA_FEATURES = 1001
 CPP_STRING_TYPE = 2
@@ -335,6 +336,79 @@ class FieldInfo:
         return f'Field "{self.number}"{name} on message "{parent}"'
 
 
+class _FileIndexer:
+    """Walks one file's declarations into the image's and the file's tables."""
+
+    def __init__(self, image: Image, file: FileInfo) -> None:
+        self.image = image
+        self.file = file
+        self.prefix = f"{file.package}." if file.package else ""
+        self.messages: dict[str, MessageInfo] = {}
+        self.enums: dict[str, EnumInfo] = {}
+        self.extensions: dict[str, FieldInfo] = {}
+
+    def add_enum(
+        self,
+        proto: descriptor_pb2.EnumDescriptorProto,
+        path: tuple[int, ...],
+        scope: str,
+        parent_features: Features,
+    ) -> None:
+        nested = f"{scope}{proto.name}"
+        features = _with_options(parent_features, proto.options, proto.HasField("options"))
+        info = EnumInfo(proto, self.file, path, nested, self.prefix + nested, features)
+        self.enums[nested] = info
+        self.image.enums[info.full_name] = info
+
+    def add_message(
+        self,
+        proto: descriptor_pb2.DescriptorProto,
+        path: tuple[int, ...],
+        scope: str,
+        parent: MessageInfo | None,
+        parent_features: Features,
+    ) -> None:
+        nested = f"{scope}{proto.name}"
+        features = _with_options(parent_features, proto.options, proto.HasField("options"))
+        info = MessageInfo(proto, self.file, path, nested, self.prefix + nested, parent, features)
+        self.messages[nested] = info
+        self.image.messages[info.full_name] = info
+        if proto.nested_type:
+            self._note_map_entries(proto, path)
+        inner = nested + "."
+        for index, enum in enumerate(proto.enum_type):
+            self.add_enum(enum, (*path, MESSAGE_ENUM, index), inner, features)
+        for index, message in enumerate(proto.nested_type):
+            self.add_message(message, (*path, MESSAGE_NESTED, index), inner, info, features)
+        for index, ext in enumerate(proto.extension):
+            self.add_extension(ext, (*path, MESSAGE_EXTENSION, index), info, features)
+
+    def _note_map_entries(
+        self, proto: descriptor_pb2.DescriptorProto, path: tuple[int, ...]
+    ) -> None:
+        entries = {m.name: i for i, m in enumerate(proto.nested_type) if m.options.map_entry}
+        if not entries:
+            return
+        for index, f in enumerate(proto.field):
+            entry = entries.get(f.type_name.rsplit(".", 1)[-1])
+            if entry is not None and f.label == FieldProto.LABEL_REPEATED:
+                entry_path = (*path, MESSAGE_NESTED, entry)
+                self.file.map_entry_fields[entry_path] = (*path, MESSAGE_FIELD, index)
+
+    def add_extension(
+        self,
+        proto: FieldProto,
+        path: tuple[int, ...],
+        scope: MessageInfo | None,
+        features: Features,
+    ) -> None:
+        extendee = proto.extendee.lstrip(".")
+        info = FieldInfo(proto, self.file, path, scope, extendee, features)
+        scope_name = scope.nested_name + "." if scope else ""
+        self.extensions[scope_name + proto.name] = info
+        self.image.extensions.setdefault(extendee, {})[proto.number] = info
+
+
 @dataclass(slots=True, eq=False)
 class Image:
     """Everything one side of a comparison defines, indexed for the rules."""
@@ -377,104 +451,23 @@ class Image:
         features = _with_options(base, proto.options, proto.HasField("options"))
         info = FileInfo(proto, proto.name, proto.package, syntax, edition, features)
         self.files[proto.name] = info
-        messages: dict[str, MessageInfo] = {}
-        enums: dict[str, EnumInfo] = {}
-        extensions: dict[str, FieldInfo] = {}
-        prefix = f"{proto.package}." if proto.package else ""
+        indexer = _FileIndexer(self, info)
         for index, enum in enumerate(proto.enum_type):
-            self._add_enum(info, enum, (FILE_ENUM, index), "", prefix, features, enums)
+            indexer.add_enum(enum, (FILE_ENUM, index), "", features)
         for index, message in enumerate(proto.message_type):
-            self._add_message(
-                info, message, (FILE_MESSAGE, index), "", prefix, None, features,
-                messages, enums, extensions,
-            )  # fmt: skip
+            indexer.add_message(message, (FILE_MESSAGE, index), "", None, features)
         for index, ext in enumerate(proto.extension):
-            self._add_extension(info, ext, (FILE_EXTENSION, index), None, features, extensions)
+            indexer.add_extension(ext, (FILE_EXTENSION, index), None, features)
         services: dict[str, ServiceInfo] = {}
         for index, service in enumerate(proto.service):
-            full_name = prefix + service.name
+            full_name = indexer.prefix + service.name
             service_info = ServiceInfo(service, info, (FILE_SERVICE, index), full_name)
             services[service.name] = service_info
             self.services[full_name] = service_info
-        self.file_messages[proto.name] = messages
-        self.file_enums[proto.name] = enums
+        self.file_messages[proto.name] = indexer.messages
+        self.file_enums[proto.name] = indexer.enums
         self.file_services[proto.name] = services
-        self.file_extensions[proto.name] = extensions
-
-    def _add_enum(
-        self,
-        file: FileInfo,
-        proto: descriptor_pb2.EnumDescriptorProto,
-        path: tuple[int, ...],
-        scope: str,
-        prefix: str,
-        parent_features: Features,
-        enums: dict[str, EnumInfo],
-    ) -> None:
-        nested = f"{scope}{proto.name}"
-        features = _with_options(parent_features, proto.options, proto.HasField("options"))
-        info = EnumInfo(proto, file, path, nested, prefix + nested, features)
-        enums[nested] = info
-        self.enums[info.full_name] = info
-
-    def _add_message(
-        self,
-        file: FileInfo,
-        proto: descriptor_pb2.DescriptorProto,
-        path: tuple[int, ...],
-        scope: str,
-        prefix: str,
-        parent: MessageInfo | None,
-        parent_features: Features,
-        messages: dict[str, MessageInfo],
-        enums: dict[str, EnumInfo],
-        extensions: dict[str, FieldInfo],
-    ) -> None:
-        nested = f"{scope}{proto.name}"
-        features = _with_options(parent_features, proto.options, proto.HasField("options"))
-        info = MessageInfo(proto, file, path, nested, prefix + nested, parent, features)
-        messages[nested] = info
-        self.messages[info.full_name] = info
-        inner = nested + "."
-        if proto.nested_type:
-            entries = {
-                m.name: index for index, m in enumerate(proto.nested_type) if m.options.map_entry
-            }
-            if entries:
-                for index, f in enumerate(proto.field):
-                    entry = entries.get(f.type_name.rsplit(".", 1)[-1])
-                    if entry is not None and f.label == FieldProto.LABEL_REPEATED:
-                        file.map_entry_fields[(*path, MESSAGE_NESTED, entry)] = (
-                            *path,
-                            MESSAGE_FIELD,
-                            index,
-                        )
-        for index, enum in enumerate(proto.enum_type):
-            self._add_enum(file, enum, (*path, MESSAGE_ENUM, index), inner, prefix, features, enums)
-        for index, message in enumerate(proto.nested_type):
-            self._add_message(
-                file, message, (*path, MESSAGE_NESTED, index), inner, prefix, info, features,
-                messages, enums, extensions,
-            )  # fmt: skip
-        for index, ext in enumerate(proto.extension):
-            self._add_extension(
-                file, ext, (*path, MESSAGE_EXTENSION, index), info, features, extensions
-            )
-
-    def _add_extension(
-        self,
-        file: FileInfo,
-        proto: FieldProto,
-        path: tuple[int, ...],
-        scope: MessageInfo | None,
-        features: Features,
-        extensions: dict[str, FieldInfo],
-    ) -> None:
-        extendee = proto.extendee.lstrip(".")
-        info = FieldInfo(proto, file, path, scope, extendee, features)
-        scope_name = scope.nested_name + "." if scope else ""
-        extensions[scope_name + proto.name] = info
-        self.extensions.setdefault(extendee, {})[proto.number] = info
+        self.file_extensions[proto.name] = indexer.extensions
 
     def enum_proto(self, full_name: str) -> descriptor_pb2.EnumDescriptorProto | None:
         """Any enum of the image (imports included) by full name."""

@@ -23,6 +23,7 @@ from google.protobuf import descriptor_pb2
 from flare_codegen.schema.findings import Collector
 from flare_codegen.schema.model import (
     CPP_CORD,
+    CPP_FEATURES,
     CPP_STRING,
     CPP_STRING_TYPE,
     CPP_VIEW,
@@ -58,7 +59,6 @@ from flare_codegen.schema.model import (
     SERVICE_METHOD,
     UTF8_VERIFY,
     VALUE_NUMBER,
-    CPP_FEATURES,
     EnumInfo,
     FieldInfo,
     FileInfo,
@@ -84,20 +84,22 @@ MESSAGE_SET_RANGE_MAX = 2147483646
 ENUM_RANGE_MAX = 2147483647
 
 # buf's wire-compatibility groups (protobuf's "updating a message type" rules).
-WIRE_GROUP = {
+WIRE_GROUP: dict[int, int] = {
     F.TYPE_INT32: 1, F.TYPE_INT64: 1, F.TYPE_UINT32: 1, F.TYPE_UINT64: 1, F.TYPE_BOOL: 1,
     F.TYPE_SINT32: 2, F.TYPE_SINT64: 2, F.TYPE_STRING: 3, F.TYPE_BYTES: 4,
     F.TYPE_FIXED32: 5, F.TYPE_SFIXED32: 5, F.TYPE_FIXED64: 6, F.TYPE_SFIXED64: 6,
     F.TYPE_DOUBLE: 7, F.TYPE_FLOAT: 8, F.TYPE_GROUP: 9, F.TYPE_MESSAGE: 10, F.TYPE_ENUM: 11,
 }  # fmt: skip
 # Wire- and JSON-compatible at once: the intersection of both rule sets.
-WIRE_JSON_GROUP = {
+WIRE_JSON_GROUP: dict[int, int] = {
     F.TYPE_INT32: 1, F.TYPE_UINT32: 1, F.TYPE_INT64: 2, F.TYPE_UINT64: 2,
     F.TYPE_FIXED32: 3, F.TYPE_SFIXED32: 3, F.TYPE_FIXED64: 4, F.TYPE_SFIXED64: 4,
     F.TYPE_BOOL: 5, F.TYPE_SINT32: 6, F.TYPE_SINT64: 7, F.TYPE_STRING: 8, F.TYPE_BYTES: 9,
     F.TYPE_DOUBLE: 10, F.TYPE_FLOAT: 11, F.TYPE_GROUP: 12, F.TYPE_MESSAGE: 13, F.TYPE_ENUM: 14,
 }  # fmt: skip
-TYPE_NAMES = {value: name.removeprefix("TYPE_").lower() for name, value in F.Type.items()}
+TYPE_NAMES: dict[int, str] = {
+    value: name.removeprefix("TYPE_").lower() for name, value in F.Type.items()
+}
 
 CARD_EXPLICIT = "optional with explicit presence"
 CARD_IMPLICIT = "optional with implicit presence"
@@ -366,7 +368,10 @@ def _package_deletions(c: Comparison, rule: str, kind: str, table: str) -> None:
         for nested_name, (previous_file, _item) in items.items():
             if nested_name in current_items:
                 continue
-            message = f"Previously present {kind} {quote(nested_name)} was deleted from package {quote(package)}."
+            message = (
+                f"Previously present {kind} {quote(nested_name)} was deleted from package "
+                f"{quote(package)}."
+            )
             file = c.current.files.get(previous_file.name)
             if file is None:
                 c.out.add(rule, None, None, message, against=previous_file)
@@ -483,7 +488,8 @@ def _enum_value_deletions(c: Comparison, rule: str, number_ok: bool, name_ok: bo
                 rule,
                 enum.file,
                 enum.path,
-                f'Previously present enum value "{number}" on enum {quote(enum.name)} was deleted{suffix}.',
+                f'Previously present enum value "{number}" on enum {quote(enum.name)} '
+                f"was deleted{suffix}.",
                 against=previous.file,
             )
 
@@ -564,6 +570,7 @@ def _range_string(start: int, end: int, maximum: int) -> str:
 def _check_ranges(
     c: Comparison,
     rule: str,
+    *,
     range_kind: str,
     element_kind: str,
     element: MessageInfo | EnumInfo,
@@ -583,8 +590,9 @@ def _check_ranges(
                 rule,
                 element.file,
                 element.path,
-                f"Previously present {range_kind} range {quote(_range_string(start, end, maximum))} "
-                f"on {element_kind} {quote(element.name)} is missing values: {removed} were removed.",
+                f"Previously present {range_kind} range "
+                f"{quote(_range_string(start, end, maximum))} on {element_kind} "
+                f"{quote(element.name)} is missing values: {removed} were removed.",
                 against=previous.file,
             )
 
@@ -602,13 +610,13 @@ def extension_message_no_delete(c: Comparison) -> None:
         _check_ranges(
             c,
             "EXTENSION_MESSAGE_NO_DELETE",
-            "extension",
-            "message",
-            message,
-            previous,
-            [(r.start, r.end - 1) for r in previous.proto.extension_range],
-            [(r.start, r.end - 1) for r in message.proto.extension_range],
-            _message_max(message),
+            range_kind="extension",
+            element_kind="message",
+            element=message,
+            previous=previous,
+            previous_ranges=[(r.start, r.end - 1) for r in previous.proto.extension_range],
+            ranges=[(r.start, r.end - 1) for r in message.proto.extension_range],
+            maximum=_message_max(message),
         )
 
 
@@ -618,13 +626,13 @@ def reserved_message_no_delete(c: Comparison) -> None:
         _check_ranges(
             c,
             rule,
-            "reserved",
-            "message",
-            message,
-            previous,
-            [(r.start, r.end - 1) for r in previous.proto.reserved_range],
-            [(r.start, r.end - 1) for r in message.proto.reserved_range],
-            _message_max(message),
+            range_kind="reserved",
+            element_kind="message",
+            element=message,
+            previous=previous,
+            previous_ranges=[(r.start, r.end - 1) for r in previous.proto.reserved_range],
+            ranges=[(r.start, r.end - 1) for r in message.proto.reserved_range],
+            maximum=_message_max(message),
         )
         names = set(message.proto.reserved_name)
         for name in dict.fromkeys(previous.proto.reserved_name):
@@ -645,13 +653,13 @@ def reserved_enum_no_delete(c: Comparison) -> None:
         _check_ranges(
             c,
             rule,
-            "reserved",
-            "enum",
-            enum,
-            previous,
-            [(r.start, r.end) for r in previous.proto.reserved_range],
-            [(r.start, r.end) for r in enum.proto.reserved_range],
-            ENUM_RANGE_MAX,
+            range_kind="reserved",
+            element_kind="enum",
+            element=enum,
+            previous=previous,
+            previous_ranges=[(r.start, r.end) for r in previous.proto.reserved_range],
+            ranges=[(r.start, r.end) for r in enum.proto.reserved_range],
+            maximum=ENUM_RANGE_MAX,
         )
         names = set(enum.proto.reserved_name)
         for name in dict.fromkeys(previous.proto.reserved_name):
@@ -858,7 +866,8 @@ def _changed_type(c: Comparison, rule: str, pair: FieldPair, extra: str = "") ->
         rule,
         f.file,
         _type_path(c, c.current, f),
-        f"{f.description()} changed type from {quote(was)} to {quote(now)}.{' ' + extra if extra else ''}",
+        f"{f.description()} changed type from {quote(was)} to {quote(now)}."
+        + (f" {extra}" if extra else ""),
         against=pair.previous.file,
     )
 
@@ -1023,7 +1032,8 @@ def field_same_cpp_string_type(c: Comparison) -> None:
                 "FIELD_SAME_CPP_STRING_TYPE",
                 f.file,
                 path,
-                f"{f.description()} changed C++ string type from {quote(before)} to {quote(after)}.",
+                f"{f.description()} changed C++ string type from {quote(before)} "
+                f"to {quote(after)}.",
                 against=p.file,
             )
 
@@ -1083,7 +1093,8 @@ def field_same_utf8_validation(c: Comparison) -> None:
                 "FIELD_SAME_UTF8_VALIDATION",
                 f.file,
                 path,
-                f"{f.description()} changed UTF8 validation from {UTF8_NAMES[was]} to {UTF8_NAMES[now]}.",
+                f"{f.description()} changed UTF8 validation from {UTF8_NAMES[was]} "
+                f"to {UTF8_NAMES[now]}.",
                 against=p.file,
             )
 
@@ -1102,7 +1113,8 @@ def field_same_oneof(c: Comparison) -> None:
                     "FIELD_SAME_ONEOF",
                     f.file,
                     f.path,
-                    f"{f.description()} moved from oneof {quote(was.name)} to oneof {quote(now.name)}.",
+                    f"{f.description()} moved from oneof {quote(was.name)} "
+                    f"to oneof {quote(now.name)}.",
                     against=p.file,
                 )
             continue
@@ -1125,28 +1137,26 @@ def _default_value(c: Comparison, image: Image, f: FieldInfo) -> tuple[object, s
         data = _unescape_bytes(text) if proto.HasField("default_value") else b""
         return data.decode("latin-1"), "[" + ",".join(f"0x{b:X}" for b in data) + "]"
     if t == TYPE_STRING:
-        value = text if proto.HasField("default_value") else ""
-        return value, quote(value)
+        string = text if proto.HasField("default_value") else ""
+        return string, quote(string)
     if t == TYPE_ENUM:
         enum = image.enum_proto(proto.type_name.lstrip("."))
         if enum is None or not enum.value:
             return 0, "0"
         if proto.HasField("default_value"):
-            for value in enum.value:
-                if value.name == text:
-                    return value.number, f"{enum.name}.{value.name}"
+            for enum_value in enum.value:
+                if enum_value.name == text:
+                    return enum_value.number, f"{enum.name}.{enum_value.name}"
         first = enum.value[0]
         return first.number, f"{enum.name}.{first.name}"
     if t == F.TYPE_BOOL:
         flag = proto.HasField("default_value") and text == "true"
         return flag, "true" if flag else "false"
     if t in (F.TYPE_DOUBLE, F.TYPE_FLOAT):
-        value = _parse_float(text) if proto.HasField("default_value") else 0.0
-        if t == F.TYPE_FLOAT:
-            value = (
-                struct.unpack("f", struct.pack("f", value))[0] if math.isfinite(value) else value
-            )
-        return ("float" if t == F.TYPE_FLOAT else "double", value), _go_float(value)
+        real = _parse_float(text) if proto.HasField("default_value") else 0.0
+        if t == F.TYPE_FLOAT and math.isfinite(real):
+            real = float(struct.unpack("f", struct.pack("f", real))[0])
+        return ("float" if t == F.TYPE_FLOAT else "double", real), _go_float(real)
     number = int(text, 0) if proto.HasField("default_value") else 0
     return number, str(number)
 
@@ -1417,15 +1427,16 @@ class Rule:
         return {"v1beta1": self.v1beta1, "v1": self.v1, "v2": self.v2}[version]
 
 
-def _r(
+def _r(  # noqa: PLR0917 (a table row reads best positionally)
     rule_id: str,
     check: Callable[[Comparison], None],
-    purpose: str,
     v1beta1: tuple[str, ...] | None,
     v1: tuple[str, ...] | None,
     v2: tuple[str, ...] | None,
+    purpose: str,
     replacements: tuple[str, ...] = (),
 ) -> Rule:
+    """A table row: id, check, categories in v1beta1 / v1 / v2, purpose, replacements."""
     return Rule(rule_id, check, purpose, v1beta1, v1, v2, replacements)
 
 
@@ -1433,67 +1444,131 @@ _FP = (FI, P)
 _FPJ = (FI, P, J)
 _FPJW = (FI, P, J, W)
 
+# fmt: off
 BUF_RULES: tuple[Rule, ...] = (
-    _r("ENUM_NO_DELETE", enum_no_delete, "enums are not deleted from a given file", (FI,), (FI,), (C, FI)),
-    _r("EXTENSION_NO_DELETE", extension_no_delete, "extensions are not deleted from a given file", None, None, (FI,)),
-    _r("FILE_NO_DELETE", file_no_delete, "files are not deleted", (FI,), (FI,), (C, FI)),
-    _r("MESSAGE_NO_DELETE", message_no_delete, "messages are not deleted from a given file", (FI,), (FI,), (C, FI)),
-    _r("SERVICE_NO_DELETE", service_no_delete, "services are not deleted from a given file", (FI,), (FI,), (FI,)),
-    _r("ENUM_SAME_TYPE", enum_same_type, "enums do not change from open to closed or back", _FP, _FP, _FP),
-    _r("ENUM_VALUE_NO_DELETE", enum_value_no_delete, "enum values are not deleted from a given enum", _FP, _FP, (C, FI, P)),
-    _r("EXTENSION_MESSAGE_NO_DELETE", extension_message_no_delete, "extension ranges are not deleted from a given message", _FP, _FP, (C, FI, P)),
-    _r("FIELD_NO_DELETE", field_no_delete, "fields are not deleted from a given message", _FP, _FP, (C, FI, P)),
-    _r("FIELD_SAME_CARDINALITY", field_same_cardinality, "fields do not change cardinality", _FPJW, _FP, _FP),
-    _r("FIELD_SAME_CPP_STRING_TYPE", field_same_cpp_string_type, "fields do not change their C++ string type", _FP, _FP, _FP),
-    _r("FIELD_SAME_JAVA_UTF8_VALIDATION", field_same_java_utf8_validation, "fields do not change their Java UTF-8 validation", _FP, _FP, _FP),
-    _r("FIELD_SAME_JSTYPE", field_same_jstype, "fields do not change the jstype option", _FP, _FP, _FP),
-    _r("FIELD_SAME_TYPE", field_same_type, "fields do not change type", _FPJW, _FP, (C, FI, P)),
-    _r("FIELD_SAME_UTF8_VALIDATION", field_same_utf8_validation, "string fields do not change UTF-8 validation", _FP, _FP, _FP),
+    _r("ENUM_NO_DELETE", enum_no_delete, (FI,), (FI,), (C, FI),
+       "enums are not deleted from a given file"),
+    _r("EXTENSION_NO_DELETE", extension_no_delete, None, None, (FI,),
+       "extensions are not deleted from a given file"),
+    _r("FILE_NO_DELETE", file_no_delete, (FI,), (FI,), (C, FI),
+       "files are not deleted"),
+    _r("MESSAGE_NO_DELETE", message_no_delete, (FI,), (FI,), (C, FI),
+       "messages are not deleted from a given file"),
+    _r("SERVICE_NO_DELETE", service_no_delete, (FI,), (FI,), (FI,),
+       "services are not deleted from a given file"),
+    _r("ENUM_SAME_TYPE", enum_same_type, _FP, _FP, _FP,
+       "enums do not change from open to closed or back"),
+    _r("ENUM_VALUE_NO_DELETE", enum_value_no_delete, _FP, _FP, (C, FI, P),
+       "enum values are not deleted from a given enum"),
+    _r("EXTENSION_MESSAGE_NO_DELETE", extension_message_no_delete, _FP, _FP, (C, FI, P),
+       "extension ranges are not deleted from a given message"),
+    _r("FIELD_NO_DELETE", field_no_delete, _FP, _FP, (C, FI, P),
+       "fields are not deleted from a given message"),
+    _r("FIELD_SAME_CARDINALITY", field_same_cardinality, _FPJW, _FP, _FP,
+       "fields do not change cardinality"),
+    _r("FIELD_SAME_CPP_STRING_TYPE", field_same_cpp_string_type, _FP, _FP, _FP,
+       "fields do not change their C++ string type"),
+    _r("FIELD_SAME_JAVA_UTF8_VALIDATION", field_same_java_utf8_validation, _FP, _FP, _FP,
+       "fields do not change their Java UTF-8 validation"),
+    _r("FIELD_SAME_JSTYPE", field_same_jstype, _FP, _FP, _FP,
+       "fields do not change the jstype option"),
+    _r("FIELD_SAME_TYPE", field_same_type, _FPJW, _FP, (C, FI, P),
+       "fields do not change type"),
+    _r("FIELD_SAME_UTF8_VALIDATION", field_same_utf8_validation, _FP, _FP, _FP,
+       "string fields do not change UTF-8 validation"),
     *(
-        _r(rule_id, _file_option_rule(rule_id), f'files do not change option "{option}"', _FP, _FP, _FP)
+        _r(rule_id, _file_option_rule(rule_id), _FP, _FP, _FP,
+           f'files do not change option "{option}"')
         for rule_id, (option, _n) in FILE_OPTION_RULES.items()
     ),
-    _r("FILE_SAME_SYNTAX", file_same_syntax, "files do not change syntax or edition", _FP, _FP, (C, FI, P)),
-    _r("MESSAGE_NO_REMOVE_STANDARD_DESCRIPTOR_ACCESSOR", message_no_remove_standard_descriptor_accessor, "messages do not turn on no_standard_descriptor_accessor", _FP, _FP, (C, FI, P)),
-    _r("ONEOF_NO_DELETE", oneof_no_delete, "oneofs are not deleted from a given message", _FP, _FP, (C, FI, P)),
-    _r("RPC_NO_DELETE", rpc_no_delete, "RPCs are not deleted from a given service", _FP, _FP, _FP),
-    _r("ENUM_SAME_JSON_FORMAT", enum_same_json_format, "enums keep JSON format support", _FPJ, _FPJ, (C, FI, P, J)),
-    _r("ENUM_VALUE_SAME_NAME", enum_value_same_name, "enum values keep their name", _FPJ, _FPJ, (C, FI, P, J)),
-    _r("FIELD_SAME_JSON_NAME", field_same_json_name, "fields keep their json_name", _FPJ, _FPJ, (C, FI, P, J)),
-    _r("FIELD_SAME_NAME", field_same_name, "fields keep their name", _FPJ, _FPJ, (C, FI, P, J)),
-    _r("MESSAGE_SAME_JSON_FORMAT", message_same_json_format, "messages keep JSON format support", _FPJ, _FPJ, (C, FI, P, J)),
-    _r("FIELD_SAME_DEFAULT", field_same_default, "fields keep their default value", None, None, (C, *_FPJW)),
-    _r("FIELD_SAME_ONEOF", field_same_oneof, "fields do not move into, out of or between oneofs", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("FILE_SAME_PACKAGE", file_same_package, "files do not change package", (FI,), _FPJW, (C, *_FPJW)),
-    _r("MESSAGE_SAME_REQUIRED_FIELDS", message_same_required_fields, "messages neither add nor delete required fields", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("RESERVED_ENUM_NO_DELETE", reserved_enum_no_delete, "reserved ranges and names are not deleted from enums", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("RESERVED_MESSAGE_NO_DELETE", reserved_message_no_delete, "reserved ranges and names are not deleted from messages", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("RPC_SAME_CLIENT_STREAMING", rpc_same_client_streaming, "RPCs keep client streaming", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("RPC_SAME_IDEMPOTENCY_LEVEL", rpc_same_idempotency_level, "RPCs keep their idempotency level", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("RPC_SAME_REQUEST_TYPE", rpc_same_request_type, "RPCs keep their request type", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("RPC_SAME_RESPONSE_TYPE", rpc_same_response_type, "RPCs keep their response type", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("RPC_SAME_SERVER_STREAMING", rpc_same_server_streaming, "RPCs keep server streaming", _FPJW, _FPJW, (C, *_FPJW)),
-    _r("PACKAGE_ENUM_NO_DELETE", package_enum_no_delete, "enums are not deleted from a given package", (P,), (P,), (P,)),
-    _r("PACKAGE_EXTENSION_NO_DELETE", package_extension_no_delete, "extensions are not deleted from a given package", None, None, (P,)),
-    _r("PACKAGE_MESSAGE_NO_DELETE", package_message_no_delete, "messages are not deleted from a given package", (P,), (P,), (P,)),
-    _r("PACKAGE_NO_DELETE", package_no_delete, "packages are not deleted", (P,), (P,), (P,)),
-    _r("PACKAGE_SERVICE_NO_DELETE", package_service_no_delete, "services are not deleted from a given package", (P,), (P,), (P,)),
-    _r("ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED", enum_value_no_delete_unless_name_reserved, "enum values are deleted only with their name reserved", (J,), (J,), (C, J)),
-    _r("FIELD_NO_DELETE_UNLESS_NAME_RESERVED", field_no_delete_unless_name_reserved, "fields are deleted only with their name reserved", (J,), (J,), (C, J)),
-    _r("FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY", field_wire_json_compatible_cardinality, "fields keep a wire- and JSON-compatible cardinality", (J,), (J,), (C, J)),
-    _r("FIELD_WIRE_JSON_COMPATIBLE_TYPE", field_wire_json_compatible_type, "fields keep a wire- and JSON-compatible type", None, (J,), (C, J)),
-    _r("ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED", enum_value_no_delete_unless_number_reserved, "enum values are deleted only with their number reserved", (J, W), (J, W), (C, J, W)),
-    _r("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", field_no_delete_unless_number_reserved, "fields are deleted only with their number reserved", (J, W), (J, W), (C, J, W)),
-    _r("FIELD_WIRE_COMPATIBLE_CARDINALITY", field_wire_compatible_cardinality, "fields keep a wire-compatible cardinality", (W,), (W,), (W,)),
-    _r("FIELD_WIRE_COMPATIBLE_TYPE", field_wire_compatible_type, "fields keep a wire-compatible type", None, (W,), (W,)),
-    # Deprecated ids: selecting one selects its replacements.
-    _r("FIELD_SAME_CTYPE", field_same_cpp_string_type, "deprecated: FIELD_SAME_CPP_STRING_TYPE", (), (), None, ("FIELD_SAME_CPP_STRING_TYPE",)),
-    _r("FIELD_SAME_LABEL", field_same_cardinality, "deprecated: the cardinality rules", (), (), None,
-       ("FIELD_SAME_CARDINALITY", "FIELD_WIRE_COMPATIBLE_CARDINALITY", "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY")),
-    _r("FILE_SAME_JAVA_STRING_CHECK_UTF8", field_same_java_utf8_validation, "deprecated: FIELD_SAME_JAVA_UTF8_VALIDATION", (), (), None, ("FIELD_SAME_JAVA_UTF8_VALIDATION",)),
-    _r("FILE_SAME_PHP_GENERIC_SERVICES", message_same_message_set_wire_format, "deprecated, checks nothing", (), (), None),
-    _r("MESSAGE_SAME_MESSAGE_SET_WIRE_FORMAT", message_same_message_set_wire_format, "deprecated, checks nothing", (), (), ()),
-)  # fmt: skip
+    _r("FILE_SAME_SYNTAX", file_same_syntax, _FP, _FP, (C, FI, P),
+       "files do not change syntax or edition"),
+    _r("MESSAGE_NO_REMOVE_STANDARD_DESCRIPTOR_ACCESSOR",
+       message_no_remove_standard_descriptor_accessor, _FP, _FP, (C, FI, P),
+       "messages do not turn on no_standard_descriptor_accessor"),
+    _r("ONEOF_NO_DELETE", oneof_no_delete, _FP, _FP, (C, FI, P),
+       "oneofs are not deleted from a given message"),
+    _r("RPC_NO_DELETE", rpc_no_delete, _FP, _FP, _FP,
+       "RPCs are not deleted from a given service"),
+    _r("ENUM_SAME_JSON_FORMAT", enum_same_json_format, _FPJ, _FPJ, (C, FI, P, J),
+       "enums keep JSON format support"),
+    _r("ENUM_VALUE_SAME_NAME", enum_value_same_name, _FPJ, _FPJ, (C, FI, P, J),
+       "enum values keep their name"),
+    _r("FIELD_SAME_JSON_NAME", field_same_json_name, _FPJ, _FPJ, (C, FI, P, J),
+       "fields keep their json_name"),
+    _r("FIELD_SAME_NAME", field_same_name, _FPJ, _FPJ, (C, FI, P, J),
+       "fields keep their name"),
+    _r("MESSAGE_SAME_JSON_FORMAT", message_same_json_format, _FPJ, _FPJ, (C, FI, P, J),
+       "messages keep JSON format support"),
+    _r("FIELD_SAME_DEFAULT", field_same_default, None, None, (C, *_FPJW),
+       "fields keep their default value"),
+    _r("FIELD_SAME_ONEOF", field_same_oneof, _FPJW, _FPJW, (C, *_FPJW),
+       "fields do not move into, out of or between oneofs"),
+    _r("FILE_SAME_PACKAGE", file_same_package, (FI,), _FPJW, (C, *_FPJW),
+       "files do not change package"),
+    _r("MESSAGE_SAME_REQUIRED_FIELDS", message_same_required_fields, _FPJW, _FPJW, (C, *_FPJW),
+       "messages neither add nor delete required fields"),
+    _r("RESERVED_ENUM_NO_DELETE", reserved_enum_no_delete, _FPJW, _FPJW, (C, *_FPJW),
+       "reserved ranges and names are not deleted from enums"),
+    _r("RESERVED_MESSAGE_NO_DELETE", reserved_message_no_delete, _FPJW, _FPJW, (C, *_FPJW),
+       "reserved ranges and names are not deleted from messages"),
+    _r("RPC_SAME_CLIENT_STREAMING", rpc_same_client_streaming, _FPJW, _FPJW, (C, *_FPJW),
+       "RPCs keep client streaming"),
+    _r("RPC_SAME_IDEMPOTENCY_LEVEL", rpc_same_idempotency_level, _FPJW, _FPJW, (C, *_FPJW),
+       "RPCs keep their idempotency level"),
+    _r("RPC_SAME_REQUEST_TYPE", rpc_same_request_type, _FPJW, _FPJW, (C, *_FPJW),
+       "RPCs keep their request type"),
+    _r("RPC_SAME_RESPONSE_TYPE", rpc_same_response_type, _FPJW, _FPJW, (C, *_FPJW),
+       "RPCs keep their response type"),
+    _r("RPC_SAME_SERVER_STREAMING", rpc_same_server_streaming, _FPJW, _FPJW, (C, *_FPJW),
+       "RPCs keep server streaming"),
+    _r("PACKAGE_ENUM_NO_DELETE", package_enum_no_delete, (P,), (P,), (P,),
+       "enums are not deleted from a given package"),
+    _r("PACKAGE_EXTENSION_NO_DELETE", package_extension_no_delete, None, None, (P,),
+       "extensions are not deleted from a given package"),
+    _r("PACKAGE_MESSAGE_NO_DELETE", package_message_no_delete, (P,), (P,), (P,),
+       "messages are not deleted from a given package"),
+    _r("PACKAGE_NO_DELETE", package_no_delete, (P,), (P,), (P,),
+       "packages are not deleted"),
+    _r("PACKAGE_SERVICE_NO_DELETE", package_service_no_delete, (P,), (P,), (P,),
+       "services are not deleted from a given package"),
+    _r("ENUM_VALUE_NO_DELETE_UNLESS_NAME_RESERVED", enum_value_no_delete_unless_name_reserved,
+       (J,), (J,), (C, J),
+       "enum values are deleted only with their name reserved"),
+    _r("FIELD_NO_DELETE_UNLESS_NAME_RESERVED", field_no_delete_unless_name_reserved,
+       (J,), (J,), (C, J),
+       "fields are deleted only with their name reserved"),
+    _r("FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY", field_wire_json_compatible_cardinality,
+       (J,), (J,), (C, J),
+       "fields keep a wire- and JSON-compatible cardinality"),
+    _r("FIELD_WIRE_JSON_COMPATIBLE_TYPE", field_wire_json_compatible_type, None, (J,), (C, J),
+       "fields keep a wire- and JSON-compatible type"),
+    _r("ENUM_VALUE_NO_DELETE_UNLESS_NUMBER_RESERVED",
+       enum_value_no_delete_unless_number_reserved, (J, W), (J, W), (C, J, W),
+       "enum values are deleted only with their number reserved"),
+    _r("FIELD_NO_DELETE_UNLESS_NUMBER_RESERVED", field_no_delete_unless_number_reserved,
+       (J, W), (J, W), (C, J, W),
+       "fields are deleted only with their number reserved"),
+    _r("FIELD_WIRE_COMPATIBLE_CARDINALITY", field_wire_compatible_cardinality,
+       (W,), (W,), (W,),
+       "fields keep a wire-compatible cardinality"),
+    _r("FIELD_WIRE_COMPATIBLE_TYPE", field_wire_compatible_type, None, (W,), (W,),
+       "fields keep a wire-compatible type"),
+    # Deprecated ids (empty categories): selecting one selects its replacements.
+    _r("FIELD_SAME_CTYPE", field_same_cpp_string_type, (), (), None,
+       "deprecated: use FIELD_SAME_CPP_STRING_TYPE", ("FIELD_SAME_CPP_STRING_TYPE",)),
+    _r("FIELD_SAME_LABEL", field_same_cardinality, (), (), None,
+       "deprecated: use the three cardinality rules",
+       ("FIELD_SAME_CARDINALITY", "FIELD_WIRE_COMPATIBLE_CARDINALITY",
+        "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY")),
+    _r("FILE_SAME_JAVA_STRING_CHECK_UTF8", field_same_java_utf8_validation, (), (), None,
+       "deprecated: use FIELD_SAME_JAVA_UTF8_VALIDATION", ("FIELD_SAME_JAVA_UTF8_VALIDATION",)),
+    _r("FILE_SAME_PHP_GENERIC_SERVICES", message_same_message_set_wire_format, (), (), None,
+       "deprecated, checks nothing"),
+    _r("MESSAGE_SAME_MESSAGE_SET_WIRE_FORMAT", message_same_message_set_wire_format,
+       (), (), (), "deprecated, checks nothing"),
+)
+# fmt: on
 
 RULES_BY_ID: dict[str, Rule] = {rule.id: rule for rule in BUF_RULES}
 
