@@ -195,7 +195,7 @@ class ConnectOptions:
     """Transport-specific options (e.g. QUIC's ticket store), by name."""
 
 
-class _Connecting:
+class Connecting:
     """What `connect` returns: await it for a channel, or use it with ``async with``."""
 
     def __init__(self, url: str, options: ConnectOptions) -> None:
@@ -240,7 +240,7 @@ def connect(
     ssl_context: ssl.SSLContext | None = None,
     open_timeout: float = 10.0,
     **extra: Any,
-) -> _Connecting:
+) -> Connecting:
     """Open a `Channel` to `url`; the scheme picks the transport (`SCHEME_MODULES`).
 
     ``channel = await connect(url)`` or ``async with connect(url) as channel:``.
@@ -260,4 +260,4 @@ def connect(
         **{key: value for key, value in extra.items() if key in known},
         extra={key: value for key, value in extra.items() if key not in known},
     )
-    return _Connecting(url, options)
+    return Connecting(url, options)
