@@ -237,7 +237,8 @@ class GrpcServer:
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return None
-            await _succeed(grpc_context, context)
+            if context.response_headers or context.trailers:
+                await _succeed(grpc_context, context)
             return response
 
         return handle
@@ -277,7 +278,8 @@ class GrpcServer:
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return None
-            await _succeed(grpc_context, context)
+            if context.response_headers or context.trailers:
+                await _succeed(grpc_context, context)
             return response
 
         return handle
