@@ -18,7 +18,14 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import (
+    AsyncGenerator,
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Iterable,
+    Mapping,
+)
 from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
@@ -244,7 +251,7 @@ class WireChannel(Channel):
         """Call `callback(message)` for every push (in the event loop; must not block)."""
         self.endpoint.push_callbacks.append(callback)
 
-    async def pushes(self) -> AsyncIterator[Message]:
+    async def pushes(self) -> AsyncGenerator[Message, None]:
         """Iterate pushed messages (decoded by push type id) until the channel closes."""
         endpoint = self.endpoint
         while True:

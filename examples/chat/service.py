@@ -1,0 +1,128 @@
+"""The example chat service: the generated `ChatServiceBase`, implemented in memory.
+
+Serve it with ``flare serve examples.chat.service:server --ws :8080`` (with
+``generated/`` on ``PYTHONPATH``) or run the scripted demo,
+``python -m examples.chat.demo``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+from collections.abc import AsyncIterator
+
+from examples.chat.v1 import chat_pb2
+from examples.chat.v1.chat_flare import ChatServiceBase
+from google.protobuf import empty_pb2, timestamp_pb2
+
+from flare_runtime import CallContext, JWTAuth, RpcError, Server, StatusCode
+from flare_runtime.connection import ServerConnection
+
+DEMO_KEY = os.environ.get("FLARE_DEMO_JWT_KEY", "flare-demo-signing-key-change-me-0123456789")
+"""HS256 key of the demo server (set FLARE_DEMO_JWT_KEY in anything real)."""
+
+
+def _now() -> timestamp_pb2.Timestamp:
+    stamp = timestamp_pb2.Timestamp()
+    stamp.GetCurrentTime()
+    return stamp
+
+
+class ChatService(ChatServiceBase):
+    """Rooms with gap-free sequence numbers, live subscriptions and pushes."""
+
+    def __init__(self) -> None:
+        self.rooms: dict[str, list[chat_pb2.ChatMessage]] = {}
+        self.sent: dict[str, chat_pb2.SendReply] = {}
+        self.listeners: dict[str, set[asyncio.Queue[chat_pb2.RoomEvent]]] = {}
+        self.connections: set[ServerConnection] = set()
+        self._ids = itertools.count(1)
+
+    def _remember(self, context: CallContext) -> None:
+        connection = context.connection
+        if connection is not None and connection not in self.connections:
+            self.connections.add(connection)
+            connection.add_close_callback(self.connections.discard)
+
+    async def send(self, request: chat_pb2.SendRequest, context: CallContext) -> chat_pb2.SendReply:
+        self._remember(context)
+        if request.client_message_id in self.sent:
+            return self.sent[request.client_message_id]  # idempotent retry
+        if not request.message.room:
+            raise RpcError(StatusCode.INVALID_ARGUMENT, "message.room is required")
+        history = self.rooms.setdefault(request.message.room, [])
+        message = chat_pb2.ChatMessage()
+        message.CopyFrom(request.message)
+        message.message_id = f"m{next(self._ids)}"
+        message.author = context.principal.subject if context.principal else "anonymous"
+        message.seq = len(history) + 1
+        message.sent_at.CopyFrom(_now())
+        history.append(message)
+        reply = chat_pb2.SendReply(message_id=message.message_id, seq=message.seq)
+        reply.accepted_at.CopyFrom(message.sent_at)
+        self.sent[request.client_message_id] = reply
+        event = chat_pb2.RoomEvent(posted=chat_pb2.MessagePosted(message=message))
+        for queue in self.listeners.get(message.room, ()):
+            queue.put_nowait(event)
+        push = chat_pb2.MessagePosted(message=message)
+        for connection in list(self.connections):
+            if not connection.closed:
+                connection.push(push)
+        return reply
+
+    async def subscribe(
+        self, request: chat_pb2.SubscribeRequest, context: CallContext
+    ) -> AsyncIterator[chat_pb2.RoomEvent]:
+        self._remember(context)
+        queue: asyncio.Queue[chat_pb2.RoomEvent] = asyncio.Queue()
+        listeners = self.listeners.setdefault(request.room, set())
+        listeners.add(queue)
+        try:
+            if request.after_seq:
+                for message in self.rooms.get(request.room, [])[request.after_seq :]:
+                    yield chat_pb2.RoomEvent(posted=chat_pb2.MessagePosted(message=message))
+            while True:
+                yield await queue.get()
+        finally:
+            listeners.discard(queue)
+
+    async def upload(
+        self, requests: AsyncIterator[chat_pb2.UploadChunk], context: CallContext
+    ) -> chat_pb2.UploadReply:
+        size = 0
+        upload_id = ""
+        async for chunk in requests:
+            upload_id = chunk.upload_id
+            size += len(chunk.data)
+        return chat_pb2.UploadReply(upload_id=upload_id, size=size)
+
+    async def chat(
+        self, requests: AsyncIterator[chat_pb2.ChatMessage], context: CallContext
+    ) -> AsyncIterator[chat_pb2.ChatMessage]:
+        async for message in requests:
+            answer = chat_pb2.ChatMessage(room=message.room, author="echo-bot")
+            answer.text = f"you said {message.text!r}"
+            answer.sent_at.CopyFrom(_now())
+            yield answer
+
+    async def history(
+        self, request: chat_pb2.HistoryRequest, context: CallContext
+    ) -> chat_pb2.HistoryReply:
+        messages = self.rooms.get(request.room, [])
+        if request.before_seq:
+            messages = messages[: request.before_seq - 1]
+        limit = request.limit or 50
+        return chat_pb2.HistoryReply(messages=messages[-limit:])
+
+    async def ping(self, request: empty_pb2.Empty, context: CallContext) -> timestamp_pb2.Timestamp:
+        return _now()
+
+
+def make_server() -> Server:
+    """The chat server: `ChatService` behind JWT auth (key `DEMO_KEY`)."""
+    return Server([ChatService()], auth=JWTAuth(DEMO_KEY))
+
+
+server = make_server()
+"""For ``flare serve examples.chat.service:server``."""
