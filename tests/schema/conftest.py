@@ -1,0 +1,116 @@
+"""Helpers for the schema CI tests: write .proto trees, run ``flare schema``."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from flare_codegen.cli import main
+
+CHAT_PROTO = """\
+syntax = "proto3";
+
+package chat.v1;
+
+import "flare/options/v1/options.proto";
+
+message SendRequest {
+  string text = 1;
+}
+
+message SendReply {
+  uint64 seq = 1;
+}
+
+message Joined {
+  option (flare.options.v1.message) = {push_type_id: 1};
+  string user = 1;
+}
+
+service Chat {
+  option (flare.options.v1.service) = {
+    service_id: 1
+    reserved_route_ids: [{start: 9}]
+  };
+  rpc Send(SendRequest) returns (SendReply) {
+    option (flare.options.v1.method) = {route_id: 1, idempotent: true};
+  }
+  rpc Watch(SendRequest) returns (stream SendReply) {
+    option (flare.options.v1.method) = {
+      route_id: 2
+      auth: AUTH_REQUIREMENT_AUTHENTICATED
+      transports: [TRANSPORT_WEBSOCKET, TRANSPORT_QUIC]
+    };
+  }
+  rpc Ping(SendRequest) returns (SendReply) {
+    option (flare.options.v1.method) = {route_id: 3};
+  }
+}
+"""
+
+
+@dataclass(frozen=True)
+class Run:
+    """The outcome of one ``flare`` invocation."""
+
+    code: int
+    out: str
+    err: str
+
+    def findings(self) -> list[dict[str, object]]:
+        """stdout parsed as buf's JSON lines."""
+        return [json.loads(line) for line in self.out.splitlines() if line.strip()]
+
+    def rules(self) -> set[str]:
+        return {str(f["type"]) for f in self.findings()}
+
+
+def write_tree(root: Path, files: dict[str, str]) -> Path:
+    """Write `files` (relative path -> text) under `root`; return `root`."""
+    for name, text in files.items():
+        path = root / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text, encoding="utf-8")
+    return root
+
+
+@pytest.fixture
+def flare(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
+    """Run the ``flare`` CLI in-process: ``flare("schema", "check", ...)``."""
+
+    def run(*args: str) -> Run:
+        capsys.readouterr()
+        code = main(list(args))
+        captured = capsys.readouterr()
+        return Run(code, captured.out, captured.err)
+
+    return run
+
+
+@pytest.fixture
+def schema_pair(tmp_path: Path) -> Callable[..., tuple[Path, Path]]:
+    """Write a previous/current pair of trees; returns (current, previous)."""
+
+    def make(current: dict[str, str], previous: dict[str, str]) -> tuple[Path, Path]:
+        return (
+            write_tree(tmp_path / "current", current),
+            write_tree(tmp_path / "previous", previous),
+        )
+
+    return make
+
+
+@pytest.fixture
+def chat_proto() -> str:
+    """A Flare-annotated schema that the rule tests mutate."""
+    return CHAT_PROTO
+
+
+@pytest.fixture
+def tree_writer() -> Callable[[Path, dict[str, str]], Path]:
+    """`write_tree` as a fixture (test modules cannot import conftest)."""
+    return write_tree
