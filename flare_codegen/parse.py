@@ -447,8 +447,11 @@ class _Parser:
                     f"{label} lists {_names(outside)} but service {service_name} "
                     f"is served on {_names(default_transports)} only",
                 )
+        # A service with a Flare id is served everywhere by default, so each of
+        # its methods needs a route id unless it opts into gRPC only; a service
+        # without one (e.g. googleapis) is plain gRPC.
         resolved_transports = (
-            transports or default_transports or (ALL_TRANSPORTS if has_ids else frozenset())
+            transports or default_transports or (ALL_TRANSPORTS if service_id else frozenset())
         )
         if not resolved_transports:
             resolved_transports = frozenset({Transport.GRPC})

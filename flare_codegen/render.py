@@ -29,27 +29,28 @@ _STDLIB = frozenset({"abc", "collections.abc", "typing"})
 # Strings ---------------------------------------------------------------------
 
 
+def _escape_char(char: str) -> str:
+    """An escape sequence for a character that is not printable (lower-case hex, as ruff)."""
+    code = ord(char)
+    if code < 0x100:
+        return f"\\x{code:02x}"
+    if code < 0x10000:
+        return f"\\u{code:04x}"
+    return f"\\U{code:08x}"
+
+
+_SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
+
+
 def _escape(text: str, quote: str) -> str:
     out: list[str] = []
     for char in text:
-        if char == "\\":
-            out.append("\\\\")
+        if char in _SHORT_ESCAPES:
+            out.append(_SHORT_ESCAPES[char])
         elif char == quote:
             out.append("\\" + quote)
-        elif char == "\n":
-            out.append("\\n")
-        elif char == "\t":
-            out.append("\\t")
-        elif char == "\r":
-            out.append("\\r")
         elif not char.isprintable():
-            code = ord(char)
-            if code < 0x100:
-                out.append(f"\\x{code:02x}")
-            elif code < 0x10000:
-                out.append(f"\\u{code:04x}")
-            else:
-                out.append(f"\\U{code:08x}")
+            out.append(_escape_char(char))
         else:
             out.append(char)
     return "".join(out)
@@ -61,24 +62,39 @@ def string_literal(text: str) -> str:
     return quote + _escape(text, quote) + quote
 
 
+def _docstring_line(line: str, *, last: bool) -> str:
+    out: list[str] = []
+    quotes = 0  # unescaped double quotes just emitted; a third would close the string
+    for char in line:
+        if char == '"':
+            if quotes == 2:
+                out.append('\\"')
+                quotes = 0
+            else:
+                out.append(char)
+                quotes += 1
+            continue
+        quotes = 0
+        if char == "\\":
+            out.append("\\\\")
+        elif char.isprintable() or char == "\t":
+            out.append(char)
+        else:
+            out.append(_escape_char(char))
+    if last and out and out[-1] == '"':
+        out[-1] = '\\"'  # a quote right before the closing quotes would merge with them
+    return "".join(out)
+
+
 def docstring(text: str, indent: str) -> list[str]:
-    """Docstring lines for `text` (already dedented), at `indent`."""
-    body = text.replace("\\", "\\\\").replace('"""', '\\"\\"\\"')
-    lines = []
-    for line in body.split("\n"):
-        safe = "".join(
-            char
-            if char.isprintable() or char == "\t"
-            else f"\\x{ord(char):02x}"
-            if ord(char) < 0x100
-            else f"\\u{ord(char):04x}"
-            for char in line
-        )
-        lines.append(safe.rstrip())
-    if lines[-1].endswith('"'):
-        lines[-1] = lines[-1][:-1] + '\\"'
-    if lines[0].startswith(" ") or not lines[0]:
-        lines[0] = lines[0].lstrip()
+    """Docstring lines for `text` (already dedented), at `indent`.
+
+    Escapes what would end the string early or change its value, and strips
+    what ruff format would strip (trailing spaces, the first line's indent).
+    """
+    raw = [line.rstrip() for line in text.split("\n")]
+    raw[0] = raw[0].lstrip()
+    lines = [_docstring_line(line, last=index == len(raw) - 1) for index, line in enumerate(raw)]
     if len(lines) == 1:
         return [f'{indent}"""{lines[0]}"""']
     out = [f'{indent}"""{lines[0]}']

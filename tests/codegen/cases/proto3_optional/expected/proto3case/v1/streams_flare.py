@@ -233,7 +233,12 @@ class TelemetryBase(abc.ABC):
         request: empty_pb2.Empty,
         context: CallContext,
     ) -> empty_pb2.Empty:
-        """``/proto3case.v1.Telemetry/Reset`` (unary).
+        """Reset "all" state, even C:\\temp\\ and ""\"triples""\";    tabs    too.
+
+            indented example
+        ends with a "quote"
+
+        ``/proto3case.v1.Telemetry/Reset`` (unary).
 
         Handle one request; return the response.
         """
@@ -329,7 +334,13 @@ class TelemetryClient:
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> empty_pb2.Empty:
-        """Call ``/proto3case.v1.Telemetry/Reset``."""
+        """Reset "all" state, even C:\\temp\\ and ""\"triples""\";    tabs    too.
+
+            indented example
+        ends with a "quote"
+
+        Call ``/proto3case.v1.Telemetry/Reset``.
+        """
         return await self._channel.unary_unary(
             TelemetryRoutes.RESET,
             request,
