@@ -22,6 +22,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "flare_codegen.commands.routes",
     "flare_codegen.schema.command",
     "flare_runtime.transports.quic_certs",
+    "flare_runtime.commands.serve",
+    "flare_runtime.commands.call",
 )
 
 

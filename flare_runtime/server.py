@@ -216,6 +216,10 @@ class Server:
     ) -> None:
         """Start, then serve until SIGINT/SIGTERM or `shutdown`; shut down gracefully."""
         await self.start(websocket=websocket, quic=quic, grpc=grpc, tls=tls)
+        await self.serve_started(grace=grace)
+
+    async def serve_started(self, *, grace: float = 10.0) -> None:
+        """Serve an already started server until SIGINT/SIGTERM or `shutdown`."""
         loop = asyncio.get_running_loop()
         installed: list[signal.Signals] = []
         for sig in (signal.SIGINT, signal.SIGTERM):

@@ -1,0 +1,93 @@
+"""``flare serve module:attr --ws HOST:PORT [--quic HOST:PORT] [--grpc HOST:PORT]``.
+
+`attr` names a `flare_runtime.Server`, or a callable returning one. Serves
+until SIGINT/SIGTERM, then shuts down gracefully (``--grace`` seconds).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def register(subparsers: Any) -> None:
+    """Add the ``serve`` subcommand."""
+    parser = subparsers.add_parser(
+        "serve",
+        help="serve a Flare Server over WebSocket/QUIC/gRPC",
+        description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("target", help="module:attr of a Server (or a callable returning one)")
+    parser.add_argument("--ws", metavar="HOST:PORT", help="serve WebSocket here (e.g. :8080)")
+    parser.add_argument("--quic", metavar="HOST:PORT", help="serve QUIC here (needs TLS)")
+    parser.add_argument("--grpc", metavar="HOST:PORT", help="serve gRPC here")
+    parser.add_argument("--tls-cert", help="PEM certificate chain (TLS 1.3)")
+    parser.add_argument("--tls-key", help="PEM private key")
+    parser.add_argument("--grace", type=float, default=10.0, help="shutdown grace period (s)")
+    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.set_defaults(func=run)
+
+
+def load_server(target: str) -> Any:
+    """Import ``module:attr`` (cwd and ./generated on sys.path) and return the Server."""
+    from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
+    from flare_runtime.server import Server  # noqa: PLC0415 -- keeps `flare --help` fast
+
+    module_name, _, attr = target.partition(":")
+    if not module_name or not attr:
+        raise ConfigurationError(f"expected module:attr, got {target!r}")
+    for path in (Path.cwd() / "generated", Path.cwd()):
+        if path.is_dir() and str(path) not in sys.path:
+            sys.path.insert(0, str(path))
+    module = importlib.import_module(module_name)
+    value = getattr(module, attr, None)
+    if value is None:
+        raise ConfigurationError(f"{module_name} has no attribute {attr!r}")
+    if not isinstance(value, Server) and callable(value):
+        value = value()
+    if not isinstance(value, Server):
+        raise ConfigurationError(f"{target} is not a flare_runtime.Server")
+    return value
+
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; 0 on a clean stop, 2 on a configuration error."""
+    from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
+    from flare_runtime.server import TLSFiles  # noqa: PLC0415 -- keeps `flare --help` fast
+
+    try:
+        server = load_server(args.target)
+    except (ConfigurationError, ImportError) as exc:
+        print(f"flare serve: {exc}", file=sys.stderr)
+        return 2
+    if bool(args.tls_cert) != bool(args.tls_key):
+        print("flare serve: give both --tls-cert and --tls-key", file=sys.stderr)
+        return 2
+    tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
+
+    async def main() -> None:
+        await server.start(websocket=args.ws, quic=args.quic, grpc=args.grpc, tls=tls)
+        for name, address in (("websocket", args.ws), ("quic", args.quic), ("grpc", args.grpc)):
+            if address:
+                print(f"flare: serving {name} on port {server.port(name)}", flush=True)
+        await server.serve_started(grace=args.grace)
+
+    try:
+        if args.uvloop:
+            import uvloop  # noqa: PLC0415 -- keeps `flare --help` fast
+
+            uvloop.run(main())
+        else:
+            asyncio.run(main())
+    except ConfigurationError as exc:
+        print(f"flare serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:
+        print(f"flare serve: cannot listen: {exc}", file=sys.stderr)
+        return 2
+    return 0

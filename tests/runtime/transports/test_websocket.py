@@ -1,0 +1,139 @@
+"""WebSocket-specific behaviour: keepalive, TLS 1.3, bad input, connection metadata."""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from websockets.asyncio.client import connect as raw_connect
+from websockets.exceptions import ConnectionClosed
+
+from flare_runtime import connect
+from flare_runtime.errors import ConnectionClosedError
+from flare_runtime.protocol.config import ProtocolConfig
+from flare_runtime.server import Server, ServerOptions, TLSFiles
+from flare_runtime.testing.harness import start_rig
+from flare_runtime.testing.service import (
+    SERVICE,
+    BytesValue,
+    ConformanceService,
+    Routes,
+    StringValue,
+)
+from flare_runtime.transports.quic_certs import write_dev_certificate
+from flare_runtime.wire_channel import WireChannel
+
+UNIT = 1.0
+
+
+async def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.02)
+
+
+async def test_keepalive_timeout_closes_a_dead_peer() -> None:
+    options = ServerOptions(protocol=ProtocolConfig(keepalive_interval=0.2, keepalive_timeout=0.3))
+    rig = await start_rig("websocket", options)
+    try:
+        channel = await rig.channel(protocol=ProtocolConfig(keepalive_interval=None))
+        assert isinstance(channel, WireChannel)
+        await channel.unary_unary(Routes.ECHO, BytesValue())
+        assert len(rig.server.connections) == 1
+        # The client stops reading: it never answers the server's PING.
+        channel.endpoint.transport.pause_reading()
+        await _wait_for(lambda: not rig.server.connections, 10 * UNIT)
+        channel.endpoint.transport.resume_reading()
+        await _wait_for(lambda: channel.closed, 10 * UNIT)
+        await channel.close()
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_live_peer_survives_keepalive() -> None:
+    options = ServerOptions(protocol=ProtocolConfig(keepalive_interval=0.1, keepalive_timeout=0.3))
+    rig = await start_rig("websocket", options)
+    try:
+        async with rig.connect(protocol=ProtocolConfig(keepalive_interval=None)) as channel:
+            await asyncio.sleep(1.0)  # many keepalive rounds
+            assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"k"))).value == b"k"
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_tls13_wss(tmp_path: Path) -> None:
+    files = write_dev_certificate(tmp_path, names=["127.0.0.1"])
+    server = Server([(SERVICE, ConformanceService())])
+    await server.start(
+        websocket="127.0.0.1:0", tls=TLSFiles(str(files.certificate), str(files.private_key))
+    )
+    try:
+        context = ssl.create_default_context(cafile=str(files.certificate))
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        url = f"wss://127.0.0.1:{server.port('websocket')}"
+        async with connect(url, ssl_context=context) as channel:
+            assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"s"))).value == b"s"
+            assert isinstance(channel, WireChannel)
+            transport = channel.endpoint.transport
+            ssl_object = transport.transport.get_extra_info("ssl_object")  # type: ignore[attr-defined]
+            assert ssl_object.version() == "TLSv1.3"
+        # An untrusted certificate is refused.
+        with pytest.raises(ConnectionClosedError):
+            await connect(url, open_timeout=5 * UNIT)
+    finally:
+        await server.shutdown(grace=UNIT)
+
+
+async def test_garbage_closes_only_that_connection() -> None:
+    rig = await start_rig("websocket")
+    try:
+        async with rig.connect() as good:
+            async with raw_connect(rig.url) as bad:
+                await bad.send(b"\x00\x00\x00\x05\xff\x00\x00\x00\x00\x00hello" * 3)
+                with pytest.raises(ConnectionClosed):
+                    async with asyncio.timeout(10 * UNIT):
+                        while True:
+                            await bad.recv()
+            async with raw_connect(rig.url) as texting:
+                await texting.send("text is not allowed")
+                with pytest.raises(ConnectionClosed) as closed:
+                    async with asyncio.timeout(10 * UNIT):
+                        while True:
+                            await texting.recv()
+                assert closed.value.rcvd is not None
+                assert closed.value.rcvd.code == 1003
+            assert (await good.unary_unary(Routes.ECHO, BytesValue(value=b"g"))).value == b"g"
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_handshake_headers_become_connection_metadata() -> None:
+    rig = await start_rig("websocket")
+    try:
+        token = rig.token("dave")
+        async with rig.connect(metadata={"tenant": "acme"}) as channel:
+            assert (await channel.unary_unary(Routes.ECHO, BytesValue())).value == b""
+            (connection,) = rig.server.connections
+            assert connection.metadata.get("x-flare-tenant") == "acme"
+        # Browsers cannot set headers: ?access_token= works instead.
+        async with raw_connect(f"{rig.url}/?access_token={token}"):
+            await _wait_for(lambda: len(rig.server.connections) == 1, 5 * UNIT)
+            (connection,) = rig.server.connections
+            await _wait_for(lambda: connection.principal is not None, 5 * UNIT)
+            principal = connection.principal
+            assert principal is not None
+            assert principal.subject == "dave"
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_auth_reaches_who_am_i_over_handshake_token() -> None:
+    rig = await start_rig("websocket")
+    try:
+        async with rig.connect(token=rig.token("erin")) as channel:
+            assert (await channel.unary_unary(Routes.WHO_AM_I, StringValue())).value == "erin"
+    finally:
+        await rig.server.shutdown(grace=UNIT)
