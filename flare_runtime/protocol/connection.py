@@ -62,11 +62,12 @@ from flare_runtime.protocol.frames import (
     CloseCode,
     FrameType,
     MetadataInput,
+    MetadataPairs,
     SettingId,
     decode_call_start_payload,
     decode_close_payload,
     decode_code_reason_payload,
-    decode_end_call_payload,
+    decode_end_call,
     decode_goaway_payload,
     decode_hello_payload,
     decode_metadata,
@@ -111,9 +112,12 @@ class LimitExceededError(LocalProtocolError):
 _HELLO: Final = int(FrameType.HELLO)
 _MESSAGE: Final = int(FrameType.MESSAGE)
 _PUSH: Final = int(FrameType.PUSH)
+_CALL_START: Final = int(FrameType.CALL_START)
+_END_CALL: Final = int(FrameType.END_CALL)
 _CLOSE: Final = int(FrameType.CLOSE)
 
 _OPEN: Final = int(CallState.OPEN)
+_HALF_CLOSED: Final = int(CallState.HALF_CLOSED)
 _C_MSG: Final = int(CallInput.CLIENT_MESSAGE)
 _C_END: Final = int(CallInput.CLIENT_MESSAGE_END)
 _C_HALF: Final = int(CallInput.CLIENT_HALF_CLOSE)
@@ -123,8 +127,12 @@ _S_MSG: Final = int(CallInput.SERVER_MESSAGE)
 _S_END: Final = int(CallInput.SERVER_END)
 
 _STATUS_CODES: Final = tuple(StatusCode)
+_OK: Final = StatusCode.OK
 _CALL_START_FIXED: Final = struct.Struct(">IBBIIQ")  # frame header + route id + timeout
-_EMPTY_METADATA_BLOCK: Final = b"\x00"
+_START_EMPTY: Final = struct.Struct(">IBBIIQB")  # ... + an empty metadata block
+_START_EMPTY_AND_MESSAGE: Final = struct.Struct(">IBBIIQBIBBI")  # ... + a MESSAGE header
+_END_CALL_OK: Final = struct.Struct(">IBBII")  # END_CALL with the 4-byte OK payload
+_CALL_START_PAYLOAD: Final = struct.Struct(">IQ")
 _MESSAGE_HEADER_PACK: Final = HEADER.pack
 _MAX_WINDOW: Final = (1 << 31) - 1
 
@@ -191,6 +199,7 @@ class Connection:
         self._closed = False
         self._max_message_size = self.settings.max_message_size
         self._max_frame_size = self.settings.max_frame_size
+        self._initial_window = self.settings.initial_window_size
         self._ack_threshold = max(
             1, int(self.settings.initial_window_size * self.config.window_update_ratio)
         )
@@ -394,7 +403,8 @@ class Connection:
         the handshake completes. Raises `LimitExceededError` when the metadata
         is larger than the server accepts, `LocalProtocolError` after GOAWAY.
         """
-        self._check_open()
+        if self._closed:
+            raise ConnectionClosedError("the Flare connection is closed")
         if not self._is_client:
             raise LocalProtocolError("only a client starts calls")
         if self._goaway_last is not None:
@@ -404,16 +414,17 @@ class Connection:
             raise LocalProtocolError("call ids exhausted: open a new connection")
         if not 0 <= route_id <= MAX_CALL_ID:
             raise ValueError(f"route id {route_id} does not fit 32 bits")
-        if message is not None and len(message) > self.peer_settings.max_message_size:
+        peer = self.peer_settings
+        if message is not None and len(message) > peer.max_message_size:
             raise LimitExceededError(
                 f"message of {len(message)} bytes exceeds the peer's max_message_size "
-                f"({self.peer_settings.max_message_size})"
+                f"({peer.max_message_size})"
             )
-        block = encode_metadata(metadata) if metadata else _EMPTY_METADATA_BLOCK
-        if len(block) > self.peer_settings.max_metadata_size:
+        block = encode_metadata(metadata) if metadata else None
+        if block is not None and len(block) > peer.max_metadata_size:
             raise LimitExceededError(
                 f"metadata of {len(block)} bytes exceeds the peer's max_metadata_size "
-                f"({self.peer_settings.max_metadata_size})"
+                f"({peer.max_metadata_size})"
             )
         deadline: float | None = None
         timeout_us = 0
@@ -421,19 +432,44 @@ class Connection:
             timeout_us = max(1, round(timeout * 1_000_000))
             deadline = now + timeout
         self._last_call_id = call_id
-        call = _Call(
-            self.peer_settings.initial_window_size, self.settings.initial_window_size, deadline
-        )
+        call = _Call(peer.initial_window_size, self._initial_window, deadline)
         self._calls[call_id] = call
-        out = self._out
-        out.append(
-            _CALL_START_FIXED.pack(
-                12 + len(block), FrameType.CALL_START, 0, call_id, route_id, timeout_us
-            )
-        )
-        out.append(block)
         if deadline is not None:
             self._push_deadline(deadline, call_id)
+        out = self._out
+        if block is None:
+            if message is None:
+                out.append(_START_EMPTY.pack(13, _CALL_START, 0, call_id, route_id, timeout_us, 0))
+            else:
+                # The unary fast path: CALL_START and the MESSAGE header in one pack.
+                size = len(message)
+                out.append(
+                    _START_EMPTY_AND_MESSAGE.pack(
+                        13,
+                        _CALL_START,
+                        0,
+                        call_id,
+                        route_id,
+                        timeout_us,
+                        0,
+                        size,
+                        _MESSAGE,
+                        FLAG_END_STREAM if end_stream else 0,
+                        call_id,
+                    )
+                )
+                out.append(message)
+                call.send_credit -= size
+                if end_stream:
+                    call.state = _HALF_CLOSED
+                return call_id
+        else:
+            out.append(
+                _CALL_START_FIXED.pack(
+                    12 + len(block), _CALL_START, 0, call_id, route_id, timeout_us
+                )
+            )
+            out.append(block)
         if message is not None:
             self.send_message(call_id, message, end_stream)
         elif end_stream:
@@ -585,19 +621,27 @@ class Connection:
         into it). The call is forgotten. Ending an already ended call (cancelled
         by the client, deadline passed) does nothing.
         """
-        call = self._server_call(call_id)
-        if call is None:
-            return
-        self._transition(call, _S_END, call_id, local=True)
-        frame = encode_end_call(call_id, status, message, details, trailers)
-        if trailers:
-            size = len(encode_metadata(trailers))
-            if size > self.peer_settings.max_metadata_size:
-                raise LimitExceededError(
-                    f"trailers of {size} bytes exceed the peer's max_metadata_size "
-                    f"({self.peer_settings.max_metadata_size})"
-                )
-        self._forget(call_id, call)
+        call = self._calls.get(call_id)
+        if call is None or self._is_client:
+            call = self._server_call(call_id)
+            if call is None:
+                return
+        if TRANSITIONS[call.state][_S_END] < 0:
+            self._transition(call, _S_END, call_id, local=True)
+        if status == 0 and not message and not details and not trailers:
+            frame = _END_CALL_OK.pack(4, _END_CALL, 0, call_id, 0)
+        else:
+            if trailers:
+                size = len(encode_metadata(trailers))
+                if size > self.peer_settings.max_metadata_size:
+                    raise LimitExceededError(
+                        f"trailers of {size} bytes exceed the peer's max_metadata_size "
+                        f"({self.peer_settings.max_metadata_size})"
+                    )
+            frame = encode_end_call(call_id, status, message, details, trailers)
+        del self._calls[call_id]
+        if call.buffered:
+            self._buffered_total -= call.buffered
         self._out.append(frame)
 
     def send_push(self, type_id: int, payload: bytes) -> None:
@@ -659,13 +703,15 @@ class Connection:
         events = self._events
         handlers = self._handlers
         is_client = self._is_client
+        max_message_size = self._max_message_size
+        max_buffered_input = self.config.max_buffered_input
         while end - pos >= HEADER_SIZE:
             length, frame_type, flags, call_id = unpack(data, pos)
             start = pos + HEADER_SIZE
             stop = start + length
             if frame_type == _MESSAGE:
                 # The hot path, inline: state check, flow control, one event.
-                if length > self._max_message_size:
+                if length > max_message_size:
                     self._message_too_large(call_id, length)
                     if self._closed:
                         return
@@ -702,22 +748,22 @@ class Connection:
                 call.recv_credit -= length
                 call.buffered += length
                 self._buffered_total += length
-                if self._buffered_total > self.config.max_buffered_input:
+                if self._buffered_total > max_buffered_input:
                     self._fail_call(
                         call_id,
                         call,
-                        "connection receive buffer full (max_buffered_input "
-                        f"{self.config.max_buffered_input} bytes)",
+                        f"connection receive buffer full (max_buffered_input {max_buffered_input}"
+                        " bytes)",
                     )
                 else:
                     events.append(MessageReceived(call_id, data[start:stop], end_stream))
                 pos = stop
                 continue
             if frame_type == _PUSH:
-                if length > self._max_message_size:
+                if length > max_message_size:
                     self._fail(
                         CloseCode.FRAME_TOO_LARGE,
-                        f"PUSH of {length} bytes exceeds max_message_size {self._max_message_size}",
+                        f"PUSH of {length} bytes exceeds max_message_size {max_message_size}",
                     )
                     return
             elif length > self._max_frame_size:
@@ -728,7 +774,7 @@ class Connection:
                 return
             if stop > end:
                 break
-            handler = handlers[frame_type] if frame_type < len(handlers) else None
+            handler = handlers[frame_type]
             if handler is None:
                 raise RemoteProtocolError(f"unknown frame type 0x{frame_type:02x}")
             handler(data, start, stop, call_id, now)
@@ -743,7 +789,8 @@ class Connection:
                 self._needed = HEADER_SIZE
 
     def _handler_table(self) -> list[_FrameHandler | None]:
-        table: list[_FrameHandler | None] = [None] * (max(FrameType) + 1)
+        # One slot per possible type byte, so lookup needs no bounds check.
+        table: list[_FrameHandler | None] = [None] * 256
         table[FrameType.HELLO] = self._on_hello
         table[FrameType.WINDOW_UPDATE] = self._on_window_update
         table[FrameType.PING] = self._on_ping
@@ -816,7 +863,11 @@ class Connection:
             raise RemoteProtocolError(
                 f"CALL_START call id {call_id} does not exceed the previous {self._last_call_id}"
             )
-        route_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
+        if stop - start == 13 and data[start + 12] == 0:
+            route_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
+            metadata: MetadataPairs = ()
+        else:
+            route_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
         self._last_call_id = call_id
         metadata_size = stop - start - 12
         if metadata_size > self.settings.max_metadata_size:
@@ -881,14 +932,21 @@ class Connection:
 
     def _on_end_call(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
         self._require_established("END_CALL")
-        status, message, details, trailers = decode_end_call_payload(data, start, stop)
+        trailers: MetadataPairs
+        if stop - start == 4 and data[start + 1 : stop] == b"\x00\x00\x00":
+            status, message, details, trailers, trailers_size = data[start], "", b"", (), 1
+        else:
+            status, message, details, trailers, trailers_size = decode_end_call(data, start, stop)
         call = self._calls.get(call_id)
         if call is None:
             self._check_ignorable(call_id, "END_CALL")
             return
-        self._transition(call, _S_END, call_id, local=False)
-        self._forget(call_id, call)
-        if trailers and len(encode_metadata(trailers)) > self.settings.max_metadata_size:
+        if TRANSITIONS[call.state][_S_END] < 0:
+            self._transition(call, _S_END, call_id, local=False)
+        del self._calls[call_id]
+        if call.buffered:
+            self._buffered_total -= call.buffered
+        if trailers_size > self.settings.max_metadata_size:
             self._events.append(
                 CallEnded(
                     call_id,
@@ -898,7 +956,10 @@ class Connection:
                 )
             )
             return
-        self._events.append(CallEnded(call_id, _status(status), message, details, trailers))
+        if status == 0 and not trailers and not message:
+            self._events.append(CallEnded(call_id, _OK))
+        else:
+            self._events.append(CallEnded(call_id, _status(status), message, details, trailers))
 
     def _on_cancel(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
         code, reason = decode_code_reason_payload(data, start, stop, "CANCEL")

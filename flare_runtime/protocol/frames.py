@@ -354,16 +354,20 @@ def decode_end_call_payload(
     data: bytes, pos: int, end: int
 ) -> tuple[int, str, bytes, MetadataPairs]:
     """Return (status, message, details, trailers) of an END_CALL payload."""
+    return decode_end_call(data, pos, end)[:4]
+
+
+def decode_end_call(data: bytes, pos: int, end: int) -> tuple[int, str, bytes, MetadataPairs, int]:
+    """`decode_end_call_payload` plus the encoded size of the trailers block (for its limit)."""
     if end - pos < 4:
         raise RemoteProtocolError("truncated END_CALL payload")
     status = data[pos]
-    if end - pos == 4 and data[pos + 1] == 0 and data[pos + 2] == 0 and data[pos + 3] == 0:
-        return status, "", b"", ()
     raw_message, pos = _read_string(data, pos + 1, end)
     details, pos = _read_string(data, pos, end)
     if pos >= end:
         raise RemoteProtocolError("truncated END_CALL payload")
-    return status, _utf8(raw_message, "status message"), details, decode_metadata(data, pos, end)
+    message = _utf8(raw_message, "status message")
+    return status, message, details, decode_metadata(data, pos, end), end - pos
 
 
 def decode_code_reason_payload(data: bytes, pos: int, end: int, what: str) -> tuple[int, str]:
