@@ -561,6 +561,8 @@ class Connection:
             )
         call.buffered -= size
         self._buffered_total -= size
+        if not self._is_client and call.state >= _HALF_CLOSED:
+            return  # the client sends nothing more: no credit to give back
         pending = call.pending_ack + size
         if pending >= self._ack_threshold and not self._closed:
             call.recv_credit += pending

@@ -558,6 +558,14 @@ def test_a_receiver_that_stops_consuming_stops_the_sender() -> None:
     pair.server.send_message(call_id, chunk)
 
 
+def test_no_credit_is_returned_once_the_client_has_finished_sending() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, message=b"u" * 200_000, end_stream=True)
+    pair.exchange()
+    pair.server.acknowledge(call_id, 200_000)
+    assert not pair.server.has_data_to_send
+
+
 def test_a_message_larger_than_the_window_is_allowed_while_credit_is_positive() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     call_id = pair.client.start_call(ROUTE)
@@ -802,6 +810,17 @@ def run_scenario(chunk_size: int | None) -> tuple[list[Event], list[Event]]:
     pair.server.end_call(stream)
     client_events, server_events = pair.exchange()
     return client_log + client_events, server_log + server_events
+
+
+def test_frames_before_the_server_hello_are_protocol_errors() -> None:
+    client = Connection(CLIENT, QUIET)
+    call_id = client.start_call(ROUTE)
+    client.receive_data(encode_message(call_id, b"early"), 0.0)
+    assert closed_event(client.events_received()).reason == "MESSAGE before HELLO"
+    client = Connection(CLIENT, QUIET)
+    call_id = client.start_call(ROUTE)
+    client.receive_data(encode_end_call(call_id, 0), 0.0)
+    assert closed_event(client.events_received()).reason == "END_CALL before HELLO"
 
 
 @settings(max_examples=30, deadline=None)
