@@ -262,6 +262,10 @@ class ImCore:
         self._offline_timers.clear()
         await self.storage.close()
 
+    def now_ms(self) -> int:
+        """Server wall-clock time in milliseconds since the Unix epoch."""
+        return self._now_ms()
+
     def _next_id(self) -> str:
         return f"{self._id_prefix}{next(self._ids):x}"
 

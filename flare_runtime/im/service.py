@@ -1,0 +1,411 @@
+"""`ImService`: the generated ``flare.im.v1.ImService`` base, implemented over `ImCore`.
+
+::
+
+    core = ImCore(SqliteStorage("im.db", keyring))
+    await core.start()
+    server = flare.Server([ImService(core)], auth=JWTAuth(key),
+                          push_tables=[ImService.PUSH_TYPES])
+    await server.serve(websocket="0.0.0.0:8080")
+
+The runtime authenticates the connection (its auth plugin sets the
+principal, whose subject is the IM user id). ``Login`` then binds an IM
+session to the connection: on WebSocket and QUIC the session's events are
+server pushes on that connection (each fanned-out frame encoded once), and the
+session ends when the connection closes. gRPC has no pushes and no
+connection object: there a session is named by the ``flare-im-session``
+request header (the ``session_id`` from ``Login``), its events come from
+``Subscribe``, and it ends at ``Logout``, when its ``Subscribe`` stream ends,
+or when no ``Subscribe`` starts within `DETACHED_SUBSCRIBE_TIMEOUT`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Final
+
+from flare.im.v1 import events_flare, events_pb2, im_pb2
+from flare.im.v1.im_flare import ImServiceBase
+
+from flare_runtime.connection import ServerConnection
+from flare_runtime.context import CallContext
+from flare_runtime.errors import RpcError
+from flare_runtime.im import events
+from flare_runtime.im.core import ConversationView, ImCore, Session, SyncCursor
+from flare_runtime.im.sinks import PreparedEvent, QueueSink
+from flare_runtime.im.storage.base import Role, StoredMessage
+from flare_runtime.routing import PushTable
+from flare_runtime.status import StatusCode
+
+SESSION_HEADER: Final = "flare-im-session"
+"""Request header naming the IM session on transports without a connection (gRPC)."""
+
+DETACHED_SUBSCRIBE_TIMEOUT: Final = 30.0
+"""Seconds a gRPC session may live without a ``Subscribe`` stream."""
+
+
+class ConnectionSink:
+    """An `EventSink` over a runtime connection: each event is one server push.
+
+    Uses the connection's pre-encoded frame path when it has one, so a room's
+    fan-out builds the PUSH frame once for all recipients.
+    """
+
+    __slots__ = ("_gone", "_push_frame", "connection")
+
+    abort_after: float = 1.0
+    """Seconds a closed connection may take to flush before it is aborted.
+
+    A graceful close queues the CLOSE frame behind everything already
+    buffered; a client that does not read (a slow consumer) would hold the
+    socket open for ever, so it is cut off after this delay.
+    """
+
+    def __init__(self, connection: ServerConnection) -> None:
+        self.connection = connection
+        self._push_frame = getattr(connection, "push_frame", None)
+        self._gone = False
+
+    def push_event(self, event: PreparedEvent) -> None:
+        if self._push_frame is not None:
+            self._push_frame(event.frame)
+        else:
+            self.connection.push_encoded(event.type_id, event.payload)
+
+    @property
+    def buffered_bytes(self) -> int:
+        return self.connection.buffered_bytes
+
+    @property
+    def closed(self) -> bool:
+        return self.connection.closed
+
+    def close(self, reason: str = "") -> None:
+        connection = self.connection
+        if connection.buffered_bytes:
+            connection.add_close_callback(self._mark_gone)
+            asyncio.get_running_loop().call_later(self.abort_after, self._abort_if_open)
+        connection.close(reason)
+
+    def _mark_gone(self, _connection: ServerConnection) -> None:
+        self._gone = True
+
+    def _abort_if_open(self) -> None:
+        # The Flare endpoint exposes its byte transport; other connection
+        # kinds close on their own keepalive.
+        transport = getattr(self.connection, "transport", None)
+        if not self._gone and transport is not None:
+            transport.abort()
+
+
+def _messages_into(target: object, messages: list[StoredMessage]) -> None:
+    add = target.add  # type: ignore[attr-defined]
+    for message in messages:
+        add().MergeFromString(events.message_bytes(message))
+
+
+def _conversation_info(view: ConversationView) -> im_pb2.ConversationInfo:
+    record = view.record
+    return im_pb2.ConversationInfo(
+        conversation_id=record.conversation_id,
+        kind=int(record.kind),  # type: ignore[arg-type]
+        title=record.title,
+        open=record.open,
+        member_limit=record.member_limit,
+        epoch=record.epoch,
+        first_seq=record.first_seq,
+        last_seq=record.last_seq,
+        members=[
+            im_pb2.Member(user_id=user, role=int(role))  # type: ignore[arg-type]
+            for user, role in sorted(view.members.items())
+        ],
+        created_at_ms=record.created_at_ms,
+    )
+
+
+class ImService(ImServiceBase):
+    """Serves the IM API from an `ImCore` (started and closed by its owner)."""
+
+    PUSH_TYPES: Final[PushTable] = events_flare.PUSH_TYPES
+    """The IM events' push types: give them to the `Server` (``push_tables=``) and clients."""
+
+    def __init__(self, core: ImCore) -> None:
+        self.core = core
+        self._detached: dict[str, Session] = {}
+        """gRPC sessions by session id."""
+
+    # -- sessions ----------------------------------------------------------------
+
+    @staticmethod
+    def _user(context: CallContext) -> str:
+        if context.principal is None:
+            raise RpcError(StatusCode.UNAUTHENTICATED, "log in to the server first")
+        return context.principal.subject
+
+    def _session(self, context: CallContext) -> Session:
+        user = self._user(context)
+        connection = context.connection
+        if connection is not None:
+            session = connection.session
+        else:
+            named = context.metadata.get(SESSION_HEADER)
+            session = self._detached.get(named) if isinstance(named, str) else None
+        if not isinstance(session, Session) or session.closed or session.user_id != user:
+            raise RpcError(StatusCode.FAILED_PRECONDITION, "no IM session: call Login first")
+        return session
+
+    async def login(self, request: im_pb2.LoginRequest, context: CallContext) -> im_pb2.LoginReply:
+        user = self._user(context)
+        connection = context.connection
+        if connection is None:
+            session, replaced = self.core.login(
+                user, request.device_id, int(request.platform), QueueSink()
+            )
+            self._detached[session.session_id] = session
+            asyncio.get_running_loop().call_later(
+                DETACHED_SUBSCRIBE_TIMEOUT, self._expire_unsubscribed, session
+            )
+        else:
+            previous = connection.session
+            if isinstance(previous, Session):
+                self.core.logout(previous)  # one IM session per connection
+            session, replaced = self.core.login(
+                user, request.device_id, int(request.platform), ConnectionSink(connection)
+            )
+            connection.session = session
+            core = self.core
+            connection.add_close_callback(lambda _closed: core.logout(session))
+        for old in replaced:
+            self._detached.pop(old.session_id, None)
+        return im_pb2.LoginReply(
+            session_id=session.session_id,
+            user_id=user,
+            server_time_ms=self.core.now_ms(),
+            replaced_session_ids=[old.session_id for old in replaced],
+        )
+
+    def _expire_unsubscribed(self, session: Session) -> None:
+        if session.closed or isinstance(session.sink, _SubscribedSink):
+            return
+        self._detached.pop(session.session_id, None)
+        self.core.logout(session)
+
+    async def logout(
+        self, request: im_pb2.LogoutRequest, context: CallContext
+    ) -> im_pb2.LogoutReply:
+        session = self._session(context)
+        self._detached.pop(session.session_id, None)
+        self.core.logout(session)
+        if context.connection is not None:
+            context.connection.session = None
+        return im_pb2.LogoutReply()
+
+    async def subscribe(
+        self, request: im_pb2.SubscribeRequest, context: CallContext
+    ) -> AsyncIterator[events_pb2.Event]:
+        session = self._session(context)
+        previous = session.sink
+        sink = _SubscribedSink()
+        session.sink = sink
+        try:
+            while True:
+                item = await sink.next()
+                if item is None:
+                    return
+                yield events.to_event(*item)
+        finally:
+            if session.sink is sink:
+                if context.connection is None or previous.closed:
+                    self._detached.pop(session.session_id, None)
+                    self.core.logout(session)
+                else:
+                    session.sink = previous  # back to pushes on the connection
+
+    # -- messages ----------------------------------------------------------------
+
+    async def send(self, request: im_pb2.SendRequest, context: CallContext) -> im_pb2.SendReply:
+        session = self._session(context)
+        if request.content.WhichOneof("body") is None:
+            raise RpcError(StatusCode.INVALID_ARGUMENT, "message content is empty")
+        result = await self.core.send(
+            session,
+            request.conversation_id,
+            request.client_message_id,
+            request.content.SerializeToString(),
+        )
+        message = result.message
+        return im_pb2.SendReply(
+            message_id=message.message_id,
+            seq=message.seq,
+            epoch=message.epoch,
+            sent_at_ms=message.sent_at_ms,
+            duplicate=result.duplicate,
+        )
+
+    async def sync(self, request: im_pb2.SyncRequest, context: CallContext) -> im_pb2.SyncReply:
+        session = self._session(context)
+        cursors = [
+            SyncCursor(cursor.conversation_id, cursor.epoch, cursor.last_seq)
+            for cursor in request.cursors
+        ]
+        reply = im_pb2.SyncReply()
+        for result in await self.core.sync(session, cursors, request.limit):
+            entry = reply.conversations.add(
+                conversation_id=result.conversation_id,
+                epoch=result.epoch,
+                first_seq=result.first_seq,
+                last_seq=result.last_seq,
+                has_more=result.has_more,
+                resync_reason=result.resync_reason,
+            )
+            entry.status = (
+                im_pb2.ConversationSync.STATUS_RESYNC_REQUIRED
+                if result.resync_required
+                else im_pb2.ConversationSync.STATUS_OK
+            )
+            _messages_into(entry.messages, result.messages)
+        return reply
+
+    async def get_history(
+        self, request: im_pb2.GetHistoryRequest, context: CallContext
+    ) -> im_pb2.GetHistoryReply:
+        session = self._session(context)
+        messages, has_more, view = await self.core.history(
+            session, request.conversation_id, request.before_seq, request.limit
+        )
+        reply = im_pb2.GetHistoryReply(
+            has_more=has_more, epoch=view.record.epoch, first_seq=view.record.first_seq
+        )
+        _messages_into(reply.messages, messages)
+        return reply
+
+    async def ack(self, request: im_pb2.AckRequest, context: CallContext) -> im_pb2.AckReply:
+        session = self._session(context)
+        receipt, unread = await self.core.ack(
+            session, request.conversation_id, request.delivered_seq, request.read_seq
+        )
+        return im_pb2.AckReply(
+            delivered_seq=receipt.delivered_seq, read_seq=receipt.read_seq, unread_count=unread
+        )
+
+    async def set_typing(
+        self, request: im_pb2.SetTypingRequest, context: CallContext
+    ) -> im_pb2.SetTypingReply:
+        await self.core.set_typing(self._session(context), request.conversation_id, request.typing)
+        return im_pb2.SetTypingReply()
+
+    # -- presence ----------------------------------------------------------------
+
+    async def watch_presence(
+        self, request: im_pb2.WatchPresenceRequest, context: CallContext
+    ) -> im_pb2.WatchPresenceReply:
+        states = self.core.watch_presence(
+            self._session(context), list(request.user_ids), unwatch=request.unwatch
+        )
+        return im_pb2.WatchPresenceReply(
+            users=[
+                im_pb2.UserPresence(user_id=user, online=online) for user, online in states.items()
+            ]
+        )
+
+    async def get_online_members(
+        self, request: im_pb2.GetOnlineMembersRequest, context: CallContext
+    ) -> im_pb2.GetOnlineMembersReply:
+        users = await self.core.online_members(self._session(context), request.conversation_id)
+        return im_pb2.GetOnlineMembersReply(user_ids=users)
+
+    # -- conversations -----------------------------------------------------------
+
+    async def create_room(
+        self, request: im_pb2.CreateRoomRequest, context: CallContext
+    ) -> im_pb2.ConversationInfo:
+        view = await self.core.create_room(
+            self._session(context),
+            request.title,
+            list(request.member_user_ids),
+            open=request.open,
+            member_limit=request.member_limit,
+        )
+        return _conversation_info(view)
+
+    async def open_direct(
+        self, request: im_pb2.OpenDirectRequest, context: CallContext
+    ) -> im_pb2.ConversationInfo:
+        view = await self.core.open_direct(self._session(context), request.peer_user_id)
+        return _conversation_info(view)
+
+    async def join_room(
+        self, request: im_pb2.JoinRoomRequest, context: CallContext
+    ) -> im_pb2.ConversationInfo:
+        view = await self.core.join_room(self._session(context), request.conversation_id)
+        return _conversation_info(view)
+
+    async def leave_room(
+        self, request: im_pb2.LeaveRoomRequest, context: CallContext
+    ) -> im_pb2.LeaveRoomReply:
+        await self.core.leave_room(self._session(context), request.conversation_id)
+        return im_pb2.LeaveRoomReply()
+
+    async def add_members(
+        self, request: im_pb2.AddMembersRequest, context: CallContext
+    ) -> im_pb2.ConversationInfo:
+        view = await self.core.add_members(
+            self._session(context), request.conversation_id, list(request.user_ids)
+        )
+        return _conversation_info(view)
+
+    async def kick_member(
+        self, request: im_pb2.KickMemberRequest, context: CallContext
+    ) -> im_pb2.KickMemberReply:
+        await self.core.kick_member(
+            self._session(context), request.conversation_id, request.user_id
+        )
+        return im_pb2.KickMemberReply()
+
+    async def set_member_role(
+        self, request: im_pb2.SetMemberRoleRequest, context: CallContext
+    ) -> im_pb2.ConversationInfo:
+        if request.role not in (
+            events_pb2.ROLE_MEMBER,
+            events_pb2.ROLE_ADMIN,
+            events_pb2.ROLE_OWNER,
+        ):
+            raise RpcError(StatusCode.INVALID_ARGUMENT, "role must be MEMBER, ADMIN or OWNER")
+        view = await self.core.set_member_role(
+            self._session(context), request.conversation_id, request.user_id, Role(request.role)
+        )
+        return _conversation_info(view)
+
+    async def list_conversations(
+        self, request: im_pb2.ListConversationsRequest, context: CallContext
+    ) -> im_pb2.ListConversationsReply:
+        summaries = await self.core.list_conversations(self._session(context))
+        reply = im_pb2.ListConversationsReply()
+        for summary in summaries:
+            membership = summary.membership
+            record = membership.conversation
+            reply.conversations.add(
+                conversation_id=record.conversation_id,
+                kind=int(record.kind),
+                title=record.title,
+                epoch=record.epoch,
+                last_seq=record.last_seq,
+                delivered_seq=membership.receipt.delivered_seq,
+                read_seq=membership.receipt.read_seq,
+                unread_count=summary.unread_count,
+                role=int(membership.role),
+            )
+        return reply
+
+    async def get_conversation(
+        self, request: im_pb2.GetConversationRequest, context: CallContext
+    ) -> im_pb2.ConversationInfo:
+        view = await self.core.get_conversation(self._session(context), request.conversation_id)
+        return _conversation_info(view)
+
+
+class _SubscribedSink(QueueSink):
+    """The sink of a session whose events flow through a ``Subscribe`` stream."""
+
+    __slots__ = ()
