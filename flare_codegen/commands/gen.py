@@ -37,10 +37,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="protoc-gen-flare parameters, e.g. require_ids,emit_empty",
     )
     parser.add_argument(
-        "files",
-        nargs="*",
+        "--only",
+        dest="files",
+        action="append",
+        default=[],
         metavar="FILE",
-        help="only these files (relative to SCHEMA_DIR); default: every .proto",
+        help="generate only FILE (relative to SCHEMA_DIR; may be repeated); default: every .proto",
     )
     parser.set_defaults(func=run)
 
