@@ -189,17 +189,6 @@ def test_unknown_settings_are_ignored() -> None:
     assert event.peer_settings.max_message_size == 1234
 
 
-def test_config_rejects_settings_the_wire_cannot_carry() -> None:
-    with pytest.raises(ValueError, match="initial_window_size"):
-        quiet(initial_window_size=100)
-    with pytest.raises(ValueError, match="max_frame_size"):
-        quiet(max_frame_size=100)
-    with pytest.raises(ValueError, match="max_message_size"):
-        quiet(max_message_size=0)
-    with pytest.raises(ValueError, match="window_update_ratio"):
-        ProtocolConfig(window_update_ratio=0.0)
-
-
 # ---------------------------------------------------------------------------- calls
 
 
