@@ -207,6 +207,10 @@ class ImService(ImServiceBase):
         session = self._session(context)
         previous = session.sink
         sink = _SubscribedSink()
+        if isinstance(previous, QueueSink):
+            # Events queued since Login (gRPC) or by an earlier stream are not lost.
+            for type_id, payload in previous.take():
+                sink.push_event(PreparedEvent(type_id, payload))
         session.sink = sink
         try:
             while True:
