@@ -5,7 +5,7 @@
   with a `GrpcServer` (grpcio's asyncio server, health and reflection
   included). See `flare_runtime.transports.grpc_server`.
 * Client side, ``flare_runtime.connect("grpc://host:port")`` or
-  ``"grpcs://…"`` calls `connect`, which opens a `GrpcChannel`. See
+  ``"grpcs://…"`` calls `grpc_client.open_channel`, which opens a `GrpcChannel`. See
   `flare_runtime.transports.grpc_client`.
 
 Unlike WebSocket and QUIC, gRPC carries no Flare wire protocol: grpcio owns
@@ -16,12 +16,11 @@ call, connection-level authentication).
 
 from __future__ import annotations
 
-from typing import Any
-
 from flare_runtime.transports.grpc_client import (
     GrpcChannel,
     PemSource,
     connect_grpc,
+    open_channel,
     parse_grpc_url,
     tls_credentials,
 )
@@ -32,24 +31,15 @@ from flare_runtime.transports.grpc_server import (
     start_listener,
 )
 
-SCHEMES = ("grpc", "grpcs")
-"""URL schemes this transport answers in ``flare_runtime.connect``."""
-
 __all__ = [
-    "SCHEMES",
     "GrpcChannel",
     "GrpcListener",
     "GrpcServer",
     "GrpcTls",
     "PemSource",
-    "connect",
     "connect_grpc",
+    "open_channel",
     "parse_grpc_url",
     "start_listener",
     "tls_credentials",
 ]
-
-
-def connect(url: str, **options: Any) -> GrpcChannel:
-    """Open a channel for a ``grpc://`` or ``grpcs://`` URL (see `connect_grpc`)."""
-    return connect_grpc(url, **options)

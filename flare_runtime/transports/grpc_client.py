@@ -14,16 +14,23 @@ from __future__ import annotations
 
 import asyncio
 import os
+import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeAlias, TypeVar
+from typing import Any, Generic, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall
+from flare_runtime.client import BidiStreamCall, Channel, ConnectOptions, ServerStreamCall
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
+from flare_runtime.interceptors import (
+    ClientCallInfo,
+    ClientInterceptor,
+    ClientUnaryCallNext,
+    chain_client_unary,
+)
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike, MetadataValue
 from flare_runtime.routing import Route
 from flare_runtime.status import StatusCode
@@ -109,6 +116,7 @@ class GrpcChannel(Channel):
         token: str | None = None,
         metadata: MetadataLike | None = None,
         options: Sequence[tuple[str, Any]] = (),
+        interceptors: Iterable[ClientInterceptor] = (),
     ) -> None:
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=options)
@@ -124,6 +132,12 @@ class GrpcChannel(Channel):
         self._unary_stream: dict[str, grpc.aio.UnaryStreamMultiCallable[Any, Any]] = {}
         self._stream_unary: dict[str, grpc.aio.StreamUnaryMultiCallable[Any, Any]] = {}
         self._stream_stream: dict[str, grpc.aio.StreamStreamMultiCallable[Any, Any]] = {}
+        self.interceptors: tuple[ClientInterceptor, ...] = tuple(interceptors)
+        self._unary_chain: ClientUnaryCallNext | None = (
+            chain_client_unary(self.interceptors, self._unary_terminal)
+            if self.interceptors
+            else None
+        )
 
     async def __aenter__(self) -> GrpcChannel:
         return self
@@ -177,7 +191,27 @@ class GrpcChannel(Channel):
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> ResponseT:
-        """Send one request, return the one response or raise `RpcError`."""
+        """Send one request, return the one response or raise `RpcError`.
+
+        Client interceptors given to the channel run around the call.
+        """
+        chain = self._unary_chain
+        if chain is None:
+            return await self._unary(route, request, timeout, metadata, None)
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        return cast(ResponseT, await chain(request, info))
+
+    async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
+        return await self._unary(info.route, request, info.timeout, info.metadata, info)
+
+    async def _unary(
+        self,
+        route: Route[Any, ResponseT],
+        request: Message,
+        timeout: float | None,
+        metadata: MetadataLike | None,
+        info: ClientCallInfo | None,
+    ) -> ResponseT:
         if type(request) is not route.request_type:
             raise _wrong_type(route, request)
         timeout, wire = self._call_arguments(route, timeout, metadata)
@@ -189,15 +223,22 @@ class GrpcChannel(Channel):
                 response_deserializer=route.response_type.FromString,
                 _registered_method=True,  # type: ignore[call-arg]
             )
+        call = method(request, timeout=timeout, metadata=wire)
         try:
-            response: ResponseT = await method(request, timeout=timeout, metadata=wire)
+            response: ResponseT = await call
         except grpc.aio.AioRpcError as error:
+            if info is not None:
+                info.response_headers = _metadata(error.initial_metadata())
+                info.trailers = _metadata(error.trailing_metadata())
             raise rpc_error_from_aio(error) from None
         except asyncio.CancelledError:
             translated = self._cancelled_error()
             if translated is None:
                 raise
             raise translated from None
+        if info is not None:
+            info.response_headers = _metadata(await call.initial_metadata())
+            info.trailers = _metadata(await call.trailing_metadata())
         return response
 
     def unary_stream(
@@ -445,6 +486,7 @@ def connect_grpc(
     key: PemSource | None = None,
     server_name: str | None = None,
     options: Sequence[tuple[str, Any]] = (),
+    interceptors: Iterable[ClientInterceptor] = (),
 ) -> GrpcChannel:
     """Open a `GrpcChannel` to ``grpc://host:port`` or ``grpcs://host:port``.
 
@@ -468,4 +510,54 @@ def connect_grpc(
         token=token,
         metadata=metadata,
         options=channel_options,
+        interceptors=interceptors,
     )
+
+
+_GRPC_EXTRA_OPTIONS = frozenset({"ca_cert", "cert", "key", "server_name", "grpc_options"})
+
+
+async def open_channel(url: str, options: ConnectOptions) -> GrpcChannel:
+    """What ``flare_runtime.connect("grpc[s]://…")`` calls (`client.SCHEME_MODULES`).
+
+    Connects eagerly: raises `ConnectionClosedError` when the server cannot be
+    reached within ``options.open_timeout``. `token` and `metadata` are sent
+    with every call (gRPC has no connection-level metadata). For ``grpcs://``
+    the trusted roots come from the ``ca_cert=`` option, else from the CA
+    certificates loaded into ``ssl_context``, else the system roots;
+    ``cert=``/``key=`` give a client certificate and ``server_name=``
+    overrides the name checked against the server's certificate.
+    ``grpc_options=`` passes grpcio channel arguments through.
+    """
+    unknown = set(options.extra) - _GRPC_EXTRA_OPTIONS
+    if unknown:
+        raise ConfigurationError(f"unknown gRPC connect options: {', '.join(sorted(unknown))}")
+    extra = options.extra
+    ca_cert = extra.get("ca_cert")
+    if ca_cert is None and options.ssl_context is not None and url.startswith("grpcs:"):
+        ca_cert = _pem_roots(options.ssl_context)
+    channel = connect_grpc(
+        url,
+        token=options.token,
+        metadata=options.metadata,
+        ca_cert=ca_cert,
+        cert=extra.get("cert"),
+        key=extra.get("key"),
+        server_name=extra.get("server_name"),
+        options=extra.get("grpc_options", ()),
+        interceptors=options.interceptors,
+    )
+    try:
+        await channel.wait_ready(options.open_timeout)
+    except RpcError:
+        await channel.close()
+        raise ConnectionClosedError(f"cannot connect to {url}") from None
+    return channel
+
+
+def _pem_roots(context: ssl.SSLContext) -> bytes | None:
+    """The CA certificates loaded into `context` as PEM (None: none loaded explicitly)."""
+    roots = context.get_ca_certs(binary_form=True)
+    if not roots:
+        return None
+    return "".join(ssl.DER_cert_to_PEM_cert(der) for der in roots).encode()

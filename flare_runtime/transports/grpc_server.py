@@ -30,6 +30,7 @@ is None) and connection-level authentication (credentials travel as
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
@@ -62,6 +63,7 @@ if TYPE_CHECKING:
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 
+_CANCEL_SETTLE_ITERATIONS = 3
 _Parse: TypeAlias = Callable[[bytes], Message]
 _WireMetadata: TypeAlias = "tuple[tuple[str, MetadataValue], ...]"
 
@@ -371,6 +373,13 @@ def _parser(route: Route[Any, Any]) -> _Parse:
 async def _parsed(raw_requests: AsyncIterator[bytes], parse: _Parse) -> AsyncIterator[Message]:
     async for raw in raw_requests:
         yield parse(raw)
+    # grpcio's aio server ends the request iterator the same way for a
+    # half-close and for a cancelled call (RST_STREAM); the cancellation of
+    # the handler's task follows within a loop iteration or two. Let it land
+    # before telling the handler the client finished sending, or a cancelled
+    # call would look like a completed one.
+    for _ in range(_CANCEL_SETTLE_ITERATIONS):
+        await asyncio.sleep(0)
 
 
 def _call_context(
@@ -420,7 +429,14 @@ async def _write_all(
                 headers_sent = True
                 if context.response_headers:
                     await grpc_context.send_initial_metadata(context.response_headers.entries())
-            await grpc_context.write(response)
+            try:
+                await grpc_context.write(response)
+            except Exception:
+                if grpc_context.done():
+                    # The client cancelled while we were writing; grpcio reports
+                    # it as a failed batch. End like any cancelled handler.
+                    raise asyncio.CancelledError from None
+                raise
     finally:
         await cast(Any, responses).aclose()
     return headers_sent

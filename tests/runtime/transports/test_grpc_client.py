@@ -44,7 +44,9 @@ service Probe {
   rpc Sleep(Note) returns (Note);
   rpc SleepStream(Note) returns (stream Note);
   rpc Headers(Note) returns (stream Note);
+  rpc Flood(Note) returns (stream Chunk);
 }
+message Chunk { bytes data = 1; }
 """
 
 UNIT = 0.05
@@ -79,6 +81,7 @@ SLEEP = route("Sleep", Cardinality.UNARY)
 SLEEP_WITH_DEFAULT = route("Sleep", Cardinality.UNARY, default_timeout=2 * UNIT)
 SLEEP_STREAM = route("SleepStream", Cardinality.SERVER_STREAM)
 HEADERS = route("Headers", Cardinality.SERVER_STREAM)
+FLOOD_CHUNK = 64 * 1024
 
 
 class PlainServer:
@@ -87,6 +90,7 @@ class PlainServer:
     def __init__(self) -> None:
         self.cancelled = asyncio.Event()
         self.started = asyncio.Event()
+        self.flood_sent = 0
         self.server: grpc.aio.Server | None = None
         self.port = 0
 
@@ -154,6 +158,13 @@ class PlainServer:
                     text = value.hex() if isinstance(value, bytes) else value
                     yield pb2.Note(text=f"{key}={text}")
                 context.set_trailing_metadata((("x-trailer", "bye"), ("x-raw-bin", b"\x00\x01")))
+
+            @override
+            async def Flood(self, request: Any, context: Any) -> AsyncIterator[Any]:
+                chunk = pb2.Chunk(data=bytes(FLOOD_CHUNK))
+                for _ in range(request.number):
+                    yield chunk
+                    owner.flood_sent += 1
 
         self.server = grpc.aio.server()
         pb2_grpc.add_ProbeServicer_to_server(Probe(), self.server)
@@ -378,3 +389,29 @@ def test_tls_options_on_plaintext_url_are_refused() -> None:
         connect_grpc("grpc://localhost:1", ca_cert=b"---")
     with pytest.raises(ConfigurationError):
         connect_grpc("grpcs://localhost:1", cert=b"only a cert")
+
+
+async def test_stalled_reader_back_pressures_with_default_window(
+    channel: GrpcChannel, plain_server: PlainServer
+) -> None:
+    """With grpcio's default BDP-tuned windows the server still stops: memory stays bounded."""
+    pb2, _ = stubs()
+    flood = Route(
+        path="/flaretest.grpcclient.v1.Probe/Flood",
+        service_id=0,
+        route_id=0,
+        cardinality=Cardinality.SERVER_STREAM,
+        request_type=pb2.Note,
+        response_type=pb2.Chunk,
+        handler_name="flood",
+    )
+    async with channel.unary_stream(flood, note(number=10_000)) as call:
+        async for _ in call:
+            break  # read one chunk, then stop reading
+        await asyncio.sleep(10 * UNIT)
+        stalled_at = plain_server.flood_sent
+        await asyncio.sleep(10 * UNIT)
+        assert plain_server.flood_sent == stalled_at
+        # 10,000 chunks (640 MiB) were asked for; HTTP/2 flow control held the
+        # server to its windows (several MB on loopback once auto-tuned).
+        assert stalled_at * FLOOD_CHUNK < 32 * 1024 * 1024

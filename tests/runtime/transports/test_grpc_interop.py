@@ -33,11 +33,11 @@ from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
 from flare_runtime.auth import TokenAuth
+from flare_runtime.client import connect
 from flare_runtime.context import CallContext, Principal
 from flare_runtime.errors import RpcError
 from flare_runtime.server import Server
 from flare_runtime.status import StatusCode
-from flare_runtime.transports.grpc import connect
 from flare_runtime.transports.grpc_testing import stock_stubs
 
 ROOT = Path(__file__).resolve().parents[3]
