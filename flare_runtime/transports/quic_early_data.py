@@ -45,7 +45,7 @@ class EarlyDataGate:
     handshake completes, returns the rest; the gate is not used after it.
     """
 
-    __slots__ = ("_held", "_is_idempotent", "_pending", "_skip", "held_calls")
+    __slots__ = ("_held", "_is_idempotent", "_pending", "_skip", "held_calls", "passed_calls")
 
     def __init__(self, is_idempotent: Callable[[int], bool]) -> None:
         self._is_idempotent = is_idempotent
@@ -54,6 +54,8 @@ class EarlyDataGate:
         self._held: bytearray | None = None  # set once a non-idempotent call is seen
         self.held_calls = 0
         """1 once the gate has held a non-idempotent CALL_START, else 0."""
+        self.passed_calls = 0
+        """CALL_STARTs (of idempotent routes) let through in early data."""
 
     @property
     def holding(self) -> bool:
@@ -95,6 +97,7 @@ class EarlyDataGate:
                     self._held = bytearray()
                     self._hold(data[pos:])
                     return data[:pos]
+                self.passed_calls += 1
             pos += HEADER_SIZE
             self._skip = length
         return data

@@ -71,6 +71,10 @@ class LinkListener(Protocol):
     def link_handshake_completed(self, early_data_accepted: bool) -> None:
         """The TLS handshake finished (after this, no byte is early data)."""
 
+    def link_acked(self) -> None:
+        """A datagram was processed while `QuicLink.watch_acks` is set (acks may have freed
+        send buffer)."""
+
     def link_lost(self, reason: str, error_code: int) -> None:
         """The QUIC connection is gone (closed by either side, or timed out)."""
 
@@ -95,6 +99,10 @@ class QuicLink(QuicConnectionProtocol):
         """Flare-stream bytes received (a test can tell 0-RTT bytes from the rest)."""
         self.early_bytes = 0
         """Of `received_bytes`, those that arrived before the handshake completed."""
+        self.early_bytes_sent = 0
+        """Flare-stream bytes written before the handshake completed (0-RTT on a client)."""
+        self.watch_acks = False
+        """When set, the listener's `link_acked` runs after every datagram received."""
         self._flush_handle: asyncio.Handle | None = None
         self._is_client = quic.configuration.is_client
 
@@ -108,6 +116,8 @@ class QuicLink(QuicConnectionProtocol):
         """
         if self.closed:
             return
+        if not self.handshake_complete:
+            self.early_bytes_sent += len(data)
         self._quic.send_stream_data(FLARE_STREAM_ID, data)
         if self._flush_handle is None:
             self._flush_handle = self._loop.call_soon(self._flush)
@@ -146,6 +156,8 @@ class QuicLink(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         """:meta private: aioquic's, plus remembering the peer's current address."""
         super().datagram_received(data, addr)
+        if self.watch_acks and self.listener is not None:
+            self.listener.link_acked()
         if not self._is_client:
             # After a migration aioquic promotes the new path to index 0.
             paths = self._quic._network_paths

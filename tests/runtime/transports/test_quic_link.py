@@ -53,6 +53,9 @@ class Recorder:
     def link_handshake_completed(self, early_data_accepted: bool) -> None:
         pass
 
+    def link_acked(self) -> None:
+        pass
+
     def link_lost(self, reason: str, error_code: int) -> None:
         self.lost.append((reason, error_code))
 

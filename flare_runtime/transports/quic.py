@@ -1,0 +1,658 @@
+"""QUIC transport: the Flare wire protocol on one QUIC stream per connection (aioquic).
+
+Server: ``await server.serve(quic="0.0.0.0:8443", tls=TLSFiles(cert, key))`` or
+``flare serve app:server --quic :8443 --tls-cert cert.pem --tls-key key.pem``.
+Client: ``flare_runtime.connect("quic://host:8443", ca_file="cert.pem")``.
+
+The mapping (docs/transports/quic.md has the why and the measurements):
+
+* TLS 1.3 always (QUIC has no plaintext mode); ALPN is ``flare/<wire protocol
+  version>`` (`ALPN`); a client offering anything else fails the handshake
+  and only its connection is closed.
+* The client opens **one bidirectional stream** (stream 0) and the whole Flare
+  connection travels on it: first the *opening metadata block* (credentials;
+  what HTTP headers carry on WebSocket), then Flare frames exactly as
+  docs/wire-format.md defines them. Calls are multiplexed by the Flare
+  protocol, not by QUIC streams: a stream per call costs aioquic ~2.6x the CPU
+  per message (measured), and Flare already has per-call flow control.
+* Any other stream, a reset or an end of stream 0, or a malformed opening
+  block closes that connection with QUIC application error 0x1
+  (`FLARE_PROTOCOL_ERROR`); a Flare protocol error closes it through the
+  endpoint with a Flare CLOSE frame first.
+* **0-RTT**: the server issues single-use session tickets; a client given a
+  ticket store (`tickets=`, default: one `MemoryTicketStore` per process)
+  resumes with the newest ticket and sends its first flight as early data --
+  the opening block, HELLO and calls to *idempotent* routes only. The first
+  call to a non-idempotent route, and everything after it, is held until the
+  handshake completes, on the client and (against a misbehaving client or a
+  replay) again on the server (`quic_early_data`).
+* **Migration**: the server follows a client whose address changes (NAT
+  rebinding, a new network): aioquic validates the new path and calls go on.
+  `QuicChannel.rebind` moves a client to a new local port on purpose.
+* **Keepalive / idle timeout**: the Flare endpoint's PING/PONG keepalive runs
+  over QUIC as over WebSocket; QUIC's own idle timeout (`idle_timeout`,
+  default 60 s, negotiated down to the smaller of both sides) closes a
+  connection that went silent without a word.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ssl
+import struct
+import urllib.parse
+from collections.abc import AsyncIterable, Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, TypeVar
+
+from aioquic.asyncio.server import QuicServer
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.tls import SessionTicket
+from google.protobuf.message import Message
+
+from flare_runtime.client import BidiStreamCall, ServerStreamCall
+from flare_runtime.endpoint import ServerEndpoint, WireEndpoint
+from flare_runtime.errors import (
+    ConfigurationError,
+    ConnectionClosedError,
+    ProtocolError,
+    RemoteProtocolError,
+)
+from flare_runtime.interceptors import ClientInterceptor
+from flare_runtime.metadata import Metadata, MetadataLike
+from flare_runtime.protocol.config import PROTOCOL_VERSION, ProtocolConfig
+from flare_runtime.protocol.frames import decode_metadata, encode_metadata
+from flare_runtime.routing import Route, Transport
+from flare_runtime.transports.quic_early_data import EarlyDataGate
+from flare_runtime.transports.quic_link import (
+    FLARE_INTERNAL_ERROR,
+    FLARE_PROTOCOL_ERROR,
+    NO_ERROR,
+    ClientLink,
+    QuicLink,
+    ServerLink,
+    serve_links,
+)
+from flare_runtime.transports.quic_tickets import (
+    MemoryTicketStore,
+    ServerTicketStore,
+    TicketStore,
+)
+from flare_runtime.wire_channel import ClientEndpoint, WireChannel
+
+if TYPE_CHECKING:
+    from flare_runtime.client import ConnectOptions
+    from flare_runtime.server import Server, TLSFiles
+
+RequestT = TypeVar("RequestT", bound=Message)
+ResponseT = TypeVar("ResponseT", bound=Message)
+
+ALPN = f"flare/{PROTOCOL_VERSION}"
+"""The one ALPN protocol id a Flare QUIC endpoint offers and accepts."""
+
+DEFAULT_PORT = 8443
+DEFAULT_IDLE_TIMEOUT = 60.0
+"""Seconds of silence after which QUIC closes a connection (both sides)."""
+
+OPENING_LENGTH = struct.Struct(">I")
+"""The opening metadata block: u32 big-endian length, then a metadata block (§ wire-format)."""
+
+MAX_PAUSED_INPUT = 16 * 1024 * 1024
+"""Most bytes kept while the endpoint has paused reading (Flare flow control keeps it far lower)."""
+
+CLOSE_LINGER = 1.0
+"""Seconds `close` waits for the peer to acknowledge what was written before closing anyway."""
+
+TRANSPORT = Transport.QUIC
+
+DEFAULT_TICKETS = MemoryTicketStore()
+"""The process-wide client ticket store used when `connect` is given none."""
+
+
+def _opening_block(metadata: Metadata) -> bytes:
+    block = encode_metadata(metadata)
+    return OPENING_LENGTH.pack(len(block)) + block
+
+
+# ------------------------------------------------------------------------- adapter
+
+
+class _QuicWireTransport:
+    """`WireTransport` over a `QuicLink`: the endpoint's byte pipe, plus the QUIC extras.
+
+    Both sides: write/close/abort, write backpressure from the bytes aioquic holds
+    unacknowledged, read pausing, and the early-data gate (outgoing on a client,
+    incoming on a server) for as long as the handshake is incomplete.
+    """
+
+    def __init__(
+        self,
+        link: QuicLink,
+        *,
+        high_water: int,
+        gate: EarlyDataGate | None,
+    ) -> None:
+        self.link = link
+        self.endpoint: WireEndpoint | None = None
+        self.peer = ""
+        self.gate = gate
+        self._early_calls_held = 0
+        self._early_calls_passed = 0
+        self._high_water = high_water
+        self._write_paused = False
+        self._read_paused = False
+        self._paused_input: list[bytes] = []
+        self._paused_size = 0
+        self._closing: asyncio.TimerHandle | None = None
+        self._close_reason = ""
+
+    @property
+    def early_calls_passed(self) -> int:
+        """Calls (to idempotent routes) that went through in early data."""
+        return self.gate.passed_calls if self.gate is not None else self._early_calls_passed
+
+    @property
+    def early_calls_held(self) -> int:
+        """Non-idempotent calls held until the handshake completed (0 or 1)."""
+        return self.gate.held_calls if self.gate is not None else self._early_calls_held
+
+    # -------------------------------------------------------------- WireTransport
+
+    def write(self, data: bytes) -> None:
+        gate = self.gate
+        if gate is not None and self.link._quic.configuration.is_client:
+            data = gate.feed(data)
+            if not data:
+                return
+        link = self.link
+        link.write(data)
+        if not self._write_paused and link.buffered_bytes > self._high_water:
+            self._write_paused = True
+            link.watch_acks = True
+            if self.endpoint is not None:
+                self.endpoint.pause_writing()
+
+    def get_write_buffer_size(self) -> int:
+        return self.link.buffered_bytes
+
+    def pause_reading(self) -> None:
+        self._read_paused = True
+
+    def resume_reading(self) -> None:
+        self._read_paused = False
+        pending, self._paused_input, self._paused_size = self._paused_input, [], 0
+        endpoint = self.endpoint
+        for data in pending:
+            if endpoint is None or self._read_paused:
+                self._queue_input(data)
+            else:
+                endpoint.data_received(data)
+
+    def close(self, reason: str = "") -> None:
+        """Close once the peer has acknowledged what was written (or after `CLOSE_LINGER`)."""
+        link = self.link
+        if link.closed or self._closing is not None:
+            return
+        self._close_reason = reason
+        if link.buffered_bytes == 0:
+            self._close_now()
+            return
+        link.watch_acks = True
+        self._closing = link._loop.call_later(CLOSE_LINGER, self._close_now)
+
+    def abort(self) -> None:
+        self.link.abort(FLARE_INTERNAL_ERROR, "connection aborted")
+
+    # -------------------------------------------------------------- LinkListener
+
+    def link_data_received(self, data: bytes, early: bool) -> None:
+        gate = self.gate
+        if gate is not None and not self.link._quic.configuration.is_client:
+            try:
+                data = gate.feed(data)
+            except RemoteProtocolError as error:
+                self.link.abort(FLARE_PROTOCOL_ERROR, str(error))
+                return
+            if not data:
+                return
+        self._deliver(data)
+
+    def link_handshake_completed(self, early_data_accepted: bool) -> None:
+        gate, self.gate = self.gate, None
+        if gate is None:
+            return
+        self._early_calls_held = gate.held_calls
+        self._early_calls_passed = gate.passed_calls
+        rest = gate.release()
+        if not rest:
+            return
+        if self.link._quic.configuration.is_client:
+            self.write(rest)
+        else:
+            self._deliver(rest)
+
+    def link_acked(self) -> None:
+        buffered = self.link.buffered_bytes
+        if self._closing is not None:
+            if buffered == 0:
+                self._close_now()
+            return
+        if self._write_paused and buffered <= self._high_water // 2:
+            self._write_paused = False
+            self.link.watch_acks = False
+            if self.endpoint is not None:
+                self.endpoint.resume_writing()
+
+    def link_lost(self, reason: str, error_code: int) -> None:
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
+        endpoint, self.endpoint = self.endpoint, None
+        if endpoint is not None:
+            endpoint.connection_lost(
+                None if error_code == NO_ERROR else ConnectionClosedError(reason)
+            )
+
+    # -------------------------------------------------------------- internals
+
+    def _deliver(self, data: bytes) -> None:
+        endpoint = self.endpoint
+        if endpoint is None or self._read_paused:
+            self._queue_input(data)
+            return
+        endpoint.data_received(data)
+
+    def _queue_input(self, data: bytes) -> None:
+        self._paused_input.append(data)
+        self._paused_size += len(data)
+        if self._paused_size > MAX_PAUSED_INPUT:
+            self.link.abort(FLARE_PROTOCOL_ERROR, "peer ignored flow control")
+
+    def _close_now(self) -> None:
+        if self._closing is not None:
+            self._closing.cancel()
+            self._closing = None
+        self.link.close(NO_ERROR, self._close_reason)
+
+
+# ------------------------------------------------------------------------- server
+
+
+class _ServerConnectionListener(_QuicWireTransport):
+    """Server side of one connection: reads the opening block, then runs a `ServerEndpoint`."""
+
+    def __init__(self, listener: QuicListener, link: ServerLink) -> None:
+        server = listener.server
+        router = server.dispatcher.router
+
+        def idempotent(wire_id: int) -> bool:
+            bound = router.by_wire_id(wire_id)
+            return bound is not None and bound.route.options.idempotent
+
+        super().__init__(
+            link,
+            high_water=server.options.max_write_buffer,
+            gate=None if link.handshake_complete else EarlyDataGate(idempotent),
+        )
+        self.listener = listener
+        self._opening = bytearray()
+        self._max_opening = server.options.protocol.settings.max_metadata_size
+        address = link.peer_address or link._quic._network_paths[0].addr
+        self.peer = f"{address[0]}:{address[1]}"
+
+    def link_data_received(self, data: bytes, early: bool) -> None:
+        if self.endpoint is None and not self.link.closed:
+            self._opening += data
+            data = self._read_opening()
+            if not data:
+                return
+        super().link_data_received(data, early)
+
+    def _read_opening(self) -> bytes:
+        opening = self._opening
+        if len(opening) < OPENING_LENGTH.size:
+            return b""
+        (size,) = OPENING_LENGTH.unpack_from(opening)
+        if size > self._max_opening:
+            self.link.abort(FLARE_PROTOCOL_ERROR, "opening metadata block too large")
+            return b""
+        end = OPENING_LENGTH.size + size
+        if len(opening) < end:
+            return b""
+        try:
+            metadata = Metadata(decode_metadata(bytes(opening), OPENING_LENGTH.size, end))
+        except (ProtocolError, ValueError) as error:
+            self.link.abort(FLARE_PROTOCOL_ERROR, f"bad opening metadata block: {error}")
+            return b""
+        rest = bytes(opening[end:])
+        self._opening = bytearray()
+        self.endpoint = ServerEndpoint(self.listener.server, self, metadata, Transport.QUIC)
+        self.listener.endpoints.add(self.endpoint)
+        self.endpoint.add_close_callback(self._forget)
+        return rest
+
+    def _forget(self, connection: Any) -> None:
+        self.listener.endpoints.discard(connection)
+
+    def link_lost(self, reason: str, error_code: int) -> None:
+        self.listener.links.discard(self.link)
+        super().link_lost(reason, error_code)
+
+
+@dataclass
+class QuicServerSettings:
+    """QUIC knobs of a listener (defaults suit most servers)."""
+
+    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    ticket_capacity: int = 65_536
+    """Most unused session tickets remembered (0 disables resumption and 0-RTT)."""
+    ticket_store: ServerTicketStore | None = None
+    """Where issued tickets are kept; default a single-use `ServerTicketStore`.
+
+    A replacement must keep tickets single-use, or the 0-RTT anti-replay
+    guarantee shrinks to its second half (docs/transports/quic.md).
+    """
+
+
+class QuicListener:
+    """A Flare server's QUIC listener: one UDP socket, every QUIC connection on it."""
+
+    def __init__(self, server: Server, quic_server: QuicServer, tickets: ServerTicketStore | None):
+        self.server = server
+        self.quic_server = quic_server
+        self.tickets = tickets
+        self.endpoints: set[ServerEndpoint] = set()
+        self.links: set[ServerLink] = set()
+        self.accepting = True
+        """False once `shutdown` began: new connections are refused."""
+
+    @property
+    def port(self) -> int:
+        """The bound UDP port."""
+        transport = self.quic_server._transport
+        return int(transport.get_extra_info("sockname")[1]) if transport is not None else 0
+
+    async def shutdown(self, grace: float) -> None:
+        """Go away on every connection, let calls finish for up to `grace` s, close."""
+        self.accepting = False
+        endpoints = list(self.endpoints)
+        if endpoints:
+            await asyncio.gather(*(endpoint.drain(grace) for endpoint in endpoints))
+        # Let the CONNECTION_CLOSE datagrams leave before the socket goes.
+        await asyncio.sleep(0)
+        self.quic_server.close()
+
+
+def server_configuration(tls: TLSFiles, settings: QuicServerSettings) -> QuicConfiguration:
+    """The aioquic configuration of a Flare QUIC server (TLS 1.3, ALPN `ALPN`)."""
+    configuration = QuicConfiguration(
+        is_client=False, alpn_protocols=[ALPN], idle_timeout=settings.idle_timeout
+    )
+    try:
+        configuration.load_cert_chain(tls.cert_file, tls.key_file)
+    except (OSError, ValueError) as error:
+        raise ConfigurationError(f"cannot load the QUIC certificate/key: {error}") from None
+    return configuration
+
+
+async def serve_quic(
+    server: Server,
+    address: str,
+    tls: TLSFiles,
+    settings: QuicServerSettings | None = None,
+) -> QuicListener:
+    """Serve `server` over QUIC on `address` (``host:port``); return the listener."""
+    from flare_runtime.server import parse_address  # noqa: PLC0415 -- server imports us lazily
+
+    settings = settings or QuicServerSettings()
+    host, port = parse_address(address)
+    configuration = server_configuration(tls, settings)
+    tickets = settings.ticket_store
+    if tickets is None and settings.ticket_capacity:
+        tickets = ServerTicketStore(settings.ticket_capacity)
+    listener: QuicListener | None = None
+
+    def factory(link: ServerLink) -> _ServerConnectionListener:
+        assert listener is not None
+        if not listener.accepting:
+            link.abort(NO_ERROR, "server shutting down")
+        listener.links.add(link)
+        return _ServerConnectionListener(listener, link)
+
+    quic_server = await serve_links(
+        host, port, configuration=configuration, factory=factory, tickets=tickets
+    )
+    listener = QuicListener(server, quic_server, tickets)
+    return listener
+
+
+async def start_listener(server: Server, address: str, *, tls: TLSFiles | None) -> QuicListener:
+    """`Server.start(quic=...)` calls this (see `flare_runtime.server.LISTENER_MODULES`)."""
+    if tls is None:
+        raise ConfigurationError(
+            "QUIC always uses TLS: give a certificate (tls=TLSFiles(cert, key), or "
+            "--tls-cert/--tls-key; `flare cert dev` writes one for localhost)"
+        )
+    return await serve_quic(server, address, tls)
+
+
+# ------------------------------------------------------------------------- client
+
+
+class QuicChannel(WireChannel):
+    """A `WireChannel` over QUIC, with what only QUIC has: 0-RTT facts and migration."""
+
+    def __init__(
+        self,
+        endpoint: ClientEndpoint,
+        link: ClientLink,
+        *,
+        interceptors: Iterable[ClientInterceptor] = (),
+        early_routes: set[int] | None = None,
+    ) -> None:
+        super().__init__(endpoint, interceptors=interceptors)
+        self.link = link
+        self._early_routes = early_routes
+
+    def _note_route(self, route: Route[Any, Any]) -> None:
+        # While the handshake is incomplete, tell the early-data gate which
+        # routes may travel in 0-RTT: the idempotent ones this channel calls.
+        early_routes = self._early_routes
+        if early_routes is not None:
+            if self.link.handshake_complete:
+                self._early_routes = None
+            elif route.options.idempotent:
+                early_routes.add(route.wire_id)
+
+    async def unary_unary(
+        self,
+        route: Route[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ResponseT:
+        """See `Channel.unary_unary`; in 0-RTT only for idempotent routes."""
+        if self._early_routes is not None:
+            self._note_route(route)
+        return await super().unary_unary(route, request, timeout=timeout, metadata=metadata)
+
+    def unary_stream(
+        self,
+        route: Route[RequestT, ResponseT],
+        request: RequestT,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ServerStreamCall[ResponseT]:
+        """See `Channel.unary_stream`; in 0-RTT only for idempotent routes."""
+        if self._early_routes is not None:
+            self._note_route(route)
+        return super().unary_stream(route, request, timeout=timeout, metadata=metadata)
+
+    async def stream_unary(
+        self,
+        route: Route[RequestT, ResponseT],
+        requests: AsyncIterable[RequestT] | Iterable[RequestT],
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> ResponseT:
+        """See `Channel.stream_unary`; in 0-RTT only for idempotent routes."""
+        if self._early_routes is not None:
+            self._note_route(route)
+        return await super().stream_unary(route, requests, timeout=timeout, metadata=metadata)
+
+    def stream_stream(
+        self,
+        route: Route[RequestT, ResponseT],
+        requests: AsyncIterable[RequestT] | Iterable[RequestT] | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> BidiStreamCall[RequestT, ResponseT]:
+        """See `Channel.stream_stream`; in 0-RTT only for idempotent routes."""
+        if self._early_routes is not None:
+            self._note_route(route)
+        return super().stream_stream(route, requests, timeout=timeout, metadata=metadata)
+
+    @property
+    def handshake_complete(self) -> bool:
+        """True once the TLS handshake has completed."""
+        return self.link.handshake_complete
+
+    async def wait_handshake(self) -> None:
+        """Wait for the TLS handshake; raises `ConnectionClosedError` when it failed."""
+        try:
+            await asyncio.shield(self.link.handshake_done)
+        except ConnectionError as error:
+            raise ConnectionClosedError(f"QUIC handshake failed: {error}") from None
+
+    @property
+    def session_resumed(self) -> bool:
+        """True when this connection resumed an earlier TLS session (a ticket was used)."""
+        return self.link.session_resumed
+
+    @property
+    def early_data_accepted(self) -> bool:
+        """True when the server accepted this connection's 0-RTT early data."""
+        return self.link.early_data_accepted
+
+    @property
+    def early_bytes_sent(self) -> int:
+        """Bytes of the Flare stream written before the handshake completed (0-RTT if resumed)."""
+        return self.link.early_bytes_sent
+
+    async def rebind(self) -> tuple[str, int]:
+        """Move to a new local UDP port (calls continue); return the new local address."""
+        return await self.link.rebind()
+
+    async def close(self) -> None:
+        await super().close()
+        self.link.release()
+
+
+def _client_configuration(
+    host: str, options: ConnectOptions, ticket: SessionTicket | None
+) -> QuicConfiguration:
+    extra = options.extra
+    configuration = QuicConfiguration(
+        is_client=True,
+        alpn_protocols=[str(extra.get("alpn", ALPN))],
+        server_name=str(extra.get("server_name", host)),
+        idle_timeout=float(extra.get("idle_timeout", DEFAULT_IDLE_TIMEOUT)),
+    )
+    ca_file = extra.get("ca_file")
+    context = options.ssl_context
+    if ca_file is not None:
+        configuration.load_verify_locations(cafile=str(ca_file))
+    elif context is not None:
+        if context.verify_mode == ssl.CERT_NONE:
+            configuration.verify_mode = ssl.CERT_NONE
+        else:
+            certificates = context.get_ca_certs(binary_form=True)
+            if certificates:
+                configuration.load_verify_locations(
+                    cadata=b"".join(ssl.DER_cert_to_PEM_cert(der).encode() for der in certificates)
+                )
+    if extra.get("verify") is False:
+        configuration.verify_mode = ssl.CERT_NONE
+    configuration.session_ticket = ticket
+    return configuration
+
+
+async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
+    """Connect to ``quic://host[:port]`` (`flare_runtime.connect` calls this).
+
+    QUIC options, passed to `connect` as keywords: ``ca_file`` (PEM file of the
+    CA or self-signed certificate to trust; else `ssl_context`'s CAs, else the
+    system's), ``verify=False`` (development only), ``server_name``,
+    ``tickets`` (a `TicketStore`; default `DEFAULT_TICKETS`; ``None`` disables
+    resumption), ``early_data`` (default True: use 0-RTT when resuming),
+    ``idle_timeout``, ``keepalive_interval`` (QUIC PINGs when idle; default
+    None, the Flare keepalive already keeps the connection busy), ``alpn``
+    (tests only).
+
+    Without a usable ticket it returns once the handshake completed (errors
+    such as an untrusted certificate raise `ConnectionClosedError` here). With
+    one, it returns at once so that the first calls travel as 0-RTT early
+    data; a failed handshake then fails those calls with UNAVAILABLE.
+    """
+    parts = urllib.parse.urlsplit(url)
+    if parts.scheme.lower() != "quic" or not parts.hostname:
+        raise ConfigurationError(f"expected quic://host:port, got {url!r}")
+    host = parts.hostname
+    port = parts.port or DEFAULT_PORT
+    extra = options.extra
+    tickets: TicketStore | None = extra.get("tickets", DEFAULT_TICKETS)
+    server_key = f"{extra.get('server_name', host)}:{port}"
+    ticket = tickets.take(server_key) if tickets is not None else None
+    if ticket is not None and not extra.get("early_data", True):
+        ticket.max_early_data_size = None
+    configuration = _client_configuration(host, options, ticket)
+    ticket_handler: Callable[[SessionTicket], None] | None = (
+        (lambda new: tickets.add(server_key, new)) if tickets is not None else None
+    )
+    link = ClientLink(
+        QuicConnection(configuration=configuration, session_ticket_handler=ticket_handler),
+        keepalive_interval=extra.get("keepalive_interval"),
+    )
+    early = ticket is not None and ticket.max_early_data_size is not None
+    idempotent_routes: set[int] = set()
+    adapter = _QuicWireTransport(
+        link,
+        high_water=int(extra.get("max_write_buffer", 1024 * 1024)),
+        gate=EarlyDataGate(idempotent_routes.__contains__) if early else None,
+    )
+    adapter.peer = f"{host}:{port}"
+    link.listener = adapter
+    try:
+        async with asyncio.timeout(options.open_timeout):
+            await link.open(host, port)
+            if not early:
+                await link.handshake_done
+    except (OSError, ConnectionError, TimeoutError) as error:
+        link.release()
+        detail = "timed out" if isinstance(error, TimeoutError) else str(error)
+        raise ConnectionClosedError(f"cannot connect to {url}: {detail}") from None
+    # The opening block goes first on the stream (not through the gate: it is
+    # not a Flare frame, and it is always allowed in early data).
+    metadata = options.metadata
+    if options.token is not None:
+        metadata = Metadata([*metadata.entries(), ("authorization", f"Bearer {options.token}")])
+    link.write(_opening_block(metadata))
+    endpoint = ClientEndpoint(
+        adapter,
+        options.protocol or ProtocolConfig(),
+        Transport.QUIC,
+        {type_id: cls for table in options.push_tables for type_id, cls in table.by_id().items()},
+        options.max_pending_pushes,
+    )
+    adapter.endpoint = endpoint
+    return QuicChannel(
+        endpoint,
+        link,
+        interceptors=options.interceptors,
+        early_routes=idempotent_routes if early else None,
+    )
