@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import grpc
-from google.protobuf import any_pb2, descriptor_pool, message_factory
-from google.protobuf.message import DecodeError, Message
-from google.rpc import status_pb2  # type: ignore[import-untyped]
+from google.protobuf.message import Message
 
+from flare_runtime.details import pack_details, unpack_details
 from flare_runtime.errors import RpcError
 from flare_runtime.metadata import MetadataValue
 from flare_runtime.status import StatusCode
@@ -44,39 +43,11 @@ def from_grpc_code(code: grpc.StatusCode | None) -> StatusCode:
 
 
 def status_details_bin(error: RpcError) -> bytes:
-    """Serialize `error` as a ``google.rpc.Status`` for the details trailer."""
-    status = status_pb2.Status(code=int(error.code), message=error.message)
-    for detail in error.details:
-        packed = status.details.add()
-        if isinstance(detail, any_pb2.Any):
-            packed.CopyFrom(detail)
-        else:
-            packed.Pack(detail)
-    encoded: bytes = status.SerializeToString()
-    return encoded
+    """Serialize `error` as a ``google.rpc.Status`` for the details trailer.
 
-
-def unpack_details(packed: Iterable[any_pb2.Any]) -> tuple[Message, ...]:
-    """Unpack ``google.rpc.Status.details`` into message objects.
-
-    A detail whose type is not in the default descriptor pool (the client has
-    not imported its generated module) stays a `google.protobuf.Any`, so no
-    information is lost.
+    The same bytes the Flare wire protocol carries (`flare_runtime.details`).
     """
-    pool = descriptor_pool.Default()
-    details: list[Message] = []
-    for item in packed:
-        try:
-            descriptor = pool.FindMessageTypeByName(item.TypeName())
-        except KeyError:
-            details.append(item)
-            continue
-        message = message_factory.GetMessageClass(descriptor)()
-        if item.Unpack(message):
-            details.append(message)
-        else:
-            details.append(item)
-    return tuple(details)
+    return pack_details(error.code, error.message, error.details)
 
 
 def rpc_error_from_status(
@@ -93,10 +64,7 @@ def rpc_error_from_status(
     details: tuple[Message, ...] = ()
     for key, value in trailers or ():
         if key == STATUS_DETAILS_KEY and isinstance(value, bytes):
-            try:
-                details = unpack_details(status_pb2.Status.FromString(value).details)
-            except DecodeError:
-                details = ()
+            details = unpack_details(value)
             break
     return RpcError(from_grpc_code(code), message or "", details)
 
