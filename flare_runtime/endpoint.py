@@ -727,7 +727,10 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             conn.end_call(call.call_id, StatusCode.RESOURCE_EXHAUSTED, str(exc))
         except (LocalProtocolError, ConnectionClosedError):
             pass  # the connection is closing; nothing more to say on it
-        self.schedule_flush()
+        if self._calls:
+            self.schedule_flush()  # more calls in flight: batch their output
+        else:
+            self._flush()  # the only call: answer now, a loop iteration sooner
         self._call_finished()
 
     def _forget(self, call: _ServerCall) -> None:

@@ -39,6 +39,8 @@ class Metadata(Mapping[str, MetadataValue]):
         """Return `entries` as `Metadata` (no copy when it already is)."""
         if isinstance(entries, Metadata):
             return entries
+        if not entries:
+            return EMPTY_METADATA
         return cls(entries)
 
     def __getitem__(self, key: str) -> MetadataValue:

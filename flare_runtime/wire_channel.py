@@ -305,8 +305,12 @@ class WireChannel(Channel):
         except (LocalProtocolError, ConnectionClosedError):
             raise endpoint.unavailable() from None
         call = _ClientCall(call_id, info)
-        endpoint.calls[call_id] = call
-        endpoint.schedule_flush()
+        calls = endpoint.calls
+        calls[call_id] = call
+        if len(calls) == 1:
+            endpoint._flush()  # the only call: send now, a loop iteration sooner
+        else:
+            endpoint.schedule_flush()  # batch with the calls started alongside
         if timeout is not None:
             endpoint._rearm_timer()
         return call
