@@ -9,7 +9,8 @@ One iteration is everything both endpoints do for one unary call, with no I/O:
 
 For reference it also times the floor any framing needs: one `struct` pack and
 one unpack + slice per frame for the same four frames. Prints µs per call
-(median and best of several timing blocks) and the ratio to that floor.
+(median and best of several timing blocks) and the ratio to that floor, and
+the Python heap bytes an idle, established server connection holds.
 
 Usage: python -m bench.protocol_bench [--calls 20000] [--repeat 7]
 """
@@ -17,10 +18,13 @@ Usage: python -m bench.protocol_bench [--calls 20000] [--repeat 7]
 from __future__ import annotations
 
 import argparse
+import gc
 import json
 import statistics
 import struct
+import sys
 import time
+import tracemalloc
 
 from flare_runtime.protocol import CLIENT, SERVER, Connection, ProtocolConfig
 
@@ -67,6 +71,27 @@ def struct_floor(calls: int) -> float:
     return time.perf_counter() - started
 
 
+def idle_connection_bytes(count: int = 2_000) -> float:
+    """Python heap bytes held per established, idle server `Connection` (tracemalloc)."""
+    hello = Connection(CLIENT, ProtocolConfig()).data_to_send()
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    connections = []
+    for _ in range(count):
+        connection = Connection(SERVER, ProtocolConfig())
+        connection.receive_data(hello, 0.0)
+        connection.events_received()
+        connection.data_to_send()
+        connections.append(connection)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    grown = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    # The list holding them is not part of a connection's cost.
+    return (grown - sys.getsizeof(connections)) / count
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--calls", type=int, default=20_000)
@@ -89,6 +114,7 @@ def main() -> None:
                 "struct_floor_us_per_call": round(floor_us, 2),
                 "ratio_to_floor": round(flare_us / floor_us, 2),
                 "calls_per_s": round(args.calls / flare),
+                "idle_server_connection_bytes": round(idle_connection_bytes()),
             }
         )
     )

@@ -156,7 +156,7 @@ class _Call:
         self.deadline = deadline
 
 
-_FrameHandler = Callable[[bytes, int, int, int, float], None]
+_FrameHandler = Callable[["Connection", bytes, int, int, int, float], None]
 
 
 class Connection:
@@ -169,6 +169,36 @@ class Connection:
     breaks the protocol never raises: it queues a CLOSE frame and reports
     `ConnectionClosed` (docs/wire-format.md §8).
     """
+
+    # Slots keep an idle connection small: servers hold many thousands.
+    __slots__ = (
+        "_ack_threshold",
+        "_buffer",
+        "_buffered_total",
+        "_calls",
+        "_closed",
+        "_deadlines",
+        "_events",
+        "_goaway_last",
+        "_handlers",
+        "_hello_deadline",
+        "_initial_window",
+        "_is_client",
+        "_last_call_id",
+        "_last_received",
+        "_max_frame_size",
+        "_max_message_size",
+        "_needed",
+        "_out",
+        "_ping_counter",
+        "_ping_deadline",
+        "_skip",
+        "config",
+        "peer_settings",
+        "role",
+        "settings",
+        "version",
+    )
 
     def __init__(
         self, role: Role, config: ProtocolConfig | None = None, *, now: float = 0.0
@@ -186,7 +216,7 @@ class Connection:
         self._last_call_id = 0
         self._out: list[bytes] = []
         self._events: list[Event] = []
-        self._buffer = bytearray()
+        self._buffer: bytearray | None = None  # an incomplete frame, only while one is pending
         self._needed = 0
         self._skip = 0
         self._buffered_total = 0
@@ -203,7 +233,7 @@ class Connection:
         self._ack_threshold = max(
             1, int(self.settings.initial_window_size * self.config.window_update_ratio)
         )
-        self._handlers = self._handler_table()
+        self._handlers = _CLIENT_HANDLERS if self._is_client else _SERVER_HANDLERS
         if self._is_client:
             self._out.append(
                 encode_hello(PROTOCOL_VERSION, PROTOCOL_VERSION, _settings_pairs(self.settings))
@@ -225,6 +255,11 @@ class Connection:
     def has_data_to_send(self) -> bool:
         """True when `data_to_send()` would return bytes."""
         return bool(self._out)
+
+    @property
+    def pending_input_size(self) -> int:
+        """Bytes of an incomplete frame held until the rest arrives (bounded by the limits)."""
+        return len(self._buffer) if self._buffer is not None else 0
 
     @property
     def open_calls(self) -> int:
@@ -273,12 +308,13 @@ class Connection:
             skipped = min(self._skip, len(data))
             self._skip -= skipped
             data = data[skipped:]
-        if self._buffer:
-            self._buffer += data
-            if len(self._buffer) < self._needed:
+        buffer = self._buffer
+        if buffer is not None:
+            buffer += data
+            if len(buffer) < self._needed:
                 return
-            data = bytes(self._buffer)
-            self._buffer = bytearray()
+            data = bytes(buffer)
+            self._buffer = None
         if not data:
             return
         try:
@@ -318,7 +354,8 @@ class Connection:
         if self._hello_deadline is not None:
             when = self._hello_deadline
         interval = self.config.keepalive_interval
-        if interval is not None:
+        # No PING before the handshake: the first frame each way must be HELLO.
+        if interval is not None and self.version is not None:
             keepalive = (
                 self._ping_deadline
                 if self._ping_deadline is not None
@@ -349,7 +386,7 @@ class Connection:
             self._fail(CloseCode.PROTOCOL_ERROR, "no HELLO within the handshake timeout")
             return
         interval = self.config.keepalive_interval
-        if interval is not None:
+        if interval is not None and self.version is not None:
             if self._ping_deadline is not None:
                 if now >= self._ping_deadline:
                     self._fail(CloseCode.KEEPALIVE_TIMEOUT, "no PONG within the keepalive timeout")
@@ -779,7 +816,7 @@ class Connection:
             handler = handlers[frame_type]
             if handler is None:
                 raise RemoteProtocolError(f"unknown frame type 0x{frame_type:02x}")
-            handler(data, start, stop, call_id, now)
+            handler(self, data, start, stop, call_id, now)
             if self._closed:
                 return
             pos = stop
@@ -789,41 +826,6 @@ class Connection:
                 self._needed = HEADER_SIZE + HEADER.unpack_from(data, pos)[0]
             else:
                 self._needed = HEADER_SIZE
-
-    def _handler_table(self) -> list[_FrameHandler | None]:
-        # One slot per possible type byte, so lookup needs no bounds check.
-        table: list[_FrameHandler | None] = [None] * 256
-        table[FrameType.HELLO] = self._on_hello
-        table[FrameType.WINDOW_UPDATE] = self._on_window_update
-        table[FrameType.PING] = self._on_ping
-        table[FrameType.PONG] = self._on_pong
-        table[FrameType.CLOSE] = self._on_close
-        if self._is_client:
-            table[FrameType.HEADERS] = self._on_headers
-            table[FrameType.END_CALL] = self._on_end_call
-            table[FrameType.PUSH] = self._on_push
-            table[FrameType.GOAWAY] = self._on_goaway
-            wrong_side: tuple[FrameType, ...] = (
-                FrameType.CALL_START,
-                FrameType.HALF_CLOSE,
-                FrameType.CANCEL,
-            )
-        else:
-            table[FrameType.CALL_START] = self._on_call_start
-            table[FrameType.HALF_CLOSE] = self._on_half_close
-            table[FrameType.CANCEL] = self._on_cancel
-            wrong_side = (FrameType.HEADERS, FrameType.END_CALL, FrameType.PUSH, FrameType.GOAWAY)
-        for frame_type in wrong_side:
-            table[frame_type] = self._wrong_side_handler(frame_type)
-        return table
-
-    def _wrong_side_handler(self, frame_type: FrameType) -> _FrameHandler:
-        sender = "server" if self._is_client else "client"
-
-        def handler(data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
-            raise RemoteProtocolError(f"a {sender} must not send {frame_type.name}")
-
-        return handler
 
     def _require_established(self, what: str) -> None:
         if self.version is None:
@@ -842,7 +844,14 @@ class Connection:
             return
         if self._is_client and min_version != max_version:
             raise RemoteProtocolError("the server's HELLO must name exactly one version")
-        peer = _settings_from_pairs(pairs)
+        peer = _PEER_SETTINGS.get(pairs)
+        if peer is None:
+            peer = _settings_from_pairs(pairs)
+            # Peers almost always announce identical settings: share one
+            # object (and its ints) across connections; bounded, so a peer
+            # varying its settings cannot grow the cache.
+            if len(_PEER_SETTINGS) < 64:
+                _PEER_SETTINGS[pairs] = peer
         old_window = self.peer_settings.initial_window_size
         self.peer_settings = peer
         self.version = PROTOCOL_VERSION
@@ -1138,9 +1147,12 @@ class Connection:
         self._closed = True
         self._calls.clear()
         self._deadlines.clear()
-        self._buffer = bytearray()
+        self._buffer = None
         self._buffered_total = 0
         self._events.append(ConnectionClosed(code, reason, by_peer))
+
+
+_PEER_SETTINGS: dict[tuple[tuple[int, int], ...], Settings] = {}
 
 
 def _settings_pairs(settings: Settings) -> tuple[tuple[int, int], ...]:
@@ -1178,3 +1190,43 @@ def _settings_from_pairs(pairs: tuple[tuple[int, int], ...]) -> Settings:
         initial_window_size=resolved[SettingId.INITIAL_WINDOW_SIZE],
         max_metadata_size=resolved[SettingId.MAX_METADATA_SIZE],
     )
+
+
+def _wrong_side(frame_type: FrameType, sender: str) -> _FrameHandler:
+    def handler(connection: Connection, *frame: object) -> None:
+        raise RemoteProtocolError(f"a {sender} must not send {frame_type.name}")
+
+    return handler
+
+
+def _handler_table(*, for_client: bool) -> tuple[_FrameHandler | None, ...]:
+    """Frame handlers by type byte for one role (shared by every connection of that role)."""
+    # One slot per possible type byte, so lookup needs no bounds check.
+    table: list[_FrameHandler | None] = [None] * 256
+    table[FrameType.HELLO] = Connection._on_hello
+    table[FrameType.WINDOW_UPDATE] = Connection._on_window_update
+    table[FrameType.PING] = Connection._on_ping
+    table[FrameType.PONG] = Connection._on_pong
+    table[FrameType.CLOSE] = Connection._on_close
+    if for_client:
+        table[FrameType.HEADERS] = Connection._on_headers
+        table[FrameType.END_CALL] = Connection._on_end_call
+        table[FrameType.PUSH] = Connection._on_push
+        table[FrameType.GOAWAY] = Connection._on_goaway
+        wrong_side: tuple[FrameType, ...] = (
+            FrameType.CALL_START,
+            FrameType.HALF_CLOSE,
+            FrameType.CANCEL,
+        )
+    else:
+        table[FrameType.CALL_START] = Connection._on_call_start
+        table[FrameType.HALF_CLOSE] = Connection._on_half_close
+        table[FrameType.CANCEL] = Connection._on_cancel
+        wrong_side = (FrameType.HEADERS, FrameType.END_CALL, FrameType.PUSH, FrameType.GOAWAY)
+    for frame_type in wrong_side:
+        table[frame_type] = _wrong_side(frame_type, "server" if for_client else "client")
+    return tuple(table)
+
+
+_CLIENT_HANDLERS: Final = _handler_table(for_client=True)
+_SERVER_HANDLERS: Final = _handler_table(for_client=False)

@@ -464,6 +464,14 @@ def test_any_input_counts_as_liveness() -> None:
     assert pair.server.get_timer() == 19.0
 
 
+def test_no_keepalive_ping_goes_out_before_the_handshake() -> None:
+    config = ProtocolConfig(keepalive_interval=1.0, handshake_timeout=10.0)
+    server = Connection(SERVER, config)
+    assert server.get_timer() == 10.0
+    server.handle_timer(5.0)
+    assert not server.has_data_to_send
+
+
 def test_manual_ping_and_keepalive_off() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     assert pair.client.get_timer() is None
@@ -636,7 +644,7 @@ def test_an_oversized_message_fails_its_call_and_is_skipped_without_buffering(
     step = chunk_size or len(raw)
     for offset in range(0, len(raw), step):
         pair.server.receive_data(raw[offset : offset + step], 0.0)
-        assert len(pair.server._buffer) <= 1000 + 10
+        assert pair.server.pending_input_size <= 1000 + 10
     events = pair.server.events_received()
     assert events == [
         CallCancelled(
@@ -830,7 +838,7 @@ def test_garbage_input_never_raises_and_never_buffers_without_bound(
     connection.receive_data(garbage, 0.0)
     connection.events_received()
     limit = max(connection.settings.max_frame_size, connection.settings.max_message_size)
-    assert len(connection._buffer) <= limit + 10
+    assert connection.pending_input_size <= limit + 10
 
 
 @settings(max_examples=100, deadline=None)
