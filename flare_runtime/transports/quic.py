@@ -38,6 +38,7 @@ The mapping (docs/transports/quic.md has the why and the measurements):
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 import struct
 import urllib.parse
@@ -565,6 +566,10 @@ def _client_configuration(
     )
     ca_file = extra.get("ca_file")
     context = options.ssl_context
+    if ca_file is None and context is None:
+        # aioquic does not read OpenSSL's default locations; honour the usual
+        # override so `SSL_CERT_FILE=dev-cert.pem flare call quic://...` works.
+        ca_file = os.environ.get("SSL_CERT_FILE")
     if ca_file is not None:
         configuration.load_verify_locations(cafile=str(ca_file))
     elif context is not None:
@@ -587,7 +592,8 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
 
     QUIC options, passed to `connect` as keywords: ``ca_file`` (PEM file of the
     CA or self-signed certificate to trust; else `ssl_context`'s CAs, else the
-    system's), ``verify=False`` (development only), ``server_name``,
+    file named by ``$SSL_CERT_FILE``, else certifi's bundle), ``verify=False``
+    (development only), ``server_name``,
     ``tickets`` (a `TicketStore`; default `DEFAULT_TICKETS`; ``None`` disables
     resumption), ``early_data`` (default True: use 0-RTT when resuming),
     ``idle_timeout``, ``keepalive_interval`` (QUIC PINGs when idle; default

@@ -1,0 +1,517 @@
+"""Flare over QUIC vs raw aioquic, in the same run.
+
+Server and client are separate processes pinned to CPU 0 and 1; 127.0.0.1
+only; every process has a hard deadline. Both run on the **stdlib asyncio
+loop** (aioquic's timers are erratic on uvloop's millisecond timer wheel, see
+shared/baselines/README.md): QUIC figures here are asyncio figures.
+
+The server process serves three things on three UDP ports:
+
+* raw aioquic echo, **one long-lived stream** carrying 4-byte-length-prefixed
+  frames (the strategy Flare uses),
+* raw aioquic echo, **a stream per request** (the strategy Flare rejected),
+* a Flare `Server` with one unary echo route (idempotent) over QUIC.
+
+Measured: sequential p50/p99 and 64-in-flight throughput for each, with the CPU
+each side spent per message; and time to first response on a fresh connection
+(full handshake, then the call) vs a resumed connection sending the call in
+0-RTT early data. Prints one JSON line and a short table with the ratios.
+
+    .venv/bin/python -m bench.quic_bench            # ~30 s
+    .venv/bin/python -m bench.quic_bench --quick    # ~10 s smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import faulthandler
+import json
+import os
+import socket
+import statistics
+import struct
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from aioquic.asyncio.protocol import QuicConnectionProtocol
+from aioquic.asyncio.server import serve
+from aioquic.quic.configuration import QuicConfiguration
+from aioquic.quic.connection import QuicConnection
+from aioquic.quic.events import HandshakeCompleted, QuicEvent, StreamDataReceived
+from google.protobuf.wrappers_pb2 import BytesValue
+
+import flare_runtime
+from flare_runtime.context import CallContext
+from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
+from flare_runtime.server import Server, TLSFiles
+from flare_runtime.transports.quic import QuicChannel
+from flare_runtime.transports.quic_certs import write_dev_certificate
+from flare_runtime.transports.quic_tickets import MemoryTicketStore
+
+LOOPBACK = "127.0.0.1"
+SERVER_CPU, CLIENT_CPU = 0, 1
+RAW_ALPN = "flare-bench"
+LENGTH = struct.Struct(">I")
+REQUEST_ID = struct.Struct(">Q")
+FILLER = bytes(range(92))  # 8-byte id + 92 bytes = a 100-byte message
+PAYLOAD_SIZE = 100
+
+Request = Callable[[int], Awaitable[object]]
+
+
+def make_payload(request_id: int) -> bytes:
+    """A 100-byte message whose first 8 bytes identify it."""
+    return REQUEST_ID.pack(request_id) + FILLER
+
+
+def split_frames(buffer: bytearray) -> int:
+    """Length of the prefix of `buffer` that holds only complete frames."""
+    end = 0
+    while len(buffer) - end >= 4:
+        size = 4 + LENGTH.unpack_from(buffer, end)[0]
+        if len(buffer) - end < size:
+            break
+        end += size
+    return end
+
+
+# ------------------------------------------------------------------ process plumbing
+
+
+def pin_cpu(cpu: int) -> None:
+    """Pin this process to `cpu` when the machine has it."""
+    if cpu < (os.cpu_count() or 1):
+        os.sched_setaffinity(0, {cpu})
+
+
+_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def cpu_seconds(pid: int | str = "self") -> float:
+    """User + system CPU seconds of a whole process, from /proc."""
+    with open(f"/proc/{pid}/stat") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+
+
+class CpuWindow:
+    """CPU spent by this process and the server over a window, per message."""
+
+    def __init__(self, server_pid: int) -> None:
+        self.server_pid = server_pid
+        self.client = cpu_seconds()
+        self.server = cpu_seconds(server_pid)
+
+    def finish(self, messages: int) -> dict[str, float]:
+        client = cpu_seconds() - self.client
+        server = cpu_seconds(self.server_pid) - self.server
+        return {
+            "client_us_per_msg": round(1e6 * client / messages, 1),
+            "server_us_per_msg": round(1e6 * server / messages, 1),
+        }
+
+
+async def measure_sequential(request: Request, n: int, server_pid: int) -> dict[str, float]:
+    """One request at a time: round-trip latency percentiles in microseconds."""
+    for i in range(min(500, n)):
+        await request(i)
+    samples: list[int] = []
+    clock = time.perf_counter_ns
+    cpu = CpuWindow(server_pid)
+    for i in range(n):
+        start = clock()
+        await request(i)
+        samples.append(clock() - start)
+    samples.sort()
+    return {
+        "p50_us": round(samples[len(samples) // 2] / 1000, 1),
+        "p99_us": round(samples[int(len(samples) * 0.99)] / 1000, 1),
+        **cpu.finish(n),
+    }
+
+
+async def measure_closed_loop(
+    request: Request, inflight: int, warmup: float, duration: float, server_pid: int
+) -> dict[str, float]:
+    """`inflight` callers each keep one request outstanding; messages per second."""
+    completed = 0
+    stop = False
+
+    async def caller(number: int) -> None:
+        nonlocal completed
+        i = number << 32
+        while not stop:
+            await request(i)
+            i += 1
+            completed += 1
+
+    tasks = [asyncio.ensure_future(caller(n)) for n in range(inflight)]
+    await asyncio.sleep(warmup)
+    start_count, start = completed, time.perf_counter()
+    cpu = CpuWindow(server_pid)
+    await asyncio.sleep(duration)
+    count, elapsed = completed - start_count, time.perf_counter() - start
+    result = {"msgs_per_s": round(count / elapsed), **cpu.finish(max(count, 1))}
+    stop = True
+    await asyncio.wait_for(asyncio.gather(*tasks), 30)
+    return result
+
+
+# ------------------------------------------------------------------ raw aioquic
+
+
+class RawEchoServer(QuicConnectionProtocol):
+    """Echo every length-prefixed frame on the stream it came from."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.buffers: dict[int, bytearray] = {}
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if not isinstance(event, StreamDataReceived):
+            return
+        buffer = self.buffers.setdefault(event.stream_id, bytearray())
+        buffer += event.data
+        complete = split_frames(buffer)
+        if complete or event.end_stream:
+            self._quic.send_stream_data(
+                event.stream_id, bytes(buffer[:complete]), end_stream=event.end_stream
+            )
+            del buffer[:complete]
+        if event.end_stream:
+            del self.buffers[event.stream_id]
+
+
+class RawEchoClient(QuicConnectionProtocol):
+    """Requests matched to responses by their 8-byte id, on one stream or one each."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.pending: dict[bytes, asyncio.Future[bytes]] = {}
+        self.buffers: dict[int, bytearray] = {}
+        self.handshake = asyncio.get_running_loop().create_future()
+        self.long_stream: int | None = None
+        self.flush_scheduled = False
+
+    def quic_event_received(self, event: QuicEvent) -> None:
+        if isinstance(event, StreamDataReceived):
+            buffer = self.buffers.setdefault(event.stream_id, bytearray())
+            buffer += event.data
+            complete = split_frames(buffer)
+            offset = 0
+            while offset < complete:
+                size = LENGTH.unpack_from(buffer, offset)[0]
+                payload = bytes(buffer[offset + 4 : offset + 4 + size])
+                self.pending.pop(payload[:8]).set_result(payload)
+                offset += 4 + size
+            del buffer[:complete]
+            if event.end_stream:
+                del self.buffers[event.stream_id]
+        elif isinstance(event, HandshakeCompleted) and not self.handshake.done():
+            self.handshake.set_result(event)
+
+    def _flush_soon(self) -> None:
+        # Coalesce sends of one loop iteration, as the Flare link does.
+        if not self.flush_scheduled:
+            self.flush_scheduled = True
+            self._loop.call_soon(self._flush)
+
+    def _flush(self) -> None:
+        self.flush_scheduled = False
+        self.transmit()
+
+    def _send(self, stream_id: int, request_id: int, end_stream: bool) -> asyncio.Future[bytes]:
+        payload = make_payload(request_id)
+        future = self._loop.create_future()
+        self.pending[payload[:8]] = future
+        self._quic.send_stream_data(
+            stream_id, LENGTH.pack(len(payload)) + payload, end_stream=end_stream
+        )
+        self._flush_soon()
+        return future
+
+    async def request_new_stream(self, request_id: int) -> bytes:
+        stream_id = self._quic.get_next_available_stream_id()
+        return await self._send(stream_id, request_id, True)
+
+    async def request_long_stream(self, request_id: int) -> bytes:
+        if self.long_stream is None:
+            self.long_stream = self._quic.get_next_available_stream_id()
+        return await self._send(self.long_stream, request_id, False)
+
+
+async def raw_connect(port: int, cafile: str) -> tuple[asyncio.DatagramTransport, RawEchoClient]:
+    """A raw aioquic client connection, handshake done."""
+    configuration = QuicConfiguration(
+        is_client=True, alpn_protocols=[RAW_ALPN], server_name="localhost"
+    )
+    configuration.load_verify_locations(cafile)
+    loop = asyncio.get_running_loop()
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    transport, protocol = await loop.create_datagram_endpoint(
+        lambda: RawEchoClient(QuicConnection(configuration=configuration)), sock=sock
+    )
+    protocol.connect((LOOPBACK, port))
+    await protocol.handshake
+    return transport, protocol
+
+
+# ------------------------------------------------------------------ Flare
+
+ECHO: Route[BytesValue, BytesValue] = Route(
+    path="/flare.bench.Echo/Echo",
+    service_id=0x7E,
+    route_id=1,
+    cardinality=Cardinality.UNARY,
+    request_type=BytesValue,
+    response_type=BytesValue,
+    handler_name="echo",
+    options=RouteOptions(idempotent=True),
+)
+ECHO_ROUTES = ServiceRoutes(name="flare.bench.Echo", service_id=0x7E, routes=(ECHO,))
+
+
+class Echo:
+    """The Flare echo handler."""
+
+    async def echo(self, request: BytesValue, context: CallContext) -> BytesValue:
+        return request
+
+
+async def run_server(args: argparse.Namespace) -> None:
+    raw_configuration = QuicConfiguration(is_client=False, alpn_protocols=[RAW_ALPN])
+    raw_configuration.load_cert_chain(args.cert, args.key)
+    raw = await serve(LOOPBACK, 0, configuration=raw_configuration, create_protocol=RawEchoServer)
+    raw_port = raw._transport.get_extra_info("sockname")[1] if raw._transport else 0
+    server = Server([(ECHO_ROUTES, Echo())])
+    await server.start(quic=f"{LOOPBACK}:0", tls=TLSFiles(args.cert, args.key))
+    print(f"READY {raw_port} {server.port('quic')}", flush=True)
+    await asyncio.Event().wait()
+
+
+# ------------------------------------------------------------------ client side
+
+
+async def flare_connect(port: int, cafile: str, **options: Any) -> QuicChannel:
+    options.setdefault("tickets", None)
+    channel = await flare_runtime.connect(f"quic://localhost:{port}", ca_file=cafile, **options)
+    assert isinstance(channel, QuicChannel)
+    return channel
+
+
+async def measure_flare(
+    port: int, cafile: str, args: argparse.Namespace, server_pid: int
+) -> dict[str, Any]:
+    channel = await flare_connect(port, cafile)
+    try:
+
+        async def call(request_id: int) -> object:
+            return await channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
+
+        return {
+            "seq": await measure_sequential(call, args.seq_n, server_pid),
+            "pipelined": await measure_closed_loop(
+                call, args.inflight, args.warmup, args.duration, server_pid
+            ),
+        }
+    finally:
+        await channel.close()
+
+
+async def measure_handshakes(port: int, cafile: str, n: int) -> dict[str, Any]:
+    """Time to first response: full handshake vs resumed, with and without 0-RTT."""
+    request = BytesValue(value=make_payload(1))
+    samples: dict[str, list[float]] = {"full": [], "resumed": [], "zero_rtt": []}
+    accepted = 0
+    for _ in range(n):
+        for kind in ("full", "resumed", "zero_rtt"):
+            tickets = MemoryTicketStore()
+            if kind != "full":
+                # A ticket from an earlier connection (not timed).
+                warm = await flare_connect(port, cafile, tickets=tickets)
+                await warm.unary_unary(ECHO, request)
+                for _ in range(200):
+                    if len(tickets):
+                        break
+                    await asyncio.sleep(0.001)
+                await warm.close()
+            start = time.perf_counter()
+            channel = await flare_connect(
+                port, cafile, tickets=tickets, early_data=kind == "zero_rtt"
+            )
+            await channel.unary_unary(ECHO, request)
+            samples[kind].append((time.perf_counter() - start) * 1000)
+            if kind == "zero_rtt":
+                await channel.wait_handshake()
+                transport: Any = channel.endpoint.transport
+                accepted += channel.early_data_accepted and transport.early_calls_passed == 1
+            await channel.close()
+    return {
+        "n": n,
+        "full_handshake_first_response_ms": round(statistics.median(samples["full"]), 2),
+        "resumed_first_response_ms": round(statistics.median(samples["resumed"]), 2),
+        "zero_rtt_first_response_ms": round(statistics.median(samples["zero_rtt"]), 2),
+        "zero_rtt_call_in_early_data_fraction": accepted / n,
+    }
+
+
+async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence[int]) -> Any:
+    raw_port, flare_port = ports
+    result: dict[str, Any] = {}
+    transport, raw = await raw_connect(raw_port, args.cert)
+    for name, request in (
+        ("raw_one_stream", raw.request_long_stream),
+        ("raw_stream_per_call", raw.request_new_stream),
+    ):
+        result[name] = {
+            "seq": await measure_sequential(request, args.seq_n, server_pid),
+            "pipelined": await measure_closed_loop(
+                request, args.inflight, args.warmup, args.duration, server_pid
+            ),
+        }
+    raw.close()
+    transport.close()
+    if flare_port:
+        result["flare_one_stream"] = await measure_flare(flare_port, args.cert, args, server_pid)
+        result["handshake"] = await measure_handshakes(flare_port, args.cert, args.handshakes)
+    return result
+
+
+def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], list[int]]:
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "bench.quic_bench",
+            "--role",
+            "server",
+            "--cert",
+            args.cert,
+            "--key",
+            args.key,
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: pin_cpu(SERVER_CPU),  # noqa: PLW1509 -- no threads yet
+        cwd=Path(__file__).resolve().parent.parent,
+    )
+    assert process.stdout is not None
+    lines: list[str] = []
+    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
+    reader.start()
+    reader.join(20)
+    if not lines or not lines[0].startswith("READY "):
+        process.kill()
+        raise RuntimeError(f"bench server did not start: {lines!r}")
+    return process, [int(port) for port in lines[0].split()[1:]]
+
+
+def exit_with_parent() -> None:
+    """Servers exit when the parent closes their stdin (or dies)."""
+
+    def watch() -> None:
+        try:
+            sys.stdin.read()
+        finally:
+            os._exit(0)
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def ratio(a: float, b: float) -> float:
+    return round(a / b, 2) if b else 0.0
+
+
+def report(result: dict[str, Any]) -> None:
+    raw = result["raw_one_stream"]
+    per_call = result["raw_stream_per_call"]
+    lines = [
+        "QUIC (asyncio loop), 100-byte unary echo, 64 in flight / sequential",
+        f"  raw aioquic one stream   {raw['pipelined']['msgs_per_s']:>8} msg/s  "
+        f"p50 {raw['seq']['p50_us']:>7} us  server {raw['pipelined']['server_us_per_msg']} us/msg",
+        f"  raw aioquic stream/call  {per_call['pipelined']['msgs_per_s']:>8} msg/s  "
+        f"p50 {per_call['seq']['p50_us']:>7} us  server "
+        f"{per_call['pipelined']['server_us_per_msg']} us/msg",
+    ]
+    flare = result.get("flare_one_stream")
+    if flare:
+        lines.append(
+            f"  Flare over QUIC          {flare['pipelined']['msgs_per_s']:>8} msg/s  "
+            f"p50 {flare['seq']['p50_us']:>7} us  server "
+            f"{flare['pipelined']['server_us_per_msg']} us/msg"
+        )
+        lines.append(
+            "  Flare / raw one stream: throughput "
+            f"{ratio(flare['pipelined']['msgs_per_s'], raw['pipelined']['msgs_per_s'])}x, "
+            f"p50 +{round(flare['seq']['p50_us'] - raw['seq']['p50_us'], 1)} us"
+        )
+    lines.append(
+        "  stream/call vs one stream: server CPU per msg "
+        f"{ratio(per_call['pipelined']['server_us_per_msg'], raw['pipelined']['server_us_per_msg'])}x"  # noqa: E501
+    )
+    handshake = result.get("handshake")
+    if handshake:
+        lines.append(
+            f"  first response: full handshake {handshake['full_handshake_first_response_ms']} ms,"
+            f" resumed {handshake['resumed_first_response_ms']} ms,"
+            f" resumed + 0-RTT {handshake['zero_rtt_first_response_ms']} ms"
+            f" (call in early data {handshake['zero_rtt_call_in_early_data_fraction']:.0%})"
+        )
+    print("\n".join(lines), file=sys.stderr)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--role", choices=["bench", "server"], default="bench")
+    parser.add_argument("--cert")
+    parser.add_argument("--key")
+    parser.add_argument("--quick", action="store_true", help="short smoke run")
+    parser.add_argument("--seq-n", type=int, default=3000)
+    parser.add_argument("--inflight", type=int, default=64)
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--handshakes", type=int, default=20)
+    args = parser.parse_args()
+    if args.role == "server":
+        faulthandler.dump_traceback_later(300, exit=True)
+        exit_with_parent()
+        asyncio.run(run_server(args))
+        return
+
+    if args.quick:
+        args.seq_n, args.duration, args.warmup, args.handshakes = 500, 0.5, 0.2, 5
+    faulthandler.dump_traceback_later(240, exit=True)
+    pin_cpu(CLIENT_CPU)
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="flare-quic-bench-") as directory:
+        files = write_dev_certificate(directory)
+        args.cert, args.key = str(files.certificate), str(files.private_key)
+        process, ports = start_server(args)
+        try:
+            result = asyncio.run(client_main(args, process.pid, ports))
+        finally:
+            assert process.stdin is not None
+            process.stdin.close()
+            process.wait(5)
+    result = {
+        "bench": "quic",
+        "loop": "asyncio",
+        "payload_bytes": PAYLOAD_SIZE,
+        **result,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    print(json.dumps(result), flush=True)
+    report(result)
+
+
+if __name__ == "__main__":
+    main()
