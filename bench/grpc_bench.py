@@ -358,12 +358,13 @@ def median_of(runs: list[dict[str, Any]], phase: str, key: str) -> float:
 def bench_main(args: argparse.Namespace) -> None:
     faulthandler.dump_traceback_later(600, exit=True)
     pin_cpu(CLIENT_CPU)
-    runs: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in PAIRS}
+    pairs = [pair for pair in PAIRS if args.cross or pair in PAIRS[:2]]
+    runs: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
     with tempfile.TemporaryDirectory(prefix="flare-grpc-bench-") as gen_dir:
         generate_stubs(gen_dir)
         args.gen_dir = gen_dir
         for _ in range(args.reps):
-            for client, server in PAIRS:
+            for client, server in pairs:
                 process, port = start_server(server, gen_dir)
                 try:
                     runs[client, server].append(
@@ -437,6 +438,12 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--quick", action="store_true", help="one short rep (smoke run)")
+    parser.add_argument(
+        "--no-cross",
+        dest="cross",
+        action="store_false",
+        help="skip the cross pairs (Flare client → raw server, raw client → Flare server)",
+    )
     args = parser.parse_args()
     if args.quick:
         args.reps, args.seq_n, args.stream_n, args.duration = 1, 500, 5000, 1.0

@@ -31,7 +31,6 @@ is None) and connection-level authentication (credentials travel as
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
@@ -398,17 +397,9 @@ def _call_context(
 def _invocation_metadata(entries: Iterable[tuple[str, Any]] | None) -> Metadata:
     if not entries:
         return EMPTY_METADATA
-    try:
-        return Metadata(entries)
-    except ValueError:
-        # grpcio has already validated keys and values against the HTTP/2
-        # rules; drop what Flare's stricter metadata model would reject
-        # rather than fail the call.
-        kept: list[tuple[str, MetadataValue]] = []
-        for key, value in entries:
-            with contextlib.suppress(ValueError):
-                kept.append(Metadata(((key, value),)).entries()[0])
-        return Metadata(kept)
+    # grpcio has validated keys and values (lower-case keys, bytes for -bin):
+    # skip Flare's per-entry checks on this per-call path.
+    return Metadata.from_validated(entries)
 
 
 async def _write_all(
