@@ -83,29 +83,42 @@ class ParseResult:
 
 
 class _Locator:
-    """Looks up SourceCodeInfo spans for one file."""
+    """Looks up SourceCodeInfo spans and comments for one file.
+
+    The index is built on first use: a file with nothing to generate and
+    nothing wrong never pays for it (googleapis files carry thousands of
+    locations each).
+    """
 
     def __init__(self, proto: descriptor_pb2.FileDescriptorProto) -> None:
         self.file = proto.name
-        self._spans: dict[tuple[int, ...], Sequence[int]] = {
-            tuple(location.path): location.span for location in proto.source_code_info.location
-        }
+        self._proto = proto
+        self._spans: dict[tuple[int, ...], Sequence[int]] | None = None
         self._comments: dict[tuple[int, ...], str] = {}
-        for location in proto.source_code_info.location:
-            text = location.leading_comments or location.trailing_comments
-            if text:
-                self._comments[tuple(location.path)] = text
+
+    def _index(self) -> dict[tuple[int, ...], Sequence[int]]:
+        if self._spans is None:
+            self._spans = {}
+            for location in self._proto.source_code_info.location:
+                path = tuple(location.path)
+                self._spans[path] = location.span
+                text = location.leading_comments or location.trailing_comments
+                if text:
+                    self._comments[path] = text
+        return self._spans
 
     def at(self, *paths: Sequence[int]) -> Location:
         """The location of the first path (most specific first) that has one."""
+        spans = self._index()
         for path in paths:
-            span = self._spans.get(tuple(path))
+            span = spans.get(tuple(path))
             if span:
                 return Location(self.file, span[0] + 1, span[1] + 1)
         return Location(self.file)
 
     def doc(self, path: Sequence[int]) -> str:
         """The element's comment, dedented, without surrounding blank lines."""
+        self._index()
         return clean_comment(self._comments.get(tuple(path), ""))
 
 
@@ -151,17 +164,30 @@ class _Parser:
         self.diagnostics: list[Diagnostic] = []
         self.messages: dict[str, MessageRef] = {}
         self.keyword_messages: set[str] = set()
+        # Push messages per file: (full name, SourceCodeInfo path, push type id).
+        self.pushes: dict[str, list[tuple[str, tuple[int, ...], int]]] = {}
+        self._locators: dict[str, _Locator] = {}
         for proto in files:
-            for full_name, qualname, _, _ in _walk_messages(
+            module = pb2_module(proto.name)
+            pushes = self.pushes[proto.name] = []
+            for full_name, qualname, path, message in _walk_messages(
                 proto.message_type, proto.package, (), ()
             ):
                 self.messages[full_name] = MessageRef(
-                    full_name=full_name,
-                    module=pb2_module(proto.name),
-                    qualname=".".join(qualname),
+                    full_name=full_name, module=module, qualname=".".join(qualname)
                 )
                 if any(is_python_keyword(part) for part in qualname):
                     self.keyword_messages.add(full_name)
+                if message.options.HasExtension(options_pb2.message):
+                    type_id = message.options.Extensions[options_pb2.message].push_type_id
+                    if type_id:
+                        pushes.append((full_name, path, type_id))
+
+    def locator(self, proto: descriptor_pb2.FileDescriptorProto) -> _Locator:
+        locator = self._locators.get(proto.name)
+        if locator is None:
+            locator = self._locators[proto.name] = _Locator(proto)
+        return locator
 
     def error(self, location: Location, message: str) -> None:
         self.diagnostics.append(Diagnostic(location, message))
@@ -171,9 +197,8 @@ class _Parser:
         self._check_unique_push_ids()
         models: list[File] = []
         for proto in self.targets:
-            model = self._file(proto)
-            if model.services or model.pushes or self.parameters.emit_empty:
-                models.append(model)
+            if proto.service or self.pushes[proto.name] or self.parameters.emit_empty:
+                models.append(self._file(proto))
         ordered = sorted(
             set(self.diagnostics),
             key=lambda d: (d.location.file, d.location.line, d.location.column, d.message),
@@ -197,7 +222,7 @@ class _Parser:
                 if other != full_name and proto.name in target_names:
                     path = (_FILE_SERVICE, index, _SERVICE_OPTIONS)
                     self.error(
-                        _Locator(proto).at((*path, SERVICE_OPTION, 1), (*path, SERVICE_OPTION)),
+                        self.locator(proto).at((*path, SERVICE_OPTION, 1), (*path, SERVICE_OPTION)),
                         f"service {full_name} reuses service_id {service_id} of {other}",
                     )
 
@@ -205,19 +230,12 @@ class _Parser:
         seen: dict[int, str] = {}
         target_names = {proto.name for proto in self.targets}
         for proto in self.files.values():
-            for full_name, _, path, message in _walk_messages(
-                proto.message_type, proto.package, (), ()
-            ):
-                if not message.options.HasExtension(options_pb2.message):
-                    continue
-                type_id = message.options.Extensions[options_pb2.message].push_type_id
-                if type_id == 0:
-                    continue
+            for full_name, path, type_id in self.pushes[proto.name]:
                 other = seen.setdefault(type_id, full_name)
                 if other != full_name and proto.name in target_names:
                     options_path = (*path, _MESSAGE_OPTIONS)
                     self.error(
-                        _Locator(proto).at(
+                        self.locator(proto).at(
                             (*options_path, MESSAGE_OPTION, 1), (*options_path, MESSAGE_OPTION)
                         ),
                         f"message {full_name} reuses push_type_id {type_id} of {other}",
@@ -226,25 +244,18 @@ class _Parser:
     # One file --------------------------------------------------------------
 
     def _file(self, proto: descriptor_pb2.FileDescriptorProto) -> File:
-        locator = _Locator(proto)
+        locator = self.locator(proto)
         scope = NameScope(FILE_LEVEL_NAMES)
         services = tuple(
             self._service(proto, locator, scope, index, service)
             for index, service in enumerate(proto.service)
         )
         pushes: list[Push] = []
-        for full_name, _, path, message in _walk_messages(
-            proto.message_type, proto.package, (), ()
-        ):
-            if not message.options.HasExtension(options_pb2.message):
-                continue
-            type_id = message.options.Extensions[options_pb2.message].push_type_id
+        for full_name, path, type_id in self.pushes[proto.name]:
             options_path = (*path, _MESSAGE_OPTIONS)
             location = locator.at(
                 (*options_path, MESSAGE_OPTION, 1), (*options_path, MESSAGE_OPTION), path
             )
-            if type_id == 0:
-                continue
             if type_id > MAX_PUSH_TYPE_ID:
                 self.error(
                     location,
