@@ -29,10 +29,11 @@ from flare_runtime.interceptors import (
     ClientCallInfo,
     ClientInterceptor,
     ClientUnaryCallNext,
+    chain_client_stream,
     chain_client_unary,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike, MetadataValue
-from flare_runtime.routing import Route
+from flare_runtime.routing import Cardinality, Route
 from flare_runtime.status import StatusCode
 from flare_runtime.transports.grpc_errors import rpc_error_from_aio
 
@@ -252,6 +253,18 @@ class GrpcChannel(Channel):
         """Start a server-streaming call; iterate the result for responses."""
         if type(request) is not route.request_type:
             raise _wrong_type(route, request)
+        if self.interceptors:
+            info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+            return _InterceptedStreamCall(self, info, _one(request))
+        return self._unary_stream_call(route, request, timeout, metadata)
+
+    def _unary_stream_call(
+        self,
+        route: Route[Any, ResponseT],
+        request: Message,
+        timeout: float | None,
+        metadata: MetadataLike | None,
+    ) -> _GrpcServerStreamCall[ResponseT]:
         timeout, wire = self._call_arguments(route, timeout, metadata)
         method = self._unary_stream.get(route.path)
         if method is None:
@@ -272,6 +285,27 @@ class GrpcChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> ResponseT:
         """Send every request of `requests`, then return the one response."""
+        if not self.interceptors:
+            return await self._stream_unary_call(route, requests, timeout, metadata)
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        chain = chain_client_stream(self.interceptors, self._client_stream_terminal)
+        responses = [response async for response in chain(_aiter(requests), info)]
+        if len(responses) != 1:
+            raise RpcError(StatusCode.INTERNAL, "a client interceptor broke the single response")
+        return cast(ResponseT, responses[0])
+
+    async def _client_stream_terminal(
+        self, requests: AsyncIterator[Message], info: ClientCallInfo
+    ) -> AsyncIterator[Message]:
+        yield await self._stream_unary_call(info.route, requests, info.timeout, info.metadata)
+
+    async def _stream_unary_call(
+        self,
+        route: Route[Any, ResponseT],
+        requests: AsyncIterable[Any] | Iterable[Any],
+        timeout: float | None,
+        metadata: MetadataLike | None,
+    ) -> ResponseT:
         timeout, wire = self._call_arguments(route, timeout, metadata)
         feed = _RequestFeed()
         method = self._stream_unary.get(route.path)
@@ -304,6 +338,19 @@ class GrpcChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> BidiStreamCall[RequestT, ResponseT]:
         """Start a bidirectional call (see `Channel.stream_stream`)."""
+        if self.interceptors:
+            info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+            source = None if requests is None else _aiter(requests)
+            return _InterceptedStreamCall(self, info, source)
+        return self._stream_stream_call(route, requests, timeout, metadata)
+
+    def _stream_stream_call(
+        self,
+        route: Route[Any, ResponseT],
+        requests: AsyncIterable[Any] | Iterable[Any] | None,
+        timeout: float | None,
+        metadata: MetadataLike | None,
+    ) -> _GrpcBidiStreamCall[Any, ResponseT]:
         timeout, wire = self._call_arguments(route, timeout, metadata)
         feed = _RequestFeed()
         method = self._stream_stream.get(route.path)
@@ -468,6 +515,151 @@ class _GrpcBidiStreamCall(
 
     async def __aenter__(self) -> _GrpcBidiStreamCall[RequestT, ResponseT]:
         return self
+
+
+_END: Any = object()
+"""Marks the end of a queue of requests or responses."""
+
+_STREAM_BUFFER = 16
+"""Responses an intercepted stream call buffers ahead of its reader."""
+
+
+class _InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, ResponseT]):
+    """A server-stream or bidi call running through the channel's client interceptors.
+
+    The interceptor chain is one async iterator of responses; a pump task
+    drives it into a small bounded buffer, so the call can be iterated, its
+    headers awaited and its requests sent independently. The gRPC call starts
+    when the chain reaches the terminal.
+    """
+
+    def __init__(
+        self,
+        channel: GrpcChannel,
+        info: ClientCallInfo,
+        requests: AsyncIterator[Message] | None,
+    ) -> None:
+        loop = asyncio.get_running_loop()
+        self._channel = channel
+        self._info = info
+        self._request_type = info.route.request_type
+        self._sent: asyncio.Queue[Any] | None = None
+        if requests is None:
+            self._sent = asyncio.Queue(_STREAM_BUFFER)
+            requests = self._sent_requests(self._sent)
+        self._inner: _GrpcServerStreamCall[Any] | None = None
+        self._started: asyncio.Future[None] = loop.create_future()
+        self._received: asyncio.Queue[Any] = asyncio.Queue()
+        self._room = asyncio.Event()
+        self._error: BaseException | None = None
+        chain = chain_client_stream(channel.interceptors, self._terminal)
+        self._pump = loop.create_task(self._run(chain(requests, info)))
+
+    @staticmethod
+    async def _sent_requests(queue: asyncio.Queue[Any]) -> AsyncIterator[Message]:
+        while (request := await queue.get()) is not _END:
+            yield request
+
+    async def _terminal(
+        self, requests: AsyncIterator[Message], info: ClientCallInfo
+    ) -> AsyncIterator[Message]:
+        channel = self._channel
+        route = info.route
+        inner: _GrpcServerStreamCall[Any]
+        if route.cardinality is Cardinality.SERVER_STREAM:
+            request = await anext(requests)
+            inner = channel._unary_stream_call(route, request, info.timeout, info.metadata)
+        else:
+            inner = channel._stream_stream_call(route, requests, info.timeout, info.metadata)
+        self._inner = inner
+        if not self._started.done():
+            self._started.set_result(None)
+        try:
+            info.response_headers = await inner.initial_metadata()
+            async for response in inner:
+                yield response
+        finally:
+            info.trailers = inner.trailing_metadata()
+            inner.cancel()
+
+    async def _run(self, responses: AsyncIterator[Message]) -> None:
+        try:
+            async for response in responses:
+                self._received.put_nowait(response)
+                while self._received.qsize() >= _STREAM_BUFFER:
+                    self._room.clear()
+                    await self._room.wait()
+        except asyncio.CancelledError:
+            self._error = RpcError(StatusCode.CANCELLED, "the call was cancelled")
+        except Exception as error:  # delivered to the reader
+            self._error = error
+        finally:
+            if not self._started.done():
+                self._started.set_result(None)
+            self._received.put_nowait(_END)
+
+    def __aiter__(self) -> AsyncIterator[ResponseT]:
+        return self
+
+    async def __anext__(self) -> ResponseT:
+        response = await self._received.get()
+        self._room.set()
+        if response is _END:
+            self._received.put_nowait(_END)  # stay ended for later reads
+            if self._error is not None:
+                raise self._error
+            raise StopAsyncIteration
+        return cast(ResponseT, response)
+
+    async def initial_metadata(self) -> Metadata:
+        """Wait for and return the server's response headers."""
+        await asyncio.shield(self._started)
+        if self._inner is None:
+            return EMPTY_METADATA
+        return await self._inner.initial_metadata()
+
+    def trailing_metadata(self) -> Metadata:
+        """The server's trailers; empty until the call has ended."""
+        return self._info.trailers
+
+    def cancel(self) -> None:
+        """Cancel the call; the server's handler is cancelled too."""
+        if self._inner is not None:
+            self._inner.cancel()
+        self._pump.cancel()
+
+    async def send(self, request: RequestT) -> None:
+        """Send one request through the interceptors; waits while 16 are queued."""
+        if self._sent is None:
+            raise RpcError(StatusCode.FAILED_PRECONDITION, "this call sends its own requests")
+        if type(request) is not self._request_type:
+            raise _wrong_type(self._info.route, request)
+        if self._pump.done():
+            if isinstance(self._error, RpcError):
+                raise self._error
+            raise RpcError(StatusCode.FAILED_PRECONDITION, "the call has ended")
+        await self._sent.put(request)
+
+    async def done_writing(self) -> None:
+        """Half-close: tell the server no more requests will follow."""
+        if self._sent is not None:
+            await self._sent.put(_END)
+
+    async def __aenter__(self) -> _InterceptedStreamCall[RequestT, ResponseT]:
+        return self
+
+
+async def _one(request: Message) -> AsyncIterator[Message]:
+    yield request
+
+
+async def _aiter(requests: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request
 
 
 def _metadata(entries: Iterable[tuple[str, MetadataValue]] | None) -> Metadata:
