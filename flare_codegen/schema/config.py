@@ -17,13 +17,10 @@ switched off or excluded with ``except: [FLARE]``.
 from __future__ import annotations
 
 import re
-import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import yaml
 
 from flare_codegen.schema.findings import Finding
 from flare_codegen.schema.rules import BUF_RULES, RULES_BY_ID
@@ -171,6 +168,8 @@ class InputConfig:
 
 
 def _load_yaml(path: Path) -> dict[str, Any]:
+    import yaml  # noqa: PLC0415 (only when a buf.yaml exists: keeps start-up fast)
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, yaml.YAMLError) as exc:
@@ -201,6 +200,8 @@ def load_config(root: Path) -> InputConfig:
 
 
 def _load_toml(path: Path) -> dict[str, Any]:
+    import tomllib  # noqa: PLC0415 (only when a TOML config exists: keeps start-up fast)
+
     try:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:

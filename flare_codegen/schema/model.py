@@ -293,6 +293,7 @@ class FieldInfo:
     message: MessageInfo | None  # containing message (None for a file-level extension)
     extendee: str | None  # extendee without the leading dot, for extensions
     scope_features: Features  # features of the enclosing message or file
+    _features: Features | None = None
 
     @property
     def name(self) -> str:
@@ -319,11 +320,17 @@ class FieldInfo:
         return self.oneof()
 
     def features(self) -> Features:
-        base = self.scope_features
-        oneof = self.oneof()
-        if oneof is not None and oneof.HasField("options"):
-            base = _with_options(base, oneof.options, True)
-        return _with_options(base, self.proto.options, self.proto.HasField("options"))
+        """Resolved features: file, enclosing messages, oneof, then the field's own."""
+        resolved = self._features
+        if resolved is None:
+            resolved = self.scope_features
+            oneof = self.oneof()
+            if oneof is not None and oneof.HasField("options"):
+                resolved = _with_options(resolved, oneof.options, True)
+            if self.proto.HasField("options"):
+                resolved = _with_options(resolved, self.proto.options, True)
+            self._features = resolved
+        return resolved
 
     def description(self, with_name: bool = True) -> str:
         """buf's "Field "1" with name "x" on message "M"" phrase."""

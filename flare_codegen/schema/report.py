@@ -13,12 +13,20 @@ from __future__ import annotations
 
 import json
 from typing import TextIO
-from xml.sax.saxutils import escape, quoteattr
 
 from flare_codegen.schema.check import CheckResult
+from flare_codegen.schema.command import FORMATS
 from flare_codegen.schema.findings import Finding
 
-FORMATS = ("text", "json", "github-actions", "junit")
+
+def escape(text: str) -> str:
+    """XML character data."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def quoteattr(text: str) -> str:
+    """An XML attribute value, quotes included (xml.sax.saxutils would pull in urllib)."""
+    return '"' + escape(text).replace('"', "&quot;").replace("\n", "&#10;") + '"'
 
 
 def _where(f: Finding) -> str:
@@ -85,7 +93,7 @@ def write_report(result: CheckResult, fmt: str, out: TextIO, err: TextIO) -> Non
     elif fmt == "junit":
         out.write(_junit(result))
     else:
-        raise ValueError(f"unknown format {fmt!r}")
+        raise ValueError(f"unknown format {fmt!r}; expected one of {', '.join(FORMATS)}")
 
 
 def _junit(result: CheckResult) -> str:

@@ -151,6 +151,8 @@ class Comparison:
         self.current = current
         self.previous = previous
         self.out = out
+        self._stable_types: dict[str, bool] = {}
+        self._file_context: dict[tuple[str, str], bool] = {}
 
     @cached_property
     def file_pairs(self) -> list[tuple[FileInfo, FileInfo]]:
@@ -170,6 +172,69 @@ class Comparison:
     def enum_pairs(self) -> list[tuple[EnumInfo, EnumInfo]]:
         enums = self.current.enums
         return [(enums[name], prev) for name, prev in self.previous.enums.items() if name in enums]
+
+    # -- skipping what did not change ------------------------------------------
+    #
+    # Most elements are byte-for-byte the same on both sides. A message whose
+    # descriptor, resolved features, file context and referenced types are all
+    # unchanged cannot produce a message- or field-level finding, so the rules
+    # only walk the pairs that changed. This is what keeps a large schema with a
+    # small diff cheap.
+
+    @cached_property
+    def changed_message_pairs(self) -> list[tuple[MessageInfo, MessageInfo]]:
+        return [pair for pair in self.message_pairs if not self._message_unchanged(*pair)]
+
+    @cached_property
+    def changed_enum_pairs(self) -> list[tuple[EnumInfo, EnumInfo]]:
+        return [
+            (enum, previous)
+            for enum, previous in self.enum_pairs
+            if enum.features != previous.features
+            or enum.proto.SerializeToString(deterministic=True)
+            != previous.proto.SerializeToString(deterministic=True)
+        ]
+
+    def _file_context_unchanged(self, current: FileInfo, previous: FileInfo) -> bool:
+        key = (current.name, previous.name)
+        known = self._file_context.get(key)
+        if known is None:
+            known = (
+                current.syntax == previous.syntax
+                and current.edition == previous.edition
+                and current.proto.options == previous.proto.options
+            )
+            self._file_context[key] = known
+        return known
+
+    def _type_unchanged(self, full_name: str) -> bool:
+        known = self._stable_types.get(full_name)
+        if known is None:
+            before = self.previous.message_proto(full_name) or self.previous.enum_proto(full_name)
+            after = self.current.message_proto(full_name) or self.current.enum_proto(full_name)
+            known = (
+                before is not None
+                and after is not None
+                and before.SerializeToString(deterministic=True)
+                == after.SerializeToString(deterministic=True)
+            )
+            self._stable_types[full_name] = known
+        return known
+
+    def _message_unchanged(self, message: MessageInfo, previous: MessageInfo) -> bool:
+        if message.features != previous.features:
+            return False
+        if not self._file_context_unchanged(message.file, previous.file):
+            return False
+        if message.proto.SerializeToString(deterministic=True) != previous.proto.SerializeToString(
+            deterministic=True
+        ):
+            return False
+        return all(
+            self._type_unchanged(f.type_name.lstrip("."))
+            for f in message.proto.field
+            if f.type_name
+        )
 
     @cached_property
     def service_pairs(self) -> list[tuple[ServiceInfo, ServiceInfo]]:
@@ -197,7 +262,7 @@ class Comparison:
     @cached_property
     def field_pairs(self) -> list[FieldPair]:
         pairs = []
-        for message, previous in self.message_pairs:
+        for message, previous in self.changed_message_pairs:
             fields = message.fields_by_number()
             for number, prev_field in previous.fields_by_number().items():
                 current_field = fields.get(number)
@@ -425,7 +490,7 @@ def package_no_delete(c: Comparison) -> None:
 
 
 def enum_same_type(c: Comparison) -> None:
-    for enum, previous in c.enum_pairs:
+    for enum, previous in c.changed_enum_pairs:
         closed, was_closed = (
             enum.features.enum_type == ENUM_CLOSED,
             previous.features.enum_type == ENUM_CLOSED,
@@ -447,7 +512,7 @@ def enum_same_type(c: Comparison) -> None:
 
 
 def enum_same_json_format(c: Comparison) -> None:
-    for enum, previous in c.enum_pairs:
+    for enum, previous in c.changed_enum_pairs:
         was, now = previous.features.json_format, enum.features.json_format
         if was == JSON_ALLOW and now != JSON_ALLOW:
             path = first_location(
@@ -466,7 +531,7 @@ def enum_same_json_format(c: Comparison) -> None:
 
 
 def _enum_value_deletions(c: Comparison, rule: str, number_ok: bool, name_ok: bool) -> None:
-    for enum, previous in c.enum_pairs:
+    for enum, previous in c.changed_enum_pairs:
         values = enum.values_by_number()
         reserved_names = set(enum.proto.reserved_name)
         ranges = [(r.start, r.end) for r in enum.proto.reserved_range]  # inclusive
@@ -507,7 +572,7 @@ def enum_value_no_delete_unless_name_reserved(c: Comparison) -> None:
 
 
 def enum_value_same_name(c: Comparison) -> None:
-    for enum, previous in c.enum_pairs:
+    for enum, previous in c.changed_enum_pairs:
         values = enum.values_by_number()
         for number, prev_names in previous.values_by_number().items():
             names = values.get(number)
@@ -606,7 +671,7 @@ def _message_max(message: MessageInfo) -> int:
 
 
 def extension_message_no_delete(c: Comparison) -> None:
-    for message, previous in c.message_pairs:
+    for message, previous in c.changed_message_pairs:
         _check_ranges(
             c,
             "EXTENSION_MESSAGE_NO_DELETE",
@@ -622,7 +687,7 @@ def extension_message_no_delete(c: Comparison) -> None:
 
 def reserved_message_no_delete(c: Comparison) -> None:
     rule = "RESERVED_MESSAGE_NO_DELETE"
-    for message, previous in c.message_pairs:
+    for message, previous in c.changed_message_pairs:
         _check_ranges(
             c,
             rule,
@@ -649,7 +714,7 @@ def reserved_message_no_delete(c: Comparison) -> None:
 
 def reserved_enum_no_delete(c: Comparison) -> None:
     rule = "RESERVED_ENUM_NO_DELETE"
-    for enum, previous in c.enum_pairs:
+    for enum, previous in c.changed_enum_pairs:
         _check_ranges(
             c,
             rule,
@@ -678,7 +743,7 @@ def reserved_enum_no_delete(c: Comparison) -> None:
 
 
 def _field_deletions(c: Comparison, rule: str, number_ok: bool, name_ok: bool) -> None:
-    for message, previous in c.message_pairs:
+    for message, previous in c.changed_message_pairs:
         fields = message.fields_by_number()
         ranges = [(r.start, r.end - 1) for r in message.proto.reserved_range]
         reserved_names = set(message.proto.reserved_name)
@@ -723,7 +788,7 @@ def _is_synthetic(message: descriptor_pb2.DescriptorProto, oneof_index: int) -> 
 
 
 def oneof_no_delete(c: Comparison) -> None:
-    for message, previous in c.message_pairs:
+    for message, previous in c.changed_message_pairs:
         names = {o.name for o in message.proto.oneof_decl}
         for index, oneof in enumerate(previous.proto.oneof_decl):
             if oneof.name in names or _is_synthetic(previous.proto, index):
@@ -756,7 +821,7 @@ def message_same_required_fields(c: Comparison) -> None:
         " Required fields must always be sent, so if one side does not know about the "
         "required field, this will result in a breakage."
     )
-    for message, previous in c.message_pairs:
+    for message, previous in c.changed_message_pairs:
         required = _required_numbers(message)
         previous_required = _required_numbers(previous)
         for number in previous_required:
@@ -779,7 +844,7 @@ def message_same_required_fields(c: Comparison) -> None:
 
 
 def message_no_remove_standard_descriptor_accessor(c: Comparison) -> None:
-    for message, previous in c.message_pairs:
+    for message, previous in c.changed_message_pairs:
         if (
             not previous.proto.options.no_standard_descriptor_accessor
             and message.proto.options.no_standard_descriptor_accessor
@@ -794,7 +859,7 @@ def message_no_remove_standard_descriptor_accessor(c: Comparison) -> None:
 
 
 def message_same_json_format(c: Comparison) -> None:
-    for message, previous in c.message_pairs:
+    for message, previous in c.changed_message_pairs:
         was, now = previous.features.json_format, message.features.json_format
         if was == JSON_ALLOW and now != JSON_ALLOW:
             path = first_location(
