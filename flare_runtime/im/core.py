@@ -587,6 +587,33 @@ class ImCore:
             )
         return self._view(room)
 
+    async def ensure_room(
+        self, conversation_id: str, title: str, *, open: bool = True, owner: str = ""
+    ) -> ConversationView:
+        """Create a room with a fixed id unless it exists (an operator action, e.g. a lobby).
+
+        `owner`, when given, becomes the first member (OWNER).
+        """
+        _check_id(conversation_id, "conversation id", self.limits.max_id_chars)
+        room = await self._room(conversation_id)
+        if room is None:
+            record = ConversationRecord(
+                conversation_id=conversation_id,
+                kind=ConversationKind.ROOM,
+                title=title,
+                open=open,
+                member_limit=self.limits.max_member_limit,
+                epoch=1,
+                first_seq=1,
+                last_seq=0,
+                created_at_ms=self._now_ms(),
+            )
+            with contextlib.suppress(ConversationExistsError):
+                await self.storage.create_conversation(record, {owner: Role.OWNER} if owner else {})
+            room = await self._room(conversation_id)
+            assert room is not None
+        return self._view(room)
+
     async def open_direct(self, session: Session, peer_user_id: str) -> ConversationView:
         """The one-to-one conversation of the session's user and `peer_user_id` (created once)."""
         self._require_open(session)

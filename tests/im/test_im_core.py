@@ -238,6 +238,10 @@ async def test_room_membership_rules(core: ImCore) -> None:
     assert transferred.members == {"owner": Role.ADMIN, "guest": Role.OWNER}
     await core.leave_room(owner, conversation)
     assert (await core.get_conversation(guest, conversation)).members == {"guest": Role.OWNER}
+    lobby = await core.ensure_room("lobby", "Lobby")
+    assert lobby.record.open and lobby.members == {}
+    assert (await core.ensure_room("lobby", "other title")).record.title == "Lobby"
+    assert (await core.join_room(late, "lobby")).members == {"late": Role.MEMBER}
     direct = await core.open_direct(owner, "guest")
     with pytest.raises(RpcError) as fixed:
         await core.join_room(late, direct.record.conversation_id)
