@@ -35,18 +35,6 @@ class Metadata(Mapping[str, MetadataValue]):
         self._index = index
 
     @classmethod
-    def from_validated(cls, entries: Iterable[tuple[str, MetadataValue]]) -> Metadata:
-        """Build from entries a transport library has already validated (grpcio's).
-
-        Skips the per-entry checks: keys must already be lower-case and
-        ``-bin`` keys carry bytes (gRPC's rules are stricter than Flare's).
-        """
-        metadata = cls.__new__(cls)
-        metadata._entries = tuple(entries)
-        metadata._index = dict(metadata._entries)
-        return metadata
-
-    @classmethod
     def coerce(cls, entries: MetadataLike | None) -> Metadata:
         """Return `entries` as `Metadata` (no copy when it already is)."""
         if isinstance(entries, Metadata):

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
@@ -47,7 +47,7 @@ from grpc_reflection.v1alpha._async import ReflectionServicer
 from flare_runtime.context import CallContext
 from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import ConfigurationError, RpcError
-from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataValue
+from flare_runtime.metadata import Metadata, MetadataValue
 from flare_runtime.routing import BoundRoute, Cardinality, Route, Transport
 from flare_runtime.status import StatusCode
 from flare_runtime.transports.grpc_errors import (
@@ -387,19 +387,36 @@ def _call_context(
     remaining = grpc_context.time_remaining()
     return CallContext(
         route=route,
-        metadata=_invocation_metadata(grpc_context.invocation_metadata()),
+        metadata=_InvocationMetadata(grpc_context),
         deadline=None if remaining is None else time.monotonic() + remaining,
         peer=grpc_context.peer(),
         transport=Transport.GRPC,
     )
 
 
-def _invocation_metadata(entries: Iterable[tuple[str, Any]] | None) -> Metadata:
-    if not entries:
-        return EMPTY_METADATA
-    # grpcio has validated keys and values (lower-case keys, bytes for -bin):
-    # skip Flare's per-entry checks on this per-call path.
-    return Metadata.from_validated(entries)
+class _InvocationMetadata(Metadata):
+    """A call's request metadata, read from grpcio only when first used.
+
+    Most calls never look at their metadata (no auth plugin, no interceptor
+    reading it), and building it costs grpcio a tuple of named tuples per
+    call. The inherited slots stay unset until a `Metadata` method first
+    reads them; `__getattr__` (called only for unset attributes) fills them.
+    grpcio has already validated keys and values (lower-case keys, bytes for
+    ``-bin``), so Flare's per-entry checks are skipped.
+    """
+
+    __slots__ = ("_grpc_context",)
+
+    def __init__(self, grpc_context: grpc.aio.ServicerContext[Any, Any]) -> None:
+        self._grpc_context = grpc_context
+
+    def __getattr__(self, name: str) -> Any:
+        if name not in ("_entries", "_index"):
+            raise AttributeError(name)
+        entries = tuple(self._grpc_context.invocation_metadata() or ())
+        self._entries = entries
+        self._index = dict(entries)
+        return self._entries if name == "_entries" else self._index
 
 
 async def _write_all(
