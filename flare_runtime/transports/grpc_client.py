@@ -15,7 +15,7 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-from collections.abc import AsyncIterable, AsyncIterator, Iterable, Iterator, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar, cast
 from urllib.parse import urlsplit
 
@@ -168,21 +168,37 @@ class GrpcChannel(Channel):
             wire = self._base_metadata + Metadata.coerce(metadata).entries()
         return timeout, wire
 
-    def _cancelled_error(self, feed: _RequestFeed | None = None) -> BaseException | None:
-        """What to raise for a CancelledError from grpc, or None to re-raise it.
+    def _raise_if_not_task_cancel(self, feed: _RequestFeed | None = None) -> None:
+        """Call in ``except CancelledError``; re-raise it (bare ``raise``) if this returns.
 
         grpc.aio raises CancelledError for calls cancelled locally: by our own
         `cancel()` or `close()`, because the request iterator failed, or because
         the awaiting task was cancelled. Only the last one must propagate as
-        CancelledError; a failed request iterator re-raises its own exception.
+        CancelledError (this returns); a failed request iterator re-raises its
+        own exception, the others raise `RpcError(CANCELLED)`.
         """
         task = asyncio.current_task()
         if task is not None and task.cancelling():
-            return None
+            return
         if feed is not None and feed.failure is not None:
-            return feed.failure
+            raise feed.failure
         reason = "the channel was closed" if self._closed else "the call was cancelled"
-        return RpcError(StatusCode.CANCELLED, reason)
+        raise RpcError(StatusCode.CANCELLED, reason) from None
+
+    def _multicallable(
+        self, cache: dict[str, Any], open_method: Callable[..., Any], route: Route[Any, Any]
+    ) -> Any:
+        """The grpc.aio multicallable of `route`, built once per channel and route."""
+        method = cache.get(route.path)
+        if method is None:
+            method = cache[route.path] = open_method(
+                route.path,
+                request_serializer=route.request_type.SerializeToString,
+                response_deserializer=route.response_type.FromString,
+                # Registers the method with grpc core once, as generated stubs do.
+                _registered_method=True,
+            )
+        return method
 
     async def unary_unary(
         self,
@@ -216,14 +232,7 @@ class GrpcChannel(Channel):
         if type(request) is not route.request_type:
             raise _wrong_type(route, request)
         timeout, wire = self._call_arguments(route, timeout, metadata)
-        method = self._unary_unary.get(route.path)
-        if method is None:
-            method = self._unary_unary[route.path] = self._channel.unary_unary(
-                route.path,
-                request_serializer=route.request_type.SerializeToString,
-                response_deserializer=route.response_type.FromString,
-                _registered_method=True,  # type: ignore[call-arg]
-            )
+        method = self._multicallable(self._unary_unary, self._channel.unary_unary, route)
         call = method(request, timeout=timeout, metadata=wire)
         try:
             response: ResponseT = await call
@@ -233,10 +242,8 @@ class GrpcChannel(Channel):
                 info.trailers = _metadata(error.trailing_metadata())
             raise rpc_error_from_aio(error) from None
         except asyncio.CancelledError:
-            translated = self._cancelled_error()
-            if translated is None:
-                raise
-            raise translated from None
+            self._raise_if_not_task_cancel()
+            raise
         if info is not None:
             info.response_headers = _metadata(await call.initial_metadata())
             info.trailers = _metadata(await call.trailing_metadata())
@@ -266,14 +273,7 @@ class GrpcChannel(Channel):
         metadata: MetadataLike | None,
     ) -> _GrpcServerStreamCall[ResponseT]:
         timeout, wire = self._call_arguments(route, timeout, metadata)
-        method = self._unary_stream.get(route.path)
-        if method is None:
-            method = self._unary_stream[route.path] = self._channel.unary_stream(
-                route.path,
-                request_serializer=route.request_type.SerializeToString,
-                response_deserializer=route.response_type.FromString,
-                _registered_method=True,  # type: ignore[call-arg]
-            )
+        method = self._multicallable(self._unary_stream, self._channel.unary_stream, route)
         return _GrpcServerStreamCall(self, method(request, timeout=timeout, metadata=wire))
 
     async def stream_unary(
@@ -308,14 +308,7 @@ class GrpcChannel(Channel):
     ) -> ResponseT:
         timeout, wire = self._call_arguments(route, timeout, metadata)
         feed = _RequestFeed()
-        method = self._stream_unary.get(route.path)
-        if method is None:
-            method = self._stream_unary[route.path] = self._channel.stream_unary(
-                route.path,
-                request_serializer=route.request_type.SerializeToString,
-                response_deserializer=route.response_type.FromString,
-                _registered_method=True,  # type: ignore[call-arg]
-            )
+        method = self._multicallable(self._stream_unary, self._channel.stream_unary, route)
         try:
             response: ResponseT = await method(
                 feed.wrap(route, requests), timeout=timeout, metadata=wire
@@ -323,10 +316,8 @@ class GrpcChannel(Channel):
         except grpc.aio.AioRpcError as error:
             raise rpc_error_from_aio(error) from None
         except asyncio.CancelledError:
-            translated = self._cancelled_error(feed)
-            if translated is None:
-                raise
-            raise translated from None
+            self._raise_if_not_task_cancel(feed)
+            raise
         return response
 
     def stream_stream(
@@ -353,14 +344,7 @@ class GrpcChannel(Channel):
     ) -> _GrpcBidiStreamCall[Any, ResponseT]:
         timeout, wire = self._call_arguments(route, timeout, metadata)
         feed = _RequestFeed()
-        method = self._stream_stream.get(route.path)
-        if method is None:
-            method = self._stream_stream[route.path] = self._channel.stream_stream(
-                route.path,
-                request_serializer=route.request_type.SerializeToString,
-                response_deserializer=route.response_type.FromString,
-                _registered_method=True,  # type: ignore[call-arg]
-            )
+        method = self._multicallable(self._stream_stream, self._channel.stream_stream, route)
         call = method(feed.wrap(route, requests), timeout=timeout, metadata=wire)
         return _GrpcBidiStreamCall(self, call, feed, route)
 
@@ -445,10 +429,8 @@ class _GrpcServerStreamCall(ServerStreamCall[ResponseT], AsyncIterator[ResponseT
             self._trailers = _metadata(error.trailing_metadata())
             raise rpc_error_from_aio(error) from None
         except asyncio.CancelledError:
-            translated = self._channel._cancelled_error(self._feed)
-            if translated is None:
-                raise
-            raise translated from None
+            self._channel._raise_if_not_task_cancel(self._feed)
+            raise
         if response is grpc.aio.EOF:
             self._trailers = _metadata(await self._call.trailing_metadata())
             raise StopAsyncIteration
@@ -460,10 +442,8 @@ class _GrpcServerStreamCall(ServerStreamCall[ResponseT], AsyncIterator[ResponseT
         try:
             return _metadata(await self._call.initial_metadata())
         except asyncio.CancelledError:
-            translated = self._channel._cancelled_error(self._feed)
-            if translated is None:
-                raise
-            raise translated from None
+            self._channel._raise_if_not_task_cancel(self._feed)
+            raise
 
     def trailing_metadata(self) -> Metadata:
         """The server's trailers; empty until the call has ended."""
@@ -499,10 +479,8 @@ class _GrpcBidiStreamCall(
         except asyncio.InvalidStateError:
             raise RpcError(StatusCode.FAILED_PRECONDITION, "the call has already ended") from None
         except asyncio.CancelledError:
-            translated = self._channel._cancelled_error(self._feed)
-            if translated is None:
-                raise
-            raise translated from None
+            self._channel._raise_if_not_task_cancel(self._feed)
+            raise
 
     async def done_writing(self) -> None:
         """Half-close: tell the server no more requests will follow."""
