@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import math
 import struct
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cached_property
 
@@ -511,23 +511,34 @@ def enum_same_type(c: Comparison) -> None:
             )
 
 
-def enum_same_json_format(c: Comparison) -> None:
-    for enum, previous in c.changed_enum_pairs:
-        was, now = previous.features.json_format, enum.features.json_format
+def _json_format_rule(
+    c: Comparison,
+    rule: str,
+    pairs: Sequence[tuple[MessageInfo, MessageInfo] | tuple[EnumInfo, EnumInfo]],
+    features_path: tuple[int, ...],
+) -> None:
+    """Support for JSON must not be dropped (ALLOW -> LEGACY_BEST_EFFORT)."""
+    for element, previous in pairs:
+        was, now = previous.features.json_format, element.features.json_format
         if was == JSON_ALLOW and now != JSON_ALLOW:
-            path = first_location(
-                enum.file,
-                (*enum.path, ENUM_OPTIONS, ENUM_OPTIONS_FEATURES, FEATURE_JSON_FORMAT),
-                enum.path,
-            )
+            kind = "Enum" if isinstance(element, EnumInfo) else "Message"
             c.out.add(
-                "ENUM_SAME_JSON_FORMAT",
-                enum.file,
-                path,
-                f"Enum {quote(enum.name)} JSON format support changed from "
+                rule,
+                element.file,
+                first_location(element.file, (*element.path, *features_path), element.path),
+                f"{kind} {quote(element.name)} JSON format support changed from "
                 f"{JSON_NAMES[was]} to {JSON_NAMES[now]}.",
                 against=previous.file,
             )
+
+
+def enum_same_json_format(c: Comparison) -> None:
+    _json_format_rule(
+        c,
+        "ENUM_SAME_JSON_FORMAT",
+        c.changed_enum_pairs,
+        (ENUM_OPTIONS, ENUM_OPTIONS_FEATURES, FEATURE_JSON_FORMAT),
+    )
 
 
 def _enum_value_deletions(c: Comparison, rule: str, number_ok: bool, name_ok: bool) -> None:
@@ -859,22 +870,12 @@ def message_no_remove_standard_descriptor_accessor(c: Comparison) -> None:
 
 
 def message_same_json_format(c: Comparison) -> None:
-    for message, previous in c.changed_message_pairs:
-        was, now = previous.features.json_format, message.features.json_format
-        if was == JSON_ALLOW and now != JSON_ALLOW:
-            path = first_location(
-                message.file,
-                (*message.path, MESSAGE_OPTIONS, MESSAGE_OPTIONS_FEATURES, FEATURE_JSON_FORMAT),
-                message.path,
-            )
-            c.out.add(
-                "MESSAGE_SAME_JSON_FORMAT",
-                message.file,
-                path,
-                f"Message {quote(message.name)} JSON format support changed from "
-                f"{JSON_NAMES[was]} to {JSON_NAMES[now]}.",
-                against=previous.file,
-            )
+    _json_format_rule(
+        c,
+        "MESSAGE_SAME_JSON_FORMAT",
+        c.changed_message_pairs,
+        (MESSAGE_OPTIONS, MESSAGE_OPTIONS_FEATURES, FEATURE_JSON_FORMAT),
+    )
 
 
 def message_same_message_set_wire_format(c: Comparison) -> None:
