@@ -18,6 +18,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import grpc_tools
 from google.protobuf import descriptor_pb2
 
 
@@ -31,8 +32,6 @@ class CompileError(Exception):
 
 def wellknown_include_dir() -> Path:
     """The directory holding ``google/protobuf/*.proto`` shipped with grpcio-tools."""
-    import grpc_tools
-
     return Path(grpc_tools.__file__).resolve().parent / "_proto"
 
 
