@@ -92,9 +92,7 @@ def compile_protos(
             *(["--include_source_info"] if source_info else []),
             *files,
         ]
-        proc = subprocess.run(
-            args, capture_output=True, text=True, check=False, env={**os.environ}
-        )
+        proc = subprocess.run(args, capture_output=True, text=True, check=False, env={**os.environ})
         if proc.returncode != 0:
             raise CompileError(proc.stderr.strip() or proc.stdout.strip() or "protoc failed")
         descriptor_set = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
