@@ -25,7 +25,6 @@ from flare_runtime.auth import TokenAuth
 from flare_runtime.context import CallContext, Principal
 from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import RpcError
-from flare_runtime.interceptors import ServerInterceptor, StreamCallNext, UnaryCallNext
 from flare_runtime.routing import (
     AuthRequirement,
     Cardinality,
@@ -36,6 +35,7 @@ from flare_runtime.routing import (
     Transport,
 )
 from flare_runtime.status import StatusCode
+from flare_runtime.testing.harness import RecordingInterceptor
 from flare_runtime.transports.grpc_server import GrpcServer
 from flare_runtime.transports.grpc_testing import stock_stubs
 
@@ -167,30 +167,6 @@ class Probe:
         return request
 
 
-class Recorder(ServerInterceptor):
-    """Records interceptor order and tags every call with a trailer."""
-
-    def __init__(self, name: str, log: list[str]) -> None:
-        self.name = name
-        self.log = log
-
-    async def intercept_unary(
-        self, request: Any, context: CallContext, call_next: UnaryCallNext
-    ) -> Any:
-        self.log.append(f"{self.name}>")
-        try:
-            return await call_next(request, context)
-        finally:
-            self.log.append(f"<{self.name}")
-            context.set_trailers({f"x-seen-by-{self.name}": context.route.path})
-
-    def intercept_stream(
-        self, requests: AsyncIterator[Any], context: CallContext, call_next: StreamCallNext
-    ) -> AsyncIterator[Any]:
-        self.log.append(f"{self.name}>stream")
-        return call_next(requests, context)
-
-
 class Harness:
     def __init__(self, probe: Probe, server: GrpcServer, channel: grpc.aio.Channel) -> None:
         self.probe = probe
@@ -208,7 +184,7 @@ async def harness() -> AsyncIterator[Harness]:
     log: list[str] = []
     dispatcher = Dispatcher(
         router,
-        interceptors=[Recorder("outer", log), Recorder("inner", log)],
+        interceptors=[RecordingInterceptor("outer", log), RecordingInterceptor("inner", log)],
         auth=TokenAuth({"good-token": Principal("ada", frozenset({"chat"}))}),
     )
     server = GrpcServer(dispatcher)
@@ -263,14 +239,17 @@ async def test_headers_and_trailers_reach_the_stock_client(harness: Harness) -> 
 
 
 async def test_interceptors_run_in_order_on_grpc(harness: Harness) -> None:
-    call = harness.stub.Echo(note("i"))
+    tagged = (("x-intercept", "1"),)
+    call = harness.stub.Echo(note("i"), metadata=tagged)
     await call
-    assert harness.log == ["outer>", "inner>", "<inner", "<outer"]
+    assert harness.log == ["outer:in", "inner:in", "inner:out", "outer:out"]
     trailers = dict(tuple(await call.trailing_metadata()))
-    assert trailers["x-seen-by-outer"] == f"/{SERVICE}/Echo"
+    assert trailers["x-seen-by-outer"] == trailers["x-seen-by-inner"] == "yes"
     harness.log.clear()
-    assert [item.number async for item in harness.stub.Count(note(number=1))] == [0]
-    assert harness.log == ["outer>stream", "inner>stream"]
+    stream = harness.stub.Count(note(number=1), metadata=tagged)
+    assert [item.number async for item in stream] == [0]
+    assert harness.log == ["outer:in", "inner:in", "inner:out", "outer:out"]
+    assert ("x-seen-by-inner", "yes") in tuple(await stream.trailing_metadata())
 
 
 @pytest.mark.parametrize("code", [code for code in StatusCode if code is not StatusCode.OK])
