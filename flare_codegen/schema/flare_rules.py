@@ -28,6 +28,7 @@ TRANSPORT_NAMES = {1: "websocket", 2: "quic", 3: "grpc"}
 
 FLARE_RULES: dict[str, str] = {
     "FLARE_SERVICE_ID_SAME": "a service keeps its service id",
+    "FLARE_SERVICE_ID_NO_REUSE": "a service id once used never names another service",
     "FLARE_ROUTE_ID_SAME": "a method keeps its route id",
     "FLARE_ROUTE_NO_DELETE": "a route is deleted only with its route id reserved",
     "FLARE_ROUTE_ID_NO_REUSE": "a route id once used or reserved never names another method",
@@ -114,6 +115,7 @@ def _describe_auth(auth: tuple[bool, tuple[str, ...]]) -> str:
 def check_flare(c: Comparison) -> None:
     """Run every FLARE rule over the service and message pairs of `c`."""
     _check_services(c)
+    _check_service_id_reuse(c)
     _check_push_types(c)
 
 
@@ -246,6 +248,27 @@ def _check_services(c: Comparison) -> None:
                 f"Method {quote(name)} on service {quote(service.name)} uses route id {route_id}, "
                 f"which {text}.",
                 against=previous.file,
+            )
+
+
+def _check_service_id_reuse(c: Comparison) -> None:
+    previous_owner = {
+        _service_options(s.proto).service_id: name
+        for name, s in c.previous.services.items()
+        if _is_flare_service(s.proto)
+    }
+    for name, service in c.current.services.items():
+        if not _is_flare_service(service.proto):
+            continue
+        service_id = _service_options(service.proto).service_id
+        owner = previous_owner.get(service_id)
+        if service_id and owner is not None and owner != name:
+            c.out.add(
+                "FLARE_SERVICE_ID_NO_REUSE",
+                service.file,
+                first_location(service.file, (*service.path, 3, SERVICE_EXTENSION), service.path),
+                f"Service {quote(name)} uses service id {service_id}, which was used by "
+                f"{quote(owner)}; deployed clients of {quote(owner)} would reach it.",
             )
 
 

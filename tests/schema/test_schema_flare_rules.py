@@ -32,6 +32,10 @@ DELETE_PING = replace(
 
 CASES: dict[str, tuple[Mutation, str]] = {
     "service id changed": (replace("service_id: 1", "service_id: 2"), "FLARE_SERVICE_ID_SAME"),
+    "service id reused by another service": (
+        replace("service Chat {", "service Talk {"),
+        "FLARE_SERVICE_ID_NO_REUSE",
+    ),
     "route id changed": (
         replace("route_id: 1, idempotent", "route_id: 5, idempotent"),
         "FLARE_ROUTE_ID_SAME",
