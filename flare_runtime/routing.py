@@ -181,8 +181,7 @@ class Router:
             if route.wire_id and route.wire_id in self._by_wire_id:
                 other = self._by_wire_id[route.wire_id].route.path
                 raise ConfigurationError(
-                    f"{route.path} and {other} share wire id "
-                    f"{route.service_id}:{route.route_id}"
+                    f"{route.path} and {other} share wire id {route.service_id}:{route.route_id}"
                 )
             bound.append(BoundRoute(route, handler))
         self._services[service.name] = service
