@@ -34,6 +34,7 @@ from flare_runtime.protocol import (
     StreamEnded,
     WindowUpdated,
     encode_push,
+    frames,
 )
 from flare_runtime.protocol.config import MIN_INITIAL_WINDOW_SIZE
 from flare_runtime.protocol.frames import (
@@ -848,3 +849,56 @@ def test_garbage_before_the_handshake_is_refused_cleanly(garbage: bytes) -> None
     server.receive_data(garbage, 0.0)
     for event in server.events_received():
         assert isinstance(event, (HandshakeCompleted, ConnectionClosed))
+
+
+small_ids = st.integers(0, 6)
+short_text = st.text(max_size=8)
+pairs = st.lists(
+    st.tuples(st.sampled_from(["a", "b-bin", "c"]), st.text(max_size=4)).map(
+        lambda pair: (pair[0], pair[1].encode()) if pair[0].endswith("-bin") else pair
+    ),
+    max_size=3,
+).map(tuple)
+wire_frames = st.one_of(
+    st.builds(frames.HelloFrame, st.integers(0, 3), st.integers(0, 3)),
+    st.builds(frames.CallStartFrame, small_ids, st.integers(0, 9), st.integers(0, 10**7), pairs),
+    st.builds(frames.HeadersFrame, small_ids, pairs),
+    st.builds(frames.MessageFrame, small_ids, st.binary(max_size=30), st.booleans()),
+    st.builds(frames.HalfCloseFrame, small_ids),
+    st.builds(
+        frames.EndCallFrame, small_ids, st.integers(0, 20), short_text, st.binary(max_size=4)
+    ),
+    st.builds(frames.CancelFrame, small_ids, st.integers(0, 20), short_text),
+    st.builds(frames.WindowUpdateFrame, small_ids, st.integers(1, 1 << 20)),
+    st.builds(frames.PushFrame, small_ids, st.binary(max_size=10)),
+    st.builds(frames.PingFrame, st.binary(min_size=8, max_size=8)),
+    st.builds(frames.PongFrame, st.binary(min_size=8, max_size=8)),
+    st.builds(frames.GoAwayFrame, small_ids, short_text),
+    st.builds(frames.CloseFrame, st.integers(0, 8), short_text),
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(wire_frames, max_size=12), st.sampled_from(["client", "server"]))
+def test_any_sequence_of_well_formed_frames_is_handled_or_refused_cleanly(
+    sequence: list[frames.Frame], side: str
+) -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    for _ in range(3):
+        pair.client.start_call(ROUTE)
+    pair.exchange()
+    connection = pair.client if side == "client" else pair.server
+    for frame in sequence:
+        connection.receive_data(frames.encode_frame(frame), 0.0)
+    events = connection.events_received()
+    closes = of_type(events, ConnectionClosed)
+    assert len(closes) <= 1
+    if closes:
+        assert events[-1] is closes[0]
+        assert connection.closed
+        if not closes[0].by_peer:
+            # We closed because the peer broke a rule: say which, on the wire too.
+            assert closes[0].code is not CloseCode.NO_ERROR
+            assert closes[0].reason
+            assert connection.data_to_send().endswith(closes[0].reason.encode())
+    assert connection.open_calls <= 3
