@@ -14,6 +14,7 @@ formatter and the import sorter keep exploded).
 from __future__ import annotations
 
 import keyword
+import re
 from collections.abc import Iterable, Sequence
 
 from flare_codegen import __version__
@@ -39,10 +40,17 @@ def _escape_char(char: str) -> str:
     return f"\\U{code:08x}"
 
 
+# Characters that need escaping (or at least a closer look) in literals and
+# docstrings; most text has none and is copied as is.
+_LITERAL_SPECIAL = re.compile(r"[\\\"'\x00-\x1f\x7f-\U0010ffff]")
+_DOCSTRING_SPECIAL = re.compile(r"[\\\"\x00-\x08\x0a-\x1f\x7f-\U0010ffff]")
+
 _SHORT_ESCAPES = {"\\": "\\\\", "\n": "\\n", "\t": "\\t", "\r": "\\r"}
 
 
 def _escape(text: str, quote: str) -> str:
+    if not _LITERAL_SPECIAL.search(text):
+        return text
     out: list[str] = []
     for char in text:
         if char in _SHORT_ESCAPES:
@@ -63,6 +71,8 @@ def string_literal(text: str) -> str:
 
 
 def _docstring_line(line: str, *, last: bool) -> str:
+    if not _DOCSTRING_SPECIAL.search(line):
+        return line
     out: list[str] = []
     quotes = 0  # unescaped double quotes just emitted; a third would close the string
     for char in line:
