@@ -356,6 +356,7 @@ class _Parser:
                 default_scopes=tuple(flare.default_scopes),
                 default_transports=default_transports,
                 service_deprecated=bool(flare.deprecation_note) or service.options.deprecated,
+                service_deprecation_note=flare.deprecation_note,
                 names=names,
                 constants=constants,
             )
@@ -413,6 +414,7 @@ class _Parser:
         default_scopes: tuple[str, ...],
         default_transports: frozenset[Transport],
         service_deprecated: bool,
+        service_deprecation_note: str,
         names: NameScope,
         constants: NameScope,
     ) -> Method:
@@ -493,7 +495,8 @@ class _Parser:
             auth = default_auth
             resolved_scopes = default_scopes if default_auth is Auth.AUTHENTICATED else ()
 
-        note = flare.deprecation_note
+        # A deprecated service deprecates every method; a method's own note wins.
+        note = flare.deprecation_note or (service_deprecation_note if service_deprecated else "")
         deprecated = bool(note) or method.options.deprecated or service_deprecated
         handler_name = names.claim(python_method_name(method.name))
         return Method(

@@ -4,6 +4,7 @@
 Routing tables, handler bases and clients of:
 
 - `proto2case.v1.Inventory`
+- `proto2case.v1.LegacyInventory`
 
 Push types: see `PUSH_TYPES`.
 """
@@ -14,6 +15,7 @@ import abc
 from collections.abc import AsyncIterator
 from typing import Final
 
+import typing_extensions
 from flare_runtime.client import (
     Channel,
     ServerStreamCall,
@@ -30,6 +32,7 @@ from flare_runtime.routing import (
     RouteOptions,
     Router,
     ServiceRoutes,
+    Transport,
 )
 from proto2case.v1 import inventory_pb2
 
@@ -176,4 +179,147 @@ def register_inventory(router: Router, implementation: InventoryBase) -> None:
     the service is already registered or a wire id collides.
     """
     router.add_service(INVENTORY, implementation)
+    router.add_push_types(PUSH_TYPES)
+
+
+class LegacyInventoryRoutes:
+    """Typed routes of `proto2case.v1.LegacyInventory`.
+
+    Each constant is a ``Route[Request, Response]`` holding the method's
+    path, ids, cardinality, message classes and resolved Flare options.
+    """
+
+    LOOKUP: Final = Route(
+        path="/proto2case.v1.LegacyInventory/Lookup",
+        service_id=21,
+        route_id=1,
+        cardinality=Cardinality.UNARY,
+        request_type=inventory_pb2.Item,
+        response_type=inventory_pb2.Item.Stock,
+        handler_name="lookup",
+        options=RouteOptions(
+            idempotent=False,
+            auth=AuthRequirement.NONE,
+            scopes=(),
+            default_timeout=None,
+            transports=frozenset({Transport.WEBSOCKET}),
+            max_message_bytes=None,
+            deprecated=True,
+            deprecation_note="use Inventory",
+        ),
+    )
+
+    DROP: Final = Route(
+        path="/proto2case.v1.LegacyInventory/Drop",
+        service_id=21,
+        route_id=2,
+        cardinality=Cardinality.UNARY,
+        request_type=inventory_pb2.Item,
+        response_type=inventory_pb2.Item,
+        handler_name="drop",
+        options=RouteOptions(
+            idempotent=False,
+            auth=AuthRequirement.NONE,
+            scopes=(),
+            default_timeout=None,
+            transports=frozenset({Transport.WEBSOCKET}),
+            max_message_bytes=None,
+            deprecated=True,
+            deprecation_note="gone in v2",
+        ),
+    )
+
+
+LEGACY_INVENTORY: Final = ServiceRoutes(
+    name="proto2case.v1.LegacyInventory",
+    service_id=21,
+    routes=(LegacyInventoryRoutes.LOOKUP, LegacyInventoryRoutes.DROP),
+    reserved_route_ids=(),
+)
+
+
+class LegacyInventoryBase(abc.ABC):
+    """Implement this to serve `proto2case.v1.LegacyInventory`.
+
+    The old API: every method inherits the service's deprecation note.
+    """
+
+    @typing_extensions.deprecated("use Inventory")
+    @abc.abstractmethod
+    async def lookup(
+        self,
+        request: inventory_pb2.Item,
+        context: CallContext,
+    ) -> inventory_pb2.Item.Stock:
+        """``/proto2case.v1.LegacyInventory/Lookup`` (unary).
+
+        Handle one request; return the response.
+        """
+
+    @typing_extensions.deprecated("gone in v2")
+    @abc.abstractmethod
+    async def drop(
+        self,
+        request: inventory_pb2.Item,
+        context: CallContext,
+    ) -> inventory_pb2.Item:
+        """``/proto2case.v1.LegacyInventory/Drop`` (unary).
+
+        Handle one request; return the response.
+        """
+
+
+class LegacyInventoryClient:
+    """Typed client of `proto2case.v1.LegacyInventory` over any Flare `Channel`.
+
+    Every method takes keyword-only ``timeout`` (seconds; the route's default
+    applies when None) and ``metadata`` (request headers).
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+    @typing_extensions.deprecated("use Inventory")
+    async def lookup(
+        self,
+        request: inventory_pb2.Item,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> inventory_pb2.Item.Stock:
+        """Call ``/proto2case.v1.LegacyInventory/Lookup``."""
+        return await self._channel.unary_unary(
+            LegacyInventoryRoutes.LOOKUP,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    @typing_extensions.deprecated("gone in v2")
+    async def drop(
+        self,
+        request: inventory_pb2.Item,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> inventory_pb2.Item:
+        """Call ``/proto2case.v1.LegacyInventory/Drop``."""
+        return await self._channel.unary_unary(
+            LegacyInventoryRoutes.DROP,
+            request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+
+def register_legacy_inventory(
+    router: Router,
+    implementation: LegacyInventoryBase,
+) -> None:
+    """Bind `implementation` to every route of `proto2case.v1.LegacyInventory` on `router`.
+
+    Also registers this file's push types. Raises ``ConfigurationError`` when
+    the service is already registered or a wire id collides.
+    """
+    router.add_service(LEGACY_INVENTORY, implementation)
     router.add_push_types(PUSH_TYPES)
