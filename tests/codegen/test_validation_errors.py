@@ -278,3 +278,17 @@ service S { rpc A(Outer.class) returns (Outer.class); }
         "bad.proto:4:13: message bad.v1.Outer.class has a Python keyword in its name"
         in result.stderr
     )
+
+
+def test_keyword_in_module_path_is_an_error(tmp_path: Path, run_protoc: RunProtoc) -> None:
+    # `from class.v1 import api_pb2` would be a syntax error in generated code.
+    (tmp_path / "class" / "v1").mkdir(parents=True)
+    (tmp_path / "class" / "v1" / "api.proto").write_text(
+        'syntax = "proto3";\npackage k.v1;\nmessage M {}\nservice S { rpc A(M) returns (M); }\n'
+    )
+    result = run_protoc([tmp_path], ["class/v1/api.proto"], tmp_path / "out")
+    assert result.returncode != 0
+    assert (
+        "class/v1/api.proto:4:13: message k.v1.M lives in module class.v1.api_pb2, "
+        "whose path has a Python keyword" in result.stderr
+    )
