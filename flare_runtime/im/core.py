@@ -511,6 +511,28 @@ class ImCore:
             )
         return room
 
+    def _new_record(
+        self,
+        conversation_id: str,
+        kind: ConversationKind,
+        title: str,
+        *,
+        open: bool,
+        member_limit: int,
+    ) -> ConversationRecord:
+        """A record for `Storage.create_conversation` (which starts the log itself)."""
+        return ConversationRecord(
+            conversation_id=conversation_id,
+            kind=kind,
+            title=title,
+            open=open,
+            member_limit=member_limit,
+            epoch=1,
+            first_seq=1,
+            last_seq=0,
+            created_at_ms=self._now_ms(),
+        )
+
     def _view(self, room: _Room) -> ConversationView:
         record = room.record
         current = ConversationRecord(
@@ -567,16 +589,8 @@ class ImCore:
         members[session.user_id] = Role.OWNER
         if len(members) > limit:
             raise RpcError(StatusCode.RESOURCE_EXHAUSTED, f"a room of at most {limit} members")
-        record = ConversationRecord(
-            conversation_id=f"room:{self._next_id()}",
-            kind=ConversationKind.ROOM,
-            title=title,
-            open=open,
-            member_limit=limit,
-            epoch=1,
-            first_seq=1,
-            last_seq=0,
-            created_at_ms=self._now_ms(),
+        record = self._new_record(
+            f"room:{self._next_id()}", ConversationKind.ROOM, title, open=open, member_limit=limit
         )
         stored = await self.storage.create_conversation(record, members)
         room = _Room(stored, dict(members), 1, 0)
@@ -597,16 +611,12 @@ class ImCore:
         _check_id(conversation_id, "conversation id", self.limits.max_id_chars)
         room = await self._room(conversation_id)
         if room is None:
-            record = ConversationRecord(
-                conversation_id=conversation_id,
-                kind=ConversationKind.ROOM,
-                title=title,
+            record = self._new_record(
+                conversation_id,
+                ConversationKind.ROOM,
+                title,
                 open=open,
                 member_limit=self.limits.max_member_limit,
-                epoch=1,
-                first_seq=1,
-                last_seq=0,
-                created_at_ms=self._now_ms(),
             )
             with contextlib.suppress(ConversationExistsError):
                 await self.storage.create_conversation(record, {owner: Role.OWNER} if owner else {})
@@ -625,16 +635,8 @@ class ImCore:
         conversation_id = f"dm:{len(first)}:{first}:{second}"
         room = await self._room(conversation_id)
         if room is None:
-            record = ConversationRecord(
-                conversation_id=conversation_id,
-                kind=ConversationKind.DIRECT,
-                title="",
-                open=False,
-                member_limit=2,
-                epoch=1,
-                first_seq=1,
-                last_seq=0,
-                created_at_ms=self._now_ms(),
+            record = self._new_record(
+                conversation_id, ConversationKind.DIRECT, "", open=False, member_limit=2
             )
             members = {first: Role.MEMBER, second: Role.MEMBER}
             # Created concurrently: load it below.

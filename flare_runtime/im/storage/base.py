@@ -82,6 +82,20 @@ class NewMessage:
     sent_at_ms: int
     body: bytes
 
+    def stored(self, conversation_id: str, seq: int, epoch: int) -> StoredMessage:
+        """This message as stored at (conversation, epoch, seq)."""
+        return StoredMessage(
+            conversation_id=conversation_id,
+            seq=seq,
+            epoch=epoch,
+            message_id=self.message_id,
+            sender_user_id=self.sender_user_id,
+            sender_device_id=self.sender_device_id,
+            client_message_id=self.client_message_id,
+            sent_at_ms=self.sent_at_ms,
+            body=self.body,
+        )
+
 
 @dataclass(frozen=True, slots=True)
 class StoredMessage:

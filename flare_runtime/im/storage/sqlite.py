@@ -405,18 +405,7 @@ class SqliteStorage(Storage):
                 "read_seq = max(read_seq, ?) WHERE conversation_id = ? AND user_id = ?",
                 (seq, seq, conversation_id, message.sender_user_id),
             )
-            stored = StoredMessage(
-                conversation_id=conversation_id,
-                seq=seq,
-                epoch=record.epoch,
-                message_id=message.message_id,
-                sender_user_id=message.sender_user_id,
-                sender_device_id=message.sender_device_id,
-                client_message_id=message.client_message_id,
-                sent_at_ms=message.sent_at_ms,
-                body=message.body,
-            )
-            return AppendResult(stored, duplicate=False)
+            return AppendResult(message.stored(conversation_id, seq, record.epoch), duplicate=False)
 
         return await self._run(append)
 
