@@ -16,9 +16,10 @@ Phases, all in the same run on the same sockets:
    session on top (the IM's own cost).
 2. **im fan-out**: ``Send`` → storage (durable) → sequencer → one PUSH frame
    encoded once → every member's connection.
-3. **raw fan-out**: the server itself encodes the same-size PUSH frame once per
-   message and appends it to the same connections (`push_frame`), no IM at
-   all: the floor the IM path is compared with.
+3. **raw fan-out**, two floors on the same connections, no IM at all: the
+   server encodes a same-size PUSH frame once per message and hands it to
+   every connection's `push_frame` (the runtime's push path); then it encodes
+   the whole WebSocket message once and writes it straight to every socket.
 4. **sqlite**: acknowledged sends per second straight into `ImCore` (64
    concurrent senders, durable group commit), against raw ``sqlite3`` with one
    fsynced commit per insert on the same file system.
@@ -45,6 +46,7 @@ from pathlib import Path
 from typing import Any
 
 import uvloop
+from websockets.frames import Frame, Opcode
 
 ROOT = Path(__file__).resolve().parent.parent
 for entry in (ROOT, ROOT / "generated"):
@@ -258,9 +260,22 @@ async def reset(pipes: list[Any]) -> None:
         await asyncio.to_thread(pipe.recv)
 
 
-async def raw_fanout(server: Server, rate: float, count: int) -> int:
-    """Encode one PUSH frame per message and append it to every connection: no IM at all."""
+def _socket_of(connection: Any) -> Any:
+    """The asyncio transport under a Flare WebSocket connection (endpoint -> adapter -> socket)."""
+    return connection.transport.transport
+
+
+async def raw_fanout(server: Server, rate: float, count: int, *, websocket_frames: bool) -> int:
+    """Fan out without the IM: one pre-encoded frame per message, appended to every connection.
+
+    `websocket_frames` False: the Flare PUSH frame is encoded once and handed to
+    each connection's `push_frame` (the runtime still frames it as a WebSocket
+    message per connection). True: the whole WebSocket message (an unmasked
+    binary frame holding the PUSH frame) is encoded once and written straight
+    to every socket -- the floor of any fan-out on these sockets.
+    """
     connections = [c for c in server.connections if getattr(c, "push_frame", None)]
+    sockets = [_socket_of(c) for c in connections] if websocket_frames else []
     started = time.monotonic()
     first_ns = 0
     for index in range(count):
@@ -283,8 +298,13 @@ async def raw_fanout(server: Server, rate: float, count: int) -> int:
         frame = encode_push(
             MESSAGE_RECEIVED, events_pb2.MessageReceived(message=message).SerializeToString()
         )
-        for connection in connections:
-            connection.push_frame(frame)  # type: ignore[attr-defined]
+        if websocket_frames:
+            wire = Frame(Opcode.BINARY, frame).serialize(mask=False)
+            for socket in sockets:
+                socket.write(wire)
+        else:
+            for connection in connections:
+                connection.push_frame(frame)  # type: ignore[attr-defined]
     return first_ns
 
 
@@ -401,11 +421,14 @@ async def main(arguments: argparse.Namespace) -> dict[str, Any]:
         await asyncio.to_thread(sender_pipe.recv)
         await wait_for_deliveries(pipes, expected, timeout=arguments.seconds + 60)
         results.setdefault("im_fanout", []).append(await collect(pipes, first_send_ns))
-        # Raw path: the same sockets, one pre-encoded frame per message, no IM.
-        await reset(pipes)
-        first_send_ns = await raw_fanout(server, arguments.rate, count)
-        await wait_for_deliveries(pipes, expected, timeout=arguments.seconds + 60)
-        results.setdefault("raw_fanout", []).append(await collect(pipes, first_send_ns))
+        # Raw paths: the same sockets, one pre-encoded frame per message, no IM.
+        for name, websocket_frames in (("raw_fanout", False), ("raw_socket_fanout", True)):
+            await reset(pipes)
+            first_send_ns = await raw_fanout(
+                server, arguments.rate, count, websocket_frames=websocket_frames
+            )
+            await wait_for_deliveries(pipes, expected, timeout=arguments.seconds + 60)
+            results.setdefault(name, []).append(await collect(pipes, first_send_ns))
 
     sender_pipe.send("stop")
     for pipe in pipes:
@@ -431,18 +454,25 @@ def report(results: dict[str, Any]) -> None:
         f"+{results['im_bytes_per_idle_session'] / 1024:.1f} KB per IM session "
         f"= {results['bytes_per_logged_in_session_total'] / 1024:.1f} KB per logged-in session"
     )
-    for index, (im, raw) in enumerate(
-        zip(results["im_fanout"], results["raw_fanout"], strict=True)
-    ):
-        for name, figures in (("im ", im), ("raw", raw)):
+    paths = (
+        ("im        ", "im_fanout"),
+        ("raw push  ", "raw_fanout"),
+        ("raw socket", "raw_socket_fanout"),
+    )
+    for index in range(len(results["im_fanout"])):
+        for name, key in paths:
+            figures = results[key][index]
             print(
                 f"round {index}: {name} {figures['deliveries']:>8} deliveries "
                 f"{figures['deliveries_per_s']:>10.0f}/s "
                 f"p50 {figures['p50_ms']:.1f} ms p99 {figures['p99_ms']:.1f} ms"
             )
     im_best = best(results["im_fanout"], "deliveries_per_s")
-    raw_best = best(results["raw_fanout"], "deliveries_per_s")
-    print(f"fan-out ratio im/raw (best round deliveries/s): {im_best / raw_best:.2f}")
+    for name, key in paths[1:]:
+        print(
+            f"fan-out ratio im / {name.strip()} (best round deliveries/s): "
+            f"{im_best / best(results[key], 'deliveries_per_s'):.2f}"
+        )
     sqlite = results["sqlite"]
     print(
         f"sqlite: {sqlite['im_acks_per_s']:.0f} durable acks/s (ImCore, 64 senders, group commit) "
