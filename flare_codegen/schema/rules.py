@@ -815,14 +815,13 @@ def oneof_no_delete(c: Comparison) -> None:
 
 
 def _required_numbers(message: MessageInfo) -> dict[int, FieldInfo]:
+    # buf looks at the label only: an editions field made required with
+    # `features.field_presence = LEGACY_REQUIRED` keeps LABEL_OPTIONAL, so
+    # proto2 `required` -> editions LEGACY_REQUIRED reads as a deletion, as in buf.
     return {
         number: f
         for number, f in message.fields_by_number().items()
         if f.proto.label == LABEL_REQUIRED
-        or (
-            f.proto.label != LABEL_REPEATED
-            and f.features().field_presence == PRESENCE_LEGACY_REQUIRED
-        )
     }
 
 
