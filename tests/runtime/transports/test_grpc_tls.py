@@ -1,12 +1,14 @@
 """gRPC over TLS (``grpcs://``): Flare's server with a given certificate, Flare's and stock clients.
 
 The certificate is a Flare dev certificate (``flare cert dev``), which is its
-own CA. The calls go to the standard health service, so no schema is needed.
+own CA; the mutual-TLS test issues a CA, a server and a client certificate.
+The calls go to the standard health service, so no schema is needed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import datetime
 import socket
 import ssl
 from collections.abc import AsyncIterator
@@ -16,6 +18,10 @@ from typing import Any
 import grpc
 import grpc.aio
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from flare_runtime.dispatch import Dispatcher
@@ -116,3 +122,68 @@ async def test_plaintext_client_cannot_talk_to_tls_server(tls_port: int) -> None
                 HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
             )
     assert raised.value.code in (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED)
+
+
+def issue(
+    subject: str,
+    *,
+    issuer: tuple[x509.Certificate, ec.EllipticCurvePrivateKey] | None = None,
+    usage: x509.ObjectIdentifier | None = None,
+) -> tuple[x509.Certificate, ec.EllipticCurvePrivateKey]:
+    """A certificate for `subject`: a self-signed CA without `issuer`, else a leaf it signs."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, subject)])
+    now = datetime.datetime.now(datetime.UTC)
+    builder = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(issuer[0].subject if issuer else name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.BasicConstraints(ca=issuer is None, path_length=None), critical=True)
+    )
+    if usage is not None:
+        builder = builder.add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName([x509.DNSName(subject)]), critical=False
+        )
+    signer = issuer[1] if issuer else key
+    return builder.sign(signer, hashes.SHA256()), key
+
+
+def pem(item: x509.Certificate | ec.EllipticCurvePrivateKey) -> bytes:
+    if isinstance(item, x509.Certificate):
+        return item.public_bytes(serialization.Encoding.PEM)
+    return item.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption(),
+    )
+
+
+async def test_mutual_tls_requires_a_client_certificate() -> None:
+    ca = issue("Flare test CA")
+    server_cert, server_key = issue("localhost", issuer=ca, usage=ExtendedKeyUsageOID.SERVER_AUTH)
+    client_cert, client_key = issue("client", issuer=ca, usage=ExtendedKeyUsageOID.CLIENT_AUTH)
+    server = GrpcServer(Dispatcher(Router()))
+    tls = GrpcTls(pem(server_cert), pem(server_key), client_ca=pem(ca[0]))
+    port = await server.start("127.0.0.1:0", tls=tls)
+    url = f"grpcs://localhost:{port}"
+    try:
+        async with connect_grpc(
+            url, ca_cert=pem(ca[0]), cert=pem(client_cert), key=pem(client_key)
+        ) as channel:
+            reply = await channel.unary_unary(
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+            )
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+        async with connect_grpc(url, ca_cert=pem(ca[0])) as anonymous:
+            with pytest.raises(RpcError) as raised:
+                await anonymous.unary_unary(
+                    HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+                )
+            assert raised.value.code is StatusCode.UNAVAILABLE
+    finally:
+        await server.stop(None)
