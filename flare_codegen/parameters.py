@@ -26,6 +26,11 @@ class Parameters:
     """Also write ``_flare.py`` for files that declare no service and no push message."""
     require_ids: bool = False
     """Make a service without a Flare ``service_id`` (or a method without ``route_id``) an error."""
+    line_length: int = 88
+    """The ruff line length the output is laid out for (``ruff format`` leaves it unchanged)."""
+
+
+LINE_LENGTH_RANGE = range(40, 321)
 
 
 PARAMETER_NAMES: tuple[str, ...] = tuple(field.name for field in dataclasses.fields(Parameters))
@@ -40,9 +45,24 @@ def _parse_bool(name: str, value: str) -> bool:
     raise ParameterError(f"plugin parameter {name!r} takes true or false, got {value!r}")
 
 
+def _parse_line_length(value: str) -> int:
+    try:
+        number = int(value.strip())
+    except ValueError:
+        number = 0
+    if number not in LINE_LENGTH_RANGE:
+        raise ParameterError(
+            f"plugin parameter 'line_length' takes a number from {LINE_LENGTH_RANGE.start} "
+            f"to {LINE_LENGTH_RANGE.stop - 1}, got {value!r}"
+        )
+    return number
+
+
 def parse_parameters(text: str) -> Parameters:
     """Parse protoc's parameter string; raises `ParameterError` on anything unknown."""
-    values: dict[str, bool] = {}
+    flags: dict[str, bool] = {}
+    line_length: int | None = None
+    seen: set[str] = set()
     for raw in text.split(","):
         item = raw.strip()
         if not item:
@@ -52,7 +72,16 @@ def parse_parameters(text: str) -> Parameters:
         if name not in PARAMETER_NAMES:
             known = ", ".join(PARAMETER_NAMES)
             raise ParameterError(f"unknown plugin parameter {name!r} (known: {known})")
-        if name in values:
+        if name in seen:
             raise ParameterError(f"plugin parameter {name!r} is given twice")
-        values[name] = _parse_bool(name, value) if sep else True
-    return Parameters(**values)
+        seen.add(name)
+        if name == "line_length":
+            line_length = _parse_line_length(value)
+        else:
+            flags[name] = _parse_bool(name, value) if sep else True
+    defaults = Parameters()
+    return Parameters(
+        emit_empty=flags.get("emit_empty", defaults.emit_empty),
+        require_ids=flags.get("require_ids", defaults.require_ids),
+        line_length=defaults.line_length if line_length is None else line_length,
+    )

@@ -64,7 +64,8 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGenerat
         return _response("\n".join(str(diagnostic) for diagnostic in result.diagnostics))
     response = _response()
     for model in result.files:
-        response.file.add(name=model.output_path, content=render_file(model))
+        content = render_file(model, parameters.line_length)
+        response.file.add(name=model.output_path, content=content)
     return response
 
 

@@ -20,8 +20,8 @@ from collections.abc import Iterable, Sequence
 from flare_codegen import __version__
 from flare_codegen.model import ALL_TRANSPORTS, Cardinality, File, Method, Service, Transport
 
-WIDTH = 88
-"""ruff's default line length; lines printed flat never exceed it."""
+DEFAULT_WIDTH = 88
+"""ruff's default line length."""
 INDENT = "    "
 
 _STDLIB = frozenset({"abc", "collections.abc", "typing"})
@@ -124,7 +124,8 @@ class Imports:
     underscore.
     """
 
-    def __init__(self, taken: Iterable[str]) -> None:
+    def __init__(self, taken: Iterable[str], width: int = DEFAULT_WIDTH) -> None:
+        self._width = width
         self._taken: set[str] = set(taken)
         self._plain: set[str] = set()  # `import x`
         self._from: dict[tuple[str, str], str] = {}  # (module, name) -> local name
@@ -191,9 +192,9 @@ class Imports:
                 plain_members = [name for name, local in members if name == local]
                 aliased = [(name, local) for name, local in members if name != local]
                 if plain_members:
-                    lines.extend(_from_import(module, plain_members))
+                    lines.extend(_from_import(module, plain_members, self._width))
                 for name, local in aliased:
-                    lines.extend(_from_import(module, [f"{name} as {local}"]))
+                    lines.extend(_from_import(module, [f"{name} as {local}"], self._width))
             if lines:
                 sections.append(lines)
         out: list[str] = []
@@ -219,9 +220,9 @@ def _member_key(name: str) -> tuple[int, str, str]:
     return (kind, name.lower(), name)
 
 
-def _from_import(module: str, members: Sequence[str]) -> list[str]:
+def _from_import(module: str, members: Sequence[str], width: int) -> list[str]:
     flat = f"from {module} import {', '.join(members)}"
-    if len(members) == 1 and len(flat) <= WIDTH:
+    if len(members) == 1 and len(flat) <= width:
         return [flat]
     return [f"from {module} import (", *(f"{INDENT}{member}," for member in members), ")"]
 
@@ -229,10 +230,12 @@ def _from_import(module: str, members: Sequence[str]) -> list[str]:
 # Expressions -------------------------------------------------------------------
 
 
-def _call(indent: str, prefix: str, arguments: Sequence[str], suffix: str = "") -> list[str]:
-    """``prefix(arg, ...)suffix`` flat when it fits and has few arguments, else exploded."""
+def _call(
+    indent: str, prefix: str, arguments: Sequence[str], width: int, suffix: str = ""
+) -> list[str]:
+    """``prefix(arg, ...)suffix`` flat when it fits and has one argument, else exploded."""
     flat = f"{indent}{prefix}({', '.join(arguments)}){suffix}"
-    if len(flat) <= WIDTH and "\n" not in flat and len(arguments) <= 1:
+    if len(flat) <= width and "\n" not in flat and len(arguments) <= 1:
         return [flat]
     inner = indent + INDENT
     lines = [f"{indent}{prefix}("]
@@ -245,18 +248,18 @@ def _call(indent: str, prefix: str, arguments: Sequence[str], suffix: str = "") 
     return lines
 
 
-def _tuple(items: Sequence[str], indent: str, lead: int) -> str:
+def _tuple(items: Sequence[str], lead: int, width: int) -> str:
     """A tuple expression starting `lead` columns in; may span lines (joined by newlines)."""
     if not items:
         return "()"
     if len(items) == 1:
         flat = f"({items[0]},)"
-        if lead + len(flat) + 1 <= WIDTH:
+        if lead + len(flat) + 1 <= width:
             return flat
     else:
         flat = f"({', '.join(items)})"
         if (
-            lead + len(flat) + 1 <= WIDTH
+            lead + len(flat) + 1 <= width
             and len(items) <= 3
             and all("(" not in item for item in items)
         ):
@@ -269,7 +272,7 @@ def _tuple(items: Sequence[str], indent: str, lead: int) -> str:
 
 
 class _Renderer:
-    def __init__(self, model: File) -> None:
+    def __init__(self, model: File, width: int) -> None:
         self.model = model
         taken = {"PUSH_TYPES"}
         for service in model.services:
@@ -282,7 +285,8 @@ class _Renderer:
                     service.register_function,
                 )
             )
-        self.imports = Imports(taken)
+        self.width = width
+        self.imports = Imports(taken, width)
         # Claim every _pb2 module in sorted order first so that aliases do not
         # depend on the order the body happens to mention them.
         modules: set[str] = set()
@@ -346,8 +350,8 @@ class _Renderer:
             f"message_type={self.message(push.message.module, push.message.qualname)})"
             for push in self.model.pushes
         ]
-        types = _tuple(items, INDENT, len(INDENT) + len("types="))
-        return _call("", f"PUSH_TYPES: {final} = {table}", ["types=" + types])
+        types = _tuple(items, len(INDENT) + len("types="), self.width)
+        return _call("", f"PUSH_TYPES: {final} = {table}", ["types=" + types], self.width)
 
     # Per service
 
@@ -356,21 +360,34 @@ class _Renderer:
         lines = [f"class {service.routes_class}:"]
         doc = (
             f"Typed routes of `{service.full_name}`.\n\n"
-            "Each constant is a ``Route[Request, Response]`` holding the method's\n"
-            "path, ids, cardinality, message classes and resolved Flare options."
+            "One constant per method, holding its path, ids, cardinality, message\n"
+            "classes and Flare options resolved against the service defaults."
         )
         lines += docstring(doc, INDENT)
-        if not service.methods:
-            return lines
+        route = self.runtime("routing", "Route")
         for method in service.methods:
-            lines.append("")
-            lines.extend(
-                _call(
-                    INDENT,
-                    f"{method.constant_name}: {final} = {self.runtime('routing', 'Route')}",
-                    self.route_arguments(service, method),
-                )
+            request = self.message(method.request.module, method.request.qualname)
+            response = self.message(method.response.module, method.response.qualname)
+            name = method.constant_name
+            call = _call(
+                INDENT,
+                f"{name}: {final}[{route}[{request}, {response}]] = {route}",
+                self.route_arguments(service, method),
+                self.width,
             )
+            if len(call[0]) > self.width:
+                # Explode the type arguments (with a magic trailing comma) so the
+                # formatter keeps this shape at every line length.
+                call[:1] = [
+                    f"{INDENT}{name}: {final}[",
+                    f"{INDENT * 2}{route}[",
+                    f"{INDENT * 3}{request},",
+                    f"{INDENT * 3}{response},",
+                    f"{INDENT * 2}]",
+                    f"{INDENT}] = {route}(",
+                ]
+            lines.append("")
+            lines.extend(call)
         return lines
 
     def route_arguments(self, service: Service, method: Method) -> list[str]:
@@ -393,15 +410,14 @@ class _Renderer:
         arguments = [
             f"idempotent={options.idempotent}",
             f"auth={auth}.{options.auth.value}",
-            f"scopes={_tuple([string_literal(s) for s in options.scopes], INDENT * 3, lead)}",
+            f"scopes={_tuple([string_literal(s) for s in options.scopes], lead, self.width)}",
             f"default_timeout={options.default_timeout!r}",
             f"transports={self.transports(options.transports)}",
             f"max_message_bytes={options.max_message_bytes!r}",
             f"deprecated={options.deprecated}",
             f"deprecation_note={string_literal(options.deprecation_note)}",
         ]
-        lines = _call("", self.runtime("routing", "RouteOptions"), arguments)
-        return lines
+        return _call("", self.runtime("routing", "RouteOptions"), arguments, self.width)
 
     def transports(self, transports: frozenset[Transport]) -> str:
         if transports == ALL_TRANSPORTS:
@@ -417,14 +433,15 @@ class _Renderer:
         arguments = [
             f"name={string_literal(service.full_name)}",
             f"service_id={service.service_id}",
-            "routes=" + _tuple(routes, INDENT, len(INDENT) + len("routes=")),
+            "routes=" + _tuple(routes, len(INDENT) + len("routes="), self.width),
             "reserved_route_ids="
-            + _tuple(reserved, INDENT, len(INDENT) + len("reserved_route_ids=")),
+            + _tuple(reserved, len(INDENT) + len("reserved_route_ids="), self.width),
         ]
         return _call(
             "",
             f"{service.table_constant}: {final} = {self.runtime('routing', 'ServiceRoutes')}",
             arguments,
+            self.width,
         )
 
     def _doc(self, text: str, fallback: str) -> str:
@@ -465,6 +482,7 @@ class _Renderer:
                     ("async def " if is_async else "def ") + method.handler_name,
                     ["self", parameter, f"context: {context}"],
                     returns,
+                    self.width,
                 )
             )
             lines.extend(docstring(self._handler_doc(method), INDENT * 2))
@@ -491,7 +509,7 @@ class _Renderer:
             return []
         module = self.imports.module("typing_extensions")
         note = method.options.deprecation_note or f"{method.path} is deprecated"
-        return _call(INDENT, f"@{module}.deprecated", [string_literal(note)])
+        return _call(INDENT, f"@{module}.deprecated", [string_literal(note)], self.width)
 
     def client_class(self, service: Service) -> list[str]:
         channel = self.runtime("client", "Channel")
@@ -548,6 +566,7 @@ class _Renderer:
                         f"metadata: {metadata} | None = None",
                     ],
                     returns,
+                    self.width,
                 )
             )
             doc = f"Call ``{method.path}``."
@@ -565,6 +584,7 @@ class _Renderer:
                         "timeout=timeout",
                         "metadata=metadata",
                     ],
+                    self.width,
                 )
             )
         return lines
@@ -576,6 +596,7 @@ class _Renderer:
             f"def {service.register_function}",
             [f"router: {router}", f"implementation: {service.base_class}"],
             "None",
+            self.width,
         )
         lines += docstring(
             f"Bind `implementation` to every route of `{service.full_name}` on `router`.\n\n"
@@ -588,14 +609,18 @@ class _Renderer:
         return lines
 
 
-def _signature(indent: str, head: str, parameters: Sequence[str], returns: str) -> list[str]:
+def _signature(
+    indent: str, head: str, parameters: Sequence[str], returns: str, width: int
+) -> list[str]:
+    """A ``def`` line, flat when it fits, else one parameter per line (as ruff lays it out)."""
     flat = f"{indent}{head}({', '.join(parameters)}) -> {returns}:"
-    if len(flat) <= WIDTH:
+    if len(flat) <= width:
         return [flat]
     lines = [f"{indent}{head}("]
-    lines.extend(f"{indent}{INDENT}{parameter}," for parameter in parameters)
+    for parameter in parameters:
+        lines.extend(_parameter(indent + INDENT, parameter, width))
     closing = f"{indent}) -> {returns}:"
-    if len(closing) <= WIDTH or "[" not in returns:
+    if len(closing) <= width or "[" not in returns:
         lines.append(closing)
         return lines
     # Split the return annotation's subscript, as ruff does for a long one.
@@ -610,6 +635,32 @@ def _signature(indent: str, head: str, parameters: Sequence[str], returns: str) 
     return lines
 
 
-def render_file(model: File) -> str:
-    """The complete text of the ``_flare.py`` module for `model`."""
-    return _Renderer(model).render()
+def _parameter(indent: str, parameter: str, width: int) -> list[str]:
+    """One parameter line of an exploded signature; a too-long ``name: G[X]`` is split.
+
+    Only the shapes the renderer produces are handled: ``name: G[X]``,
+    ``name: G[X] | None = None`` and annotations without a subscript (which
+    ruff cannot split either).
+    """
+    line = f"{indent}{parameter},"
+    if len(line) <= width or "[" not in parameter:
+        return [line]
+    name, _, annotation = parameter.partition(": ")
+    annotation, has_default, default = annotation.partition(" = ")
+    head, has_union, tail = annotation.partition(" | ")
+    generic, _, argument = head.partition("[")
+    split = [f"{indent}{name}: {generic}[", f"{indent}{INDENT}{argument[:-1]}"]
+    suffix = f" = {default}" if has_default else ""
+    if not has_union:
+        return [*split, f"{indent}]{suffix},"]
+    # ruff breaks at the union first and splits the subscript only if needed.
+    rest = f"{indent}| {tail}{suffix},"
+    first = f"{indent}{name}: {head}"
+    if len(first) <= width:
+        return [first, rest]
+    return [*split, f"{indent}]", rest]
+
+
+def render_file(model: File, line_length: int = DEFAULT_WIDTH) -> str:
+    """The complete text of the ``_flare.py`` module for `model`, laid out for `line_length`."""
+    return _Renderer(model, line_length).render()

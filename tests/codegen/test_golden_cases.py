@@ -19,9 +19,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from google.protobuf.compiler import plugin_pb2
 
-from flare_codegen.compiler import find_proto_files
+from flare_codegen.compiler import compile_protos, find_proto_files
 from flare_codegen.generate import generate
+from flare_codegen.plugin import generate as generate_response
 
 ROOT = Path(__file__).resolve().parents[2]
 CASES = Path(__file__).resolve().parent / "cases"
@@ -124,11 +126,36 @@ def _ruff(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     )
 
 
-@pytest.mark.parametrize("line_length", [88, 100, 120])
-def test_ruff_format_leaves_generated_code_unchanged(
-    all_cases_output: Path, line_length: int, tmp_path: Path
-) -> None:
+def _render_cases(out: Path, parameter: str) -> list[str]:
+    """Every case's _flare.py rendered in process with `parameter`; returns the paths."""
+    written: list[str] = []
+    for case in CASE_NAMES:
+        root = CASES / case / "proto"
+        files = find_proto_files(root)
+        request = plugin_pb2.CodeGeneratorRequest(
+            file_to_generate=files,
+            parameter=parameter,
+            proto_file=compile_protos([root], files).files.file,
+        )
+        response = generate_response(request)
+        assert not response.error, response.error
+        for generated in response.file:
+            path = out / generated.name
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(generated.content)
+            written.append(str(path))
+    return written
+
+
+def test_default_output_is_ruff_formatted(all_cases_output: Path, tmp_path: Path) -> None:
     files = [str(path) for path in sorted(all_cases_output.rglob("*_flare.py"))]
+    result = _ruff(["format", "--isolated", "--check", "--diff", *files], tmp_path)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("line_length", [88, 100, 120])
+def test_output_for_a_line_length_is_ruff_formatted_at_it(line_length: int, tmp_path: Path) -> None:
+    files = _render_cases(tmp_path / "out", f"line_length={line_length}")
     result = _ruff(
         ["format", "--isolated", f"--line-length={line_length}", "--check", "--diff", *files],
         tmp_path,

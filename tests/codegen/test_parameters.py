@@ -11,6 +11,11 @@ def test_empty_string_gives_defaults() -> None:
     assert parse_parameters("") == Parameters()
 
 
+def test_line_length_parses() -> None:
+    assert parse_parameters("line_length=100").line_length == 100
+    assert Parameters().line_length == 88
+
+
 def test_bare_name_means_true_and_values_parse() -> None:
     assert parse_parameters("emit_empty") == Parameters(emit_empty=True)
     assert parse_parameters(" require_ids=yes , emit_empty=0 ") == Parameters(
@@ -24,6 +29,8 @@ def test_bare_name_means_true_and_values_parse() -> None:
         ("nope", "unknown plugin parameter 'nope'"),
         ("emit_empty=perhaps", "takes true or false"),
         ("emit_empty,emit_empty", "is given twice"),
+        ("line_length=wide", "takes a number from 40 to 320"),
+        ("line_length=20", "takes a number from 40 to 320"),
     ],
 )
 def test_bad_parameters_raise(text: str, message: str) -> None:

@@ -53,11 +53,11 @@ PUSH_TYPES: Final = PushTable(
 class ChatServiceRoutes:
     """Typed routes of `examples.chat.v1.ChatService`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    SEND: Final = Route(
+    SEND: Final[Route[chat_pb2.SendRequest, chat_pb2.SendReply]] = Route(
         path="/examples.chat.v1.ChatService/Send",
         service_id=1,
         route_id=1,
@@ -77,7 +77,7 @@ class ChatServiceRoutes:
         ),
     )
 
-    SUBSCRIBE: Final = Route(
+    SUBSCRIBE: Final[Route[chat_pb2.SubscribeRequest, chat_pb2.RoomEvent]] = Route(
         path="/examples.chat.v1.ChatService/Subscribe",
         service_id=1,
         route_id=2,
@@ -97,7 +97,7 @@ class ChatServiceRoutes:
         ),
     )
 
-    UPLOAD: Final = Route(
+    UPLOAD: Final[Route[chat_pb2.UploadChunk, chat_pb2.UploadReply]] = Route(
         path="/examples.chat.v1.ChatService/Upload",
         service_id=1,
         route_id=3,
@@ -117,7 +117,7 @@ class ChatServiceRoutes:
         ),
     )
 
-    CHAT: Final = Route(
+    CHAT: Final[Route[chat_pb2.ChatMessage, chat_pb2.ChatMessage]] = Route(
         path="/examples.chat.v1.ChatService/Chat",
         service_id=1,
         route_id=4,
@@ -137,7 +137,7 @@ class ChatServiceRoutes:
         ),
     )
 
-    HISTORY: Final = Route(
+    HISTORY: Final[Route[chat_pb2.HistoryRequest, chat_pb2.HistoryReply]] = Route(
         path="/examples.chat.v1.ChatService/History",
         service_id=1,
         route_id=5,
@@ -157,7 +157,7 @@ class ChatServiceRoutes:
         ),
     )
 
-    PING: Final = Route(
+    PING: Final[Route[empty_pb2.Empty, timestamp_pb2.Timestamp]] = Route(
         path="/examples.chat.v1.ChatService/Ping",
         service_id=1,
         route_id=6,
@@ -412,11 +412,11 @@ def register_chat_service(router: Router, implementation: ChatServiceBase) -> No
 class ChatAdminServiceRoutes:
     """Typed routes of `examples.chat.v1.ChatAdminService`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    PURGE: Final = Route(
+    PURGE: Final[Route[chat_pb2.PurgeRequest, empty_pb2.Empty]] = Route(
         path="/examples.chat.v1.ChatAdminService/Purge",
         service_id=0,
         route_id=0,

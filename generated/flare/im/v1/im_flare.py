@@ -39,11 +39,11 @@ PUSH_TYPES: Final = PushTable(types=())
 class ImServiceRoutes:
     """Typed routes of `flare.im.v1.ImService`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    LOGIN: Final = Route(
+    LOGIN: Final[Route[im_pb2.LoginRequest, im_pb2.LoginReply]] = Route(
         path="/flare.im.v1.ImService/Login",
         service_id=64000,
         route_id=1,
@@ -63,7 +63,7 @@ class ImServiceRoutes:
         ),
     )
 
-    LOGOUT: Final = Route(
+    LOGOUT: Final[Route[im_pb2.LogoutRequest, im_pb2.LogoutReply]] = Route(
         path="/flare.im.v1.ImService/Logout",
         service_id=64000,
         route_id=2,
@@ -83,7 +83,7 @@ class ImServiceRoutes:
         ),
     )
 
-    SEND: Final = Route(
+    SEND: Final[Route[im_pb2.SendRequest, im_pb2.SendReply]] = Route(
         path="/flare.im.v1.ImService/Send",
         service_id=64000,
         route_id=3,
@@ -103,7 +103,7 @@ class ImServiceRoutes:
         ),
     )
 
-    SYNC: Final = Route(
+    SYNC: Final[Route[im_pb2.SyncRequest, im_pb2.SyncReply]] = Route(
         path="/flare.im.v1.ImService/Sync",
         service_id=64000,
         route_id=4,
@@ -123,7 +123,7 @@ class ImServiceRoutes:
         ),
     )
 
-    GET_HISTORY: Final = Route(
+    GET_HISTORY: Final[Route[im_pb2.GetHistoryRequest, im_pb2.GetHistoryReply]] = Route(
         path="/flare.im.v1.ImService/GetHistory",
         service_id=64000,
         route_id=5,
@@ -143,7 +143,7 @@ class ImServiceRoutes:
         ),
     )
 
-    SUBSCRIBE: Final = Route(
+    SUBSCRIBE: Final[Route[im_pb2.SubscribeRequest, events_pb2.Event]] = Route(
         path="/flare.im.v1.ImService/Subscribe",
         service_id=64000,
         route_id=6,
@@ -163,7 +163,7 @@ class ImServiceRoutes:
         ),
     )
 
-    ACK: Final = Route(
+    ACK: Final[Route[im_pb2.AckRequest, im_pb2.AckReply]] = Route(
         path="/flare.im.v1.ImService/Ack",
         service_id=64000,
         route_id=7,
@@ -183,7 +183,7 @@ class ImServiceRoutes:
         ),
     )
 
-    SET_TYPING: Final = Route(
+    SET_TYPING: Final[Route[im_pb2.SetTypingRequest, im_pb2.SetTypingReply]] = Route(
         path="/flare.im.v1.ImService/SetTyping",
         service_id=64000,
         route_id=8,
@@ -203,7 +203,12 @@ class ImServiceRoutes:
         ),
     )
 
-    WATCH_PRESENCE: Final = Route(
+    WATCH_PRESENCE: Final[
+        Route[
+            im_pb2.WatchPresenceRequest,
+            im_pb2.WatchPresenceReply,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/WatchPresence",
         service_id=64000,
         route_id=9,
@@ -223,7 +228,12 @@ class ImServiceRoutes:
         ),
     )
 
-    GET_ONLINE_MEMBERS: Final = Route(
+    GET_ONLINE_MEMBERS: Final[
+        Route[
+            im_pb2.GetOnlineMembersRequest,
+            im_pb2.GetOnlineMembersReply,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/GetOnlineMembers",
         service_id=64000,
         route_id=10,
@@ -243,7 +253,12 @@ class ImServiceRoutes:
         ),
     )
 
-    CREATE_ROOM: Final = Route(
+    CREATE_ROOM: Final[
+        Route[
+            im_pb2.CreateRoomRequest,
+            im_pb2.ConversationInfo,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/CreateRoom",
         service_id=64000,
         route_id=11,
@@ -263,7 +278,12 @@ class ImServiceRoutes:
         ),
     )
 
-    OPEN_DIRECT: Final = Route(
+    OPEN_DIRECT: Final[
+        Route[
+            im_pb2.OpenDirectRequest,
+            im_pb2.ConversationInfo,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/OpenDirect",
         service_id=64000,
         route_id=12,
@@ -283,7 +303,7 @@ class ImServiceRoutes:
         ),
     )
 
-    JOIN_ROOM: Final = Route(
+    JOIN_ROOM: Final[Route[im_pb2.JoinRoomRequest, im_pb2.ConversationInfo]] = Route(
         path="/flare.im.v1.ImService/JoinRoom",
         service_id=64000,
         route_id=13,
@@ -303,7 +323,7 @@ class ImServiceRoutes:
         ),
     )
 
-    LEAVE_ROOM: Final = Route(
+    LEAVE_ROOM: Final[Route[im_pb2.LeaveRoomRequest, im_pb2.LeaveRoomReply]] = Route(
         path="/flare.im.v1.ImService/LeaveRoom",
         service_id=64000,
         route_id=14,
@@ -323,7 +343,12 @@ class ImServiceRoutes:
         ),
     )
 
-    ADD_MEMBERS: Final = Route(
+    ADD_MEMBERS: Final[
+        Route[
+            im_pb2.AddMembersRequest,
+            im_pb2.ConversationInfo,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/AddMembers",
         service_id=64000,
         route_id=15,
@@ -343,7 +368,7 @@ class ImServiceRoutes:
         ),
     )
 
-    KICK_MEMBER: Final = Route(
+    KICK_MEMBER: Final[Route[im_pb2.KickMemberRequest, im_pb2.KickMemberReply]] = Route(
         path="/flare.im.v1.ImService/KickMember",
         service_id=64000,
         route_id=16,
@@ -363,7 +388,12 @@ class ImServiceRoutes:
         ),
     )
 
-    SET_MEMBER_ROLE: Final = Route(
+    SET_MEMBER_ROLE: Final[
+        Route[
+            im_pb2.SetMemberRoleRequest,
+            im_pb2.ConversationInfo,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/SetMemberRole",
         service_id=64000,
         route_id=17,
@@ -383,7 +413,12 @@ class ImServiceRoutes:
         ),
     )
 
-    LIST_CONVERSATIONS: Final = Route(
+    LIST_CONVERSATIONS: Final[
+        Route[
+            im_pb2.ListConversationsRequest,
+            im_pb2.ListConversationsReply,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/ListConversations",
         service_id=64000,
         route_id=18,
@@ -403,7 +438,12 @@ class ImServiceRoutes:
         ),
     )
 
-    GET_CONVERSATION: Final = Route(
+    GET_CONVERSATION: Final[
+        Route[
+            im_pb2.GetConversationRequest,
+            im_pb2.ConversationInfo,
+        ]
+    ] = Route(
         path="/flare.im.v1.ImService/GetConversation",
         service_id=64000,
         route_id=19,

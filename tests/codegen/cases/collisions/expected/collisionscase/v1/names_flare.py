@@ -46,11 +46,11 @@ PUSH_TYPES: Final = PushTable(
 class ServiceRoutes:
     """Typed routes of `collisionscase.v1.Service`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    IMPORT: Final = Route(
+    IMPORT: Final[Route[names_pb2.Final, names_pb2.Route]] = Route(
         path="/collisionscase.v1.Service/import",
         service_id=60,
         route_id=1,
@@ -70,7 +70,7 @@ class ServiceRoutes:
         ),
     )
 
-    SEND: Final = Route(
+    SEND: Final[Route[names_pb2.Final, names_pb2.Route]] = Route(
         path="/collisionscase.v1.Service/Send",
         service_id=60,
         route_id=2,
@@ -90,7 +90,7 @@ class ServiceRoutes:
         ),
     )
 
-    SEND_: Final = Route(
+    SEND_: Final[Route[names_pb2.Final, names_pb2.Route]] = Route(
         path="/collisionscase.v1.Service/send",
         service_id=60,
         route_id=3,
@@ -110,7 +110,7 @@ class ServiceRoutes:
         ),
     )
 
-    PRINT: Final = Route(
+    PRINT: Final[Route[names_pb2.abc, names_pb2.abc]] = Route(
         path="/collisionscase.v1.Service/print",
         service_id=60,
         route_id=4,
@@ -130,7 +130,7 @@ class ServiceRoutes:
         ),
     )
 
-    NONE: Final = Route(
+    NONE: Final[Route[names_pb2.abc, names_pb2.abc]] = Route(
         path="/collisionscase.v1.Service/None",
         service_id=60,
         route_id=5,
@@ -150,7 +150,7 @@ class ServiceRoutes:
         ),
     )
 
-    RPC_INIT_: Final = Route(
+    RPC_INIT_: Final[Route[names_pb2.abc, names_pb2.abc]] = Route(
         path="/collisionscase.v1.Service/_init_",
         service_id=60,
         route_id=6,
@@ -170,7 +170,7 @@ class ServiceRoutes:
         ),
     )
 
-    CHANNEL: Final = Route(
+    CHANNEL: Final[Route[names_pb2.abc, names_pb2.abc]] = Route(
         path="/collisionscase.v1.Service/Channel",
         service_id=60,
         route_id=7,
@@ -420,11 +420,11 @@ def register_service(router: Router, implementation: ServiceBase) -> None:
 class PushTypesRoutes:
     """Typed routes of `collisionscase.v1.PushTypes`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    ROUTES: Final = Route(
+    ROUTES: Final[Route[names_pb2.Final, names_pb2.Final]] = Route(
         path="/collisionscase.v1.PushTypes/Routes",
         service_id=61,
         route_id=1,
@@ -510,11 +510,11 @@ def register_push_types(router: Router, implementation: PushTypesBase) -> None:
 class classRoutes:
     """Typed routes of `collisionscase.v1.class`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    WITH: Final = Route(
+    WITH: Final[Route[names_pb2.abc, names_pb2.abc]] = Route(
         path="/collisionscase.v1.class/with",
         service_id=62,
         route_id=1,
@@ -600,8 +600,8 @@ def register_class(router: Router, implementation: classBase) -> None:
 class ChatServiceRoutes:
     """Typed routes of `collisionscase.v1.ChatService`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
 
@@ -644,8 +644,8 @@ def register_chat_service(router: Router, implementation: ChatServiceBase) -> No
 class Chat_ServiceRoutes:
     """Typed routes of `collisionscase.v1.Chat_Service`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
 

@@ -41,11 +41,11 @@ PUSH_TYPES: Final = PushTable(
 class LedgerRoutes:
     """Typed routes of `editions2023case.v1.Ledger`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    POST: Final = Route(
+    POST: Final[Route[ledger_pb2.Entry, ledger_pb2.Posted]] = Route(
         path="/editions2023case.v1.Ledger/Post",
         service_id=40,
         route_id=1,
@@ -65,7 +65,7 @@ class LedgerRoutes:
         ),
     )
 
-    IMPORT: Final = Route(
+    IMPORT: Final[Route[ledger_pb2.Entry, ledger_pb2.Posted]] = Route(
         path="/editions2023case.v1.Ledger/Import",
         service_id=40,
         route_id=2,

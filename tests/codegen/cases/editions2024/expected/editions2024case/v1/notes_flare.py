@@ -42,11 +42,11 @@ PUSH_TYPES: Final = PushTable(
 class NotesRoutes:
     """Typed routes of `editions2024case.v1.Notes`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    CREATE: Final = Route(
+    CREATE: Final[Route[notes_pb2.Note, notes_pb2.Note.Ref]] = Route(
         path="/editions2024case.v1.Notes/Create",
         service_id=41,
         route_id=1,
@@ -66,7 +66,7 @@ class NotesRoutes:
         ),
     )
 
-    SYNC: Final = Route(
+    SYNC: Final[Route[notes_pb2.Note, notes_pb2.NoteCreated]] = Route(
         path="/editions2024case.v1.Notes/Sync",
         service_id=41,
         route_id=2,

@@ -41,11 +41,11 @@ PUSH_TYPES: Final = PushTable(types=())
 class ClockRoutes:
     """Typed routes of `grpconlycase.v1.Clock`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    NOW: Final = Route(
+    NOW: Final[Route[empty_pb2.Empty, timestamp_pb2.Timestamp]] = Route(
         path="/grpconlycase.v1.Clock/Now",
         service_id=0,
         route_id=0,
@@ -65,7 +65,7 @@ class ClockRoutes:
         ),
     )
 
-    TICKS: Final = Route(
+    TICKS: Final[Route[empty_pb2.Empty, timestamp_pb2.Timestamp]] = Route(
         path="/grpconlycase.v1.Clock/Ticks",
         service_id=0,
         route_id=0,
@@ -85,7 +85,7 @@ class ClockRoutes:
         ),
     )
 
-    SET: Final = Route(
+    SET: Final[Route[timestamp_pb2.Timestamp, empty_pb2.Empty]] = Route(
         path="/grpconlycase.v1.Clock/Set",
         service_id=0,
         route_id=0,
@@ -105,7 +105,7 @@ class ClockRoutes:
         ),
     )
 
-    SYNC: Final = Route(
+    SYNC: Final[Route[timestamp_pb2.Timestamp, timestamp_pb2.Timestamp]] = Route(
         path="/grpconlycase.v1.Clock/Sync",
         service_id=0,
         route_id=0,

@@ -44,11 +44,11 @@ PUSH_TYPES: Final = PushTable(
 class InventoryRoutes:
     """Typed routes of `proto2case.v1.Inventory`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    GET_STOCK: Final = Route(
+    GET_STOCK: Final[Route[inventory_pb2.Item, inventory_pb2.Item.Stock]] = Route(
         path="/proto2case.v1.Inventory/GetStock",
         service_id=20,
         route_id=1,
@@ -68,7 +68,7 @@ class InventoryRoutes:
         ),
     )
 
-    WATCH_STOCK: Final = Route(
+    WATCH_STOCK: Final[Route[inventory_pb2.Item, inventory_pb2.Item.Stock]] = Route(
         path="/proto2case.v1.Inventory/WatchStock",
         service_id=20,
         route_id=2,
@@ -185,11 +185,11 @@ def register_inventory(router: Router, implementation: InventoryBase) -> None:
 class LegacyInventoryRoutes:
     """Typed routes of `proto2case.v1.LegacyInventory`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    LOOKUP: Final = Route(
+    LOOKUP: Final[Route[inventory_pb2.Item, inventory_pb2.Item.Stock]] = Route(
         path="/proto2case.v1.LegacyInventory/Lookup",
         service_id=21,
         route_id=1,
@@ -209,7 +209,7 @@ class LegacyInventoryRoutes:
         ),
     )
 
-    DROP: Final = Route(
+    DROP: Final[Route[inventory_pb2.Item, inventory_pb2.Item]] = Route(
         path="/proto2case.v1.LegacyInventory/Drop",
         service_id=21,
         route_id=2,

@@ -44,11 +44,11 @@ PUSH_TYPES: Final = PushTable(types=())
 class TelemetryRoutes:
     """Typed routes of `proto3case.v1.Telemetry`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    LATEST: Final = Route(
+    LATEST: Final[Route[wrappers_pb2.StringValue, streams_pb2.Reading]] = Route(
         path="/proto3case.v1.Telemetry/Latest",
         service_id=30,
         route_id=1,
@@ -68,7 +68,7 @@ class TelemetryRoutes:
         ),
     )
 
-    WATCH: Final = Route(
+    WATCH: Final[Route[wrappers_pb2.StringValue, streams_pb2.Reading]] = Route(
         path="/proto3case.v1.Telemetry/Watch",
         service_id=30,
         route_id=2,
@@ -88,7 +88,7 @@ class TelemetryRoutes:
         ),
     )
 
-    RECORD: Final = Route(
+    RECORD: Final[Route[streams_pb2.Reading, streams_pb2.Summary]] = Route(
         path="/proto3case.v1.Telemetry/Record",
         service_id=30,
         route_id=3,
@@ -108,7 +108,7 @@ class TelemetryRoutes:
         ),
     )
 
-    MIRROR: Final = Route(
+    MIRROR: Final[Route[streams_pb2.Reading, streams_pb2.Reading]] = Route(
         path="/proto3case.v1.Telemetry/Mirror",
         service_id=30,
         route_id=4,
@@ -128,7 +128,7 @@ class TelemetryRoutes:
         ),
     )
 
-    RESET: Final = Route(
+    RESET: Final[Route[empty_pb2.Empty, empty_pb2.Empty]] = Route(
         path="/proto3case.v1.Telemetry/Reset",
         service_id=30,
         route_id=5,

@@ -13,7 +13,9 @@ from collections.abc import AsyncIterator
 from typing import Final
 
 from flare_runtime.client import (
+    BidiStreamCall,
     Channel,
+    RequestStream,
     ServerStreamCall,
 )
 from flare_runtime.context import CallContext
@@ -39,11 +41,11 @@ PUSH_TYPES: Final = PushTable(types=())
 class CatalogRoutes:
     """Typed routes of `nestedcase.deep.x.y.z.v1.Catalog`.
 
-    Each constant is a ``Route[Request, Response]`` holding the method's
-    path, ids, cardinality, message classes and resolved Flare options.
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
     """
 
-    LIST: Final = Route(
+    LIST: Final[Route[catalog_service_pb2.ListRequest, types_pb2.Thing]] = Route(
         path="/nestedcase.deep.x.y.z.v1.Catalog/List",
         service_id=50,
         route_id=1,
@@ -63,7 +65,7 @@ class CatalogRoutes:
         ),
     )
 
-    DETAIL: Final = Route(
+    DETAIL: Final[Route[v1_types_pb2.Thing, types_pb2.Thing.Part.Detail]] = Route(
         path="/nestedcase.deep.x.y.z.v1.Catalog/Detail",
         service_id=50,
         route_id=2,
@@ -83,7 +85,7 @@ class CatalogRoutes:
         ),
     )
 
-    PAGE: Final = Route(
+    PAGE: Final[Route[common_v1_types_pb2.Page, common_v1_types_pb2.Page]] = Route(
         path="/nestedcase.deep.x.y.z.v1.Catalog/Page",
         service_id=50,
         route_id=3,
@@ -103,11 +105,41 @@ class CatalogRoutes:
         ),
     )
 
+    LIST_CATALOG_ENTRIES_WITH_FILTERS: Final[
+        Route[
+            catalog_service_pb2.ListCatalogEntriesWithFiltersRequest,
+            catalog_service_pb2.ListCatalogEntriesWithFiltersResponse,
+        ]
+    ] = Route(
+        path="/nestedcase.deep.x.y.z.v1.Catalog/ListCatalogEntriesWithFilters",
+        service_id=50,
+        route_id=4,
+        cardinality=Cardinality.BIDI_STREAM,
+        request_type=catalog_service_pb2.ListCatalogEntriesWithFiltersRequest,
+        response_type=catalog_service_pb2.ListCatalogEntriesWithFiltersResponse,
+        handler_name="list_catalog_entries_with_filters",
+        options=RouteOptions(
+            idempotent=False,
+            auth=AuthRequirement.NONE,
+            scopes=(),
+            default_timeout=None,
+            transports=ALL_TRANSPORTS,
+            max_message_bytes=None,
+            deprecated=False,
+            deprecation_note="",
+        ),
+    )
+
 
 CATALOG: Final = ServiceRoutes(
     name="nestedcase.deep.x.y.z.v1.Catalog",
     service_id=50,
-    routes=(CatalogRoutes.LIST, CatalogRoutes.DETAIL, CatalogRoutes.PAGE),
+    routes=(
+        CatalogRoutes.LIST,
+        CatalogRoutes.DETAIL,
+        CatalogRoutes.PAGE,
+        CatalogRoutes.LIST_CATALOG_ENTRIES_WITH_FILTERS,
+    ),
     reserved_route_ids=(),
 )
 
@@ -146,6 +178,19 @@ class CatalogBase(abc.ABC):
         """``/nestedcase.deep.x.y.z.v1.Catalog/Page`` (unary).
 
         Handle one request; return the response.
+        """
+
+    @abc.abstractmethod
+    def list_catalog_entries_with_filters(
+        self,
+        requests: AsyncIterator[
+            catalog_service_pb2.ListCatalogEntriesWithFiltersRequest
+        ],
+        context: CallContext,
+    ) -> AsyncIterator[catalog_service_pb2.ListCatalogEntriesWithFiltersResponse]:
+        """``/nestedcase.deep.x.y.z.v1.Catalog/ListCatalogEntriesWithFilters`` (bidi stream).
+
+        Consume the request stream; yield the responses (an async generator).
         """
 
 
@@ -200,6 +245,27 @@ class CatalogClient:
         return await self._channel.unary_unary(
             CatalogRoutes.PAGE,
             request,
+            timeout=timeout,
+            metadata=metadata,
+        )
+
+    def list_catalog_entries_with_filters(
+        self,
+        requests: RequestStream[
+            catalog_service_pb2.ListCatalogEntriesWithFiltersRequest
+        ]
+        | None = None,
+        *,
+        timeout: float | None = None,
+        metadata: MetadataLike | None = None,
+    ) -> BidiStreamCall[
+        catalog_service_pb2.ListCatalogEntriesWithFiltersRequest,
+        catalog_service_pb2.ListCatalogEntriesWithFiltersResponse,
+    ]:
+        """Call ``/nestedcase.deep.x.y.z.v1.Catalog/ListCatalogEntriesWithFilters``."""
+        return self._channel.stream_stream(
+            CatalogRoutes.LIST_CATALOG_ENTRIES_WITH_FILTERS,
+            requests,
             timeout=timeout,
             metadata=metadata,
         )
