@@ -348,6 +348,11 @@ class GrpcChannel(Channel):
         call = method(feed.wrap(route, requests), timeout=timeout, metadata=wire)
         return _GrpcBidiStreamCall(self, call, feed, route)
 
+    @property
+    def closed(self) -> bool:
+        """True once `close` has been called."""
+        return self._closed
+
     async def close(self) -> None:
         """Close the channel; calls still running fail with CANCELLED."""
         if self._closed:

@@ -24,8 +24,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from flare_runtime.client import connect
 from flare_runtime.dispatch import Dispatcher
-from flare_runtime.errors import RpcError
+from flare_runtime.errors import ConnectionClosedError, RpcError
 from flare_runtime.routing import Cardinality, Route, Router
 from flare_runtime.status import StatusCode
 from flare_runtime.transports.grpc_client import connect_grpc
@@ -187,3 +188,13 @@ async def test_mutual_tls_requires_a_client_certificate() -> None:
             assert raised.value.code is StatusCode.UNAVAILABLE
     finally:
         await server.stop(None)
+
+
+async def test_connect_with_an_ssl_context(tls_port: int, certificate: CertificateFiles) -> None:
+    """``flare_runtime.connect(..., ssl_context=...)``: its CA certificates become the roots."""
+    context = ssl.create_default_context(cafile=str(certificate.certificate))
+    async with connect(f"grpcs://localhost:{tls_port}", ssl_context=context) as channel:
+        reply = await channel.unary_unary(HEALTH_CHECK, health_pb2.HealthCheckRequest())
+    assert reply.status == health_pb2.HealthCheckResponse.SERVING
+    with pytest.raises(ConnectionClosedError):
+        await connect(f"grpcs://localhost:{tls_port}", open_timeout=10 * UNIT)
