@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import enum
+import functools
 import itertools
 import os
 import time
@@ -36,6 +37,7 @@ from flare_runtime.errors import ConnectionClosedError, RpcError
 from flare_runtime.im import events
 from flare_runtime.im.sinks import EventSink, PreparedEvent
 from flare_runtime.im.storage.base import (
+    AppendResult,
     ConversationExistsError,
     ConversationKind,
     ConversationRecord,
@@ -839,22 +841,26 @@ class ImCore:
             sent_at_ms=self._now_ms(),
             body=content,
         )
-        # Shielded: once the append is under way its message must reach the
-        # sequencer even when the caller is cancelled, or delivery of every
-        # later message of the room would wait for it forever.
-        return await asyncio.shield(self._append_and_deliver(room, new))
-
-    async def _append_and_deliver(self, room: _Room, new: NewMessage) -> SendResult:
+        # The sequencer runs from the append's own completion callback, not in
+        # this task: once under way, a message reaches it even when the caller
+        # is cancelled (else every later message of the room would wait for
+        # it), and no task is created per send.
+        appended = self.storage.append_soon(room.record.conversation_id, new)
         room.appending += 1
-        try:
-            result = await self.storage.append(room.record.conversation_id, new)
-        finally:
-            room.appending -= 1
-        if not result.duplicate:
-            self._sequence(room, result.message)
-        elif room.pending and room.appending == 0:
-            self._sequence_skip_foreign_gaps(room)
+        appended.add_done_callback(functools.partial(self._appended, room))
+        result = await asyncio.shield(appended)
         return SendResult(result.message, result.duplicate)
+
+    def _appended(self, room: _Room, appended: asyncio.Future[AppendResult]) -> None:
+        room.appending -= 1
+        if not appended.cancelled() and appended.exception() is None:
+            result = appended.result()
+            if not result.duplicate:
+                self._sequence(room, result.message)
+                return
+        # A failed append or a retry took no seq: gaps left now are another writer's.
+        if room.pending and room.appending == 0:
+            self._sequence_skip_foreign_gaps(room)
 
     def _sequence(self, room: _Room, message: StoredMessage) -> None:
         """Deliver messages in seq order: hold early arrivals until the gap before them closes."""

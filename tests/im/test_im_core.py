@@ -388,3 +388,18 @@ async def test_bad_input_gets_typed_errors(tmp_path: Path) -> None:
     assert codes.count(StatusCode.OK) <= 5
     assert codes[-1] is StatusCode.RESOURCE_EXHAUSTED
     await core.close()
+
+
+async def test_a_cancelled_send_still_delivers_in_order(core: ImCore) -> None:
+    alice, _ = login(core, "alice", "phone")
+    _bob, bob_sink = login(core, "bob", "phone")
+    conversation = (await core.open_direct(alice, "bob")).record.conversation_id
+    first = asyncio.ensure_future(core.send(alice, conversation, "cancelled", text("one")))
+    await asyncio.sleep(0)  # the append is under way
+    first.cancel()
+    second = await core.send(alice, conversation, "kept", text("two"))
+    assert second.message.seq == 2
+    assert [m.seq for m in received(bob_sink)] == [1, 2]
+    # The retry of the cancelled send finds it stored.
+    retry = await core.send(alice, conversation, "cancelled", text("one"))
+    assert retry.duplicate and retry.message.seq == 1

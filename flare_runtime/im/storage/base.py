@@ -23,6 +23,7 @@ Contract every backend keeps (the shared test suite checks it):
 from __future__ import annotations
 
 import abc
+import asyncio
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -187,6 +188,17 @@ class Storage(abc.ABC):
     @abc.abstractmethod
     async def append(self, conversation_id: str, message: NewMessage) -> AppendResult:
         """Append durably with the next seq, or return the original on a retry."""
+
+    def append_soon(
+        self, conversation_id: str, message: NewMessage
+    ) -> asyncio.Future[AppendResult]:
+        """Start `append` now and return its future: the append completes even if
+        nobody awaits the future (or the awaiting task is cancelled).
+
+        The default runs `append` in a task; a backend that works outside the
+        event loop returns its own future and saves that task.
+        """
+        return asyncio.ensure_future(self.append(conversation_id, message))
 
     @abc.abstractmethod
     async def read_after(

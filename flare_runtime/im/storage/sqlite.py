@@ -241,12 +241,15 @@ class SqliteStorage(Storage):
             return [(job.future, None, failure) for job in batch]
         return outcomes
 
-    async def _run(self, function: Callable[[sqlite3.Connection], T]) -> T:
+    def _submit(self, function: Callable[[sqlite3.Connection], T]) -> asyncio.Future[T]:
         if self._thread is None or self._loop is None:
             raise StorageError("storage is not open")
         future: asyncio.Future[T] = self._loop.create_future()
         self._jobs.put(_Job(function, future))
-        return await future
+        return future
+
+    async def _run(self, function: Callable[[sqlite3.Connection], T]) -> T:
+        return await self._submit(function)
 
     # -- Storage -------------------------------------------------------------
 
@@ -365,6 +368,13 @@ class SqliteStorage(Storage):
         return await self._run(memberships)
 
     async def append(self, conversation_id: str, message: NewMessage) -> AppendResult:
+        return await self.append_soon(conversation_id, message)
+
+    def append_soon(
+        self, conversation_id: str, message: NewMessage
+    ) -> asyncio.Future[AppendResult]:
+        """`append`'s future straight from the worker thread (no task)."""
+
         def append(connection: sqlite3.Connection) -> AppendResult:
             existing = connection.execute(
                 f"SELECT {_MESSAGE_COLUMNS} FROM im_messages "
@@ -407,7 +417,7 @@ class SqliteStorage(Storage):
             )
             return AppendResult(message.stored(conversation_id, seq, record.epoch), duplicate=False)
 
-        return await self._run(append)
+        return self._submit(append)
 
     async def read_after(
         self, conversation_id: str, after_seq: int, limit: int
