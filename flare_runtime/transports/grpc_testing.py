@@ -8,9 +8,11 @@ client (against a Flare server) or the stock server (against a Flare client).
 
 from __future__ import annotations
 
+import atexit
 import importlib
 import importlib.util
 import os
+import shutil
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -55,6 +57,8 @@ def stock_stubs(
     if cached is not None:
         return cached
     out = Path(tempfile.mkdtemp(prefix="flare-stock-stubs-"))
+    # The modules are imported (and stay in memory) before the process ends.
+    atexit.register(shutil.rmtree, out, ignore_errors=True)
     roots = [str(root) for root in include]
     if source is not None:
         (out / proto).parent.mkdir(parents=True, exist_ok=True)
