@@ -250,7 +250,10 @@ def test_unknown_plugin_parameter_is_an_error(tmp_path: Path, run_protoc: RunPro
     (tmp_path / "ok.proto").write_text(HEADER)
     result = run_protoc([tmp_path], ["ok.proto"], tmp_path / "out", flare_parameters="colour=red")
     assert result.returncode != 0
-    assert "unknown plugin parameter 'colour' (known: emit_empty, require_ids)" in result.stderr
+    assert (
+        "unknown plugin parameter 'colour' (known: emit_empty, require_ids, line_length)"
+        in result.stderr
+    )
     assert "Traceback" not in result.stderr
 
 
