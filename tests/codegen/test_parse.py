@@ -91,9 +91,7 @@ def test_generated_module_parses_and_names_are_unique(
             top_level.append(node.name)
         elif isinstance(node, ast.AnnAssign) and isinstance(node.target, ast.Name):
             top_level.append(node.target.id)
-        elif isinstance(node, ast.ImportFrom):
-            top_level.extend(alias.asname or alias.name for alias in node.names)
-        elif isinstance(node, ast.Import):
+        elif isinstance(node, ast.ImportFrom | ast.Import):
             top_level.extend(alias.asname or alias.name for alias in node.names)
     assert _unique(top_level), top_level
 
