@@ -444,9 +444,6 @@ class _Renderer:
             self.width,
         )
 
-    def _doc(self, text: str, fallback: str) -> str:
-        return text if text else fallback
-
     def base_class(self, service: Service) -> list[str]:
         if service.methods:
             abc = self.imports.module("abc")
