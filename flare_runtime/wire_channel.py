@@ -38,6 +38,7 @@ from flare_runtime.interceptors import (
     ClientCallInfo,
     ClientInterceptor,
     ClientUnaryCallNext,
+    chain_client_stream,
     chain_client_unary,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
@@ -54,7 +55,7 @@ from flare_runtime.protocol.events import (
     WindowUpdated,
 )
 from flare_runtime.protocol.frames import CloseCode
-from flare_runtime.routing import Route, Transport
+from flare_runtime.routing import Cardinality, Route, Transport
 from flare_runtime.status import StatusCode
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -73,6 +74,7 @@ class _ClientCall:
         "ended",
         "error",
         "future",
+        "header_waiter",
         "headers",
         "info",
         "messages",
@@ -85,6 +87,7 @@ class _ClientCall:
         self.info = info
         self.messages: collections.deque[bytes] = collections.deque()
         self.waiter: asyncio.Future[None] | None = None
+        self.header_waiter: asyncio.Future[None] | None = None
         self.future: asyncio.Future[bytes] | None = None
         self.headers: Metadata | None = None
         self.trailers: Metadata = EMPTY_METADATA
@@ -93,6 +96,10 @@ class _ClientCall:
 
     def wake(self) -> None:
         waiter = self.waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        # Someone awaiting the headers while another task iterates the call.
+        waiter = self.header_waiter
         if waiter is not None and not waiter.done():
             waiter.set_result(None)
 
@@ -368,6 +375,8 @@ class WireChannel(Channel):
     ) -> ServerStreamCall[ResponseT]:
         _check_request(route, request)
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        if self.interceptors:
+            return _InterceptedStreamCall(self, info, _one(request))
         call = self._start(
             route,
             metadata=info.metadata,
@@ -387,10 +396,29 @@ class WireChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> ResponseT:
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        if self.interceptors:
+            chain = chain_client_stream(self.interceptors, self._client_stream_terminal)
+            responses = [reply async for reply in chain(_aiter(requests), info)]
+            if len(responses) != 1:
+                raise RpcError(StatusCode.INTERNAL, "expected exactly one response")
+            return cast(ResponseT, responses[0])
+        return await self._client_stream(route, requests, info)
+
+    async def _client_stream_terminal(
+        self, requests: AsyncIterator[Message], info: ClientCallInfo
+    ) -> AsyncIterator[Message]:
+        yield await self._client_stream(info.route, requests, info)
+
+    async def _client_stream(
+        self,
+        route: Route[Any, ResponseT],
+        requests: AsyncIterable[Any] | Iterable[Any],
+        info: ClientCallInfo,
+    ) -> ResponseT:
         call = self._start(
             route,
             metadata=info.metadata,
-            timeout=timeout,
+            timeout=info.timeout,
             message=None,
             end_stream=False,
             info=info,
@@ -415,6 +443,10 @@ class WireChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> BidiStreamCall[RequestT, ResponseT]:
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        if self.interceptors:
+            return _InterceptedStreamCall(
+                self, info, _aiter(requests) if requests is not None else None
+            )
         call = self._start(
             route,
             metadata=info.metadata,
@@ -511,11 +543,11 @@ class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, Res
     async def initial_metadata(self) -> Metadata:
         call = self._call
         while call.headers is None and not call.messages and not call.ended:
-            call.waiter = self._endpoint.loop.create_future()
+            call.header_waiter = self._endpoint.loop.create_future()
             try:
-                await call.waiter
+                await call.header_waiter
             finally:
-                call.waiter = None
+                call.header_waiter = None
         return call.headers if call.headers is not None else EMPTY_METADATA
 
     def trailing_metadata(self) -> Metadata:
@@ -603,3 +635,189 @@ def _parse(route: Route[Any, ResponseT], data: bytes) -> ResponseT:
         return route.response_type.FromString(data)
     except DecodeError:
         raise RpcError(StatusCode.INTERNAL, "response message does not parse") from None
+
+
+class _RequestFeed:
+    """Requests given to `send` on an intercepted bidi call, read by the interceptor chain.
+
+    Bounded: `put` waits while `limit` requests are queued, so a sender
+    cannot outrun the wire's flow control through the chain.
+    """
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 16) -> None:
+        self._loop = loop
+        self._items: collections.deque[Message] = collections.deque()
+        self._closed = False
+        self._limit = limit
+        self._readable: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+
+    async def put(self, request: Message) -> None:
+        while len(self._items) >= self._limit:
+            self._writable = self._loop.create_future()
+            await self._writable
+        self._items.append(request)
+        _resolve(self._readable)
+
+    def close(self) -> None:
+        self._closed = True
+        _resolve(self._readable)
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        while not self._items:
+            if self._closed:
+                raise StopAsyncIteration
+            self._readable = self._loop.create_future()
+            await self._readable
+        item = self._items.popleft()
+        _resolve(self._writable)
+        return item
+
+
+class _InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, ResponseT]):
+    """A server-stream or bidi call running through client interceptors.
+
+    The interceptor chain is an async iterator of responses; one pump task
+    (the call's one task) drives it into a small bounded buffer, so the call
+    can be iterated, its headers awaited and requests sent independently.
+    The wire call starts when the chain reaches the terminal.
+    """
+
+    _BUFFER = 16
+
+    def __init__(
+        self,
+        channel: WireChannel,
+        info: ClientCallInfo,
+        requests: AsyncIterator[Message] | None,
+    ) -> None:
+        loop = channel.endpoint.loop
+        self._channel = channel
+        self._info = info
+        self._feed = _RequestFeed(loop) if requests is None else None
+        self._inner: _WireStreamCall[Any, Any] | None = None
+        self._started: asyncio.Future[None] = loop.create_future()
+        self._buffer: collections.deque[Message] = collections.deque()
+        self._error: BaseException | None = None
+        self._finished = False
+        self._readable: asyncio.Future[None] | None = None
+        self._writable: asyncio.Future[None] | None = None
+        chain = chain_client_stream(channel.interceptors, self._terminal)
+        source: AsyncIterator[Message] = requests if requests is not None else self._feed  # type: ignore[assignment]
+        self._pump = loop.create_task(self._run(chain(source, info)))
+
+    async def _terminal(
+        self, requests: AsyncIterator[Message], info: ClientCallInfo
+    ) -> AsyncIterator[Message]:
+        channel = self._channel
+        route = info.route
+        if route.cardinality is Cardinality.SERVER_STREAM:
+            request = await anext(requests)
+            call = channel._start(
+                route,
+                metadata=info.metadata,
+                timeout=info.timeout,
+                message=request.SerializeToString(),
+                end_stream=True,
+                info=info,
+            )
+            inner: _WireStreamCall[Any, Any] = _WireStreamCall(channel, route, call)
+        else:
+            call = channel._start(
+                route,
+                metadata=info.metadata,
+                timeout=info.timeout,
+                message=None,
+                end_stream=False,
+                info=info,
+            )
+            inner = _WireStreamCall(channel, route, call)
+            inner.start_sending(requests)
+        self._inner = inner
+        _resolve(self._started)
+        try:
+            async for response in inner:
+                yield response
+        finally:
+            inner.cancel()
+
+    async def _run(self, responses: AsyncIterator[Message]) -> None:
+        try:
+            async for response in responses:
+                self._buffer.append(response)
+                _resolve(self._readable)
+                while len(self._buffer) >= self._BUFFER:
+                    self._writable = self._channel.endpoint.loop.create_future()
+                    await self._writable
+        except asyncio.CancelledError:
+            self._error = RpcError(StatusCode.CANCELLED, "cancelled by the client")
+        except BaseException as exc:  # delivered to the reader
+            self._error = exc
+        finally:
+            self._finished = True
+            if not self._started.done():
+                self._started.set_result(None)
+            _resolve(self._readable)
+
+    def __aiter__(self) -> AsyncIterator[ResponseT]:
+        return self
+
+    async def __anext__(self) -> ResponseT:
+        while not self._buffer:
+            if self._finished:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            self._readable = self._channel.endpoint.loop.create_future()
+            await self._readable
+        response = self._buffer.popleft()
+        _resolve(self._writable)
+        return cast(ResponseT, response)
+
+    async def initial_metadata(self) -> Metadata:
+        await asyncio.shield(self._started)
+        if self._inner is None:
+            return EMPTY_METADATA
+        return await self._inner.initial_metadata()
+
+    def trailing_metadata(self) -> Metadata:
+        return self._info.trailers
+
+    def cancel(self) -> None:
+        if self._inner is not None:
+            self._inner.cancel()
+        self._pump.cancel()
+
+    async def send(self, request: RequestT) -> None:
+        if self._feed is None:
+            raise RpcError(StatusCode.FAILED_PRECONDITION, "this call sends its own requests")
+        if self._finished:
+            if self._error is not None and isinstance(self._error, RpcError):
+                raise self._error
+            raise RpcError(StatusCode.FAILED_PRECONDITION, "the call has ended")
+        await self._feed.put(request)
+
+    async def done_writing(self) -> None:
+        if self._feed is not None:
+            self._feed.close()
+
+
+def _resolve(future: asyncio.Future[None] | None) -> None:
+    if future is not None and not future.done():
+        future.set_result(None)
+
+
+async def _one(message: Message) -> AsyncIterator[Message]:
+    yield message
+
+
+async def _aiter(requests: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
+    if isinstance(requests, AsyncIterable):
+        async for request in requests:
+            yield request
+    else:
+        for request in requests:
+            yield request

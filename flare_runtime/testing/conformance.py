@@ -16,7 +16,12 @@ import pytest
 from google.protobuf.message import Message
 
 from flare_runtime.errors import ConnectionClosedError, RpcError
-from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor, ClientUnaryCallNext
+from flare_runtime.interceptors import (
+    ClientCallInfo,
+    ClientInterceptor,
+    ClientStreamCallNext,
+    ClientUnaryCallNext,
+)
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import Rig, start_rig
 from flare_runtime.testing.service import (
@@ -230,6 +235,30 @@ class _TaggingInterceptor(ClientInterceptor):
         self.name = name
         self.log = log
 
+    def intercept_stream(
+        self,
+        requests: AsyncIterator[Message],
+        info: ClientCallInfo,
+        call_next: ClientStreamCallNext,
+    ) -> AsyncIterator[Message]:
+        return self._stream(requests, info, call_next)
+
+    async def _stream(
+        self,
+        requests: AsyncIterator[Message],
+        info: ClientCallInfo,
+        call_next: ClientStreamCallNext,
+    ) -> AsyncIterator[Message]:
+        self.log.append(f"{self.name}:stream-in")
+        info.metadata = info.metadata + {f"x-echo-{self.name}": "1"}
+        count = 0
+        try:
+            async for response in call_next(requests, info):
+                count += 1
+                yield response
+        finally:
+            self.log.append(f"{self.name}:stream-out:{count}")
+
     async def intercept_unary(
         self, request: Message, info: ClientCallInfo, call_next: ClientUnaryCallNext
     ) -> Message:
@@ -247,7 +276,30 @@ async def test_client_interceptors_order_and_metadata(rig: Rig) -> None:
     interceptors = [_TaggingInterceptor("a", log), _TaggingInterceptor("b", log)]
     async with rig.connect(interceptors=interceptors) as channel:
         await channel.unary_unary(Routes.ECHO, BytesValue())
-    assert log == ["a:in", "b:in", "b:out:1", "a:out:1"]
+        assert log == ["a:in", "b:in", "b:out:1", "a:out:1"]
+        log.clear()
+        # Streaming shapes go through intercept_stream, in the same order.
+        call = channel.unary_stream(Routes.COUNT, Int64Value(value=3))
+        assert (await call.initial_metadata()).get("x-echo-b") == "1"
+        assert [reply.value async for reply in call] == [0, 1, 2]
+        total = await channel.stream_unary(Routes.SUM, [Int64Value(value=n) for n in range(4)])
+        assert total.value == 6
+        bidi = channel.stream_stream(Routes.BIDI_ECHO)
+        await bidi.send(BytesValue(value=b"p"))
+        await bidi.done_writing()
+        assert [reply.value async for reply in bidi] == [b"p"]
+        with pytest.raises(RpcError) as caught:
+            async for _ in channel.unary_stream(
+                Routes.COUNT, Int64Value(value=1), metadata={"x-fail-code": "9"}
+            ):
+                pass
+        assert caught.value.code is StatusCode.FAILED_PRECONDITION
+    assert log == ["a:stream-in", "b:stream-in", "b:stream-out:3", "a:stream-out:3"] + [
+        "a:stream-in",
+        "b:stream-in",
+        "b:stream-out:1",
+        "a:stream-out:1",
+    ] * 2 + ["a:stream-in", "b:stream-in", "b:stream-out:0", "a:stream-out:0"]
 
 
 async def test_auth_missing_token_on_open_and_protected_routes(rig: Rig) -> None:
