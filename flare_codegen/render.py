@@ -5,10 +5,12 @@ gets back the local name (aliased when it would collide with a generated
 name), then the import block is printed from what was asked for.
 
 The output must already be what ``ruff format`` and ``ruff check`` (isort
-rules included) accept, at any line length from the default 88 up: every
-construct is either flat when it fits in 88 columns or exploded one item per
-line with a trailing comma (a "magic trailing comma", which both the
-formatter and the import sorter keep exploded).
+rules included) accept at the requested line length (ruff's default 88
+unless the ``line_length`` parameter says otherwise): every construct is
+either flat when it fits or exploded one item per line with a trailing comma
+(a "magic trailing comma", which both the formatter and the import sorter keep
+exploded at any width). Only the shapes ruff splits without such a comma (a
+long single-argument subscript, a union) are laid out for the exact width.
 """
 
 from __future__ import annotations
