@@ -595,7 +595,9 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
     async def _connection_auth(self) -> ConnectionAuth:
         pending = self._auth_pending
         if pending is not None:
-            await asyncio.shield(pending)
+            # The result, not self.connection_auth: `_auth_done` runs as a
+            # callback later, after a call task may already have resumed here.
+            return await asyncio.shield(pending)
         return self.connection_auth
 
     # ------------------------------------------------------------------ call tasks

@@ -185,17 +185,25 @@ class Server:
         if not any(addresses.values()):
             raise ConfigurationError("give at least one address: websocket=, quic= or grpc=")
         self.dispatcher  # noqa: B018 -- freeze the router before the first connection
+        for name, address in addresses.items():
+            if address is not None and name in self._listeners:
+                raise ConfigurationError(f"{name} is already being served")
+        started: list[Listener] = []
         try:
             for name, address in addresses.items():
                 if address is None:
                     continue
-                if name in self._listeners:
-                    raise ConfigurationError(f"{name} is already being served")
                 module = importlib.import_module(LISTENER_MODULES[name])
                 starter: ListenerStarter = module.start_listener
-                self._listeners[name] = await starter(self, address, tls=tls)
+                listener: Listener = await starter(self, address, tls=tls)
+                started.append(listener)
+                self._listeners[name] = listener
         except BaseException:
-            await self.shutdown(grace=0)
+            # Undo this call only; listeners started earlier keep serving.
+            for name, listener in list(self._listeners.items()):
+                if listener in started:
+                    del self._listeners[name]
+            await asyncio.gather(*(listener.shutdown(0) for listener in started))
             raise
 
     def port(self, transport: str) -> int:

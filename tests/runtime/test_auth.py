@@ -1,0 +1,57 @@
+"""Auth plugins: bearer parsing, static tokens, JWT."""
+
+from __future__ import annotations
+
+import pytest
+
+from flare_runtime.auth import JWTAuth, TokenAuth, bearer_metadata, bearer_token, issue_jwt
+from flare_runtime.context import Principal
+from flare_runtime.errors import ConfigurationError, RpcError
+from flare_runtime.metadata import Metadata
+from flare_runtime.status import StatusCode
+
+KEY = "test-signing-key-0123456789abcdef-0123456789"
+
+
+def test_bearer_token_parsing() -> None:
+    assert bearer_token(Metadata()) is None
+    assert bearer_token(Metadata(bearer_metadata("abc"))) == "abc"
+    assert bearer_token(Metadata({"authorization": "bearer  xyz "})) == "xyz"
+    for bad in ("Basic abc", "Bearer", "Bearer   "):
+        with pytest.raises(RpcError) as caught:
+            bearer_token(Metadata({"authorization": bad}))
+        assert caught.value.code is StatusCode.UNAUTHENTICATED
+
+
+async def test_token_auth() -> None:
+    auth = TokenAuth({"s3cret": Principal("svc")})
+    assert await auth.authenticate(Metadata(bearer_metadata("s3cret")), "p") == Principal("svc")
+    assert await auth.authenticate(Metadata(), "p") is None
+    with pytest.raises(RpcError):
+        await auth.authenticate(Metadata(bearer_metadata("other")), "p")
+
+
+async def test_jwt_auth_accepts_scopes_and_rejects_bad_tokens() -> None:
+    auth = JWTAuth(KEY, audience="flare", leeway=0)
+    token = issue_jwt(KEY, "alice", scopes=["chat", "admin"], aud="flare")
+    principal = await auth.authenticate(Metadata(bearer_metadata(token)), "p")
+    assert principal is not None
+    assert principal.subject == "alice"
+    assert principal.scopes == {"chat", "admin"}
+    assert principal.claims["aud"] == "flare"
+
+    expired = issue_jwt(KEY, "alice", expires_in=-10, aud="flare")
+    wrong_key = issue_jwt("another-key-0123456789abcdef-0123456789ab", "alice", aud="flare")
+    wrong_audience = issue_jwt(KEY, "alice", aud="elsewhere")
+    cases = {expired: "token expired", wrong_key: "invalid token", wrong_audience: "invalid"}
+    for token, message in cases.items():
+        with pytest.raises(RpcError) as caught:
+            await auth.authenticate(Metadata(bearer_metadata(token)), "p")
+        assert caught.value.code is StatusCode.UNAUTHENTICATED
+        assert message in caught.value.message
+        assert KEY not in caught.value.message
+
+
+def test_jwt_auth_refuses_the_none_algorithm() -> None:
+    with pytest.raises(ConfigurationError):
+        JWTAuth(KEY, algorithms=["none"])

@@ -1,0 +1,28 @@
+"""`connect`: scheme registry and connection failures."""
+
+from __future__ import annotations
+
+import socket
+
+import pytest
+
+from flare_runtime.client import SCHEME_MODULES, connect
+from flare_runtime.errors import ConfigurationError, ConnectionClosedError
+
+
+async def test_unknown_scheme() -> None:
+    with pytest.raises(ConfigurationError) as caught:
+        await connect("http://127.0.0.1:1")
+    assert "ws://" in str(caught.value)
+
+
+async def test_nothing_listening_is_connection_closed() -> None:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with pytest.raises(ConnectionClosedError):
+        await connect(f"ws://127.0.0.1:{port}", open_timeout=5)
+
+
+def test_every_transport_scheme_is_registered() -> None:
+    assert {"ws", "wss", "quic", "grpc", "grpcs"} <= set(SCHEME_MODULES)

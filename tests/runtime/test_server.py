@@ -1,0 +1,68 @@
+"""`Server`: how services are added, addresses parsed, misuse reported."""
+
+from __future__ import annotations
+
+import pytest
+from examples.chat.v1 import chat_pb2
+from examples.chat.v1.chat_flare import CHAT_SERVICE, register_chat_service
+
+from examples.chat.service import ChatService
+from flare_runtime.errors import ConfigurationError
+from flare_runtime.routing import Router
+from flare_runtime.server import Server, parse_address
+from flare_runtime.testing.service import SERVICE, ConformanceService
+
+
+def test_handler_object_finds_its_generated_routes_and_push_types() -> None:
+    server = Server([ChatService()])
+    assert CHAT_SERVICE.name in server.router.services
+    assert server.router.push_type_id(chat_pb2.MessagePosted()) == 1
+
+
+def test_register_function_and_pairs() -> None:
+    server = Server(
+        [
+            lambda router: register_chat_service(router, ChatService()),
+            (SERVICE, ConformanceService()),
+        ]
+    )
+    assert set(server.router.services) == {CHAT_SERVICE.name, SERVICE.name}
+
+
+def test_misuse_is_a_configuration_error() -> None:
+    with pytest.raises(ConfigurationError):
+        Server([object()])
+    with pytest.raises(ConfigurationError):
+        Server([(SERVICE, ConformanceService()), (SERVICE, ConformanceService())])
+    server = Server([(SERVICE, ConformanceService())])
+    with pytest.raises(ConfigurationError):
+        server.port("websocket")
+
+
+async def test_start_needs_an_address_and_freezes_services() -> None:
+    server = Server([(SERVICE, ConformanceService())])
+    with pytest.raises(ConfigurationError):
+        await server.start()
+    await server.start(websocket="127.0.0.1:0")
+    try:
+        with pytest.raises(ConfigurationError):
+            server.add(lambda router: None)
+        with pytest.raises(ConfigurationError):
+            await server.start(websocket="127.0.0.1:0")  # already served
+    finally:
+        await server.shutdown(grace=0)
+
+
+def test_parse_address() -> None:
+    assert parse_address(":8080") == ("0.0.0.0", 8080)
+    assert parse_address("127.0.0.1:0") == ("127.0.0.1", 0)
+    assert parse_address("[::1]:9") == ("::1", 9)
+    for bad in ("8080", "host:", "host:99999", "host:x"):
+        with pytest.raises(ConfigurationError):
+            parse_address(bad)
+
+
+def test_router_is_shared_by_the_dispatcher() -> None:
+    server = Server([(SERVICE, ConformanceService())])
+    assert isinstance(server.router, Router)
+    assert server.dispatcher.router is server.router
