@@ -92,9 +92,13 @@ def compare(
         is_flare = finding.rule in FLARE_RULES
         # A finding stays when any configuration (the module's or a policy's)
         # selects its rule and does not ignore it.
+        display = current.display.get(finding.path, finding.path)
         for config in flare_configs if is_flare else configs:
-            if (is_flare or finding.rule in config.rules) and not config.is_ignored(finding):
-                display = current.display.get(finding.path, finding.path)
+            if (
+                (is_flare or finding.rule in config.rules)
+                and config.covers(display)
+                and not config.is_ignored(finding, display)
+            ):
                 kept.append(dataclasses.replace(finding, path=display))
                 break
     ordered = sorted(kept, key=Finding.sort_key)

@@ -16,6 +16,7 @@ switched off or excluded with ``except: [FLARE]``.
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -50,10 +51,16 @@ class BreakingConfig:
     ignore: tuple[str, ...] = ()
     ignore_only: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     ignore_unstable_packages: bool = False
+    scope: str = ""
+    """For a v2 module: its directory; the config covers only files below it."""
 
-    def is_ignored(self, finding: Finding) -> bool:
+    def covers(self, display_path: str) -> bool:
+        """True when a finding at `display_path` falls under this config."""
+        return not self.scope or not display_path or display_path.startswith(self.scope + "/")
+
+    def is_ignored(self, finding: Finding, display_path: str = "") -> bool:
         """True when the config drops `finding` (path ignores, unstable packages)."""
-        paths = [p for p in (finding.path, finding.against_path) if p]
+        paths = [p for p in (finding.path, display_path, finding.against_path) if p]
         if any(_under(path, prefix) for path in paths for prefix in self.ignore):
             return True
         for key, prefixes in self.ignore_only.items():
@@ -217,13 +224,45 @@ def _from_table(table: Any, where: str) -> InputConfig:
     return InputConfig((parse_breaking(table, version, where),), source=where)
 
 
+def _roots(data: Mapping[str, Any], version: str, where: str) -> tuple[str, ...]:
+    """Include roots: v1beta1 ``build.roots``, or v2 ``modules[].path``."""
+    if version == "v1beta1":
+        build = data.get("build")
+        if isinstance(build, Mapping):
+            return tuple(_strings(build.get("roots"), f"{where}: build.roots"))
+        return ()
+    if version == "v2":
+        modules = data.get("modules") or []
+        if not isinstance(modules, list):
+            raise ConfigError(f"{where}: modules must be a list")
+        paths = []
+        for module in modules:
+            path = module.get("path", ".") if isinstance(module, Mapping) else None
+            if not isinstance(path, str):
+                raise ConfigError(f"{where}: each module needs a 'path' string")
+            paths.append(path.strip("/") or ".")
+        return () if paths in ([], ["."]) else tuple(paths)
+    return ()
+
+
 def _from_buf_yaml(path: Path) -> InputConfig:
     data = _load_yaml(path)
     version = str(data.get("version", "v1beta1"))
     if version not in VERSIONS:
         raise ConfigError(f"{path}: unknown version {version!r}")
     where = str(path)
-    configs = [parse_breaking(data.get("breaking"), version, where)]
+    top = data.get("breaking")
+    roots = _roots(data, version, where)
+    configs: list[BreakingConfig] = []
+    if version == "v2" and roots:
+        # Each v2 module uses its own breaking section, or the workspace's.
+        for module in data.get("modules") or []:
+            scope = str(module.get("path", ".")).strip("/")
+            section = module.get("breaking", top)
+            module_config = parse_breaking(section, version, f"{where} (module {scope})")
+            configs.append(dataclasses.replace(module_config, scope="" if scope == "." else scope))
+    else:
+        configs.append(parse_breaking(top, version, where))
     # v2 policies: each local policy file runs with its own breaking section.
     for entry in data.get("policies") or []:
         policy_name = entry.get("policy") if isinstance(entry, Mapping) else None
@@ -244,20 +283,14 @@ def _from_buf_yaml(path: Path) -> InputConfig:
                 ignore_unstable_packages=configs[0].ignore_unstable_packages,
             )
         )
-    roots: tuple[str, ...] = ()
-    build = data.get("build")
-    if version == "v1beta1" and isinstance(build, Mapping):
-        roots = tuple(_strings(build.get("roots"), f"{where}: build.roots"))
     return InputConfig(tuple(configs), roots=roots, source=where)
 
 
 def read_roots(root: Path) -> tuple[str, ...]:
-    """Only the v1beta1 build roots of `root`'s buf.yaml (used for the against side)."""
+    """Only the include roots of `root`'s buf.yaml (used for the against side)."""
     buf_yaml = root / "buf.yaml"
     if not buf_yaml.is_file():
         return ()
     data = _load_yaml(buf_yaml)
-    build = data.get("build")
-    if str(data.get("version", "v1beta1")) == "v1beta1" and isinstance(build, Mapping):
-        return tuple(_strings(build.get("roots"), f"{buf_yaml}: build.roots"))
-    return ()
+    version = str(data.get("version", "v1beta1"))
+    return _roots(data, version, str(buf_yaml)) if version in VERSIONS else ()

@@ -4,7 +4,8 @@ Input forms (the same as buf's, for the ones Flare supports):
 
 - ``DIR`` — every ``*.proto`` under it, compiled with the bundled protoc
   (source info kept, so findings carry line and column). A v1beta1 ``buf.yaml``
-  with ``build.roots`` makes each root an include root, as buf does.
+  with ``build.roots``, or a v2 one with ``modules``, makes each root (module
+  directory) an include root, as buf does.
 - ``PATH.git#ref=REF[,subdir=DIR]`` (also ``branch=``/``tag=``) — the tree of
   ``REF`` in that repository, read with ``git archive``; the work tree, index
   and HEAD are never touched. ``.git#ref=main`` is the usual CI form.

@@ -149,3 +149,32 @@ def test_bad_configuration_is_a_clear_error(
     run = flare("schema", "check", str(current), "--against", str(previous))
     assert run.code == 1
     assert message in run.err
+
+
+def test_v2_modules_are_include_roots_with_their_own_rules(
+    schema_pair: Pair, flare: Callable[..., Run]
+) -> None:
+    buf_yaml = (
+        "version: v2\nmodules:\n  - path: proto\n  - path: other\n"
+        "    breaking:\n      use: [WIRE]\n"
+    )
+    b = 'syntax = "proto3";\npackage a.v1;\nmessage B {\n  int32 x = 1;\n}\n'
+    a = 'syntax = "proto3";\npackage a.v1;\nimport "a/v1/b.proto";\nmessage A {\n  B b = 1;\n  int32 n = 2;\n}\n'
+    c = 'syntax = "proto3";\npackage c.v1;\nmessage C {\n  int32 x = 1;\n  string name = 2;\n}\n'
+    previous = {
+        "buf.yaml": buf_yaml,
+        "proto/a/v1/b.proto": b,
+        "proto/a/v1/a.proto": a,
+        "other/c.proto": c,
+    }
+    current = {
+        **previous,
+        "proto/a/v1/a.proto": a.replace("int32 n", "int64 n"),
+        # wire-compatible under the `other` module's own WIRE rules
+        "other/c.proto": c.replace("int32 x", "int64 x").replace("name = 2", "nom = 2"),
+    }
+    cur, prev = schema_pair(current, previous)
+    run = flare("schema", "check", str(cur), "--against", str(prev), "--format", "json")
+    assert [(f["type"], f["path"], f["start_line"]) for f in run.findings()] == [
+        ("FIELD_SAME_TYPE", "proto/a/v1/a.proto", 6)
+    ]
