@@ -159,7 +159,10 @@ def test_v2_modules_are_include_roots_with_their_own_rules(
         "    breaking:\n      use: [WIRE]\n"
     )
     b = 'syntax = "proto3";\npackage a.v1;\nmessage B {\n  int32 x = 1;\n}\n'
-    a = 'syntax = "proto3";\npackage a.v1;\nimport "a/v1/b.proto";\nmessage A {\n  B b = 1;\n  int32 n = 2;\n}\n'
+    a = (
+        'syntax = "proto3";\npackage a.v1;\nimport "a/v1/b.proto";\n'
+        "message A {\n  B b = 1;\n  int32 n = 2;\n}\n"
+    )
     c = 'syntax = "proto3";\npackage c.v1;\nmessage C {\n  int32 x = 1;\n  string name = 2;\n}\n'
     previous = {
         "buf.yaml": buf_yaml,
