@@ -1,20 +1,29 @@
 """``flare schema check`` and ``flare schema build``.
 
 Exit codes of ``check`` (buf's): 0 no breaking change, 100 breaking changes
-found, 1 usage error, unreadable input, bad configuration or a ``.proto`` that
-does not compile (protoc's own message is printed, never a traceback).
+found, 1 usage error (bad or missing arguments too), unreadable input, bad
+configuration or a ``.proto`` that does not compile (protoc's own message is
+printed, never a traceback).
 """
 
 from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any
+from typing import Any, NoReturn
 
 FORMATS = ("text", "json", "github-actions", "junit")
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BREAKING = 100
+
+
+class _UsageErrorExitsOne(argparse.ArgumentParser):
+    """argparse exits 2 on a usage error; ``flare schema`` promises 1, like buf."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
 def register(subparsers: Any) -> None:
@@ -24,7 +33,9 @@ def register(subparsers: Any) -> None:
         help="schema CI: breaking-change detection (buf-compatible plus Flare's route rules)",
         description="Schema CI: breaking-change detection and descriptor sets.",
     )
-    commands = parser.add_subparsers(dest="schema_command", metavar="SUBCOMMAND")
+    commands = parser.add_subparsers(
+        dest="schema_command", metavar="SUBCOMMAND", parser_class=_UsageErrorExitsOne
+    )
     parser.set_defaults(func=lambda args: _usage(parser))
 
     check = commands.add_parser(

@@ -171,4 +171,6 @@ def test_cli_process_exit_codes_and_no_traceback(
     assert broken.returncode == 1
     assert "chat.proto:2:" in broken.stderr
     assert "Traceback" not in broken.stderr
-    assert run(str(old)).returncode == 2  # argparse: --against is required
+    missing = run(str(old))  # --against is required: a usage error
+    assert missing.returncode == 1
+    assert "--against" in missing.stderr
