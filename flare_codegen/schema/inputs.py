@@ -18,7 +18,6 @@ Every failure raises `InputError` with a message for the user.
 
 from __future__ import annotations
 
-import io
 import shutil
 import subprocess
 import tarfile
@@ -144,15 +143,21 @@ def _git_tree(spec: str) -> Iterator[Path]:
     if not git_dir.exists():
         raise InputError(f"{git_dir}: no such git repository")
     treeish = f"{ref}:{subdir}" if subdir else ref
-    proc = subprocess.run(
-        ["git", f"--git-dir={git_dir}", "archive", "--format=tar", treeish],
-        capture_output=True,
-        check=False,
-    )
-    if proc.returncode != 0:
-        message = proc.stderr.decode(errors="replace").strip()
-        raise InputError(f"{spec}: git could not read {treeish!r}: {message}")
     with tempfile.TemporaryDirectory(prefix="flare-schema-git-") as tmp:
-        with tarfile.open(fileobj=io.BytesIO(proc.stdout)) as archive:
-            archive.extractall(tmp, filter="data")
+        # Stream the archive into the directory: memory stays flat however
+        # large the tree is.
+        with subprocess.Popen(
+            ["git", f"--git-dir={git_dir}", "archive", "--format=tar", treeish],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        ) as proc:
+            assert proc.stdout is not None and proc.stderr is not None
+            try:
+                with tarfile.open(fileobj=proc.stdout, mode="r|") as archive:
+                    archive.extractall(tmp, filter="data")
+            except tarfile.TarError:
+                pass  # git failed before writing a tar; its message is below
+            message = proc.stderr.read().decode(errors="replace").strip()
+        if proc.returncode != 0:
+            raise InputError(f"{spec}: git could not read {treeish!r}: {message}")
         yield Path(tmp)

@@ -174,3 +174,16 @@ def test_cli_process_exit_codes_and_no_traceback(
     missing = run(str(old))  # --against is required: a usage error
     assert missing.returncode == 1
     assert "--against" in missing.stderr
+
+
+def test_schema_build_from_a_git_ref_and_bad_build_input(
+    repo: Path, tmp_path: Path, flare: Callable[..., Run]
+) -> None:
+    image = tmp_path / "main.binpb"
+    built = flare("schema", "build", f"{repo / '.git'}#ref=main,subdir=schemas", "-o", str(image))
+    assert built.code == 0, built.err
+    clean = flare("schema", "check", str(repo / "schemas"), "--against", str(image))
+    assert (clean.code, clean.out) == (0, "")
+    refused = flare("schema", "build", str(image), "-o", str(tmp_path / "again.binpb"))
+    assert refused.code == 1
+    assert "not a directory or git input" in refused.err
