@@ -37,7 +37,7 @@ from flare_runtime.transports.quic import (
     serve_quic,
 )
 from flare_runtime.transports.quic_certs import write_dev_certificate
-from flare_runtime.transports.quic_link import ClientLink
+from flare_runtime.transports.quic_link import ClientLink, ServerLink
 from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
 
 TIMEOUT = 10.0
@@ -254,31 +254,64 @@ async def test_server_holds_a_non_idempotent_call_sent_early_by_a_rogue_client(
         assert endpoint.transport.early_calls_held == 1  # type: ignore[attr-defined]
 
 
-async def replay(datagrams: list[bytes], port: int) -> None:
-    """Send recorded datagrams from a fresh socket, as an attacker would."""
+async def replay(served: Served, datagrams: list[bytes]) -> ServerLink:
+    """Send recorded datagrams from a fresh socket, as an attacker would.
+
+    Returns the server's link of the replayed connection, once the server has
+    handled every replayed datagram and whatever they started has had time to run.
+    """
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind(("127.0.0.1", 0))
     transport, _ = await loop.create_datagram_endpoint(asyncio.DatagramProtocol, sock=sock)
-    for datagram in datagrams:
-        transport.sendto(datagram, ("127.0.0.1", port))
-    await asyncio.sleep(0.3)  # the server answers to nobody; give it time to act
-    transport.close()
+    quic_server: Any = served.listener.quic_server
+
+    def links() -> set[ServerLink]:  # every connection aioquic knows, handshake done or not
+        return set(quic_server._protocols.values())
+
+    for _ in range(500):  # the recorded connection must be gone (draining ends): a
+        if not links():  # replay to a live connection id would just reach that one
+            break
+        await asyncio.sleep(0.01)
+    before = links()
+    try:
+        for datagram in datagrams:
+            transport.sendto(datagram, ("127.0.0.1", served.listener.port))
+        for _ in range(300):
+            await asyncio.sleep(0.01)
+            new = links() - before
+            if new and next(iter(new)).received_bytes >= REPLAYED_STREAM_BYTES_AT_LEAST:
+                break
+        await asyncio.sleep(0.3)  # let what the replay started run (it answers nobody)
+    finally:
+        transport.close()
+    (link,) = links() - before
+    return link
+
+
+REPLAYED_STREAM_BYTES_AT_LEAST = 1
+"""A resumed replay decrypts its 0-RTT stream bytes; a refused one never gets any."""
 
 
 async def capture_first_flight(served: Served, tickets: MemoryTicketStore) -> list[bytes]:
     """Resume, send ECHO and INCREMENT in early data; return the client's first flight.
 
-    Recorded as the server received it: every datagram that arrived before the
-    server's side of the handshake completed (ClientHello and 0-RTT packets).
+    Recorded as the server received it, with a 50 ms one-way delay: what arrives
+    within 40 ms of the first datagram was sent before any answer could reach
+    the client (its ClientHello and 0-RTT packets).
     """
-    add_latency(served)
+    latency = 0.05
+    add_latency(served, latency)
     quic_server: Any = served.listener.quic_server
     original = quic_server.datagram_received
     first_flight: list[bytes] = []
+    loop = asyncio.get_running_loop()
+    started: list[float] = []
 
     def record(data: bytes, address: Any) -> None:
-        if not any(link.handshake_complete for link in served.listener.links):
+        now = loop.time()
+        started[:] = started or [now]
+        if now - started[0] < latency * 0.8:
             first_flight.append(data)
         original(data, address)
 
@@ -286,13 +319,17 @@ async def capture_first_flight(served: Served, tickets: MemoryTicketStore) -> li
     try:
         async with served.connect(tickets=tickets) as channel:
             channel._early_routes.add(INCREMENT.wire_id)
-            echo = channel.unary_unary(ECHO, BytesValue(value=b"r"))
+            echo = asyncio.ensure_future(channel.unary_unary(ECHO, BytesValue(value=b"r")))
+            await asyncio.sleep(0)  # ECHO's CALL_START goes first on the stream
             increment = channel.unary_unary(INCREMENT, UInt64Value(value=1))
             await asyncio.wait_for(asyncio.gather(echo, increment), TIMEOUT)
             assert channel.early_data_accepted
+            # ECHO ran from early data; the server's own gate held INCREMENT.
+            (endpoint,) = served.endpoints()
+            server_side: Any = endpoint.transport
+            assert (server_side.early_calls_passed, server_side.early_calls_held) == (1, 1)
     finally:
         quic_server.datagram_received = original
-    await asyncio.sleep(0.2)  # the original connection is gone: a replay is a new one
     return first_flight
 
 
@@ -300,11 +337,12 @@ async def test_a_replayed_first_flight_executes_nothing(served: Served) -> None:
     tickets = MemoryTicketStore()
     await open_resumable(served, tickets)
     first_flight = await capture_first_flight(served, tickets)
-    assert first_flight
     echoes, counter = served.service.echoes, served.service.counter
-    await replay(first_flight, served.listener.port)
+    link = await replay(served, first_flight)
+    # Single-use tickets: the replay reached the server but cannot resume, so
+    # its 0-RTT packets are undecryptable: not one stream byte was read.
     assert served.listener.tickets is not None and served.listener.tickets.resumed == 1
-    # Single-use tickets: the replay cannot resume, its 0-RTT data is undecryptable.
+    assert not link.session_resumed and link.received_bytes == 0
     assert (served.service.echoes, served.service.counter) == (echoes, counter)
 
 
@@ -317,7 +355,8 @@ async def test_replay_with_reusable_tickets_never_runs_a_non_idempotent_call(
         await open_resumable(served, tickets)
         first_flight = await capture_first_flight(served, tickets)
         echoes, counter = served.service.echoes, served.service.counter
-        await replay(first_flight, served.listener.port)
+        link = await replay(served, first_flight)
+        assert link.early_bytes > 0 and not link.handshake_complete
         # The replay resumed and its early data was read: the idempotent call ran
         # again (allowed), the non-idempotent one is held for a handshake the
         # attacker cannot finish -- it never runs.
