@@ -168,8 +168,8 @@ def encode_metadata(metadata: MetadataInput) -> bytes:
     """Encode a metadata block: varint count, then per entry varint-prefixed key and value.
 
     Keys are ASCII; a value is UTF-8 text, or raw bytes when its key ends in
-    ``-bin`` (docs/wire-format.md §5). Raises `ValueError` for a key or value of
-    the wrong kind.
+    ``-bin`` (docs/wire-format.md §5.2). Raises `ValueError` for a key or value
+    of the wrong kind.
     """
     pairs = metadata_pairs(metadata)
     if not pairs:
@@ -182,12 +182,16 @@ def encode_metadata(metadata: MetadataInput) -> bytes:
             raise ValueError(f"metadata key must be an ASCII str, got {key!r}") from None
         if not raw_key:
             raise ValueError("metadata key must not be empty")
-        if isinstance(value, str):
-            raw_value = value.encode("utf-8")
-        elif isinstance(value, bytes):
+        # The gRPC rule (flare_runtime.metadata): `-bin` keys carry bytes, others
+        # text; enforced here too so what is sent decodes to what was given.
+        if raw_key.endswith(b"-bin"):
+            if not isinstance(value, bytes):
+                raise ValueError(f"metadata key {key!r} ends in -bin and needs a bytes value")
             raw_value = value
+        elif isinstance(value, str):
+            raw_value = value.encode("utf-8")
         else:
-            raise ValueError(f"metadata value for {key!r} must be str or bytes")
+            raise ValueError(f"metadata key {key!r} needs a str value (use a -bin key for bytes)")
         parts.append(_pack_string(raw_key))
         parts.append(_pack_string(raw_value))
     return b"".join(parts)

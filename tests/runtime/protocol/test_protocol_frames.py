@@ -47,7 +47,7 @@ key_chars = st.sampled_from("abcdefghijklmnopqrstuvwxyz0123456789-_.")
 @st.composite
 def metadata_entry(draw: st.DrawFn) -> tuple[str, MetadataValue]:
     key = draw(st.text(key_chars, min_size=1, max_size=20))
-    if draw(st.booleans()):
+    if key.endswith("-bin") or draw(st.booleans()):
         return key + "-bin", draw(st.binary(max_size=40))
     return key, draw(text)
 
@@ -145,8 +145,12 @@ def test_metadata_round_trips(pairs: tuple[tuple[str, MetadataValue], ...]) -> N
 def test_metadata_rejects_values_of_the_wrong_kind_when_encoding() -> None:
     with pytest.raises(ValueError, match="ASCII"):
         encode_metadata([("clé", "v")])
-    with pytest.raises(ValueError, match="str or bytes"):
+    with pytest.raises(ValueError, match="needs a str value"):
         encode_metadata([("k", 3)])  # type: ignore[list-item]
+    with pytest.raises(ValueError, match="needs a str value"):
+        encode_metadata([("k", b"raw")])
+    with pytest.raises(ValueError, match="needs a bytes value"):
+        encode_metadata([("k-bin", "text")])
 
 
 @pytest.mark.parametrize(
