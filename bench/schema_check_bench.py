@@ -8,10 +8,11 @@ Two inputs, each checked against a copy of itself with one breaking change
 - ``synthetic``: ``--files`` generated files (default 2,000) with messages,
   enums, nested types, maps, oneofs, cross-file imports and services.
 
-Peak memory is the largest sum of RSS over the whole process tree (flare runs
-protoc as a child), sampled every 5 ms from /proc, and also the kernel's
-``ru_maxrss`` of the tree. buf is the ``buf`` binary from the ``buf-bin`` PyPI
-package (``pip install -e '.[bench]'``).
+Each tool runs once unmeasured first (page cache, Python bytecode), then
+``--repeat`` times, interleaved. Peak memory is the largest sum of RSS over
+the whole process tree (flare runs protoc as a child), sampled every 5 ms from
+/proc, and also the kernel's ``ru_maxrss`` of the tree. buf is the ``buf``
+binary from the ``buf-bin`` PyPI package (``pip install -e '.[bench]'``).
 
     .venv/bin/python -m bench.schema_check_bench [--files 2000] [--repeat 3]
 """
@@ -62,8 +63,13 @@ def _tree_rss(root: int) -> int:
 
 def measure(command: list[str], cwd: Path) -> Sample:
     """Run `command`, sampling its process tree's memory until it exits."""
+    # An installed package has its bytecode compiled; this workplace sets
+    # PYTHONDONTWRITEBYTECODE, which would make every run recompile Flare.
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
     start = time.perf_counter()
-    proc = subprocess.Popen(command, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+    )
     peak = 0
     done = threading.Event()
 
@@ -210,6 +216,8 @@ def run_input(name: str, previous: Path, repeat: int) -> None:
     else:
         print("buf not found: pip install -e '.[bench]' (buf-bin) for the comparison")
     results: dict[str, list[Sample]] = {tool: [] for tool in commands}
+    for command in commands.values():  # warm-up: page cache, bytecode
+        measure(command, current)
     for _ in range(repeat):
         for tool, command in commands.items():  # interleaved, so both see the same machine
             results[tool].append(measure(command, current))
