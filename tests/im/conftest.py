@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 import pytest
@@ -40,6 +40,12 @@ async def open_postgres(keyring: KeyRing) -> Storage:
             pytest.fail(reason)
         pytest.skip("SKIPPED LOUDLY: " + reason)
     return storage
+
+
+@pytest.fixture
+def postgres_opener() -> Callable[[KeyRing], Awaitable[Storage]]:
+    """`open_postgres`, for tests that need several PostgreSQL storages."""
+    return open_postgres
 
 
 @pytest.fixture

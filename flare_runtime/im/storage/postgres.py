@@ -117,6 +117,16 @@ class PostgresStorage(Storage):
         self._pool: asyncpg.Pool | None = None
 
     @property
+    def dsn(self) -> str:
+        """The PostgreSQL URL this storage connects to."""
+        return self._dsn
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding this storage's tables."""
+        return self._schema
+
+    @property
     def keyring(self) -> KeyRing:
         """The keys bodies are sealed and opened with."""
         return self._keyring

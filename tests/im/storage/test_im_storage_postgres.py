@@ -1,0 +1,54 @@
+"""PostgreSQL-only: several storage instances (as several server processes) share one log."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+
+from flare_runtime.im.storage import (
+    ConversationKind,
+    ConversationRecord,
+    KeyRing,
+    NewMessage,
+    Role,
+    Storage,
+)
+from flare_runtime.im.storage.postgres import PostgresStorage
+
+
+def new_message(client_id: str, sender: str = "alice") -> NewMessage:
+    return NewMessage(f"m-{client_id}", sender, "d", client_id, 1, b"body " + client_id.encode())
+
+
+async def test_two_instances_append_gap_free_and_deduplicate_across_each_other(
+    postgres_opener: Callable[[KeyRing], Awaitable[Storage]],
+) -> None:
+    keyring = KeyRing.generate()
+    first = await postgres_opener(keyring)
+    assert isinstance(first, PostgresStorage)
+    second = PostgresStorage(first.dsn, keyring, schema=first.schema, max_connections=4)
+    await second.open()
+    try:
+        record = ConversationRecord("shared", ConversationKind.ROOM, "", True, 10, 0, 0, 0, 1)
+        await first.create_conversation(record, {"alice": Role.OWNER})
+        results = await asyncio.gather(
+            *(
+                (first if index % 2 else second).append("shared", new_message(f"c{index}"))
+                for index in range(60)
+            ),
+            # Retries of the same ids through the other instance, racing the originals.
+            *(
+                (second if index % 2 else first).append("shared", new_message(f"c{index}"))
+                for index in range(0, 60, 6)
+            ),
+        )
+        originals = [r for r in results if not r.duplicate]
+        assert sorted(r.message.seq for r in originals) == list(range(1, 61))
+        assert len(results) - len(originals) == 10
+        stored = await second.read_after("shared", 0, 100)
+        assert [m.seq for m in stored] == list(range(1, 61))
+        assert {m.client_message_id for m in stored} == {f"c{index}" for index in range(60)}
+    finally:
+        await second.close()
+        await first.drop_schema()
+        await first.close()
