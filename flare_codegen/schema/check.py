@@ -32,6 +32,7 @@ class CheckResult:
 
     @property
     def breaking(self) -> bool:
+        """True when a finding remains that no ignore comment silenced (exit 100)."""
         return bool(self.findings)
 
 
@@ -49,6 +50,7 @@ def _small(spec: str) -> bool:
 
 
 def build_image(loaded: LoadedInput) -> Image:
+    """Index the files the input checks (its imports only resolve references)."""
     return Image.build(loaded.files, loaded.targets)
 
 

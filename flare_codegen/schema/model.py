@@ -14,7 +14,6 @@ location table.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import NamedTuple
 
@@ -220,6 +219,8 @@ class FileInfo:
 
 @dataclass(slots=True, eq=False)
 class MessageInfo:
+    """A message (nested ones too, map entries included) and where it sits."""
+
     proto: descriptor_pb2.DescriptorProto
     file: FileInfo
     path: tuple[int, ...]
@@ -252,6 +253,8 @@ class MessageInfo:
 
 @dataclass(slots=True, eq=False)
 class EnumInfo:
+    """An enum and where it sits."""
+
     proto: descriptor_pb2.EnumDescriptorProto
     file: FileInfo
     path: tuple[int, ...]
@@ -273,6 +276,8 @@ class EnumInfo:
 
 @dataclass(slots=True, eq=False)
 class ServiceInfo:
+    """A service and where it sits."""
+
     proto: descriptor_pb2.ServiceDescriptorProto
     file: FileInfo
     path: tuple[int, ...]
@@ -523,6 +528,3 @@ class Image:
         for info in self.files.values():
             result.setdefault(info.package, []).append(info)
         return result
-
-    def iter_files(self) -> Iterator[FileInfo]:
-        return iter(self.files.values())

@@ -877,8 +877,8 @@ def message_same_json_format(c: Comparison) -> None:
     )
 
 
-def message_same_message_set_wire_format(c: Comparison) -> None:
-    # Deprecated by buf with no replacement: selecting it selects nothing.
+def deprecated_without_replacement(c: Comparison) -> None:
+    """buf deprecated the rule with no replacement: selecting it checks nothing."""
     return
 
 
@@ -1628,9 +1628,9 @@ BUF_RULES: tuple[Rule, ...] = (
         "FIELD_WIRE_JSON_COMPATIBLE_CARDINALITY")),
     _r("FILE_SAME_JAVA_STRING_CHECK_UTF8", field_same_java_utf8_validation, (), (), None,
        "deprecated: use FIELD_SAME_JAVA_UTF8_VALIDATION", ("FIELD_SAME_JAVA_UTF8_VALIDATION",)),
-    _r("FILE_SAME_PHP_GENERIC_SERVICES", message_same_message_set_wire_format, (), (), None,
+    _r("FILE_SAME_PHP_GENERIC_SERVICES", deprecated_without_replacement, (), (), None,
        "deprecated, checks nothing"),
-    _r("MESSAGE_SAME_MESSAGE_SET_WIRE_FORMAT", message_same_message_set_wire_format,
+    _r("MESSAGE_SAME_MESSAGE_SET_WIRE_FORMAT", deprecated_without_replacement,
        (), (), (), "deprecated, checks nothing"),
 )
 # fmt: on
