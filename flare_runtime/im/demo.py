@@ -90,7 +90,12 @@ async def _main(arguments: argparse.Namespace) -> None:
         websocket_port=arguments.ws_port,
         http_port=arguments.http_port,
     )
-    print(f"Flare chat: open http://{arguments.host}:{demo.site.port}/ in two tabs", flush=True)
+    websocket = f"ws://{arguments.host}:{demo.server.port('websocket')}"
+    print(
+        f"Flare chat: open http://{arguments.host}:{demo.site.port}/ in two tabs "
+        f"(IM API on {websocket})",
+        flush=True,
+    )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
