@@ -24,7 +24,6 @@ may have events; `get_timer()` may have moved earlier (a new deadline).
 from __future__ import annotations
 
 import heapq
-import math
 import struct
 from collections.abc import Callable
 from typing import Final
@@ -184,6 +183,7 @@ class Connection:
         "_hello_deadline",
         "_initial_window",
         "_is_client",
+        "_keepalive_interval",
         "_last_call_id",
         "_last_received",
         "_max_frame_size",
@@ -230,6 +230,7 @@ class Connection:
         self._max_message_size = self.settings.max_message_size
         self._max_frame_size = self.settings.max_frame_size
         self._initial_window = self.settings.initial_window_size
+        self._keepalive_interval = self.config.keepalive_interval
         self._ack_threshold = max(
             1, int(self.settings.initial_window_size * self.config.window_update_ratio)
         )
@@ -350,28 +351,28 @@ class Connection:
         """
         if self._closed:
             return None
-        when = math.inf
-        if self._hello_deadline is not None:
-            when = self._hello_deadline
-        interval = self.config.keepalive_interval
+        # Called after every batch of input, so plain comparisons, no min().
+        when = self._hello_deadline  # None once the handshake is done
+        interval = self._keepalive_interval
         # No PING before the handshake: the first frame each way must be HELLO.
         if interval is not None and self.version is not None:
-            keepalive = (
-                self._ping_deadline
-                if self._ping_deadline is not None
-                else self._last_received + interval
-            )
-            when = min(when, keepalive)
+            keepalive = self._ping_deadline
+            if keepalive is None:
+                keepalive = self._last_received + interval
+            if when is None or keepalive < when:
+                when = keepalive
         deadlines = self._deadlines
-        calls = self._calls
-        while deadlines:
-            deadline, call_id = deadlines[0]
-            call = calls.get(call_id)
-            if call is not None and call.deadline == deadline:
-                when = min(when, deadline)
-                break
-            heapq.heappop(deadlines)  # the call ended before its deadline
-        return None if when == math.inf else when
+        if deadlines:
+            calls = self._calls
+            while deadlines:
+                deadline, call_id = deadlines[0]
+                call = calls.get(call_id)
+                if call is not None and call.deadline == deadline:
+                    if when is None or deadline < when:
+                        when = deadline
+                    break
+                heapq.heappop(deadlines)  # the call ended before its deadline
+        return when
 
     def handle_timer(self, now: float) -> None:
         """Run whatever is due at `now`: handshake timeout, keepalive, call deadlines.
@@ -869,7 +870,8 @@ class Connection:
         self._events.append(HandshakeCompleted(PROTOCOL_VERSION, peer))
 
     def _on_call_start(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
-        self._require_established("CALL_START")
+        if self.version is None:
+            raise RemoteProtocolError("CALL_START before HELLO")
         if call_id <= self._last_call_id:
             raise RemoteProtocolError(
                 f"CALL_START call id {call_id} does not exceed the previous {self._last_call_id}"
@@ -906,7 +908,7 @@ class Connection:
             timeout = timeout_us / 1_000_000
             deadline = now + timeout
         self._calls[call_id] = _Call(
-            self.peer_settings.initial_window_size, self.settings.initial_window_size, deadline
+            self.peer_settings.initial_window_size, self._initial_window, deadline
         )
         if deadline is not None:
             self._push_deadline(deadline, call_id)
@@ -942,7 +944,8 @@ class Connection:
         self._events.append(StreamEnded(call_id))
 
     def _on_end_call(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
-        self._require_established("END_CALL")
+        if self.version is None:
+            raise RemoteProtocolError("END_CALL before HELLO")
         trailers: MetadataPairs
         if stop - start == 4 and data[start + 1 : stop] == b"\x00\x00\x00":
             status, message, details, trailers, trailers_size = data[start], "", b"", (), 1
