@@ -8,8 +8,12 @@ Layers, bottom up (see docs/im.md):
   and the multi-device policy, conversations and roles, idempotent ordered
   send, live delivery through bounded per-device queues, recovery, receipts,
   typing and presence.
+* `flare_runtime.im.sinks` / `flare_runtime.im.events` - where a device's
+  events go (`EventSink`, `QueueSink`) and how each is encoded once per fan-out.
 * `flare_runtime.im.service` - `ImService`, the generated ``flare.im.v1``
   handler base implemented on top of the core and the runtime's pushes.
+* `flare_runtime.im.web`, `flare_runtime.im.demo` - the browser chat page
+  (a JavaScript client of the wire protocol) and a demo server for it.
 """
 
 from __future__ import annotations

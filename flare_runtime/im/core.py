@@ -26,6 +26,7 @@ import contextlib
 import enum
 import functools
 import itertools
+import logging
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
@@ -50,6 +51,8 @@ from flare_runtime.im.storage.base import (
 )
 from flare_runtime.status import StatusCode
 
+logger = logging.getLogger("flare_runtime.im")
+
 
 class DevicePolicy(enum.Enum):
     """How many sessions one user may hold at once. The newest login always wins.
@@ -61,6 +64,22 @@ class DevicePolicy(enum.Enum):
     ALLOW_ALL = "allow_all"
     ONE_PER_PLATFORM = "one_per_platform"
     ONE_IN_TOTAL = "one_in_total"
+
+
+@dataclass(frozen=True, slots=True)
+class RetentionPolicy:
+    """History kept per conversation; older messages are trimmed automatically.
+
+    Applied to a conversation after every `check_every` messages stored in it
+    (in the background, off the send path). Cursors behind the trimmed part
+    get RESYNC_REQUIRED from `ImCore.sync`.
+    """
+
+    keep_last: int | None = None
+    """Keep at most this many newest messages (None: no count limit)."""
+    max_age_seconds: float | None = None
+    """Drop messages older than this (None: no age limit)."""
+    check_every: int = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,6 +222,7 @@ class _Room:
     pending: dict[int, StoredMessage] = field(default_factory=dict)
     appending: int = 0
     """Appends of this process under way (their seqs may still fill a gap)."""
+    stored_since_retention: int = 0
     admin_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
 
@@ -228,11 +248,14 @@ class ImCore:
         *,
         policy: DevicePolicy = DevicePolicy.ALLOW_ALL,
         limits: ImLimits | None = None,
+        retention: RetentionPolicy | None = None,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
     ) -> None:
         self.storage = storage
         self.policy = policy
         self.limits = limits or ImLimits()
+        self.retention = retention
+        self._retention_tasks: set[asyncio.Task[None]] = set()
         self._now_ms = wall_clock_ms
         self._sessions: dict[str, dict[str, Session]] = {}
         """user id -> session id -> session, in login order."""
@@ -262,6 +285,8 @@ class ImCore:
         for timer in self._offline_timers.values():
             timer.cancel()
         self._offline_timers.clear()
+        if self._retention_tasks:
+            await asyncio.gather(*self._retention_tasks, return_exceptions=True)
         await self.storage.close()
 
     def now_ms(self) -> int:
@@ -857,6 +882,7 @@ class ImCore:
             result = appended.result()
             if not result.duplicate:
                 self._sequence(room, result.message)
+                self._count_for_retention(room)
                 return
         # A failed append or a retry took no seq: gaps left now are another writer's.
         if room.pending and room.appending == 0:
@@ -1015,6 +1041,28 @@ class ImCore:
         self._push_to_users(room.members, events.TYPING_CHANGED, payload, skip=session)
 
     # -- retention ---------------------------------------------------------------
+
+    def _count_for_retention(self, room: _Room) -> None:
+        policy = self.retention
+        if policy is None:
+            return
+        room.stored_since_retention += 1
+        if room.stored_since_retention < policy.check_every or self._closing:
+            return
+        room.stored_since_retention = 0
+        task = asyncio.ensure_future(self._retain(room.record.conversation_id, policy))
+        self._retention_tasks.add(task)
+        task.add_done_callback(self._retention_tasks.discard)
+
+    async def _retain(self, conversation_id: str, policy: RetentionPolicy) -> None:
+        max_age_ms = None if policy.max_age_seconds is None else int(policy.max_age_seconds * 1000)
+        try:
+            await self.apply_retention(
+                conversation_id, keep_last=policy.keep_last, max_age_ms=max_age_ms
+            )
+        except Exception:
+            # Retention is retried at the next check; sending must not suffer.
+            logger.exception("retention of %s failed", conversation_id)
 
     async def apply_retention(
         self, conversation_id: str, *, keep_last: int | None = None, max_age_ms: int | None = None

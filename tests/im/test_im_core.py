@@ -11,7 +11,14 @@ from flare.im.v1 import content_pb2, events_pb2
 
 from flare_runtime.errors import RpcError
 from flare_runtime.im import events
-from flare_runtime.im.core import DevicePolicy, ImCore, ImLimits, Session, SyncCursor
+from flare_runtime.im.core import (
+    DevicePolicy,
+    ImCore,
+    ImLimits,
+    RetentionPolicy,
+    Session,
+    SyncCursor,
+)
 from flare_runtime.im.sinks import QueueSink
 from flare_runtime.im.storage import KeyRing, Role, SqliteStorage
 from flare_runtime.status import StatusCode
@@ -403,3 +410,22 @@ async def test_a_cancelled_send_still_delivers_in_order(core: ImCore) -> None:
     # The retry of the cancelled send finds it stored.
     retry = await core.send(alice, conversation, "cancelled", text("one"))
     assert retry.duplicate and retry.message.seq == 1
+
+
+async def test_retention_policy_trims_in_the_background(tmp_path: Path) -> None:
+    limits = ImLimits(send_rate_per_second=1e4, send_burst=10_000)
+    core = await make_core(
+        tmp_path, limits=limits, retention=RetentionPolicy(keep_last=10, check_every=25)
+    )
+    alice, _ = login(core, "alice", "phone")
+    conversation = (await core.open_direct(alice, "bob")).record.conversation_id
+    for index in range(60):
+        await core.send(alice, conversation, f"c{index}", text("x"))
+    async with asyncio.timeout(10):
+        while (await core.get_conversation(alice, conversation)).record.first_seq != 41:
+            await asyncio.sleep(0.01)  # trimmed at 50 stored messages: 41..50 kept, then 51..60
+    messages, _, _ = await core.history(alice, conversation, limit=100)
+    assert [m.seq for m in messages] == list(range(41, 61))
+    (old,) = await core.sync(alice, [SyncCursor(conversation, 1, 5)])
+    assert old.resync_required
+    await core.close()
