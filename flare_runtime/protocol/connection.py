@@ -970,7 +970,7 @@ class Connection:
                 )
             )
             return
-        if status == 0 and not trailers and not message:
+        if status == 0 and not trailers and not message and not details:
             self._events.append(CallEnded(call_id, _OK))
         else:
             self._events.append(CallEnded(call_id, _status(status), message, details, trailers))

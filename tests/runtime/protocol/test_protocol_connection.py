@@ -230,6 +230,14 @@ def test_every_status_code_message_and_details_round_trip(code: StatusCode) -> N
     ]
 
 
+def test_ok_with_a_message_and_details_keeps_them() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    pair.exchange()
+    pair.server.end_call(call_id, StatusCode.OK, details=b"\x01")
+    assert pair.to_client() == [CallEnded(call_id, StatusCode.OK, details=b"\x01")]
+
+
 def test_an_unknown_status_code_reads_as_unknown() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     call_id = pair.client.start_call(ROUTE, end_stream=True)
