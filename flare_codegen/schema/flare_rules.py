@@ -9,12 +9,12 @@ from the route's options. Each rule below guards one of those promises.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf import descriptor_pb2
 
 from flare_codegen.schema.model import MESSAGE_OPTIONS, METHOD_OPTIONS, SERVICE_METHOD, FileInfo
-from flare_codegen.schema.options import load_flare_options
+from flare_codegen.schema.options import FlareExtensions, load_flare_options
 from flare_codegen.schema.rules import Comparison, first_location, quote
 
 if TYPE_CHECKING:
@@ -42,23 +42,20 @@ FLARE_RULES: dict[str, str] = {
 }
 
 
-def _options() -> Any:
+def _options() -> FlareExtensions:
     return load_flare_options()
 
 
 def _service_options(service: descriptor_pb2.ServiceDescriptorProto) -> options_pb2.ServiceOptions:
-    module = _options()
-    return cast("options_pb2.ServiceOptions", service.options.Extensions[module.service])
+    return service.options.Extensions[_options().service]
 
 
 def _method_options(method: descriptor_pb2.MethodDescriptorProto) -> options_pb2.MethodOptions:
-    module = _options()
-    return cast("options_pb2.MethodOptions", method.options.Extensions[module.method])
+    return method.options.Extensions[_options().method]
 
 
 def _message_options(message: descriptor_pb2.DescriptorProto) -> options_pb2.MessageOptions:
-    module = _options()
-    return cast("options_pb2.MessageOptions", message.options.Extensions[module.message])
+    return message.options.Extensions[_options().message]
 
 
 def _is_flare_service(service: descriptor_pb2.ServiceDescriptorProto) -> bool:
