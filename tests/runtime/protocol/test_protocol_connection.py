@@ -910,3 +910,62 @@ def test_any_sequence_of_well_formed_frames_is_handled_or_refused_cleanly(
             assert closes[0].reason
             assert connection.data_to_send().endswith(closes[0].reason.encode())
     assert connection.open_calls <= 3 + len(sequence)
+
+
+text_metadata = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "x-trace"]), st.text(max_size=10)), max_size=3
+)
+binary_metadata = st.lists(
+    st.tuples(st.sampled_from(["c-bin", "d-bin"]), st.binary(max_size=10)), max_size=2
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    request_metadata=text_metadata,
+    binary=binary_metadata,
+    timeout=st.one_of(st.none(), st.floats(0.001, 10_000)),
+    request=st.binary(max_size=50),
+    headers=text_metadata,
+    responses=st.lists(st.binary(max_size=50), max_size=3),
+    status=st.sampled_from(list(StatusCode)),
+    message=st.text(max_size=20),
+    details=st.binary(max_size=20),
+    trailers=binary_metadata,
+)
+def test_everything_a_call_carries_arrives_unchanged(
+    *,
+    request_metadata: list[tuple[str, str]],
+    binary: list[tuple[str, bytes]],
+    timeout: float | None,
+    request: bytes,
+    headers: list[tuple[str, str]],
+    responses: list[bytes],
+    status: StatusCode,
+    message: str,
+    details: bytes,
+    trailers: list[tuple[str, bytes]],
+) -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    sent_metadata: list[tuple[str, str | bytes]] = [*request_metadata, *binary]
+    call_id = pair.client.start_call(
+        ROUTE, sent_metadata, timeout=timeout, now=0.0, message=request, end_stream=True
+    )
+    [started, received] = pair.to_server()
+    assert isinstance(started, CallStarted)
+    assert started.metadata == tuple(sent_metadata)
+    if timeout is None:
+        assert started.timeout is None
+    else:
+        assert started.timeout is not None
+        assert abs(started.timeout - timeout) <= 1e-6
+    assert received == MessageReceived(call_id, request, end_stream=True)
+    if headers:
+        pair.server.send_headers(call_id, headers)
+    for response in responses:
+        pair.server.send_message(call_id, response)
+    pair.server.end_call(call_id, status, message, details, trailers)
+    expected: list[Event] = [HeadersReceived(call_id, tuple(headers))] if headers else []
+    expected += [MessageReceived(call_id, response) for response in responses]
+    expected.append(CallEnded(call_id, status, message, details, tuple(trailers)))
+    assert pair.to_client() == expected
