@@ -5,8 +5,8 @@ Read from the current input, first match wins:
 1. ``buf.yaml`` (``version: v1beta1 | v1 | v2``; the ``breaking:`` section with
    ``use``, ``except``, ``ignore``, ``ignore_only``, ``ignore_unstable_packages``
    and v2's ``disable_builtin`` and local ``policies``), exactly as buf reads it;
-2. ``flare.toml`` with a ``[schema]`` table, or ``pyproject.toml`` with
-   ``[tool.flare.schema]``, holding the same keys (plus ``version``, default v2,
+2. ``flare.toml`` with a ``[schema]`` (or ``[tool.flare.schema]``) table, or
+   ``pyproject.toml`` with ``[tool.flare.schema]``, holding the same keys (plus ``version``, default v2,
    and ``flare = false`` to switch Flare's own rules off).
 
 With no configuration at all, buf's **v1** defaults apply (category FILE as
@@ -195,7 +195,8 @@ def load_config(root: Path) -> InputConfig:
         return _from_buf_yaml(buf_yaml)
     flare_toml = root / "flare.toml"
     if flare_toml.is_file():
-        table = _load_toml(flare_toml).get("schema")
+        data = _load_toml(flare_toml)
+        table = data.get("schema", data.get("tool", {}).get("flare", {}).get("schema"))
         if table is not None:
             return _from_table(table, str(flare_toml))
     pyproject = root / "pyproject.toml"

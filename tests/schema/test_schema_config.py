@@ -73,6 +73,8 @@ def test_flare_toml_and_pyproject(tmp_path: Path) -> None:
     assert "FIELD_WIRE_COMPATIBLE_TYPE" in config.rules
     assert "FIELD_SAME_NAME" not in config.rules
     assert config.ignore == ("legacy",)
+    (tmp_path / "flare.toml").write_text('[tool.flare.schema]\nuse = ["PACKAGE"]\n')
+    assert "PACKAGE_NO_DELETE" in load_config(tmp_path).configs[0].rules
     (tmp_path / "flare.toml").unlink()
     (tmp_path / "pyproject.toml").write_text(
         '[tool.flare.schema]\nversion = "v1"\nexcept = ["FIELD_NO_DELETE", "FLARE"]\n'
