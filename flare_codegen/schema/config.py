@@ -6,8 +6,9 @@ Read from the current input, first match wins:
    ``use``, ``except``, ``ignore``, ``ignore_only``, ``ignore_unstable_packages``
    and v2's ``disable_builtin`` and local ``policies``), exactly as buf reads it;
 2. ``flare.toml`` with a ``[schema]`` (or ``[tool.flare.schema]``) table, or
-   ``pyproject.toml`` with ``[tool.flare.schema]``, holding the same keys (plus ``version``, default v2,
-   and ``flare = false`` to switch Flare's own rules off).
+   ``pyproject.toml`` with ``[tool.flare.schema]``, holding the same keys
+   (plus ``version``, default v2, and ``flare = false`` to switch Flare's own
+   rules off).
 
 With no configuration at all, buf's **v1** defaults apply (category FILE as
 v1 defines it), as buf does. Flare's rules (category FLARE) are on unless
