@@ -1222,8 +1222,16 @@ def _default_value(c: Comparison, image: Image, f: FieldInfo) -> tuple[object, s
         if t == F.TYPE_FLOAT and math.isfinite(real):
             real = float(struct.unpack("f", struct.pack("f", real))[0])
         return ("float" if t == F.TYPE_FLOAT else "double", real), _go_float(real)
-    number = int(text, 0) if proto.HasField("default_value") else 0
+    number = _parse_int(text) if proto.HasField("default_value") else 0
     return number, str(number)
+
+
+def _parse_int(text: str) -> int:
+    # protoc writes integer defaults in decimal; other producers may not.
+    try:
+        return int(text, 10)
+    except ValueError:
+        return int(text, 0)
 
 
 def _parse_float(text: str) -> float:
