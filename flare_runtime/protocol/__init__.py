@@ -7,7 +7,8 @@ calls.
 
 Layout: `frames` (header, frame types, encoders/decoders), `events` (what a
 connection reports), `state` (the per-call transition table), `config` (roles,
-settings, limits), `connection` (the state machine tying them together).
+settings, limits), `connection` (the state machine tying them together),
+`loopback` (`ConnectionPair`: two connections back to back, for tests).
 """
 
 from __future__ import annotations
