@@ -18,6 +18,7 @@ Every failure raises `InputError` with a message for the user.
 
 from __future__ import annotations
 
+import importlib
 import shutil
 import subprocess
 import tarfile
@@ -27,7 +28,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-from google.protobuf import descriptor_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError
 
 from flare_codegen.compiler import CompileError, compile_protos, find_proto_files
@@ -111,8 +112,64 @@ def _load_descriptor_set(path: Path) -> LoadedInput:
     files = list(descriptor_set.file)
     if not files or any(not f.name for f in files):
         raise InputError(f"{path}: not a valid FileDescriptorSet (no named files)")
+    _validate(path, files)
     targets = {f.name for f in files if not f.name.startswith(IMPORT_ONLY_PREFIXES)}
     return LoadedInput(files, targets, {name: name for name in targets}, None)
+
+
+def _validate(path: Path, files: list[descriptor_pb2.FileDescriptorProto]) -> None:
+    """Build the files into a fresh pool: protobuf checks names, references and imports.
+
+    A set written by protoc or buf passes; bytes that merely parse as a
+    FileDescriptorSet (or a set missing its imports) are rejected here, before
+    any rule looks at them.
+    """
+    pool = descriptor_pool.DescriptorPool()
+    by_name = {f.name: f for f in files}
+    added: set[str] = set()
+
+    def add(name: str, trail: tuple[str, ...]) -> None:
+        if name in added:
+            return
+        if name in trail:
+            raise InputError(f"{path}: import cycle through {name!r}")
+        proto = by_name.get(name) or _bundled_file(name)
+        if proto is None:
+            raise InputError(
+                f"{path}: {trail[-1]!r} imports {name!r}, which the descriptor set does not "
+                "contain (build it with its imports, e.g. flare schema build)"
+            )
+        for dependency in proto.dependency:
+            add(dependency, (*trail, name))
+        try:
+            pool.Add(proto)
+        except (TypeError, ValueError, KeyError) as exc:
+            raise InputError(f"{path}: invalid descriptor for {name!r}: {exc}") from exc
+        added.add(name)
+
+    for proto in files:
+        add(proto.name, ())
+
+
+def _bundled_file(name: str) -> descriptor_pb2.FileDescriptorProto | None:
+    """A well-known type or Flare's options, which sets built without imports omit."""
+    if name == "flare/options/v1/options.proto":
+        load_flare_options()
+    elif name.startswith("google/protobuf/"):
+        module = "google.protobuf." + name.removeprefix("google/protobuf/")
+        try:
+            importlib.import_module(module.removesuffix(".proto").replace("/", ".") + "_pb2")
+        except ImportError:
+            return None
+    else:
+        return None
+    try:
+        found = descriptor_pool.Default().FindFileByName(name)
+    except KeyError:
+        return None
+    proto = descriptor_pb2.FileDescriptorProto()
+    found.CopyToProto(proto)
+    return proto
 
 
 def _parse_git_spec(spec: str) -> tuple[Path, str, str]:

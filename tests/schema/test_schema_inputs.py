@@ -187,3 +187,41 @@ def test_schema_build_from_a_git_ref_and_bad_build_input(
     refused = flare("schema", "build", str(image), "-o", str(tmp_path / "again.binpb"))
     assert refused.code == 1
     assert "not a directory or git input" in refused.err
+
+
+def test_descriptor_sets_are_validated_before_any_rule_runs(
+    tmp_path: Path, chat_proto: str, tree_writer: Writer, flare: Callable[..., Run]
+) -> None:
+    from google.protobuf import descriptor_pb2
+
+    good = tree_writer(tmp_path / "good", {"chat.proto": chat_proto})
+    image = tmp_path / "full.binpb"
+    assert flare("schema", "build", str(good), "-o", str(image)).code == 0
+    full = descriptor_pb2.FileDescriptorSet.FromString(image.read_bytes())
+
+    # Without the well-known types and Flare's options (as `buf build --exclude-imports`
+    # writes it): those come from the bundled copies, and the check runs.
+    slim = descriptor_pb2.FileDescriptorSet(file=[f for f in full.file if f.name == "chat.proto"])
+    (tmp_path / "slim.binpb").write_bytes(slim.SerializeToString())
+    run = flare("schema", "check", str(good), "--against", str(tmp_path / "slim.binpb"))
+    assert (run.code, run.out) == (0, ""), run.err
+
+    # An import that is nowhere to be found.
+    orphan = descriptor_pb2.FileDescriptorSet()
+    orphan.file.add(name="x.proto", dependency=["missing/dep.proto"])
+    (tmp_path / "orphan.binpb").write_bytes(orphan.SerializeToString())
+    run = flare("schema", "check", str(good), "--against", str(tmp_path / "orphan.binpb"))
+    assert run.code == 1
+    assert "imports 'missing/dep.proto'" in run.err
+
+    # Parses as a FileDescriptorSet, but a field names a type that does not exist.
+    broken = descriptor_pb2.FileDescriptorSet()
+    message = broken.file.add(name="y.proto", package="y", syntax="proto3").message_type.add(
+        name="M"
+    )
+    message.field.add(name="f", number=1, type=11, type_name=".y.Nowhere", label=1)
+    (tmp_path / "broken.binpb").write_bytes(broken.SerializeToString())
+    run = flare("schema", "check", str(good), "--against", str(tmp_path / "broken.binpb"))
+    assert run.code == 1
+    assert "invalid descriptor for 'y.proto'" in run.err
+    assert "Traceback" not in run.err
