@@ -307,23 +307,14 @@ async def flare_connect(port: int, cafile: str, **options: Any) -> QuicChannel:
     return channel
 
 
-async def measure_flare(
-    port: int, cafile: str, args: argparse.Namespace, server_pid: int
-) -> dict[str, Any]:
-    channel = await flare_connect(port, cafile)
-    try:
-
-        async def call(request_id: int) -> object:
-            return await channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
-
-        return {
-            "seq": await measure_sequential(call, args.seq_n, server_pid),
-            "pipelined": await measure_closed_loop(
-                call, args.inflight, args.warmup, args.duration, server_pid
-            ),
-        }
-    finally:
-        await channel.close()
+async def measure(request: Request, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
+    """Sequential latency and 64-in-flight throughput of one request function."""
+    return {
+        "seq": await measure_sequential(request, args.seq_n, server_pid),
+        "pipelined": await measure_closed_loop(
+            request, args.inflight, args.warmup, args.duration, server_pid
+        ),
+    }
 
 
 async def measure_handshakes(port: int, cafile: str, n: int) -> dict[str, Any]:
@@ -363,25 +354,45 @@ async def measure_handshakes(port: int, cafile: str, n: int) -> dict[str, Any]:
     }
 
 
+def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-figure medians of repeated runs (same nested shape), plus the spread of msg/s."""
+    out: dict[str, Any] = {}
+    for key, value in runs[0].items():
+        if isinstance(value, dict):
+            out[key] = median_of([run[key] for run in runs])
+        else:
+            out[key] = round(statistics.median(run[key] for run in runs), 1)
+            if key == "msgs_per_s":
+                out["msgs_per_s_range"] = [
+                    min(run[key] for run in runs),
+                    max(run[key] for run in runs),
+                ]
+    return out
+
+
 async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence[int]) -> Any:
     raw_port, flare_port = ports
-    result: dict[str, Any] = {}
     transport, raw = await raw_connect(raw_port, args.cert)
-    for name, request in (
-        ("raw_one_stream", raw.request_long_stream),
-        ("raw_stream_per_call", raw.request_new_stream),
-    ):
-        result[name] = {
-            "seq": await measure_sequential(request, args.seq_n, server_pid),
-            "pipelined": await measure_closed_loop(
-                request, args.inflight, args.warmup, args.duration, server_pid
-            ),
-        }
+    channel = await flare_connect(flare_port, args.cert)
+
+    async def flare_call(request_id: int) -> object:
+        return await channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
+
+    sides: dict[str, Request] = {
+        "raw_one_stream": raw.request_long_stream,
+        "raw_stream_per_call": raw.request_new_stream,
+        "flare_one_stream": flare_call,
+    }
+    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
+    for _ in range(args.reps):  # interleaved, so a noisy neighbour hits every side alike
+        for name, request in sides.items():
+            runs[name].append(await measure(request, args, server_pid))
+    result: dict[str, Any] = {"reps": args.reps}
+    result.update({name: median_of(samples) for name, samples in runs.items()})
+    await channel.close()
     raw.close()
     transport.close()
-    if flare_port:
-        result["flare_one_stream"] = await measure_flare(flare_port, args.cert, args, server_pid)
-        result["handshake"] = await measure_handshakes(flare_port, args.cert, args.handshakes)
+    result["handshake"] = await measure_handshakes(flare_port, args.cert, args.handshakes)
     return result
 
 
@@ -432,40 +443,52 @@ def ratio(a: float, b: float) -> float:
 
 
 def report(result: dict[str, Any]) -> None:
+    """A human table on stderr: each side, then the ratios the issue asks for."""
     raw = result["raw_one_stream"]
     per_call = result["raw_stream_per_call"]
-    lines = [
-        "QUIC (asyncio loop), 100-byte unary echo, 64 in flight / sequential",
-        f"  raw aioquic one stream   {raw['pipelined']['msgs_per_s']:>8} msg/s  "
-        f"p50 {raw['seq']['p50_us']:>7} us  server {raw['pipelined']['server_us_per_msg']} us/msg",
-        f"  raw aioquic stream/call  {per_call['pipelined']['msgs_per_s']:>8} msg/s  "
-        f"p50 {per_call['seq']['p50_us']:>7} us  server "
-        f"{per_call['pipelined']['server_us_per_msg']} us/msg",
-    ]
-    flare = result.get("flare_one_stream")
-    if flare:
-        lines.append(
-            f"  Flare over QUIC          {flare['pipelined']['msgs_per_s']:>8} msg/s  "
-            f"p50 {flare['seq']['p50_us']:>7} us  server "
-            f"{flare['pipelined']['server_us_per_msg']} us/msg"
+    flare = result["flare_one_stream"]
+
+    def row(label: str, side: dict[str, Any]) -> str:
+        pipelined, seq = side["pipelined"], side["seq"]
+        low, high = pipelined["msgs_per_s_range"]
+        cpu = pipelined["client_us_per_msg"] + pipelined["server_us_per_msg"]
+        return (
+            f"  {label:<24} {pipelined['msgs_per_s']:>8.0f} msg/s [{low}-{high}]  "
+            f"p50 {seq['p50_us']:>6} us  p99 {seq['p99_us']:>7} us  "
+            f"CPU us/msg server {pipelined['server_us_per_msg']:>5} client "
+            f"{pipelined['client_us_per_msg']:>5} (sum {cpu:.1f})"
         )
-        lines.append(
-            "  Flare / raw one stream: throughput "
-            f"{ratio(flare['pipelined']['msgs_per_s'], raw['pipelined']['msgs_per_s'])}x, "
-            f"p50 +{round(flare['seq']['p50_us'] - raw['seq']['p50_us'], 1)} us"
-        )
-    lines.append(
-        "  stream/call vs one stream: server CPU per msg "
-        f"{ratio(per_call['pipelined']['server_us_per_msg'], raw['pipelined']['server_us_per_msg'])}x"  # noqa: E501
+
+    def cpu(side: dict[str, Any]) -> float:
+        pipelined = side["pipelined"]
+        return float(pipelined["client_us_per_msg"] + pipelined["server_us_per_msg"])
+
+    per_call_cpu = ratio(
+        per_call["pipelined"]["server_us_per_msg"], raw["pipelined"]["server_us_per_msg"]
     )
-    handshake = result.get("handshake")
-    if handshake:
-        lines.append(
-            f"  first response: full handshake {handshake['full_handshake_first_response_ms']} ms,"
-            f" resumed {handshake['resumed_first_response_ms']} ms,"
-            f" resumed + 0-RTT {handshake['zero_rtt_first_response_ms']} ms"
-            f" (call in early data {handshake['zero_rtt_call_in_early_data_fraction']:.0%})"
-        )
+    per_call_rate = ratio(per_call["pipelined"]["msgs_per_s"], raw["pipelined"]["msgs_per_s"])
+
+    lines = [
+        f"QUIC on the asyncio loop, 100-byte unary echo; 64 in flight (median of {result['reps']}"
+        " interleaved runs [min-max]) / sequential",
+        row("raw aioquic, one stream", raw),
+        row("raw aioquic, stream/call", per_call),
+        row("Flare over QUIC", flare),
+        "  Flare / raw one stream: throughput "
+        f"{ratio(flare['pipelined']['msgs_per_s'], raw['pipelined']['msgs_per_s'])}x, "
+        f"CPU per message (both sides) {ratio(cpu(flare), cpu(raw))}x, "
+        f"p50 {flare['seq']['p50_us'] - raw['seq']['p50_us']:+.1f} us",
+        f"  raw stream/call vs one stream: server CPU per message {per_call_cpu}x,"
+        f" throughput {per_call_rate}x",
+    ]
+    handshake = result["handshake"]
+    lines.append(
+        f"  first response (median of {handshake['n']}): full handshake "
+        f"{handshake['full_handshake_first_response_ms']} ms, resumed "
+        f"{handshake['resumed_first_response_ms']} ms, resumed + 0-RTT "
+        f"{handshake['zero_rtt_first_response_ms']} ms (call in early data "
+        f"{handshake['zero_rtt_call_in_early_data_fraction']:.0%})"
+    )
     print("\n".join(lines), file=sys.stderr)
 
 
@@ -480,6 +503,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=2.0)
     parser.add_argument("--handshakes", type=int, default=20)
+    parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (medians)")
     args = parser.parse_args()
     if args.role == "server":
         faulthandler.dump_traceback_later(300, exit=True)
@@ -488,7 +512,7 @@ def main() -> None:
         return
 
     if args.quick:
-        args.seq_n, args.duration, args.warmup, args.handshakes = 500, 0.5, 0.2, 5
+        args.seq_n, args.duration, args.warmup, args.handshakes, args.reps = 500, 0.5, 0.2, 5, 1
     faulthandler.dump_traceback_later(240, exit=True)
     pin_cpu(CLIENT_CPU)
     started = time.perf_counter()
