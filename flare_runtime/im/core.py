@@ -28,6 +28,7 @@ import functools
 import itertools
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -365,8 +366,9 @@ class ImCore:
             # A slow consumer's backlog is already full: do not add to it.
             if reason is not CloseReason.SLOW_CONSUMER:
                 with contextlib.suppress(ConnectionClosedError):
-                    session.sink.push_event(
-                        PreparedEvent(events.SESSION_CLOSED, notice.SerializeToString())
+                    session.sink.offer(
+                        PreparedEvent(events.SESSION_CLOSED, notice.SerializeToString()),
+                        sys.maxsize,
                     )
             session.sink.close(f"{reason.name.lower()}: {detail}")
         self._drop_session(session)
@@ -389,23 +391,40 @@ class ImCore:
                     del self._watchers[watched]
         session.watching.clear()
 
-    def _push(self, session: Session, event: PreparedEvent) -> None:
-        """Queue one event for one device, cutting it off when its backlog is too big."""
-        sink = session.sink
-        if sink.closed:
-            self._drop_session(session)
-            return
-        if sink.buffered_bytes > self.limits.outbound_buffer_bytes:
-            self._end_session(
-                session,
-                CloseReason.SLOW_CONSUMER,
-                f"more than {self.limits.outbound_buffer_bytes} bytes of events not read",
-            )
-            return
-        try:
-            sink.push_event(event)
-        except ConnectionClosedError:
-            self._drop_session(session)
+    def _deliver(
+        self, sessions: Iterable[Session], event: PreparedEvent, skip: Session | None = None
+    ) -> list[Session] | None:
+        """Offer `event` to each session's sink; returns those that must be cut off.
+
+        The hot loop of every fan-out: one `offer` call per device, nothing
+        else. Sessions are only ended afterwards (`_cut_off`), so the dicts
+        being iterated never change under the loop.
+        """
+        limit = self.limits.outbound_buffer_bytes
+        failed: list[Session] | None = None
+        for session in sessions:
+            if session is skip:
+                continue
+            try:
+                if session.sink.offer(event, limit):
+                    continue
+            except ConnectionClosedError:
+                pass
+            if failed is None:
+                failed = []
+            failed.append(session)
+        return failed
+
+    def _cut_off(self, failed: list[Session]) -> None:
+        for session in failed:
+            if session.sink.closed:
+                self._drop_session(session)
+            else:
+                self._end_session(
+                    session,
+                    CloseReason.SLOW_CONSUMER,
+                    f"more than {self.limits.outbound_buffer_bytes} bytes of events not read",
+                )
 
     def _push_to_users(
         self, user_ids: Iterable[str], type_id: int, payload: bytes, *, skip: Session | None = None
@@ -413,13 +432,15 @@ class ImCore:
         """Push one event to every device of `user_ids`, serialized once for all of them."""
         event = PreparedEvent(type_id, payload)
         sessions = self._sessions
+        failed: list[Session] = []
         for user_id in user_ids:
             devices = sessions.get(user_id)
-            if devices is None:
-                continue
-            for session in list(devices.values()):
-                if session is not skip:
-                    self._push(session, event)
+            if devices is not None:
+                cut = self._deliver(devices.values(), event, skip)
+                if cut:
+                    failed += cut
+        if failed:
+            self._cut_off(failed)
 
     # -- presence ----------------------------------------------------------------
 
@@ -457,8 +478,9 @@ class ImCore:
                 user_id=user_id, online=online, changed_at_ms=self._now_ms()
             ).SerializeToString(),
         )
-        for session in list(watchers):
-            self._push(session, event)
+        failed = self._deliver(watchers, event)
+        if failed:
+            self._cut_off(failed)
 
     def watch_presence(
         self, session: Session, user_ids: Sequence[str], *, unwatch: bool = False

@@ -22,6 +22,7 @@ or when no ``Subscribe`` starts within `DETACHED_SUBSCRIBE_TIMEOUT`.
 from __future__ import annotations
 
 import asyncio
+import sys
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -67,15 +68,16 @@ class ConnectionSink:
         self._push_frame = getattr(connection, "push_frame", None)
         self._gone = False
 
-    def push_event(self, event: PreparedEvent) -> None:
+    def offer(self, event: PreparedEvent, limit: int) -> bool:
+        connection = self.connection
+        if connection.buffered_bytes > limit:
+            return False
+        # Both raise ConnectionClosedError on a closed connection.
         if self._push_frame is not None:
             self._push_frame(event.frame)
         else:
-            self.connection.push_encoded(event.type_id, event.payload)
-
-    @property
-    def buffered_bytes(self) -> int:
-        return self.connection.buffered_bytes
+            connection.push_encoded(event.type_id, event.payload)
+        return True
 
     @property
     def closed(self) -> bool:
@@ -210,7 +212,7 @@ class ImService(ImServiceBase):
         if isinstance(previous, QueueSink):
             # Events queued since Login (gRPC) or by an earlier stream are not lost.
             for type_id, payload in previous.take():
-                sink.push_event(PreparedEvent(type_id, payload))
+                sink.offer(PreparedEvent(type_id, payload), sys.maxsize)
         session.sink = sink
         try:
             while True:

@@ -9,9 +9,9 @@ server pushes on a WebSocket/QUIC connection; `QueueSink` is the in-process
 sink behind `ImService.Subscribe` streams (gRPC has no pushes) and behind
 tests of the core that run without sockets.
 
-Every sink is bounded by the core, not by itself: before each push the core
-reads `buffered_bytes`, and a device whose backlog passes
-`ImLimits.outbound_buffer_bytes` is disconnected as a slow consumer.
+Every sink is bounded by the core's limit: `offer` refuses an event while the
+device's backlog is over `ImLimits.outbound_buffer_bytes`, and the core then
+disconnects that device as a slow consumer.
 """
 
 from __future__ import annotations
@@ -45,12 +45,12 @@ class PreparedEvent:
 class EventSink(Protocol):
     """What the core needs from a device's connection."""
 
-    def push_event(self, event: PreparedEvent) -> None:
-        """Queue one event; never blocks. May raise `ConnectionClosedError`."""
+    def offer(self, event: PreparedEvent, limit: int) -> bool:
+        """Queue `event` unless more than `limit` bytes are already queued; never blocks.
 
-    @property
-    def buffered_bytes(self) -> int:
-        """Bytes queued for the device and not yet taken by it."""
+        Returns False (queuing nothing) when the backlog is over `limit`.
+        Raises `ConnectionClosedError` when the sink is closed.
+        """
 
     @property
     def closed(self) -> bool:
@@ -63,7 +63,7 @@ class EventSink(Protocol):
 class QueueSink:
     """An in-memory `EventSink` read by one consumer with `next`.
 
-    `push_event` after `close` raises `ConnectionClosedError`; the consumer
+    `offer` after `close` raises `ConnectionClosedError`; the consumer
     reads what was queued before the close, then gets None.
     """
 
@@ -76,12 +76,15 @@ class QueueSink:
         self._waiter: asyncio.Future[None] | None = None
         self.close_reason = ""
 
-    def push_event(self, event: PreparedEvent) -> None:
+    def offer(self, event: PreparedEvent, limit: int) -> bool:
         if self._closed:
             raise ConnectionClosedError(self.close_reason)
+        if self._buffered > limit:
+            return False
         self._events.append((event.type_id, event.payload))
         self._buffered += len(event.payload)
         self._wake()
+        return True
 
     @property
     def buffered_bytes(self) -> int:
