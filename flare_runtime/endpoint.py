@@ -127,7 +127,7 @@ class WireEndpoint:
         self._write_waiters: list[asyncio.Future[None]] = []
         self._credit_waiters: dict[int, asyncio.Future[None]] = {}
         self._closed = False
-        self._closed_future: asyncio.Future[None] = self.loop.create_future()
+        self._closed_future: asyncio.Future[None] | None = None  # made by wait_closed
         self._flush()
         self._rearm_timer()
 
@@ -157,7 +157,7 @@ class WireEndpoint:
             self._timer = None
         self._wake_all_writers()
         self._on_lost(exc)
-        if not self._closed_future.done():
+        if self._closed_future is not None and not self._closed_future.done():
             self._closed_future.set_result(None)
 
     def pause_writing(self) -> None:
@@ -266,6 +266,10 @@ class WireEndpoint:
 
     async def wait_closed(self) -> None:
         """Wait until the transport has closed."""
+        if self._closed:
+            return
+        if self._closed_future is None:
+            self._closed_future = self.loop.create_future()
         await asyncio.shield(self._closed_future)
 
 
@@ -376,14 +380,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self._calls: dict[int, _ServerCall] = {}
         self._close_callbacks: list[Callable[[ServerConnection], None]] = []
         self._drained: asyncio.Future[None] | None = None
-        self._dispatch = {
-            CallStarted: self._on_call_started,
-            MessageReceived: self._on_message,
-            StreamEnded: self._on_stream_ended,
-            CallCancelled: self._on_call_cancelled,
-            WindowUpdated: self._on_window_updated,
-            ConnectionClosed: self._on_connection_closed,
-        }
         if self.dispatcher.auth is not None and "authorization" in metadata:
             self._auth_pending = asyncio.ensure_future(
                 self.dispatcher.authenticate_connection(metadata, self.peer)
@@ -469,11 +465,13 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
     # ------------------------------------------------------------------ events
 
     def _handle_events(self, events: list[Event]) -> None:
-        dispatch = self._dispatch
+        # A class-level table of plain functions: no bound methods kept per
+        # connection (idle memory), one dict lookup per event.
+        dispatch = _SERVER_EVENT_HANDLERS
         for event in events:
             handler = dispatch.get(type(event))
             if handler is not None:
-                handler(event)
+                handler(self, event)
 
     def _on_call_started(self, event: Any) -> None:
         call_id: int = event.call_id
@@ -742,6 +740,16 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 self.conn.end_call(call.call_id, StatusCode.CANCELLED, "call cancelled")
             self.schedule_flush()
             self._call_finished()
+
+
+_SERVER_EVENT_HANDLERS: dict[type[Event], Callable[[ServerEndpoint, Any], None]] = {
+    CallStarted: ServerEndpoint._on_call_started,
+    MessageReceived: ServerEndpoint._on_message,
+    StreamEnded: ServerEndpoint._on_stream_ended,
+    CallCancelled: ServerEndpoint._on_call_cancelled,
+    WindowUpdated: ServerEndpoint._on_window_updated,
+    ConnectionClosed: ServerEndpoint._on_connection_closed,
+}
 
 
 def _wrong_response(call: _ServerCall, response: object) -> RpcError:

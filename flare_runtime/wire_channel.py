@@ -71,6 +71,8 @@ class _ClientCall:
 
     __slots__ = (
         "call_id",
+        "count",
+        "data",
         "ended",
         "error",
         "future",
@@ -86,6 +88,8 @@ class _ClientCall:
         self.call_id = call_id
         self.info = info
         self.messages: collections.deque[bytes] = collections.deque()
+        self.data: bytes | None = None
+        self.count = 0
         self.waiter: asyncio.Future[None] | None = None
         self.header_waiter: asyncio.Future[None] | None = None
         self.future: asyncio.Future[bytes] | None = None
@@ -138,6 +142,9 @@ class ClientEndpoint(WireEndpoint):
                 if call.future is not None:
                     # Unary response: consumed at once, so credit flows back at once.
                     self.conn.acknowledge(message.call_id, len(message.data))
+                    call.data = message.data
+                    call.count += 1
+                    continue
                 call.messages.append(message.data)
                 call.wake()
             elif kind is CallEnded:
@@ -169,24 +176,28 @@ class ClientEndpoint(WireEndpoint):
 
     def _end_call(self, call: _ClientCall, ended: CallEnded) -> None:
         call.ended = True
-        call.trailers = Metadata(ended.trailers) if ended.trailers else EMPTY_METADATA
-        if call.info is not None:
-            call.info.trailers = call.trailers
-        if ended.status != StatusCode.OK:
+        if ended.trailers:
+            call.trailers = Metadata(ended.trailers)
+            if call.info is not None:
+                call.info.trailers = call.trailers
+        if ended.status:  # not OK
             call.error = RpcError(ended.status, ended.message, unpack_details(ended.details))
         future = call.future
         if future is not None and not future.done():
             if call.error is not None:
                 future.set_exception(call.error)
-            elif len(call.messages) == 1:
-                future.set_result(call.messages[0])
+            elif call.count == 1 and call.data is not None:
+                future.set_result(call.data)
             else:
-                count = len(call.messages)
                 future.set_exception(
-                    RpcError(StatusCode.INTERNAL, f"expected one response message, got {count}")
+                    RpcError(
+                        StatusCode.INTERNAL,
+                        f"expected one response message, got {call.count}",
+                    )
                 )
         call.wake()
-        self._wake_credit(call.call_id)
+        if self._credit_waiters:
+            self._wake_credit(call.call_id)
 
     def _fail_all(self, reason: str) -> None:
         calls, self.calls = self.calls, {}
@@ -288,10 +299,10 @@ class WireChannel(Channel):
         info: ClientCallInfo | None,
     ) -> _ClientCall:
         endpoint = self.endpoint
-        if endpoint._closed or endpoint.conn.closed or endpoint.going_away:
+        if endpoint._closed or endpoint.going_away:
             raise endpoint.unavailable()
-        wire_id = route.wire_id
-        if not wire_id:
+        wire_id = route.service_id << 16 | route.route_id
+        if not route.service_id or not route.route_id:
             raise RpcError(
                 StatusCode.UNIMPLEMENTED,
                 f"{route.path} has no Flare route id; call it over gRPC",
@@ -301,9 +312,9 @@ class WireChannel(Channel):
         try:
             call_id = endpoint.conn.start_call(
                 wire_id,
-                metadata,
+                metadata.entries(),
                 timeout=timeout,
-                now=_monotonic(),
+                now=_monotonic() if timeout is not None else 0.0,
                 message=message,
                 end_stream=end_stream,
             )
@@ -331,10 +342,31 @@ class WireChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> ResponseT:
         chain = self._unary_chain
-        if chain is None:
-            return await self._unary(route, request, Metadata.coerce(metadata), timeout, None)
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        return cast(ResponseT, await chain(request, info))
+        if chain is not None:
+            info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+            return cast(ResponseT, await chain(request, info))
+        # The fast path (no interceptors): one future, no intermediate coroutine.
+        if type(request) is not route.request_type:
+            _check_request(route, request)
+        call = self._start(
+            route,
+            metadata=Metadata.coerce(metadata) if metadata else EMPTY_METADATA,
+            timeout=timeout,
+            message=request.SerializeToString(),
+            end_stream=True,
+            info=None,
+        )
+        future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
+        call.future = future
+        try:
+            data = await future
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
+        try:
+            return route.response_type.FromString(data)
+        except DecodeError:
+            raise RpcError(StatusCode.INTERNAL, "response message does not parse") from None
 
     async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
         return await self._unary(info.route, request, info.metadata, info.timeout, info)
