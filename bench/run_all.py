@@ -31,7 +31,7 @@ def discover(filters: list[str]) -> list[str]:
 
 
 def supports_quick(module: str) -> bool:
-    source = (BENCH_DIR / f"{module.split('.')[-1]}.py").read_text(encoding="utf-8")
+    source = (BENCH_DIR / f"{module.rsplit('.', maxsplit=1)[-1]}.py").read_text(encoding="utf-8")
     return '"--quick"' in source
 
 
