@@ -503,6 +503,15 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         call = self._calls.get(event.call_id)
         if call is None:
             return
+        limit = call.bound.route.options.max_message_bytes
+        if limit is not None and len(event.data) > limit:
+            self._fail_call(
+                call,
+                StatusCode.RESOURCE_EXHAUSTED,
+                f"request message of {len(event.data)} bytes exceeds this method's "
+                f"limit of {limit}",
+            )
+            return
         inbox = call.inbox
         if inbox is not None:
             inbox.put(event.data)

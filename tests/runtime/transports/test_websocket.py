@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import ssl
 from collections.abc import Callable
 from pathlib import Path
@@ -12,9 +13,10 @@ from websockets.asyncio.client import connect as raw_connect
 from websockets.exceptions import ConnectionClosed
 
 from flare_runtime import connect
-from flare_runtime.errors import ConnectionClosedError
+from flare_runtime.errors import ConnectionClosedError, RpcError
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.server import Server, ServerOptions, TLSFiles
+from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import (
     SERVICE,
@@ -137,3 +139,23 @@ async def test_auth_reaches_who_am_i_over_handshake_token() -> None:
             assert (await channel.unary_unary(Routes.WHO_AM_I, StringValue())).value == "erin"
     finally:
         await rig.server.shutdown(grace=UNIT)
+
+
+async def test_route_message_size_limit_is_resource_exhausted() -> None:
+    limited = dataclasses.replace(
+        Routes.ECHO, options=dataclasses.replace(Routes.ECHO.options, max_message_bytes=64)
+    )
+    service = dataclasses.replace(SERVICE, routes=(limited,))
+    server = Server([(service, ConformanceService())])
+    await server.start(websocket="127.0.0.1:0")
+    try:
+        async with connect(f"ws://127.0.0.1:{server.port('websocket')}") as channel:
+            small = await channel.unary_unary(limited, BytesValue(value=bytes(10)))
+            assert small.value == bytes(10)
+            with pytest.raises(RpcError) as caught:
+                await channel.unary_unary(limited, BytesValue(value=bytes(100)))
+            assert caught.value.code is StatusCode.RESOURCE_EXHAUSTED
+            # The connection is still fine.
+            assert (await channel.unary_unary(limited, BytesValue())).value == b""
+    finally:
+        await server.shutdown(grace=UNIT)
