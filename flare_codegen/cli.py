@@ -16,33 +16,39 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import cast
 
-# Subcommand modules, in the order ``flare --help`` lists them.
-COMMAND_MODULES: tuple[str, ...] = (
-    "flare_codegen.commands.gen",
-    "flare_codegen.commands.routes",
-    "flare_codegen.schema.command",
-    "flare_runtime.transports.quic_certs",
-    "flare_runtime.commands.serve",
-    "flare_runtime.commands.call",
-)
+# Subcommand name -> the module registering it, in the order ``flare --help`` lists them.
+COMMAND_MODULES: dict[str, str] = {
+    "gen": "flare_codegen.commands.gen",
+    "routes": "flare_codegen.commands.routes",
+    "schema": "flare_codegen.schema.command",
+    "cert": "flare_runtime.transports.quic_certs",
+    "serve": "flare_runtime.commands.serve",
+    "call": "flare_runtime.commands.call",
+}
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with subcommands registered.
+
+    With a known `command`, only that subcommand's module is imported, so a
+    run of ``flare schema check`` never pays for the runtime's imports.
+    """
     parser = argparse.ArgumentParser(
         prog="flare", description="Flare: protobuf-first real-time messaging and RPC."
     )
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in COMMAND_MODULES:
-        module = importlib.import_module(name)
+    names = [command] if command in COMMAND_MODULES else list(COMMAND_MODULES)
+    for name in names:
+        module = importlib.import_module(COMMAND_MODULES[name])
         module.register(subparsers)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run ``flare`` with `argv` (default: `sys.argv`); return the exit status."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser(arguments[0] if arguments else None)
+    args = parser.parse_args(arguments)
     func = cast("Callable[[argparse.Namespace], int] | None", getattr(args, "func", None))
     if func is None:
         parser.print_help(sys.stderr)
