@@ -68,7 +68,7 @@ from flare_runtime.interceptors import (
     chain_server_stream,
     chain_server_unary,
 )
-from flare_runtime.metadata import Metadata
+from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.routing import AuthRequirement, BoundRoute, Cardinality, Route, Router
 from flare_runtime.status import StatusCode
 
@@ -202,14 +202,19 @@ class Dispatcher:
     def _needs_authorize(
         self, context: CallContext, connection_auth: ConnectionAuth | None
     ) -> bool:
-        # Fast path: nothing to do for an open route on an anonymous
-        # connection without per-call credentials.
+        # Fast path, taken by most calls: an open route, no per-call
+        # credentials, and the context already carries the connection's
+        # principal (transports create it so).
         options = context.route.options
         return (
-            (connection_auth is not None and connection_auth is not ANONYMOUS)
-            or options.auth is not AuthRequirement.NONE
+            options.auth is not AuthRequirement.NONE
             or bool(options.scopes)
-            or (self.auth is not None and AUTHORIZATION_KEY in context.metadata)
+            or (
+                self.auth is not None
+                and context.metadata is not EMPTY_METADATA
+                and AUTHORIZATION_KEY in context.metadata
+            )
+            or (connection_auth is not None and context.principal is not connection_auth.principal)
         )
 
     # ----------------------------------------------------------------- calls

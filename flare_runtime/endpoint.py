@@ -123,6 +123,8 @@ class WireEndpoint:
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._flush_scheduled = False
+        self._deadline_added = False
+        self._steady = False  # handshake done: the timer need not follow every input
         self._write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
         self._credit_waiters: dict[int, asyncio.Future[None]] = {}
@@ -141,7 +143,14 @@ class WireEndpoint:
         if events:
             self._handle_events(events)
         self._flush()
-        self._rearm_timer()
+        # Once the handshake is done, the protocol's next deadline only moves
+        # earlier when a call with a deadline starts; otherwise the armed
+        # timer fires first (or early, which is harmless), so most input
+        # re-arms nothing.
+        if self._deadline_added or self._timer is None or not self._steady:
+            self._deadline_added = False
+            self._steady = conn.established
+            self._rearm_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The transport is gone: end every call and release everything."""
@@ -372,6 +381,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         super().__init__(transport, SERVER, server.options.protocol, kind)
         self.server = server
         self.dispatcher: Dispatcher = server.dispatcher
+        self._routes = server.wire_routes(kind)
         self.peer = transport.peer
         self.metadata = metadata
         self.session: Any = None
@@ -475,14 +485,24 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
 
     def _on_call_started(self, event: Any) -> None:
         call_id: int = event.call_id
-        bound = self.dispatcher.router.by_wire_id(event.route_id)
-        if bound is None or self.transport_kind not in bound.route.options.transports:
+        bound = self._routes.get(event.route_id)
+        if bound is None:
             error = self.dispatcher.unknown_route_error(event.route_id)
             self.conn.end_call(call_id, error.code, error.message)
             return
         deadline = event.deadline
-        if deadline is None and bound.route.options.default_timeout is not None:
-            deadline = _monotonic() + bound.route.options.default_timeout
+        if deadline is None:
+            default_timeout = bound.route.options.default_timeout
+            if default_timeout is not None:
+                # The protocol does not know this deadline: enforce it with a
+                # timer of our own (rare: only routes with a default timeout
+                # called without one).
+                deadline = _monotonic() + default_timeout
+                self.loop.call_at(
+                    self.loop.time() + default_timeout, self._default_deadline, call_id
+                )
+        else:
+            self._deadline_added = True
         context = CallContext(
             route=bound.route,
             metadata=Metadata(event.metadata) if event.metadata else EMPTY_METADATA,
@@ -495,7 +515,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         )
         call = _ServerCall(call_id, bound, context)
         self._calls[call_id] = call
-        if bound.route.cardinality.client_streams:
+        cardinality = bound.route.cardinality
+        if cardinality is Cardinality.CLIENT_STREAM or cardinality is Cardinality.BIDI_STREAM:
             call.inbox = _RequestInbox(self, call)
             call.task = self.loop.create_task(self._run_client_streaming(call))
 
@@ -531,6 +552,12 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             call.task = self.loop.create_task(self._run_unary(call, request))
         else:
             call.task = self.loop.create_task(self._run_server_stream(call, request))
+
+    def _default_deadline(self, call_id: int) -> None:
+        call = self._calls.get(call_id)
+        if call is not None and not self._closed:
+            self._fail_call(call, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+            self._flush()
 
     def _on_stream_ended(self, event: Any) -> None:
         call = self._calls.get(event.call_id)
@@ -713,14 +740,15 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             return
         call.headers_sent = True
         headers = call.context.response_headers
-        if headers:
+        if headers is not EMPTY_METADATA and headers:
             self.conn.send_headers(call.call_id, headers)
 
     def _end(self, call: _ServerCall, error: RpcError | None) -> None:
         if self._calls.pop(call.call_id, None) is None:
             return  # cancelled or ended by the protocol already
         conn = self.conn
-        trailers = call.context.trailers
+        # Entries (a tuple) rather than the Metadata: emptiness is then a C-level test.
+        trailers = call.context.trailers.entries()
         try:
             if error is None:
                 conn.end_call(call.call_id, StatusCode.OK, "", b"", trailers)

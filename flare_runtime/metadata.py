@@ -46,6 +46,15 @@ class Metadata(Mapping[str, MetadataValue]):
     def __getitem__(self, key: str) -> MetadataValue:
         return self._index[key.lower()]
 
+    # Mapping's defaults go through __getitem__ and a KeyError; these are on
+    # every call's path (auth checks), so answer from the index directly.
+    def __contains__(self, key: object) -> bool:
+        return isinstance(key, str) and key.lower() in self._index
+
+    def get(self, key: str, default: MetadataValue | None = None) -> MetadataValue | None:  # type: ignore[override]
+        """The last value of `key`, or `default`."""
+        return self._index.get(key.lower(), default)
+
     def __iter__(self) -> Iterator[str]:
         return iter(self._index)
 
