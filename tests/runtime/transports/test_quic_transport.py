@@ -24,10 +24,12 @@ from google.protobuf.wrappers_pb2 import BytesValue, UInt64Value
 import flare_runtime as flare
 from flare_runtime.context import CallContext
 from flare_runtime.endpoint import ServerEndpoint
-from flare_runtime.errors import ConfigurationError, ConnectionClosedError
+from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
+from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.protocol.frames import encode_hello
 from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
 from flare_runtime.server import Server, TLSFiles
+from flare_runtime.status import StatusCode
 from flare_runtime.transports.quic import (
     ALPN,
     OPENING_LENGTH,
@@ -440,3 +442,59 @@ async def test_garbage_on_the_stream_closes_only_that_connection(
         reply = await good.unary_unary(ECHO, BytesValue(value=b"fine"), timeout=TIMEOUT)
         assert reply.value == b"fine"
         assert len(served.endpoints()) == 1
+
+
+async def wait_until(condition: Any, seconds: float = TIMEOUT) -> bool:
+    for _ in range(int(seconds / 0.02)):
+        if condition():
+            return True
+        await asyncio.sleep(0.02)
+    return bool(condition())
+
+
+async def test_idle_timeout_closes_a_silent_connection_on_both_sides(tmp_path: Path) -> None:
+    served = await serve(tmp_path, QuicServerSettings(idle_timeout=0.6))
+    try:
+        silent = ProtocolConfig(keepalive_interval=None)
+        async with served.connect(protocol=silent, idle_timeout=0.6) as channel:
+            await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
+            assert served.endpoints()
+            # Nobody sends anything: QUIC's idle timeout ends it, no packet needed.
+            assert await wait_until(lambda: channel.closed and not served.endpoints())
+            with pytest.raises(RpcError) as caught:
+                await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
+            assert caught.value.code is StatusCode.UNAVAILABLE
+    finally:
+        await served.listener.shutdown(grace=1.0)
+
+
+async def test_flare_keepalive_keeps_an_idle_connection_open(tmp_path: Path) -> None:
+    served = await serve(tmp_path, QuicServerSettings(idle_timeout=0.6))
+    try:
+        pinging = ProtocolConfig(
+            keepalive_interval=0.15, keepalive_timeout=0.3, handshake_timeout=0.3
+        )
+        async with served.connect(protocol=pinging, idle_timeout=0.6) as channel:
+            await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
+            (endpoint,) = served.endpoints()
+            await asyncio.sleep(1.5)  # 2.5 idle timeouts without a call
+            assert not channel.closed
+            reply = await channel.unary_unary(ECHO, BytesValue(value=b"y"), timeout=TIMEOUT)
+            assert reply.value == b"y"
+            assert served.endpoints() == [endpoint]
+    finally:
+        await served.listener.shutdown(grace=1.0)
+
+
+async def test_a_dead_peer_is_dropped_by_the_idle_timeout(tmp_path: Path) -> None:
+    served = await serve(tmp_path, QuicServerSettings(idle_timeout=0.6))
+    try:
+        async with served.connect() as channel:
+            await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
+            assert served.endpoints()
+            # The client's packets stop reaching the server (a dead peer).
+            quic_server: Any = served.listener.quic_server
+            quic_server.datagram_received = lambda data, address: None
+            assert await wait_until(lambda: not served.endpoints())
+    finally:
+        await served.listener.shutdown(grace=1.0)
