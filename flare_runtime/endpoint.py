@@ -125,6 +125,8 @@ class WireEndpoint:
         self._flush_scheduled = False
         self._deadline_added = False
         self._steady = False  # handshake done: the timer need not follow every input
+        interval = config.keepalive_interval
+        self._keepalive_interval = interval if interval is not None else float("inf")
         self._write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
         self._credit_waiters: dict[int, asyncio.Future[None]] = {}
@@ -138,16 +140,23 @@ class WireEndpoint:
     def data_received(self, data: bytes) -> None:
         """Feed bytes from the transport (any chunking)."""
         conn = self.conn
-        conn.receive_data(data, _monotonic())
+        now = _monotonic()
+        conn.receive_data(data, now)
         events = conn.events_received()
         if events:
             self._handle_events(events)
         self._flush()
-        # Once the handshake is done, the protocol's next deadline only moves
-        # earlier when a call with a deadline starts; otherwise the armed
-        # timer fires first (or early, which is harmless), so most input
-        # re-arms nothing.
-        if self._deadline_added or self._timer is None or not self._steady:
+        # Once the handshake is done, the protocol's next deadline moves
+        # earlier only when a call with a deadline starts, or when input
+        # answers a PING (the next keepalive is then `interval` from now,
+        # before the armed PONG deadline); otherwise the armed timer fires
+        # first (or early, which is harmless), so most input re-arms nothing.
+        if (
+            self._deadline_added
+            or self._timer is None
+            or not self._steady
+            or self._timer_when > now + self._keepalive_interval
+        ):
             self._deadline_added = False
             self._steady = conn.established
             self._rearm_timer()
