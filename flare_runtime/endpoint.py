@@ -551,15 +551,17 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if call.task is not None:
             self._fail_call(call, StatusCode.INVALID_ARGUMENT, "more than one request message")
             return
-        self.conn.acknowledge(call.call_id, len(event.data))
         try:
             request = call.bound.route.request_type.FromString(event.data)
         except DecodeError:
             self._fail_call(call, StatusCode.INVALID_ARGUMENT, "request message does not parse")
             return
         if call.bound.route.cardinality is Cardinality.UNARY:
+            # No acknowledgement: the call is short and END_CALL releases the bytes.
             call.task = self.loop.create_task(self._run_unary(call, request))
         else:
+            # A stream may live long: give the request's credit back now.
+            self.conn.acknowledge(call.call_id, len(event.data))
             call.task = self.loop.create_task(self._run_server_stream(call, request))
 
     def _default_deadline(self, call_id: int) -> None:

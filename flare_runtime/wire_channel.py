@@ -140,8 +140,9 @@ class ClientEndpoint(WireEndpoint):
                 if call is None:
                     continue
                 if call.future is not None:
-                    # Unary response: consumed at once, so credit flows back at once.
-                    self.conn.acknowledge(message.call_id, len(message.data))
+                    # The one response of a call that ends with it: no
+                    # acknowledgement, END_CALL releases its bytes (a WINDOW_UPDATE
+                    # for a finished call would be wasted).
                     call.data = message.data
                     call.count += 1
                     continue

@@ -159,3 +159,19 @@ async def test_route_message_size_limit_is_resource_exhausted() -> None:
             assert (await channel.unary_unary(limited, BytesValue())).value == b""
     finally:
         await server.shutdown(grace=UNIT)
+
+
+async def test_permessage_deflate_when_asked_for() -> None:
+    server = Server([(SERVICE, ConformanceService())], options=ServerOptions(compression="deflate"))
+    await server.start(websocket="127.0.0.1:0")
+    try:
+        url = f"ws://127.0.0.1:{server.port('websocket')}"
+        async with connect(url, compression="deflate") as channel:
+            assert isinstance(channel, WireChannel)
+            assert channel.endpoint.transport.protocol.extensions  # type: ignore[attr-defined]
+            big = BytesValue(value=b"flare " * 50_000)
+            assert await channel.unary_unary(Routes.ECHO, big) == big
+        async with connect(url) as plain:  # a client without compression still works
+            assert (await plain.unary_unary(Routes.ECHO, big)) == big
+    finally:
+        await server.shutdown(grace=UNIT)
