@@ -245,12 +245,27 @@ async def measure_inflight(
     tasks = [asyncio.ensure_future(worker(n)) for n in range(inflight)]
     await asyncio.sleep(0.5)
     start_count, started, server_cpu = completed, time.perf_counter(), cpu_seconds(pid)
+    client_cpu, machine = time.process_time(), machine_busy_seconds()
     await asyncio.sleep(duration)
     count, elapsed = completed - start_count, time.perf_counter() - started
     server_used = cpu_seconds(pid) - server_cpu
+    client_used = time.process_time() - client_cpu
+    others = machine_busy_seconds() - machine - server_used - client_used
     stop = True
     await asyncio.gather(*tasks)
-    return {"msgs_per_s": count / elapsed, "server_us_per_msg": 1e6 * server_used / count}
+    return {
+        "msgs_per_s": count / elapsed,
+        "server_us_per_msg": 1e6 * server_used / count,
+        "client_us_per_msg": 1e6 * client_used / count,
+        "other_cpu_pct": max(0.0, 100 * others / elapsed),
+    }
+
+
+def machine_busy_seconds() -> float:
+    """CPU time used by every process on the machine (a noisy neighbour shows here)."""
+    with open("/proc/stat") as f:
+        values = [int(v) for v in f.readline().split()[1:]]
+    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
 
 
 class RawClient:
@@ -296,6 +311,8 @@ async def run_raw(port: int, args: argparse.Namespace, pid: int) -> dict[str, fl
         inflight = await measure_inflight(client.pipelined, 64, args.duration, pid)
         result["inflight_msgs_per_s"] = inflight["msgs_per_s"]
         result["server_us_per_msg"] = inflight["server_us_per_msg"]
+        result["client_us_per_msg"] = inflight["client_us_per_msg"]
+        result["other_cpu_pct"] = inflight["other_cpu_pct"]
     return result
 
 
@@ -319,6 +336,8 @@ async def run_flare(port: int, args: argparse.Namespace, pid: int) -> dict[str, 
         inflight = await measure_inflight(call, 64, args.duration, pid)
         result["inflight_msgs_per_s"] = inflight["msgs_per_s"]
         result["server_us_per_msg"] = inflight["server_us_per_msg"]
+        result["client_us_per_msg"] = inflight["client_us_per_msg"]
+        result["other_cpu_pct"] = inflight["other_cpu_pct"]
     return result
 
 
@@ -424,12 +443,15 @@ def main() -> None:
         ("seq p99 (us)", "p99_us"),
         ("64 in flight (msgs/s)", "inflight_msgs_per_s"),
         ("server CPU (us/msg)", "server_us_per_msg"),
+        ("client CPU (us/msg)", "client_us_per_msg"),
+        ("other processes (% CPU)", "other_cpu_pct"),
         ("server stream (msgs/s)", "stream_msgs_per_s"),
         ("idle RSS per conn (bytes)", "idle_bytes_per_conn"),
     ]
     for label, key in rows:
         if key in raw:
-            print(f"{label:<28}{raw[key]:>12.1f}{flare[key]:>12.1f}{flare[key] / raw[key]:>10.2f}")
+            ratio = f"{flare[key] / raw[key]:>10.2f}" if raw[key] else f"{'-':>10}"
+            print(f"{label:<28}{raw[key]:>12.1f}{flare[key]:>12.1f}{ratio}")
     print(
         f"\ntargets: 64-in-flight >= 0.8x raw: {ratios['inflight_ratio']:.2f}x; "
         f"seq p50 added <= 25 us: {ratios['seq_p50_added_us']:+.1f} us; "
