@@ -66,10 +66,13 @@ except ImportError:  # pragma: no cover -- a build without the C extension
 FORWARDED_HEADER_PREFIX = "x-flare-"
 """Handshake headers with this prefix are part of the connection's opening metadata."""
 
-# The largest WebSocket frame we accept. The Flare layer enforces its own,
-# smaller limits per frame and message; this only bounds one WebSocket frame
-# (the endpoint never sends more than this in one message).
-MAX_WEBSOCKET_FRAME = 16 * 1024 * 1024
+MAX_WEBSOCKET_MESSAGE = 1024 * 1024
+"""The largest WebSocket message (and frame) accepted; larger output is split.
+
+Message boundaries mean nothing to the Flare stream, so a sender splits big
+batches; the bound keeps what websockets buffers for one peer small. The Flare
+layer enforces its own limits (frame, message, metadata size) on the bytes.
+"""
 
 CloseHandler = Callable[[], None]
 
@@ -116,6 +119,11 @@ class _WebSocketAdapter(asyncio.Protocol):
         protocol = self.protocol
         transport = self.transport
         if protocol.state is not State.OPEN or transport is None:
+            return
+        if len(data) > MAX_WEBSOCKET_MESSAGE:
+            view = memoryview(data)
+            for start in range(0, len(data), MAX_WEBSOCKET_MESSAGE):
+                self.write(bytes(view[start : start + MAX_WEBSOCKET_MESSAGE]))
             return
         if protocol.extensions:
             protocol.send_binary(data)
@@ -260,11 +268,33 @@ class ServerAdapter(_WebSocketAdapter):
         endpoint_factory: Callable[[ServerAdapter, Metadata], WireEndpoint],
         *,
         compression: str | None = None,
+        open_timeout: float = 10.0,
     ) -> None:
         super().__init__()
         self._endpoint_factory = endpoint_factory
         extensions = [ServerPerMessageDeflateFactory()] if compression == "deflate" else None
-        self.protocol = ServerProtocol(extensions=extensions, max_size=MAX_WEBSOCKET_FRAME)
+        self.protocol = ServerProtocol(extensions=extensions, max_size=MAX_WEBSOCKET_MESSAGE)
+        self._open_timeout = open_timeout
+        self._open_timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        # A peer that never completes the HTTP upgrade must not hold a socket
+        # forever (the Flare handshake timer starts only after the upgrade).
+        self._open_timer = asyncio.get_running_loop().call_later(
+            self._open_timeout, self._upgrade_timed_out
+        )
+
+    def _upgrade_timed_out(self) -> None:
+        self._open_timer = None
+        if self.endpoint is None and self.transport is not None:
+            self.transport.abort()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
+        super().connection_lost(exc)
 
     def _handshake_event(self, event: Any) -> None:
         if not isinstance(event, Request) or self.transport is None:
@@ -274,6 +304,9 @@ class ServerAdapter(_WebSocketAdapter):
         response = protocol.accept(event)
         protocol.send_response(response)
         self._flush()
+        if self._open_timer is not None:
+            self._open_timer.cancel()
+            self._open_timer = None
         if response.status_code != 101:
             self.transport.close()
             return
@@ -296,7 +329,7 @@ class ClientAdapter(_WebSocketAdapter):
         super().__init__()
         extensions = [ClientPerMessageDeflateFactory()] if compression == "deflate" else None
         self.protocol = ClientProtocol(
-            parse_uri(url), extensions=extensions, max_size=MAX_WEBSOCKET_FRAME
+            parse_uri(url), extensions=extensions, max_size=MAX_WEBSOCKET_MESSAGE
         )
         self._headers = headers
         self._endpoint_factory = endpoint_factory
@@ -341,14 +374,17 @@ async def serve_websocket(
     ssl_context: ssl.SSLContext | None = None,
     compression: str | None = None,
     backlog: int = 1024,
+    open_timeout: float = 10.0,
 ) -> asyncio.Server:
     """Listen on host:port; each accepted connection gets an endpoint from `endpoint_factory`.
 
-    Returns the started `asyncio.Server`; `close()` it to stop accepting.
+    A connection whose HTTP upgrade is not done within `open_timeout` seconds
+    is dropped. Returns the started `asyncio.Server`; `close()` it to stop
+    accepting.
     """
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ServerAdapter(endpoint_factory, compression=compression),
+        lambda: ServerAdapter(endpoint_factory, compression=compression, open_timeout=open_timeout),
         host,
         port,
         ssl=ssl_context,
@@ -438,6 +474,7 @@ class WebSocketListener:
             self._endpoint,
             ssl_context=server_ssl_context(tls) if tls is not None else None,
             compression=options.compression,
+            open_timeout=options.protocol.handshake_timeout,
         )
         self.port = self._listening.sockets[0].getsockname()[1]
 

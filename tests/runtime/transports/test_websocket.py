@@ -175,3 +175,27 @@ async def test_permessage_deflate_when_asked_for() -> None:
             assert (await plain.unary_unary(Routes.ECHO, big)) == big
     finally:
         await server.shutdown(grace=UNIT)
+
+
+async def test_large_messages_span_websocket_messages() -> None:
+    rig = await start_rig("websocket")
+    try:
+        async with rig.connect() as channel:
+            big = BytesValue(value=bytes(range(256)) * 12_000)  # ~3 MiB: split in 1 MiB pieces
+            assert await channel.unary_unary(Routes.ECHO, big) == big
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_a_peer_that_never_upgrades_is_dropped() -> None:
+    options = ServerOptions(protocol=ProtocolConfig(handshake_timeout=0.3))
+    rig = await start_rig("websocket", options)
+    try:
+        port = int(rig.url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET / HTTP/1.1\r\n")  # and then nothing
+        async with asyncio.timeout(10 * UNIT):
+            assert await reader.read() == b""  # the server closed the socket
+        writer.close()
+    finally:
+        await rig.server.shutdown(grace=UNIT)
