@@ -141,13 +141,17 @@ class GrpcServer:
         return names
 
     async def start(self, address: str, *, tls: GrpcTls | None = None) -> int:
-        """Bind `address` (``host:port``; port 0 picks one) and start serving.
+        """Bind `address` (``host:port``, ``:port`` for every interface; port 0
+        picks one) and start serving.
 
-        Returns the bound port. Raises `ConfigurationError` when the address
-        cannot be bound.
+        Returns the bound port. Raises `ConfigurationError` when the address is
+        malformed or cannot be bound. grpcio binds with SO_REUSEPORT, so
+        several worker processes can share one port.
         """
         if self._server is not None:
             raise ConfigurationError("this gRPC server is already started")
+        # Checked here: grpcio silently wraps an out-of-range port (99999 binds 34463).
+        address = grpc_address(address)
         server = grpc.aio.server(options=self._options)
         for service_name, handlers in self._method_handlers().items():
             server.add_generic_rpc_handlers(
@@ -169,6 +173,7 @@ class GrpcServer:
             else:
                 port = server.add_secure_port(address, tls.credentials())
         except RuntimeError as error:
+            await server.stop(None)  # release grpcio's server object now, not in __del__
             raise ConfigurationError(f"cannot bind gRPC server to {address}: {error}") from None
         await server.start()
         self._server = server
@@ -341,7 +346,7 @@ async def start_listener(
     options = grpc_limits(server.options.protocol, server.router)
     grpc_server = GrpcServer(server.dispatcher, options=options)
     credentials = None if tls is None else GrpcTls.from_files(tls.cert_file, tls.key_file)
-    port = await grpc_server.start(grpc_address(address), tls=credentials)
+    port = await grpc_server.start(address, tls=credentials)
     return GrpcListener(grpc_server, port)
 
 

@@ -9,6 +9,7 @@ checked with their own stock stubs.
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator
 from typing import Any, cast
@@ -24,7 +25,7 @@ from grpc_status import rpc_status
 from flare_runtime.auth import TokenAuth
 from flare_runtime.context import CallContext, Principal
 from flare_runtime.dispatch import Dispatcher
-from flare_runtime.errors import RpcError
+from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.protocol.config import ProtocolConfig, Settings
 from flare_runtime.routing import (
     AuthRequirement,
@@ -38,7 +39,7 @@ from flare_runtime.routing import (
 from flare_runtime.server import Server, ServerOptions
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import RecordingInterceptor
-from flare_runtime.transports.grpc_server import GrpcServer
+from flare_runtime.transports.grpc_server import GrpcServer, grpc_address, grpc_limits
 from flare_runtime.transports.grpc_testing import stock_stubs
 
 PROTO_NAME = "flare_grpc_server_probe.proto"
@@ -451,3 +452,40 @@ async def test_server_protocol_limits_apply_on_grpc() -> None:
             assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
     finally:
         await server.shutdown(grace=0)
+
+
+async def test_bind_failure_is_a_configuration_error() -> None:
+    # A listening socket without SO_REUSEPORT keeps grpcio (which sets it) off its port.
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        server = GrpcServer(Dispatcher(Router()))
+        with pytest.raises(ConfigurationError, match="cannot bind"):
+            await server.start(f"127.0.0.1:{holder.getsockname()[1]}")
+        with pytest.raises(ConfigurationError, match="HOST:PORT"):
+            await server.start("127.0.0.1:99999")
+
+
+def test_grpc_address_normalization() -> None:
+    assert grpc_address(":50051") == "0.0.0.0:50051"
+    assert grpc_address("127.0.0.1:0") == "127.0.0.1:0"
+    assert grpc_address("[::1]:7000") == "[::1]:7000"
+    for bad in ("50051", "host:", "host:port", "host:70000"):
+        with pytest.raises(ConfigurationError):
+            grpc_address(bad)
+
+
+def test_grpc_limits_follow_the_protocol_config() -> None:
+    router = Router()
+    router.add_service(ROUTES, Probe())
+    settings = Settings(max_message_size=1024, max_concurrent_calls=7, max_metadata_size=9000)
+    limits = dict(grpc_limits(ProtocolConfig(settings=settings, keepalive_interval=None), router))
+    assert limits == {
+        "grpc.max_receive_message_length": 1024,
+        "grpc.max_concurrent_streams": 7,
+        "grpc.max_metadata_size": 9000,
+    }
+    roomy = dict(grpc_limits(ProtocolConfig(settings=Settings(max_message_size=8)), router))
+    # Raised to the largest route limit (Small: 16 bytes); keepalive on by default.
+    assert roomy["grpc.max_receive_message_length"] == 16
+    assert roomy["grpc.keepalive_time_ms"] > 0
