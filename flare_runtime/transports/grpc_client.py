@@ -100,6 +100,11 @@ def parse_grpc_url(url: str) -> tuple[str, bool]:
     return f"{host}:{port}", secure
 
 
+_FAILED_STATES = frozenset(
+    {grpc.ChannelConnectivity.TRANSIENT_FAILURE, grpc.ChannelConnectivity.SHUTDOWN}
+)
+
+
 class GrpcChannel(Channel):
     """A Flare `Channel` over one `grpc.aio` channel.
 
@@ -149,11 +154,25 @@ class GrpcChannel(Channel):
         return self._channel
 
     async def wait_ready(self, timeout: float | None = None) -> None:
-        """Connect now instead of on the first call; raise `RpcError(UNAVAILABLE)` on timeout."""
+        """Connect now instead of on the first call.
+
+        Raises `RpcError(UNAVAILABLE)` as soon as a connection attempt fails
+        (refused, TLS handshake failed) or when `timeout` seconds pass.
+        grpcio would keep retrying in the background; a caller waiting here
+        wants the first answer.
+        """
+        channel = self._channel
+        failed = RpcError(StatusCode.UNAVAILABLE, f"cannot connect to {self.target}")
         try:
-            await asyncio.wait_for(self._channel.channel_ready(), timeout)
+            async with asyncio.timeout(timeout):
+                state = channel.get_state(try_to_connect=True)
+                while state is not grpc.ChannelConnectivity.READY:
+                    if state in _FAILED_STATES:
+                        raise failed
+                    await channel.wait_for_state_change(state)
+                    state = channel.get_state(try_to_connect=True)
         except TimeoutError:
-            raise RpcError(StatusCode.UNAVAILABLE, f"cannot connect to {self.target}") from None
+            raise failed from None
 
     def _call_arguments(
         self, route: Route[Any, Any], timeout: float | None, metadata: MetadataLike | None
