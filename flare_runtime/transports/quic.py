@@ -163,7 +163,11 @@ class _QuicWireTransport:
     def write(self, data: bytes) -> None:
         gate = self.gate
         if gate is not None and self.link._quic.configuration.is_client:
-            data = gate.feed(data)
+            try:
+                data = gate.feed(data)
+            except RemoteProtocolError:  # over 4 MiB written before the handshake
+                self.link.abort(FLARE_INTERNAL_ERROR, "too much data before the handshake")
+                return
             if not data:
                 return
         link = self.link
@@ -303,7 +307,9 @@ class _ServerConnectionListener(_QuicWireTransport):
         self.peer = f"{address[0]}:{address[1]}"
 
     def link_data_received(self, data: bytes, early: bool) -> None:
-        if self.endpoint is None and not self.link.closed:
+        if self.endpoint is None:
+            if self.link.closed:
+                return
             self._opening += data
             data = self._read_opening()
             if not data:
