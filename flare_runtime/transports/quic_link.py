@@ -167,10 +167,12 @@ class QuicLink(QuicConnectionProtocol):
         """:meta private: aioquic's, with the transmit deferred (see below)."""
         self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
         self._process_events()
-        # aioquic transmits after every datagram; the answer to a request in
-        # it is written two loop iterations later (handler task, then the
-        # endpoint's batched flush). Waiting that long lets the ACK leave in
-        # the same datagram as the response: half the datagrams, measured.
+        # aioquic transmits after every datagram, sending any ACK that is due
+        # in a datagram of its own; the answer to a request in it is written
+        # two loop iterations later (handler task, then the endpoint's batched
+        # flush). Waiting that long lets those ACKs leave with the responses:
+        # 24 % fewer datagrams, 46 % fewer transmit passes and +25-40 % unary
+        # throughput, measured (docs/transports/quic.md, "Figures").
         if not self._transmit_pending:
             self._transmit_pending = True
             self._loop.call_soon(self._deferred_transmit, DEFERRED_TRANSMIT_HOPS)
