@@ -115,12 +115,15 @@ class GrpcServer:
         reflection: bool = True,
         options: Sequence[tuple[str, Any]] = (),
         stream_end_settle: float = 0.002,
+        max_message_bytes: int | None = None,
     ) -> None:
         self.dispatcher = dispatcher
         self._health_enabled = health
         self._reflection_enabled = reflection
         self._options = tuple(options)
         self.stream_end_settle = stream_end_settle
+        self.max_message_bytes = max_message_bytes
+        """Request size limit of routes that set no ``max_message_bytes`` of their own."""
         """Seconds a request stream's end waits for a cancellation to land (see `_parsed`)."""
         self._server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
@@ -213,7 +216,7 @@ class GrpcServer:
         # Requests arrive as bytes (no deserializer): decoding here lets a bad
         # or oversized message fail with a precise status instead of grpcio's
         # generic INTERNAL.
-        parse = _parser(route)
+        parse = _parser(route, self.max_message_bytes)
         cardinality = route.cardinality
         if cardinality is Cardinality.UNARY:
             return grpc.unary_unary_rpc_method_handler(
@@ -343,8 +346,12 @@ async def start_listener(
     ``grpcs`` with that certificate (TLS 1.3 negotiated by BoringSSL). The
     server's protocol limits apply on gRPC too (`grpc_limits`).
     """
-    options = grpc_limits(server.options.protocol, server.router)
-    grpc_server = GrpcServer(server.dispatcher, options=options)
+    protocol = server.options.protocol
+    grpc_server = GrpcServer(
+        server.dispatcher,
+        options=grpc_limits(protocol, server.router),
+        max_message_bytes=protocol.settings.max_message_size,
+    )
     credentials = None if tls is None else GrpcTls.from_files(tls.cert_file, tls.key_file)
     port = await grpc_server.start(address, tls=credentials)
     return GrpcListener(grpc_server, port)
@@ -353,10 +360,11 @@ async def start_listener(
 def grpc_limits(protocol: ProtocolConfig, router: Router) -> list[tuple[str, Any]]:
     """grpcio server arguments giving gRPC the same limits as the Flare wire protocol.
 
-    Largest request message (raised to the largest route ``max_message_bytes``,
-    which each route then enforces), concurrent calls per connection (HTTP/2
-    ``SETTINGS_MAX_CONCURRENT_STREAMS``), metadata size, and keepalive pings
-    that close a connection whose peer stopped answering.
+    Largest request message (raised to the largest route ``max_message_bytes``;
+    the adapter checks each route's own limit, or the protocol's), concurrent
+    calls per connection (HTTP/2 ``SETTINGS_MAX_CONCURRENT_STREAMS``), metadata
+    size, and keepalive pings that close a connection whose peer stopped
+    answering.
     """
     settings = protocol.settings
     largest = max(
@@ -389,10 +397,12 @@ def grpc_address(address: str) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-def _parser(route: Route[Any, Any]) -> _Parse:
+def _parser(route: Route[Any, Any], default_limit: int | None) -> _Parse:
     from_string = route.request_type.FromString
     type_name = route.request_type.DESCRIPTOR.full_name
     limit = route.options.max_message_bytes
+    if limit is None:
+        limit = default_limit
 
     def parse(raw: bytes) -> Message:
         if limit is not None and len(raw) > limit:

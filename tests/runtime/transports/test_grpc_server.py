@@ -489,3 +489,25 @@ def test_grpc_limits_follow_the_protocol_config() -> None:
     # Raised to the largest route limit (Small: 16 bytes); keepalive on by default.
     assert roomy["grpc.max_receive_message_length"] == 16
     assert roomy["grpc.keepalive_time_ms"] > 0
+
+
+async def test_routes_without_a_limit_keep_the_protocol_limit() -> None:
+    """One route allowing big messages must not lift the limit of the others."""
+    big = route(12, "Echo", Cardinality.UNARY)
+    roomy = route(13, "Sum", Cardinality.CLIENT_STREAM, max_message_bytes=8192)
+    service = ServiceRoutes(name=SERVICE, service_id=901, routes=(big, roomy))
+    server = Server(
+        [(service, Probe())],
+        options=ServerOptions(protocol=ProtocolConfig(settings=Settings(max_message_size=1024))),
+    )
+    await server.start(grpc="127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port('grpc')}") as channel:
+            stub: Any = pb2_grpc.ProbeStub(channel)
+            total = await stub.Sum(iter([note("x" * 4000, 1)]))
+            assert total.number == 1
+            with pytest.raises(grpc.aio.AioRpcError) as raised:
+                await stub.Echo(note("x" * 4000))
+            assert raised.value.code() is grpc.StatusCode.RESOURCE_EXHAUSTED
+    finally:
+        await server.shutdown(grace=0)
