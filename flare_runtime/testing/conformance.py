@@ -8,9 +8,10 @@ over real sockets on 127.0.0.1 against `ConformanceService`.
 from __future__ import annotations
 
 import asyncio
+import functools
 import time
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any, TypeVar, cast
 
 import pytest
 from google.protobuf.message import Message
@@ -36,6 +37,21 @@ from flare_runtime.testing.service import (
 CONCURRENT_CALLS = 1000
 UNIT = 1.0
 """Seconds; timeouts are generous multiples of it so a slow CI machine does not flake."""
+
+TEST_TIMEOUT = 90 * UNIT
+"""No conformance test may take longer: a hang becomes a failure, not a stuck suite."""
+
+_Test = TypeVar("_Test", bound=Callable[..., Awaitable[None]])
+
+
+def _bounded(test: _Test) -> _Test:
+    @functools.wraps(test)
+    async def bounded(*args: Any, **kwargs: Any) -> None:
+        async with asyncio.timeout(TEST_TIMEOUT):
+            await test(*args, **kwargs)
+
+    return cast(_Test, bounded)
+
 
 __all__ = [
     "rig",
@@ -72,6 +88,7 @@ async def rig(transport_name: str) -> AsyncIterator[Rig]:
         await started.server.shutdown(grace=UNIT)
 
 
+@_bounded
 async def test_all_cardinalities_1000_concurrent_calls_on_one_connection(rig: Rig) -> None:
     async with rig.connect() as channel:
 
@@ -103,6 +120,7 @@ async def test_all_cardinalities_1000_concurrent_calls_on_one_connection(rig: Ri
             assert echoes == [[b"%d" % n for n in range(i % 3)] for i in range(CONCURRENT_CALLS)]
 
 
+@_bounded
 async def test_every_status_code_round_trips_with_details(rig: Rig) -> None:
     async with rig.connect() as channel:
         for code in StatusCode:
@@ -117,6 +135,7 @@ async def test_every_status_code_round_trips_with_details(rig: Rig) -> None:
             assert caught.value.details == (StringValue(value=f"detail {int(code)}"),)
 
 
+@_bounded
 async def test_streaming_error_after_messages(rig: Rig) -> None:
     async with rig.connect() as channel:
         call = channel.unary_stream(
@@ -128,6 +147,7 @@ async def test_streaming_error_after_messages(rig: Rig) -> None:
         assert caught.value.code is StatusCode.ABORTED
 
 
+@_bounded
 async def test_handler_exception_is_internal_without_leaking(rig: Rig) -> None:
     async with rig.connect() as channel:
         with pytest.raises(RpcError) as caught:
@@ -139,6 +159,7 @@ async def test_handler_exception_is_internal_without_leaking(rig: Rig) -> None:
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"))).value == b"ok"
 
 
+@_bounded
 async def test_unknown_route_is_unimplemented(rig: Rig) -> None:
     unknown = type(Routes.ECHO)(
         path="/flare.testing.v1.ConformanceService/Missing",
@@ -155,6 +176,7 @@ async def test_unknown_route_is_unimplemented(rig: Rig) -> None:
         assert caught.value.code is StatusCode.UNIMPLEMENTED
 
 
+@_bounded
 async def test_deadline_exceeded_on_both_sides(rig: Rig) -> None:
     async with rig.connect() as channel:
         started = time.monotonic()
@@ -169,6 +191,7 @@ async def test_deadline_exceeded_on_both_sides(rig: Rig) -> None:
             await rig.service.cancelled_event.wait()
 
 
+@_bounded
 async def test_client_cancel_cancels_server_handler(rig: Rig) -> None:
     async with rig.connect() as channel:
         task = asyncio.ensure_future(
@@ -194,6 +217,7 @@ async def test_client_cancel_cancels_server_handler(rig: Rig) -> None:
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"x"))).value == b"x"
 
 
+@_bounded
 async def test_server_cancels_call(rig: Rig) -> None:
     """The server side ends a call early: the client sees the status, not a hang."""
     async with rig.connect() as channel:
@@ -204,6 +228,7 @@ async def test_server_cancels_call(rig: Rig) -> None:
         assert caught.value.code is StatusCode.CANCELLED
 
 
+@_bounded
 async def test_metadata_headers_and_trailers(rig: Rig) -> None:
     async with rig.connect() as channel:
         call = channel.unary_stream(
@@ -215,6 +240,7 @@ async def test_metadata_headers_and_trailers(rig: Rig) -> None:
         assert call.trailing_metadata().get("x-trailer-color") == "blue"
 
 
+@_bounded
 async def test_server_interceptors_run_in_order(rig: Rig) -> None:
     async with rig.connect() as channel:
         rig.interceptor_log.clear()
@@ -271,6 +297,7 @@ class _TaggingInterceptor(ClientInterceptor):
             self.log.append(f"{self.name}:out:{echoed!s}")
 
 
+@_bounded
 async def test_client_interceptors_order_and_metadata(rig: Rig) -> None:
     log: list[str] = []
     interceptors = [_TaggingInterceptor("a", log), _TaggingInterceptor("b", log)]
@@ -302,6 +329,7 @@ async def test_client_interceptors_order_and_metadata(rig: Rig) -> None:
     ] * 2 + ["a:stream-in", "b:stream-in", "b:stream-out:0", "a:stream-out:0"]
 
 
+@_bounded
 async def test_auth_missing_token_on_open_and_protected_routes(rig: Rig) -> None:
     async with rig.connect() as channel:
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"o"))).value == b"o"
@@ -310,6 +338,7 @@ async def test_auth_missing_token_on_open_and_protected_routes(rig: Rig) -> None
         assert caught.value.code is StatusCode.UNAUTHENTICATED
 
 
+@_bounded
 async def test_auth_bad_token_is_unauthenticated(rig: Rig) -> None:
     async with rig.connect(token="not-a-jwt") as channel:
         with pytest.raises(RpcError) as caught:
@@ -319,6 +348,7 @@ async def test_auth_bad_token_is_unauthenticated(rig: Rig) -> None:
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"o"))).value == b"o"
 
 
+@_bounded
 async def test_auth_expired_token_is_unauthenticated(rig: Rig) -> None:
     async with rig.connect(token=rig.token(expires_in=-60)) as channel:
         with pytest.raises(RpcError) as caught:
@@ -327,11 +357,13 @@ async def test_auth_expired_token_is_unauthenticated(rig: Rig) -> None:
         assert "expired" in caught.value.message
 
 
+@_bounded
 async def test_auth_valid_token_reaches_handler_as_principal(rig: Rig) -> None:
     async with rig.connect(token=rig.token("bob")) as channel:
         assert (await channel.unary_unary(Routes.WHO_AM_I, StringValue())).value == "bob"
 
 
+@_bounded
 async def test_auth_scopes_permission_denied(rig: Rig) -> None:
     async with rig.connect(token=rig.token("bob")) as channel:
         with pytest.raises(RpcError) as caught:
@@ -341,6 +373,7 @@ async def test_auth_scopes_permission_denied(rig: Rig) -> None:
         assert (await channel.unary_unary(Routes.ADMIN, StringValue())).value == "admin ok"
 
 
+@_bounded
 async def test_auth_per_call_token(rig: Rig) -> None:
     async with rig.connect() as channel:
         metadata = {"authorization": f"Bearer {rig.token('carol')}"}
@@ -348,6 +381,7 @@ async def test_auth_per_call_token(rig: Rig) -> None:
         assert reply.value == "carol"
 
 
+@_bounded
 async def test_push_reaches_client(rig: Rig) -> None:
     if not rig.harness.supports_push:
         pytest.skip(f"{rig.harness.name} has no server push (documented)")
@@ -363,6 +397,7 @@ async def test_push_reaches_client(rig: Rig) -> None:
         assert received == [StringValue(value=f"push {i}") for i in range(3)]
 
 
+@_bounded
 async def test_graceful_shutdown_loses_no_in_flight_call(rig: Rig) -> None:
     channel = await rig.channel()
     try:
@@ -394,6 +429,7 @@ async def test_graceful_shutdown_loses_no_in_flight_call(rig: Rig) -> None:
         await channel.close()
 
 
+@_bounded
 async def test_slow_reader_is_back_pressured(rig: Rig) -> None:
     """A client that stops reading a stream stops the server's handler, not its memory."""
     async with rig.connect() as channel:
