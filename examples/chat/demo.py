@@ -1,21 +1,45 @@
-"""The Flare demo: a chat server on WebSocket and a scripted client session.
+"""The Flare demo: generate the chat schema, serve it on WebSocket, run a client session.
 
-``make demo`` runs ``python -m examples.chat.demo``. It starts the example
-chat server on 127.0.0.1 (a free port), connects two users, and shows each
-kind of call -- unary, server stream, client stream, bidi -- plus a server
-push, printing what happens. It exits 0 within a few seconds.
+``make demo`` runs ``python -m examples.chat.demo``. It compiles
+``schemas/examples/chat/v1/chat.proto`` with Flare's code generator (into a
+temporary directory, then imports that fresh code), starts the example chat
+server on 127.0.0.1 (a free port), connects two users, and shows each kind of
+call -- unary, server stream, client stream, bidi -- plus a server push,
+printing what happens. It exits 0 within a few seconds.
 """
 
 from __future__ import annotations
 
 import asyncio
+import atexit
+import contextlib
+import io
+import shutil
 import sys
+import tempfile
 import time
 from pathlib import Path
 
-GENERATED = Path(__file__).resolve().parents[2] / "generated"
-if str(GENERATED) not in sys.path:
-    sys.path.insert(0, str(GENERATED))
+from flare_codegen.cli import main as flare_cli
+
+ROOT = Path(__file__).resolve().parents[2]
+SCHEMA = "examples/chat/v1/chat.proto"
+
+
+def generate() -> tuple[Path, float]:
+    """Run ``flare gen`` for the chat schema into a temporary directory (put first on sys.path)."""
+    out = Path(tempfile.mkdtemp(prefix="flare-demo-"))
+    atexit.register(shutil.rmtree, out, True)
+    started = time.perf_counter()
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        status = flare_cli(["gen", str(ROOT / "schemas"), "--only", SCHEMA, "-o", str(out)])
+    if status != 0:
+        raise SystemExit(f"flare gen failed with status {status}")
+    sys.path.insert(0, str(out))
+    return out, time.perf_counter() - started
+
+
+GENERATED_INTO, GENERATION_SECONDS = generate()
 
 from examples.chat.v1 import chat_pb2  # noqa: E402
 from examples.chat.v1.chat_flare import PUSH_TYPES, ChatServiceClient  # noqa: E402
@@ -35,6 +59,8 @@ def say(who: str, what: str) -> None:
 
 async def run_demo() -> None:
     started = time.perf_counter()
+    files = sorted(path.name for path in GENERATED_INTO.rglob("*.py*"))
+    print(f"generated {SCHEMA} -> {', '.join(files)} in {GENERATION_SECONDS * 1000:.0f} ms")
     server = make_server()
     await server.start(websocket="127.0.0.1:0")
     url = f"ws://127.0.0.1:{server.port('websocket')}"
