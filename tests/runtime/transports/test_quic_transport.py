@@ -498,3 +498,19 @@ async def test_a_dead_peer_is_dropped_by_the_idle_timeout(tmp_path: Path) -> Non
             assert await wait_until(lambda: not served.endpoints())
     finally:
         await served.listener.shutdown(grace=1.0)
+
+
+async def test_quic_pings_keep_an_idle_connection_open(tmp_path: Path) -> None:
+    served = await serve(tmp_path, QuicServerSettings(idle_timeout=0.6))
+    try:
+        silent = ProtocolConfig(keepalive_interval=None)  # no Flare PINGs: only QUIC's
+        async with served.connect(
+            protocol=silent, idle_timeout=0.6, keepalive_interval=0.15
+        ) as channel:
+            await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
+            await asyncio.sleep(1.5)
+            assert not channel.closed and served.endpoints()
+            reply = await channel.unary_unary(ECHO, BytesValue(value=b"y"), timeout=TIMEOUT)
+            assert reply.value == b"y"
+    finally:
+        await served.listener.shutdown(grace=1.0)
