@@ -12,7 +12,14 @@ import abc
 import importlib
 import ssl
 import urllib.parse
-from collections.abc import AsyncIterable, AsyncIterator, Generator, Iterable, Mapping
+from collections.abc import (
+    AsyncIterable,
+    AsyncIterator,
+    Callable,
+    Generator,
+    Iterable,
+    Mapping,
+)
 from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
@@ -140,6 +147,22 @@ class Channel(abc.ABC):
     @abc.abstractmethod
     async def close(self) -> None:
         """Close the channel; calls still running fail with CANCELLED."""
+
+    def pushes(self) -> AsyncIterator[Message]:
+        """Iterate the messages the server pushes, decoded by push type id.
+
+        Decoding uses the push tables given to `connect`; unknown push types
+        are skipped. Iteration ends when the channel closes. Transports without
+        server push (gRPC) raise `ConfigurationError`.
+        """
+        raise ConfigurationError(f"{type(self).__name__} has no server push")
+
+    def on_push(self, callback: Callable[[Message], None]) -> None:
+        """Call `callback(message)` for every server push (in the event loop; must not block).
+
+        Transports without server push (gRPC) raise `ConfigurationError`.
+        """
+        raise ConfigurationError(f"{type(self).__name__} has no server push")
 
     async def __aenter__(self) -> Channel:
         return self

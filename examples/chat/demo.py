@@ -48,7 +48,6 @@ from google.protobuf import empty_pb2  # noqa: E402
 import flare_runtime as flare  # noqa: E402
 from examples.chat.service import DEMO_KEY, make_server  # noqa: E402
 from flare_runtime.auth import issue_jwt  # noqa: E402
-from flare_runtime.wire_channel import WireChannel  # noqa: E402
 
 SCOPES = ("chat", "chat.write")
 
@@ -101,13 +100,13 @@ async def run_demo() -> None:
         subscription.cancel()
 
         print("\n4. server push: MessagePosted, decoded by push type id")
-        assert isinstance(bob_channel, WireChannel)
-        pushes = bob_channel.pushes()
-        for _ in range(2):
-            push = await anext(pushes)
+        received = 0
+        async for push in bob_channel.pushes():
             assert isinstance(push, chat_pb2.MessagePosted)
             say("bob", f"push:   MessagePosted seq {push.message.seq} {push.message.text!r}")
-        await pushes.aclose()
+            received += 1
+            if received == 2:
+                break
 
         print("\n5. client stream: alice uploads a file in 4 chunks")
         chunks = [
