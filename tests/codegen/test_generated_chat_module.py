@@ -76,7 +76,8 @@ def test_routes_carry_ids_types_and_resolved_options() -> None:
     assert routes.SEND.options.scopes == ("chat.write",)  # the method's own scopes win
     assert routes.SEND.options.default_timeout == 5.0
     assert routes.SUBSCRIBE.options.scopes == ("chat",)  # the service default
-    assert routes.UPLOAD.options.transports == {Transport.WEBSOCKET, Transport.QUIC}
+    assert routes.UPLOAD.options.transports == set(Transport)
+    assert chat_flare.ChatAdminServiceRoutes.PURGE.options.transports == {Transport.GRPC}
     assert routes.UPLOAD.options.max_message_bytes == 1048576
     assert routes.HISTORY.options.deprecated
     assert routes.HISTORY.options.deprecation_note == "use Subscribe with after_seq instead"

@@ -68,7 +68,8 @@ def test_text_table(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["routes", str(SCHEMAS)]) == 0
     out = capsys.readouterr().out
     assert "examples.chat.v1.ChatService (service_id 1, examples/chat/v1/chat.proto)" in out
-    assert "/examples.chat.v1.ChatService/Upload  [websocket,quic]" in out
+    assert "/examples.chat.v1.ChatService/Upload  [websocket,quic,grpc]" in out
+    assert "/examples.chat.v1.ChatAdminService/Purge  [grpc]" in out
 
 
 def test_bad_inputs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

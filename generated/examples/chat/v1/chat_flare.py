@@ -110,7 +110,7 @@ class ChatServiceRoutes:
             auth=AuthRequirement.AUTHENTICATED,
             scopes=("chat",),
             default_timeout=None,
-            transports=frozenset({Transport.WEBSOCKET, Transport.QUIC}),
+            transports=ALL_TRANSPORTS,
             max_message_bytes=1048576,
             deprecated=False,
             deprecation_note="",
