@@ -262,13 +262,19 @@ class WireEndpoint:
                 continue
             if self.conn.available_credit(call_id) > 0:
                 return
-            waiter = self.loop.create_future()
-            self._credit_waiters[call_id] = waiter
-            try:
-                await waiter
-            finally:
-                if self._credit_waiters.get(call_id) is waiter:
-                    del self._credit_waiters[call_id]
+            shared = self._credit_waiters.get(call_id)
+            if shared is not None and not shared.done():
+                # Another sender on the same call waits already: share its
+                # wake-up (shielded, so our cancellation does not cancel theirs).
+                await asyncio.shield(shared)
+            else:
+                waiter = self.loop.create_future()
+                self._credit_waiters[call_id] = waiter
+                try:
+                    await waiter
+                finally:
+                    if self._credit_waiters.get(call_id) is waiter:
+                        del self._credit_waiters[call_id]
             if self.conn.available_credit(call_id) <= 0 and not self.conn.closed:
                 # Woken because the call ended: the caller sees that on send.
                 return
