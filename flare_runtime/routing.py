@@ -214,6 +214,10 @@ class Router:
         """The push type id registered for `message`'s type, if any."""
         return self._push_ids.get(message.DESCRIPTOR.full_name)
 
+    def push_types(self) -> Mapping[int, type[Message]]:
+        """Every registered push type id with its message class."""
+        return self._push_types
+
     def push_type(self, type_id: int) -> type[Message] | None:
         """The message class registered under push type id `type_id`, if any."""
         return self._push_types.get(type_id)

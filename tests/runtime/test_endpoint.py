@@ -1,0 +1,106 @@
+"""The endpoint layer over an in-memory transport: no sockets, only bytes moved."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from flare_runtime.errors import RpcError
+from flare_runtime.protocol.config import ProtocolConfig
+from flare_runtime.server import Server, ServerOptions
+from flare_runtime.status import StatusCode
+from flare_runtime.testing.memory import memory_channel, memory_pair
+from flare_runtime.testing.service import (
+    PUSH_TYPES,
+    SERVICE,
+    BytesValue,
+    ConformanceService,
+    Int64Value,
+    Routes,
+    StringValue,
+)
+from flare_runtime.wire_channel import _ClientCall
+
+
+def _server(**options: object) -> tuple[Server, ConformanceService]:
+    service = ConformanceService()
+    server = Server([(SERVICE, service)], push_tables=[PUSH_TYPES], **options)  # type: ignore[arg-type]
+    return server, service
+
+
+async def test_calls_of_every_shape_over_memory() -> None:
+    server, _ = _server()
+    async with memory_channel(server) as channel:
+        assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
+        stream = channel.unary_stream(Routes.COUNT, Int64Value(value=3))
+        assert [reply.value async for reply in stream] == [0, 1, 2]
+        total = await channel.stream_unary(Routes.SUM, (Int64Value(value=n) for n in range(5)))
+        assert total.value == 10
+        assert len(server.connections) == 1
+    await asyncio.sleep(0)
+    assert not server.connections  # closing the channel closed the server side
+
+
+async def test_pushes_and_on_push_callback() -> None:
+    server, _ = _server()
+    async with memory_channel(server) as channel:
+        seen: list[str] = []
+        channel.on_push(lambda message: seen.append(message.value))  # type: ignore[attr-defined]
+        await channel.unary_unary(Routes.PUSH_ME, Int64Value(value=2))
+        pushes = channel.pushes()
+        first = await anext(pushes)
+        assert first == StringValue(value="push 0")
+        assert seen == ["push 0", "push 1"]
+
+
+async def test_server_deadline_cancels_the_handler_and_answers() -> None:
+    server, service = _server()
+    async with memory_channel(server) as channel:
+        with pytest.raises(RpcError) as caught:
+            await channel.unary_unary(
+                Routes.ECHO, BytesValue(), metadata={"x-sleep": "30"}, timeout=0.05
+            )
+        assert caught.value.code is StatusCode.DEADLINE_EXCEEDED
+        async with asyncio.timeout(5):
+            await service.cancelled_event.wait()
+
+
+async def test_keepalive_closes_a_stalled_peer_with_one_timer() -> None:
+    fast = ProtocolConfig(keepalive_interval=0.05, keepalive_timeout=0.05)
+    server, _ = _server(options=ServerOptions(protocol=fast))
+    channel, endpoint, client_end = memory_pair(
+        server, client_config=ProtocolConfig(keepalive_interval=None)
+    )
+    await channel.unary_unary(Routes.ECHO, BytesValue())
+    timer = endpoint._timer
+    assert timer is not None  # the connection's one timer
+    client_end.pause_reading()  # the client stops answering PINGs
+    async with asyncio.timeout(5):
+        while not endpoint.closed:
+            await asyncio.sleep(0.01)
+    assert not server.connections
+    client_end.resume_reading()
+    await channel.close()
+
+
+async def test_unary_request_that_does_not_parse_is_invalid_argument() -> None:
+    server, _ = _server()
+    channel, _, client_end = memory_pair(server)
+    # Speak the protocol by hand: a unary call whose request bytes are garbage.
+    endpoint = channel.endpoint
+    call_id = endpoint.conn.start_call(
+        Routes.ECHO.wire_id, (), message=b"\xff\xff\xff", end_stream=True
+    )
+    call = _ClientCall(call_id, None)
+    call.future = asyncio.get_running_loop().create_future()
+    endpoint.calls[call_id] = call
+    endpoint._flush()
+    with pytest.raises(RpcError) as caught:
+        async with asyncio.timeout(5):
+            await call.future
+    assert caught.value.code is StatusCode.INVALID_ARGUMENT
+    assert client_end.written > 0
+    # The connection is still usable.
+    assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"))).value == b"ok"
+    await channel.close()
