@@ -269,9 +269,11 @@ class ServerAdapter(_WebSocketAdapter):
         *,
         compression: str | None = None,
         open_timeout: float = 10.0,
+        write_buffer: int | None = None,
     ) -> None:
         super().__init__()
         self._endpoint_factory = endpoint_factory
+        self._write_buffer = write_buffer
         extensions = [ServerPerMessageDeflateFactory()] if compression == "deflate" else None
         self.protocol = ServerProtocol(extensions=extensions, max_size=MAX_WEBSOCKET_MESSAGE)
         self._open_timeout = open_timeout
@@ -279,6 +281,10 @@ class ServerAdapter(_WebSocketAdapter):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
+        if self._write_buffer is not None:
+            # Above this, pause_writing() makes every sender on the connection
+            # wait (ServerOptions.max_write_buffer).
+            self.transport.set_write_buffer_limits(high=self._write_buffer)  # type: ignore[union-attr]
         # A peer that never completes the HTTP upgrade must not hold a socket
         # forever (the Flare handshake timer starts only after the upgrade).
         self._open_timer = asyncio.get_running_loop().call_later(
@@ -375,6 +381,7 @@ async def serve_websocket(
     compression: str | None = None,
     backlog: int = 1024,
     open_timeout: float = 10.0,
+    write_buffer: int | None = None,
 ) -> asyncio.Server:
     """Listen on host:port; each accepted connection gets an endpoint from `endpoint_factory`.
 
@@ -384,7 +391,12 @@ async def serve_websocket(
     """
     loop = asyncio.get_running_loop()
     return await loop.create_server(
-        lambda: ServerAdapter(endpoint_factory, compression=compression, open_timeout=open_timeout),
+        lambda: ServerAdapter(
+            endpoint_factory,
+            compression=compression,
+            open_timeout=open_timeout,
+            write_buffer=write_buffer,
+        ),
         host,
         port,
         ssl=ssl_context,
@@ -475,6 +487,7 @@ class WebSocketListener:
             ssl_context=server_ssl_context(tls) if tls is not None else None,
             compression=options.compression,
             open_timeout=options.protocol.handshake_timeout,
+            write_buffer=options.max_write_buffer,
         )
         self.port = self._listening.sockets[0].getsockname()[1]
 

@@ -14,7 +14,7 @@ from websockets.exceptions import ConnectionClosed
 
 from flare_runtime import connect
 from flare_runtime.errors import ConnectionClosedError, RpcError
-from flare_runtime.protocol.config import ProtocolConfig
+from flare_runtime.protocol.config import ProtocolConfig, Settings
 from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
@@ -22,6 +22,7 @@ from flare_runtime.testing.service import (
     SERVICE,
     BytesValue,
     ConformanceService,
+    Int64Value,
     Routes,
     StringValue,
 )
@@ -197,5 +198,29 @@ async def test_a_peer_that_never_upgrades_is_dropped() -> None:
         async with asyncio.timeout(10 * UNIT):
             assert await reader.read() == b""  # the server closed the socket
         writer.close()
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_a_client_that_stops_reading_the_socket_blocks_the_sender() -> None:
+    """Past flow control (a huge window), the socket's own backpressure bounds the server."""
+    options = ServerOptions(max_write_buffer=256 * 1024)
+    rig = await start_rig("websocket", options)
+    try:
+        wide_open = ProtocolConfig(settings=Settings(initial_window_size=1 << 30))
+        channel = await rig.channel(protocol=wide_open)
+        assert isinstance(channel, WireChannel)
+        call = channel.unary_stream(Routes.FLOOD, Int64Value(value=100_000))  # 6.4 GB
+        async for _ in call:
+            break
+        channel.endpoint.transport.pause_reading()
+        await asyncio.sleep(1.0 * UNIT)
+        stalled_at = rig.service.flood_sent
+        await asyncio.sleep(0.5 * UNIT)
+        assert rig.service.flood_sent == stalled_at  # the handler is blocked, not buffering
+        assert stalled_at < 1000  # < 64 MB: socket buffers and the write buffer, no more
+        channel.endpoint.transport.resume_reading()
+        call.cancel()
+        await channel.close()
     finally:
         await rig.server.shutdown(grace=UNIT)
