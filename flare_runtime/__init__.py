@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from flare_runtime.auth import AuthPlugin, JWTAuth, TokenAuth
 from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall, connect
+from flare_runtime.connection import ServerConnection
 from flare_runtime.context import CallContext, Principal
 from flare_runtime.errors import (
     ConfigurationError,
@@ -47,6 +48,7 @@ __all__ = [
     "Router",
     "RpcError",
     "Server",
+    "ServerConnection",
     "ServerInterceptor",
     "ServerOptions",
     "ServerStreamCall",
