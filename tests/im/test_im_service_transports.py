@@ -132,7 +132,7 @@ async def test_quic_devices_get_pushes(server: Server) -> None:
             received.append(message)
             arrived.set()
 
-    alice_channel.on_push(on_push)  # type: ignore[attr-defined]
+    alice_channel.on_push(on_push)
     alice, bob = ImServiceClient(alice_channel), ImServiceClient(bob_channel)
     try:
         await alice.login(im_pb2.LoginRequest(device_id="laptop"), timeout=TIMEOUT)
