@@ -25,8 +25,9 @@ The base classes pass calls through unchanged; override only what you need.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, TypeAlias
+from typing import Any, TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 
@@ -126,72 +127,99 @@ def chain_server_unary(
     interceptors: Sequence[ServerInterceptor], terminal: UnaryCallNext
 ) -> UnaryCallNext:
     """Compose `interceptors` around `terminal`; the first interceptor runs first."""
-    call_next = terminal
-    for interceptor in reversed(interceptors):
-        call_next = _bind_unary(interceptor, call_next)
-    return call_next
+    return _compose(interceptors, terminal, _bind_unary)
 
 
 def chain_server_stream(
     interceptors: Sequence[ServerInterceptor], terminal: StreamCallNext
 ) -> StreamCallNext:
     """Compose `interceptors` around `terminal`; the first interceptor runs first."""
-    call_next = terminal
-    for interceptor in reversed(interceptors):
-        call_next = _bind_stream(interceptor, call_next)
-    return call_next
+    return _compose(interceptors, terminal, _bind_stream)
 
 
 def chain_client_unary(
     interceptors: Sequence[ClientInterceptor], terminal: ClientUnaryCallNext
 ) -> ClientUnaryCallNext:
     """Compose client `interceptors` around `terminal`; the first runs first."""
-    call_next = terminal
-    for interceptor in reversed(interceptors):
-        call_next = _bind_client_unary(interceptor, call_next)
-    return call_next
+    return _compose(interceptors, terminal, _bind_client_unary)
 
 
 def chain_client_stream(
     interceptors: Sequence[ClientInterceptor], terminal: ClientStreamCallNext
 ) -> ClientStreamCallNext:
     """Compose client `interceptors` around `terminal`; the first runs first."""
+    return _compose(interceptors, terminal, _bind_client_stream)
+
+
+_Interceptor = TypeVar("_Interceptor")
+_Next = TypeVar("_Next")
+
+
+def _compose(
+    interceptors: Sequence[_Interceptor],
+    terminal: _Next,
+    bind: Callable[[_Interceptor, _Next], _Next],
+) -> _Next:
     call_next = terminal
     for interceptor in reversed(interceptors):
-        call_next = _bind_client_stream(interceptor, call_next)
+        call_next = bind(interceptor, call_next)
     return call_next
 
 
-# The binders exist so each closure captures its own (interceptor, next) pair.
+# The binders give each closure its own (interceptor, next) pair.
 
 
 def _bind_unary(interceptor: ServerInterceptor, call_next: UnaryCallNext) -> UnaryCallNext:
-    def bound(request: Message, context: CallContext) -> Awaitable[Message]:
-        return interceptor.intercept_unary(request, context, call_next)
-
-    return bound
+    return functools.partial(_call_unary, interceptor, call_next)
 
 
 def _bind_stream(interceptor: ServerInterceptor, call_next: StreamCallNext) -> StreamCallNext:
-    def bound(requests: AsyncIterator[Message], context: CallContext) -> AsyncIterator[Message]:
-        return interceptor.intercept_stream(requests, context, call_next)
-
-    return bound
+    return functools.partial(_call_stream, interceptor, call_next)
 
 
 def _bind_client_unary(
     interceptor: ClientInterceptor, call_next: ClientUnaryCallNext
 ) -> ClientUnaryCallNext:
-    def bound(request: Message, info: ClientCallInfo) -> Awaitable[Message]:
-        return interceptor.intercept_unary(request, info, call_next)
-
-    return bound
+    return functools.partial(_call_client_unary, interceptor, call_next)
 
 
 def _bind_client_stream(
     interceptor: ClientInterceptor, call_next: ClientStreamCallNext
 ) -> ClientStreamCallNext:
-    def bound(requests: AsyncIterator[Message], info: ClientCallInfo) -> AsyncIterator[Message]:
-        return interceptor.intercept_stream(requests, info, call_next)
+    return functools.partial(_call_client_stream, interceptor, call_next)
 
-    return bound
+
+def _call_unary(
+    interceptor: ServerInterceptor,
+    call_next: UnaryCallNext,
+    request: Message,
+    context: CallContext,
+) -> Awaitable[Message]:
+    return interceptor.intercept_unary(request, context, call_next)
+
+
+def _call_stream(
+    interceptor: ServerInterceptor,
+    call_next: StreamCallNext,
+    requests: AsyncIterator[Message],
+    context: CallContext,
+) -> AsyncIterator[Message]:
+    return interceptor.intercept_stream(requests, context, call_next)
+
+
+def _call_client_unary(
+    interceptor: ClientInterceptor,
+    call_next: ClientUnaryCallNext,
+    request: Message,
+    info: ClientCallInfo,
+) -> Awaitable[Message]:
+    return interceptor.intercept_unary(request, info, call_next)
+
+
+def _call_client_stream(
+    interceptor: ClientInterceptor,
+    call_next: ClientStreamCallNext,
+    requests: AsyncIterator[Message],
+    info: ClientCallInfo,
+) -> AsyncIterator[Message]:
+    return interceptor.intercept_stream(requests, info, call_next)
