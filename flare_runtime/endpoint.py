@@ -531,9 +531,16 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 )
         else:
             self._deadline_added = True
+        metadata = EMPTY_METADATA
+        if event.metadata:
+            try:
+                metadata = Metadata(event.metadata)
+            except ValueError as exc:  # a key the wire allows but metadata does not
+                self.conn.end_call(call_id, StatusCode.INVALID_ARGUMENT, str(exc))
+                return
         context = CallContext(
             route=bound.route,
-            metadata=Metadata(event.metadata) if event.metadata else EMPTY_METADATA,
+            metadata=metadata,
             deadline=deadline,
             peer=self.peer,
             transport=self.transport_kind,

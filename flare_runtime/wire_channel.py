@@ -157,7 +157,7 @@ class ClientEndpoint(WireEndpoint):
                 headers = cast(HeadersReceived, event)
                 call = calls.get(headers.call_id)
                 if call is not None:
-                    call.headers = Metadata(headers.metadata)
+                    call.headers = _metadata(headers.metadata)
                     if call.info is not None:
                         call.info.response_headers = call.headers
                     call.wake()
@@ -178,7 +178,7 @@ class ClientEndpoint(WireEndpoint):
     def _end_call(self, call: _ClientCall, ended: CallEnded) -> None:
         call.ended = True
         if ended.trailers:
-            call.trailers = Metadata(ended.trailers)
+            call.trailers = _metadata(ended.trailers)
             if call.info is not None:
                 call.info.trailers = call.trailers
         if ended.status:  # not OK
@@ -654,6 +654,19 @@ class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, Res
         except Exception:
             self.cancel()
             raise
+
+
+def _metadata(pairs: tuple[tuple[str, Any], ...]) -> Metadata:
+    """Response metadata from the wire; entries with keys metadata forbids are dropped."""
+    try:
+        return Metadata(pairs)
+    except ValueError:
+        valid = []
+        for pair in pairs:
+            with contextlib.suppress(ValueError):
+                Metadata((pair,))
+                valid.append(pair)
+        return Metadata(valid)
 
 
 def _check_request(route: Route[Any, Any], request: object) -> None:

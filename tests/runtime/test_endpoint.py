@@ -104,3 +104,22 @@ async def test_unary_request_that_does_not_parse_is_invalid_argument() -> None:
     # The connection is still usable.
     assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"))).value == b"ok"
     await channel.close()
+
+
+async def test_metadata_key_the_wire_allows_but_metadata_forbids() -> None:
+    server, _ = _server()
+    channel, _, _ = memory_pair(server)
+    endpoint = channel.endpoint
+    call_id = endpoint.conn.start_call(
+        Routes.ECHO.wire_id, (("bad key", "x"),), message=b"", end_stream=True
+    )
+    call = _ClientCall(call_id, None)
+    call.future = asyncio.get_running_loop().create_future()
+    endpoint.calls[call_id] = call
+    endpoint._flush()
+    with pytest.raises(RpcError) as caught:
+        async with asyncio.timeout(5):
+            await call.future
+    assert caught.value.code is StatusCode.INVALID_ARGUMENT
+    assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"))).value == b"ok"
+    await channel.close()
