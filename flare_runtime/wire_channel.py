@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import time
 from collections.abc import (
     AsyncGenerator,
@@ -62,6 +63,7 @@ RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
 
 _monotonic = time.monotonic
+logger = logging.getLogger("flare_runtime.client")
 
 PushCallback = Callable[[Message], None]
 
@@ -218,7 +220,10 @@ class ClientEndpoint(WireEndpoint):
         except DecodeError:
             return
         for callback in self.push_callbacks:
-            callback(message)
+            try:
+                callback(message)
+            except Exception:  # the application's bug must not break the connection
+                logger.exception("push callback %r failed", callback)
         self.pushes.append(message)
         self._wake_push()
         if len(self.pushes) >= self.max_pending_pushes and not self.reading_paused:
