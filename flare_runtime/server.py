@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import importlib
+import logging
 import signal
 import sys
 from collections.abc import Callable, Iterable, Sequence
@@ -46,6 +47,8 @@ from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, 
 
 if TYPE_CHECKING:
     from flare_runtime.connection import ServerConnection
+
+logger = logging.getLogger("flare_runtime.server")
 
 LISTENER_MODULES: dict[str, str] = {
     "websocket": "flare_runtime.transports.websocket",
@@ -278,13 +281,19 @@ class Server:
         """Listeners call this when a WebSocket/QUIC connection is open."""
         self.connections.add(connection)
         if self.on_connect is not None:
-            self.on_connect(connection)
+            try:
+                self.on_connect(connection)
+            except Exception:  # the application's bug must not break the listener
+                logger.exception("on_connect hook failed")
 
     def connection_closed(self, connection: ServerConnection) -> None:
         """Listeners call this once when a WebSocket/QUIC connection has closed."""
         self.connections.discard(connection)
         if self.on_disconnect is not None:
-            self.on_disconnect(connection)
+            try:
+                self.on_disconnect(connection)
+            except Exception:
+                logger.exception("on_disconnect hook failed")
 
 
 def _service_routes_of(implementation: object) -> list[tuple[ServiceRoutes, list[PushTable]]]:
