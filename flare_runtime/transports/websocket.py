@@ -50,7 +50,8 @@ from flare_runtime.client import ConnectOptions
 from flare_runtime.endpoint import ServerEndpoint, WireEndpoint
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError
 from flare_runtime.metadata import Metadata, MetadataValue
-from flare_runtime.protocol.config import ProtocolConfig
+from flare_runtime.protocol.config import ProtocolConfig, Settings
+from flare_runtime.protocol.frames import HEADER_SIZE
 from flare_runtime.routing import Transport
 from flare_runtime.server import TLSFiles, parse_address
 from flare_runtime.wire_channel import ClientEndpoint, WireChannel
@@ -67,12 +68,21 @@ FORWARDED_HEADER_PREFIX = "x-flare-"
 """Handshake headers with this prefix are part of the connection's opening metadata."""
 
 MAX_WEBSOCKET_MESSAGE = 1024 * 1024
-"""The largest WebSocket message (and frame) accepted; larger output is split.
+"""Output is cut into WebSocket messages of at most this size, at Flare frame
+boundaries (docs/wire-format.md: a message holds whole frames); a single frame
+larger than this travels alone.
 
-Message boundaries mean nothing to the Flare stream, so a sender splits big
-batches; the bound keeps what websockets buffers for one peer small. The Flare
-layer enforces its own limits (frame, message, metadata size) on the bytes.
+What a peer accepts per WebSocket message is `message_limit(settings)`: its
+largest Flare frame, so websockets never buffers more for one peer than the
+Flare protocol itself would.
 """
+
+
+def message_limit(settings: Settings) -> int:
+    """The largest WebSocket message to accept from a peer bound by `settings`."""
+    largest_frame = max(settings.max_message_size, settings.max_frame_size) + HEADER_SIZE
+    return max(MAX_WEBSOCKET_MESSAGE, largest_frame)
+
 
 CloseHandler = Callable[[], None]
 
@@ -115,16 +125,25 @@ class _WebSocketAdapter(asyncio.Protocol):
     # -------------------------------------------------------------- WireTransport
 
     def write(self, data: bytes) -> None:
-        """Send `data` (a batch of Flare frames) as one binary message."""
+        """Send `data` (whole Flare frames) as one binary message.
+
+        A batch over `MAX_WEBSOCKET_MESSAGE` is cut at frame boundaries into
+        several messages.
+        """
         protocol = self.protocol
         transport = self.transport
         if protocol.state is not State.OPEN or transport is None:
             return
         if len(data) > MAX_WEBSOCKET_MESSAGE:
-            view = memoryview(data)
-            for start in range(0, len(data), MAX_WEBSOCKET_MESSAGE):
-                self.write(bytes(view[start : start + MAX_WEBSOCKET_MESSAGE]))
+            for piece in _split_at_frames(data):
+                self._write_message(piece)
             return
+        self._write_message(data)
+
+    def _write_message(self, data: bytes) -> None:
+        protocol = self.protocol
+        transport = self.transport
+        assert transport is not None
         if protocol.extensions:
             protocol.send_binary(data)
             transport.writelines(protocol.data_to_send())
@@ -260,6 +279,30 @@ _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
 
 
+def _split_at_frames(data: bytes) -> list[bytes]:
+    """Cut a batch of whole Flare frames into pieces of at most MAX_WEBSOCKET_MESSAGE bytes.
+
+    Cuts fall between frames only (a frame larger than the cap is a piece of
+    its own). Each frame starts with its payload length (u32, §2).
+    """
+    pieces: list[bytes] = []
+    view = memoryview(data)
+    start = position = 0
+    end = len(data)
+    while position < end:
+        (length,) = _FRAME_LENGTH.unpack_from(data, position)
+        frame_end = position + HEADER_SIZE + length
+        if frame_end - start > MAX_WEBSOCKET_MESSAGE and position > start:
+            pieces.append(bytes(view[start:position]))
+            start = position
+        position = frame_end
+    pieces.append(bytes(view[start:end]))
+    return pieces
+
+
+_FRAME_LENGTH = struct.Struct(">I")
+
+
 class ServerAdapter(_WebSocketAdapter):
     """One accepted WebSocket connection on the server."""
 
@@ -270,12 +313,13 @@ class ServerAdapter(_WebSocketAdapter):
         compression: str | None = None,
         open_timeout: float = 10.0,
         write_buffer: int | None = None,
+        max_message: int = MAX_WEBSOCKET_MESSAGE,
     ) -> None:
         super().__init__()
         self._endpoint_factory = endpoint_factory
         self._write_buffer = write_buffer
         extensions = [ServerPerMessageDeflateFactory()] if compression == "deflate" else None
-        self.protocol = ServerProtocol(extensions=extensions, max_size=MAX_WEBSOCKET_MESSAGE)
+        self.protocol = ServerProtocol(extensions=extensions, max_size=max_message)
         self._open_timeout = open_timeout
         self._open_timer: asyncio.TimerHandle | None = None
 
@@ -331,12 +375,11 @@ class ClientAdapter(_WebSocketAdapter):
         *,
         headers: list[tuple[str, str]],
         compression: str | None = None,
+        max_message: int = MAX_WEBSOCKET_MESSAGE,
     ) -> None:
         super().__init__()
         extensions = [ClientPerMessageDeflateFactory()] if compression == "deflate" else None
-        self.protocol = ClientProtocol(
-            parse_uri(url), extensions=extensions, max_size=MAX_WEBSOCKET_MESSAGE
-        )
+        self.protocol = ClientProtocol(parse_uri(url), extensions=extensions, max_size=max_message)
         self._headers = headers
         self._endpoint_factory = endpoint_factory
         self.opened: asyncio.Future[WireEndpoint] = asyncio.get_running_loop().create_future()
@@ -382,6 +425,7 @@ async def serve_websocket(
     backlog: int = 1024,
     open_timeout: float = 10.0,
     write_buffer: int | None = None,
+    max_message: int = MAX_WEBSOCKET_MESSAGE,
 ) -> asyncio.Server:
     """Listen on host:port; each accepted connection gets an endpoint from `endpoint_factory`.
 
@@ -396,6 +440,7 @@ async def serve_websocket(
             compression=compression,
             open_timeout=open_timeout,
             write_buffer=write_buffer,
+            max_message=max_message,
         ),
         host,
         port,
@@ -412,6 +457,7 @@ async def open_websocket(
     ssl_context: ssl.SSLContext | None = None,
     compression: str | None = None,
     open_timeout: float = 10.0,
+    max_message: int = MAX_WEBSOCKET_MESSAGE,
 ) -> WireEndpoint:
     """Connect to a ``ws://`` or ``wss://`` URL; return the endpoint once the upgrade is done.
 
@@ -429,7 +475,9 @@ async def open_websocket(
 
     def factory() -> ClientAdapter:
         nonlocal adapter
-        adapter = ClientAdapter(url, endpoint_factory, headers=headers, compression=compression)
+        adapter = ClientAdapter(
+            url, endpoint_factory, headers=headers, compression=compression, max_message=max_message
+        )
         return adapter
 
     try:
@@ -488,6 +536,7 @@ class WebSocketListener:
             compression=options.compression,
             open_timeout=options.protocol.handshake_timeout,
             write_buffer=options.max_write_buffer,
+            max_message=message_limit(options.protocol.settings),
         )
         self.port = self._listening.sockets[0].getsockname()[1]
 
@@ -541,6 +590,7 @@ async def open_channel(url: str, options: ConnectOptions) -> WireChannel:
         ssl_context=options.ssl_context,
         compression=options.compression,
         open_timeout=options.open_timeout,
+        max_message=message_limit(config.settings),
     )
     assert isinstance(endpoint, ClientEndpoint)
     return WireChannel(endpoint, interceptors=options.interceptors)
