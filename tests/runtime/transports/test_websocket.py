@@ -239,3 +239,28 @@ def test_output_is_cut_between_frames() -> None:
         if piece != huge:
             assert len(piece) <= MAX_WEBSOCKET_MESSAGE
             assert len(piece) % len(small[0]) == 0  # whole frames only
+
+
+async def test_server_closing_a_connection_ends_its_calls_with_the_reason() -> None:
+    rig = await start_rig("websocket")
+    try:
+        async with rig.connect() as channel:
+            call = channel.stream_stream(Routes.BIDI_ECHO)
+            await call.send(BytesValue(value=b"1"))
+            async for _ in call:
+                break
+            (connection,) = rig.server.connections
+            connection.close("kicked: logged in elsewhere")
+            with pytest.raises(RpcError) as caught:
+                async with asyncio.timeout(10 * UNIT):
+                    async for _ in call:
+                        pass
+            assert caught.value.code is StatusCode.UNAVAILABLE
+            assert "kicked: logged in elsewhere" in caught.value.message
+            async with asyncio.timeout(10 * UNIT):
+                await rig.service.cancelled_event.wait()  # the handler was cancelled
+            with pytest.raises(RpcError) as caught:
+                await channel.unary_unary(Routes.ECHO, BytesValue())
+            assert caught.value.code is StatusCode.UNAVAILABLE
+    finally:
+        await rig.server.shutdown(grace=UNIT)
