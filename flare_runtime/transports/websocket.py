@@ -116,6 +116,7 @@ class _WebSocketAdapter(asyncio.Protocol):
 
     _masking = False
     """Clients mask every frame they send (RFC 6455 §5.3)."""
+    _max_message = MAX_WEBSOCKET_MESSAGE
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -204,6 +205,20 @@ class _WebSocketAdapter(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         protocol = self.protocol
+        if (
+            self.endpoint is not None
+            and not protocol.reader.buffer
+            and protocol.current_size is None
+            and protocol.state is State.OPEN
+            and not protocol.extensions
+        ):
+            # Fast path: complete, final, binary frames with nothing pending
+            # in websockets' parser are read here (RFC 6455 §5.2); anything
+            # else -- control frames, fragments, a partial frame, errors --
+            # goes through websockets from the first such byte on.
+            data = self._read_binary_frames(data)
+            if not data:
+                return
         protocol.receive_data(data)
         events = protocol.events_received()
         self._flush()
@@ -214,6 +229,44 @@ class _WebSocketAdapter(asyncio.Protocol):
                 self._handshake_event(event)
         if protocol.close_expected() and self.transport is not None:
             self.transport.close()
+
+    def _read_binary_frames(self, data: bytes) -> bytes:
+        """Hand whole FIN+BINARY frames at the start of `data` to the endpoint; return the rest."""
+        endpoint = self.endpoint
+        assert endpoint is not None
+        masked = not self._masking  # we receive masked frames iff we are the server
+        end = len(data)
+        position = 0
+        while end - position >= 2 and data[position] == 0x82:
+            second = data[position + 1]
+            if bool(second & 0x80) is not masked:
+                break  # a masking error: websockets reports it
+            length = second & 0x7F
+            header = 2
+            if length == 126:
+                if end - position < 4:
+                    break
+                (length,) = _U16.unpack_from(data, position + 2)
+                header = 4
+            elif length == 127:
+                if end - position < 10:
+                    break
+                (length,) = _U64.unpack_from(data, position + 2)
+                header = 10
+            if length > self._max_message:
+                break  # websockets closes with 1009
+            start = position + header + (4 if masked else 0)
+            stop = start + length
+            if stop > end:
+                break  # a partial frame: websockets buffers it
+            payload = data[start:stop]
+            if masked:
+                payload = apply_mask(payload, data[start - 4 : start])
+            endpoint.data_received(payload)
+            position = stop
+            if self.endpoint is None or self.protocol.state is not State.OPEN:
+                break
+        return data[position:] if position else data
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
@@ -301,6 +354,8 @@ def _split_at_frames(data: bytes) -> list[bytes]:
 
 
 _FRAME_LENGTH = struct.Struct(">I")
+_U16 = struct.Struct("!H")
+_U64 = struct.Struct("!Q")
 
 
 class ServerAdapter(_WebSocketAdapter):
@@ -318,6 +373,7 @@ class ServerAdapter(_WebSocketAdapter):
         super().__init__()
         self._endpoint_factory = endpoint_factory
         self._write_buffer = write_buffer
+        self._max_message = max_message
         extensions = [ServerPerMessageDeflateFactory()] if compression == "deflate" else None
         self.protocol = ServerProtocol(extensions=extensions, max_size=max_message)
         self._open_timeout = open_timeout
@@ -378,6 +434,7 @@ class ClientAdapter(_WebSocketAdapter):
         max_message: int = MAX_WEBSOCKET_MESSAGE,
     ) -> None:
         super().__init__()
+        self._max_message = max_message
         extensions = [ClientPerMessageDeflateFactory()] if compression == "deflate" else None
         self.protocol = ClientProtocol(parse_uri(url), extensions=extensions, max_size=max_message)
         self._headers = headers

@@ -14,7 +14,9 @@ from websockets.exceptions import ConnectionClosed
 
 from flare_runtime import connect
 from flare_runtime.errors import ConnectionClosedError, RpcError
-from flare_runtime.protocol.config import ProtocolConfig, Settings
+from flare_runtime.protocol.config import CLIENT, ProtocolConfig, Settings
+from flare_runtime.protocol.connection import Connection
+from flare_runtime.protocol.events import CallEnded
 from flare_runtime.protocol.frames import encode_message
 from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.status import StatusCode
@@ -262,5 +264,32 @@ async def test_server_closing_a_connection_ends_its_calls_with_the_reason() -> N
             with pytest.raises(RpcError) as caught:
                 await channel.unary_unary(Routes.ECHO, BytesValue())
             assert caught.value.code is StatusCode.UNAVAILABLE
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_any_websocket_framing_of_the_stream_is_accepted() -> None:
+    """Fragmented messages, pings between frames, frames split across TCP writes."""
+    rig = await start_rig("websocket")
+    try:
+        client = Connection(CLIENT, ProtocolConfig(keepalive_interval=None))
+        request = BytesValue(value=b"frag").SerializeToString()
+        for _ in range(3):
+            client.start_call(Routes.ECHO.wire_id, (), message=request, end_stream=True)
+        stream = client.data_to_send()
+        async with raw_connect(rig.url, compression=None) as ws:
+            # One WebSocket message in three fragments, a ping in between.
+            third = len(stream) // 3
+            await ws.send([stream[:third], stream[third : 2 * third], stream[2 * third :]])
+            pong = await ws.ping()
+            async with asyncio.timeout(10 * UNIT):
+                await pong
+                replies = 0
+                while replies < 3:
+                    client.receive_data(await ws.recv(), 0.0)  # type: ignore[arg-type]
+                    replies += sum(
+                        isinstance(event, CallEnded) and event.status is StatusCode.OK
+                        for event in client.events_received()
+                    )
     finally:
         await rig.server.shutdown(grace=UNIT)
