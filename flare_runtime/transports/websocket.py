@@ -16,6 +16,11 @@ permessage-deflate is off unless asked for (``compression="deflate"``):
 compressing small protobuf messages costs more CPU than it saves bytes on
 most links.
 
+Hot path: without extensions, the adapter writes binary frames itself and
+reads complete FIN+BINARY frames itself while websockets has nothing pending
+(RFC 6455 §5.2); everything else (control frames, fragments, partial frames,
+errors, the close handshake) goes through websockets.
+
 Connection-level credentials travel in the opening HTTP request:
 ``Authorization: Bearer <token>`` and ``x-flare-*`` headers become the
 connection's opening metadata (browsers, which cannot set headers on a
