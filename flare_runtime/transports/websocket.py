@@ -161,7 +161,7 @@ class _WebSocketAdapter(asyncio.Protocol):
         # every input (`_flush`), so frame order is kept.
         length = len(data)
         if self._masking:
-            mask = os.urandom(4)
+            mask = _next_mask()
             transport.write(_header(length, 0x80) + mask + apply_mask(data, mask))
         elif length < 126:
             transport.write(bytes((0x82, length)) + data)
@@ -322,6 +322,26 @@ class _WebSocketAdapter(asyncio.Protocol):
 
     def _handshake_failed(self, exc: BaseException | None) -> None:
         """Hook for the client: report a failed or aborted handshake."""
+
+
+class _MaskSource:
+    """Masking keys from the OS's strong random source (RFC 6455 §5.3), fetched
+    4 KiB at a time rather than with one syscall per frame."""
+
+    def __init__(self) -> None:
+        self._pool = b""
+        self._position = 0
+
+    def __call__(self) -> bytes:
+        position = self._position
+        if position + 4 > len(self._pool):
+            self._pool = os.urandom(4096)
+            position = 0
+        self._position = position + 4
+        return self._pool[position : position + 4]
+
+
+_next_mask = _MaskSource()
 
 
 def _header(length: int, mask_bit: int) -> bytes:
