@@ -10,9 +10,10 @@ docs/transports/quic.md, "Stream strategy" (a stream per call costs aioquic
 
 What the link adds to aioquic's `QuicConnectionProtocol`:
 
-* writes are coalesced: `write` queues stream data and transmits once per
-  event-loop iteration, so 64 responses produced together leave in a few
-  datagrams instead of 64 flushes;
+* transmits are coalesced: `write` and a received datagram only queue
+  output; one transmit pass `TRANSMIT_HOPS` loop iterations later sends
+  everything queued meanwhile (responses, the ACKs owed, the next requests)
+  in as few full datagrams as it takes;
 * the *early-data phase* is tracked: on a server, bytes received before the
   TLS handshake completed arrived as 0-RTT early data (`in_early_data`);
 * anything but stream 0 (a second stream, a server-initiated stream, a reset
@@ -51,8 +52,16 @@ logger = logging.getLogger("flare_runtime.transports.quic")
 FLARE_STREAM_ID = 0
 """The client's first bidirectional stream carries the whole Flare connection."""
 
-DEFERRED_TRANSMIT_HOPS = 2
-"""Loop iterations a received datagram's acknowledgement may wait for a response to ride on."""
+TRANSMIT_HOPS = 3
+"""Loop iterations queued output (a write, the ACK a received datagram is owed) waits to be sent.
+
+Requests in one datagram become responses two iterations later (handler
+tasks, then the endpoint's batched flush), and a datagram's worth of
+requests rarely ends on a datagram boundary: transmitting at once sent ACKs
+alone and split batches into a full datagram plus a small tail, which the
+peer then answered as a batch of its own. Three iterations let those parts
+leave together (docs/transports/quic.md, "Figures").
+"""
 
 NO_ERROR = 0x0
 """QUIC application close code: orderly close."""
@@ -112,25 +121,28 @@ class QuicLink(QuicConnectionProtocol):
     # --------------------------------------------------------------- sending
 
     def write(self, data: bytes) -> None:
-        """Send `data` on the Flare stream now (with any acknowledgement still owed).
+        """Queue `data` on the Flare stream; it leaves `TRANSMIT_HOPS` loop iterations later.
 
-        The endpoint already batches its output to one write per loop
-        iteration, so sending at once costs no extra datagram. Data written
-        while closed is dropped (the listener learns of the close through
-        `link_lost`).
+        Everything written (and every ACK owed) until then leaves in the same
+        transmit pass. Data written while closed is dropped (the listener
+        learns of the close through `link_lost`).
         """
         if self.closed:
             return
         if not self.handshake_complete:
             self.early_bytes_sent += len(data)
         self._quic.send_stream_data(FLARE_STREAM_ID, data)
-        if self._transport is not None:
-            self.transmit()
+        self._transmit_later()
 
     def transmit(self) -> None:
-        """:meta private: aioquic's; clears the deferred transmit."""
+        """:meta private: aioquic's; sends everything queued, clears the deferred transmit."""
         self._transmit_pending = False
         super().transmit()
+
+    def _transmit_later(self) -> None:
+        if not self._transmit_pending:
+            self._transmit_pending = True
+            self._loop.call_soon(self._deferred_transmit, TRANSMIT_HOPS)
 
     def _deferred_transmit(self, hops: int) -> None:
         if not self._transmit_pending:
@@ -153,6 +165,8 @@ class QuicLink(QuicConnectionProtocol):
         """Close the QUIC connection now with `error_code` (see the codes above)."""
         if self.closed:
             return
+        if self._transmit_pending and self._transport is not None:
+            self.transmit()  # what was written goes before the CONNECTION_CLOSE
         self._mark_closed(reason)
         self._quic.close(error_code=error_code, reason_phrase=reason[:200])
         self.transmit()
@@ -168,14 +182,9 @@ class QuicLink(QuicConnectionProtocol):
         self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
         self._process_events()
         # aioquic transmits after every datagram, sending any ACK that is due
-        # in a datagram of its own; the answer to a request in it is written
-        # two loop iterations later (handler task, then the endpoint's batched
-        # flush). Waiting that long lets those ACKs leave with the responses:
-        # 24 % fewer datagrams, 46 % fewer transmit passes and +25-40 % unary
-        # throughput, measured (docs/transports/quic.md, "Figures").
-        if not self._transmit_pending:
-            self._transmit_pending = True
-            self._loop.call_soon(self._deferred_transmit, DEFERRED_TRANSMIT_HOPS)
+        # in a datagram of its own; waiting `TRANSMIT_HOPS` lets it leave with
+        # the responses to the requests the datagram carried.
+        self._transmit_later()
         if self.watch_acks and self.listener is not None:
             self.listener.link_acked()
         if not self._is_client:

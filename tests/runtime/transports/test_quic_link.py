@@ -201,3 +201,40 @@ async def test_a_second_stream_closes_that_connection_with_a_protocol_error(
     assert await again_recorder.wait_for(4) == b"fine"
     again.close()
     again.release()
+
+
+async def first_byte_echoed(harness: Harness) -> tuple[ClientLink, Recorder, Recorder]:
+    """A connection whose server side exists (built at the first stream byte): client link,
+    client recorder, server recorder."""
+    link, recorder = await harness.connect()
+    await asyncio.wait_for(link.handshake_done, TIMEOUT)
+    link.write(b"!")
+    await recorder.wait_for(1)
+    return link, recorder, harness.server_side[0]
+
+
+async def test_writes_of_one_loop_iteration_leave_in_one_datagram(harness: Harness) -> None:
+    link, recorder, server = await first_byte_echoed(harness)
+    deliveries = len(server.early)
+    chunks = [bytes([n]) * 100 for n in range(10)]  # as ten calls answered together
+    for chunk in chunks:
+        link.write(chunk)
+    expected = b"!" + b"".join(chunks)
+    assert await recorder.wait_for(len(expected)) == expected
+    # One transmit pass, so one datagram, so one delivery on the server.
+    assert len(server.early) == deliveries + 1
+    link.close()
+    link.release()
+
+
+async def test_bytes_written_just_before_an_abort_still_reach_the_peer(harness: Harness) -> None:
+    link, _, server = await first_byte_echoed(harness)
+    link.write(b"last words")
+    link.abort(FLARE_PROTOCOL_ERROR, "going")
+    for _ in range(100):
+        if server.lost:
+            break
+        await asyncio.sleep(0.01)
+    assert bytes(server.data) == b"!last words"
+    assert server.lost and server.lost[0][1] == FLARE_PROTOCOL_ERROR
+    link.release()
