@@ -23,35 +23,42 @@ of 100-byte messages; with the CPU each side spent per message.
 from __future__ import annotations
 
 import argparse
-import asyncio
-import faulthandler
 import importlib
 import json
-import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
 import grpc
 import grpc.aio
-import uvloop
 from grpc_tools import protoc
 
+from bench._measure import (
+    CLIENT_CPU,
+    LOOPBACK,
+    SERVER_CPU,
+    Call,
+    CpuWindow,
+    ServerProcess,
+    exit_when_stdin_closes,
+    measure_closed_loop,
+    measure_sequential,
+    medians,
+    pin_cpu,
+    rounded,
+    run_loop,
+    set_deadline,
+)
 from flare_runtime.context import CallContext
 from flare_runtime.dispatch import Dispatcher
 from flare_runtime.routing import Cardinality, Route, Router, ServiceRoutes
 from flare_runtime.transports.grpc_client import GrpcChannel
 from flare_runtime.transports.grpc_server import GrpcServer
 
-LOOPBACK = "127.0.0.1"
-SERVER_CPU, CLIENT_CPU = 0, 1
 FILLER = bytes(range(92))  # with an 8-byte id field: a ~100-byte message, as the baseline
 PROTO = """
 syntax = "proto3";
@@ -65,9 +72,6 @@ service Echo {
   rpc ServerStream(StreamRequest) returns (stream EchoMessage);
 }
 """
-
-Call = Callable[[int], Awaitable[object]]
-
 
 # ------------------------------------------------------------------ schema
 
@@ -167,74 +171,23 @@ async def serve_flare(pb2: Any) -> None:
 
 # ------------------------------------------------------------------ measuring
 
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User + system CPU time of a whole process, from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
-
-
-class CpuWindow:
-    """CPU per message of the client (this process) and the server over a window."""
-
-    def __init__(self, server_pid: int) -> None:
-        self.server_pid = server_pid
-        self.client = cpu_seconds()
-        self.server = cpu_seconds(server_pid)
-
-    def finish(self, messages: int) -> dict[str, float]:
-        return {
-            "client_us_per_msg": round(1e6 * (cpu_seconds() - self.client) / messages, 1),
-            "server_us_per_msg": round(
-                1e6 * (cpu_seconds(self.server_pid) - self.server) / messages, 1
-            ),
-        }
-
 
 async def sequential(call: Call, count: int, server_pid: int) -> dict[str, float]:
-    for index in range(200):
-        await call(index)
-    samples: list[int] = []
-    clock = time.perf_counter_ns
-    cpu = CpuWindow(server_pid)
-    for index in range(count):
-        started = clock()
-        await call(index)
-        samples.append(clock() - started)
-    samples.sort()
-    return {
-        "p50_us": round(samples[len(samples) // 2] / 1000, 1),
-        "p99_us": round(samples[int(len(samples) * 0.99)] / 1000, 1),
-        **cpu.finish(count),
-    }
+    return rounded(await measure_sequential(call, count, warmup=200, server_pid=server_pid))
 
 
 async def closed_loop(
     call: Call, inflight: int, warmup: float, duration: float, server_pid: int
 ) -> dict[str, float]:
-    completed = 0
-    stop = False
-
-    async def worker(number: int) -> None:
-        nonlocal completed
-        index = number << 32
-        while not stop:
-            await call(index)
-            index += 1
-            completed += 1
-
-    workers = [asyncio.ensure_future(worker(number)) for number in range(inflight)]
-    await asyncio.sleep(warmup)
-    before, started, cpu = completed, time.perf_counter(), CpuWindow(server_pid)
-    await asyncio.sleep(duration)
-    done, elapsed = completed - before, time.perf_counter() - started
-    result = {"msgs_per_s": round(done / elapsed), **cpu.finish(done)}
-    stop = True
-    await asyncio.wait_for(asyncio.gather(*workers), 30)
-    return result
+    window = await measure_closed_loop(
+        call, inflight, warmup=warmup, duration=duration, server_pid=server_pid
+    )
+    figures = window.per_message()
+    return {
+        "msgs_per_s": round(window.msgs_per_s),
+        "client_us_per_msg": round(figures["client_us_per_msg"], 1),
+        "server_us_per_msg": round(figures["server_us_per_msg"], 1),
+    }
 
 
 async def run_client(
@@ -282,7 +235,7 @@ async def run_client(
         received += 1
     elapsed = time.perf_counter() - started
     assert received == args.stream_n
-    result["stream"] = {"msgs_per_s": round(received / elapsed), **cpu.finish(received)}
+    result["stream"] = {"msgs_per_s": round(received / elapsed), **rounded(cpu.finish(received))}
     await close()
     return result
 
@@ -290,59 +243,17 @@ async def run_client(
 # ------------------------------------------------------------------ processes
 
 
-def pin_cpu(cpu: int) -> None:
-    if cpu < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {cpu})
-
-
-def run_loop(main: Coroutine[Any, Any, Any]) -> Any:
-    return uvloop.run(main)
-
-
-def start_server(mode: str, gen_dir: str) -> tuple[subprocess.Popen[str], int]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.grpc_bench",
-            "--role",
-            "server",
-            "--mode",
-            mode,
-            "--gen-dir",
-            gen_dir,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
+def start_server(mode: str, gen_dir: str) -> ServerProcess:
+    return ServerProcess(
+        ["-m", "bench.grpc_bench", "--role", "server", "--mode", mode, "--gen-dir", gen_dir],
+        close_timeout=5,
     )
-    assert process.stdout is not None
-    line = process.stdout.readline()
-    if not line.startswith("READY "):
-        process.kill()
-        raise RuntimeError(f"{mode} server did not start: {line!r}")
-    return process, int(line.split()[1])
-
-
-def stop_server(process: subprocess.Popen[str]) -> None:
-    assert process.stdin is not None
-    process.stdin.close()  # the server exits when its stdin closes
-    try:
-        process.wait(5)
-    except subprocess.TimeoutExpired:
-        process.kill()
-        process.wait()
 
 
 def server_main(args: argparse.Namespace) -> None:
-    faulthandler.dump_traceback_later(args.server_deadline, exit=True)
+    set_deadline(args.server_deadline)
     pin_cpu(SERVER_CPU)
-
-    def exit_on_stdin_close() -> None:
-        sys.stdin.read()
-        os._exit(0)
-
-    threading.Thread(target=exit_on_stdin_close, daemon=True).start()
+    exit_when_stdin_closes()
     pb2, pb2_grpc = import_stubs(args.gen_dir)
     run_loop(serve_raw(pb2, pb2_grpc) if args.mode == "raw" else serve_flare(pb2))
 
@@ -351,12 +262,8 @@ PAIRS = (("raw", "raw"), ("flare", "flare"), ("flare", "raw"), ("raw", "flare"))
 """(client, server) pairs; the first two are the headline comparison."""
 
 
-def median_of(runs: list[dict[str, Any]], phase: str, key: str) -> float:
-    return float(statistics.median(run[phase][key] for run in runs))
-
-
 def bench_main(args: argparse.Namespace) -> None:
-    faulthandler.dump_traceback_later(600, exit=True)
+    set_deadline(600)
     pin_cpu(CLIENT_CPU)
     pairs = [pair for pair in PAIRS if args.cross or pair in PAIRS[:2]]
     runs: dict[tuple[str, str], list[dict[str, Any]]] = {pair: [] for pair in pairs}
@@ -365,20 +272,17 @@ def bench_main(args: argparse.Namespace) -> None:
         args.gen_dir = gen_dir
         for _ in range(args.reps):
             for client, server in pairs:
-                process, port = start_server(server, gen_dir)
+                process = start_server(server, gen_dir)
                 try:
                     runs[client, server].append(
-                        run_loop(run_client(args, client, port, process.pid))
+                        run_loop(run_client(args, client, process.port, process.pid))
                     )
                 finally:
-                    stop_server(process)
+                    process.close()
 
     summary: dict[str, Any] = {}
     for (client, server), results in runs.items():
-        summary[f"{client}_client__{server}_server"] = {
-            phase: {key: median_of(results, phase, key) for key in results[0][phase]}
-            for phase in results[0]
-        }
+        summary[f"{client}_client__{server}_server"] = medians(results)
     raw, flare = summary["raw_client__raw_server"], summary["flare_client__flare_server"]
     ratios = {
         "unary_64_throughput": round(

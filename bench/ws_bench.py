@@ -27,18 +27,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
 import gc
 import json
-import os
-import resource
-import statistics
 import struct
-import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -53,13 +48,25 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from bench._measure import (  # noqa: E402
+    CLIENT_CPU,
+    LOOPBACK,
+    SERVER_CPU,
+    Call,
+    ServerProcess,
+    measure_closed_loop,
+    measure_sequential,
+    medians,
+    pin_cpu,
+    raise_fd_limit,
+    rss,
+    set_deadline,
+)
 from flare_runtime import CallContext, JWTAuth, Server, connect  # noqa: E402
 from flare_runtime.auth import issue_jwt  # noqa: E402
 from flare_runtime.routing import Cardinality, Route, ServiceRoutes  # noqa: E402
 from flare_runtime.wire_channel import WireChannel  # noqa: E402
 
-LOOPBACK = "127.0.0.1"
-SERVER_CPU, CLIENT_CPU = 0, 1
 PAYLOAD = 100
 FILLER = bytes(range(92))
 ID = struct.Struct(">Q")
@@ -100,28 +107,7 @@ class BenchService:
             yield message
 
 
-# ---------------------------------------------------------------------------- process plumbing
-
-
-def pin(cpu: int) -> None:
-    if cpu < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {cpu})
-
-
-def raise_fd_limit() -> None:
-    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-
-def rss() -> int:
-    with open("/proc/self/statm") as f:
-        return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+# ---------------------------------------------------------------------------- server side
 
 
 async def _serve_commands(count: Callable[[], int]) -> None:
@@ -174,98 +160,30 @@ async def serve_raw() -> None:
         await _serve_commands(lambda: open_connections)
 
 
-class ServerProcess:
-    def __init__(self, kind: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.ws_bench", "--role", "server", "--kind", kind],
-            cwd=ROOT,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        line = self.proc.stdout.readline()
-        if not line.startswith("READY "):
-            self.close()
-            raise RuntimeError(f"{kind} server did not start: {line!r}")
-        self.port = int(line.split()[1])
+def start_server(kind: str) -> ServerProcess:
+    return ServerProcess(["-m", "bench.ws_bench", "--role", "server", "--kind", kind])
 
-    def stats(self) -> tuple[int, int]:
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        self.proc.stdin.write("STATS\n")
-        self.proc.stdin.flush()
-        _, connections, memory = self.proc.stdout.readline().split()
-        return int(connections), int(memory)
 
-    def close(self) -> None:
-        if self.proc.poll() is None:
-            assert self.proc.stdin is not None
-            self.proc.stdin.close()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+def server_stats(server: ServerProcess) -> tuple[int, int]:
+    """(open connections, RSS bytes) of the server, asked over its stdin."""
+    _, connections, memory = server.request("STATS").split()
+    return int(connections), int(memory)
 
 
 # ---------------------------------------------------------------------------- measuring
 
 
-def percentile(samples: list[int], p: float) -> float:
-    ordered = sorted(samples)
-    return ordered[min(len(ordered) - 1, int(p / 100 * len(ordered)))] / 1000
-
-
-async def measure_seq(request: Callable[[int], Awaitable[object]], n: int) -> dict[str, float]:
-    for i in range(300):
-        await request(i)
-    samples = []
-    clock = time.perf_counter_ns
-    for i in range(n):
-        started = clock()
-        await request(i)
-        samples.append(clock() - started)
-    return {"p50_us": percentile(samples, 50), "p99_us": percentile(samples, 99)}
+async def measure_seq(request: Call, n: int) -> dict[str, float]:
+    return await measure_sequential(request, n, warmup=300)
 
 
 async def measure_inflight(
-    request: Callable[[int], Awaitable[object]], inflight: int, duration: float, pid: int
+    request: Call, inflight: int, duration: float, pid: int
 ) -> dict[str, float]:
-    completed = 0
-    stop = False
-
-    async def worker(number: int) -> None:
-        nonlocal completed
-        i = number << 32
-        while not stop:
-            await request(i)
-            i += 1
-            completed += 1
-
-    tasks = [asyncio.ensure_future(worker(n)) for n in range(inflight)]
-    await asyncio.sleep(0.5)
-    start_count, started, server_cpu = completed, time.perf_counter(), cpu_seconds(pid)
-    client_cpu, machine = time.process_time(), machine_busy_seconds()
-    await asyncio.sleep(duration)
-    count, elapsed = completed - start_count, time.perf_counter() - started
-    server_used = cpu_seconds(pid) - server_cpu
-    client_used = time.process_time() - client_cpu
-    others = machine_busy_seconds() - machine - server_used - client_used
-    stop = True
-    await asyncio.gather(*tasks)
-    return {
-        "msgs_per_s": count / elapsed,
-        "server_us_per_msg": 1e6 * server_used / count,
-        "client_us_per_msg": 1e6 * client_used / count,
-        "other_cpu_pct": max(0.0, 100 * others / elapsed),
-    }
-
-
-def machine_busy_seconds() -> float:
-    """CPU time used by every process on the machine (a noisy neighbour shows here)."""
-    with open("/proc/stat") as f:
-        values = [int(v) for v in f.readline().split()[1:]]
-    return (sum(values[:8]) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+    window = await measure_closed_loop(
+        request, inflight, warmup=0.5, duration=duration, server_pid=pid
+    )
+    return window.per_message()
 
 
 class RawClient:
@@ -352,7 +270,7 @@ async def measure_idle(kind: str, server: ServerProcess, count: int) -> float:
     for connection in warm:
         await connection.close()
     await asyncio.sleep(0.3)
-    _, before = server.stats()
+    _, before = server_stats(server)
     opened: list[Any] = []
     for start in range(0, count, 200):
         batch = await asyncio.gather(
@@ -360,7 +278,7 @@ async def measure_idle(kind: str, server: ServerProcess, count: int) -> float:
         )
         opened.extend(batch)
     await asyncio.sleep(0.5)
-    connections, after = server.stats()
+    connections, after = server_stats(server)
     assert connections == count, (connections, count)
     for connection in opened:
         await connection.close()
@@ -378,10 +296,10 @@ async def _open(kind: str, url: str, token: str) -> Any:
 
 
 async def client_run(kind: str, args: argparse.Namespace) -> dict[str, float]:
-    server = ServerProcess(kind)
+    server = start_server(kind)
     try:
         runner = run_raw if kind == "raw" else run_flare
-        result = await runner(server.port, args, server.proc.pid)
+        result = await runner(server.port, args, server.pid)
         if args.idle_conns:
             result["idle_bytes_per_conn"] = await measure_idle(kind, server, args.idle_conns)
         return result
@@ -405,24 +323,21 @@ def main() -> None:
     args = parser.parse_args()
     raise_fd_limit()
     if args.role == "server":
-        pin(SERVER_CPU)
-        faulthandler.dump_traceback_later(300, exit=True)
+        pin_cpu(SERVER_CPU)
+        set_deadline(300)
         uvloop.run(serve_flare() if args.kind == "flare" else serve_raw())
         return
     if args.quick:
         args.reps, args.seq_n, args.stream_n, args.duration = 1, 1000, 20_000, 1.0
         args.idle_conns = min(args.idle_conns, 1000)
-    faulthandler.dump_traceback_later(600, exit=True)
-    pin(CLIENT_CPU)
+    set_deadline(600)
+    pin_cpu(CLIENT_CPU)
     runs: dict[str, list[dict[str, float]]] = {"raw": [], "flare": []}
     for _ in range(args.reps):
         for kind in ("raw", "flare"):
             runs[kind].append(uvloop.run(client_run(kind, args)))
-    medians = {
-        kind: {key: statistics.median(run[key] for run in results) for key in results[0]}
-        for kind, results in runs.items()
-    }
-    raw, flare = medians["raw"], medians["flare"]
+    summary = {kind: medians(results) for kind, results in runs.items()}
+    raw, flare = summary["raw"], summary["flare"]
     ratios = {
         "inflight_ratio": flare["inflight_msgs_per_s"] / raw["inflight_msgs_per_s"],
         "stream_ratio": flare["stream_msgs_per_s"] / raw["stream_msgs_per_s"],
