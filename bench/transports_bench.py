@@ -1,0 +1,287 @@
+"""The same Flare benchmark over WebSocket, QUIC and gRPC, in one run.
+
+One handler set (`BenchService`: a 100-byte unary echo and a server stream of
+100-byte messages) is served by a real `flare_runtime.Server` on one transport
+per server process, and called by the same client code through
+`flare_runtime.connect` with a ``ws://``, ``quic://`` or ``grpc://`` URL; only
+the URL and its connect options differ. Server and client are separate
+processes pinned to CPU 0 and 1, 127.0.0.1 only; every process has a hard
+deadline and the server exits when its stdin closes.
+
+Event loops: WebSocket and gRPC run on uvloop (as their own benchmarks),
+QUIC on the stdlib asyncio loop (docs/transports/quic.md: aioquic's timers
+are erratic on uvloop). ``--asyncio`` runs all three on asyncio instead, for a
+same-loop comparison. QUIC is always TLS 1.3; WebSocket and gRPC are
+plaintext unless ``--tls`` (then ``wss://`` and ``grpcs://`` with the same dev
+certificate).
+
+Measured per transport (transports interleaved within each of ``--reps``
+repetitions, a fresh server each time; medians reported):
+
+* ``seq``      one unary echo at a time: p50 / p99 latency, CPU per call;
+* ``unary_64`` 64 unary echoes in flight on ONE connection: calls/s, CPU per call;
+* ``stream``   server streams of ``--stream-n`` messages, one after another for
+               ``--duration`` s: msgs/s, CPU per message.
+
+CPU per message is server (the server process) and client (this process),
+from /proc; "other" is the rest of the machine during the 64-in-flight phase
+(a noisy neighbour shows there). Prints a markdown table and one JSON line.
+
+    .venv/bin/python -m bench.transports_bench             # ~1 min
+    .venv/bin/python -m bench.transports_bench --quick     # ~20 s smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import ssl
+import tempfile
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from google.protobuf.wrappers_pb2 import BytesValue, Int64Value
+
+from bench._measure import (
+    CLIENT_CPU,
+    LOOPBACK,
+    SERVER_CPU,
+    Meter,
+    ServerProcess,
+    exit_when_stdin_closes,
+    measure_closed_loop,
+    measure_sequential,
+    medians,
+    pin_cpu,
+    run_loop,
+    set_deadline,
+)
+from flare_runtime import CallContext, Server, connect
+from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
+from flare_runtime.server import TLSFiles
+from flare_runtime.transports.quic_certs import write_dev_certificate
+
+TRANSPORTS = ("websocket", "quic", "grpc")
+LABELS = {"websocket": "WebSocket", "quic": "QUIC", "grpc": "gRPC"}
+INFLIGHT = 64
+
+ECHO: Route[BytesValue, BytesValue] = Route(
+    path="/flarebench.Transports/Echo",
+    service_id=0x7E01,
+    route_id=1,
+    cardinality=Cardinality.UNARY,
+    request_type=BytesValue,
+    response_type=BytesValue,
+    handler_name="echo",
+    options=RouteOptions(idempotent=True),
+)
+STREAM: Route[Int64Value, BytesValue] = Route(
+    path="/flarebench.Transports/Stream",
+    service_id=0x7E01,
+    route_id=2,
+    cardinality=Cardinality.SERVER_STREAM,
+    request_type=Int64Value,
+    response_type=BytesValue,
+    handler_name="stream",
+)
+SERVICE = ServiceRoutes(name="flarebench.Transports", service_id=0x7E01, routes=(ECHO, STREAM))
+# BytesValue(value=98 bytes) serializes to exactly 100 bytes.
+PAYLOAD = bytes(98)
+
+
+class BenchService:
+    """The handlers every transport serves."""
+
+    async def echo(self, request: BytesValue, context: CallContext) -> BytesValue:
+        return request
+
+    async def stream(self, request: Int64Value, context: CallContext) -> AsyncIterator[BytesValue]:
+        message = BytesValue(value=PAYLOAD)
+        for _ in range(request.value):
+            yield message
+
+
+def loop_of(transport: str, args: argparse.Namespace) -> str:
+    return "asyncio" if args.asyncio or transport == "quic" else "uvloop"
+
+
+def uses_tls(transport: str, args: argparse.Namespace) -> bool:
+    return bool(args.tls) or transport == "quic"
+
+
+# ---------------------------------------------------------------------------- server
+
+
+async def serve(args: argparse.Namespace) -> None:
+    server = Server([(SERVICE, BenchService())])
+    tls = TLSFiles(args.cert, args.key) if uses_tls(args.transport, args) else None
+    await server.start(**{args.transport: f"{LOOPBACK}:0"}, tls=tls)
+    print(f"READY {server.port(args.transport)}", flush=True)
+    await asyncio.Event().wait()  # until stdin closes (exit_when_stdin_closes)
+
+
+def server_main(args: argparse.Namespace) -> None:
+    set_deadline(300)
+    pin_cpu(SERVER_CPU)
+    exit_when_stdin_closes()
+    run_loop(serve(args), loop_of(args.transport, args))
+
+
+def start_server(transport: str, args: argparse.Namespace) -> ServerProcess:
+    argv = ["-m", "bench.transports_bench", "--role", "server", "--transport", transport]
+    argv += ["--cert", args.cert, "--key", args.key]
+    argv += ["--tls"] * bool(args.tls) + ["--asyncio"] * bool(args.asyncio)
+    return ServerProcess(argv, ready_timeout=30, close_timeout=5)
+
+
+# ---------------------------------------------------------------------------- client
+
+
+def target(transport: str, port: int, args: argparse.Namespace) -> tuple[str, dict[str, Any]]:
+    """The URL and connect options for `transport`; the only per-transport client code."""
+    if transport == "quic":
+        return f"quic://localhost:{port}", {"ca_file": args.cert, "tickets": None}
+    scheme = {"websocket": "ws", "grpc": "grpc"}[transport]
+    if args.tls:
+        context = ssl.create_default_context(cafile=args.cert)
+        return f"{scheme}s://localhost:{port}", {"ssl_context": context}
+    return f"{scheme}://{LOOPBACK}:{port}", {}
+
+
+async def run_client(transport: str, port: int, server_pid: int, args: argparse.Namespace) -> Any:
+    url, options = target(transport, port, args)
+    result: dict[str, dict[str, float]] = {}
+    async with connect(url, **options) as channel:
+        request = BytesValue(value=PAYLOAD)
+
+        async def call(_: int) -> BytesValue:
+            return await channel.unary_unary(ECHO, request)
+
+        result["seq"] = await measure_sequential(
+            call, args.seq_n, warmup=300, server_pid=server_pid
+        )
+        window = await measure_closed_loop(
+            call, INFLIGHT, warmup=args.warmup, duration=args.duration, server_pid=server_pid
+        )
+        result["unary_64"] = window.per_message()
+        # Streams of --stream-n messages back to back for --duration s: every
+        # transport is measured over about the same time, long enough for the
+        # /proc CPU clock (10 ms ticks) even at WebSocket's rate.
+        stream_request = Int64Value(value=args.stream_n)
+        meter = Meter(server_pid)
+        deadline = time.perf_counter() + args.duration
+        received = 0
+        while time.perf_counter() < deadline:
+            async for _ in channel.unary_stream(STREAM, stream_request):
+                received += 1
+        assert received % args.stream_n == 0, (received, args.stream_n)
+        stream = meter.finish(received).per_message()
+        del stream["other_cpu_pct"]  # reported once, for the 64-in-flight phase
+        result["stream"] = stream
+    return result
+
+
+# ---------------------------------------------------------------------------- report
+
+ROWS = (
+    ("sequential unary p50 (µs)", "seq", "p50_us", 1),
+    ("sequential unary p99 (µs)", "seq", "p99_us", 1),
+    ("sequential: server CPU µs/call", "seq", "server_us_per_msg", 1),
+    ("sequential: client CPU µs/call", "seq", "client_us_per_msg", 1),
+    (f"{INFLIGHT} in flight, one connection (calls/s)", "unary_64", "msgs_per_s", 0),
+    (f"{INFLIGHT} in flight: server CPU µs/call", "unary_64", "server_us_per_msg", 1),
+    (f"{INFLIGHT} in flight: client CPU µs/call", "unary_64", "client_us_per_msg", 1),
+    ("server stream (msgs/s)", "stream", "msgs_per_s", 0),
+    ("server stream: server CPU µs/msg", "stream", "server_us_per_msg", 1),
+    ("server stream: client CPU µs/msg", "stream", "client_us_per_msg", 1),
+    (f"other processes during {INFLIGHT} in flight (% CPU)", "unary_64", "other_cpu_pct", 0),
+)
+
+
+def markdown_table(summary: dict[str, Any], args: argparse.Namespace) -> str:
+    transports = list(summary)
+    header = ["measure"] + [
+        f"{LABELS[t]} ({loop_of(t, args)}{', TLS' if uses_tls(t, args) else ''})"
+        for t in transports
+    ]
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(transports) + "|"]
+    for label, phase, key, digits in ROWS:
+        cells = [f"{summary[t][phase][key]:,.{digits}f}" for t in transports]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def bench_main(args: argparse.Namespace) -> None:
+    set_deadline(900)
+    pin_cpu(CLIENT_CPU)
+    started = time.perf_counter()
+    transports = [t for t in TRANSPORTS if t in args.transports]
+    runs: dict[str, list[dict[str, Any]]] = {t: [] for t in transports}
+    with tempfile.TemporaryDirectory(prefix="flare-transports-bench-") as directory:
+        files = write_dev_certificate(directory)
+        args.cert, args.key = str(files.certificate), str(files.private_key)
+        for _ in range(args.reps):  # interleaved, so a noisy neighbour hits every transport
+            for transport in transports:
+                server = start_server(transport, args)
+                try:
+                    coroutine = run_client(transport, server.port, server.pid, args)
+                    runs[transport].append(run_loop(coroutine, loop_of(transport, args)))
+                finally:
+                    server.close()
+    summary = {t: medians(results) for t, results in runs.items()}
+    report = {
+        "bench": "transports_bench",
+        "reps": args.reps,
+        "payload_bytes": 100,
+        "inflight": INFLIGHT,
+        "stream_n": args.stream_n,
+        "loops": {t: loop_of(t, args) for t in transports},
+        "tls": {t: uses_tls(t, args) for t in transports},
+        "transports": summary,
+        "wall_s": round(time.perf_counter() - started, 1),
+    }
+    print(
+        f"Flare over each transport: 100-byte unary echo and server stream, server and "
+        f"client pinned to one core each, median of {args.reps} interleaved reps\n"
+    )
+    print(markdown_table(summary, args))
+    print()
+    print(json.dumps(report), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--role", choices=["bench", "server"], default="bench")
+    parser.add_argument("--transport", choices=TRANSPORTS, help=argparse.SUPPRESS)
+    parser.add_argument("--cert", help=argparse.SUPPRESS)
+    parser.add_argument("--key", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--transports",
+        nargs="+",
+        choices=TRANSPORTS,
+        default=list(TRANSPORTS),
+        help="which transports to run (default: all three)",
+    )
+    parser.add_argument("--tls", action="store_true", help="wss:// and grpcs:// (QUIC always is)")
+    parser.add_argument("--asyncio", action="store_true", help="every transport on asyncio")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seq-n", type=int, default=3000)
+    parser.add_argument("--stream-n", type=int, default=10_000, help="messages per stream")
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--duration", type=float, default=2.0)
+    parser.add_argument("--quick", action="store_true", help="one short rep (smoke run)")
+    args = parser.parse_args()
+    if args.role == "server":
+        server_main(args)
+        return
+    if args.quick:
+        args.reps, args.seq_n, args.duration = 1, 500, 1.0
+    bench_main(args)
+
+
+if __name__ == "__main__":
+    main()
