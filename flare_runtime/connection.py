@@ -22,9 +22,10 @@ from flare_runtime.routing import Transport
 class ServerConnection(abc.ABC):
     """One client connection on the server side (WebSocket or QUIC).
 
-    `push` and `push_encoded` never block: they append a frame to the
-    connection's outbound buffer. Check `buffered_bytes` to bound what a slow
-    client may hold and `close` it when it falls too far behind.
+    `push`, `push_encoded` and `push_frame` never block: they append a frame
+    to the connection's outbound buffer. Check `buffered_bytes` to bound what
+    a slow client may hold and `close` it when it falls too far behind;
+    `abort` it when it does not even read the close.
     """
 
     transport_kind: Transport
@@ -50,7 +51,19 @@ class ServerConnection(abc.ABC):
 
     @abc.abstractmethod
     def push_encoded(self, type_id: int, payload: bytes) -> None:
-        """Send an already serialized push: encode once, push to many."""
+        """Send an already serialized push: encode once, push to many.
+
+        Raises `ConnectionClosedError` when the connection is closed.
+        """
+
+    @abc.abstractmethod
+    def push_frame(self, frame: bytes) -> None:
+        """Send one whole PUSH frame made by `flare_runtime.protocol.encode_push`.
+
+        The fan-out path: build the frame once, hand the same bytes to every
+        recipient. Raises `ValueError` when `frame` is not exactly one PUSH
+        frame and `ConnectionClosedError` when the connection is closed.
+        """
 
     @property
     @abc.abstractmethod
@@ -68,6 +81,18 @@ class ServerConnection(abc.ABC):
 
         `reason` is sent to the client in the close (e.g. "kicked: logged in
         elsewhere"). Returns at once; see `wait_closed`.
+        """
+
+    @abc.abstractmethod
+    def abort(self, reason: str = "") -> None:
+        """Close the connection now, without waiting for the client.
+
+        What is still buffered for the client is dropped and nothing more is
+        sent (not even the reason), so this ends a client that stopped reading
+        and would never take the close frame queued behind its backlog. Calls
+        still running are cancelled; close callbacks run once the transport
+        is gone. Works whether or not `close` was called first; does nothing
+        on a closed connection. `reason` is for the server's log.
         """
 
     @abc.abstractmethod

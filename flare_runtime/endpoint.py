@@ -11,7 +11,7 @@ keepalive, deadlines, flow control, go-away -- lives here:
   server-stream calls, at CALL_START for client-streaming calls) through the
   server's `Dispatcher`; request messages reach the handler through a small
   per-call inbox, acknowledged (flow-control credit returned) as the handler
-  consumes them. Implements `ServerConnection` (push, close, buffer size).
+  consumes them. Implements `ServerConnection` (push, close, abort, buffer size).
 * `ClientEndpoint`: the client side; `WireChannel` (`flare_runtime.wire_channel`)
   is the `Channel` on top of it. A unary call costs one future, no task.
 
@@ -418,6 +418,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self._calls: dict[int, _ServerCall] = {}
         self._close_callbacks: list[Callable[[ServerConnection], None]] = []
         self._drained: asyncio.Future[None] | None = None
+        self._aborting = False  # `abort`: nothing more is written, not even a close
         if self.dispatcher.auth is not None and "authorization" in metadata:
             self._auth_pending = asyncio.ensure_future(
                 self.dispatcher.authenticate_connection(metadata, self.peer)
@@ -446,7 +447,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self.schedule_flush()
 
     def push_frame(self, frame: bytes) -> None:
-        """Queue a PUSH frame made once by `encode_push` (fan-out: encode once, send many)."""
         if self._closed or self.conn.closed:
             raise ConnectionClosedError("connection closed")
         self.conn.send_encoded(frame)
@@ -461,13 +461,25 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         return self._closed or self.conn.closed
 
     def close(self, reason: str = "") -> None:
-        if self._closed:
+        if self._closed or self._aborting:
             return
         if not self.conn.closed:
             self.conn.close(CloseCode.NO_ERROR, reason)
             self._handle_events(self.conn.events_received())
         self._flush()
         self.transport.close(reason)
+
+    def abort(self, reason: str = "") -> None:
+        if self._closed:
+            return
+        logger.debug("aborting connection from %s: %s", self.peer, reason)
+        self._aborting = True
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, reason)
+            self.conn.data_to_send()  # dropped with the rest of the backlog
+            self._handle_events(self.conn.events_received())
+        # The adapter calls `connection_lost`, which runs the close callbacks.
+        self.transport.abort()
 
     def add_close_callback(self, callback: Callable[[ServerConnection], None]) -> None:
         if self._closed:
@@ -497,8 +509,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self.close("server shutting down")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.wait_closed(), 1.0)
-        if not self._closed:
-            self.transport.abort()
+        self.abort("did not close within 1 s of the server's close")
 
     # ------------------------------------------------------------------ events
 
@@ -627,6 +638,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             if call.task is not None:
                 call.task.cancel()
         self._wake_all_writers()
+        if self._aborting:
+            return  # `abort` cuts the transport itself, sending nothing
         # Send our CLOSE (if we closed) before closing the transport.
         self._flush()
         if not self._closed:

@@ -49,11 +49,11 @@ DETACHED_SUBSCRIBE_TIMEOUT: Final = 30.0
 class ConnectionSink:
     """An `EventSink` over a runtime connection: each event is one server push.
 
-    Uses the connection's pre-encoded frame path when it has one, so a room's
-    fan-out builds the PUSH frame once for all recipients.
+    Sends the event's pre-encoded PUSH frame, so a room's fan-out builds the
+    frame once for all recipients.
     """
 
-    __slots__ = ("_gone", "_push_frame", "connection")
+    __slots__ = ("_gone", "connection")
 
     abort_after: float = 1.0
     """Seconds a closed connection may take to flush before it is aborted.
@@ -65,18 +65,13 @@ class ConnectionSink:
 
     def __init__(self, connection: ServerConnection) -> None:
         self.connection = connection
-        self._push_frame = getattr(connection, "push_frame", None)
         self._gone = False
 
     def offer(self, event: PreparedEvent, limit: int) -> bool:
         connection = self.connection
         if connection.buffered_bytes > limit:
             return False
-        # Both raise ConnectionClosedError on a closed connection.
-        if self._push_frame is not None:
-            self._push_frame(event.frame)
-        else:
-            connection.push_encoded(event.type_id, event.payload)
+        connection.push_frame(event.frame)  # ConnectionClosedError when closed
         return True
 
     @property
@@ -87,18 +82,15 @@ class ConnectionSink:
         connection = self.connection
         if connection.buffered_bytes:
             connection.add_close_callback(self._mark_gone)
-            asyncio.get_running_loop().call_later(self.abort_after, self._abort_if_open)
+            asyncio.get_running_loop().call_later(self.abort_after, self._abort_if_open, reason)
         connection.close(reason)
 
     def _mark_gone(self, _connection: ServerConnection) -> None:
         self._gone = True
 
-    def _abort_if_open(self) -> None:
-        # The Flare endpoint exposes its byte transport; other connection
-        # kinds close on their own keepalive.
-        transport = getattr(self.connection, "transport", None)
-        if not self._gone and transport is not None:
-            transport.abort()
+    def _abort_if_open(self, reason: str) -> None:
+        if not self._gone:
+            self.connection.abort(f"{reason} (close not read within {self.abort_after} s)")
 
 
 def _messages_into(target: object, messages: list[StoredMessage]) -> None:

@@ -1,0 +1,106 @@
+"""`ServerConnection`'s push_frame and abort, over real sockets on every wire transport."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from flare_runtime.connection import ServerConnection
+from flare_runtime.errors import ConnectionClosedError, RpcError
+from flare_runtime.protocol import encode_push
+from flare_runtime.status import StatusCode
+from flare_runtime.testing.harness import start_rig
+from flare_runtime.testing.service import BytesValue, Routes, StringValue
+from flare_runtime.wire_channel import WireChannel
+
+UNIT = 1.0
+PUSH_TYPE = 0x7F01  # StringValue in the conformance PUSH_TYPES
+
+
+def _only_connection(connections: set[ServerConnection]) -> ServerConnection:
+    (connection,) = connections
+    return connection
+
+
+@pytest.mark.parametrize("transport", ["websocket", "quic"])
+async def test_push_frame_reaches_the_client(transport: str) -> None:
+    rig = await start_rig(transport)
+    try:
+        async with rig.connect() as channel:
+            await channel.unary_unary(Routes.ECHO, BytesValue())
+            connection = _only_connection(rig.server.connections)
+            frame = encode_push(PUSH_TYPE, StringValue(value="once for all").SerializeToString())
+            connection.push_frame(frame)
+            async with asyncio.timeout(10 * UNIT):
+                async for push in channel.pushes():
+                    assert push == StringValue(value="once for all")
+                    break
+            with pytest.raises(ValueError):
+                connection.push_frame(frame[:-1])  # not one whole PUSH frame
+            connection.close("done")
+            with pytest.raises(ConnectionClosedError):
+                connection.push_frame(frame)
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+@pytest.mark.parametrize("transport", ["websocket", "quic"])
+async def test_abort_ends_the_connection_and_its_calls_at_once(transport: str) -> None:
+    rig = await start_rig(transport)
+    try:
+        channel = await rig.channel()
+        call = channel.stream_stream(Routes.BIDI_ECHO)
+        await call.send(BytesValue(value=b"1"))
+        async for _ in call:
+            break
+        connection = _only_connection(rig.server.connections)
+        closed: list[ServerConnection] = []
+        connection.add_close_callback(closed.append)
+        connection.abort("test: cut off")
+        assert connection.closed
+        async with asyncio.timeout(10 * UNIT):
+            await connection.wait_closed()
+            await rig.service.cancelled_event.wait()  # the handler was cancelled
+        assert closed == [connection]
+        assert not rig.server.connections
+        with pytest.raises(RpcError) as caught:
+            async with asyncio.timeout(10 * UNIT):
+                async for _ in call:
+                    pass
+        assert caught.value.code is StatusCode.UNAVAILABLE
+        connection.abort("again")  # no-op once closed
+        await channel.close()
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_a_client_that_stops_reading_is_aborted_after_its_close_stalls() -> None:
+    """A graceful close waits behind the backlog for ever; abort does not wait."""
+    rig = await start_rig("websocket")
+    try:
+        channel = await rig.channel()
+        assert isinstance(channel, WireChannel)
+        await channel.unary_unary(Routes.ECHO, BytesValue())
+        connection = _only_connection(rig.server.connections)
+        channel.endpoint.transport.pause_reading()  # the slow consumer
+        frame = encode_push(PUSH_TYPE, StringValue(value="x" * 65_536).SerializeToString())
+        async with asyncio.timeout(10 * UNIT):
+            while connection.buffered_bytes < 1 << 20:
+                connection.push_frame(frame)
+                await asyncio.sleep(0)  # let the socket take what it will
+        connection.close("slow consumer")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(connection.wait_closed()), 0.5 * UNIT)
+        assert rig.server.connections  # still held open by the unread backlog
+        connection.abort("slow consumer")
+        async with asyncio.timeout(10 * UNIT):
+            await connection.wait_closed()
+        assert not rig.server.connections
+        channel.endpoint.transport.resume_reading()
+        async with asyncio.timeout(10 * UNIT):
+            while not channel.closed:
+                await asyncio.sleep(0.02)
+        await channel.close()
+    finally:
+        await rig.server.shutdown(grace=UNIT)
