@@ -101,13 +101,21 @@ def cpu_seconds(pid: int | str = "self") -> float:
     return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
 
 
+def udp_datagrams_sent() -> int:
+    """UDP datagrams sent by the whole machine (both bench processes, and any neighbour)."""
+    with open("/proc/net/snmp") as snmp:
+        rows = [line.split() for line in snmp if line.startswith("Udp:")]
+    return int(rows[1][rows[0].index("OutDatagrams")])
+
+
 class CpuWindow:
-    """CPU spent by this process and the server over a window, per message."""
+    """CPU spent by this process and the server over a window, and UDP datagrams, per message."""
 
     def __init__(self, server_pid: int) -> None:
         self.server_pid = server_pid
         self.client = cpu_seconds()
         self.server = cpu_seconds(server_pid)
+        self.datagrams = udp_datagrams_sent()
 
     def finish(self, messages: int) -> dict[str, float]:
         client = cpu_seconds() - self.client
@@ -115,6 +123,10 @@ class CpuWindow:
         return {
             "client_us_per_msg": round(1e6 * client / messages, 1),
             "server_us_per_msg": round(1e6 * server / messages, 1),
+            # Both directions: requests + responses + standalone ACKs.
+            "datagrams_per_100_msgs": round(
+                100 * (udp_datagrams_sent() - self.datagrams) / messages, 1
+            ),
         }
 
 
@@ -456,7 +468,8 @@ def report(result: dict[str, Any]) -> None:
             f"  {label:<24} {pipelined['msgs_per_s']:>8.0f} msg/s [{low}-{high}]  "
             f"p50 {seq['p50_us']:>6} us  p99 {seq['p99_us']:>7} us  "
             f"CPU us/msg server {pipelined['server_us_per_msg']:>5} client "
-            f"{pipelined['client_us_per_msg']:>5} (sum {cpu:.1f})"
+            f"{pipelined['client_us_per_msg']:>5} (sum {cpu:.1f})  "
+            f"datagrams/100 msgs {pipelined['datagrams_per_100_msgs']}"
         )
 
     def cpu(side: dict[str, Any]) -> float:
