@@ -1,7 +1,15 @@
 """``flare serve module:attr --ws HOST:PORT [--quic HOST:PORT] [--grpc HOST:PORT]``.
 
-`attr` names a `flare_runtime.Server`, or a callable returning one. Serves
-until SIGINT/SIGTERM, then shuts down gracefully (``--grace`` seconds).
+`attr` names a `flare_runtime.Server`, or a callable returning one. All the
+transports given are served at once from this one process (QUIC needs
+``--tls-cert/--tls-key``, e.g. from ``flare cert dev``; given, they put
+WebSocket and gRPC on TLS too). Port 0 picks a free port. Once every listener
+accepts connections, one line per transport goes to stdout::
+
+    flare: serving quic on port 8443 (quic://localhost:8443)
+
+Serves until SIGINT/SIGTERM, then shuts down gracefully (``--grace`` seconds)
+and exits 0.
 """
 
 from __future__ import annotations
@@ -55,6 +63,24 @@ def load_server(target: str) -> Any:
     return value
 
 
+SCHEMES = {"websocket": ("ws", "wss"), "quic": ("quic", "quic"), "grpc": ("grpc", "grpcs")}
+"""Transport → (plain, TLS) URL scheme of a client connecting to it."""
+
+
+def client_url(transport: str, address: str, port: int, *, secure: bool) -> str:
+    """The URL a client on this machine connects to for a listener bound to `address`.
+
+    `port` is the bound port (the real one when `address` asked for port 0).
+    A wildcard or empty host becomes ``localhost``; IPv6 hosts get brackets.
+    """
+    host = address.rpartition(":")[0].strip("[]")
+    if host in ("", "0.0.0.0", "::"):  # bound to every interface: reach it via loopback
+        host = "localhost"
+    if ":" in host:
+        host = f"[{host}]"
+    return f"{SCHEMES[transport][secure]}://{host}:{port}"
+
+
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; 0 on a clean stop, 2 on a configuration error."""
     from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
@@ -74,7 +100,9 @@ def run(args: argparse.Namespace) -> int:
         await server.start(websocket=args.ws, quic=args.quic, grpc=args.grpc, tls=tls)
         for name, address in (("websocket", args.ws), ("quic", args.quic), ("grpc", args.grpc)):
             if address:
-                print(f"flare: serving {name} on port {server.port(name)}", flush=True)
+                port = server.port(name)
+                url = client_url(name, address, port, secure=tls is not None)
+                print(f"flare: serving {name} on port {port} ({url})", flush=True)
         await server.serve_started(grace=args.grace)
 
     try:

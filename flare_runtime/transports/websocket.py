@@ -224,6 +224,12 @@ class _WebSocketAdapter(asyncio.Protocol):
             data = self._read_binary_frames(data)
             if not data:
                 return
+        if protocol.reader.eof:
+            # Closing a TLS transport (e.g. for a Flare CLOSE just handled above)
+            # can run asyncio's TLS shutdown, and so `eof_received`, before the
+            # rest of `data` is read; nothing may follow EOF, and websockets
+            # would raise EOFError into the transport.
+            return
         protocol.receive_data(data)
         events = protocol.events_received()
         self._flush()
