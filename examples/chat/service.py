@@ -1,7 +1,9 @@
 """The example chat service: the generated `ChatServiceBase`, implemented in memory.
 
 Serve it with ``flare serve examples.chat.service:server --ws :8080`` (with
-``generated/`` on ``PYTHONPATH``) or run the scripted demo,
+``generated/`` on ``PYTHONPATH``; add ``--quic :8443 --grpc :50051 --tls-cert
+certs/dev-cert.pem --tls-key certs/dev-key.pem`` after ``flare cert dev -o certs``
+for all three transports from one process) or run the scripted demo,
 ``python -m examples.chat.demo``.
 """
 
