@@ -15,6 +15,7 @@ module, so their figures can be put side by side:
   one connection for `duration` seconds after `warmup`; a `Window` holds what
   was counted (calls, seconds, server/client/machine CPU);
 * `CpuWindow`: CPU per message of this process and the server over a phase;
+  a `Probe` counts something else over the same phase (e.g. UDP datagrams);
 * `medians`: per-figure medians of interleaved repetitions.
 
 Functions return unrounded floats; a benchmark rounds for its own output.
@@ -32,9 +33,9 @@ import sys
 import threading
 import time
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import uvloop
 
@@ -216,18 +217,43 @@ class CpuWindow:
         }
 
 
+class Probe(Protocol):
+    """Something counted over a phase besides CPU (e.g. packets): started when made."""
+
+    def finish(self, messages: int) -> dict[str, float]:
+        """Figures per message (or per 100 messages) since the probe was made."""
+        ...
+
+
+ProbeFactory = Callable[[], Probe]
+
+
+def _finish_probes(probes: Sequence[Probe], messages: int) -> dict[str, float]:
+    figures: dict[str, float] = {}
+    for probe in probes:
+        figures.update(probe.finish(messages))
+    return figures
+
+
 async def measure_sequential(
-    call: Call, n: int, *, warmup: int, server_pid: int | None = None
+    call: Call,
+    n: int,
+    *,
+    warmup: int,
+    server_pid: int | None = None,
+    probes: Sequence[ProbeFactory] = (),
 ) -> dict[str, float]:
     """`warmup` calls, then `n` timed calls one at a time: ``p50_us``, ``p99_us``.
 
-    With `server_pid`, also the CPU per call of both sides (`CpuWindow`).
+    With `server_pid`, also the CPU per call of both sides (`CpuWindow`); then
+    the figures of each of `probes`, started with the timed calls.
     """
     for i in range(warmup):
         await call(i)
     samples: list[int] = []
     clock = time.perf_counter_ns
     cpu = CpuWindow(server_pid) if server_pid is not None else None
+    started_probes = [probe() for probe in probes]
     for i in range(n):
         started = clock()
         await call(i)
@@ -235,6 +261,7 @@ async def measure_sequential(
     result = latency_percentiles(samples)
     if cpu is not None:
         result.update(cpu.finish(n))
+    result.update(_finish_probes(started_probes, n))
     return result
 
 
@@ -247,13 +274,15 @@ class Window:
     server_cpu: float
     client_cpu: float
     machine_cpu: float
+    extra: dict[str, float] = field(default_factory=dict)
+    """What the phase's probes counted (`Probe.finish`)."""
 
     @property
     def msgs_per_s(self) -> float:
         return self.messages / self.seconds
 
     def per_message(self) -> dict[str, float]:
-        """msgs/s, server and client CPU µs per message, and other processes' % of a CPU."""
+        """msgs/s, server and client CPU µs per message, other processes' % of a CPU, probes."""
         count = max(self.messages, 1)
         others = self.machine_cpu - self.server_cpu - self.client_cpu
         return {
@@ -261,18 +290,20 @@ class Window:
             "server_us_per_msg": 1e6 * self.server_cpu / count,
             "client_us_per_msg": 1e6 * self.client_cpu / count,
             "other_cpu_pct": max(0.0, 100 * others / self.seconds),
+            **self.extra,
         }
 
 
 class Meter:
     """Counts messages against the wall clock and CPU of both sides over one phase."""
 
-    def __init__(self, server_pid: int) -> None:
+    def __init__(self, server_pid: int, probes: Sequence[ProbeFactory] = ()) -> None:
         self.server_pid = server_pid
         self.started = time.perf_counter()
         self.server = cpu_seconds(server_pid)
         self.client = time.process_time()
         self.machine = machine_busy_seconds()
+        self.probes = [probe() for probe in probes]
 
     def finish(self, messages: int) -> Window:
         return Window(
@@ -281,16 +312,23 @@ class Meter:
             server_cpu=cpu_seconds(self.server_pid) - self.server,
             client_cpu=time.process_time() - self.client,
             machine_cpu=machine_busy_seconds() - self.machine,
+            extra=_finish_probes(self.probes, messages),
         )
 
 
 async def measure_closed_loop(
-    call: Call, inflight: int, *, warmup: float, duration: float, server_pid: int
+    call: Call,
+    inflight: int,
+    *,
+    warmup: float,
+    duration: float,
+    server_pid: int,
+    probes: Sequence[ProbeFactory] = (),
 ) -> Window:
     """`inflight` callers each keep one call outstanding; counts `duration` s after `warmup` s.
 
     Caller number ``k`` numbers its calls from ``k << 32`` so request numbers
-    never collide.
+    never collide. `probes` run over the counted window (`Window.extra`).
     """
     completed = 0
     stop = False
@@ -306,7 +344,7 @@ async def measure_closed_loop(
     tasks = [asyncio.ensure_future(caller(n)) for n in range(inflight)]
     await asyncio.sleep(warmup)
     before = completed
-    meter = Meter(server_pid)
+    meter = Meter(server_pid, probes)
     await asyncio.sleep(duration)
     window = meter.finish(completed - before)
     stop = True
