@@ -304,7 +304,7 @@ async def raw_fanout(server: Server, rate: float, count: int, *, websocket_frame
                 socket.write(wire)
         else:
             for connection in connections:
-                connection.push_frame(frame)  # type: ignore[attr-defined]
+                connection.push_frame(frame)
     return first_ns
 
 
