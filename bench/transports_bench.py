@@ -1,12 +1,12 @@
 """The same Flare benchmark over WebSocket, QUIC and gRPC, in one run.
 
-One handler set (`BenchService`: a 100-byte unary echo and a server stream of
-100-byte messages) is served by a real `flare_runtime.Server` on one transport
-per server process, and called by the same client code through
-`flare_runtime.connect` with a ``ws://``, ``quic://`` or ``grpc://`` URL; only
-the URL and its connect options differ. Server and client are separate
-processes pinned to CPU 0 and 1, 127.0.0.1 only; every process has a hard
-deadline and the server exits when its stdin closes.
+One handler set (`bench._service.BenchService`, as `bench.ws_bench` serves: a
+100-byte unary echo and a server stream of 100-byte messages) is served by a
+real `flare_runtime.Server` on one transport per server process, and called by
+the same client code through `flare_runtime.connect` with a ``ws://``,
+``quic://`` or ``grpc://`` URL; only the URL and its connect options differ.
+Server and client are separate processes pinned to CPU 0 and 1, 127.0.0.1
+only; every process has a hard deadline and the server exits when its stdin closes.
 
 Event loops: WebSocket and gRPC run on uvloop (as their own benchmarks),
 QUIC on the stdlib asyncio loop (docs/transports/quic.md: aioquic's timers
@@ -39,7 +39,6 @@ import json
 import ssl
 import tempfile
 import time
-from collections.abc import AsyncIterator
 from typing import Any
 
 from google.protobuf.wrappers_pb2 import BytesValue, Int64Value
@@ -58,49 +57,14 @@ from bench._measure import (
     run_loop,
     set_deadline,
 )
-from flare_runtime import CallContext, Server, connect
-from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
+from bench._service import ECHO, FLARE_PAYLOAD, SERVICE, STREAM, BenchService
+from flare_runtime import Server, connect
 from flare_runtime.server import TLSFiles
 from flare_runtime.transports.quic_certs import write_dev_certificate
 
 TRANSPORTS = ("websocket", "quic", "grpc")
 LABELS = {"websocket": "WebSocket", "quic": "QUIC", "grpc": "gRPC"}
 INFLIGHT = 64
-
-ECHO: Route[BytesValue, BytesValue] = Route(
-    path="/flarebench.Transports/Echo",
-    service_id=0x7E01,
-    route_id=1,
-    cardinality=Cardinality.UNARY,
-    request_type=BytesValue,
-    response_type=BytesValue,
-    handler_name="echo",
-    options=RouteOptions(idempotent=True),
-)
-STREAM: Route[Int64Value, BytesValue] = Route(
-    path="/flarebench.Transports/Stream",
-    service_id=0x7E01,
-    route_id=2,
-    cardinality=Cardinality.SERVER_STREAM,
-    request_type=Int64Value,
-    response_type=BytesValue,
-    handler_name="stream",
-)
-SERVICE = ServiceRoutes(name="flarebench.Transports", service_id=0x7E01, routes=(ECHO, STREAM))
-# BytesValue(value=98 bytes) serializes to exactly 100 bytes.
-PAYLOAD = bytes(98)
-
-
-class BenchService:
-    """The handlers every transport serves."""
-
-    async def echo(self, request: BytesValue, context: CallContext) -> BytesValue:
-        return request
-
-    async def stream(self, request: Int64Value, context: CallContext) -> AsyncIterator[BytesValue]:
-        message = BytesValue(value=PAYLOAD)
-        for _ in range(request.value):
-            yield message
 
 
 def loop_of(transport: str, args: argparse.Namespace) -> str:
@@ -154,7 +118,7 @@ async def run_client(transport: str, port: int, server_pid: int, args: argparse.
     url, options = target(transport, port, args)
     result: dict[str, dict[str, float]] = {}
     async with connect(url, **options) as channel:
-        request = BytesValue(value=PAYLOAD)
+        request = BytesValue(value=FLARE_PAYLOAD)
 
         async def call(_: int) -> BytesValue:
             return await channel.unary_unary(ECHO, request)
@@ -213,6 +177,33 @@ def markdown_table(summary: dict[str, Any], args: argparse.Namespace) -> str:
     return "\n".join(lines)
 
 
+def relative_to(summary: dict[str, Any], base: str) -> dict[str, dict[str, float]]:
+    """Each other transport's throughput and CPU per message as a multiple of `base`'s."""
+
+    def cpu(figures: dict[str, float]) -> float:
+        return figures["server_us_per_msg"] + figures["client_us_per_msg"]
+
+    def ratio(a: float, b: float) -> float:
+        return round(a / b, 3) if b else float("nan")
+
+    reference = summary[base]
+    return {
+        transport: {
+            "unary_64_throughput": ratio(
+                figures["unary_64"]["msgs_per_s"], reference["unary_64"]["msgs_per_s"]
+            ),
+            "unary_64_cpu_per_call": ratio(cpu(figures["unary_64"]), cpu(reference["unary_64"])),
+            "stream_throughput": ratio(
+                figures["stream"]["msgs_per_s"], reference["stream"]["msgs_per_s"]
+            ),
+            "stream_cpu_per_msg": ratio(cpu(figures["stream"]), cpu(reference["stream"])),
+            "seq_p50_added_us": round(figures["seq"]["p50_us"] - reference["seq"]["p50_us"], 1),
+        }
+        for transport, figures in summary.items()
+        if transport != base
+    }
+
+
 def bench_main(args: argparse.Namespace) -> None:
     set_deadline(900)
     pin_cpu(CLIENT_CPU)
@@ -231,6 +222,7 @@ def bench_main(args: argparse.Namespace) -> None:
                 finally:
                     server.close()
     summary = {t: medians(results) for t, results in runs.items()}
+    relative = relative_to(summary, transports[0])
     report = {
         "bench": "transports_bench",
         "reps": args.reps,
@@ -240,6 +232,7 @@ def bench_main(args: argparse.Namespace) -> None:
         "loops": {t: loop_of(t, args) for t in transports},
         "tls": {t: uses_tls(t, args) for t in transports},
         "transports": summary,
+        f"relative_to_{transports[0]}": relative,
         "wall_s": round(time.perf_counter() - started, 1),
     }
     print(
@@ -248,6 +241,16 @@ def bench_main(args: argparse.Namespace) -> None:
     )
     print(markdown_table(summary, args))
     print()
+    base = LABELS[transports[0]]
+    for transport, ratios in relative.items():
+        print(
+            f"{LABELS[transport]} / {base}: {INFLIGHT}-in-flight calls/s "
+            f"{ratios['unary_64_throughput']:.2f}x, CPU per call (both sides) "
+            f"{ratios['unary_64_cpu_per_call']:.2f}x; stream msgs/s "
+            f"{ratios['stream_throughput']:.2f}x, CPU per message "
+            f"{ratios['stream_cpu_per_msg']:.2f}x; sequential p50 "
+            f"{ratios['seq_p50_added_us']:+.0f} µs"
+        )
     print(json.dumps(report), flush=True)
 
 

@@ -33,7 +33,7 @@ import struct
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -62,9 +62,9 @@ from bench._measure import (  # noqa: E402
     rss,
     set_deadline,
 )
-from flare_runtime import CallContext, JWTAuth, Server, connect  # noqa: E402
+from bench._service import ECHO, FLARE_PAYLOAD, SERVICE, STREAM, BenchService  # noqa: E402
+from flare_runtime import JWTAuth, Server, connect  # noqa: E402
 from flare_runtime.auth import issue_jwt  # noqa: E402
-from flare_runtime.routing import Cardinality, Route, ServiceRoutes  # noqa: E402
 from flare_runtime.wire_channel import WireChannel  # noqa: E402
 
 PAYLOAD = 100
@@ -73,39 +73,6 @@ ID = struct.Struct(">Q")
 JWT_KEY = "flare-bench-signing-key-0123456789abcdef-0123"
 BytesValue = wrappers_pb2.BytesValue
 Int64Value = wrappers_pb2.Int64Value
-
-ECHO: Route[BytesValue, BytesValue] = Route(
-    path="/flarebench.Bench/Echo",
-    service_id=0x7E00,
-    route_id=1,
-    cardinality=Cardinality.UNARY,
-    request_type=BytesValue,
-    response_type=BytesValue,
-    handler_name="echo",
-)
-STREAM: Route[Int64Value, BytesValue] = Route(
-    path="/flarebench.Bench/Stream",
-    service_id=0x7E00,
-    route_id=2,
-    cardinality=Cardinality.SERVER_STREAM,
-    request_type=Int64Value,
-    response_type=BytesValue,
-    handler_name="stream",
-)
-SERVICE = ServiceRoutes(name="flarebench.Bench", service_id=0x7E00, routes=(ECHO, STREAM))
-# BytesValue(value=98 bytes) serializes to exactly 100 bytes, as the raw payload.
-FLARE_PAYLOAD = bytes(98)
-
-
-class BenchService:
-    async def echo(self, request: BytesValue, context: CallContext) -> BytesValue:
-        return request
-
-    async def stream(self, request: Int64Value, context: CallContext) -> AsyncIterator[BytesValue]:
-        message = BytesValue(value=FLARE_PAYLOAD)
-        for _ in range(request.value):
-            yield message
-
 
 # ---------------------------------------------------------------------------- server side
 
