@@ -123,7 +123,8 @@ class CpuWindow:
         return {
             "client_us_per_msg": round(1e6 * client / messages, 1),
             "server_us_per_msg": round(1e6 * server / messages, 1),
-            # Both directions: requests + responses + standalone ACKs.
+            # Both directions (requests, responses, standalone ACKs), counted
+            # machine-wide: a neighbour's UDP traffic inflates it.
             "datagrams_per_100_msgs": round(
                 100 * (udp_datagrams_sent() - self.datagrams) / messages, 1
             ),
@@ -469,7 +470,7 @@ def report(result: dict[str, Any]) -> None:
             f"p50 {seq['p50_us']:>6} us  p99 {seq['p99_us']:>7} us  "
             f"CPU us/msg server {pipelined['server_us_per_msg']:>5} client "
             f"{pipelined['client_us_per_msg']:>5} (sum {cpu:.1f})  "
-            f"datagrams/100 msgs {pipelined['datagrams_per_100_msgs']}"
+            f"UDP datagrams/100 msgs {pipelined['datagrams_per_100_msgs']} (machine-wide)"
         )
 
     def cpu(side: dict[str, Any]) -> float:
