@@ -8,6 +8,7 @@ comes, and a summary says which ones ran, how long they took and which failed.
     .venv/bin/python -m bench.run_all                  # every benchmark, full runs
     .venv/bin/python -m bench.run_all --quick          # those with --quick run it
     .venv/bin/python -m bench.run_all ws grpc          # names containing these words
+    .venv/bin/python -m bench.run_all transports       # the cross-transport table only
 """
 
 from __future__ import annotations
