@@ -39,8 +39,11 @@ from flare_runtime.interceptors import (
     ClientCallInfo,
     ClientInterceptor,
     ClientUnaryCallNext,
-    chain_client_stream,
+    InterceptedStreamCall,
     chain_client_unary,
+    check_request,
+    intercepted_stream_unary,
+    iterate,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig
@@ -56,7 +59,7 @@ from flare_runtime.protocol.events import (
     WindowUpdated,
 )
 from flare_runtime.protocol.frames import CloseCode
-from flare_runtime.routing import Cardinality, Route, Transport
+from flare_runtime.routing import Route, Transport
 from flare_runtime.status import StatusCode
 
 RequestT = TypeVar("RequestT", bound=Message)
@@ -353,26 +356,15 @@ class WireChannel(Channel):
             return cast(ResponseT, await chain(request, info))
         # The fast path (no interceptors): one future, no intermediate coroutine.
         if type(request) is not route.request_type:
-            _check_request(route, request)
-        call = self._start(
-            route,
-            metadata=Metadata.coerce(metadata) if metadata else EMPTY_METADATA,
-            timeout=timeout,
-            message=request.SerializeToString(),
-            end_stream=True,
-            info=None,
-        )
-        future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
-        call.future = future
+            check_request(route, request)
+        metadata = Metadata.coerce(metadata) if metadata else EMPTY_METADATA
+        call, future = self._start_unary(route, request, metadata, timeout, None)
         try:
             data = await future
         except asyncio.CancelledError:
             self._cancel(call)
             raise
-        try:
-            return route.response_type.FromString(data)
-        except DecodeError:
-            raise RpcError(StatusCode.INTERNAL, "response message does not parse") from None
+        return _parse(route, data)
 
     async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
         return await self._unary(info.route, request, info.metadata, info.timeout, info)
@@ -385,7 +377,25 @@ class WireChannel(Channel):
         timeout: float | None,
         info: ClientCallInfo | None,
     ) -> ResponseT:
-        _check_request(route, request)
+        check_request(route, request)
+        call, future = self._start_unary(route, request, metadata, timeout, info)
+        try:
+            data = await future
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
+        return _parse(route, data)
+
+    def _start_unary(
+        self,
+        route: Route[Any, Any],
+        request: Message,
+        metadata: Metadata,
+        timeout: float | None,
+        info: ClientCallInfo | None,
+    ) -> tuple[_ClientCall, asyncio.Future[bytes]]:
+        # Synchronous, so both unary paths await the response in their own
+        # coroutine (the fast path adds none).
         call = self._start(
             route,
             metadata=metadata,
@@ -396,12 +406,7 @@ class WireChannel(Channel):
         )
         future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
         call.future = future
-        try:
-            data = await future
-        except asyncio.CancelledError:
-            self._cancel(call)
-            raise
-        return _parse(route, data)
+        return call, future
 
     def unary_stream(
         self,
@@ -411,19 +416,51 @@ class WireChannel(Channel):
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> ServerStreamCall[ResponseT]:
-        _check_request(route, request)
+        check_request(route, request)
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
         if self.interceptors:
-            return _InterceptedStreamCall(self, info, _one(request))
+            return self._intercepted_stream(info, iterate((request,)))
+        return self._open_server_stream(request, info)
+
+    def _open_server_stream(
+        self, request: Message, info: ClientCallInfo
+    ) -> _WireStreamCall[Any, Any]:
         call = self._start(
-            route,
+            info.route,
             metadata=info.metadata,
-            timeout=timeout,
+            timeout=info.timeout,
             message=request.SerializeToString(),
             end_stream=True,
             info=info,
         )
-        return _WireStreamCall(self, route, call)
+        return _WireStreamCall(self, info.route, call)
+
+    def _open_bidi_stream(
+        self, requests: AsyncIterable[Any] | Iterable[Any] | None, info: ClientCallInfo
+    ) -> _WireStreamCall[Any, Any]:
+        call = self._start(
+            info.route,
+            metadata=info.metadata,
+            timeout=info.timeout,
+            message=None,
+            end_stream=False,
+            info=info,
+        )
+        stream: _WireStreamCall[Any, Any] = _WireStreamCall(self, info.route, call)
+        if requests is not None:
+            stream.start_sending(requests)
+        return stream
+
+    def _intercepted_stream(
+        self, info: ClientCallInfo, requests: AsyncIterator[Message] | None
+    ) -> InterceptedStreamCall[Any, Any]:
+        return InterceptedStreamCall(
+            self.interceptors,
+            info,
+            requests,
+            open_server_stream=self._open_server_stream,
+            open_bidi_stream=self._open_bidi_stream,
+        )
 
     async def stream_unary(
         self,
@@ -435,17 +472,16 @@ class WireChannel(Channel):
     ) -> ResponseT:
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
         if self.interceptors:
-            chain = chain_client_stream(self.interceptors, self._client_stream_terminal)
-            responses = [reply async for reply in chain(_aiter(requests), info)]
-            if len(responses) != 1:
-                raise RpcError(StatusCode.INTERNAL, "expected exactly one response")
-            return cast(ResponseT, responses[0])
+            response = await intercepted_stream_unary(
+                self.interceptors, info, requests, self._client_stream_terminal
+            )
+            return cast(ResponseT, response)
         return await self._client_stream(route, requests, info)
 
     async def _client_stream_terminal(
         self, requests: AsyncIterator[Message], info: ClientCallInfo
-    ) -> AsyncIterator[Message]:
-        yield await self._client_stream(info.route, requests, info)
+    ) -> Message:
+        return await self._client_stream(info.route, requests, info)
 
     async def _client_stream(
         self,
@@ -482,21 +518,8 @@ class WireChannel(Channel):
     ) -> BidiStreamCall[RequestT, ResponseT]:
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
         if self.interceptors:
-            return _InterceptedStreamCall(
-                self, info, _aiter(requests) if requests is not None else None
-            )
-        call = self._start(
-            route,
-            metadata=info.metadata,
-            timeout=timeout,
-            message=None,
-            end_stream=False,
-            info=info,
-        )
-        stream: _WireStreamCall[RequestT, ResponseT] = _WireStreamCall(self, route, call)
-        if requests is not None:
-            stream.start_sending(requests)
-        return stream
+            return self._intercepted_stream(info, None if requests is None else iterate(requests))
+        return self._open_bidi_stream(requests, info)
 
     def _cancel(self, call: _ClientCall) -> None:
         endpoint = self.endpoint
@@ -581,11 +604,13 @@ class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, Res
     async def initial_metadata(self) -> Metadata:
         call = self._call
         while call.headers is None and not call.messages and not call.ended:
-            call.header_waiter = self._endpoint.loop.create_future()
-            try:
-                await call.header_waiter
-            finally:
-                call.header_waiter = None
+            # Several tasks may wait (the caller and an interceptor chain's
+            # terminal): they share one future, shielded so that cancelling
+            # one waiter leaves the others waiting.
+            waiter = call.header_waiter
+            if waiter is None or waiter.done():
+                waiter = call.header_waiter = self._endpoint.loop.create_future()
+            await asyncio.shield(waiter)
         return call.headers if call.headers is not None else EMPTY_METADATA
 
     def trailing_metadata(self) -> Metadata:
@@ -598,7 +623,7 @@ class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, Res
             self._channel._cancel(self._call)
 
     async def send(self, request: RequestT) -> None:
-        _check_request(self._route, request)
+        check_request(self._route, request)
         call = self._call
         endpoint = self._endpoint
         if call.ended:
@@ -674,201 +699,8 @@ def _metadata(pairs: tuple[tuple[str, Any], ...]) -> Metadata:
         return Metadata(valid)
 
 
-def _check_request(route: Route[Any, Any], request: object) -> None:
-    if type(request) is not route.request_type:
-        raise TypeError(
-            f"{route.path} takes {route.request_type.__name__}, got {type(request).__name__}"
-        )
-
-
 def _parse(route: Route[Any, ResponseT], data: bytes) -> ResponseT:
     try:
         return route.response_type.FromString(data)
     except DecodeError:
         raise RpcError(StatusCode.INTERNAL, "response message does not parse") from None
-
-
-class _RequestFeed:
-    """Requests given to `send` on an intercepted bidi call, read by the interceptor chain.
-
-    Bounded: `put` waits while `limit` requests are queued, so a sender
-    cannot outrun the wire's flow control through the chain.
-    """
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, limit: int = 16) -> None:
-        self._loop = loop
-        self._items: collections.deque[Message] = collections.deque()
-        self._closed = False
-        self._limit = limit
-        self._readable: asyncio.Future[None] | None = None
-        self._writable: asyncio.Future[None] | None = None
-
-    async def put(self, request: Message) -> None:
-        while len(self._items) >= self._limit:
-            self._writable = self._loop.create_future()
-            await self._writable
-        self._items.append(request)
-        _resolve(self._readable)
-
-    def close(self) -> None:
-        self._closed = True
-        _resolve(self._readable)
-
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
-        while not self._items:
-            if self._closed:
-                raise StopAsyncIteration
-            self._readable = self._loop.create_future()
-            await self._readable
-        item = self._items.popleft()
-        _resolve(self._writable)
-        return item
-
-
-class _InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, ResponseT]):
-    """A server-stream or bidi call running through client interceptors.
-
-    The interceptor chain is an async iterator of responses; one pump task
-    (the call's one task) drives it into a small bounded buffer, so the call
-    can be iterated, its headers awaited and requests sent independently.
-    The wire call starts when the chain reaches the terminal.
-    """
-
-    _BUFFER = 16
-
-    def __init__(
-        self,
-        channel: WireChannel,
-        info: ClientCallInfo,
-        requests: AsyncIterator[Message] | None,
-    ) -> None:
-        loop = channel.endpoint.loop
-        self._channel = channel
-        self._info = info
-        self._feed = _RequestFeed(loop) if requests is None else None
-        self._inner: _WireStreamCall[Any, Any] | None = None
-        self._started: asyncio.Future[None] = loop.create_future()
-        self._buffer: collections.deque[Message] = collections.deque()
-        self._error: BaseException | None = None
-        self._finished = False
-        self._readable: asyncio.Future[None] | None = None
-        self._writable: asyncio.Future[None] | None = None
-        chain = chain_client_stream(channel.interceptors, self._terminal)
-        source: AsyncIterator[Message] = requests if requests is not None else self._feed  # type: ignore[assignment]
-        self._pump = loop.create_task(self._run(chain(source, info)))
-
-    async def _terminal(
-        self, requests: AsyncIterator[Message], info: ClientCallInfo
-    ) -> AsyncIterator[Message]:
-        channel = self._channel
-        route = info.route
-        if route.cardinality is Cardinality.SERVER_STREAM:
-            request = await anext(requests)
-            call = channel._start(
-                route,
-                metadata=info.metadata,
-                timeout=info.timeout,
-                message=request.SerializeToString(),
-                end_stream=True,
-                info=info,
-            )
-            inner: _WireStreamCall[Any, Any] = _WireStreamCall(channel, route, call)
-        else:
-            call = channel._start(
-                route,
-                metadata=info.metadata,
-                timeout=info.timeout,
-                message=None,
-                end_stream=False,
-                info=info,
-            )
-            inner = _WireStreamCall(channel, route, call)
-            inner.start_sending(requests)
-        self._inner = inner
-        _resolve(self._started)
-        try:
-            async for response in inner:
-                yield response
-        finally:
-            inner.cancel()
-
-    async def _run(self, responses: AsyncIterator[Message]) -> None:
-        try:
-            async for response in responses:
-                self._buffer.append(response)
-                _resolve(self._readable)
-                while len(self._buffer) >= self._BUFFER:
-                    self._writable = self._channel.endpoint.loop.create_future()
-                    await self._writable
-        except asyncio.CancelledError:
-            self._error = RpcError(StatusCode.CANCELLED, "cancelled by the client")
-        except BaseException as exc:  # delivered to the reader
-            self._error = exc
-        finally:
-            self._finished = True
-            if not self._started.done():
-                self._started.set_result(None)
-            _resolve(self._readable)
-
-    def __aiter__(self) -> AsyncIterator[ResponseT]:
-        return self
-
-    async def __anext__(self) -> ResponseT:
-        while not self._buffer:
-            if self._finished:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            self._readable = self._channel.endpoint.loop.create_future()
-            await self._readable
-        response = self._buffer.popleft()
-        _resolve(self._writable)
-        return cast(ResponseT, response)
-
-    async def initial_metadata(self) -> Metadata:
-        await asyncio.shield(self._started)
-        if self._inner is None:
-            return EMPTY_METADATA
-        return await self._inner.initial_metadata()
-
-    def trailing_metadata(self) -> Metadata:
-        return self._info.trailers
-
-    def cancel(self) -> None:
-        if self._inner is not None:
-            self._inner.cancel()
-        self._pump.cancel()
-
-    async def send(self, request: RequestT) -> None:
-        if self._feed is None:
-            raise RpcError(StatusCode.FAILED_PRECONDITION, "this call sends its own requests")
-        if self._finished:
-            if self._error is not None and isinstance(self._error, RpcError):
-                raise self._error
-            raise RpcError(StatusCode.FAILED_PRECONDITION, "the call has ended")
-        await self._feed.put(request)
-
-    async def done_writing(self) -> None:
-        if self._feed is not None:
-            self._feed.close()
-
-
-def _resolve(future: asyncio.Future[None] | None) -> None:
-    if future is not None and not future.done():
-        future.set_result(None)
-
-
-async def _one(message: Message) -> AsyncIterator[Message]:
-    yield message
-
-
-async def _aiter(requests: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(requests, AsyncIterable):
-        async for request in requests:
-            yield request
-    else:
-        for request in requests:
-            yield request

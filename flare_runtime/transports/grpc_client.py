@@ -29,11 +29,14 @@ from flare_runtime.interceptors import (
     ClientCallInfo,
     ClientInterceptor,
     ClientUnaryCallNext,
-    chain_client_stream,
+    InterceptedStreamCall,
     chain_client_unary,
+    check_request,
+    intercepted_stream_unary,
+    iterate,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike, MetadataValue
-from flare_runtime.routing import Cardinality, Route
+from flare_runtime.routing import Route
 from flare_runtime.status import StatusCode
 from flare_runtime.transports.grpc_errors import rpc_error_from_aio
 
@@ -249,7 +252,7 @@ class GrpcChannel(Channel):
         info: ClientCallInfo | None,
     ) -> ResponseT:
         if type(request) is not route.request_type:
-            raise _wrong_type(route, request)
+            check_request(route, request)
         timeout, wire = self._call_arguments(route, timeout, metadata)
         method = self._multicallable(self._unary_unary, self._channel.unary_unary, route)
         call = method(request, timeout=timeout, metadata=wire)
@@ -277,11 +280,10 @@ class GrpcChannel(Channel):
         metadata: MetadataLike | None = None,
     ) -> ServerStreamCall[ResponseT]:
         """Start a server-streaming call; iterate the result for responses."""
-        if type(request) is not route.request_type:
-            raise _wrong_type(route, request)
+        check_request(route, request)
         if self.interceptors:
             info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-            return _InterceptedStreamCall(self, info, _one(request))
+            return self._intercepted_stream(info, iterate((request,)))
         return self._unary_stream_call(route, request, timeout, metadata)
 
     def _unary_stream_call(
@@ -307,16 +309,15 @@ class GrpcChannel(Channel):
         if not self.interceptors:
             return await self._stream_unary_call(route, requests, timeout, metadata)
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        chain = chain_client_stream(self.interceptors, self._client_stream_terminal)
-        responses = [response async for response in chain(_aiter(requests), info)]
-        if len(responses) != 1:
-            raise RpcError(StatusCode.INTERNAL, "a client interceptor broke the single response")
-        return cast(ResponseT, responses[0])
+        response = await intercepted_stream_unary(
+            self.interceptors, info, requests, self._client_stream_terminal
+        )
+        return cast(ResponseT, response)
 
     async def _client_stream_terminal(
         self, requests: AsyncIterator[Message], info: ClientCallInfo
-    ) -> AsyncIterator[Message]:
-        yield await self._stream_unary_call(info.route, requests, info.timeout, info.metadata)
+    ) -> Message:
+        return await self._stream_unary_call(info.route, requests, info.timeout, info.metadata)
 
     async def _stream_unary_call(
         self,
@@ -350,9 +351,23 @@ class GrpcChannel(Channel):
         """Start a bidirectional call (see `Channel.stream_stream`)."""
         if self.interceptors:
             info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-            source = None if requests is None else _aiter(requests)
-            return _InterceptedStreamCall(self, info, source)
+            return self._intercepted_stream(info, None if requests is None else iterate(requests))
         return self._stream_stream_call(route, requests, timeout, metadata)
+
+    def _intercepted_stream(
+        self, info: ClientCallInfo, requests: AsyncIterator[Message] | None
+    ) -> InterceptedStreamCall[Any, Any]:
+        return InterceptedStreamCall(
+            self.interceptors,
+            info,
+            requests,
+            open_server_stream=lambda request, info: self._unary_stream_call(
+                info.route, request, info.timeout, info.metadata
+            ),
+            open_bidi_stream=lambda requests, info: self._stream_stream_call(
+                info.route, requests, info.timeout, info.metadata
+            ),
+        )
 
     def _stream_stream_call(
         self,
@@ -378,13 +393,6 @@ class GrpcChannel(Channel):
             return
         self._closed = True
         await self._channel.close()
-
-
-def _wrong_type(route: Route[Any, Any], request: object) -> TypeError:
-    return TypeError(
-        f"{route.path} takes {route.request_type.DESCRIPTOR.full_name}, "
-        f"got {type(request).__name__}"
-    )
 
 
 class _RequestFeed:
@@ -416,7 +424,7 @@ class _RequestFeed:
         try:
             async for request in requests:
                 if type(request) is not request_type:
-                    raise _wrong_type(route, request)
+                    check_request(route, request)
                 yield request
         except Exception as error:
             self.failure = error
@@ -427,7 +435,7 @@ class _RequestFeed:
         try:
             for request in requests:
                 if type(request) is not request_type:
-                    raise _wrong_type(route, request)
+                    check_request(route, request)
                 yield request
         except Exception as error:
             self.failure = error
@@ -495,7 +503,7 @@ class _GrpcBidiStreamCall(
     async def send(self, request: RequestT) -> None:
         """Send one request; waits while HTTP/2 flow control applies backpressure."""
         if type(request) is not self._request_type:
-            raise _wrong_type(self._route, request)
+            check_request(self._route, request)
         try:
             await self._call.write(request)
         except grpc.aio.AioRpcError as error:
@@ -517,151 +525,6 @@ class _GrpcBidiStreamCall(
 
     async def __aenter__(self) -> _GrpcBidiStreamCall[RequestT, ResponseT]:
         return self
-
-
-_END: Any = object()
-"""Marks the end of a queue of requests or responses."""
-
-_STREAM_BUFFER = 16
-"""Responses an intercepted stream call buffers ahead of its reader."""
-
-
-class _InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, ResponseT]):
-    """A server-stream or bidi call running through the channel's client interceptors.
-
-    The interceptor chain is one async iterator of responses; a pump task
-    drives it into a small bounded buffer, so the call can be iterated, its
-    headers awaited and its requests sent independently. The gRPC call starts
-    when the chain reaches the terminal.
-    """
-
-    def __init__(
-        self,
-        channel: GrpcChannel,
-        info: ClientCallInfo,
-        requests: AsyncIterator[Message] | None,
-    ) -> None:
-        loop = asyncio.get_running_loop()
-        self._channel = channel
-        self._info = info
-        self._request_type = info.route.request_type
-        self._sent: asyncio.Queue[Any] | None = None
-        if requests is None:
-            self._sent = asyncio.Queue(_STREAM_BUFFER)
-            requests = self._sent_requests(self._sent)
-        self._inner: _GrpcServerStreamCall[Any] | None = None
-        self._started: asyncio.Future[None] = loop.create_future()
-        self._received: asyncio.Queue[Any] = asyncio.Queue()
-        self._room = asyncio.Event()
-        self._error: BaseException | None = None
-        chain = chain_client_stream(channel.interceptors, self._terminal)
-        self._pump = loop.create_task(self._run(chain(requests, info)))
-
-    @staticmethod
-    async def _sent_requests(queue: asyncio.Queue[Any]) -> AsyncIterator[Message]:
-        while (request := await queue.get()) is not _END:
-            yield request
-
-    async def _terminal(
-        self, requests: AsyncIterator[Message], info: ClientCallInfo
-    ) -> AsyncIterator[Message]:
-        channel = self._channel
-        route = info.route
-        inner: _GrpcServerStreamCall[Any]
-        if route.cardinality is Cardinality.SERVER_STREAM:
-            request = await anext(requests)
-            inner = channel._unary_stream_call(route, request, info.timeout, info.metadata)
-        else:
-            inner = channel._stream_stream_call(route, requests, info.timeout, info.metadata)
-        self._inner = inner
-        if not self._started.done():
-            self._started.set_result(None)
-        try:
-            info.response_headers = await inner.initial_metadata()
-            async for response in inner:
-                yield response
-        finally:
-            info.trailers = inner.trailing_metadata()
-            inner.cancel()
-
-    async def _run(self, responses: AsyncIterator[Message]) -> None:
-        try:
-            async for response in responses:
-                self._received.put_nowait(response)
-                while self._received.qsize() >= _STREAM_BUFFER:
-                    self._room.clear()
-                    await self._room.wait()
-        except asyncio.CancelledError:
-            self._error = RpcError(StatusCode.CANCELLED, "the call was cancelled")
-        except Exception as error:  # delivered to the reader
-            self._error = error
-        finally:
-            if not self._started.done():
-                self._started.set_result(None)
-            self._received.put_nowait(_END)
-
-    def __aiter__(self) -> AsyncIterator[ResponseT]:
-        return self
-
-    async def __anext__(self) -> ResponseT:
-        response = await self._received.get()
-        self._room.set()
-        if response is _END:
-            self._received.put_nowait(_END)  # stay ended for later reads
-            if self._error is not None:
-                raise self._error
-            raise StopAsyncIteration
-        return cast(ResponseT, response)
-
-    async def initial_metadata(self) -> Metadata:
-        """Wait for and return the server's response headers."""
-        await asyncio.shield(self._started)
-        if self._inner is None:
-            return EMPTY_METADATA
-        return await self._inner.initial_metadata()
-
-    def trailing_metadata(self) -> Metadata:
-        """The server's trailers; empty until the call has ended."""
-        return self._info.trailers
-
-    def cancel(self) -> None:
-        """Cancel the call; the server's handler is cancelled too."""
-        if self._inner is not None:
-            self._inner.cancel()
-        self._pump.cancel()
-
-    async def send(self, request: RequestT) -> None:
-        """Send one request through the interceptors; waits while 16 are queued."""
-        if self._sent is None:
-            raise RpcError(StatusCode.FAILED_PRECONDITION, "this call sends its own requests")
-        if type(request) is not self._request_type:
-            raise _wrong_type(self._info.route, request)
-        if self._pump.done():
-            if isinstance(self._error, RpcError):
-                raise self._error
-            raise RpcError(StatusCode.FAILED_PRECONDITION, "the call has ended")
-        await self._sent.put(request)
-
-    async def done_writing(self) -> None:
-        """Half-close: tell the server no more requests will follow."""
-        if self._sent is not None:
-            await self._sent.put(_END)
-
-    async def __aenter__(self) -> _InterceptedStreamCall[RequestT, ResponseT]:
-        return self
-
-
-async def _one(request: Message) -> AsyncIterator[Message]:
-    yield request
-
-
-async def _aiter(requests: AsyncIterable[Any] | Iterable[Any]) -> AsyncIterator[Any]:
-    if isinstance(requests, AsyncIterable):
-        async for request in requests:
-            yield request
-    else:
-        for request in requests:
-            yield request
 
 
 def _metadata(entries: Iterable[tuple[str, MetadataValue]] | None) -> Metadata:
