@@ -549,11 +549,16 @@ class ImCore:
         finally:
             del self._room_loads[conversation_id]
 
-    async def _member_room(self, session: Session, conversation_id: str) -> _Room:
-        self._require_open(session)
+    async def _existing_room(self, conversation_id: str) -> _Room:
+        """The conversation's room; NOT_FOUND when there is no such conversation."""
         room = await self._room(conversation_id)
         if room is None:
             raise RpcError(StatusCode.NOT_FOUND, f"unknown conversation {conversation_id!r}")
+        return room
+
+    async def _member_room(self, session: Session, conversation_id: str) -> _Room:
+        self._require_open(session)
+        room = await self._existing_room(conversation_id)
         if session.user_id not in room.members:
             raise RpcError(
                 StatusCode.PERMISSION_DENIED, f"not a member of conversation {conversation_id!r}"
@@ -729,9 +734,7 @@ class ImCore:
     async def join_room(self, session: Session, conversation_id: str) -> ConversationView:
         """Join an open room (no-op for a member)."""
         self._require_open(session)
-        room = await self._room(conversation_id)
-        if room is None:
-            raise RpcError(StatusCode.NOT_FOUND, f"unknown conversation {conversation_id!r}")
+        room = await self._existing_room(conversation_id)
         self._require_room_kind(room)
         async with room.admin_lock:
             if session.user_id in room.members:
@@ -753,9 +756,7 @@ class ImCore:
     async def leave_room(self, session: Session, conversation_id: str) -> None:
         """Leave a room. The owner must hand ownership over first (FAILED_PRECONDITION)."""
         self._require_open(session)
-        room = await self._room(conversation_id)
-        if room is None:
-            raise RpcError(StatusCode.NOT_FOUND, f"unknown conversation {conversation_id!r}")
+        room = await self._existing_room(conversation_id)
         self._require_room_kind(room)
         async with room.admin_lock:
             role = room.members.get(session.user_id)
@@ -1090,9 +1091,7 @@ class ImCore:
         self, conversation_id: str, *, keep_last: int | None = None, max_age_ms: int | None = None
     ) -> ConversationRecord:
         """Trim a conversation's history by count and/or age (an operator action)."""
-        room = await self._room(conversation_id)
-        if room is None:
-            raise RpcError(StatusCode.NOT_FOUND, f"unknown conversation {conversation_id!r}")
+        room = await self._existing_room(conversation_id)
         older_than = self._now_ms() - max_age_ms if max_age_ms is not None else None
         record = await self.storage.trim(
             conversation_id, keep_last=keep_last, older_than_ms=older_than
@@ -1102,9 +1101,7 @@ class ImCore:
 
     async def reset_history(self, conversation_id: str) -> ConversationRecord:
         """Drop a conversation's history and start a new epoch (clients must re-sync)."""
-        room = await self._room(conversation_id)
-        if room is None:
-            raise RpcError(StatusCode.NOT_FOUND, f"unknown conversation {conversation_id!r}")
+        room = await self._existing_room(conversation_id)
         record = await self.storage.reset_history(conversation_id)
         room.record = record
         room.pending.clear()
