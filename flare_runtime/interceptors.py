@@ -333,7 +333,7 @@ class InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[Request
         self._info = info
         self._open_server_stream = open_server_stream
         self._open_bidi_stream = open_bidi_stream
-        self._feed = _RequestFeed(loop, self.BUFFER) if requests is None else None
+        self._feed = _SentRequests(loop, self.BUFFER) if requests is None else None
         self._inner: ServerStreamCall[Any] | None = None
         self._started: asyncio.Future[None] = loop.create_future()
         self._buffer: collections.deque[Message] = collections.deque()
@@ -431,7 +431,7 @@ class InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[Request
         return self
 
 
-class _RequestFeed:
+class _SentRequests:
     """Requests given to `send` on an intercepted call, read by the interceptor chain.
 
     Bounded: `put` waits while `limit` requests are queued.
