@@ -25,19 +25,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import faulthandler
 import json
-import os
 import socket
 import statistics
 import struct
-import subprocess
 import sys
 import tempfile
-import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
@@ -48,6 +43,18 @@ from aioquic.quic.events import HandshakeCompleted, QuicEvent, StreamDataReceive
 from google.protobuf.wrappers_pb2 import BytesValue
 
 import flare_runtime
+from bench import _measure
+from bench._measure import (
+    CLIENT_CPU,
+    LOOPBACK,
+    SERVER_CPU,
+    Call,
+    ServerProcess,
+    exit_when_stdin_closes,
+    pin_cpu,
+    rounded,
+    set_deadline,
+)
 from flare_runtime.context import CallContext
 from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
 from flare_runtime.server import Server, TLSFiles
@@ -55,15 +62,11 @@ from flare_runtime.transports.quic import QuicChannel
 from flare_runtime.transports.quic_certs import write_dev_certificate
 from flare_runtime.transports.quic_tickets import MemoryTicketStore
 
-LOOPBACK = "127.0.0.1"
-SERVER_CPU, CLIENT_CPU = 0, 1
 RAW_ALPN = "flare-bench"
 LENGTH = struct.Struct(">I")
 REQUEST_ID = struct.Struct(">Q")
 FILLER = bytes(range(92))  # 8-byte id + 92 bytes = a 100-byte message
 PAYLOAD_SIZE = 100
-
-Request = Callable[[int], Awaitable[object]]
 
 
 def make_payload(request_id: int) -> bytes:
@@ -82,23 +85,7 @@ def split_frames(buffer: bytearray) -> int:
     return end
 
 
-# ------------------------------------------------------------------ process plumbing
-
-
-def pin_cpu(cpu: int) -> None:
-    """Pin this process to `cpu` when the machine has it."""
-    if cpu < (os.cpu_count() or 1):
-        os.sched_setaffinity(0, {cpu})
-
-
-_CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
-
-
-def cpu_seconds(pid: int | str = "self") -> float:
-    """User + system CPU seconds of a whole process, from /proc."""
-    with open(f"/proc/{pid}/stat") as stat:
-        fields = stat.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / _CLOCK_TICKS
+# ------------------------------------------------------------------ measuring
 
 
 def udp_datagrams_sent() -> int:
@@ -108,73 +95,45 @@ def udp_datagrams_sent() -> int:
     return int(rows[1][rows[0].index("OutDatagrams")])
 
 
-class CpuWindow:
-    """CPU spent by this process and the server over a window, and UDP datagrams, per message."""
+class Datagrams:
+    """A `_measure.Probe`: UDP datagrams sent over a phase, per 100 messages."""
 
-    def __init__(self, server_pid: int) -> None:
-        self.server_pid = server_pid
-        self.client = cpu_seconds()
-        self.server = cpu_seconds(server_pid)
-        self.datagrams = udp_datagrams_sent()
+    def __init__(self) -> None:
+        self.start = udp_datagrams_sent()
 
     def finish(self, messages: int) -> dict[str, float]:
-        client = cpu_seconds() - self.client
-        server = cpu_seconds(self.server_pid) - self.server
-        return {
-            "client_us_per_msg": round(1e6 * client / messages, 1),
-            "server_us_per_msg": round(1e6 * server / messages, 1),
-            # Both directions (requests, responses, standalone ACKs), counted
-            # machine-wide: a neighbour's UDP traffic inflates it.
-            "datagrams_per_100_msgs": round(
-                100 * (udp_datagrams_sent() - self.datagrams) / messages, 1
-            ),
-        }
+        # Both directions (requests, responses, standalone ACKs), counted
+        # machine-wide: a neighbour's UDP traffic inflates it.
+        return {"datagrams_per_100_msgs": 100 * (udp_datagrams_sent() - self.start) / messages}
 
 
-async def measure_sequential(request: Request, n: int, server_pid: int) -> dict[str, float]:
+async def measure_sequential(request: Call, n: int, server_pid: int) -> dict[str, float]:
     """One request at a time: round-trip latency percentiles in microseconds."""
-    for i in range(min(500, n)):
-        await request(i)
-    samples: list[int] = []
-    clock = time.perf_counter_ns
-    cpu = CpuWindow(server_pid)
-    for i in range(n):
-        start = clock()
-        await request(i)
-        samples.append(clock() - start)
-    samples.sort()
-    return {
-        "p50_us": round(samples[len(samples) // 2] / 1000, 1),
-        "p99_us": round(samples[int(len(samples) * 0.99)] / 1000, 1),
-        **cpu.finish(n),
-    }
+    figures = await _measure.measure_sequential(
+        request, n, warmup=min(500, n), server_pid=server_pid, probes=(Datagrams,)
+    )
+    return rounded(figures)
 
 
 async def measure_closed_loop(
-    request: Request, inflight: int, warmup: float, duration: float, server_pid: int
+    request: Call, inflight: int, warmup: float, duration: float, server_pid: int
 ) -> dict[str, float]:
     """`inflight` callers each keep one request outstanding; messages per second."""
-    completed = 0
-    stop = False
-
-    async def caller(number: int) -> None:
-        nonlocal completed
-        i = number << 32
-        while not stop:
-            await request(i)
-            i += 1
-            completed += 1
-
-    tasks = [asyncio.ensure_future(caller(n)) for n in range(inflight)]
-    await asyncio.sleep(warmup)
-    start_count, start = completed, time.perf_counter()
-    cpu = CpuWindow(server_pid)
-    await asyncio.sleep(duration)
-    count, elapsed = completed - start_count, time.perf_counter() - start
-    result = {"msgs_per_s": round(count / elapsed), **cpu.finish(max(count, 1))}
-    stop = True
-    await asyncio.wait_for(asyncio.gather(*tasks), 30)
-    return result
+    window = await _measure.measure_closed_loop(
+        request,
+        inflight,
+        warmup=warmup,
+        duration=duration,
+        server_pid=server_pid,
+        probes=(Datagrams,),
+    )
+    figures = rounded(window.per_message())
+    return {
+        "msgs_per_s": round(window.msgs_per_s),
+        "client_us_per_msg": figures["client_us_per_msg"],
+        "server_us_per_msg": figures["server_us_per_msg"],
+        "datagrams_per_100_msgs": figures["datagrams_per_100_msgs"],
+    }
 
 
 # ------------------------------------------------------------------ raw aioquic
@@ -320,7 +279,7 @@ async def flare_connect(port: int, cafile: str, **options: Any) -> QuicChannel:
     return channel
 
 
-async def measure(request: Request, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
+async def measure(request: Call, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     """Sequential latency and 64-in-flight throughput of one request function."""
     return {
         "seq": await measure_sequential(request, args.seq_n, server_pid),
@@ -391,7 +350,7 @@ async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence
     async def flare_call(request_id: int) -> object:
         return await channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
 
-    sides: dict[str, Request] = {
+    sides: dict[str, Call] = {
         "raw_one_stream": raw.request_long_stream,
         "raw_stream_per_call": raw.request_new_stream,
         "flare_one_stream": flare_call,
@@ -409,46 +368,9 @@ async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence
     return result
 
 
-def start_server(args: argparse.Namespace) -> tuple[subprocess.Popen[str], list[int]]:
-    process = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "bench.quic_bench",
-            "--role",
-            "server",
-            "--cert",
-            args.cert,
-            "--key",
-            args.key,
-        ],
-        stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
-        text=True,
-        preexec_fn=lambda: pin_cpu(SERVER_CPU),  # noqa: PLW1509 -- no threads yet
-        cwd=Path(__file__).resolve().parent.parent,
-    )
-    assert process.stdout is not None
-    lines: list[str] = []
-    reader = threading.Thread(target=lambda: lines.append(process.stdout.readline()), daemon=True)  # type: ignore[union-attr]
-    reader.start()
-    reader.join(20)
-    if not lines or not lines[0].startswith("READY "):
-        process.kill()
-        raise RuntimeError(f"bench server did not start: {lines!r}")
-    return process, [int(port) for port in lines[0].split()[1:]]
-
-
-def exit_with_parent() -> None:
-    """Servers exit when the parent closes their stdin (or dies)."""
-
-    def watch() -> None:
-        try:
-            sys.stdin.read()
-        finally:
-            os._exit(0)
-
-    threading.Thread(target=watch, daemon=True).start()
+def start_server(args: argparse.Namespace) -> ServerProcess:
+    argv = ["-m", "bench.quic_bench", "--role", "server", "--cert", args.cert, "--key", args.key]
+    return ServerProcess(argv, pin=SERVER_CPU, ready_timeout=20, close_timeout=5)
 
 
 def ratio(a: float, b: float) -> float:
@@ -520,26 +442,24 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3, help="interleaved repetitions (medians)")
     args = parser.parse_args()
     if args.role == "server":
-        faulthandler.dump_traceback_later(300, exit=True)
-        exit_with_parent()
+        set_deadline(300)
+        exit_when_stdin_closes()
         asyncio.run(run_server(args))
         return
 
     if args.quick:
         args.seq_n, args.duration, args.warmup, args.handshakes, args.reps = 500, 0.5, 0.2, 5, 1
-    faulthandler.dump_traceback_later(240, exit=True)
+    set_deadline(240)
     pin_cpu(CLIENT_CPU)
     started = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix="flare-quic-bench-") as directory:
         files = write_dev_certificate(directory)
         args.cert, args.key = str(files.certificate), str(files.private_key)
-        process, ports = start_server(args)
+        server = start_server(args)
         try:
-            result = asyncio.run(client_main(args, process.pid, ports))
+            result = asyncio.run(client_main(args, server.pid, server.ports))
         finally:
-            assert process.stdin is not None
-            process.stdin.close()
-            process.wait(5)
+            server.close()
     result = {
         "bench": "quic",
         "loop": "asyncio",
