@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
 
     from flare_runtime.client import connect  # noqa: PLC0415 -- keeps `flare --help` fast
     from flare_runtime.errors import ConnectionClosedError, FlareError, RpcError  # noqa: PLC0415 -- keeps `flare --help` fast
+    from flare_runtime.metadata import Metadata  # noqa: PLC0415 -- keeps `flare --help` fast
     from flare_runtime.routing import Cardinality  # noqa: PLC0415 -- keeps `flare --help` fast
 
     route = find_route(args.method, Path(args.generated).resolve())
@@ -77,16 +78,24 @@ def run(args: argparse.Namespace) -> int:
         value = json.loads(text)
         items = value if isinstance(value, list) else [value]
         requests = [json_format.ParseDict(item, route.request_type()) for item in items]
-    except (ValueError, json_format.ParseError) as exc:
+        if not requests and route.cardinality in {Cardinality.UNARY, Cardinality.SERVER_STREAM}:
+            raise ValueError(f"{route.path} takes one request, got an empty array")
+    except (ValueError, TypeError, json_format.ParseError) as exc:
+        # json_format raises TypeError for a JSON value of the wrong shape (e.g. 5 for a message).
         print(f"flare call: bad request JSON: {exc}", file=sys.stderr)
         return 2
-    metadata = []
+    pairs = []
     for header in args.header:
         key, sep, val = header.partition(":")
         if not sep:
             print(f"flare call: header {header!r} is not KEY:VALUE", file=sys.stderr)
             return 2
-        metadata.append((key.strip(), val.strip()))
+        pairs.append((key.strip(), val.strip()))
+    try:
+        metadata = Metadata(pairs)
+    except ValueError as exc:
+        print(f"flare call: bad header: {exc}", file=sys.stderr)
+        return 2
 
     def show(message: Any) -> None:
         print(json_format.MessageToJson(message, indent=None), flush=True)
