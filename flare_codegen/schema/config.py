@@ -133,6 +133,15 @@ def _strings(value: Any, where: str) -> list[str]:
     return list(value)
 
 
+def _bool(section: Mapping[str, Any], key: str, default: bool, where: str) -> bool:
+    # A quoted "false" is a truthy string: taken as-is it would silently flip
+    # the switch (disable_builtin: "false" would turn every buf rule off).
+    value = section.get(key, default)
+    if not isinstance(value, bool):
+        raise ConfigError(f"{where}: {key}: expected true or false, got {value!r}")
+    return value
+
+
 def parse_breaking(section: Mapping[str, Any] | None, version: str, where: str) -> BreakingConfig:
     """Resolve one ``breaking:`` mapping (buf's keys) under config `version`."""
     section = section or {}
@@ -147,8 +156,9 @@ def parse_breaking(section: Mapping[str, Any] | None, version: str, where: str) 
         raise ConfigError(f"{where}: unknown breaking key(s): {', '.join(sorted(unknown))}")
     use = _strings(section.get("use"), f"{where}: use") or ["FILE"]
     excepted = _strings(section.get("except"), f"{where}: except")
-    rules = frozenset() if section.get("disable_builtin") else select_rules(version, use, excepted)
-    flare_rules = bool(section.get("flare", True)) and FLARE_CATEGORY not in excepted
+    disable_builtin = _bool(section, "disable_builtin", False, where)
+    rules = frozenset() if disable_builtin else select_rules(version, use, excepted)
+    flare_rules = _bool(section, "flare", True, where) and FLARE_CATEGORY not in excepted
     ignore_only_raw = section.get("ignore_only") or {}
     if not isinstance(ignore_only_raw, Mapping):
         raise ConfigError(f"{where}: ignore_only must be a mapping")
@@ -162,7 +172,7 @@ def parse_breaking(section: Mapping[str, Any] | None, version: str, where: str) 
         flare_rules=flare_rules,
         ignore=tuple(_strings(section.get("ignore"), f"{where}: ignore")),
         ignore_only=ignore_only,
-        ignore_unstable_packages=bool(section.get("ignore_unstable_packages", False)),
+        ignore_unstable_packages=_bool(section, "ignore_unstable_packages", False, where),
     )
 
 
@@ -197,12 +207,14 @@ def load_config(root: Path) -> InputConfig:
     flare_toml = root / "flare.toml"
     if flare_toml.is_file():
         data = _load_toml(flare_toml)
-        table = data.get("schema", data.get("tool", {}).get("flare", {}).get("schema"))
+        table = data.get("schema")
+        if table is None:
+            table = _tool_flare_schema(data, str(flare_toml))
         if table is not None:
             return _from_table(table, str(flare_toml))
     pyproject = root / "pyproject.toml"
     if pyproject.is_file():
-        table = _load_toml(pyproject).get("tool", {}).get("flare", {}).get("schema")
+        table = _tool_flare_schema(_load_toml(pyproject), str(pyproject))
         if table is not None:
             return _from_table(table, str(pyproject))
     return InputConfig((default_config(),))
@@ -215,6 +227,19 @@ def _load_toml(path: Path) -> dict[str, Any]:
         return tomllib.loads(path.read_text(encoding="utf-8"))
     except (OSError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"{path}: {exc}") from exc
+
+
+def _tool_flare_schema(data: Mapping[str, Any], where: str) -> Any:
+    """``[tool.flare.schema]`` of a TOML document, or None; a non-table on the way is an error."""
+    node: Any = data
+    for depth, key in enumerate(("tool", "flare")):
+        node = node.get(key)
+        if node is None:
+            return None
+        if not isinstance(node, Mapping):
+            name = ".".join(("tool", "flare")[: depth + 1])
+            raise ConfigError(f"{where}: {name} must be a table")
+    return node.get("schema")
 
 
 def _from_table(table: Any, where: str) -> InputConfig:
@@ -266,7 +291,10 @@ def _from_buf_yaml(path: Path) -> InputConfig:
     else:
         configs.append(parse_breaking(top, version, where))
     # v2 policies: each local policy file runs with its own breaking section.
-    for entry in data.get("policies") or []:
+    policies = data.get("policies") or []
+    if not isinstance(policies, list):
+        raise ConfigError(f"{where}: policies must be a list")
+    for entry in policies:
         policy_name = entry.get("policy") if isinstance(entry, Mapping) else None
         if not isinstance(policy_name, str):
             raise ConfigError(f"{where}: policies entries need a 'policy' path")

@@ -142,12 +142,41 @@ def test_ignore_unstable_packages(schema_pair: Pair, flare: Callable[..., Run]) 
         ("version: v9\n", "unknown version 'v9'"),
         ("version: v1\nbreaking:\n  usee: [FILE]\n", "unknown breaking key(s): usee"),
         ("version: v1\nbreaking: [\n", "buf.yaml"),
+        # A quoted "false" is a string, not a boolean: it must not silently
+        # switch every builtin rule off (or Flare's rules on).
+        (
+            'version: v2\nbreaking:\n  disable_builtin: "false"\n',
+            "disable_builtin: expected true or false",
+        ),
+        (
+            "version: v1\nbreaking:\n  ignore_unstable_packages: 1\n",
+            "ignore_unstable_packages: expected true or false",
+        ),
+        ("version: v2\npolicies: 5\n", "policies must be a list"),
     ],
 )
 def test_bad_configuration_is_a_clear_error(
     buf_yaml: str, message: str, schema_pair: Pair, flare: Callable[..., Run]
 ) -> None:
     current, previous = schema_pair({"m.proto": NEW, "buf.yaml": buf_yaml}, {"m.proto": OLD})
+    run = flare("schema", "check", str(current), "--against", str(previous))
+    assert run.code == 1
+    assert message in run.err
+
+
+@pytest.mark.parametrize(
+    ("name", "text", "message"),
+    [
+        ("flare.toml", "tool = 3\n", "tool must be a table"),
+        ("flare.toml", "[tool]\nflare = 3\n", "tool.flare must be a table"),
+        ("pyproject.toml", 'tool = "x"\n', "tool must be a table"),
+        ("pyproject.toml", '[tool.flare.schema]\nflare = "false"\n', "flare: expected true"),
+    ],
+)
+def test_bad_toml_configuration_is_a_clear_error(
+    name: str, text: str, message: str, schema_pair: Pair, flare: Callable[..., Run]
+) -> None:
+    current, previous = schema_pair({"m.proto": NEW, name: text}, {"m.proto": OLD})
     run = flare("schema", "check", str(current), "--against", str(previous))
     assert run.code == 1
     assert message in run.err
