@@ -180,7 +180,9 @@ class ImService(ImServiceBase):
         )
 
     def _expire_unsubscribed(self, session: Session) -> None:
-        if session.closed or isinstance(session.sink, _SubscribedSink):
+        # A session the core ended meanwhile (kicked, cut off) is forgotten
+        # here too; a subscribed one is forgotten when its stream ends.
+        if isinstance(session.sink, _SubscribedSink) and not session.closed:
             return
         self._detached.pop(session.session_id, None)
         self.core.logout(session)
