@@ -128,6 +128,8 @@ class ImService(ImServiceBase):
         self.core = core
         self._detached: dict[str, Session] = {}
         """gRPC sessions by session id."""
+        self._hooked: set[ServerConnection] = set()
+        """Connections whose close logs out their IM session."""
 
     # -- sessions ----------------------------------------------------------------
 
@@ -168,8 +170,11 @@ class ImService(ImServiceBase):
                 user, request.device_id, int(request.platform), ConnectionSink(connection)
             )
             connection.session = session
-            core = self.core
-            connection.add_close_callback(lambda _closed: core.logout(session))
+            if connection not in self._hooked:
+                # One hook per connection, not per Login: a client logging in
+                # again and again must not grow the connection's callbacks.
+                self._hooked.add(connection)
+                connection.add_close_callback(self._connection_closed)
         for old in replaced:
             self._detached.pop(old.session_id, None)
         return im_pb2.LoginReply(
@@ -178,6 +183,12 @@ class ImService(ImServiceBase):
             server_time_ms=self.core.now_ms(),
             replaced_session_ids=[old.session_id for old in replaced],
         )
+
+    def _connection_closed(self, connection: ServerConnection) -> None:
+        self._hooked.discard(connection)
+        session = connection.session
+        if isinstance(session, Session):
+            self.core.logout(session)
 
     def _expire_unsubscribed(self, session: Session) -> None:
         # A session the core ended meanwhile (kicked, cut off) is forgotten

@@ -2,7 +2,8 @@
 
 gRPC sessions live in the service's table of detached sessions (named by the
 ``flare-im-session`` header); a session the core ends (kicked, replaced, cut
-off as a slow consumer) must not stay in it.
+off as a slow consumer) must not stay in it. On a WebSocket/QUIC connection,
+logging in again must not pile up per-connection state.
 """
 
 from __future__ import annotations
@@ -13,14 +14,17 @@ from pathlib import Path
 
 import pytest
 from flare.im.v1 import im_pb2
-from flare.im.v1.im_flare import ImServiceRoutes
+from flare.im.v1.im_flare import ImServiceClient, ImServiceRoutes
 
+from flare_runtime.auth import TokenAuth
 from flare_runtime.context import CallContext, Principal
 from flare_runtime.im import service as service_module
 from flare_runtime.im.core import ImCore
 from flare_runtime.im.service import ImService
 from flare_runtime.im.storage import KeyRing, SqliteStorage
 from flare_runtime.routing import Transport
+from flare_runtime.server import Server
+from flare_runtime.testing.memory import memory_pair
 
 
 @pytest.fixture
@@ -60,4 +64,28 @@ async def test_a_grpc_session_that_never_subscribes_is_forgotten(
     await service.login(im_pb2.LoginRequest(device_id="laptop"), grpc_context())
     await asyncio.sleep(0.2)
     assert service._detached == {}
+    assert core.sessions_of("alice") == []
+
+
+async def test_logging_in_again_on_one_connection_holds_one_close_callback(core: ImCore) -> None:
+    """Each Login used to add a close callback to the connection: unbounded per connection."""
+    server = Server(
+        [ImService(core)],
+        auth=TokenAuth({"token-alice": Principal("alice")}),
+        push_tables=[ImService.PUSH_TYPES],
+    )
+    channel, endpoint, _ = memory_pair(server, metadata={"authorization": "Bearer token-alice"})
+    client = ImServiceClient(channel)
+    try:
+        for attempt in range(20):
+            await client.login(im_pb2.LoginRequest(device_id=f"d{attempt % 2}"), timeout=10)
+        # Every earlier session was logged out; the connection keeps one hook.
+        assert [s.device_id for s in core.sessions_of("alice")] == ["d1"]
+        assert len(endpoint._close_callbacks) == 1
+        await client.logout(im_pb2.LogoutRequest(), timeout=10)
+        await client.login(im_pb2.LoginRequest(device_id="d0"), timeout=10)
+        assert len(endpoint._close_callbacks) == 1
+    finally:
+        await channel.close()
+    await endpoint.wait_closed()
     assert core.sessions_of("alice") == []
