@@ -80,14 +80,20 @@ def generate(
 
     Returns the compiled file names. Raises `CompileError` with protoc's
     diagnostics (including the Flare plugin's ``file:line:col`` errors) when
-    protoc fails.
+    protoc fails, and when `out_dir` cannot be created.
     """
     if not schema_dir.is_dir():
         raise CompileError(f"{schema_dir}: not a directory")
     targets = list(files) if files is not None else find_proto_files(schema_dir)
     if not targets:
         raise CompileError(f"{schema_dir}: no .proto files found")
-    out_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        # A file in the way, or no permission: a message, not a traceback.
+        raise CompileError(
+            f"{out_dir}: cannot create the output directory ({error.strerror})"
+        ) from error
     with tempfile.TemporaryDirectory(prefix="flare-gen-") as tmp:
         args = protoc_arguments(
             [schema_dir, *include_dirs],

@@ -103,3 +103,14 @@ def test_flare_gen_rejects_a_missing_directory(
 ) -> None:
     assert main(["gen", str(tmp_path / "nope"), "-o", str(tmp_path / "out")]) == 1
     assert "not a directory" in capsys.readouterr().err
+
+
+def test_flare_gen_reports_an_output_path_it_cannot_create(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    (tmp_path / "plain.proto").write_text('syntax = "proto3";\npackage p;\nmessage M {}\n')
+    occupied = tmp_path / "occupied"
+    occupied.write_text("a file, not a directory\n")
+    for out in (occupied, occupied / "below"):
+        assert main(["gen", str(tmp_path), "-o", str(out)]) == 1
+        assert f"{out}: cannot create the output directory" in capsys.readouterr().err
