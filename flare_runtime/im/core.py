@@ -54,6 +54,8 @@ from flare_runtime.status import StatusCode
 
 logger = logging.getLogger("flare_runtime.im")
 
+_MAX_SEQ = 2**63 - 1
+
 
 class DevicePolicy(enum.Enum):
     """How many sessions one user may hold at once. The newest login always wins.
@@ -1021,7 +1023,10 @@ class ImCore:
         """Up to `limit` messages before `before_seq` (0: newest), oldest first, and has_more."""
         room = await self._member_room(session, conversation_id)
         page = self._page(limit, self.limits.history_page_default, self.limits.sync_page_max)
-        messages = await self.storage.read_before(conversation_id, before_seq or None, page + 1)
+        # Storage seqs are signed 64-bit; a larger uint64 (e.g. UINT64_MAX as
+        # "before everything") is beyond every message, like 0.
+        before = before_seq if 0 < before_seq <= _MAX_SEQ else None
+        messages = await self.storage.read_before(conversation_id, before, page + 1)
         has_more = len(messages) > page
         return messages[-page:] if has_more else messages, has_more, self._view(room)
 

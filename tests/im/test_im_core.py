@@ -115,6 +115,17 @@ async def test_retried_send_returns_the_original_and_stores_once(core: ImCore) -
     assert [m.client_message_id for m in messages] == ["same-id"]
 
 
+async def test_history_before_a_seq_beyond_64_bits_reads_from_the_newest(core: ImCore) -> None:
+    """before_seq is a uint64 on the wire; UINT64_MAX used to overflow the storage (INTERNAL)."""
+    alice, _ = login(core, "alice", "phone")
+    conversation = (await core.open_direct(alice, "bob")).record.conversation_id
+    for i in range(3):
+        await core.send(alice, conversation, f"m-{i}", text(f"m{i}"))
+    for before in (2**64 - 1, 2**63, 2**63 - 1):
+        messages, has_more, _ = await core.history(alice, conversation, before, limit=2)
+        assert ([m.seq for m in messages], has_more) == ([2, 3], True)
+
+
 async def test_sync_returns_exactly_the_missing_messages_paged(core: ImCore) -> None:
     alice, _ = login(core, "alice", "phone")
     bob, _ = login(core, "bob", "phone")
