@@ -40,6 +40,15 @@ def load_routes(schema: Path) -> tuple[File, ...]:
         files = list(descriptor_set.file)
         if not files:
             raise CompileError(f"{schema}: the descriptor set holds no files")
+        # parse_files looks files up by name: an unnamed one would be skipped
+        # and a repeated one would shadow the first, both silently.
+        seen: set[str] = set()
+        for proto in files:
+            if not proto.name:
+                raise CompileError(f"{schema}: a file in the descriptor set has no name")
+            if proto.name in seen:
+                raise CompileError(f"{schema}: the descriptor set holds {proto.name} twice")
+            seen.add(proto.name)
         targets = [proto.name for proto in files]
     result = parse_files(files, targets, Parameters())
     if result.diagnostics:

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from google.protobuf import descriptor_pb2
 
 from flare_codegen.cli import main
 from flare_codegen.compiler import compile_directory
@@ -85,3 +86,24 @@ def test_bad_inputs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "bad.proto:4:36: S.A sets route_id 1 but service S has no service_id" in (
         capsys.readouterr().err
     )
+
+
+def test_a_descriptor_set_with_unnamed_or_repeated_files_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # Bytes that merely parse as a FileDescriptorSet used to print an empty
+    # (or partial) table and exit 0.
+    chat = compile_directory(SCHEMAS).files
+    unnamed = descriptor_pb2.FileDescriptorSet()
+    unnamed.file.add()
+    repeated = descriptor_pb2.FileDescriptorSet()
+    repeated.CopyFrom(chat)
+    repeated.file.add(name=chat.file[-1].name)
+    for name, descriptor_set, message in (
+        ("unnamed.binpb", unnamed, "a file in the descriptor set has no name"),
+        ("repeated.binpb", repeated, f"the descriptor set holds {chat.file[-1].name} twice"),
+    ):
+        path = tmp_path / name
+        path.write_bytes(descriptor_set.SerializeToString())
+        assert main(["routes", str(path)]) == 1
+        assert f"{path}: {message}" in capsys.readouterr().err
