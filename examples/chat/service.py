@@ -36,7 +36,8 @@ class ChatService(ChatServiceBase):
 
     def __init__(self) -> None:
         self.rooms: dict[str, list[chat_pb2.ChatMessage]] = {}
-        self.sent: dict[str, chat_pb2.SendReply] = {}
+        self.sent: dict[tuple[str, str], chat_pb2.SendReply] = {}
+        """Replies by (author, client_message_id), for idempotent retries."""
         self.listeners: dict[str, set[asyncio.Queue[chat_pb2.RoomEvent]]] = {}
         self.connections: set[ServerConnection] = set()
         self._ids = itertools.count(1)
@@ -49,21 +50,26 @@ class ChatService(ChatServiceBase):
 
     async def send(self, request: chat_pb2.SendRequest, context: CallContext) -> chat_pb2.SendReply:
         self._remember(context)
-        if request.client_message_id in self.sent:
-            return self.sent[request.client_message_id]  # idempotent retry
+        author = context.principal.subject if context.principal else "anonymous"
+        # Ids are the client's: one author's retry must not return another's
+        # message, and a send without an id is never a retry.
+        key = (author, request.client_message_id)
+        if request.client_message_id and key in self.sent:
+            return self.sent[key]  # idempotent retry
         if not request.message.room:
             raise RpcError(StatusCode.INVALID_ARGUMENT, "message.room is required")
         history = self.rooms.setdefault(request.message.room, [])
         message = chat_pb2.ChatMessage()
         message.CopyFrom(request.message)
         message.message_id = f"m{next(self._ids)}"
-        message.author = context.principal.subject if context.principal else "anonymous"
+        message.author = author
         message.seq = len(history) + 1
         message.sent_at.CopyFrom(_now())
         history.append(message)
         reply = chat_pb2.SendReply(message_id=message.message_id, seq=message.seq)
         reply.accepted_at.CopyFrom(message.sent_at)
-        self.sent[request.client_message_id] = reply
+        if request.client_message_id:
+            self.sent[key] = reply
         event = chat_pb2.RoomEvent(posted=chat_pb2.MessagePosted(message=message))
         for queue in self.listeners.get(message.room, ()):
             queue.put_nowait(event)
