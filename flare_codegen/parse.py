@@ -280,11 +280,20 @@ class _Parser:
             # happens with a hand-built descriptor set missing a dependency.
             self.error(location, f"message {full_name} is not defined in the input")
             return MessageRef(full_name, "", full_name)
-        if any(is_python_keyword(part) for part in ref.module.split(".")):
+        parts = ref.module.split(".")
+        if any(is_python_keyword(part) for part in parts):
             self.error(
                 location,
                 f"message {full_name} lives in module {ref.module}, whose path has a "
                 "Python keyword; generated code cannot import it",
+            )
+        elif not all(part.isidentifier() for part in parts):
+            # A file or directory name starting with a digit, or a dotted
+            # directory (`v1.2/`), gives `from v1 import 1api_pb2`: a syntax error.
+            self.error(
+                location,
+                f"message {full_name} lives in module {ref.module}, which is not a "
+                "Python module path; generated code cannot import it",
             )
         elif full_name in self.keyword_messages:
             self.error(

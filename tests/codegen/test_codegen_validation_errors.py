@@ -295,3 +295,29 @@ def test_keyword_in_module_path_is_an_error(tmp_path: Path, run_protoc: RunProto
         "class/v1/api.proto:4:13: message k.v1.M lives in module class.v1.api_pb2, "
         "whose path has a Python keyword" in result.stderr
     )
+
+
+@pytest.mark.parametrize(
+    ("proto_path", "module"),
+    [("v1/1api.proto", "v1.1api_pb2"), ("api.v1.2/api.proto", "api.v1.2.api_pb2")],
+)
+def test_module_path_that_is_not_an_identifier_is_an_error(
+    proto_path: str, module: str, tmp_path: Path, run_protoc: RunProtoc
+) -> None:
+    # `from v1 import 1api_pb2` / `from api.v1.2 import api_pb2` would be
+    # syntax errors in generated code, for a service's messages and a push alike.
+    path = tmp_path / proto_path
+    path.parent.mkdir(parents=True)
+    path.write_text(
+        'syntax = "proto3";\npackage k.v1;\nimport "flare/options/v1/options.proto";\n'
+        "message M {}\nservice S { rpc A(M) returns (M); }\n"
+        "message P { option (flare.options.v1.message) = {push_type_id: 1}; }\n"
+    )
+    result = run_protoc([tmp_path], [proto_path], tmp_path / "out")
+    assert result.returncode != 0
+    for position, name in (("5:13", "k.v1.M"), ("6:13", "k.v1.P")):
+        assert (
+            f"{proto_path}:{position}: message {name} lives in module {module}, "
+            "which is not a Python module path" in result.stderr
+        )
+    assert not list((tmp_path / "out").rglob("*_flare.py"))
