@@ -155,8 +155,9 @@ class Dispatcher:
     async def authenticate_connection(self, metadata: Metadata, peer: str) -> ConnectionAuth:
         """Authenticate a connection's opening metadata once, at connect.
 
-        Never raises for bad credentials: the error is kept and reported by
-        each call that needs authentication.
+        Never raises: the error (UNAUTHENTICATED for bad credentials, INTERNAL
+        for a bug in the plugin, logged) is kept and reported by each call
+        that needs authentication.
         """
         if self.auth is None or AUTHORIZATION_KEY not in metadata:
             return ANONYMOUS
@@ -164,6 +165,10 @@ class Dispatcher:
             principal = await self.auth.authenticate(metadata, peer)
         except RpcError as error:
             return ConnectionAuth(error=error)
+        except Exception as exc:
+            # Calls awaiting the connection's auth must get an answer, not
+            # this exception (a streaming call would never end).
+            return ConnectionAuth(error=to_rpc_error(exc))
         return ConnectionAuth(principal=principal) if principal is not None else ANONYMOUS
 
     async def authorize(

@@ -6,7 +6,10 @@ import asyncio
 
 import pytest
 
+from flare_runtime.auth import AuthPlugin
+from flare_runtime.context import Principal
 from flare_runtime.errors import RpcError
+from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.server import Server, ServerOptions
 from flare_runtime.status import StatusCode
@@ -123,3 +126,28 @@ async def test_metadata_key_the_wire_allows_but_metadata_forbids() -> None:
     assert caught.value.code is StatusCode.INVALID_ARGUMENT
     assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"))).value == b"ok"
     await channel.close()
+
+
+class _CrashingAuth(AuthPlugin):
+    """An auth plugin with a bug: it raises something other than RpcError."""
+
+    async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
+        await asyncio.sleep(0.05)  # calls start while the connection's auth is pending
+        raise ValueError("plugin bug")
+
+
+async def test_a_crashing_auth_plugin_fails_calls_with_internal_and_no_call_hangs() -> None:
+    server, _ = _server(auth=_CrashingAuth())
+    channel, _, _ = memory_pair(server, metadata={"authorization": "Bearer t"})
+    try:
+        async with asyncio.timeout(10):
+            # Started while the auth is pending: a stream used to hang for ever.
+            stream = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
+            assert [reply.value async for reply in stream] == [0, 1]
+            assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
+            # A route that needs the principal reports the plugin's failure.
+            with pytest.raises(RpcError) as caught:
+                await channel.unary_unary(Routes.WHO_AM_I, StringValue())
+            assert caught.value.code is StatusCode.INTERNAL
+    finally:
+        await channel.close()
