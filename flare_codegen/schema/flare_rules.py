@@ -129,7 +129,8 @@ def _check_services(c: Comparison) -> None:
         service_option_path = first_location(
             service.file, (*service.path, 3, SERVICE_EXTENSION), service.path
         )
-        if prev_opts.service_id != opts.service_id:
+        # 0 is "no id": a service gaining its first id broke no deployed client.
+        if prev_opts.service_id and prev_opts.service_id != opts.service_id:
             out.add(
                 "FLARE_SERVICE_ID_SAME",
                 service.file,
@@ -190,7 +191,7 @@ def _check_services(c: Comparison) -> None:
                 out.add(rule, file, path, text, against=against)
 
             where = f"Method {quote(method.name)} on service {quote(service.name)}"
-            if prev_m.route_id != m.route_id:
+            if prev_m.route_id and prev_m.route_id != m.route_id:
                 report(
                     "FLARE_ROUTE_ID_SAME",
                     f"{where} changed route id from {prev_m.route_id} to {m.route_id}; deployed "

@@ -162,3 +162,41 @@ def test_flare_rules_can_be_switched_off(
     )
     run = flare("schema", "check", str(current), "--against", str(previous))
     assert (run.code, run.out) == (0, "")
+
+
+GRPC_ONLY = """\
+syntax = "proto3";
+
+package chat.v1;
+
+import "flare/options/v1/options.proto";
+
+message Req {}
+
+service Legacy {
+  rpc Get(Req) returns (Req) {
+    option (flare.options.v1.method) = {transports: [TRANSPORT_GRPC]};
+  }
+  rpc Put(Req) returns (Req) {
+    option (flare.options.v1.method) = {transports: [TRANSPORT_GRPC]};
+  }
+}
+"""
+
+
+def test_giving_a_grpc_only_service_its_first_ids_is_not_breaking(
+    schema_pair: Callable[..., tuple[Path, Path]], flare: Callable[..., Run]
+) -> None:
+    # Id 0 means "no id": no deployed WebSocket/QUIC client can hold an old
+    # one, so adopting Flare ids is additive (only losing or changing one breaks).
+    service_id = "service Legacy {\n  option (flare.options.v1.service) = {service_id: 4};"
+    with_ids = GRPC_ONLY.replace("service Legacy {", service_id).replace(
+        "{transports: [TRANSPORT_GRPC]}", "{route_id: 1}", 1
+    )
+    current, previous = schema_pair({"chat.proto": with_ids}, {"chat.proto": GRPC_ONLY})
+    run = flare("schema", "check", str(current), "--against", str(previous), "--format", "json")
+    assert (run.code, run.out) == (0, ""), run.out
+    # The other way round every id is lost: still breaking.
+    run = flare("schema", "check", str(previous), "--against", str(current), "--format", "json")
+    assert run.code == 100
+    assert {"FLARE_SERVICE_ID_SAME", "FLARE_ROUTE_ID_SAME"} <= run.rules(), run.out
