@@ -791,7 +791,10 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         call.headers_sent = True
         headers = call.context.response_headers
         if headers is not EMPTY_METADATA and headers:
-            self.conn.send_headers(call.call_id, headers)
+            try:
+                self.conn.send_headers(call.call_id, headers)
+            except LimitExceededError as exc:
+                raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
 
     def _end(self, call: _ServerCall, error: RpcError | None) -> None:
         if self._calls.pop(call.call_id, None) is None:

@@ -10,7 +10,7 @@ from flare_runtime.auth import AuthPlugin
 from flare_runtime.context import Principal
 from flare_runtime.errors import RpcError
 from flare_runtime.metadata import Metadata
-from flare_runtime.protocol.config import ProtocolConfig
+from flare_runtime.protocol.config import ProtocolConfig, Settings
 from flare_runtime.server import Server, ServerOptions
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.memory import memory_channel, memory_pair
@@ -151,3 +151,27 @@ async def test_a_crashing_auth_plugin_fails_calls_with_internal_and_no_call_hang
             assert caught.value.code is StatusCode.INTERNAL
     finally:
         await channel.close()
+
+
+@pytest.mark.parametrize("route", ["unary", "server_stream", "bidi"])
+async def test_response_headers_over_the_clients_limit_end_the_call(route: str) -> None:
+    """The headers are echoed from the request: fine for the server, too big for this client."""
+    server, _ = _server()
+    config = ProtocolConfig(settings=Settings(max_metadata_size=1024))
+    metadata = [("x-echo-big", "a" * 2000)]
+    async with memory_channel(server, client_config=config) as channel:
+        with pytest.raises(RpcError) as caught:
+            async with asyncio.timeout(10):
+                if route == "unary":
+                    await channel.unary_unary(Routes.ECHO, BytesValue(), metadata=metadata)
+                elif route == "server_stream":
+                    count = Int64Value(value=1)
+                    call = channel.unary_stream(Routes.COUNT, count, metadata=metadata)
+                    [reply async for reply in call]
+                else:
+                    requests = [BytesValue()]
+                    bidi = channel.stream_stream(Routes.BIDI_ECHO, requests, metadata=metadata)
+                    [reply async for reply in bidi]
+        assert caught.value.code is StatusCode.RESOURCE_EXHAUSTED
+        # The connection is still usable.
+        assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
