@@ -100,7 +100,9 @@ class JWTAuth(AuthPlugin):
     """Bearer JSON Web Tokens verified with pyjwt.
 
     The principal's subject is the ``sub`` claim; its scopes come from the
-    ``scope`` claim (space separated, OAuth 2 style) or a ``scopes`` list.
+    ``scope`` claim (space separated, OAuth 2 style) or a ``scopes`` list
+    (or space-separated string); a ``scopes`` claim of another type is an
+    invalid token.
     ``exp`` is required and checked (with `leeway` seconds of clock skew);
     `audience` and `issuer`, when given, must match.
     """
@@ -144,11 +146,14 @@ class JWTAuth(AuthPlugin):
         scopes = claims.get("scopes")
         if scopes is None:
             scopes = str(claims.get("scope", "")).split()
-        return Principal(
-            subject=str(claims["sub"]),
-            scopes=frozenset(str(scope) for scope in scopes),
-            claims=claims,
-        )
+        elif isinstance(scopes, str):
+            scopes = scopes.split()  # not a set of characters
+        elif not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+            raise RpcError(
+                StatusCode.UNAUTHENTICATED,
+                "invalid token: scopes must be a list of strings or a space-separated string",
+            )
+        return Principal(subject=str(claims["sub"]), scopes=frozenset(scopes), claims=claims)
 
 
 def issue_jwt(

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import time
+
+import jwt
 import pytest
 
 from flare_runtime.auth import JWTAuth, TokenAuth, bearer_metadata, bearer_token, issue_jwt
@@ -55,3 +58,21 @@ async def test_jwt_auth_accepts_scopes_and_rejects_bad_tokens() -> None:
 def test_jwt_auth_refuses_the_none_algorithm() -> None:
     with pytest.raises(ConfigurationError):
         JWTAuth(KEY, algorithms=["none"])
+
+
+async def test_jwt_scopes_claim_as_a_string_or_of_a_bad_type() -> None:
+    """A ``scopes`` string used to become a set of characters; a number raised TypeError."""
+    auth = JWTAuth(KEY)
+
+    def signed(scopes: object) -> Metadata:
+        claims = {"sub": "alice", "exp": int(time.time()) + 60, "scopes": scopes}
+        return Metadata(bearer_metadata(jwt.encode(claims, KEY, algorithm="HS256")))
+
+    principal = await auth.authenticate(signed("chat chat.write"), "p")
+    assert principal is not None
+    assert principal.scopes == {"chat", "chat.write"}
+    for bad in (5, {"chat": True}, ["chat", 5]):
+        with pytest.raises(RpcError) as caught:
+            await auth.authenticate(signed(bad), "p")
+        assert caught.value.code is StatusCode.UNAUTHENTICATED
+        assert "scopes" in caught.value.message
