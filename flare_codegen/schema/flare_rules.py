@@ -85,14 +85,32 @@ def _cardinality(method: descriptor_pb2.MethodDescriptorProto) -> str:
     return "unary"
 
 
+_AUTH_NONE = 1  # AuthRequirement.AUTH_REQUIREMENT_NONE
+_AUTH_AUTHENTICATED = 2  # AuthRequirement.AUTH_REQUIREMENT_AUTHENTICATED
+
+
 def _auth(
     service: options_pb2.ServiceOptions, method: options_pb2.MethodOptions
 ) -> tuple[bool, tuple[str, ...]]:
-    """(authenticated?, required scopes) after inheriting the service defaults."""
-    scopes = tuple(sorted(method.scopes or service.default_scopes))
-    requirement = method.auth or service.default_auth
-    authenticated = requirement == 2 or bool(scopes)
-    return authenticated, scopes
+    """(authenticated?, required scopes) exactly as generated code resolves them.
+
+    docs/options/auth.md's order (flare_codegen.parse does the same): a method's
+    AUTH_REQUIREMENT_NONE wins over any inherited scopes; its own scopes; its
+    AUTHENTICATED with the service's default_scopes; else the service's
+    default_auth, or authenticated when it lists default_scopes.
+    """
+    if method.auth == _AUTH_NONE:
+        return False, ()
+    if method.scopes:
+        return True, tuple(sorted(method.scopes))
+    default_scopes = tuple(sorted(service.default_scopes))
+    if method.auth == _AUTH_AUTHENTICATED:
+        return True, default_scopes
+    if service.default_auth == _AUTH_NONE:
+        return False, ()
+    if service.default_auth == _AUTH_AUTHENTICATED or default_scopes:
+        return True, default_scopes
+    return False, ()
 
 
 def _transports(

@@ -200,3 +200,47 @@ def test_giving_a_grpc_only_service_its_first_ids_is_not_breaking(
     run = flare("schema", "check", str(previous), "--against", str(current), "--format", "json")
     assert run.code == 100
     assert {"FLARE_SERVICE_ID_SAME", "FLARE_ROUTE_ID_SAME"} <= run.rules(), run.out
+
+
+SCOPED = """\
+syntax = "proto3";
+
+package chat.v1;
+
+import "flare/options/v1/options.proto";
+
+message Req {}
+
+service Admin {
+  option (flare.options.v1.service) = {service_id: 5, default_scopes: ["admin"]};
+  rpc Purge(Req) returns (Req) {
+    option (flare.options.v1.method) = {route_id: 1};
+  }
+}
+"""
+
+
+@pytest.mark.parametrize(
+    "opened",
+    [
+        # The method opts out: generated code lets anyone call it.
+        ("{route_id: 1}", "{route_id: 1, auth: AUTH_REQUIREMENT_NONE}"),
+        # The service default says none; its default_scopes then apply to no method.
+        ("default_scopes:", "default_auth: AUTH_REQUIREMENT_NONE, default_scopes:"),
+    ],
+    ids=["method auth none", "service default_auth none"],
+)
+def test_auth_is_compared_as_generated_code_resolves_it(
+    opened: tuple[str, str],
+    schema_pair: Callable[..., tuple[Path, Path]],
+    flare: Callable[..., Run],
+) -> None:
+    # Resolution as docs/options/auth.md and the generator apply it: auth NONE
+    # wins over inherited default_scopes. Counting those scopes hid the change.
+    current, previous = schema_pair({"chat.proto": SCOPED.replace(*opened)}, {"chat.proto": SCOPED})
+    run = flare("schema", "check", str(current), "--against", str(previous))
+    assert run.code == 100, run.out
+    assert (
+        'Method "Purge" on service "Admin" loosened its auth requirement from '
+        'authenticated with scopes "admin" to no authentication.'
+    ) in run.out
