@@ -34,7 +34,7 @@ from flare_runtime.context import CallContext
 from flare_runtime.errors import RpcError
 from flare_runtime.im import events
 from flare_runtime.im.core import ConversationView, ImCore, Session, SyncCursor
-from flare_runtime.im.sinks import PreparedEvent, QueueSink
+from flare_runtime.im.sinks import EventSink, PreparedEvent, QueueSink
 from flare_runtime.im.storage.base import Role, StoredMessage
 from flare_runtime.routing import PushTable
 from flare_runtime.status import StatusCode
@@ -213,11 +213,19 @@ class ImService(ImServiceBase):
     ) -> AsyncIterator[events_pb2.Event]:
         session = self._session(context)
         previous = session.sink
-        sink = _SubscribedSink()
-        if isinstance(previous, QueueSink):
+        # A newer stream replaces an older one, which ends; the session then
+        # goes back to the older stream's fallback, never to the ended stream.
+        superseded = previous if isinstance(previous, _SubscribedSink) else None
+        if superseded is not None:
+            previous = superseded.fallback
+        sink = _SubscribedSink(previous)
+        source = superseded or previous
+        if isinstance(source, QueueSink):
             # Events queued since Login (gRPC) or by an earlier stream are not lost.
-            for type_id, payload in previous.take():
+            for type_id, payload in source.take():
                 sink.offer(PreparedEvent(type_id, payload), sys.maxsize)
+        if superseded is not None:
+            superseded.close("superseded by a newer Subscribe")
         session.sink = sink
         try:
             while True:
@@ -419,4 +427,9 @@ class ImService(ImServiceBase):
 class _SubscribedSink(QueueSink):
     """The sink of a session whose events flow through a ``Subscribe`` stream."""
 
-    __slots__ = ()
+    __slots__ = ("fallback",)
+
+    def __init__(self, fallback: EventSink) -> None:
+        super().__init__()
+        self.fallback = fallback
+        """The sink the session goes back to when the stream ends."""

@@ -9,6 +9,7 @@ logging in again must not pile up per-connection state.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -89,3 +90,35 @@ async def test_logging_in_again_on_one_connection_holds_one_close_callback(core:
         await channel.close()
     await endpoint.wait_closed()
     assert core.sessions_of("alice") == []
+
+
+async def test_a_second_subscribe_ends_the_first_and_pushes_resume_after_it(core: ImCore) -> None:
+    """The superseded stream used to hang, then become the session's sink once the newer
+    stream ended: events piled up unread until the session was cut off as slow."""
+    service = ImService(core)
+    server = Server([service], push_tables=[ImService.PUSH_TYPES])
+    channel, endpoint, _ = memory_pair(server)
+    try:
+        context = CallContext(
+            route=ImServiceRoutes.SUBSCRIBE,
+            transport=Transport.WEBSOCKET,
+            principal=Principal("alice"),
+            connection=endpoint,
+        )
+        await service.login(im_pb2.LoginRequest(device_id="laptop"), context)
+        (session,) = core.sessions_of("alice")
+        pushes = session.sink
+        first = service.subscribe(im_pb2.SubscribeRequest(), context)
+        first_next = asyncio.ensure_future(anext(first))
+        await asyncio.sleep(0)
+        second = service.subscribe(im_pb2.SubscribeRequest(), context)
+        second_next = asyncio.ensure_future(anext(second))
+        await asyncio.sleep(0)
+        with pytest.raises(StopAsyncIteration):
+            await asyncio.wait_for(first_next, 5)
+        second_next.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await second_next
+        assert session.sink is pushes
+    finally:
+        await channel.close()
