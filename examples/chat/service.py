@@ -94,6 +94,8 @@ class ChatService(ChatServiceBase):
                 yield await queue.get()
         finally:
             listeners.discard(queue)
+            if not listeners:  # rooms are named by clients: keep no empty entry
+                self.listeners.pop(request.room, None)
 
     async def upload(
         self, requests: AsyncIterator[chat_pb2.UploadChunk], context: CallContext

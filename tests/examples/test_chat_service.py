@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+
 from examples.chat.v1 import chat_pb2
 from examples.chat.v1.chat_flare import ChatServiceRoutes
 
@@ -40,3 +43,17 @@ async def test_sends_without_an_id_or_from_another_author_are_new_messages() -> 
     assert [r.seq for r in (first, second, bobs, same_id, other_author)] == [1, 2, 3, 4, 5]
     assert [m.text for m in service.rooms["lobby"]] == ["one", "two", "three", "four", "five"]
     assert [m.author for m in service.rooms["lobby"]] == ["alice", "alice", "bob", "alice", "bob"]
+
+
+async def test_an_ended_subscription_leaves_no_listener_entry() -> None:
+    service = ChatService()
+    context = as_user("alice")
+    for room in ("a", "b"):
+        stream = service.subscribe(chat_pb2.SubscribeRequest(room=room), context)
+        waiting = asyncio.ensure_future(anext(stream))
+        await asyncio.sleep(0)
+        assert service.listeners[room]
+        waiting.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiting
+    assert service.listeners == {}
