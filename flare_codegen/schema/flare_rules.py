@@ -25,6 +25,7 @@ METHOD_EXTENSION = 50101
 MESSAGE_EXTENSION = 50102
 ALL_TRANSPORTS = frozenset({1, 2, 3})
 TRANSPORT_NAMES = {1: "websocket", 2: "quic", 3: "grpc"}
+_GRPC_ONLY = frozenset({3})
 
 FLARE_RULES: dict[str, str] = {
     "FLARE_SERVICE_ID_SAME": "a service keeps its service id",
@@ -117,7 +118,11 @@ def _transports(
     service: options_pb2.ServiceOptions, method: options_pb2.MethodOptions
 ) -> frozenset[int]:
     chosen = frozenset(method.transports or service.default_transports) - {0}
-    return chosen or ALL_TRANSPORTS
+    if chosen:
+        return chosen
+    # As generated code resolves it (docs/options/transports.md): all three
+    # with a service_id, gRPC only without one.
+    return ALL_TRANSPORTS if service.service_id else _GRPC_ONLY
 
 
 def _describe_auth(auth: tuple[bool, tuple[str, ...]]) -> str:

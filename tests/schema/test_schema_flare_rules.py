@@ -244,3 +244,21 @@ def test_auth_is_compared_as_generated_code_resolves_it(
         'Method "Purge" on service "Admin" loosened its auth requirement from '
         'authenticated with scopes "admin" to no authentication.'
     ) in run.out
+
+
+def test_an_id_less_service_is_compared_as_served_on_grpc_only(
+    schema_pair: Callable[..., tuple[Path, Path]], flare: Callable[..., Run]
+) -> None:
+    # Without a service_id generated code serves every method on gRPC only, so
+    # spelling that out (`transports: [TRANSPORT_GRPC]`) removes no transport.
+    implicit = GRPC_ONLY.replace(
+        "service Legacy {",
+        "service Legacy {\n  option (flare.options.v1.service) = {default_auth: "
+        "AUTH_REQUIREMENT_AUTHENTICATED};",
+    ).replace("{transports: [TRANSPORT_GRPC]}", "{idempotent: true}")
+    explicit = implicit.replace(
+        "{idempotent: true}", "{idempotent: true, transports: [TRANSPORT_GRPC]}"
+    )
+    current, previous = schema_pair({"chat.proto": explicit}, {"chat.proto": implicit})
+    run = flare("schema", "check", str(current), "--against", str(previous), "--format", "json")
+    assert (run.code, run.out) == (0, ""), run.out
