@@ -969,3 +969,15 @@ def test_everything_a_call_carries_arrives_unchanged(
     expected += [MessageReceived(call_id, response) for response in responses]
     expected.append(CallEnded(call_id, status, message, details, tuple(trailers)))
     assert pair.to_client() == expected
+
+
+def test_a_client_ignores_end_stream_on_a_server_message() -> None:
+    # docs/wire-format.md §3.4: a server must not set END_STREAM, and a client
+    # ignores it: the message is delivered and the call stays open for END_CALL.
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, message=b"q", end_stream=True)
+    pair.exchange()
+    pair.client.receive_data(encode_message(call_id, b"a", end_stream=True), 0.0)
+    assert pair.client.events_received() == [MessageReceived(call_id, b"a", end_stream=False)]
+    assert not pair.client.closed
+    assert pair.client.call_state(call_id) is not None
