@@ -593,6 +593,22 @@ def _client_configuration(
     return configuration
 
 
+_QUIC_EXTRA_OPTIONS = frozenset(
+    {
+        "alpn",
+        "ca_file",
+        "early_data",
+        "idle_timeout",
+        "keepalive_interval",
+        "max_write_buffer",
+        "server_name",
+        "tickets",
+        "verify",
+    }
+)
+"""The transport options `open_channel` reads from ``connect(**extra)``."""
+
+
 async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     """Connect to ``quic://host[:port]`` (`flare_runtime.connect` calls this).
 
@@ -614,6 +630,10 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     parts = urllib.parse.urlsplit(url)
     if parts.scheme.lower() != "quic" or not parts.hostname:
         raise ConfigurationError(f"expected quic://host:port, got {url!r}")
+    unknown = set(options.extra) - _QUIC_EXTRA_OPTIONS
+    if unknown:
+        # A misspelt option (``ca_fle=``) must not be ignored.
+        raise ConfigurationError(f"unknown QUIC connect options: {', '.join(sorted(unknown))}")
     host = parts.hostname
     port = parts.port or DEFAULT_PORT
     extra = options.extra

@@ -650,7 +650,14 @@ async def start_listener(
 
 
 async def open_channel(url: str, options: ConnectOptions) -> WireChannel:
-    """Connect to a ``ws://`` / ``wss://`` Flare server and return its channel."""
+    """Connect to a ``ws://`` / ``wss://`` Flare server and return its channel.
+
+    Raises `ConfigurationError` for a connect option WebSocket does not take
+    (a misspelt option must not be ignored).
+    """
+    if options.extra:
+        unknown = ", ".join(sorted(options.extra))
+        raise ConfigurationError(f"unknown WebSocket connect options: {unknown}")
     headers: list[tuple[str, str]] = []
     if options.token is not None:
         headers.append(("Authorization", f"Bearer {options.token}"))

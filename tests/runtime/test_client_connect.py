@@ -26,3 +26,18 @@ async def test_nothing_listening_is_connection_closed() -> None:
 
 def test_every_transport_scheme_is_registered() -> None:
     assert {"ws", "wss", "quic", "grpc", "grpcs"} <= set(SCHEME_MODULES)
+
+
+@pytest.mark.parametrize(
+    ("url", "transport"),
+    [
+        ("ws://127.0.0.1:1", "WebSocket"),
+        ("quic://127.0.0.1:1", "QUIC"),
+        ("grpc://127.0.0.1:1", "gRPC"),
+    ],
+)
+async def test_a_misspelt_transport_option_is_refused(url: str, transport: str) -> None:
+    """WebSocket and QUIC used to ignore it (gRPC refused it), failing later or never."""
+    with pytest.raises(ConfigurationError) as caught:
+        await connect(url, ca_fle="ca.pem", open_timeout=1)
+    assert str(caught.value) == f"unknown {transport} connect options: ca_fle"
