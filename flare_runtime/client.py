@@ -268,7 +268,8 @@ def connect(
 
     ``channel = await connect(url)`` or ``async with connect(url) as channel:``.
     Raises `ConnectionClosedError` when the server cannot be reached and
-    `ConfigurationError` for an unknown scheme. `extra` holds transport
+    `ConfigurationError` for an unknown scheme or an option the transport
+    does not take. `extra` holds transport
     options (``compression=``, ``protocol=`` for the wire transports,
     ``max_pending_pushes=``, or a transport's own).
     """
