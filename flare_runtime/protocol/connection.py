@@ -134,6 +134,7 @@ _END_CALL_OK: Final = struct.Struct(">IBBII")  # END_CALL with the 4-byte OK pay
 _CALL_START_PAYLOAD: Final = struct.Struct(">IQ")
 _MESSAGE_HEADER_PACK: Final = HEADER.pack
 _MAX_WINDOW: Final = (1 << 31) - 1
+_MAX_TIMEOUT: Final = (1 << 63) / 1_000_000  # seconds; CALL_START's timeout_us is a u64
 
 
 def _status(code: int) -> StatusCode:
@@ -439,7 +440,10 @@ class Connection:
         sent in the same batch (the unary fast path); `end_stream` half-closes
         after it (or right away when there is no message). May be called before
         the handshake completes. Raises `LimitExceededError` when the metadata
-        is larger than the server accepts, `LocalProtocolError` after GOAWAY.
+        is larger than the server accepts, `LocalProtocolError` after GOAWAY,
+        `ValueError` for a route id over 32 bits or a timeout that is NaN,
+        infinite or beyond the wire's u64 microseconds; nothing is sent or
+        registered then.
         """
         if self._closed:
             raise ConnectionClosedError("the Flare connection is closed")
@@ -467,6 +471,12 @@ class Connection:
         deadline: float | None = None
         timeout_us = 0
         if timeout is not None:
+            # Checked before any state changes: a timeout the u64 field cannot
+            # carry used to fail in struct.pack with the call already registered.
+            if not timeout < _MAX_TIMEOUT:  # also rejects NaN
+                raise ValueError(
+                    f"timeout {timeout!r} is not a finite number of seconds below 2**63 µs"
+                )
             timeout_us = max(1, round(timeout * 1_000_000))
             deadline = now + timeout
         self._last_call_id = call_id

@@ -981,3 +981,20 @@ def test_a_client_ignores_end_stream_on_a_server_message() -> None:
     assert pair.client.events_received() == [MessageReceived(call_id, b"a", end_stream=False)]
     assert not pair.client.closed
     assert pair.client.call_state(call_id) is not None
+
+
+@pytest.mark.parametrize("timeout", [1e15, float("inf"), float("nan")])
+def test_a_timeout_the_wire_cannot_carry_is_rejected_before_the_call_exists(
+    timeout: float,
+) -> None:
+    # 1e15 s is 1e21 µs, past CALL_START's u64: struct.pack used to fail with
+    # the call already registered (an open call that was never sent).
+    pair = ConnectionPair(QUIET, QUIET)
+    with pytest.raises(ValueError, match="timeout"):
+        pair.client.start_call(ROUTE, timeout=timeout, message=b"q")
+    assert (pair.client.open_calls, pair.client.last_call_id) == (0, 0)
+    assert not pair.client.has_data_to_send
+    call_id = pair.client.start_call(ROUTE, timeout=1.0, message=b"q", end_stream=True)
+    _, server_events = pair.exchange()
+    assert [type(event) for event in server_events] == [CallStarted, MessageReceived]
+    assert call_id == 1
