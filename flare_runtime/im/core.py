@@ -531,8 +531,16 @@ class ImCore:
             return room
         _check_id(conversation_id, "conversation id", self.limits.max_id_chars)
         loading = self._room_loads.get(conversation_id)
-        if loading is not None:
-            return await asyncio.shield(loading)
+        while loading is not None:
+            # Wait without inheriting the loader's cancellation (only our own).
+            await asyncio.wait((loading,))
+            if not loading.cancelled():
+                return loading.result()  # re-raises the load's error
+            # The loading call was cancelled: load again (or wait for whoever does).
+            room = self._rooms.get(conversation_id)
+            if room is not None:
+                return room
+            loading = self._room_loads.get(conversation_id)
         future: asyncio.Future[_Room | None] = asyncio.get_running_loop().create_future()
         self._room_loads[conversation_id] = future
         try:
@@ -544,6 +552,9 @@ class ImCore:
                 self._rooms[conversation_id] = loaded
             future.set_result(loaded)
             return loaded
+        except asyncio.CancelledError:
+            future.cancel()  # waiters load again rather than fail with our cancellation
+            raise
         except BaseException as error:
             future.set_exception(error)
             future.exception()  # retrieved: waiters (if any) re-raise it

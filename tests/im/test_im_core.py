@@ -21,6 +21,7 @@ from flare_runtime.im.core import (
 )
 from flare_runtime.im.sinks import QueueSink
 from flare_runtime.im.storage import KeyRing, Role, SqliteStorage
+from flare_runtime.im.storage.base import ConversationRecord
 from flare_runtime.status import StatusCode
 
 WEB, DESKTOP, MOBILE = 1, 2, 3
@@ -440,3 +441,46 @@ async def test_retention_policy_trims_in_the_background(tmp_path: Path) -> None:
     (old,) = await core.sync(alice, [SyncCursor(conversation, 1, 5)])
     assert old.resync_required
     await core.close()
+
+
+class _SlowLookupStorage(SqliteStorage):
+    """SQLite whose conversation lookups wait on a gate: loads overlap deterministically."""
+
+    gate: asyncio.Event | None = None
+
+    async def get_conversation(self, conversation_id: str) -> ConversationRecord | None:
+        if self.gate is not None:
+            await self.gate.wait()
+        return await super().get_conversation(conversation_id)
+
+
+async def test_a_cancelled_room_load_does_not_fail_the_calls_waiting_for_it(
+    tmp_path: Path,
+) -> None:
+    """The first caller's cancellation used to reach every caller waiting on the same load."""
+    storage = _SlowLookupStorage(tmp_path / "im.db", KeyRing.generate())
+    writer = ImCore(storage)
+    await writer.start()
+    alice, _ = login(writer, "alice", "phone")
+    conversation = (await writer.open_direct(alice, "bob")).record.conversation_id
+    await writer.close()
+
+    storage = _SlowLookupStorage(tmp_path / "im.db", storage.keyring)
+    core = ImCore(storage)  # a fresh core: the room is not cached
+    await core.start()
+    try:
+        alice, _ = login(core, "alice", "phone")
+        bob, _ = login(core, "bob", "phone")
+        storage.gate = asyncio.Event()
+        first = asyncio.ensure_future(core.get_conversation(alice, conversation))
+        await asyncio.sleep(0.01)  # first is loading the room
+        second = asyncio.ensure_future(core.get_conversation(bob, conversation))
+        await asyncio.sleep(0.01)  # second waits for that load
+        first.cancel()
+        await asyncio.sleep(0.01)
+        storage.gate.set()
+        view = await asyncio.wait_for(second, 5)
+        assert view.record.conversation_id == conversation
+        assert first.cancelled()
+    finally:
+        await core.close()
