@@ -669,7 +669,10 @@ class Connection:
 
         `details` is opaque here (the runtime packs `google.rpc.Status` details
         into it). The call is forgotten. Ending an already ended call (cancelled
-        by the client, deadline passed) does nothing.
+        by the client, deadline passed) does nothing. Raises `LimitExceededError`
+        (the call stays open, so it can be ended again with a shorter status)
+        when the trailers exceed the peer's max_metadata_size or the whole
+        frame its max_frame_size.
         """
         call = self._calls.get(call_id)
         if call is None or self._is_client:
@@ -689,6 +692,14 @@ class Connection:
                         f"({self.peer_settings.max_metadata_size})"
                     )
             frame = encode_end_call(call_id, status, message, details, trailers)
+            # A long status message or large details would make the peer close
+            # the whole connection (FRAME_TOO_LARGE), failing every other call.
+            if len(frame) - HEADER_SIZE > self.peer_settings.max_frame_size:
+                raise LimitExceededError(
+                    f"END_CALL of {len(frame) - HEADER_SIZE} bytes (status message, details "
+                    f"and trailers) exceeds the peer's max_frame_size "
+                    f"({self.peer_settings.max_frame_size})"
+                )
         del self._calls[call_id]
         if call.buffered:
             self._buffered_total -= call.buffered

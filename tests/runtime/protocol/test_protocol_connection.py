@@ -998,3 +998,23 @@ def test_a_timeout_the_wire_cannot_carry_is_rejected_before_the_call_exists(
     _, server_events = pair.exchange()
     assert [type(event) for event in server_events] == [CallStarted, MessageReceived]
     assert call_id == 1
+
+
+def test_an_end_call_too_large_for_the_peer_is_refused_locally() -> None:
+    # A 300 KB status message used to go out and make the client close the
+    # whole connection with FRAME_TOO_LARGE, failing every other call on it.
+    pair = ConnectionPair(QUIET, QUIET)
+    first = pair.client.start_call(ROUTE, message=b"q", end_stream=True)
+    other = pair.client.start_call(ROUTE, message=b"q", end_stream=True)
+    pair.exchange()
+    with pytest.raises(LimitExceededError, match="max_frame_size"):
+        pair.server.end_call(first, StatusCode.INTERNAL, "e" * 300_000)
+    assert not pair.server.has_data_to_send
+    pair.server.end_call(first, StatusCode.RESOURCE_EXHAUSTED, "status too large")
+    pair.server.end_call(other)
+    client_events, _ = pair.exchange()
+    assert client_events == [
+        CallEnded(first, StatusCode.RESOURCE_EXHAUSTED, "status too large"),
+        CallEnded(other, StatusCode.OK),
+    ]
+    assert not pair.client.closed
