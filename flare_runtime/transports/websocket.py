@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import ssl
 import struct
 import urllib.parse
@@ -71,6 +72,9 @@ except ImportError:  # pragma: no cover -- a build without the C extension
 
 FORWARDED_HEADER_PREFIX = "x-flare-"
 """Handshake headers with this prefix are part of the connection's opening metadata."""
+
+_HEADER_VALUE = re.compile(r"[\x09\x20-\x7e\x80-\xff]*")
+"""What an HTTP header value may hold (RFC 9110 field-value, as websockets checks it)."""
 
 MAX_WEBSOCKET_MESSAGE = 1024 * 1024
 """Output is cut into WebSocket messages of at most this size, at Flare frame
@@ -668,6 +672,14 @@ async def open_channel(url: str, options: ConnectOptions) -> WireChannel:
         if not key.startswith(FORWARDED_HEADER_PREFIX) and key != "authorization":
             forwarded = FORWARDED_HEADER_PREFIX + key
         headers.append((forwarded, value))
+    for name, value in headers:
+        # Checked here: websockets would raise inside connection_made, and the
+        # connect would then wait for its open timeout.
+        if not _HEADER_VALUE.fullmatch(value):
+            raise ConfigurationError(
+                f"{name} cannot travel in an HTTP header: its value has a control "
+                "character or a character beyond Latin-1"
+            )
     push_types: dict[int, type[Message]] = {}
     for table in options.push_tables:
         push_types.update(table.by_id())

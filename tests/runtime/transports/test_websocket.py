@@ -13,7 +13,7 @@ from websockets.asyncio.client import connect as raw_connect
 from websockets.exceptions import ConnectionClosed
 
 from flare_runtime import connect
-from flare_runtime.errors import ConnectionClosedError, RpcError
+from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig, Settings
 from flare_runtime.protocol.connection import Connection
 from flare_runtime.protocol.events import CallEnded
@@ -291,5 +291,24 @@ async def test_any_websocket_framing_of_the_stream_is_accepted() -> None:
                         isinstance(event, CallEnded) and event.status is StatusCode.OK
                         for event in client.events_received()
                     )
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+@pytest.mark.parametrize(
+    ("metadata", "token"),
+    [({"tenant": "東京"}, None), ({"tenant": "a\r\nx-flare-evil: 1"}, None), ({}, "t\nx")],
+)
+async def test_metadata_that_cannot_be_an_http_header_is_refused_at_once(
+    metadata: dict[str, str], token: str | None
+) -> None:
+    """It used to raise inside the adapter's connection_made; connect waited its open timeout."""
+    rig = await start_rig("websocket")
+    try:
+        async with asyncio.timeout(5 * UNIT):
+            with pytest.raises(ConfigurationError) as caught:
+                await connect(rig.url, metadata=metadata, token=token, open_timeout=60)
+        assert "cannot travel in an HTTP header" in str(caught.value)
+        assert not rig.server.connections
     finally:
         await rig.server.shutdown(grace=UNIT)
