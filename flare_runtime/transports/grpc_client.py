@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
 from typing import Any, Generic, TypeAlias, TypeVar, cast
@@ -50,6 +51,22 @@ PemSource: TypeAlias = "bytes | str | os.PathLike[str]"
 """PEM data as `bytes`, or the path of a PEM file."""
 
 _WireMetadata: TypeAlias = "tuple[tuple[str, MetadataValue], ...]"
+
+_ASCII_VALUE = re.compile(r"[\x20-\x7e]*")
+"""What gRPC carries in a text metadata value (printable ASCII; bytes need a -bin key)."""
+
+
+def _wire_metadata(metadata: Metadata) -> _WireMetadata:
+    """`metadata`'s entries, checked: grpcio would fail the call with an untyped error."""
+    entries = metadata.entries()
+    for key, value in entries:
+        if isinstance(value, str) and not _ASCII_VALUE.fullmatch(value):
+            raise RpcError(
+                StatusCode.INVALID_ARGUMENT,
+                f"metadata {key!r}: gRPC carries only printable ASCII text "
+                "(send other values under a -bin key, as bytes)",
+            )
+    return entries
 
 
 def _read_pem(source: PemSource | None) -> bytes | None:
@@ -127,15 +144,18 @@ class GrpcChannel(Channel):
         options: Sequence[tuple[str, Any]] = (),
         interceptors: Iterable[ClientInterceptor] = (),
     ) -> None:
+        base = Metadata.coerce(metadata)
+        if token is not None:
+            base += (("authorization", f"Bearer {token}"),)
+        try:
+            self._base_metadata: _WireMetadata = _wire_metadata(base)
+        except RpcError as error:
+            raise ConfigurationError(error.message) from None
         if credentials is None:
             self._channel = grpc.aio.insecure_channel(target, options=options)
         else:
             self._channel = grpc.aio.secure_channel(target, credentials, options=options)
         self.target = target
-        base = Metadata.coerce(metadata)
-        if token is not None:
-            base += (("authorization", f"Bearer {token}"),)
-        self._base_metadata: _WireMetadata = base.entries()
         self._closed = False
         self._unary_unary: dict[str, grpc.aio.UnaryUnaryMultiCallable[Any, Any]] = {}
         self._unary_stream: dict[str, grpc.aio.UnaryStreamMultiCallable[Any, Any]] = {}
@@ -187,7 +207,7 @@ class GrpcChannel(Channel):
         if metadata is None:
             wire = self._base_metadata or None
         else:
-            wire = self._base_metadata + Metadata.coerce(metadata).entries()
+            wire = self._base_metadata + _wire_metadata(Metadata.coerce(metadata))
         return timeout, wire
 
     def _raise_if_not_task_cancel(self, feed: _RequestFeed | None = None) -> None:

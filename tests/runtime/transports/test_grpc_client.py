@@ -339,6 +339,24 @@ async def test_wrong_request_type_is_refused_before_sending(channel: GrpcChannel
             await call.send(wrong)
 
 
+@pytest.mark.parametrize("value", ["東京", "a\nb", "tab\there"])
+async def test_metadata_grpc_cannot_carry_is_a_typed_error(
+    channel: GrpcChannel, plain_server: PlainServer, value: str
+) -> None:
+    """grpcio used to fail the call with its own untyped ExecuteBatchError."""
+    with pytest.raises(RpcError) as caught:
+        await channel.unary_unary(ECHO, note(), metadata={"x-city": value})
+    assert caught.value.code is StatusCode.INVALID_ARGUMENT
+    assert "'x-city'" in caught.value.message
+    with pytest.raises(RpcError):
+        channel.unary_stream(COUNT, note(), metadata={"x-city": value})
+    with pytest.raises(ConfigurationError):
+        connect_grpc(f"grpc://127.0.0.1:{plain_server.port}", metadata={"x-city": value})
+    # Bytes travel under a -bin key; the channel still works.
+    reply = await channel.unary_unary(ECHO, note("ok"), metadata={"x-city-bin": value.encode()})
+    assert reply.text == "ok"
+
+
 async def test_close_fails_running_calls_cancelled_and_refuses_new_ones(
     plain_server: PlainServer,
 ) -> None:
