@@ -183,12 +183,20 @@ class Imports:
         """The import block, sorted as ruff's isort rules want, without ``__future__``."""
         sections: list[list[str]] = []
         for stdlib in (True, False):
-            plain = sorted((m for m in self._plain if (m in _STDLIB) == stdlib), key=_module_key)
-            lines = [f"import {module}" for module in plain]
+            plain = [(m, m) for m in self._plain if (m in _STDLIB) == stdlib]
             by_module: dict[str, list[tuple[str, str]]] = {}
             for (module, name), local in self._from.items():
-                if (module in _STDLIB) == stdlib:
+                if not module:
+                    # A top-level `_pb2` (a .proto at the include root):
+                    # `import x_pb2`, there is no package to import it from.
+                    if not stdlib:
+                        plain.append((name, local))
+                elif (module in _STDLIB) == stdlib:
                     by_module.setdefault(module, []).append((name, local))
+            lines = [
+                f"import {module}" if module == local else f"import {module} as {local}"
+                for module, local in sorted(plain, key=lambda item: _module_key(item[0]))
+            ]
             for module in sorted(by_module, key=_module_key):
                 members = sorted(by_module[module], key=lambda item: _member_key(item[0]))
                 plain_members = [name for name, local in members if name == local]

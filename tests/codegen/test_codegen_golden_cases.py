@@ -56,6 +56,7 @@ def test_every_listed_scenario_has_a_case() -> None:
         "nested_packages",
         "proto2",
         "proto3_optional",
+        "root_file",
     }
     assert expected <= set(CASE_NAMES)
 

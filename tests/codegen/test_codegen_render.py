@@ -56,3 +56,19 @@ def test_imports_alias_names_that_collide_with_generated_names() -> None:
         "from flare_runtime.routing import Route",
         "from flare_runtime.routing import ServiceRoutes as _ServiceRoutes",
     ]
+
+
+def test_a_top_level_pb2_module_is_imported_plainly() -> None:
+    # A .proto at the include root has no package to import from; this used to
+    # render `from  import root_pb2`, a syntax error.
+    imports = Imports({"root_pb2"})
+    assert imports.pb2("root_pb2") == "_root_pb2"
+    assert imports.pb2("other_pb2") == "other_pb2"
+    imports.module("typing_extensions")
+    imports.name("flare_runtime.routing", "Route")
+    assert imports.render() == [
+        "import other_pb2",
+        "import root_pb2 as _root_pb2",
+        "import typing_extensions",
+        "from flare_runtime.routing import Route",
+    ]
