@@ -107,6 +107,9 @@ def docstring(text: str, indent: str) -> list[str]:
     raw = [line.rstrip() for line in text.split("\n")]
     raw[0] = raw[0].lstrip()
     lines = [_docstring_line(line, last=index == len(raw) - 1) for index, line in enumerate(raw)]
+    if lines[0].startswith('"'):
+        # `""""x` is valid, but ruff format would insert a space after the opening quotes.
+        lines[0] = '\\"' + lines[0][1:]
     if len(lines) == 1:
         return [f'{indent}"""{lines[0]}"""']
     out = [f'{indent}"""{lines[0]}']

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
+from pathlib import Path
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -72,3 +75,21 @@ def test_a_top_level_pb2_module_is_imported_plainly() -> None:
         "import typing_extensions",
         "from flare_runtime.routing import Route",
     ]
+
+
+def test_a_docstring_starting_with_a_quote_is_left_alone_by_ruff_format(tmp_path: Path) -> None:
+    # `""""x"""` is valid Python, but ruff format rewrites it to `""" "x"""`,
+    # so generated code failed `ruff format --check` for a comment like `// "quoted"`.
+    source = "".join(
+        "def f():\n" + "\n".join(docstring(text, "    ")) + "\n\n\n"
+        for text in ('"quoted" first', '"', '"a\n\nb"')
+    ).rstrip("\n")
+    path = tmp_path / "doc.py"
+    path.write_text(source + "\n")
+    result = subprocess.run(
+        [str(Path(sys.executable).parent / "ruff"), "format", "--isolated", "--diff", str(path)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
