@@ -721,6 +721,11 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self._forget(call)
         except asyncio.CancelledError:
             self._forget(call)
+        except BaseException:
+            # A failure of Flare itself (handlers' exceptions are RpcErrors by now):
+            # end the call rather than leave the client waiting, then let it surface.
+            self._end(call, RpcError(StatusCode.INTERNAL, "internal error"))
+            raise
 
     async def _run_client_streaming(self, call: _ServerCall) -> None:
         inbox = call.inbox
@@ -749,6 +754,9 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self._forget(call)
         except asyncio.CancelledError:
             self._forget(call)
+        except BaseException:
+            self._end(call, RpcError(StatusCode.INTERNAL, "internal error"))
+            raise
 
     async def _send_stream(self, call: _ServerCall, responses: AsyncIterator[Message]) -> None:
         call_id = call.call_id

@@ -8,6 +8,7 @@ import pytest
 
 from flare_runtime.auth import AuthPlugin
 from flare_runtime.context import Principal
+from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import RpcError
 from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import ProtocolConfig, Settings
@@ -175,3 +176,34 @@ async def test_response_headers_over_the_clients_limit_end_the_call(route: str) 
         assert caught.value.code is StatusCode.RESOURCE_EXHAUSTED
         # The connection is still usable.
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
+
+
+@pytest.mark.parametrize("route", ["server_stream", "client_stream", "bidi"])
+async def test_a_failure_inside_flare_ends_a_streaming_call_with_internal(
+    route: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Fault injection: the dispatcher itself raises (not a handler, whose errors are mapped)."""
+
+    def broken(*args: object) -> object:
+        raise RuntimeError("bug in the dispatcher")
+
+    name = {"server_stream": "server_stream", "client_stream": "client_stream"}.get(
+        route, "bidi_stream"
+    )
+    monkeypatch.setattr(Dispatcher, name, broken)
+    server, _ = _server()
+    loop = asyncio.get_running_loop()
+    loop.set_exception_handler(lambda loop, context: None)  # the re-raised bug is expected
+    async with memory_channel(server) as channel:
+        with pytest.raises(RpcError) as caught:
+            async with asyncio.timeout(10):
+                if route == "server_stream":
+                    call = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
+                    [reply async for reply in call]
+                elif route == "client_stream":
+                    await channel.stream_unary(Routes.SUM, [Int64Value(value=1)])
+                else:
+                    bidi = channel.stream_stream(Routes.BIDI_ECHO, [BytesValue()])
+                    [reply async for reply in bidi]
+        assert caught.value.code is StatusCode.INTERNAL
+        assert caught.value.message == "internal error"
