@@ -533,13 +533,11 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if deadline is None:
             default_timeout = bound.route.options.default_timeout
             if default_timeout is not None:
-                # The protocol does not know this deadline: enforce it with a
-                # timer of our own (rare: only routes with a default timeout
-                # called without one).
+                # The route's default timeout: the protocol enforces it like a
+                # client's own (same connection timer, same DEADLINE_EXCEEDED).
                 deadline = _monotonic() + default_timeout
-                self.loop.call_at(
-                    self.loop.time() + default_timeout, self._default_deadline, call_id
-                )
+                self.conn.set_deadline(call_id, deadline)
+                self._deadline_added = True
         else:
             self._deadline_added = True
         metadata = EMPTY_METADATA
@@ -600,12 +598,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             # A stream may live long: give the request's credit back now.
             self.conn.acknowledge(call.call_id, len(event.data))
             call.task = self.loop.create_task(self._run_server_stream(call, request))
-
-    def _default_deadline(self, call_id: int) -> None:
-        call = self._calls.get(call_id)
-        if call is not None and not self._closed:
-            self._fail_call(call, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
-            self._flush()
 
     def _on_stream_ended(self, event: Any) -> None:
         call = self._calls.get(event.call_id)

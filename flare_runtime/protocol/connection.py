@@ -638,6 +638,24 @@ class Connection:
 
     # ------------------------------------------------------------------ server API
 
+    def set_deadline(self, call_id: int, deadline: float) -> None:
+        """Server: give `call_id` a deadline of its own (on the clock passed as `now`).
+
+        For a call the client opened without a timeout, e.g. to apply the
+        route's default timeout. When `deadline` passes the call ends exactly
+        as if the client had sent that timeout: END_CALL DEADLINE_EXCEEDED to
+        the peer and a `CallCancelled` event here. Only ever moves a deadline
+        earlier; does nothing for a call that is not open. `get_timer()` may
+        move earlier: re-arm the connection's timer.
+        """
+        if self._is_client:
+            raise LocalProtocolError("only a server sets a deadline of its own")
+        call = self._calls.get(call_id)
+        if call is None or (call.deadline is not None and call.deadline <= deadline):
+            return
+        call.deadline = deadline
+        self._push_deadline(deadline, call_id)
+
     def send_headers(self, call_id: int, metadata: MetadataInput) -> None:
         """Server: send the response headers of `call_id` (at most once, before any message).
 

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import time
 
 import pytest
 
@@ -207,3 +209,24 @@ async def test_a_failure_inside_flare_ends_a_streaming_call_with_internal(
                     [reply async for reply in bidi]
         assert caught.value.code is StatusCode.INTERNAL
         assert caught.value.message == "internal error"
+
+
+async def test_route_default_timeout_applies_to_a_call_sent_without_one() -> None:
+    """The server enforces the route's default through the protocol's own deadline timer."""
+    echo = dataclasses.replace(
+        Routes.ECHO, options=dataclasses.replace(Routes.ECHO.options, default_timeout=0.05)
+    )
+    routes = tuple(echo if route.path == echo.path else route for route in SERVICE.routes)
+    service = ConformanceService()
+    server = Server([(dataclasses.replace(SERVICE, routes=routes), service)])
+    async with memory_channel(server) as channel:
+        started = time.monotonic()
+        with pytest.raises(RpcError) as caught:
+            async with asyncio.timeout(10):  # the client itself sends no deadline
+                await channel.unary_unary(Routes.ECHO, BytesValue(), metadata={"x-sleep": "30"})
+        assert caught.value.code is StatusCode.DEADLINE_EXCEEDED
+        assert time.monotonic() - started < 5
+        async with asyncio.timeout(5):
+            await service.cancelled_event.wait()
+        # The connection is fine afterwards, and a quick call beats the default.
+        assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"

@@ -410,6 +410,26 @@ def test_deadline_ends_the_call_on_both_sides_with_one_timer_each() -> None:
     assert not pair.client.closed
 
 
+def test_a_server_deadline_of_its_own_ends_the_call_like_a_client_timeout() -> None:
+    pair = ConnectionPair(QUIET, QUIET, now=100.0)
+    call_id = pair.client.start_call(ROUTE, now=100.0, message=b"no timeout")
+    pair.exchange()
+    assert pair.server.get_timer() is None
+    pair.server.set_deadline(call_id, 103.0)
+    pair.server.set_deadline(call_id, 104.0)  # only ever earlier
+    pair.server.set_deadline(call_id + 1, 101.0)  # not an open call: nothing
+    assert pair.server.get_timer() == 103.0
+    assert pair.advance(2.9) == ([], [])
+    client_events, server_events = pair.advance(0.1)
+    assert server_events == [
+        CallCancelled(call_id, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")
+    ]
+    assert client_events == [CallEnded(call_id, StatusCode.DEADLINE_EXCEEDED, "deadline exceeded")]
+    assert pair.server.get_timer() is None
+    with pytest.raises(LocalProtocolError):
+        pair.client.set_deadline(call_id, 1.0)
+
+
 def test_the_timer_skips_calls_that_ended_before_their_deadline() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     first = pair.client.start_call(ROUTE, timeout=1.0, now=0.0)
