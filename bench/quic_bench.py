@@ -55,8 +55,7 @@ from bench._measure import (
     rounded,
     set_deadline,
 )
-from flare_runtime.context import CallContext
-from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
+from bench._service import ECHO, SERVICE, BenchService
 from flare_runtime.server import Server, TLSFiles
 from flare_runtime.transports.quic import QuicChannel
 from flare_runtime.transports.quic_certs import write_dev_certificate
@@ -238,32 +237,13 @@ async def raw_connect(port: int, cafile: str) -> tuple[asyncio.DatagramTransport
 
 # ------------------------------------------------------------------ Flare
 
-ECHO: Route[BytesValue, BytesValue] = Route(
-    path="/flare.bench.Echo/Echo",
-    service_id=0x7E,
-    route_id=1,
-    cardinality=Cardinality.UNARY,
-    request_type=BytesValue,
-    response_type=BytesValue,
-    handler_name="echo",
-    options=RouteOptions(idempotent=True),
-)
-ECHO_ROUTES = ServiceRoutes(name="flare.bench.Echo", service_id=0x7E, routes=(ECHO,))
-
-
-class Echo:
-    """The Flare echo handler."""
-
-    async def echo(self, request: BytesValue, context: CallContext) -> BytesValue:
-        return request
-
 
 async def run_server(args: argparse.Namespace) -> None:
     raw_configuration = QuicConfiguration(is_client=False, alpn_protocols=[RAW_ALPN])
     raw_configuration.load_cert_chain(args.cert, args.key)
     raw = await serve(LOOPBACK, 0, configuration=raw_configuration, create_protocol=RawEchoServer)
     raw_port = raw._transport.get_extra_info("sockname")[1] if raw._transport else 0
-    server = Server([(ECHO_ROUTES, Echo())])
+    server = Server([(SERVICE, BenchService())])
     await server.start(quic=f"{LOOPBACK}:0", tls=TLSFiles(args.cert, args.key))
     print(f"READY {raw_port} {server.port('quic')}", flush=True)
     await asyncio.Event().wait()
