@@ -562,7 +562,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         cardinality = bound.route.cardinality
         if cardinality is Cardinality.CLIENT_STREAM or cardinality is Cardinality.BIDI_STREAM:
             call.inbox = _RequestInbox(self, call)
-            call.task = self.loop.create_task(self._run_client_streaming(call))
+            call.task = self.loop.create_task(self._run_streaming(call, None))
 
     def _on_message(self, event: Any) -> None:
         call = self._calls.get(event.call_id)
@@ -597,7 +597,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         else:
             # A stream may live long: give the request's credit back now.
             self.conn.acknowledge(call.call_id, len(event.data))
-            call.task = self.loop.create_task(self._run_server_stream(call, request))
+            call.task = self.loop.create_task(self._run_streaming(call, request))
 
     def _on_stream_ended(self, event: Any) -> None:
         call = self._calls.get(event.call_id)
@@ -697,15 +697,30 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self._end(call, RpcError(StatusCode.INTERNAL, "internal error"))
             raise
 
-    async def _run_server_stream(self, call: _ServerCall, request: Message) -> None:
+    async def _run_streaming(self, call: _ServerCall, request: Message | None) -> None:
+        """Run a server-stream (`request` given) or client-/bidi-stream call (`call.inbox`)."""
+        dispatcher = self.dispatcher
+        bound = call.bound
         try:
             auth = (
                 self.connection_auth
                 if self._auth_pending is None
                 else await self._connection_auth()
             )
-            responses = self.dispatcher.server_stream(call.bound, request, call.context, auth)
-            await self._send_stream(call, responses)
+            if request is not None:
+                responses = dispatcher.server_stream(bound, request, call.context, auth)
+                await self._send_stream(call, responses)
+            else:
+                inbox = call.inbox
+                assert inbox is not None
+                if bound.route.cardinality is Cardinality.CLIENT_STREAM:
+                    response = await dispatcher.client_stream(
+                        bound, inbox.__aiter__(), call.context, auth
+                    )
+                    self._send_response(call, response)
+                else:
+                    responses = dispatcher.bidi_stream(bound, inbox.__aiter__(), call.context, auth)
+                    await self._send_stream(call, responses)
             self._end(call, None)
         except RpcError as error:
             self._end(call, error)
@@ -716,37 +731,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         except BaseException:
             # A failure of Flare itself (handlers' exceptions are RpcErrors by now):
             # end the call rather than leave the client waiting, then let it surface.
-            self._end(call, RpcError(StatusCode.INTERNAL, "internal error"))
-            raise
-
-    async def _run_client_streaming(self, call: _ServerCall) -> None:
-        inbox = call.inbox
-        assert inbox is not None
-        dispatcher = self.dispatcher
-        try:
-            auth = (
-                self.connection_auth
-                if self._auth_pending is None
-                else await self._connection_auth()
-            )
-            if call.bound.route.cardinality is Cardinality.CLIENT_STREAM:
-                response = await dispatcher.client_stream(
-                    call.bound, inbox.__aiter__(), call.context, auth
-                )
-                self._send_response(call, response)
-            else:
-                responses = dispatcher.bidi_stream(
-                    call.bound, inbox.__aiter__(), call.context, auth
-                )
-                await self._send_stream(call, responses)
-            self._end(call, None)
-        except RpcError as error:
-            self._end(call, error)
-        except ConnectionClosedError:
-            self._forget(call)
-        except asyncio.CancelledError:
-            self._forget(call)
-        except BaseException:
             self._end(call, RpcError(StatusCode.INTERNAL, "internal error"))
             raise
 
