@@ -199,6 +199,7 @@ class _QuicWireTransport:
         link = self.link
         if link.closed or self._closing is not None:
             return
+        link.flush()
         self._close_reason = reason
         if link.buffered_bytes == 0:
             self._close_now()

@@ -10,10 +10,13 @@ docs/transports/quic.md, "Stream strategy" (a stream per call costs aioquic
 
 What the link adds to aioquic's `QuicConnectionProtocol`:
 
-* transmits are coalesced: `write` and a received datagram only queue
-  output; one transmit pass `TRANSMIT_HOPS` loop iterations later sends
-  everything queued meanwhile (responses, the ACKs owed, the next requests)
-  in as few full datagrams as it takes;
+* output is cut into full datagrams (`OutputCoalescer`): each whole
+  datagram's worth of written bytes leaves at once; the remainder (the *tail*)
+  waits until the event loop has nothing else to run (or `TRANSMIT_HOPS`
+  iterations), and -- while a full datagram sent earlier is still unanswered
+  -- until the peer's next datagram or `TAIL_HOLD` seconds, so a busy
+  connection sends full datagrams rather than a full one plus a scrap
+  (Nagle's rule, bounded; docs/transports/quic.md, "Datagram coalescing");
 * the *early-data phase* is tracked: on a server, bytes received before the
   TLS handshake completed arrived as 0-RTT early data (`in_early_data`);
 * anything but stream 0 (a second stream, a server-initiated stream, a reset
@@ -52,16 +55,24 @@ logger = logging.getLogger("flare_runtime.transports.quic")
 FLARE_STREAM_ID = 0
 """The client's first bidirectional stream carries the whole Flare connection."""
 
-TRANSMIT_HOPS = 3
-"""Loop iterations queued output (a write, the ACK a received datagram is owed) waits to be sent.
+TRANSMIT_HOPS = 16
+"""Most loop iterations a tail waits for the loop to go idle before it is sent anyway.
 
-Requests in one datagram become responses two iterations later (handler
-tasks, then the endpoint's batched flush), and a datagram's worth of
-requests rarely ends on a datagram boundary: transmitting at once sent ACKs
-alone and split batches into a full datagram plus a small tail, which the
-peer then answered as a batch of its own. Three iterations let those parts
-leave together (docs/transports/quic.md, "Figures").
+On the stdlib loop the link sees when no other callback is ready (the loop is
+about to wait for I/O) and sends the tail then; this is only the cap under a
+constant stream of work. Loops that do not expose their ready queue (uvloop)
+wait `BLIND_TRANSMIT_HOPS` iterations instead.
 """
+
+BLIND_TRANSMIT_HOPS = 3
+"""Loop iterations a tail waits where the loop cannot be seen going idle."""
+
+TAIL_HOLD = 0.001
+"""Most seconds a tail is held after a full datagram while the peer has not answered."""
+
+DATAGRAM_OVERHEAD = 64
+"""Bytes of a datagram not available to Flare-stream data (QUIC header, AEAD tag,
+STREAM frame header, room for an ACK frame): a chunk is the rest."""
 
 NO_ERROR = 0x0
 """QUIC application close code: orderly close."""
@@ -69,6 +80,65 @@ FLARE_PROTOCOL_ERROR = 0x1
 """QUIC application close code: the Flare wire protocol or the stream rules were broken."""
 FLARE_INTERNAL_ERROR = 0x2
 """QUIC application close code: this side failed unexpectedly."""
+
+
+class OutputCoalescer:
+    """Cuts the outgoing Flare byte stream into datagram-sized chunks (sans-I/O).
+
+    `push` returns the whole chunks available now (to be sent at once) and
+    keeps the remainder, the tail, until `take_tail`. `hold_tail` says the
+    tail should wait: a full chunk left since the peer last sent anything, so
+    its answer (and the writes that answer triggers) is on the way and will
+    most likely fill the tail up; `peer_sent` clears it. A link flushes a
+    held tail after `TAIL_HOLD` seconds at the latest.
+    """
+
+    __slots__ = ("_tail", "chunk_size", "full_sent")
+
+    def __init__(self, chunk_size: int) -> None:
+        if chunk_size <= 0:
+            raise ValueError("chunk_size must be positive")
+        self.chunk_size = chunk_size
+        self._tail = bytearray()
+        self.full_sent = False
+        """A whole chunk was handed out since `peer_sent` was last called."""
+
+    def push(self, data: bytes) -> bytes:
+        """Add `data`; return every whole chunk now available (b"" when none)."""
+        tail = self._tail
+        if not tail and len(data) < self.chunk_size:
+            tail += data
+            return b""
+        tail += data
+        whole = len(tail) - len(tail) % self.chunk_size
+        if not whole:
+            return b""
+        chunks = bytes(tail[:whole])
+        del tail[:whole]
+        self.full_sent = True
+        return chunks
+
+    def take_tail(self) -> bytes:
+        """Return and forget the bytes that do not fill a chunk."""
+        if not self._tail:
+            return b""
+        tail = bytes(self._tail)
+        self._tail.clear()
+        return tail
+
+    def peer_sent(self) -> None:
+        """The peer sent a datagram: a held tail may go."""
+        self.full_sent = False
+
+    @property
+    def tail_size(self) -> int:
+        """Bytes waiting in the tail."""
+        return len(self._tail)
+
+    @property
+    def hold_tail(self) -> bool:
+        """True while the tail should wait for the peer (see the class docstring)."""
+        return self.full_sent and bool(self._tail)
 
 
 class LinkListener(Protocol):
@@ -117,55 +187,90 @@ class QuicLink(QuicConnectionProtocol):
         """When set, the listener's `link_acked` runs after every datagram received."""
         self._transmit_pending = False
         self._is_client = quic.configuration.is_client
+        configuration = quic.configuration
+        self._output = OutputCoalescer(configuration.max_datagram_size - DATAGRAM_OVERHEAD)
+        self._tail_timer: asyncio.TimerHandle | None = None
+        self._hops = TRANSMIT_HOPS if hasattr(self._loop, "_ready") else BLIND_TRANSMIT_HOPS
 
     # --------------------------------------------------------------- sending
 
     def write(self, data: bytes) -> None:
-        """Queue `data` on the Flare stream; it leaves `TRANSMIT_HOPS` loop iterations later.
+        """Queue `data` on the Flare stream.
 
-        Everything written (and every ACK owed) until then leaves in the same
-        transmit pass. Data written while closed is dropped (the listener
+        Whole datagrams' worth leave at once; the rest follows when the loop
+        goes idle, or with the next write that completes a datagram (see the
+        module docstring). Data written while closed is dropped (the listener
         learns of the close through `link_lost`).
         """
         if self.closed:
             return
         if not self.handshake_complete:
             self.early_bytes_sent += len(data)
-        self._quic.send_stream_data(FLARE_STREAM_ID, data)
-        self._transmit_later()
+        chunks = self._output.push(data)
+        if chunks:
+            self._quic.send_stream_data(FLARE_STREAM_ID, chunks)
+            QuicConnectionProtocol.transmit(self)
+        if self._output.tail_size:
+            self._transmit_later()
+
+    def flush(self) -> None:
+        """Send everything written so far now, tail included."""
+        if self._transport is not None and not self.closed:
+            self.transmit()
 
     def transmit(self) -> None:
-        """:meta private: aioquic's; sends everything queued, clears the deferred transmit."""
+        """:meta private: aioquic's; sends everything queued (the tail too)."""
         self._transmit_pending = False
+        tail = self._output.take_tail()
+        if tail:
+            self._quic.send_stream_data(FLARE_STREAM_ID, tail)
         super().transmit()
 
     def _transmit_later(self) -> None:
         if not self._transmit_pending:
             self._transmit_pending = True
-            self._loop.call_soon(self._deferred_transmit, TRANSMIT_HOPS)
+            self._loop.call_soon(self._deferred_transmit, self._hops)
 
     def _deferred_transmit(self, hops: int) -> None:
         if not self._transmit_pending:
-            return  # a write already sent everything
-        if hops > 1:
+            return  # a transmit pass sent everything meanwhile
+        # Other callbacks ready: they may write more (the stdlib loop's
+        # queue; loops without one count `BLIND_TRANSMIT_HOPS` iterations).
+        if hops > 1 and getattr(self._loop, "_ready", True):
             self._loop.call_soon(self._deferred_transmit, hops - 1)
-        elif self._transport is not None:
+            return
+        if self._transport is None:
+            return
+        if self._output.hold_tail:
+            # Nagle: a full datagram is unanswered; its answer comes with more
+            # to send. `datagram_received` reschedules, the timer bounds the wait.
+            self._transmit_pending = False
+            if self._tail_timer is None:
+                self._tail_timer = self._loop.call_later(TAIL_HOLD, self._tail_held_too_long)
+            return
+        self.transmit()
+
+    def _tail_held_too_long(self) -> None:
+        self._tail_timer = None
+        self._output.peer_sent()
+        if self._output.tail_size and self._transport is not None and not self.closed:
             self.transmit()
 
     @property
     def buffered_bytes(self) -> int:
         """Flare-stream bytes written and not yet acknowledged by the peer."""
         stream = self._quic._streams.get(FLARE_STREAM_ID)
+        tail = self._output.tail_size
         if stream is None:
-            return 0
+            return tail
         # aioquic keeps unacknowledged send data in one bytearray per stream.
-        return len(stream.sender._buffer)
+        return tail + len(stream.sender._buffer)
 
     def abort(self, error_code: int, reason: str) -> None:
         """Close the QUIC connection now with `error_code` (see the codes above)."""
         if self.closed:
             return
-        if self._transmit_pending and self._transport is not None:
+        if self._output.tail_size and self._transport is not None:
             self.transmit()  # what was written goes before the CONNECTION_CLOSE
         self._mark_closed(reason)
         self._quic.close(error_code=error_code, reason_phrase=reason[:200])
@@ -178,13 +283,16 @@ class QuicLink(QuicConnectionProtocol):
     # ------------------------------------------------------------- receiving
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
-        """:meta private: aioquic's, with the transmit deferred (see below)."""
+        """:meta private: aioquic's, without its transmit pass after every datagram (see below)."""
+        self._output.peer_sent()
         self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
         self._process_events()
-        # aioquic transmits after every datagram, sending any ACK that is due
-        # in a datagram of its own; waiting `TRANSMIT_HOPS` lets it leave with
-        # the responses to the requests the datagram carried.
-        self._transmit_later()
+        # aioquic transmits after every datagram. Here the listener's writes
+        # send themselves, and an ACK owed for the datagram rides on the next
+        # one (aioquic delays ACKs by 1 ms and arms its timer for them); only a
+        # held tail and the handshake need a transmit pass from here.
+        if self._output.tail_size or not self.handshake_complete:
+            self._transmit_later()
         if self.watch_acks and self.listener is not None:
             self.listener.link_acked()
         if not self._is_client:
@@ -236,6 +344,9 @@ class QuicLink(QuicConnectionProtocol):
     def _mark_closed(self, reason: str, error_code: int = NO_ERROR) -> None:
         first = not self.closed
         self.closed = True
+        if self._tail_timer is not None:
+            self._tail_timer.cancel()
+            self._tail_timer = None
         if first:
             self.close_reason = reason
             if self.listener is not None:

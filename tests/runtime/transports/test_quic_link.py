@@ -22,6 +22,7 @@ from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_cert
 from flare_runtime.transports.quic_link import (
     FLARE_PROTOCOL_ERROR,
     ClientLink,
+    OutputCoalescer,
     QuicLink,
     ServerLink,
     serve_links,
@@ -237,4 +238,72 @@ async def test_bytes_written_just_before_an_abort_still_reach_the_peer(harness: 
         await asyncio.sleep(0.01)
     assert bytes(server.data) == b"!last words"
     assert server.lost and server.lost[0][1] == FLARE_PROTOCOL_ERROR
+    link.release()
+
+
+# ---------------------------------------------------------------- output coalescing (no sockets)
+
+
+def test_coalescer_passes_whole_chunks_and_keeps_the_tail() -> None:
+    output = OutputCoalescer(10)
+    assert output.push(b"abc") == b""
+    assert output.tail_size == 3
+    assert not output.full_sent
+    assert output.push(b"defghijklmnopqrstuvwxy") == b"abcdefghijklmnopqrst"
+    assert output.full_sent
+    assert output.take_tail() == b"uvwxy"
+    assert output.take_tail() == b""
+    assert output.tail_size == 0
+
+
+def test_coalescer_holds_a_tail_only_after_a_full_chunk_until_the_peer_sends() -> None:
+    output = OutputCoalescer(8)
+    output.push(b"small")
+    assert not output.hold_tail  # nothing in flight: a lone small write goes at once
+    output.push(b"-fills-the-chunk")
+    assert output.hold_tail  # a full datagram is unanswered and a tail is left
+    output.peer_sent()
+    assert not output.hold_tail
+    assert output.take_tail() == b"chunk"
+
+
+def test_coalescer_exact_chunks_leave_no_tail() -> None:
+    output = OutputCoalescer(4)
+    assert output.push(b"12345678") == b"12345678"
+    assert output.tail_size == 0
+    assert not output.hold_tail
+
+
+def test_coalescer_rejects_a_non_positive_chunk() -> None:
+    with pytest.raises(ValueError):
+        OutputCoalescer(0)
+
+
+async def test_a_burst_leaves_in_full_datagrams(harness: Harness) -> None:
+    """Many small writes in one loop iteration become full datagrams plus one tail."""
+    link, client = await harness.connect()
+    await asyncio.wait_for(link.handshake_done, TIMEOUT)
+    sent: list[int] = []
+    transport = link._transport
+    assert transport is not None
+    original = transport.sendto
+
+    def counting_sendto(data: bytes, addr: object = None) -> None:
+        sent.append(len(data))
+        original(data, addr)  # type: ignore[arg-type]
+
+    setattr(transport, "sendto", counting_sendto)  # noqa: B010 -- instance patch, typed loosely
+    link.write(bytes(100))
+    assert sent == []  # less than a datagram waits for the loop to go idle
+    for _ in range(99):
+        link.write(bytes(100))  # 10,000 bytes: eight full datagrams and a tail
+    # Each full datagram left at once, inside this loop iteration (the first
+    # transmit may also carry the handshake's last control frames).
+    assert len([size for size in sent if size >= 1100]) >= 7
+    assert len(sent) >= 8
+    assert await client.wait_for(10_000) == bytes(10_000)  # the server echoes
+    full = [size for size in sent if size >= 1100]
+    assert len(full) >= 8
+    assert len(sent) <= len(full) + 3  # the tail, and at most a couple of ACK-only packets
+    link.close()
     link.release()
