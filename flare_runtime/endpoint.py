@@ -687,8 +687,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 else await self._connection_auth()
             )
             response = await self.dispatcher.unary(call.bound, request, context, auth)
-            self._send_response(call, response)
-            self._end(call, None)
+            self._finish(call, response)
         except RpcError as error:
             self._end(call, error)
         except asyncio.CancelledError:
@@ -717,7 +716,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                     response = await dispatcher.client_stream(
                         bound, inbox.__aiter__(), call.context, auth
                     )
-                    self._send_response(call, response)
+                    self._finish(call, response)
+                    return
                 else:
                     responses = dispatcher.bidi_stream(bound, inbox.__aiter__(), call.context, auth)
                     await self._send_stream(call, responses)
@@ -757,6 +757,30 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             if aclose is not None:
                 with contextlib.suppress(Exception):
                     await aclose()
+
+    def _finish(self, call: _ServerCall, response: Message) -> None:
+        """Send the one response of a unary or client-streaming call and end it OK."""
+        context = call.context
+        if context.trailers or (not call.headers_sent and context.response_headers):
+            self._send_response(call, response)  # metadata to send: the general path
+            self._end(call, None)
+            return
+        if type(response) is not call.bound.route.response_type:
+            raise _wrong_response(call, response)
+        call_id = call.call_id
+        if self._calls.pop(call_id, None) is None:
+            return  # cancelled or ended by the protocol already
+        try:
+            self.conn.send_final_message(call_id, response.SerializeToString())
+        except LimitExceededError as exc:
+            self.conn.end_call(call_id, StatusCode.RESOURCE_EXHAUSTED, str(exc))
+        except (LocalProtocolError, ConnectionClosedError):
+            pass  # the connection is closing; nothing more to say on it
+        if self._calls:
+            self.schedule_flush()  # more calls in flight: batch their output
+        else:
+            self._flush()  # the only call: answer now, a loop iteration sooner
+        self._call_finished()
 
     def _send_response(self, call: _ServerCall, response: Message) -> None:
         if type(response) is not call.bound.route.response_type:

@@ -52,6 +52,10 @@ class Settings:
     """Bytes of message data the peer may send on a new call before it gets credit (id 4)."""
     max_metadata_size: int = 16_384
     """Largest encoded metadata block (call headers, response headers, trailers) (id 5)."""
+    compact_calls: bool = True
+    """Accepts the compact call frames: a CALL_START carrying the request, a MESSAGE that
+    ends the call (id 6, value 1; docs/wire-format.md §3.2, §3.4). A peer that does not
+    announce it is sent the two-frame forms."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -54,6 +54,7 @@ from flare_runtime.protocol.events import (
     WindowUpdated,
 )
 from flare_runtime.protocol.frames import (
+    FLAG_END_CALL,
     FLAG_END_STREAM,
     HEADER,
     HEADER_SIZE,
@@ -70,6 +71,7 @@ from flare_runtime.protocol.frames import (
     decode_goaway_payload,
     decode_hello_payload,
     decode_metadata,
+    decode_metadata_prefix,
     decode_ping_payload,
     decode_window_update_payload,
     encode_cancel,
@@ -211,7 +213,9 @@ class Connection:
         self._is_client = role is Role.CLIENT
         # Until the peer's HELLO arrives, assume the smallest window it may
         # announce, so calls pipelined behind our HELLO never overrun it (§6).
-        self.peer_settings = Settings(initial_window_size=MIN_INITIAL_WINDOW_SIZE)
+        self.peer_settings = Settings(
+            initial_window_size=MIN_INITIAL_WINDOW_SIZE, compact_calls=False
+        )
         self.version: int | None = None
         self._calls: dict[int, _Call] = {}
         self._last_call_id = 0
@@ -485,6 +489,36 @@ class Connection:
         if deadline is not None:
             self._push_deadline(deadline, call_id)
         out = self._out
+        if (
+            end_stream
+            and message is not None
+            and peer.compact_calls
+            and 12 + (len(block) if block is not None else 1) + len(message) <= peer.max_frame_size
+        ):
+            # The compact call start (§3.2): the request rides in CALL_START.
+            size = len(message)
+            if block is None:
+                out.append(
+                    _START_EMPTY.pack(
+                        13 + size, _CALL_START, FLAG_END_STREAM, call_id, route_id, timeout_us, 0
+                    )
+                )
+            else:
+                out.append(
+                    _CALL_START_FIXED.pack(
+                        12 + len(block) + size,
+                        _CALL_START,
+                        FLAG_END_STREAM,
+                        call_id,
+                        route_id,
+                        timeout_us,
+                    )
+                )
+                out.append(block)
+            out.append(message)
+            call.send_credit -= size
+            call.state = _HALF_CLOSED
+            return call_id
         if block is None:
             if message is None:
                 out.append(_START_EMPTY.pack(13, _CALL_START, 0, call_id, route_id, timeout_us, 0))
@@ -723,6 +757,45 @@ class Connection:
             self._buffered_total -= call.buffered
         self._out.append(frame)
 
+    def send_final_message(self, call_id: int, data: bytes) -> None:
+        """Server: send `data` as the last message of `call_id` and end it with OK, no trailers.
+
+        One compact MESSAGE frame (END_CALL flag, §3.4) when the client accepts
+        it, else MESSAGE then END_CALL. The call is forgotten. Raises like
+        `send_message` (`LimitExceededError` for a message over the client's
+        max_message_size, `FlowControlBlockedError` without credit); sending on
+        a call that already ended does nothing.
+        """
+        call = self._calls.get(call_id)
+        if call is None or self._is_client:
+            call = self._server_call(call_id)
+            if call is None:
+                return
+        if not self.peer_settings.compact_calls:
+            self.send_message(call_id, data)
+            self.end_call(call_id)
+            return
+        state = TRANSITIONS[call.state][_S_MSG]
+        if state < 0 or TRANSITIONS[state][_S_END] < 0:
+            self._transition(call, _S_MSG, call_id, local=True)
+            self._transition(call, _S_END, call_id, local=True)
+        size = len(data)
+        if size > self.peer_settings.max_message_size:
+            raise LimitExceededError(
+                f"message of {size} bytes exceeds the peer's max_message_size "
+                f"({self.peer_settings.max_message_size})"
+            )
+        if call.send_credit <= 0:
+            raise FlowControlBlockedError(
+                f"call {call_id} has no send credit; wait for WindowUpdated"
+            )
+        del self._calls[call_id]
+        if call.buffered:
+            self._buffered_total -= call.buffered
+        out = self._out
+        out.append(_MESSAGE_HEADER_PACK(size, _MESSAGE, FLAG_END_CALL, call_id))
+        out.append(data)
+
     def send_push(self, type_id: int, payload: bytes) -> None:
         """Server: push a message of push type `type_id` to the client (`PushReceived`).
 
@@ -836,6 +909,13 @@ class Connection:
                     )
                 else:
                     events.append(MessageReceived(call_id, data[start:stop], end_stream))
+                    if flags & FLAG_END_CALL and is_client:
+                        # The compact end (§3.4): the call ended OK with this message.
+                        if TRANSITIONS[state][_S_END] < 0:
+                            self._transition(call, _S_END, call_id, local=False)
+                        del calls[call_id]
+                        self._buffered_total -= call.buffered
+                        events.append(CallEnded(call_id, _OK))
                 pos = stop
                 continue
             if frame_type == _PUSH:
@@ -856,7 +936,10 @@ class Connection:
             handler = handlers[frame_type]
             if handler is None:
                 raise RemoteProtocolError(f"unknown frame type 0x{frame_type:02x}")
-            handler(self, data, start, stop, call_id, now)
+            if flags & FLAG_END_STREAM and frame_type == _CALL_START and not is_client:
+                self._on_call_start(data, start, stop, call_id, now, with_message=True)
+            else:
+                handler(self, data, start, stop, call_id, now)
             if self._closed:
                 return
             pos = stop
@@ -908,20 +991,40 @@ class Connection:
             )
         self._events.append(HandshakeCompleted(PROTOCOL_VERSION, peer))
 
-    def _on_call_start(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
+    def _on_call_start(
+        self,
+        data: bytes,
+        start: int,
+        stop: int,
+        call_id: int,
+        now: float,
+        *,
+        with_message: bool = False,
+    ) -> None:
         if self.version is None:
             raise RemoteProtocolError("CALL_START before HELLO")
         if call_id <= self._last_call_id:
             raise RemoteProtocolError(
                 f"CALL_START call id {call_id} does not exceed the previous {self._last_call_id}"
             )
-        if stop - start == 13 and data[start + 12] == 0:
+        message_start = stop
+        metadata: MetadataPairs
+        if with_message:
+            # The compact call start (§3.2): the request follows the metadata block.
+            if stop - start < 13:
+                raise RemoteProtocolError("truncated CALL_START payload")
             route_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
-            metadata: MetadataPairs = ()
+            if data[start + 12] == 0:
+                metadata, message_start = (), start + 13
+            else:
+                metadata, message_start = decode_metadata_prefix(data, start + 12, stop)
+        elif stop - start == 13 and data[start + 12] == 0:
+            route_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
+            metadata = ()
         else:
             route_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
         self._last_call_id = call_id
-        metadata_size = stop - start - 12
+        metadata_size = message_start - start - 12
         if metadata_size > self.settings.max_metadata_size:
             self._refuse(
                 call_id,
@@ -946,12 +1049,29 @@ class Connection:
         if timeout_us:
             timeout = timeout_us / 1_000_000
             deadline = now + timeout
-        self._calls[call_id] = _Call(
-            self.peer_settings.initial_window_size, self._initial_window, deadline
-        )
+        call = _Call(self.peer_settings.initial_window_size, self._initial_window, deadline)
+        self._calls[call_id] = call
         if deadline is not None:
             self._push_deadline(deadline, call_id)
         self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+        if with_message:
+            size = stop - message_start
+            if size > self._max_message_size:
+                self._message_too_large(call_id, size)
+                return
+            call.state = _HALF_CLOSED
+            call.recv_credit -= size
+            call.buffered = size
+            self._buffered_total += size
+            if self._buffered_total > self.config.max_buffered_input:
+                self._fail_call(
+                    call_id,
+                    call,
+                    "connection receive buffer full (max_buffered_input "
+                    f"{self.config.max_buffered_input} bytes)",
+                )
+                return
+            self._events.append(MessageReceived(call_id, data[message_start:stop], True))
 
     def _on_headers(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
         self._require_established("HEADERS")
@@ -1204,12 +1324,14 @@ def _settings_pairs(settings: Settings) -> tuple[tuple[int, int], ...]:
         (SettingId.MAX_CONCURRENT_CALLS, settings.max_concurrent_calls),
         (SettingId.INITIAL_WINDOW_SIZE, settings.initial_window_size),
         (SettingId.MAX_METADATA_SIZE, settings.max_metadata_size),
+        (SettingId.COMPACT_CALLS, int(settings.compact_calls)),
     )
 
 
 def _settings_from_pairs(pairs: tuple[tuple[int, int], ...]) -> Settings:
     """Build the peer's Settings from HELLO pairs; unknown ids are ignored (§4)."""
     resolved = {int(key): value for key, value in _settings_pairs(Settings())}
+    resolved[SettingId.COMPACT_CALLS] = 0  # only a peer that announces it accepts them
     for setting_id, value in pairs:
         if setting_id in resolved:
             resolved[setting_id] = value
@@ -1231,6 +1353,7 @@ def _settings_from_pairs(pairs: tuple[tuple[int, int], ...]) -> Settings:
         max_concurrent_calls=resolved[SettingId.MAX_CONCURRENT_CALLS],
         initial_window_size=resolved[SettingId.INITIAL_WINDOW_SIZE],
         max_metadata_size=resolved[SettingId.MAX_METADATA_SIZE],
+        compact_calls=resolved[SettingId.COMPACT_CALLS] == 1,
     )
 
 

@@ -34,7 +34,14 @@ MAGIC = b"FLARE"
 """First five payload bytes of every HELLO frame: tells a Flare peer from anything else."""
 
 FLAG_END_STREAM = 0x01
-"""On a client's MESSAGE: the client sends nothing more on this call (half-close)."""
+"""On a client's MESSAGE: the client sends nothing more on this call (half-close).
+
+On a CALL_START: the payload ends with the call's one request message and the
+client sends nothing more (the compact call start, §3.2).
+"""
+
+FLAG_END_CALL = 0x02
+"""On a server's MESSAGE: the call ends with it, status OK, no trailers (compact end, §3.4)."""
 
 MAX_CALL_ID = (1 << 32) - 1
 MetadataPairs: TypeAlias = tuple[tuple[str, MetadataValue], ...]
@@ -79,6 +86,7 @@ class SettingId(enum.IntEnum):
     MAX_CONCURRENT_CALLS = 3
     INITIAL_WINDOW_SIZE = 4
     MAX_METADATA_SIZE = 5
+    COMPACT_CALLS = 6
 
 
 # ---------------------------------------------------------------------------- primitives
@@ -201,6 +209,14 @@ def decode_metadata(data: bytes, pos: int, end: int) -> MetadataPairs:
     """Decode the metadata block that fills ``data[pos:end]`` exactly."""
     if end - pos == 1 and data[pos] == 0:
         return ()
+    pairs, pos = decode_metadata_prefix(data, pos, end)
+    if pos != end:
+        raise RemoteProtocolError("trailing bytes after the metadata block")
+    return pairs
+
+
+def decode_metadata_prefix(data: bytes, pos: int, end: int) -> tuple[MetadataPairs, int]:
+    """Decode the metadata block at `pos` (before `end`); return it and the position after it."""
     count, pos = decode_varint(data, pos, end)
     # Each entry takes at least 3 bytes; rejecting an impossible count up
     # front keeps a lying count from costing anything.
@@ -217,9 +233,7 @@ def decode_metadata(data: bytes, pos: int, end: int) -> MetadataPairs:
             pairs.append((key, raw_value))
         else:
             pairs.append((key, _utf8(raw_value, f"metadata value of {key!r}")))
-    if pos != end:
-        raise RemoteProtocolError("trailing bytes after the metadata block")
-    return tuple(pairs)
+    return tuple(pairs), pos
 
 
 # ---------------------------------------------------------------------------- encoders

@@ -205,7 +205,13 @@ class QuicLink(QuicConnectionProtocol):
         if self.closed:
             return
         if not self.handshake_complete:
+            # Before the handshake every byte leaves at once: 0-RTT data is
+            # only early if it beats the server's handshake reply.
             self.early_bytes_sent += len(data)
+            self._output.push(data)
+            if self._transport is not None:
+                self.transmit()
+            return
         chunks = self._output.push(data)
         if chunks:
             self._quic.send_stream_data(FLARE_STREAM_ID, chunks)
@@ -250,6 +256,17 @@ class QuicLink(QuicConnectionProtocol):
             return
         self.transmit()
 
+    def _rearm_timer(self) -> None:
+        # aioquic 1.x re-arms its connection timer only at the end of a
+        # transmit pass (QuicConnectionProtocol.transmit); this is that step alone.
+        timer_at = self._quic.get_timer()
+        if self._timer is not None and self._timer_at != timer_at:
+            self._timer.cancel()
+            self._timer = None
+        if self._timer is None and timer_at is not None:
+            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+        self._timer_at = timer_at
+
     def _tail_held_too_long(self) -> None:
         self._tail_timer = None
         self._output.peer_sent()
@@ -289,10 +306,12 @@ class QuicLink(QuicConnectionProtocol):
         self._process_events()
         # aioquic transmits after every datagram. Here the listener's writes
         # send themselves, and an ACK owed for the datagram rides on the next
-        # one (aioquic delays ACKs by 1 ms and arms its timer for them); only a
-        # held tail and the handshake need a transmit pass from here.
+        # one or goes when aioquic's ACK delay (1 ms) expires; only a held tail
+        # and the handshake need a transmit pass from here. Its timer (ACK
+        # delay, loss detection, idle timeout) must follow the datagram either way.
         if self._output.tail_size or not self.handshake_complete:
             self._transmit_later()
+        self._rearm_timer()
         if self.watch_acks and self.listener is not None:
             self.listener.link_acked()
         if not self._is_client:

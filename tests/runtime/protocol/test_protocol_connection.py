@@ -3,7 +3,7 @@ limits and hostile input, with two in-memory endpoints and an explicit clock."""
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import pytest
 from hypothesis import given, settings
@@ -38,7 +38,10 @@ from flare_runtime.protocol import (
 )
 from flare_runtime.protocol.config import MIN_INITIAL_WINDOW_SIZE
 from flare_runtime.protocol.frames import (
+    FLAG_END_CALL,
+    FLAG_END_STREAM,
     HEADER,
+    HEADER_SIZE,
     EndCallFrame,
     FrameType,
     decode_frames,
@@ -52,6 +55,7 @@ from flare_runtime.protocol.frames import (
     encode_window_update,
 )
 from flare_runtime.protocol.loopback import ConnectionPair
+from flare_runtime.protocol.state import CallState
 from flare_runtime.status import StatusCode
 
 T = TypeVar("T")
@@ -59,7 +63,7 @@ QUIET = ProtocolConfig(keepalive_interval=None)
 ROUTE = 3 << 16 | 7
 
 
-def quiet(**settings_fields: int) -> ProtocolConfig:
+def quiet(**settings_fields: Any) -> ProtocolConfig:
     return ProtocolConfig(settings=Settings(**settings_fields), keepalive_interval=None)
 
 
@@ -1038,3 +1042,137 @@ def test_an_end_call_too_large_for_the_peer_is_refused_locally() -> None:
         CallEnded(other, StatusCode.OK),
     ]
     assert not pair.client.closed
+
+
+# ------------------------------------------------------------- compact call frames (§3.2, §3.4)
+
+
+def frame_types(data: bytes) -> list[tuple[int, int]]:
+    """(type, flags) of every frame in `data`."""
+    out: list[tuple[int, int]] = []
+    pos = 0
+    while pos < len(data):
+        length, frame_type, flags, _call_id = HEADER.unpack_from(data, pos)
+        out.append((frame_type, flags))
+        pos += HEADER_SIZE + length
+    return out
+
+
+def test_compact_frames_are_used_only_once_the_peer_announced_them() -> None:
+    pair = ConnectionPair(QUIET, QUIET, handshake=False)
+    early = pair.client.start_call(ROUTE, message=b"early", end_stream=True)
+    assert frame_types(pair.client.data_to_send())[-2:] == [
+        (FrameType.CALL_START, 0),
+        (FrameType.MESSAGE, FLAG_END_STREAM),
+    ]  # before the server's HELLO the client assumes no COMPACT_CALLS
+    pair.client.cancel(early)
+    pair.client.data_to_send()
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    request = pair.client.data_to_send()
+    assert frame_types(request) == [(FrameType.CALL_START, FLAG_END_STREAM)]
+    pair.server.receive_data(request, pair.now)
+    started, message = pair.server.events_received()
+    assert isinstance(started, CallStarted)
+    assert message == MessageReceived(call_id, b"req", True)
+    assert pair.server.call_state(call_id) is CallState.HALF_CLOSED
+    pair.server.send_final_message(call_id, b"resp")
+    response = pair.server.data_to_send()
+    assert frame_types(response) == [(FrameType.MESSAGE, FLAG_END_CALL)]
+    pair.client.receive_data(response, pair.now)
+    assert pair.client.events_received() == [
+        MessageReceived(call_id, b"resp", False),
+        CallEnded(call_id, StatusCode.OK),
+    ]
+    assert pair.client.open_calls == pair.server.open_calls == 0
+
+
+def test_a_peer_without_compact_calls_gets_the_two_frame_forms() -> None:
+    old = ProtocolConfig(settings=Settings(compact_calls=False), keepalive_interval=None)
+    pair = ConnectionPair(old, old)
+    call_id = pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    request = pair.client.data_to_send()
+    assert frame_types(request) == [(FrameType.CALL_START, 0), (FrameType.MESSAGE, 1)]
+    pair.server.receive_data(request, pair.now)
+    pair.server.events_received()
+    pair.server.send_final_message(call_id, b"resp")
+    assert frame_types(pair.server.data_to_send()) == [
+        (FrameType.MESSAGE, 0),
+        (FrameType.END_CALL, 0),
+    ]
+
+
+def test_a_compact_call_start_with_metadata_round_trips() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(
+        ROUTE, [("k", "v"), ("b-bin", b"\x00")], timeout=2.0, message=b"\x08\x01", end_stream=True
+    )
+    events = pair.to_server()
+    started = of_type(events, CallStarted)[0]
+    assert started.metadata == (("k", "v"), ("b-bin", b"\x00"))
+    assert started.timeout == 2.0
+    assert of_type(events, MessageReceived) == [MessageReceived(call_id, b"\x08\x01", True)]
+
+
+def test_a_request_too_big_for_one_frame_uses_two() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    big = bytes(pair.client.peer_settings.max_frame_size)  # + 13 bytes of CALL_START
+    call_id = pair.client.start_call(ROUTE, message=big, end_stream=True)
+    assert frame_types(pair.client.data_to_send()) == [
+        (FrameType.CALL_START, 0),
+        (FrameType.MESSAGE, FLAG_END_STREAM),
+    ]
+    assert pair.client.call_state(call_id) is CallState.HALF_CLOSED
+
+
+def test_a_compact_request_over_max_message_size_fails_only_its_call() -> None:
+    pair = ConnectionPair(QUIET, quiet(max_message_size=8))
+    # A peer that ignores the announced limit (ours checks before sending):
+    # route id, no timeout, an empty metadata block, then 9 bytes of request.
+    payload = ROUTE.to_bytes(4, "big") + bytes(8) + b"\x00" + bytes(9)
+    oversized = HEADER.pack(len(payload), FrameType.CALL_START, FLAG_END_STREAM, 1) + payload
+    pair.server.receive_data(oversized, pair.now)
+    events = pair.server.events_received()
+    assert [type(event) for event in events] == [CallStarted, CallCancelled]
+    assert not pair.server.closed
+    assert frame_types(pair.server.data_to_send()) == [(FrameType.END_CALL, 0)]
+
+
+def test_a_truncated_compact_call_start_is_a_protocol_error() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.server.receive_data(
+        HEADER.pack(6, FrameType.CALL_START, FLAG_END_STREAM, 1) + bytes(6), pair.now
+    )
+    assert closed_event(pair.server.events_received()).code is CloseCode.PROTOCOL_ERROR
+
+
+def test_a_message_after_a_compact_call_start_is_a_protocol_error() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    request = pair.client.data_to_send() + encode_message(1, b"more")
+    pair.server.receive_data(request, pair.now)
+    assert closed_event(pair.server.events_received()).code is CloseCode.PROTOCOL_ERROR
+
+
+def test_a_server_ignores_the_end_call_flag_on_a_client_message() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(ROUTE)
+    pair.to_server()
+    frame = HEADER.pack(2, FrameType.MESSAGE, FLAG_END_CALL, call_id) + b"hi"
+    pair.server.receive_data(frame, pair.now)
+    assert pair.server.events_received() == [MessageReceived(call_id, b"hi", False)]
+    assert pair.server.call_state(call_id) is CallState.OPEN
+
+
+def test_send_final_message_checks_the_call_like_send_message() -> None:
+    pair = ConnectionPair(QUIET, quiet(max_message_size=4))
+    call_id = pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    pair.to_server()
+    pair.server.send_final_message(call_id, b"too long")  # the client's limit is the default
+    pair.server.data_to_send()
+    with pytest.raises(LocalProtocolError):
+        pair.server.send_final_message(999, b"x")  # never started
+    pair.server.send_final_message(call_id, b"again")  # ended already: ignored
+    assert pair.server.data_to_send() == b""
+    with pytest.raises(LocalProtocolError):
+        pair.client.send_final_message(call_id, b"x")  # the server's method

@@ -7,7 +7,16 @@ from pathlib import Path
 
 import pytest
 
-from flare_runtime.protocol import CLIENT, SERVER, CallEnded, Connection, ProtocolConfig
+from flare_runtime.protocol import (
+    CLIENT,
+    SERVER,
+    CallEnded,
+    CallStarted,
+    Connection,
+    MessageReceived,
+    ProtocolConfig,
+)
+from flare_runtime.protocol.config import Settings
 from flare_runtime.protocol.frames import (
     encode_cancel,
     encode_close,
@@ -23,6 +32,7 @@ from flare_runtime.status import StatusCode
 
 DOC = Path(__file__).resolve().parents[3] / "docs" / "wire-format.md"
 QUIET = ProtocolConfig(keepalive_interval=None)
+NOT_COMPACT = ProtocolConfig(keepalive_interval=None, settings=Settings(compact_calls=False))
 
 
 def doc_lines() -> list[str]:
@@ -53,11 +63,12 @@ def test_the_handshake_and_unary_call_examples_are_byte_exact() -> None:
     hello = client.data_to_send()
     # The HELLO example: header and magic on one line, then one setting per line.
     hello_hex = hello.hex(" ")
-    assert hello_hex.startswith("00 00 00 27 01 00 00 00 00 00 46 4c 41 52 45 00 01 00 01")
+    assert hello_hex.startswith("00 00 00 2d 01 00 00 00 00 00 46 4c 41 52 45 00 01 00 01")
     settings = re.findall(r"^ +((?:[0-9a-f]{2} ){5}[0-9a-f]{2})   setting", text, re.M)
-    assert len(settings) == 5
+    assert len(settings) == 6
     assert hello_hex.endswith(" ".join(settings))
-    server = Connection(SERVER, QUIET)
+    # The two-frame example: the server did not announce COMPACT_CALLS.
+    server = Connection(SERVER, NOT_COMPACT)
     server.receive_data(hello, 0.0)
     client.receive_data(server.data_to_send(), 0.0)
     call_id = client.start_call(
@@ -86,6 +97,45 @@ def test_the_handshake_and_unary_call_examples_are_byte_exact() -> None:
         " 00 00 00 04 04 00 00 00 00 01 0a 02 6f 6b"
         " 00 00 00 04 06 00 00 00 00 01 00 00 00 00"
     )
+
+
+def test_the_compact_unary_call_example_is_byte_exact() -> None:
+    client = Connection(CLIENT, QUIET)
+    server = Connection(SERVER, QUIET)
+    server.receive_data(client.data_to_send(), 0.0)
+    client.receive_data(server.data_to_send(), 0.0)
+    call_id = client.start_call(
+        0x00010002,
+        [("authorization", "Bearer abc")],
+        timeout=1.5,
+        now=0.0,
+        message=bytes.fromhex("0a 02 68 69"),
+        end_stream=True,
+    )
+    request = client.data_to_send()
+    assert request == bytes.fromhex(
+        "00 00 00 2a 02 01 00 00 00 01 00 01 00 02 00 00 00 00 00 16 e3 60 01"
+        " 0d" + b"authorization".hex() + " 0a" + b"Bearer abc".hex() + " 0a 02 68 69"
+    )
+    server.receive_data(request, 0.0)
+    started, message = server.events_received()[-2:]
+    assert isinstance(started, CallStarted)
+    assert started.metadata == (("authorization", "Bearer abc"),)
+    assert message == MessageReceived(call_id, bytes.fromhex("0a 02 68 69"), True)
+    server.send_headers(call_id, [("x-server", "a")])
+    server.send_final_message(call_id, bytes.fromhex("0a 02 6f 6b"))
+    response = server.data_to_send()
+    assert response == bytes.fromhex(
+        "00 00 00 0c 03 00 00 00 00 01 01 08" + b"x-server".hex() + "01 61"
+        " 00 00 00 04 04 02 00 00 00 01 0a 02 6f 6b"
+    )
+    client.receive_data(response, 0.0)
+    assert client.events_received()[-2:] == [
+        MessageReceived(call_id, bytes.fromhex("0a 02 6f 6b"), False),
+        CallEnded(call_id, StatusCode.OK),
+    ]
+    assert client.open_calls == 0
+    assert server.open_calls == 0
 
 
 def test_the_error_status_example_decodes_as_documented() -> None:

@@ -143,7 +143,7 @@ async def test_early_data_is_marked_and_accepted_on_resumption(harness: Harness)
     await asyncio.wait_for(resumed.handshake_done, TIMEOUT)
     assert resumed.session_resumed and resumed.early_data_accepted
     server = harness.server_side[-1]
-    assert server.early[0] is True
+    assert server.early[0] is True, (server.early, resumed.early_bytes_sent)
     assert server.link is not None and server.link.early_bytes == 5
     resumed.close()
     resumed.release()
@@ -305,5 +305,26 @@ async def test_a_burst_leaves_in_full_datagrams(harness: Harness) -> None:
     full = [size for size in sent if size >= 1100]
     assert len(full) >= 8
     assert len(sent) <= len(full) + 3  # the tail, and at most a couple of ACK-only packets
+    link.close()
+    link.release()
+
+
+async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness) -> None:
+    """A receiver that writes nothing back still ACKs (aioquic's ACK timer is re-armed)."""
+    link, client = await harness.connect()
+    await asyncio.wait_for(link.handshake_done, TIMEOUT)
+    link.write(b"ping")
+    await client.wait_for(4)  # the server echoed; the client answers nothing
+    # The echo was ack-eliciting: the client's timer follows it (ACK delay)
+    # although no transmit pass ran.
+    assert link._timer is not None
+    assert link._timer_at == link._quic.get_timer()
+    server_link = harness.server_side[0].link
+    assert server_link is not None
+    for _ in range(100):
+        if server_link.buffered_bytes == 0:
+            break
+        await asyncio.sleep(0.01)
+    assert server_link.buffered_bytes == 0  # the client's ACK arrived
     link.close()
     link.release()
