@@ -10,7 +10,9 @@ The server process serves three things on three UDP ports:
 * raw aioquic echo, **one long-lived stream** carrying 4-byte-length-prefixed
   frames (the strategy Flare uses),
 * raw aioquic echo, **a stream per request** (the strategy Flare rejected),
-* a Flare `Server` with one unary echo route (idempotent) over QUIC.
+* a Flare `Server` with one unary echo route (idempotent) over QUIC, with
+  the default options, and a second one with ``eager_handlers=True`` (the
+  default on Python 3.12+; opt-in on 3.11, see docs/runtime.md).
 
 Measured: sequential p50/p99 and 64-in-flight throughput for each, with the CPU
 each side spent per message; and time to first response on a fresh connection
@@ -56,7 +58,7 @@ from bench._measure import (
     set_deadline,
 )
 from bench._service import ECHO, SERVICE, BenchService
-from flare_runtime.server import Server, TLSFiles
+from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.transports.quic import QuicChannel
 from flare_runtime.transports.quic_certs import write_dev_certificate
 from flare_runtime.transports.quic_tickets import MemoryTicketStore
@@ -243,9 +245,12 @@ async def run_server(args: argparse.Namespace) -> None:
     raw_configuration.load_cert_chain(args.cert, args.key)
     raw = await serve(LOOPBACK, 0, configuration=raw_configuration, create_protocol=RawEchoServer)
     raw_port = raw._transport.get_extra_info("sockname")[1] if raw._transport else 0
+    tls = TLSFiles(args.cert, args.key)
     server = Server([(SERVICE, BenchService())])
-    await server.start(quic=f"{LOOPBACK}:0", tls=TLSFiles(args.cert, args.key))
-    print(f"READY {raw_port} {server.port('quic')}", flush=True)
+    await server.start(quic=f"{LOOPBACK}:0", tls=tls)
+    eager = Server([(SERVICE, BenchService())], options=ServerOptions(eager_handlers=True))
+    await eager.start(quic=f"{LOOPBACK}:0", tls=tls)
+    print(f"READY {raw_port} {server.port('quic')} {eager.port('quic')}", flush=True)
     await asyncio.Event().wait()
 
 
@@ -323,17 +328,22 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence[int]) -> Any:
-    raw_port, flare_port = ports
+    raw_port, flare_port, eager_port = ports
     transport, raw = await raw_connect(raw_port, args.cert)
     channel = await flare_connect(flare_port, args.cert)
+    eager_channel = await flare_connect(eager_port, args.cert)
 
     async def flare_call(request_id: int) -> object:
         return await channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
+
+    async def flare_eager_call(request_id: int) -> object:
+        return await eager_channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
 
     sides: dict[str, Call] = {
         "raw_one_stream": raw.request_long_stream,
         "raw_stream_per_call": raw.request_new_stream,
         "flare_one_stream": flare_call,
+        "flare_eager": flare_eager_call,
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for _ in range(args.reps):  # interleaved, so a noisy neighbour hits every side alike
@@ -342,6 +352,7 @@ async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence
     result: dict[str, Any] = {"reps": args.reps}
     result.update({name: median_of(samples) for name, samples in runs.items()})
     await channel.close()
+    await eager_channel.close()
     raw.close()
     transport.close()
     result["handshake"] = await measure_handshakes(flare_port, args.cert, args.handshakes)
@@ -362,6 +373,7 @@ def report(result: dict[str, Any]) -> None:
     raw = result["raw_one_stream"]
     per_call = result["raw_stream_per_call"]
     flare = result["flare_one_stream"]
+    eager = result["flare_eager"]
 
     def row(label: str, side: dict[str, Any]) -> str:
         pipelined, seq = side["pipelined"], side["seq"]
@@ -390,10 +402,16 @@ def report(result: dict[str, Any]) -> None:
         row("raw aioquic, one stream", raw),
         row("raw aioquic, stream/call", per_call),
         row("Flare over QUIC", flare),
-        "  Flare / raw one stream: throughput "
-        f"{ratio(flare['pipelined']['msgs_per_s'], raw['pipelined']['msgs_per_s'])}x, "
-        f"CPU per message (both sides) {ratio(cpu(flare), cpu(raw))}x, "
-        f"p50 {flare['seq']['p50_us'] - raw['seq']['p50_us']:+.1f} us",
+        row("Flare, eager handlers", eager),
+    ]
+    for label, side in (("Flare", flare), ("Flare eager", eager)):
+        lines.append(
+            f"  {label} / raw one stream: throughput "
+            f"{ratio(side['pipelined']['msgs_per_s'], raw['pipelined']['msgs_per_s'])}x, "
+            f"CPU per message (both sides) {ratio(cpu(side), cpu(raw))}x, "
+            f"p50 {side['seq']['p50_us'] - raw['seq']['p50_us']:+.1f} us"
+        )
+    lines += [
         f"  raw stream/call vs one stream: server CPU per message {per_call_cpu}x,"
         f" throughput {per_call_rate}x",
     ]

@@ -92,6 +92,16 @@ class ServerOptions:
     """Bytes queued towards a client above which senders on that connection wait."""
     compression: str | None = None
     """WebSocket permessage-deflate: None (default) or "deflate"."""
+    eager_handlers: bool | None = None
+    """Start each unary handler inside the read callback that decoded its request, not in
+    a new task, so a handler that never suspends costs no task and its response leaves
+    with the batch it arrived in (docs/runtime.md, "Eager handlers").
+
+    None (default) means on Python 3.12+, where asyncio's eager tasks keep every task
+    semantic. True on Python 3.11 runs the handler without a task until it first
+    suspends: there ``asyncio.current_task()`` is None, so ``asyncio.timeout()`` and
+    ``TaskGroup`` work only after the handler's first suspending await.
+    """
 
 
 class Server:

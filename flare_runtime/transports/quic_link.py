@@ -67,7 +67,7 @@ wait `BLIND_TRANSMIT_HOPS` iterations instead.
 BLIND_TRANSMIT_HOPS = 3
 """Loop iterations a tail waits where the loop cannot be seen going idle."""
 
-TAIL_HOLD = 0.001
+TAIL_HOLD = 0.002
 """Most seconds a tail is held after a full datagram while the peer has not answered."""
 
 DATAGRAM_OVERHEAD = 64

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import dataclasses
+import gc
 import time
 
 import pytest
@@ -11,6 +13,7 @@ import pytest
 from flare_runtime.auth import AuthPlugin
 from flare_runtime.context import Principal
 from flare_runtime.dispatch import Dispatcher
+from flare_runtime.endpoint import start_eagerly
 from flare_runtime.errors import RpcError
 from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import ProtocolConfig, Settings
@@ -230,3 +233,88 @@ async def test_route_default_timeout_applies_to_a_call_sent_without_one() -> Non
             await service.cancelled_event.wait()
         # The connection is fine afterwards, and a quick call beats the default.
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
+
+
+# ------------------------------------------------------------------ eager handlers
+
+
+@pytest.mark.parametrize("eager", [False, True])
+async def test_unary_calls_behave_alike_with_and_without_eager_handlers(eager: bool) -> None:
+    server, service = _server(options=ServerOptions(eager_handlers=eager))
+    async with memory_channel(server) as channel:
+        # Finishes without suspending (no task at all when eager).
+        replies = await asyncio.gather(
+            *(channel.unary_unary(Routes.ECHO, BytesValue(value=bytes([n]))) for n in range(20))
+        )
+        assert [reply.value for reply in replies] == [bytes([n]) for n in range(20)]
+        # Suspends, then its deadline cancels it inside the task that took it over.
+        with pytest.raises(RpcError) as caught:
+            await channel.unary_unary(
+                Routes.ECHO, BytesValue(), metadata={"x-sleep": "30"}, timeout=0.05
+            )
+        assert caught.value.code is StatusCode.DEADLINE_EXCEEDED
+        async with asyncio.timeout(5):
+            await service.cancelled_event.wait()
+
+
+async def test_start_eagerly_runs_to_the_first_suspension_and_hands_over_to_a_task() -> None:
+    loop = asyncio.get_running_loop()
+    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="outside")
+    steps: list[str] = []
+
+    async def quick() -> None:
+        steps.append("quick")
+
+    assert start_eagerly(loop, quick()) is None
+    assert steps == ["quick"]  # ran before start_eagerly returned
+
+    release = loop.create_future()
+
+    async def slow() -> None:
+        marker.set("inside")
+        steps.append("before")
+        await release
+        steps.append(f"after {marker.get()}")
+
+    task = start_eagerly(loop, slow())
+    assert task is not None and steps[-1] == "before"
+    assert marker.get() == "outside"  # the handler's context is its own, as in a task
+    release.set_result(None)
+    await task
+    assert steps[-1] == "after inside"
+
+
+async def test_a_task_that_took_over_an_eager_start_can_be_cancelled() -> None:
+    loop = asyncio.get_running_loop()
+    cleaned: list[bool] = []
+
+    async def waits() -> None:
+        try:
+            await asyncio.sleep(30)
+        finally:
+            cleaned.append(True)
+
+    task = start_eagerly(loop, waits())
+    assert task is not None
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert cleaned == [True]
+
+
+async def test_a_failure_in_an_eager_first_step_goes_to_the_loop_handler() -> None:
+    loop = asyncio.get_running_loop()
+    reported: list[dict[str, object]] = []
+    loop.set_exception_handler(lambda _loop, context: reported.append(context))
+    try:
+
+        async def fails() -> None:
+            raise ValueError("boom")
+
+        assert start_eagerly(loop, fails()) is None
+        await asyncio.sleep(0)  # Python 3.12+: the eager task reports when collected
+        gc.collect()
+        await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+    assert any(isinstance(context.get("exception"), ValueError) for context in reported)
