@@ -16,7 +16,7 @@ What the link adds to aioquic's `QuicConnectionProtocol`:
   iterations), and -- while a full datagram sent earlier is still unanswered
   -- until the peer's next datagram or `TAIL_HOLD` seconds, so a busy
   connection sends full datagrams rather than a full one plus a scrap
-  (Nagle's rule, bounded; docs/transports/quic.md, "Datagram coalescing");
+  (Nagle's rule, bounded; docs/transports/quic.md, "What changed");
 * the *early-data phase* is tracked: on a server, bytes received before the
   TLS handshake completed arrived as 0-RTT early data (`in_early_data`);
 * anything but stream 0 (a second stream, a server-initiated stream, a reset
@@ -31,7 +31,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Sized
 from functools import partial
 from typing import Any, Protocol, cast
 
@@ -106,9 +106,6 @@ class OutputCoalescer:
     def push(self, data: bytes) -> bytes:
         """Add `data`; return every whole chunk now available (b"" when none)."""
         tail = self._tail
-        if not tail and len(data) < self.chunk_size:
-            tail += data
-            return b""
         tail += data
         whole = len(tail) - len(tail) % self.chunk_size
         if not whole:
@@ -187,10 +184,11 @@ class QuicLink(QuicConnectionProtocol):
         """When set, the listener's `link_acked` runs after every datagram received."""
         self._transmit_pending = False
         self._is_client = quic.configuration.is_client
-        configuration = quic.configuration
-        self._output = OutputCoalescer(configuration.max_datagram_size - DATAGRAM_OVERHEAD)
+        self._output = OutputCoalescer(quic.configuration.max_datagram_size - DATAGRAM_OVERHEAD)
         self._tail_timer: asyncio.TimerHandle | None = None
-        self._hops = TRANSMIT_HOPS if hasattr(self._loop, "_ready") else BLIND_TRANSMIT_HOPS
+        # The stdlib loop's queue of ready callbacks (None on loops without one, e.g. uvloop).
+        self._ready_queue: Sized | None = getattr(self._loop, "_ready", None)
+        self._hops = BLIND_TRANSMIT_HOPS if self._ready_queue is None else TRANSMIT_HOPS
 
     # --------------------------------------------------------------- sending
 
@@ -204,17 +202,17 @@ class QuicLink(QuicConnectionProtocol):
         """
         if self.closed:
             return
+        chunks = self._output.push(data)
+        if chunks:
+            self._quic.send_stream_data(FLARE_STREAM_ID, chunks)
         if not self.handshake_complete:
             # Before the handshake every byte leaves at once: 0-RTT data is
             # only early if it beats the server's handshake reply.
             self.early_bytes_sent += len(data)
-            self._output.push(data)
             if self._transport is not None:
                 self.transmit()
             return
-        chunks = self._output.push(data)
         if chunks:
-            self._quic.send_stream_data(FLARE_STREAM_ID, chunks)
             QuicConnectionProtocol.transmit(self)
         if self._output.tail_size:
             self._transmit_later()
@@ -240,9 +238,10 @@ class QuicLink(QuicConnectionProtocol):
     def _deferred_transmit(self, hops: int) -> None:
         if not self._transmit_pending:
             return  # a transmit pass sent everything meanwhile
-        # Other callbacks ready: they may write more (the stdlib loop's
-        # queue; loops without one count `BLIND_TRANSMIT_HOPS` iterations).
-        if hops > 1 and getattr(self._loop, "_ready", True):
+        # Other callbacks ready: they may write more (loops without a visible
+        # queue count `BLIND_TRANSMIT_HOPS` iterations).
+        ready = self._ready_queue
+        if hops > 1 and (ready is None or ready):
             self._loop.call_soon(self._deferred_transmit, hops - 1)
             return
         if self._transport is None:

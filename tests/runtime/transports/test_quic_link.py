@@ -328,3 +328,19 @@ async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness)
     assert server_link.buffered_bytes == 0  # the client's ACK arrived
     link.close()
     link.release()
+
+
+async def test_a_large_write_before_the_handshake_arrives_whole(harness: Harness) -> None:
+    """Several datagrams' worth written in the early-data phase all leave, in order."""
+    first, recorder = await harness.connect()
+    first.write(b"x")
+    await recorder.wait_for(1)
+    first.close()
+    first.release()
+    resumed, recorder = await harness.connect(resume=True)
+    payload = bytes(range(256)) * 20  # 5,120 bytes: four whole datagrams and a tail
+    resumed.write(payload)
+    assert resumed.early_bytes_sent == len(payload)
+    assert await recorder.wait_for(len(payload)) == payload  # the server echoes
+    resumed.close()
+    resumed.release()
