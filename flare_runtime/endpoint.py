@@ -778,20 +778,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             return
         if type(response) is not call.bound.route.response_type:
             raise _wrong_response(call, response)
-        call_id = call.call_id
-        if self._calls.pop(call_id, None) is None:
-            return  # cancelled or ended by the protocol already
-        try:
-            self.conn.send_final_message(call_id, response.SerializeToString())
-        except LimitExceededError as exc:
-            self.conn.end_call(call_id, StatusCode.RESOURCE_EXHAUSTED, str(exc))
-        except (LocalProtocolError, ConnectionClosedError):
-            pass  # the connection is closing; nothing more to say on it
-        if self._calls:
-            self.schedule_flush()  # more calls in flight: batch their output
-        else:
-            self._flush()  # the only call: answer now, a loop iteration sooner
-        self._call_finished()
+        # No metadata: the response and the OK status leave as one frame (§3.4).
+        self._end(call, None, final=response.SerializeToString())
 
     def _send_response(self, call: _ServerCall, response: Message) -> None:
         if type(response) is not call.bound.route.response_type:
@@ -815,14 +803,17 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             except LimitExceededError as exc:
                 raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
 
-    def _end(self, call: _ServerCall, error: RpcError | None) -> None:
+    def _end(self, call: _ServerCall, error: RpcError | None, final: bytes | None = None) -> None:
+        """End `call` with `error` (None: OK); `final`: its last message, sent with the end."""
         if self._calls.pop(call.call_id, None) is None:
             return  # cancelled or ended by the protocol already
         conn = self.conn
         # Entries (a tuple) rather than the Metadata: emptiness is then a C-level test.
         trailers = call.context.trailers.entries()
         try:
-            if error is None:
+            if final is not None:
+                conn.send_final_message(call.call_id, final)
+            elif error is None:
                 conn.end_call(call.call_id, StatusCode.OK, "", b"", trailers)
             else:
                 conn.end_call(

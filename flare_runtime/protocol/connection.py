@@ -609,15 +609,7 @@ class Connection:
         if state < 0:
             self._transition(call, call_input, call_id, local=True)
         size = len(data)
-        if size > self.peer_settings.max_message_size:
-            raise LimitExceededError(
-                f"message of {size} bytes exceeds the peer's max_message_size "
-                f"({self.peer_settings.max_message_size})"
-            )
-        if call.send_credit <= 0:
-            raise FlowControlBlockedError(
-                f"call {call_id} has no send credit; wait for WindowUpdated"
-            )
+        self._check_message(call_id, call, size)
         call.state = state
         call.send_credit -= size
         out = self._out
@@ -780,18 +772,8 @@ class Connection:
             self._transition(call, _S_MSG, call_id, local=True)
             self._transition(call, _S_END, call_id, local=True)
         size = len(data)
-        if size > self.peer_settings.max_message_size:
-            raise LimitExceededError(
-                f"message of {size} bytes exceeds the peer's max_message_size "
-                f"({self.peer_settings.max_message_size})"
-            )
-        if call.send_credit <= 0:
-            raise FlowControlBlockedError(
-                f"call {call_id} has no send credit; wait for WindowUpdated"
-            )
-        del self._calls[call_id]
-        if call.buffered:
-            self._buffered_total -= call.buffered
+        self._check_message(call_id, call, size)
+        self._forget(call_id, call)
         out = self._out
         out.append(_MESSAGE_HEADER_PACK(size, _MESSAGE, FLAG_END_CALL, call_id))
         out.append(data)
@@ -913,8 +895,7 @@ class Connection:
                         # The compact end (§3.4): the call ended OK with this message.
                         if TRANSITIONS[state][_S_END] < 0:
                             self._transition(call, _S_END, call_id, local=False)
-                        del calls[call_id]
-                        self._buffered_total -= call.buffered
+                        self._forget(call_id, call)
                         events.append(CallEnded(call_id, _OK))
                 pos = stop
                 continue
@@ -1266,6 +1247,18 @@ class Connection:
             ]
             heapq.heapify(live)
             self._deadlines = live
+
+    def _check_message(self, call_id: int, call: _Call, size: int) -> None:
+        """Raise unless a message of `size` bytes may be sent on `call` now (limit, credit)."""
+        if size > self.peer_settings.max_message_size:
+            raise LimitExceededError(
+                f"message of {size} bytes exceeds the peer's max_message_size "
+                f"({self.peer_settings.max_message_size})"
+            )
+        if call.send_credit <= 0:
+            raise FlowControlBlockedError(
+                f"call {call_id} has no send credit; wait for WindowUpdated"
+            )
 
     def _forget(self, call_id: int, call: _Call) -> None:
         del self._calls[call_id]
