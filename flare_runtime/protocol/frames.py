@@ -254,11 +254,21 @@ def encode_hello(
 
 
 def encode_call_start(
-    call_id: int, route_id: int, timeout_us: int, metadata: MetadataInput = ()
+    call_id: int,
+    route_id: int,
+    timeout_us: int,
+    metadata: MetadataInput = (),
+    message: bytes | None = None,
 ) -> bytes:
-    """CALL_START: route wire id, timeout in microseconds (0 = none), request headers."""
+    """CALL_START: route wire id, timeout in microseconds (0 = none), request headers.
+
+    With `message`, the compact call start (§3.2): the request follows the
+    headers and the client sends nothing more (flag END_STREAM).
+    """
     payload = _CALL_START_FIXED.pack(route_id, timeout_us) + encode_metadata(metadata)
-    return _frame(FrameType.CALL_START, 0, call_id, payload)
+    if message is None:
+        return _frame(FrameType.CALL_START, 0, call_id, payload)
+    return _frame(FrameType.CALL_START, FLAG_END_STREAM, call_id, payload + message)
 
 
 def encode_headers(call_id: int, metadata: MetadataInput) -> bytes:
@@ -266,9 +276,13 @@ def encode_headers(call_id: int, metadata: MetadataInput) -> bytes:
     return _frame(FrameType.HEADERS, 0, call_id, encode_metadata(metadata))
 
 
-def encode_message(call_id: int, data: bytes, end_stream: bool = False) -> bytes:
-    """MESSAGE: one serialized message; END_STREAM only from the client."""
-    return _frame(FrameType.MESSAGE, FLAG_END_STREAM if end_stream else 0, call_id, data)
+def encode_message(
+    call_id: int, data: bytes, end_stream: bool = False, end_call: bool = False
+) -> bytes:
+    """MESSAGE: one serialized message; END_STREAM only from the client, END_CALL
+    (the compact end, §3.4) only from the server."""
+    flags = (FLAG_END_STREAM if end_stream else 0) | (FLAG_END_CALL if end_call else 0)
+    return _frame(FrameType.MESSAGE, flags, call_id, data)
 
 
 def encode_half_close(call_id: int) -> bytes:
@@ -361,7 +375,7 @@ def decode_hello_payload(
 
 
 def decode_call_start_payload(data: bytes, pos: int, end: int) -> tuple[int, int, MetadataPairs]:
-    """Return (route_id, timeout_us, metadata) of a CALL_START payload."""
+    """Return (route_id, timeout_us, metadata) of a CALL_START payload (not a compact one)."""
     if end - pos < _CALL_START_FIXED.size + 1:
         raise RemoteProtocolError("truncated CALL_START payload")
     route_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
@@ -448,6 +462,8 @@ class CallStartFrame:
     route_id: int
     timeout_us: int = 0
     metadata: MetadataPairs = ()
+    message: bytes | None = None
+    """The request of a compact call start (flag END_STREAM), else None."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -465,6 +481,8 @@ class MessageFrame:
     call_id: int
     data: bytes
     end_stream: bool = False
+    end_call: bool = False
+    """The compact end (flag END_CALL): the call ended OK with this message."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -564,12 +582,12 @@ def encode_frame(frame: Frame) -> bytes:
             return encode_hello(frame.min_version, frame.max_version, frame.settings)
         case CallStartFrame():
             return encode_call_start(
-                frame.call_id, frame.route_id, frame.timeout_us, frame.metadata
+                frame.call_id, frame.route_id, frame.timeout_us, frame.metadata, frame.message
             )
         case HeadersFrame():
             return encode_headers(frame.call_id, frame.metadata)
         case MessageFrame():
-            return encode_message(frame.call_id, frame.data, frame.end_stream)
+            return encode_message(frame.call_id, frame.data, frame.end_stream, frame.end_call)
         case HalfCloseFrame():
             return encode_half_close(frame.call_id)
         case EndCallFrame():
@@ -596,12 +614,20 @@ def decode_frame(frame_type: int, flags: int, call_id: int, payload: bytes) -> F
     """Decode one frame from its header fields and payload; `RemoteProtocolError` if malformed."""
     end = len(payload)
     if frame_type == FrameType.MESSAGE:
-        return MessageFrame(call_id, payload, bool(flags & FLAG_END_STREAM))
+        return MessageFrame(
+            call_id, payload, bool(flags & FLAG_END_STREAM), bool(flags & FLAG_END_CALL)
+        )
     if frame_type == FrameType.PUSH:
         return PushFrame(call_id, payload)
     if frame_type == FrameType.CALL_START:
-        route_id, timeout_us, metadata = decode_call_start_payload(payload, 0, end)
-        return CallStartFrame(call_id, route_id, timeout_us, metadata)
+        if not flags & FLAG_END_STREAM:
+            route_id, timeout_us, metadata = decode_call_start_payload(payload, 0, end)
+            return CallStartFrame(call_id, route_id, timeout_us, metadata)
+        if end < _CALL_START_FIXED.size + 1:
+            raise RemoteProtocolError("truncated CALL_START payload")
+        route_id, timeout_us = _CALL_START_FIXED.unpack_from(payload, 0)
+        metadata, pos = decode_metadata_prefix(payload, _CALL_START_FIXED.size, end)
+        return CallStartFrame(call_id, route_id, timeout_us, metadata, payload[pos:])
     if frame_type == FrameType.HEADERS:
         return HeadersFrame(call_id, decode_metadata(payload, 0, end))
     if frame_type == FrameType.HALF_CLOSE:

@@ -893,9 +893,16 @@ pairs = st.lists(
 ).map(tuple)
 wire_frames = st.one_of(
     st.builds(frames.HelloFrame, st.integers(0, 3), st.integers(0, 3)),
-    st.builds(frames.CallStartFrame, small_ids, st.integers(0, 9), st.integers(0, 10**7), pairs),
+    st.builds(
+        frames.CallStartFrame,
+        small_ids,
+        st.integers(0, 9),
+        st.integers(0, 10**7),
+        pairs,
+        st.none() | st.binary(max_size=30),
+    ),
     st.builds(frames.HeadersFrame, small_ids, pairs),
-    st.builds(frames.MessageFrame, small_ids, st.binary(max_size=30), st.booleans()),
+    st.builds(frames.MessageFrame, small_ids, st.binary(max_size=30), st.booleans(), st.booleans()),
     st.builds(frames.HalfCloseFrame, small_ids),
     st.builds(
         frames.EndCallFrame, small_ids, st.integers(0, 20), short_text, st.binary(max_size=4)
@@ -1071,6 +1078,7 @@ def test_compact_frames_are_used_only_once_the_peer_announced_them() -> None:
     call_id = pair.client.start_call(ROUTE, message=b"req", end_stream=True)
     request = pair.client.data_to_send()
     assert frame_types(request) == [(FrameType.CALL_START, FLAG_END_STREAM)]
+    assert decode_frames(request)[0] == [frames.CallStartFrame(call_id, ROUTE, 0, (), b"req")]
     pair.server.receive_data(request, pair.now)
     started, message = pair.server.events_received()
     assert isinstance(started, CallStarted)
@@ -1079,6 +1087,7 @@ def test_compact_frames_are_used_only_once_the_peer_announced_them() -> None:
     pair.server.send_final_message(call_id, b"resp")
     response = pair.server.data_to_send()
     assert frame_types(response) == [(FrameType.MESSAGE, FLAG_END_CALL)]
+    assert decode_frames(response)[0] == [frames.MessageFrame(call_id, b"resp", end_call=True)]
     pair.client.receive_data(response, pair.now)
     assert pair.client.events_received() == [
         MessageReceived(call_id, b"resp", False),
