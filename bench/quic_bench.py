@@ -70,6 +70,16 @@ FILLER = bytes(range(92))  # 8-byte id + 92 bytes = a 100-byte message
 PAYLOAD_SIZE = 100
 
 
+SEQUENTIAL_FIGURES = (
+    "p50_us",
+    "p99_us",
+    "client_us_per_msg",
+    "server_us_per_msg",
+    "datagrams_per_100_msgs",
+)
+"""What `measure_sequential` reports (zeros when the phase is skipped)."""
+
+
 def make_payload(request_id: int) -> bytes:
     """A 100-byte message whose first 8 bytes identify it."""
     return REQUEST_ID.pack(request_id) + FILLER
@@ -264,18 +274,22 @@ async def flare_connect(port: int, cafile: str, **options: Any) -> QuicChannel:
     return channel
 
 
+def echo_call(channel: QuicChannel) -> Call:
+    """One Flare echo call on `channel` per request number."""
+
+    async def call(request_id: int) -> object:
+        return await channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
+
+    return call
+
+
 async def measure(request: Call, args: argparse.Namespace, server_pid: int) -> dict[str, Any]:
     """Sequential latency and 64-in-flight throughput of one request function."""
-    if not args.seq_n:  # --seq-n 0: throughput only (see docs/transports/quic.md, "Figures")
-        skipped = ("p50_us", "p99_us", "client_us_per_msg", "server_us_per_msg")
-        return {
-            "seq": dict.fromkeys((*skipped, "datagrams_per_100_msgs"), 0.0),
-            "pipelined": await measure_closed_loop(
-                request, args.inflight, args.warmup, args.duration, server_pid
-            ),
-        }
+    # --seq-n 0 skips the sequential phase (docs/transports/quic.md, "Figures").
     return {
-        "seq": await measure_sequential(request, args.seq_n, server_pid),
+        "seq": await measure_sequential(request, args.seq_n, server_pid)
+        if args.seq_n
+        else dict.fromkeys(SEQUENTIAL_FIGURES, 0.0),
         "pipelined": await measure_closed_loop(
             request, args.inflight, args.warmup, args.duration, server_pid
         ),
@@ -341,17 +355,11 @@ async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence
     channel = await flare_connect(flare_port, args.cert)
     eager_channel = await flare_connect(eager_port, args.cert)
 
-    async def flare_call(request_id: int) -> object:
-        return await channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
-
-    async def flare_eager_call(request_id: int) -> object:
-        return await eager_channel.unary_unary(ECHO, BytesValue(value=make_payload(request_id)))
-
     sides: dict[str, Call] = {
         "raw_one_stream": raw.request_long_stream,
         "raw_stream_per_call": raw.request_new_stream,
-        "flare_one_stream": flare_call,
-        "flare_eager": flare_eager_call,
+        "flare_one_stream": echo_call(channel),
+        "flare_eager": echo_call(eager_channel),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for _ in range(args.reps):  # interleaved, so a noisy neighbour hits every side alike
