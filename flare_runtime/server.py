@@ -99,8 +99,9 @@ class ServerOptions:
 
     None (default) means on Python 3.12+, where asyncio's eager tasks keep every task
     semantic. True on Python 3.11 runs the handler without a task until it first
-    suspends: there ``asyncio.current_task()`` is None, so ``asyncio.timeout()`` and
-    ``TaskGroup`` work only after the handler's first suspending await.
+    suspends: there ``asyncio.current_task()`` is not the handler's task (None in a
+    transport's read callback), so ``asyncio.timeout()`` and ``TaskGroup`` work only
+    after the handler's first suspending await.
     """
 
 
