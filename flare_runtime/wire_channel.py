@@ -258,6 +258,10 @@ class ClientEndpoint(WireEndpoint):
 class WireChannel(Channel):
     """A `Channel` over one Flare connection (WebSocket or QUIC)."""
 
+    _route_observer: Callable[[Route[Any, Any]], None] | None = None
+    """Called with the route of every call as it starts, before anything is written
+    (a transport subclass's hook; QUIC uses it to pick the 0-RTT routes)."""
+
     def __init__(
         self,
         endpoint: ClientEndpoint,
@@ -310,6 +314,8 @@ class WireChannel(Channel):
         endpoint = self.endpoint
         if endpoint._closed or endpoint.going_away:
             raise endpoint.unavailable()
+        if self._route_observer is not None:
+            self._route_observer(route)
         wire_id = route.service_id << 16 | route.route_id
         if not route.service_id or not route.route_id:
             raise RpcError(

@@ -42,7 +42,7 @@ import os
 import ssl
 import struct
 import urllib.parse
-from collections.abc import AsyncIterable, Callable, Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -52,7 +52,6 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.tls import SessionTicket
 from google.protobuf.message import Message
 
-from flare_runtime.client import BidiStreamCall, ServerStreamCall
 from flare_runtime.endpoint import ServerEndpoint, WireEndpoint
 from flare_runtime.errors import (
     ConfigurationError,
@@ -61,7 +60,7 @@ from flare_runtime.errors import (
     RemoteProtocolError,
 )
 from flare_runtime.interceptors import ClientInterceptor
-from flare_runtime.metadata import Metadata, MetadataLike
+from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import PROTOCOL_VERSION, ProtocolConfig
 from flare_runtime.protocol.frames import decode_metadata, encode_metadata
 from flare_runtime.routing import Route, Transport
@@ -462,68 +461,21 @@ class QuicChannel(WireChannel):
         super().__init__(endpoint, interceptors=interceptors)
         self.link = link
         self._early_routes = early_routes
+        if early_routes is not None:
+            self._route_observer = self._note_route
 
     def _note_route(self, route: Route[Any, Any]) -> None:
         # While the handshake is incomplete, tell the early-data gate which
-        # routes may travel in 0-RTT: the idempotent ones this channel calls.
+        # routes may travel in 0-RTT: the idempotent ones this channel calls
+        # (every call shape starts in `WireChannel._start`, which calls this
+        # before it writes). Once the handshake is done, calls pay nothing.
         early_routes = self._early_routes
         if early_routes is not None:
             if self.link.handshake_complete:
                 self._early_routes = None
+                self._route_observer = None
             elif route.options.idempotent:
                 early_routes.add(route.wire_id)
-
-    async def unary_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        """See `Channel.unary_unary`; in 0-RTT only for idempotent routes."""
-        if self._early_routes is not None:
-            self._note_route(route)
-        return await super().unary_unary(route, request, timeout=timeout, metadata=metadata)
-
-    def unary_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ServerStreamCall[ResponseT]:
-        """See `Channel.unary_stream`; in 0-RTT only for idempotent routes."""
-        if self._early_routes is not None:
-            self._note_route(route)
-        return super().unary_stream(route, request, timeout=timeout, metadata=metadata)
-
-    async def stream_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT],
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        """See `Channel.stream_unary`; in 0-RTT only for idempotent routes."""
-        if self._early_routes is not None:
-            self._note_route(route)
-        return await super().stream_unary(route, requests, timeout=timeout, metadata=metadata)
-
-    def stream_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT] | None = None,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> BidiStreamCall[RequestT, ResponseT]:
-        """See `Channel.stream_stream`; in 0-RTT only for idempotent routes."""
-        if self._early_routes is not None:
-            self._note_route(route)
-        return super().stream_stream(route, requests, timeout=timeout, metadata=metadata)
 
     @property
     def handshake_complete(self) -> bool:
