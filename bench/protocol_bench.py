@@ -3,7 +3,7 @@
 One iteration is everything both endpoints do for one unary call, with no I/O:
 
   client  start_call(route, message=100 B, end_stream) + data_to_send()
-  server  receive_data() + events_received()  -> CallStarted, MessageReceived
+  server  receive_data() + events_received()  -> CallStarted (compact: with the request)
   server  send_message(100 B) + end_call(OK) + data_to_send()
   client  receive_data() + events_received()  -> MessageReceived, CallEnded
 

@@ -571,31 +571,34 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if cardinality is Cardinality.CLIENT_STREAM or cardinality is Cardinality.BIDI_STREAM:
             call.inbox = _RequestInbox(self, call)
             call.task = self.loop.create_task(self._run_streaming(call, None))
+        if event.message is not None:  # a compact call start: the request, half-closed
+            self._on_request(call, event.message, True)
 
     def _on_message(self, event: Any) -> None:
         call = self._calls.get(event.call_id)
-        if call is None:
-            return
+        if call is not None:
+            self._on_request(call, event.data, event.end_stream)
+
+    def _on_request(self, call: _ServerCall, data: bytes, end_stream: bool) -> None:
         limit = call.bound.route.options.max_message_bytes
-        if limit is not None and len(event.data) > limit:
+        if limit is not None and len(data) > limit:
             self._fail_call(
                 call,
                 StatusCode.RESOURCE_EXHAUSTED,
-                f"request message of {len(event.data)} bytes exceeds this method's "
-                f"limit of {limit}",
+                f"request message of {len(data)} bytes exceeds this method's limit of {limit}",
             )
             return
         inbox = call.inbox
         if inbox is not None:
-            inbox.put(event.data)
-            if event.end_stream:
+            inbox.put(data)
+            if end_stream:
                 inbox.end()
             return
         if call.task is not None:
             self._fail_call(call, StatusCode.INVALID_ARGUMENT, "more than one request message")
             return
         try:
-            request = call.bound.route.request_type.FromString(event.data)
+            request = call.bound.route.request_type.FromString(data)
         except DecodeError:
             self._fail_call(call, StatusCode.INVALID_ARGUMENT, "request message does not parse")
             return
@@ -607,7 +610,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 call.task = self.loop.create_task(self._run_unary(call, request))
         else:
             # A stream may live long: give the request's credit back now.
-            self.conn.acknowledge(call.call_id, len(event.data))
+            self.conn.acknowledge(call.call_id, len(data))
             call.task = self.loop.create_task(self._run_streaming(call, request))
 
     def _on_stream_ended(self, event: Any) -> None:

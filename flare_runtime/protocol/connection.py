@@ -1034,25 +1034,31 @@ class Connection:
         self._calls[call_id] = call
         if deadline is not None:
             self._push_deadline(deadline, call_id)
-        self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
-        if with_message:
-            size = stop - message_start
-            if size > self._max_message_size:
-                self._message_too_large(call_id, size)
-                return
-            call.state = _HALF_CLOSED
-            call.recv_credit -= size
-            call.buffered = size
-            self._buffered_total += size
-            if self._buffered_total > self.config.max_buffered_input:
-                self._fail_call(
-                    call_id,
-                    call,
-                    "connection receive buffer full (max_buffered_input "
-                    f"{self.config.max_buffered_input} bytes)",
-                )
-                return
-            self._events.append(MessageReceived(call_id, data[message_start:stop], True))
+        if not with_message:
+            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            return
+        # The compact call start (§3.2): one event carries the call and its request.
+        size = stop - message_start
+        if size > self._max_message_size:
+            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._message_too_large(call_id, size)
+            return
+        call.state = _HALF_CLOSED
+        call.recv_credit -= size
+        call.buffered = size
+        self._buffered_total += size
+        if self._buffered_total > self.config.max_buffered_input:
+            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._fail_call(
+                call_id,
+                call,
+                "connection receive buffer full (max_buffered_input "
+                f"{self.config.max_buffered_input} bytes)",
+            )
+            return
+        self._events.append(
+            CallStarted(call_id, route_id, metadata, timeout, deadline, data[message_start:stop])
+        )
 
     def _on_headers(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:
         self._require_established("HEADERS")

@@ -7,7 +7,7 @@ sees which event:
 event               client  server  produced by
 ==================  ======  ======  =============================================
 HandshakeCompleted  yes     yes     the peer's HELLO
-CallStarted                 yes     CALL_START
+CallStarted                 yes     CALL_START (a compact one: with the request)
 HeadersReceived     yes             HEADERS
 MessageReceived     yes     yes     MESSAGE (``end_stream`` only on the server)
 StreamEnded                 yes     HALF_CLOSE
@@ -99,6 +99,11 @@ class CallStarted(Event):
     `deadline` is on the caller's `now` clock (`now` at receipt + `timeout`);
     both are None when the client set no deadline. The connection itself ends
     the call with DEADLINE_EXCEEDED when the deadline passes (`handle_timer`).
+
+    `message` is the request of a compact call start (§3.2), else None. With
+    it the client also half-closed: no `MessageReceived` or `StreamEnded`
+    follows on the call, and the request's credit is acknowledged like a
+    `MessageReceived`'s.
     """
 
     call_id: int
@@ -106,6 +111,7 @@ class CallStarted(Event):
     metadata: tuple[tuple[str, MetadataValue], ...]
     timeout: float | None
     deadline: float | None
+    message: bytes | None = None
 
 
 @_fast_init

@@ -17,6 +17,7 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, 
 from flare_runtime.protocol import (
     CallCancelled,
     CallEnded,
+    CallStarted,
     CallState,
     ConnectionClosed,
     Event,
@@ -54,6 +55,8 @@ class TwoEndpoints(RuleBasedStateMachine):
             if isinstance(event, MessageReceived):
                 unread = self.unread[side]
                 unread[event.call_id] = unread.get(event.call_id, 0) + len(event.data)
+            elif isinstance(event, CallStarted) and event.message is not None:
+                self.unread[side][event.call_id] = len(event.message)
             elif isinstance(event, (CallEnded, CallCancelled)):
                 self.unread[side].pop(event.call_id, None)
 
