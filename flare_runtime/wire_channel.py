@@ -156,8 +156,16 @@ class ClientEndpoint(WireEndpoint):
             elif kind is CallEnded:
                 ended = cast(CallEnded, event)
                 call = calls.pop(ended.call_id, None)
-                if call is not None:
-                    self._end_call(call, ended)
+                if call is None:
+                    continue
+                final = ended.final
+                if final is not None:  # the last message came with the end (§3.4)
+                    if call.future is not None:
+                        call.data = final
+                        call.count += 1
+                    else:
+                        call.messages.append(final)
+                self._end_call(call, ended)
             elif kind is HeadersReceived:
                 headers = cast(HeadersReceived, event)
                 call = calls.get(headers.call_id)

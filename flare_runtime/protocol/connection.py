@@ -889,14 +889,14 @@ class Connection:
                         f"connection receive buffer full (max_buffered_input {max_buffered_input}"
                         " bytes)",
                     )
+                elif flags & FLAG_END_CALL and is_client:
+                    # The compact end (§3.4): the call ended OK with this message.
+                    if TRANSITIONS[state][_S_END] < 0:
+                        self._transition(call, _S_END, call_id, local=False)
+                    self._forget(call_id, call)
+                    events.append(CallEnded(call_id, _OK, "", b"", (), False, data[start:stop]))
                 else:
                     events.append(MessageReceived(call_id, data[start:stop], end_stream))
-                    if flags & FLAG_END_CALL and is_client:
-                        # The compact end (§3.4): the call ended OK with this message.
-                        if TRANSITIONS[state][_S_END] < 0:
-                            self._transition(call, _S_END, call_id, local=False)
-                        self._forget(call_id, call)
-                        events.append(CallEnded(call_id, _OK))
                 pos = stop
                 continue
             if frame_type == _PUSH:

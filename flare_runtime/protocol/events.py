@@ -11,7 +11,7 @@ CallStarted                 yes     CALL_START (a compact one: with the request)
 HeadersReceived     yes             HEADERS
 MessageReceived     yes     yes     MESSAGE (``end_stream`` only on the server)
 StreamEnded                 yes     HALF_CLOSE
-CallEnded           yes             END_CALL, or a local failure of the call
+CallEnded           yes             END_CALL (or a compact end), a local failure
 CallCancelled               yes     CANCEL, deadline, or a call-level limit
 PushReceived        yes             PUSH
 PingReceived        yes     yes     PING (the PONG is already queued)
@@ -156,6 +156,10 @@ class CallEnded(Event):
     exceeded, the server's GOAWAY excluded it) rather than the server's
     END_CALL. A call excluded by GOAWAY ends with UNAVAILABLE and was never
     processed, so it is safe to retry.
+
+    `final` is the server's last message when it came with the end (a compact
+    end, §3.4: status OK, no trailers), else None; no `MessageReceived`
+    reports it, and nothing needs acknowledging for it.
     """
 
     call_id: int
@@ -164,6 +168,7 @@ class CallEnded(Event):
     details: bytes = b""
     trailers: tuple[tuple[str, MetadataValue], ...] = ()
     local: bool = False
+    final: bytes | None = None
 
 
 @_fast_init

@@ -6,8 +6,18 @@ import asyncio
 
 import pytest
 
+from flare_runtime.protocol import (
+    SERVER,
+    CallStarted,
+    Connection,
+    HandshakeCompleted,
+    MessageReceived,
+    ProtocolConfig,
+)
+from flare_runtime.routing import Transport
 from flare_runtime.testing.harness import start_rig
-from flare_runtime.testing.service import BytesValue, Routes
+from flare_runtime.testing.service import BytesValue, Int64Value, Routes
+from flare_runtime.wire_channel import ClientEndpoint, WireChannel
 
 UNIT = 1.0
 
@@ -34,3 +44,72 @@ async def test_several_tasks_await_the_headers_and_one_gives_up(transport: str) 
             call.cancel()
     finally:
         await rig.server.shutdown(grace=UNIT)
+
+
+class _MemoryTransport:
+    """A `WireTransport` that keeps what the client writes (no sockets)."""
+
+    peer = "memory"
+
+    def __init__(self) -> None:
+        self.written = bytearray()
+
+    def write(self, data: bytes) -> None:
+        self.written += data
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self, reason: str = "") -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> None:
+    # A server may end any call with MESSAGE|END_CALL (docs/wire-format.md §3.4);
+    # Flare's own server does so for unary answers, another may for streams.
+    transport = _MemoryTransport()
+    config = ProtocolConfig(keepalive_interval=None)
+    endpoint = ClientEndpoint(transport, config, Transport.QUIC, {}, 100)
+    channel = WireChannel(endpoint)
+    server = Connection(SERVER, config, now=0.0)
+
+    routes: dict[int, int] = {}
+
+    def serve() -> None:
+        server.receive_data(bytes(transport.written), 0.0)
+        transport.written.clear()
+        for event in server.events_received():
+            if isinstance(event, CallStarted):  # compact (with the request) or not
+                routes[event.call_id] = event.route_id
+                request = event.message
+            else:
+                assert isinstance(event, MessageReceived | HandshakeCompleted)
+                request = event.data if isinstance(event, MessageReceived) else None
+            if request is None:
+                continue
+            call_id = event.call_id  # type: ignore[union-attr]
+            if routes[call_id] == Routes.ECHO.wire_id:
+                server.send_final_message(call_id, request)
+            else:
+                server.send_message(call_id, Int64Value(value=1).SerializeToString())
+                server.send_final_message(call_id, Int64Value(value=2).SerializeToString())
+        endpoint.data_received(server.data_to_send())
+
+    unary = asyncio.ensure_future(channel.unary_unary(Routes.ECHO, BytesValue(value=b"q")))
+    stream = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
+    for _ in range(3):  # the calls start, their frames are flushed, the server answers
+        await asyncio.sleep(0)
+        serve()
+    async with asyncio.timeout(5 * UNIT):
+        assert (await unary).value == b"q"
+        assert [reply.value async for reply in stream] == [1, 2]
+    assert endpoint.calls == {}

@@ -1095,10 +1095,7 @@ def test_compact_frames_are_used_only_once_the_peer_announced_them() -> None:
     assert frame_types(response) == [(FrameType.MESSAGE, FLAG_END_CALL)]
     assert decode_frames(response)[0] == [frames.MessageFrame(call_id, b"resp", end_call=True)]
     pair.client.receive_data(response, pair.now)
-    assert pair.client.events_received() == [
-        MessageReceived(call_id, b"resp", False),
-        CallEnded(call_id, StatusCode.OK),
-    ]
+    assert pair.client.events_received() == [CallEnded(call_id, StatusCode.OK, final=b"resp")]
     assert pair.client.open_calls == pair.server.open_calls == 0
 
 

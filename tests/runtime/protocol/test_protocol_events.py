@@ -56,7 +56,7 @@ def test_fast_init_keeps_defaults_equality_repr_and_immutability() -> None:
     assert event == CallEnded(3, StatusCode.ABORTED, "", b"", (), True)
     assert repr(event) == (
         "CallEnded(call_id=3, status=<StatusCode.ABORTED: 10>, message='', details=b'',"
-        " trailers=(), local=True)"
+        " trailers=(), local=True, final=None)"
     )
     assert hash(MessageReceived(1, b"x")) == hash(MessageReceived(1, b"x", False))
     with pytest.raises(dataclasses.FrozenInstanceError):

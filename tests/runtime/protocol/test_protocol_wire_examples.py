@@ -13,7 +13,6 @@ from flare_runtime.protocol import (
     CallEnded,
     CallStarted,
     Connection,
-    MessageReceived,
     ProtocolConfig,
 )
 from flare_runtime.protocol.config import Settings
@@ -130,10 +129,9 @@ def test_the_compact_unary_call_example_is_byte_exact() -> None:
         " 00 00 00 04 04 02 00 00 00 01 0a 02 6f 6b"
     )
     client.receive_data(response, 0.0)
-    assert client.events_received()[-2:] == [
-        MessageReceived(call_id, bytes.fromhex("0a 02 6f 6b"), False),
-        CallEnded(call_id, StatusCode.OK),
-    ]
+    assert client.events_received()[-1] == CallEnded(
+        call_id, StatusCode.OK, final=bytes.fromhex("0a 02 6f 6b")
+    )
     assert client.open_calls == 0
     assert server.open_calls == 0
 
