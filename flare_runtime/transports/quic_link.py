@@ -36,7 +36,7 @@ from functools import partial
 from typing import Any, Protocol, cast
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import QuicServer, serve
+from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import (
@@ -69,6 +69,12 @@ BLIND_TRANSMIT_HOPS = 3
 
 TAIL_HOLD = 0.002
 """Most seconds a tail is held after a full datagram while the peer has not answered."""
+
+MAX_DATAGRAMS_PER_WAKEUP = 32
+"""Most datagrams a socket hands on per read-readiness callback (see `DrainingSocket`)."""
+
+RECEIVE_SIZE = 65536
+"""Largest datagram read from the socket (QUIC datagrams are far smaller)."""
 
 DATAGRAM_OVERHEAD = 64
 """Bytes of a datagram not available to Flare-stream data (QUIC header, AEAD tag,
@@ -415,9 +421,8 @@ class ClientLink(QuicLink):
         sock = socket.socket(family, socket.SOCK_DGRAM)
         sock.setblocking(False)
         sock.bind((local, 0))
-        _transport, endpoint = await self._loop.create_datagram_endpoint(
-            lambda: _UdpSocket(self), sock=sock
-        )
+        endpoint = _UdpSocket(self)
+        await self._loop.create_datagram_endpoint(lambda: DrainingSocket(endpoint, sock), sock=sock)
         self._socket = endpoint
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
@@ -468,6 +473,51 @@ class ClientLink(QuicLink):
         """Stop timers and close the socket (after `close`, or when abandoning the link)."""
         self._mark_closed(self.close_reason or "closed")
         self._stop()
+
+
+class DrainingSocket(asyncio.DatagramProtocol):
+    """Hands `inner` every datagram already queued on `sock` per wake-up, not one.
+
+    asyncio's datagram transport reads one datagram per read-readiness
+    callback, so under load every datagram costs a loop iteration (a
+    `select` call and the loop's bookkeeping) and is handled alone. After the
+    datagram the transport read, this reads on from the (non-blocking) socket
+    until it would block, at most `MAX_DATAGRAMS_PER_WAKEUP` in all, so a burst
+    is handled in one callback and its answers leave together. `sock` must be
+    the socket the transport was created on.
+    """
+
+    def __init__(self, inner: asyncio.DatagramProtocol, sock: socket.socket) -> None:
+        self.inner = inner
+        self._sock = sock
+        self._transport: asyncio.DatagramTransport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.DatagramTransport, transport)
+        self.inner.connection_made(self._transport)
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        inner = self.inner
+        inner.datagram_received(data, addr)
+        transport = self._transport
+        receive = self._sock.recvfrom
+        for _ in range(MAX_DATAGRAMS_PER_WAKEUP - 1):
+            if transport is None or transport.is_closing():
+                return
+            try:
+                data, addr = receive(RECEIVE_SIZE)
+            except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # e.g. ICMP port unreachable, reported on a read
+                inner.error_received(exc)
+                return
+            inner.datagram_received(data, addr)
+
+    def error_received(self, exc: Exception) -> None:
+        self.inner.error_received(exc)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.inner.connection_lost(exc)
 
 
 class _UdpSocket(asyncio.DatagramProtocol):
@@ -542,13 +592,42 @@ async def serve_links(
     """Listen for QUIC on `host`:`port`; each connection gets ``factory(link)``.
 
     With `tickets`, the server issues session tickets (resumption and 0-RTT)
-    and accepts each one once (see `ServerTicketStore`).
+    and accepts each one once (see `ServerTicketStore`). aioquic's `serve`,
+    reading through a `DrainingSocket`.
     """
-    return await serve(
-        host,
-        port,
+    loop = asyncio.get_running_loop()
+    sock = await _bound_socket(host, port)
+    server = QuicServer(
         configuration=configuration,
         create_protocol=partial(ServerLink, factory=factory),
         session_ticket_handler=tickets.add if tickets is not None else None,
         session_ticket_fetcher=tickets.take if tickets is not None else None,
     )
+    try:
+        await loop.create_datagram_endpoint(lambda: DrainingSocket(server, sock), sock=sock)
+    except BaseException:
+        sock.close()
+        raise
+    return server
+
+
+async def _bound_socket(host: str, port: int) -> socket.socket:
+    """A non-blocking UDP socket bound to the first address `host`:`port` resolves to
+    that can be bound (what ``create_datagram_endpoint(local_addr=...)`` does)."""
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_DGRAM)
+    if not infos:
+        raise OSError(f"getaddrinfo({host!r}) returned an empty list")
+    error: OSError | None = None
+    for family, kind, proto, _name, address in infos:
+        sock = socket.socket(family, kind, proto)
+        try:
+            sock.setblocking(False)
+            sock.bind(address)
+        except OSError as exc:
+            sock.close()
+            error = exc
+            continue
+        return sock
+    assert error is not None
+    raise error

@@ -9,9 +9,11 @@ test_quic_transport.py.
 from __future__ import annotations
 
 import asyncio
+import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aioquic.asyncio.server import QuicServer
@@ -21,7 +23,9 @@ from aioquic.quic.connection import QuicConnection
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 from flare_runtime.transports.quic_link import (
     FLARE_PROTOCOL_ERROR,
+    MAX_DATAGRAMS_PER_WAKEUP,
     ClientLink,
+    DrainingSocket,
     OutputCoalescer,
     QuicLink,
     ServerLink,
@@ -344,3 +348,41 @@ async def test_a_large_write_before_the_handshake_arrives_whole(harness: Harness
     assert await recorder.wait_for(len(payload)) == payload  # the server echoes
     resumed.close()
     resumed.release()
+
+
+class _CountingSocket(DrainingSocket):
+    """Counts read-readiness callbacks (each is one loop wake-up for the socket)."""
+
+    wakeups = 0
+
+    def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+        self.wakeups += 1
+        super().datagram_received(data, addr)
+
+
+async def test_queued_datagrams_are_handed_on_in_one_wakeup_each_up_to_the_cap() -> None:
+    received: list[bytes] = []
+
+    class Inner(asyncio.DatagramProtocol):
+        def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
+            received.append(data)
+
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind(("127.0.0.1", 0))
+    sock.setblocking(False)
+    counting = _CountingSocket(Inner(), sock)
+    transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: counting, sock=sock
+    )
+    burst = MAX_DATAGRAMS_PER_WAKEUP + 8
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
+        for i in range(burst):  # all queued before the loop next looks at the socket
+            sender.sendto(i.to_bytes(2, "big"), sock.getsockname())
+    try:
+        async with asyncio.timeout(5):
+            while len(received) < burst:
+                await asyncio.sleep(0.001)
+    finally:
+        transport.close()
+    assert received == [i.to_bytes(2, "big") for i in range(burst)]
+    assert counting.wakeups == 2  # asyncio alone: one wake-up per datagram
