@@ -5,11 +5,16 @@ only; every process has a hard deadline. Both run on the **stdlib asyncio
 loop** (aioquic's timers are erratic on uvloop's millisecond timer wheel, see
 shared/baselines/README.md): QUIC figures here are asyncio figures.
 
-The server process serves three things on three UDP ports:
+The server process serves these on their own UDP ports:
 
 * raw aioquic echo, **one long-lived stream** carrying 4-byte-length-prefixed
   frames (the strategy Flare uses),
 * raw aioquic echo, **a stream per request** (the strategy Flare rejected),
+* the one-stream raw echo again, both ends reading their sockets through
+  Flare's `DrainingSocket` (every queued datagram per wake-up; asyncio reads
+  one per loop iteration): Flare reads this way, so Flare ÷ this row is
+  Flare's own overhead with the I/O batching equal, while Flare ÷ the first
+  row compares against aioquic as it is usually run (shared/baselines),
 * a Flare `Server` with one unary echo route (idempotent) over QUIC, with
   the default options, and a second one with ``eager_handlers=True`` (the
   default on Python 3.12+; opt-in on 3.11, see docs/runtime.md).
@@ -38,7 +43,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from aioquic.asyncio.protocol import QuicConnectionProtocol
-from aioquic.asyncio.server import serve
+from aioquic.asyncio.server import QuicServer, serve
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import HandshakeCompleted, QuicEvent, StreamDataReceived
@@ -61,6 +66,7 @@ from bench._service import ECHO, SERVICE, BenchService
 from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.transports.quic import QuicChannel
 from flare_runtime.transports.quic_certs import write_dev_certificate
+from flare_runtime.transports.quic_link import DrainingSocket
 from flare_runtime.transports.quic_tickets import MemoryTicketStore
 
 RAW_ALPN = "flare-bench"
@@ -230,8 +236,14 @@ class RawEchoClient(QuicConnectionProtocol):
         return await self._send(self.long_stream, request_id, False)
 
 
-async def raw_connect(port: int, cafile: str) -> tuple[asyncio.DatagramTransport, RawEchoClient]:
-    """A raw aioquic client connection, handshake done."""
+async def raw_connect(
+    port: int, cafile: str, *, draining: bool = False
+) -> tuple[asyncio.DatagramTransport, RawEchoClient]:
+    """A raw aioquic client connection, handshake done.
+
+    `draining`: read the socket through Flare's `DrainingSocket` (every queued
+    datagram per wake-up) instead of asyncio's one datagram per loop iteration.
+    """
     configuration = QuicConfiguration(
         is_client=True, alpn_protocols=[RAW_ALPN], server_name="localhost"
     )
@@ -239,8 +251,9 @@ async def raw_connect(port: int, cafile: str) -> tuple[asyncio.DatagramTransport
     loop = asyncio.get_running_loop()
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
     sock.bind((LOOPBACK, 0))
-    transport, protocol = await loop.create_datagram_endpoint(
-        lambda: RawEchoClient(QuicConnection(configuration=configuration)), sock=sock
+    protocol = RawEchoClient(QuicConnection(configuration=configuration))
+    transport, _ = await loop.create_datagram_endpoint(
+        lambda: DrainingSocket(protocol, sock) if draining else protocol, sock=sock
     )
     protocol.connect((LOOPBACK, port))
     await protocol.handshake
@@ -255,12 +268,21 @@ async def run_server(args: argparse.Namespace) -> None:
     raw_configuration.load_cert_chain(args.cert, args.key)
     raw = await serve(LOOPBACK, 0, configuration=raw_configuration, create_protocol=RawEchoServer)
     raw_port = raw._transport.get_extra_info("sockname")[1] if raw._transport else 0
+    # The same raw echo, reading its socket through Flare's DrainingSocket.
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    sock.bind((LOOPBACK, 0))
+    sock.setblocking(False)
+    drained = QuicServer(configuration=raw_configuration, create_protocol=RawEchoServer)
+    await asyncio.get_running_loop().create_datagram_endpoint(
+        lambda: DrainingSocket(drained, sock), sock=sock
+    )
     tls = TLSFiles(args.cert, args.key)
     server = Server([(SERVICE, BenchService())])
     await server.start(quic=f"{LOOPBACK}:0", tls=tls)
     eager = Server([(SERVICE, BenchService())], options=ServerOptions(eager_handlers=True))
     await eager.start(quic=f"{LOOPBACK}:0", tls=tls)
-    print(f"READY {raw_port} {server.port('quic')} {eager.port('quic')}", flush=True)
+    ports = (raw_port, sock.getsockname()[1], server.port("quic"), eager.port("quic"))
+    print("READY", *ports, flush=True)
     await asyncio.Event().wait()
 
 
@@ -351,14 +373,16 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence[int]) -> Any:
-    raw_port, flare_port, eager_port = ports
+    raw_port, drained_port, flare_port, eager_port = ports
     transport, raw = await raw_connect(raw_port, args.cert)
+    drained_transport, drained = await raw_connect(drained_port, args.cert, draining=True)
     channel = await flare_connect(flare_port, args.cert)
     eager_channel = await flare_connect(eager_port, args.cert)
 
     sides: dict[str, Call] = {
         "raw_one_stream": raw.request_long_stream,
         "raw_stream_per_call": raw.request_new_stream,
+        "raw_one_stream_draining": drained.request_long_stream,
         "flare_one_stream": echo_call(channel),
         "flare_eager": echo_call(eager_channel),
     }
@@ -372,6 +396,8 @@ async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence
     await eager_channel.close()
     raw.close()
     transport.close()
+    drained.close()
+    drained_transport.close()
     result["handshake"] = await measure_handshakes(flare_port, args.cert, args.handshakes)
     return result
 
@@ -397,6 +423,7 @@ def report(result: dict[str, Any]) -> None:
     """A human table on stderr: each side, then the ratios the issue asks for."""
     raw = result["raw_one_stream"]
     per_call = result["raw_stream_per_call"]
+    drained = result["raw_one_stream_draining"]
     flare = result["flare_one_stream"]
     eager = result["flare_eager"]
 
@@ -426,6 +453,7 @@ def report(result: dict[str, Any]) -> None:
         " interleaved runs [min-max]) / sequential",
         row("raw aioquic, one stream", raw),
         row("raw aioquic, stream/call", per_call),
+        row("raw, one stream, draining", drained),
         row("Flare over QUIC", flare),
         row("Flare, eager handlers", eager),
     ]
@@ -442,6 +470,12 @@ def report(result: dict[str, Any]) -> None:
             f"CPU per message (both sides) {ratio(cpu(side), cpu(raw))}x, "
             f"p50 {side['seq']['p50_us'] - raw['seq']['p50_us']:+.1f} us"
         )
+    lines.append(
+        "  Flare / raw one stream with the same draining reads: throughput "
+        f"{ratio(flare['pipelined']['msgs_per_s'], drained['pipelined']['msgs_per_s'])}x, "
+        f"eager {ratio(eager['pipelined']['msgs_per_s'], drained['pipelined']['msgs_per_s'])}x "
+        "(Flare's overhead alone, I/O batching equal)"
+    )
     lines += [
         f"  raw stream/call vs one stream: server CPU per message {per_call_cpu}x,"
         f" throughput {per_call_rate}x",
