@@ -30,6 +30,8 @@ from flare_runtime.protocol.frames import encode_hello
 from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
 from flare_runtime.server import Server, TLSFiles
 from flare_runtime.status import StatusCode
+from flare_runtime.testing.harness import start_rig
+from flare_runtime.testing.service import Routes
 from flare_runtime.transports.quic import (
     ALPN,
     OPENING_LENGTH,
@@ -514,3 +516,26 @@ async def test_quic_pings_keep_an_idle_connection_open(tmp_path: Path) -> None:
             assert reply.value == b"y"
     finally:
         await served.listener.shutdown(grace=1.0)
+
+
+def test_quic_serves_and_calls_on_uvloop() -> None:
+    # The link reads its sockets itself (DrainingSocket) and cannot see
+    # uvloop's ready queue: both must still work there (`flare serve --uvloop`).
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> None:
+        rig = await start_rig("quic")
+        try:
+            async with rig.connect() as channel:
+                calls = [
+                    channel.unary_unary(Routes.ECHO, BytesValue(value=bytes([i % 256]) * 100))
+                    for i in range(500)
+                ]
+                async with asyncio.timeout(20):
+                    replies = await asyncio.gather(*calls)
+        finally:
+            await rig.server.shutdown(grace=1.0)
+        assert [reply.value for reply in replies] == [bytes([i % 256]) * 100 for i in range(500)]
+        assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
+
+    uvloop.run(main())
