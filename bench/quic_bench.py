@@ -470,11 +470,10 @@ def report(result: dict[str, Any]) -> None:
             f"CPU per message (both sides) {ratio(cpu(side), cpu(raw))}x, "
             f"p50 {side['seq']['p50_us'] - raw['seq']['p50_us']:+.1f} us"
         )
-    drained_rate = drained["pipelined"]["msgs_per_s"]
     lines.append(
         "  Flare / raw one stream with the same draining reads: throughput "
-        f"{ratio(flare['pipelined']['msgs_per_s'], drained_rate)}x, "
-        f"task per call {ratio(tasks['pipelined']['msgs_per_s'], drained_rate)}x "
+        f"{ratio(flare['pipelined']['msgs_per_s'], drained['pipelined']['msgs_per_s'])}x, "
+        f"task per call {ratio(tasks['pipelined']['msgs_per_s'], drained['pipelined']['msgs_per_s'])}x "
         "(Flare's overhead alone, I/O batching equal)"
     )
     lines += [
