@@ -16,8 +16,8 @@ The server process serves these on their own UDP ports:
   Flare's own overhead with the I/O batching equal, while Flare ÷ the first
   row compares against aioquic as it is usually run (shared/baselines),
 * a Flare `Server` with one unary echo route (idempotent) over QUIC, with
-  the default options (eager handlers, docs/runtime.md), and a second one
-  with ``eager_handlers=False`` (a task per call).
+  the default options, and a second one with ``eager_handlers=True`` (the
+  default on Python 3.12+; opt-in on 3.11, see docs/runtime.md).
 
 Measured: sequential p50/p99 and 64-in-flight throughput for each, with the CPU
 each side spent per message; and time to first response on a fresh connection
@@ -279,9 +279,9 @@ async def run_server(args: argparse.Namespace) -> None:
     tls = TLSFiles(args.cert, args.key)
     server = Server([(SERVICE, BenchService())])
     await server.start(quic=f"{LOOPBACK}:0", tls=tls)
-    tasks = Server([(SERVICE, BenchService())], options=ServerOptions(eager_handlers=False))
-    await tasks.start(quic=f"{LOOPBACK}:0", tls=tls)
-    ports = (raw_port, sock.getsockname()[1], server.port("quic"), tasks.port("quic"))
+    eager = Server([(SERVICE, BenchService())], options=ServerOptions(eager_handlers=True))
+    await eager.start(quic=f"{LOOPBACK}:0", tls=tls)
+    ports = (raw_port, sock.getsockname()[1], server.port("quic"), eager.port("quic"))
     print("READY", *ports, flush=True)
     await asyncio.Event().wait()
 
@@ -373,18 +373,18 @@ def median_of(runs: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence[int]) -> Any:
-    raw_port, drained_port, flare_port, tasks_port = ports
+    raw_port, drained_port, flare_port, eager_port = ports
     transport, raw = await raw_connect(raw_port, args.cert)
     drained_transport, drained = await raw_connect(drained_port, args.cert, draining=True)
     channel = await flare_connect(flare_port, args.cert)
-    tasks_channel = await flare_connect(tasks_port, args.cert)
+    eager_channel = await flare_connect(eager_port, args.cert)
 
     sides: dict[str, Call] = {
         "raw_one_stream": raw.request_long_stream,
         "raw_stream_per_call": raw.request_new_stream,
         "raw_one_stream_draining": drained.request_long_stream,
         "flare_one_stream": echo_call(channel),
-        "flare_task_per_call": echo_call(tasks_channel),
+        "flare_eager": echo_call(eager_channel),
     }
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in sides}
     for _ in range(args.reps):  # interleaved, so a noisy neighbour hits every side alike
@@ -393,7 +393,7 @@ async def client_main(args: argparse.Namespace, server_pid: int, ports: Sequence
     result: dict[str, Any] = {"reps": args.reps}
     result.update({name: median_of(samples) for name, samples in runs.items()})
     await channel.close()
-    await tasks_channel.close()
+    await eager_channel.close()
     raw.close()
     transport.close()
     drained.close()
@@ -425,7 +425,7 @@ def report(result: dict[str, Any]) -> None:
     per_call = result["raw_stream_per_call"]
     drained = result["raw_one_stream_draining"]
     flare = result["flare_one_stream"]
-    tasks = result["flare_task_per_call"]
+    eager = result["flare_eager"]
 
     def row(label: str, side: dict[str, Any]) -> str:
         pipelined, seq = side["pipelined"], side["seq"]
@@ -455,9 +455,9 @@ def report(result: dict[str, Any]) -> None:
         row("raw aioquic, stream/call", per_call),
         row("raw, one stream, draining", drained),
         row("Flare over QUIC", flare),
-        row("Flare, a task per call", tasks),
+        row("Flare, eager handlers", eager),
     ]
-    for label, side in (("Flare", flare), ("Flare, task per call", tasks)):
+    for label, side in (("Flare", flare), ("Flare eager", eager)):
         per_rep = rep_ratios(side, raw)
         best = ratio(
             side["pipelined"]["msgs_per_s_range"][1], raw["pipelined"]["msgs_per_s_range"][1]
@@ -473,7 +473,7 @@ def report(result: dict[str, Any]) -> None:
     lines.append(
         "  Flare / raw one stream with the same draining reads: throughput "
         f"{ratio(flare['pipelined']['msgs_per_s'], drained['pipelined']['msgs_per_s'])}x, "
-        f"task per call {ratio(tasks['pipelined']['msgs_per_s'], drained['pipelined']['msgs_per_s'])}x "
+        f"eager {ratio(eager['pipelined']['msgs_per_s'], drained['pipelined']['msgs_per_s'])}x "
         "(Flare's overhead alone, I/O batching equal)"
     )
     lines += [

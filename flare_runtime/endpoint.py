@@ -43,8 +43,7 @@ import contextvars
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
-from functools import partial
+from collections.abc import AsyncIterator, Callable, Coroutine, Generator
 from typing import TYPE_CHECKING, Any, Protocol, cast
 
 from google.protobuf.message import DecodeError, Message
@@ -427,7 +426,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self._drained: asyncio.Future[None] | None = None
         self._aborting = False  # `abort`: nothing more is written, not even a close
         eager = server.options.eager_handlers
-        self._eager = True if eager is None else eager
+        self._eager = NATIVE_EAGER_TASKS if eager is None else eager
         if self.dispatcher.auth is not None and "authorization" in metadata:
             self._auth_pending = asyncio.ensure_future(
                 self.dispatcher.authenticate_connection(metadata, self.peer)
@@ -859,69 +858,67 @@ _SERVER_EVENT_HANDLERS: dict[type[Event], Callable[[ServerEndpoint, Any], None]]
 def start_eagerly(
     loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
 ) -> asyncio.Task[None] | None:
-    """Start `coro` in a task whose first step runs now; return the task, or None if done.
+    """Run `coro` now until it first suspends; return the task that finishes it, or None.
 
-    That is an asyncio *eager task*: the coroutine runs at once, inside a real
-    task (``asyncio.current_task()``, cancellation, `asyncio.timeout()`, its own
-    copy of the context), until it first suspends; a coroutine that never
-    suspends has finished when this returns. Python 3.12+ has them built in.
-    Python 3.11 builds the task while the loop's ``call_soon`` is shadowed on
-    the instance, takes the first step the task schedules through it and runs
-    that step now -- what 3.12's ``eager_start`` does. Where that cannot be done
-    (a loop without instance attributes, such as uvloop's, or one whose
-    ``call_soon`` is already shadowed) the task is an ordinary one.
+    Python 3.12+: an asyncio eager task. Python 3.11 has none, so the coroutine
+    takes its first step here, in a copy of the current context as a task
+    would, and only a coroutine that suspends gets a task (`_Resume`) to
+    continue in; until then ``asyncio.current_task()`` is not its task.
     """
     if NATIVE_EAGER_TASKS:
-        native: asyncio.Task[None] = cast(Any, asyncio.Task)(coro, loop=loop, eager_start=True)
-        return None if native.done() else native
+        task = cast(Any, asyncio.Task)(coro, loop=loop, eager_start=True)
+        return None if task.done() else cast("asyncio.Task[None]", task)
+    context = contextvars.copy_context()
     try:
-        attributes = vars(loop)
-    except TypeError:  # no instance attributes (uvloop)
-        return loop.create_task(coro)
-    if "call_soon" in attributes:
-        return loop.create_task(coro)
-    first_step = _FirstStep()
-    attributes["call_soon"] = first_step
-    try:
-        task: asyncio.Task[None] = asyncio.Task(coro, loop=loop)
-    finally:
-        del attributes["call_soon"]
-    step, context = first_step.callback, first_step.context
-    if step is None:  # pragma: no cover - a Task that did not schedule through call_soon
-        return task
-    # A task's step refuses to run while another task is current (a caller
-    # inside a task): stand that one aside for the step, as 3.12 does.
-    outer = asyncio.current_task(loop)
-    if outer is not None:
-        asyncio.tasks._leave_task(loop, outer)
-    try:
-        if context is None:  # pragma: no cover - asyncio.Task always passes its context
-            step()
-        else:
-            context.run(step)
-    finally:
-        if outer is not None:
-            asyncio.tasks._enter_task(loop, outer)
-    return None if task.done() else task
+        pending = context.run(coro.send, None)
+    except StopIteration:
+        return None
+    except Exception as exc:  # what a task would have logged as never retrieved
+        loop.call_exception_handler({"message": "eagerly started call failed", "exception": exc})
+        return None
+    return loop.create_task(_Resume(coro, pending), context=context)
 
 
-class _FirstStep:
-    """Stands in for ``loop.call_soon`` while a task is built: keeps the step it schedules."""
+class _Resume(collections.abc.Coroutine[Any, Any, None]):
+    """A coroutine that already took its first step, for a task to finish (Python 3.11).
 
-    __slots__ = ("callback", "context")
+    The task's first `send` gets back what that step yielded (the future the
+    coroutine waits on), so the task waits on it as it would have; everything
+    after goes straight to the coroutine. A cancellation thrown in before that
+    first `send` cancels the awaited future and reaches the coroutine, as it
+    would in a task.
+    """
 
-    def __init__(self) -> None:
-        self.callback: Callable[[], object] | None = None
-        self.context: contextvars.Context | None = None
+    __slots__ = ("coro", "pending")
 
-    def __call__(
-        self,
-        callback: Callable[..., object],
-        *args: object,
-        context: contextvars.Context | None = None,
-    ) -> None:
-        self.callback = partial(callback, *args) if args else callback
-        self.context = context
+    _TAKEN: Any = object()
+
+    def __init__(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
+        self.coro = coro
+        self.pending = pending  # what the first step yielded, until the task takes it
+
+    def send(self, value: Any) -> Any:
+        pending = self.pending
+        if pending is not _Resume._TAKEN:
+            self.pending = _Resume._TAKEN
+            return pending
+        return self.coro.send(value)
+
+    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
+        pending = self.pending
+        if pending is not _Resume._TAKEN:
+            self.pending = _Resume._TAKEN
+            if isinstance(pending, asyncio.Future):
+                pending.cancel()
+        if val is None and tb is None:
+            return self.coro.throw(typ)
+        return self.coro.throw(typ, val, tb)  # pragma: no cover - the deprecated form
+
+    def close(self) -> None:
+        self.coro.close()
+
+    def __await__(self) -> Generator[Any, Any, None]:  # pragma: no cover - tasks use send
+        raise TypeError("_Resume is driven by its task only")
 
 
 def _wrong_response(call: _ServerCall, response: object) -> RpcError:

@@ -7,7 +7,6 @@ import contextvars
 import dataclasses
 import gc
 import time
-from typing import Any
 
 import pytest
 
@@ -319,34 +318,3 @@ async def test_a_failure_in_an_eager_first_step_goes_to_the_loop_handler() -> No
     finally:
         loop.set_exception_handler(None)
     assert any(isinstance(context.get("exception"), ValueError) for context in reported)
-
-
-async def test_an_eager_first_step_runs_inside_its_own_task() -> None:
-    # asyncio.timeout() and TaskGroup need the current task from the first line on.
-    loop = asyncio.get_running_loop()
-    outer = asyncio.current_task()
-    seen: list[asyncio.Task[Any] | None] = []
-    release = loop.create_future()
-
-    async def handler() -> None:
-        seen.append(asyncio.current_task())
-        async with asyncio.timeout(5):
-            await release
-        seen.append(asyncio.current_task())
-
-    task = start_eagerly(loop, handler())
-    assert task is not None
-    assert seen == [task]  # the first step ran, inside the task it returned
-    assert asyncio.current_task() is outer  # the caller's task is current again
-    release.set_result(None)
-    await task
-    assert seen == [task, task]
-
-    quick: list[asyncio.Task[Any] | None] = []
-
-    async def finishes() -> None:
-        async with asyncio.timeout(5):
-            quick.append(asyncio.current_task())
-
-    assert start_eagerly(loop, finishes()) is None
-    assert len(quick) == 1 and quick[0] is not None and quick[0] is not outer
