@@ -313,10 +313,11 @@ class QuicLink(QuicConnectionProtocol):
         self._process_events()
         # aioquic transmits after every datagram. Here the listener's writes
         # send themselves, and an ACK owed for the datagram rides on the next
-        # one or goes when aioquic's ACK delay (1 ms) expires; only a held tail
-        # and the handshake need a transmit pass from here. Its timer (ACK
-        # delay, loss detection, idle timeout) must follow the datagram either way.
-        if self._output.tail_size or not self.handshake_complete:
+        # one or goes when aioquic's ACK delay (1 ms) expires; only a held tail,
+        # the handshake and stream data aioquic could not send before need a
+        # transmit pass from here. Its timer (ACK delay, loss detection, idle
+        # timeout) must follow the datagram either way.
+        if self._output.tail_size or not self.handshake_complete or self._stream_data_unsent():
             self._transmit_later()
         self._rearm_timer()
         if self.watch_acks and self.listener is not None:
@@ -326,6 +327,14 @@ class QuicLink(QuicConnectionProtocol):
             paths = self._quic._network_paths
             if paths:
                 self.peer_address = cast("tuple[str, int]", paths[0].addr)
+
+    def _stream_data_unsent(self) -> bool:
+        # Flare-stream bytes aioquic holds back (flow control, congestion
+        # window, pacing, or marked lost): the datagram just handled may have
+        # opened the way (MAX_DATA, MAX_STREAM_DATA, an ACK), and nothing else
+        # would send them until the application writes again.
+        stream = self._quic._streams.get(FLARE_STREAM_ID)
+        return stream is not None and len(stream.sender._pending) > 0
 
     def quic_event_received(self, event: QuicEvent) -> None:
         """:meta private: dispatch one aioquic event."""

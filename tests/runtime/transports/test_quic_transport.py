@@ -539,3 +539,17 @@ def test_quic_serves_and_calls_on_uvloop() -> None:
         assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
     uvloop.run(main())
+
+
+async def test_messages_beyond_quics_flow_control_window_keep_flowing() -> None:
+    # 3 MB each way is past aioquic's initial MAX_DATA / MAX_STREAM_DATA (1 MiB):
+    # the sender must go on as soon as the peer's window update arrives. It used
+    # to wait for its next write or the keepalive (seconds, or for ever).
+    rig = await start_rig("quic")
+    try:
+        async with rig.connect() as channel:
+            async with asyncio.timeout(10):
+                reply = await channel.unary_unary(Routes.ECHO, BytesValue(value=bytes(3_000_000)))
+                assert len(reply.value) == 3_000_000
+    finally:
+        await rig.server.shutdown(grace=1.0)
