@@ -9,6 +9,7 @@ locations looked up), so that rendering is a pure function of the model and
 from __future__ import annotations
 
 import enum
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 
@@ -73,6 +74,56 @@ class Auth(enum.Enum):
 
     NONE = "NONE"
     AUTHENTICATED = "AUTHENTICATED"
+
+
+# The enum numbers of flare/options/v1/options.proto, kept here so that code
+# without the generated options module (`flare schema check` from a wheel)
+# resolves options as the generator does; tests check them against options_pb2.
+TRANSPORT_BY_OPTION: dict[int, Transport] = {
+    1: Transport.WEBSOCKET,
+    2: Transport.QUIC,
+    3: Transport.GRPC,
+}
+"""``flare.options.v1.Transport`` numbers to transports (0, unspecified, is none)."""
+
+AUTH_BY_OPTION: dict[int, Auth] = {1: Auth.NONE, 2: Auth.AUTHENTICATED}
+"""``flare.options.v1.AuthRequirement`` numbers to requirements (0, unspecified, is none)."""
+
+
+def transports_when_unlisted(has_service_id: bool) -> frozenset[Transport]:
+    """Where a method is served when neither it nor its service lists transports.
+
+    Everywhere for a service with a Flare service id; gRPC only without one
+    (a plain gRPC service, e.g. from googleapis). docs/options/transports.md.
+    """
+    return ALL_TRANSPORTS if has_service_id else frozenset({Transport.GRPC})
+
+
+def resolve_auth(
+    method_auth: Auth | None,
+    method_scopes: Sequence[str],
+    default_auth: Auth | None,
+    default_scopes: Sequence[str],
+) -> tuple[Auth, tuple[str, ...]]:
+    """A method's auth requirement and scopes once its service's defaults are inherited.
+
+    docs/options/auth.md's order: the method's own AUTH_REQUIREMENT_NONE wins
+    (no scopes); then its own scopes; then its AUTHENTICATED, with the
+    service's default scopes; else the service's default_auth -- when unset,
+    authenticated exactly when the service lists default scopes -- with those
+    scopes if it is authenticated.
+    """
+    if method_auth is Auth.NONE:
+        return Auth.NONE, ()
+    if method_scopes:
+        return Auth.AUTHENTICATED, tuple(method_scopes)
+    if method_auth is Auth.AUTHENTICATED:
+        return Auth.AUTHENTICATED, tuple(default_scopes)
+    if default_auth is None:
+        default_auth = Auth.AUTHENTICATED if default_scopes else Auth.NONE
+    if default_auth is Auth.AUTHENTICATED:
+        return Auth.AUTHENTICATED, tuple(default_scopes)
+    return Auth.NONE, ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,8 +20,9 @@ from flare.options.v1 import options_pb2
 from google.protobuf import descriptor_pb2
 
 from flare_codegen.model import (
-    ALL_TRANSPORTS,
+    AUTH_BY_OPTION,
     FLARE_WIRE_TRANSPORTS,
+    TRANSPORT_BY_OPTION,
     Auth,
     Cardinality,
     Diagnostic,
@@ -33,6 +34,8 @@ from flare_codegen.model import (
     Push,
     Service,
     Transport,
+    resolve_auth,
+    transports_when_unlisted,
 )
 from flare_codegen.names import (
     NameScope,
@@ -64,11 +67,6 @@ MAX_SERVICE_ID = 0xFEFF
 MAX_ROUTE_ID = 0xFFFF
 MAX_PUSH_TYPE_ID = 0xFFFF
 
-_TRANSPORTS = {
-    options_pb2.TRANSPORT_WEBSOCKET: Transport.WEBSOCKET,
-    options_pb2.TRANSPORT_QUIC: Transport.QUIC,
-    options_pb2.TRANSPORT_GRPC: Transport.GRPC,
-}
 
 # Top-level names every generated module defines besides the per-service ones.
 FILE_LEVEL_NAMES: tuple[str, ...] = ("PUSH_TYPES",)
@@ -344,9 +342,10 @@ class _Parser:
                 )
                 continue
             reserved.append((item.start, end))
-        default_auth = _auth(flare.default_auth)
-        if default_auth is None:
-            default_auth = Auth.AUTHENTICATED if flare.default_scopes else Auth.NONE
+        # What a method that sets no auth option of its own gets.
+        default_auth, _ = resolve_auth(
+            None, (), AUTH_BY_OPTION.get(flare.default_auth), flare.default_scopes
+        )
 
         # The client keeps its channel in `_channel`; every other name a
         # handler or client method could shadow is a dunder, escaped below.
@@ -473,10 +472,8 @@ class _Parser:
         # its methods needs a route id unless it opts into gRPC only; a service
         # without one (e.g. googleapis) is plain gRPC.
         resolved_transports = (
-            transports or default_transports or (ALL_TRANSPORTS if service_id else frozenset())
+            transports or default_transports or transports_when_unlisted(bool(service_id))
         )
-        if not resolved_transports:
-            resolved_transports = frozenset({Transport.GRPC})
         wire = resolved_transports & FLARE_WIRE_TRANSPORTS
         if wire and not has_ids:
             self.error(
@@ -486,23 +483,15 @@ class _Parser:
                 "restrict the method to TRANSPORT_GRPC",
             )
 
-        method_auth = _auth(flare.auth)
-        scopes = tuple(flare.scopes)
-        resolved_scopes: tuple[str, ...]
-        if method_auth is Auth.NONE:
-            if scopes:
-                self.error(
-                    option_location(4),
-                    f"{label} lists scopes but sets auth AUTH_REQUIREMENT_NONE",
-                )
-            auth, resolved_scopes = Auth.NONE, ()
-        elif scopes:
-            auth, resolved_scopes = Auth.AUTHENTICATED, scopes
-        elif method_auth is Auth.AUTHENTICATED:
-            auth, resolved_scopes = Auth.AUTHENTICATED, default_scopes
-        else:
-            auth = default_auth
-            resolved_scopes = default_scopes if default_auth is Auth.AUTHENTICATED else ()
+        method_auth = AUTH_BY_OPTION.get(flare.auth)
+        if method_auth is Auth.NONE and flare.scopes:
+            self.error(
+                option_location(4),
+                f"{label} lists scopes but sets auth AUTH_REQUIREMENT_NONE",
+            )
+        auth, resolved_scopes = resolve_auth(
+            method_auth, flare.scopes, default_auth, default_scopes
+        )
 
         # A deprecated service deprecates every method; a method's own note wins.
         note = flare.deprecation_note or (service_deprecation_note if service_deprecated else "")
@@ -538,7 +527,7 @@ class _Parser:
     ) -> frozenset[Transport]:
         result: set[Transport] = set()
         for value in values:
-            transport = _TRANSPORTS.get(value)  # type: ignore[call-overload]
+            transport = TRANSPORT_BY_OPTION.get(value)
             if transport is None:
                 self.error(location, f"{owner} lists {_enum_name(value)}, which is not a transport")
                 continue
@@ -554,14 +543,6 @@ def _cardinality(method: descriptor_pb2.MethodDescriptorProto) -> Cardinality:
     if method.client_streaming:
         return Cardinality.BIDI_STREAM if method.server_streaming else Cardinality.CLIENT_STREAM
     return Cardinality.SERVER_STREAM if method.server_streaming else Cardinality.UNARY
-
-
-def _auth(value: int) -> Auth | None:
-    if value == options_pb2.AUTH_REQUIREMENT_NONE:
-        return Auth.NONE
-    if value == options_pb2.AUTH_REQUIREMENT_AUTHENTICATED:
-        return Auth.AUTHENTICATED
-    return None
 
 
 def _enum_name(value: int) -> str:

@@ -13,6 +13,14 @@ from typing import TYPE_CHECKING, Any
 
 from google.protobuf import descriptor_pb2
 
+from flare_codegen.model import (
+    AUTH_BY_OPTION,
+    TRANSPORT_BY_OPTION,
+    Auth,
+    Transport,
+    resolve_auth,
+    transports_when_unlisted,
+)
 from flare_codegen.schema.model import MESSAGE_OPTIONS, METHOD_OPTIONS, SERVICE_METHOD, FileInfo
 from flare_codegen.schema.options import FlareExtensions, load_flare_options
 from flare_codegen.schema.rules import Comparison, first_location, quote
@@ -23,9 +31,6 @@ if TYPE_CHECKING:
 SERVICE_EXTENSION = 50100
 METHOD_EXTENSION = 50101
 MESSAGE_EXTENSION = 50102
-ALL_TRANSPORTS = frozenset({1, 2, 3})
-TRANSPORT_NAMES = {1: "websocket", 2: "quic", 3: "grpc"}
-_GRPC_ONLY = frozenset({3})
 
 FLARE_RULES: dict[str, str] = {
     "FLARE_SERVICE_ID_SAME": "a service keeps its service id",
@@ -86,43 +91,26 @@ def _cardinality(method: descriptor_pb2.MethodDescriptorProto) -> str:
     return "unary"
 
 
-_AUTH_NONE = 1  # AuthRequirement.AUTH_REQUIREMENT_NONE
-_AUTH_AUTHENTICATED = 2  # AuthRequirement.AUTH_REQUIREMENT_AUTHENTICATED
-
-
 def _auth(
     service: options_pb2.ServiceOptions, method: options_pb2.MethodOptions
 ) -> tuple[bool, tuple[str, ...]]:
-    """(authenticated?, required scopes) exactly as generated code resolves them.
-
-    docs/options/auth.md's order (flare_codegen.parse does the same): a method's
-    AUTH_REQUIREMENT_NONE wins over any inherited scopes; its own scopes; its
-    AUTHENTICATED with the service's default_scopes; else the service's
-    default_auth, or authenticated when it lists default_scopes.
-    """
-    if method.auth == _AUTH_NONE:
-        return False, ()
-    if method.scopes:
-        return True, tuple(sorted(method.scopes))
-    default_scopes = tuple(sorted(service.default_scopes))
-    if method.auth == _AUTH_AUTHENTICATED:
-        return True, default_scopes
-    if service.default_auth == _AUTH_NONE:
-        return False, ()
-    if service.default_auth == _AUTH_AUTHENTICATED or default_scopes:
-        return True, default_scopes
-    return False, ()
+    """(authenticated?, required scopes) exactly as generated code resolves them."""
+    auth, scopes = resolve_auth(
+        AUTH_BY_OPTION.get(method.auth),
+        method.scopes,
+        AUTH_BY_OPTION.get(service.default_auth),
+        service.default_scopes,
+    )
+    return auth is Auth.AUTHENTICATED, tuple(sorted(scopes))
 
 
 def _transports(
     service: options_pb2.ServiceOptions, method: options_pb2.MethodOptions
-) -> frozenset[int]:
-    chosen = frozenset(method.transports or service.default_transports) - {0}
-    if chosen:
-        return chosen
-    # As generated code resolves it (docs/options/transports.md): all three
-    # with a service_id, gRPC only without one.
-    return ALL_TRANSPORTS if service.service_id else _GRPC_ONLY
+) -> frozenset[Transport]:
+    """The transports the route is served on, exactly as generated code resolves them."""
+    listed = method.transports or service.default_transports
+    chosen = frozenset(TRANSPORT_BY_OPTION[t] for t in listed if t in TRANSPORT_BY_OPTION)
+    return chosen or transports_when_unlisted(bool(service.service_id))
 
 
 def _describe_auth(auth: tuple[bool, tuple[str, ...]]) -> str:
@@ -243,7 +231,7 @@ def _check_services(c: Comparison) -> None:
                 )
             lost = _transports(prev_opts, prev_m) - _transports(opts, m)
             if lost:
-                names = ", ".join(TRANSPORT_NAMES[t] for t in sorted(lost))
+                names = ", ".join(t.value.lower() for t in Transport if t in lost)
                 report(
                     "FLARE_ROUTE_TRANSPORT_NO_REMOVE",
                     f"{where} is no longer served over {names}.",
