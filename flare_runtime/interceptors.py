@@ -333,14 +333,12 @@ class InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[Request
         self._info = info
         self._open_server_stream = open_server_stream
         self._open_bidi_stream = open_bidi_stream
-        self._feed = _SentRequests(loop, self.BUFFER) if requests is None else None
+        self._feed = _BoundedQueue(loop, self.BUFFER) if requests is None else None
         self._inner: ServerStreamCall[Any] | None = None
         self._started: asyncio.Future[None] = loop.create_future()
-        self._buffer: collections.deque[Message] = collections.deque()
+        self._responses = _BoundedQueue(loop, self.BUFFER)
         self._error: BaseException | None = None
         self._finished = False
-        self._readable: asyncio.Future[None] | None = None
-        self._writable: asyncio.Future[None] | None = None
         chain = chain_client_stream(interceptors, self._terminal)
         source: AsyncIterator[Message] = requests if requests is not None else self._feed  # type: ignore[assignment]
         self._pump = loop.create_task(self._run(chain(source, info)))
@@ -365,11 +363,7 @@ class InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[Request
     async def _run(self, responses: AsyncIterator[Message]) -> None:
         try:
             async for response in responses:
-                self._buffer.append(response)
-                _resolve(self._readable)
-                while len(self._buffer) >= self.BUFFER:
-                    self._writable = self._loop.create_future()
-                    await self._writable
+                await self._responses.put(response)
         except asyncio.CancelledError:
             self._error = RpcError(StatusCode.CANCELLED, "cancelled by the client")
         except BaseException as exc:  # delivered to the reader
@@ -377,21 +371,17 @@ class InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[Request
         finally:
             self._finished = True
             _resolve(self._started)
-            _resolve(self._readable)
+            self._responses.close()
 
     def __aiter__(self) -> AsyncIterator[ResponseT]:
         return self
 
     async def __anext__(self) -> ResponseT:
-        while not self._buffer:
-            if self._finished:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            self._readable = self._loop.create_future()
-            await self._readable
-        response = self._buffer.popleft()
-        _resolve(self._writable)
+        response = await self._responses.get()
+        if response is None:
+            if self._error is not None:
+                raise self._error
+            raise StopAsyncIteration
         return cast(ResponseT, response)
 
     async def initial_metadata(self) -> Metadata:
@@ -431,10 +421,12 @@ class InterceptedStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[Request
         return self
 
 
-class _SentRequests:
-    """Requests given to `send` on an intercepted call, read by the interceptor chain.
+class _BoundedQueue:
+    """One producer's messages for one consumer: an intercepted call's responses for
+    its reader, and the requests given to its `send` for the interceptor chain.
 
-    Bounded: `put` waits while `limit` requests are queued.
+    `put` waits while `limit` messages are queued; `get` returns None once the
+    queue is closed and empty.
     """
 
     def __init__(self, loop: asyncio.AbstractEventLoop, limit: int) -> None:
@@ -456,17 +448,23 @@ class _SentRequests:
         self._closed = True
         _resolve(self._readable)
 
-    def __aiter__(self) -> AsyncIterator[Message]:
-        return self
-
-    async def __anext__(self) -> Message:
+    async def get(self) -> Message | None:
         while not self._items:
             if self._closed:
-                raise StopAsyncIteration
+                return None
             self._readable = self._loop.create_future()
             await self._readable
         item = self._items.popleft()
         _resolve(self._writable)
+        return item
+
+    def __aiter__(self) -> AsyncIterator[Message]:
+        return self
+
+    async def __anext__(self) -> Message:
+        item = await self.get()
+        if item is None:
+            raise StopAsyncIteration
         return item
 
 
