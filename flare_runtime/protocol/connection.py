@@ -67,11 +67,11 @@ from flare_runtime.protocol.frames import (
     decode_call_start_payload,
     decode_close_payload,
     decode_code_reason_payload,
+    decode_compact_call_start_payload,
     decode_end_call,
     decode_goaway_payload,
     decode_hello_payload,
     decode_metadata,
-    decode_metadata_prefix,
     decode_ping_payload,
     decode_window_update_payload,
     encode_cancel,
@@ -992,13 +992,9 @@ class Connection:
         metadata: MetadataPairs
         if with_message:
             # The compact call start (§3.2): the request follows the metadata block.
-            if stop - start < 13:
-                raise RemoteProtocolError("truncated CALL_START payload")
-            route_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
-            if data[start + 12] == 0:
-                metadata, message_start = (), start + 13
-            else:
-                metadata, message_start = decode_metadata_prefix(data, start + 12, stop)
+            route_id, timeout_us, metadata, message_start = decode_compact_call_start_payload(
+                data, start, stop
+            )
         elif stop - start == 13 and data[start + 12] == 0:
             route_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
             metadata = ()

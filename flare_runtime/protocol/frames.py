@@ -374,6 +374,21 @@ def decode_hello_payload(
     return min_version, max_version, settings
 
 
+def decode_compact_call_start_payload(
+    data: bytes, pos: int, end: int
+) -> tuple[int, int, MetadataPairs, int]:
+    """Return (route_id, timeout_us, metadata, request position) of a compact CALL_START
+    payload (§3.2): the request is ``data[request position:end]``."""
+    if end - pos < _CALL_START_FIXED.size + 1:
+        raise RemoteProtocolError("truncated CALL_START payload")
+    route_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
+    pos += _CALL_START_FIXED.size
+    if data[pos] == 0:  # no metadata, the common case
+        return route_id, timeout_us, (), pos + 1
+    metadata, pos = decode_metadata_prefix(data, pos, end)
+    return route_id, timeout_us, metadata, pos
+
+
 def decode_call_start_payload(data: bytes, pos: int, end: int) -> tuple[int, int, MetadataPairs]:
     """Return (route_id, timeout_us, metadata) of a CALL_START payload (not a compact one)."""
     if end - pos < _CALL_START_FIXED.size + 1:
@@ -623,10 +638,7 @@ def decode_frame(frame_type: int, flags: int, call_id: int, payload: bytes) -> F
         if not flags & FLAG_END_STREAM:
             route_id, timeout_us, metadata = decode_call_start_payload(payload, 0, end)
             return CallStartFrame(call_id, route_id, timeout_us, metadata)
-        if end < _CALL_START_FIXED.size + 1:
-            raise RemoteProtocolError("truncated CALL_START payload")
-        route_id, timeout_us = _CALL_START_FIXED.unpack_from(payload, 0)
-        metadata, pos = decode_metadata_prefix(payload, _CALL_START_FIXED.size, end)
+        route_id, timeout_us, metadata, pos = decode_compact_call_start_payload(payload, 0, end)
         return CallStartFrame(call_id, route_id, timeout_us, metadata, payload[pos:])
     if frame_type == FrameType.HEADERS:
         return HeadersFrame(call_id, decode_metadata(payload, 0, end))
