@@ -732,9 +732,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                     )
                     self._finish(call, response)
                     return
-                else:
-                    responses = dispatcher.bidi_stream(bound, inbox.__aiter__(), call.context, auth)
-                    await self._send_stream(call, responses)
+                responses = dispatcher.bidi_stream(bound, inbox.__aiter__(), call.context, auth)
+                await self._send_stream(call, responses)
             self._end(call, None)
         except RpcError as error:
             self._end(call, error)

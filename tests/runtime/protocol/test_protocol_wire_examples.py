@@ -70,14 +70,7 @@ def test_the_handshake_and_unary_call_examples_are_byte_exact() -> None:
     server = Connection(SERVER, NOT_COMPACT)
     server.receive_data(hello, 0.0)
     client.receive_data(server.data_to_send(), 0.0)
-    call_id = client.start_call(
-        0x00010002,
-        [("authorization", "Bearer abc")],
-        timeout=1.5,
-        now=0.0,
-        message=bytes.fromhex("0a 02 68 69"),
-        end_stream=True,
-    )
+    call_id = _start_example_call(client)
     request = client.data_to_send()
     assert request == bytes.fromhex(
         "00 00 00 26 02 00 00 00 00 01 00 01 00 02 00 00 00 00 00 16 e3 60 01"
@@ -98,12 +91,9 @@ def test_the_handshake_and_unary_call_examples_are_byte_exact() -> None:
     )
 
 
-def test_the_compact_unary_call_example_is_byte_exact() -> None:
-    client = Connection(CLIENT, QUIET)
-    server = Connection(SERVER, QUIET)
-    server.receive_data(client.data_to_send(), 0.0)
-    client.receive_data(server.data_to_send(), 0.0)
-    call_id = client.start_call(
+def _start_example_call(client: Connection) -> int:
+    """The unary call of both examples in §10: route 1.2, a token, 1.5 s, request "hi"."""
+    return client.start_call(
         0x00010002,
         [("authorization", "Bearer abc")],
         timeout=1.5,
@@ -111,6 +101,14 @@ def test_the_compact_unary_call_example_is_byte_exact() -> None:
         message=bytes.fromhex("0a 02 68 69"),
         end_stream=True,
     )
+
+
+def test_the_compact_unary_call_example_is_byte_exact() -> None:
+    client = Connection(CLIENT, QUIET)
+    server = Connection(SERVER, QUIET)
+    server.receive_data(client.data_to_send(), 0.0)
+    client.receive_data(server.data_to_send(), 0.0)
+    call_id = _start_example_call(client)
     request = client.data_to_send()
     assert request == bytes.fromhex(
         "00 00 00 2a 02 01 00 00 00 01 00 01 00 02 00 00 00 00 00 16 e3 60 01"

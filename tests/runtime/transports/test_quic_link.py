@@ -100,6 +100,15 @@ class Harness:
         await link.open("127.0.0.1", self.port)
         return link, recorder
 
+    async def take_ticket(self) -> None:
+        """One short connection, for the session ticket a resumed `connect` uses."""
+        first, recorder = await self.connect()
+        first.write(b"x")
+        await recorder.wait_for(1)
+        assert len(self.client_tickets) == 1  # the server issued a ticket
+        first.close()
+        first.release()
+
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
@@ -134,13 +143,7 @@ async def test_bytes_flow_both_ways_on_one_stream(harness: Harness) -> None:
 
 
 async def test_early_data_is_marked_and_accepted_on_resumption(harness: Harness) -> None:
-    first, recorder = await harness.connect()
-    first.write(b"x")
-    await recorder.wait_for(1)
-    assert len(harness.client_tickets) == 1  # the server issued a ticket
-    first.close()
-    first.release()
-
+    await harness.take_ticket()
     resumed, recorder = await harness.connect(resume=True)
     resumed.write(b"early")  # before the handshake: goes out as 0-RTT
     await recorder.wait_for(5)
@@ -336,11 +339,7 @@ async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness)
 
 async def test_a_large_write_before_the_handshake_arrives_whole(harness: Harness) -> None:
     """Several datagrams' worth written in the early-data phase all leave, in order."""
-    first, recorder = await harness.connect()
-    first.write(b"x")
-    await recorder.wait_for(1)
-    first.close()
-    first.release()
+    await harness.take_ticket()
     resumed, recorder = await harness.connect(resume=True)
     payload = bytes(range(256)) * 20  # 5,120 bytes: four whole datagrams and a tail
     resumed.write(payload)
