@@ -24,7 +24,7 @@ each side spent per message; and time to first response on a fresh connection
 (full handshake, then the call) vs a resumed connection sending the call in
 0-RTT early data. Prints one JSON line and a short table with the ratios.
 
-    .venv/bin/python -m bench.quic_bench            # ~90 s
+    .venv/bin/python -m bench.quic_bench            # ~2.5 min
     .venv/bin/python -m bench.quic_bench --quick    # ~10 s smoke run
 """
 
