@@ -86,6 +86,14 @@ class CallContext:
         """Add trailers; they are sent with the call's final status."""
         self._response_trailers = self._response_trailers + metadata
 
+    def _has_metadata_to_send(self, headers_sent: bool) -> bool:
+        # Trailers, or headers not yet sent, are set. Identity tests only (the
+        # setters replace the immutable Metadata), so a call's hot path makes
+        # no further calls here.
+        return self._response_trailers is not EMPTY_METADATA or (
+            not headers_sent and self._response_headers is not EMPTY_METADATA
+        )
+
     @property
     def response_headers(self) -> Metadata:
         """Headers set so far by the handler and interceptors."""

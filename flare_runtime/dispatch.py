@@ -224,6 +224,20 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- calls
 
+    def direct_unary_handler(
+        self, bound: BoundRoute, context: CallContext, connection_auth: ConnectionAuth | None
+    ) -> Any:
+        """`bound`'s handler when this unary call needs no authorization and no
+        interceptor runs; else None (use `unary`).
+
+        The caller awaits ``handler(request, context)`` itself, one coroutine
+        frame less than `unary`, and must map what it raises with
+        `to_rpc_error` as `unary` does.
+        """
+        if self.interceptors or self._needs_authorize(context, connection_auth):
+            return None
+        return bound.handler
+
     async def unary(
         self,
         bound: BoundRoute,

@@ -51,7 +51,7 @@ from google.protobuf.message import DecodeError, Message
 from flare_runtime.connection import ServerConnection
 from flare_runtime.context import CallContext, Principal
 from flare_runtime.details import pack_details
-from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher
+from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher, to_rpc_error
 from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
@@ -700,7 +700,15 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 if self._auth_pending is None
                 else await self._connection_auth()
             )
-            response = await self.dispatcher.unary(call.bound, request, context, auth)
+            bound = call.bound
+            handler = self.dispatcher.direct_unary_handler(bound, context, auth)
+            if handler is None:
+                response = await self.dispatcher.unary(bound, request, context, auth)
+            else:
+                try:
+                    response = await handler(request, context)
+                except Exception as exc:
+                    raise to_rpc_error(exc, bound.route) from None
             self._finish(call, response)
         except RpcError as error:
             self._end(call, error)
@@ -773,8 +781,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
 
     def _finish(self, call: _ServerCall, response: Message) -> None:
         """Send the one response of a unary or client-streaming call and end it OK."""
-        context = call.context
-        if context.trailers or (not call.headers_sent and context.response_headers):
+        if call.context._has_metadata_to_send(call.headers_sent):
             self._send_response(call, response)  # metadata to send: the general path
             self._end(call, None)
             return
@@ -810,20 +817,18 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if self._calls.pop(call.call_id, None) is None:
             return  # cancelled or ended by the protocol already
         conn = self.conn
-        # Entries (a tuple) rather than the Metadata: emptiness is then a C-level test.
-        trailers = call.context.trailers.entries()
         try:
             if final is not None:
                 conn.send_final_message(call.call_id, final)
             elif error is None:
-                conn.end_call(call.call_id, StatusCode.OK, "", b"", trailers)
+                conn.end_call(call.call_id, StatusCode.OK, "", b"", call.context.trailers.entries())
             else:
                 conn.end_call(
                     call.call_id,
                     error.code,
                     error.message,
                     pack_details(error.code, error.message, error.details),
-                    trailers,
+                    call.context.trailers.entries(),
                 )
         except LimitExceededError as exc:
             conn.end_call(call.call_id, StatusCode.RESOURCE_EXHAUSTED, str(exc))

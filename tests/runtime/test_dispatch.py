@@ -182,3 +182,18 @@ def test_unknown_route_error_names_the_wire_id() -> None:
     error = Dispatcher.unknown_route_error(0x7F00 << 16 | 99)
     assert error.code is StatusCode.UNIMPLEMENTED
     assert "32512:99" in error.message
+
+
+def test_direct_unary_handler_only_when_nothing_runs_before_the_handler() -> None:
+    plain, service = _dispatcher()
+    echo = _bound(plain, Routes.ECHO.path)
+    assert plain.direct_unary_handler(echo, _context(echo), None) == service.echo
+    intercepted, _ = _dispatcher(interceptors=[_Double()])
+    echo = _bound(intercepted, Routes.ECHO.path)
+    assert intercepted.direct_unary_handler(echo, _context(echo), None) is None
+    guarded, guarded_service = _dispatcher(auth=TokenAuth({"a": Principal("alice")}))
+    who = _bound(guarded, Routes.WHO_AM_I.path)  # a route that requires authentication
+    assert guarded.direct_unary_handler(who, _context(who), ConnectionAuth()) is None
+    echo = _bound(guarded, Routes.ECHO.path)  # open, but per-call credentials must be checked
+    assert guarded.direct_unary_handler(echo, _context(echo, {"authorization": "x"}), None) is None
+    assert guarded.direct_unary_handler(echo, _context(echo), None) == guarded_service.echo
