@@ -322,6 +322,7 @@ async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness)
     await asyncio.wait_for(link.handshake_done, TIMEOUT)
     link.write(b"ping")
     await client.wait_for(4)  # the server echoed; the client answers nothing
+    await asyncio.sleep(0)  # the re-arm runs with this loop iteration's callbacks
     # The echo was ack-eliciting: the client's timer follows it (ACK delay)
     # although no transmit pass ran.
     assert link._timer is not None
@@ -333,6 +334,38 @@ async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness)
             break
         await asyncio.sleep(0.01)
     assert server_link.buffered_bytes == 0  # the client's ACK arrived
+    link.close()
+    link.release()
+
+
+async def test_a_burst_of_datagrams_rearms_the_timer_once(harness: Harness) -> None:
+    """aioquic's get_timer (~5 us) runs once per loop iteration, not once per datagram."""
+    link, client = await harness.connect()
+    await asyncio.wait_for(link.handshake_done, TIMEOUT)
+    get_timer = link._quic.get_timer
+    counts = {"get_timer": 0, "datagrams": 0}
+
+    def counting_get_timer() -> float | None:
+        counts["get_timer"] += 1
+        return get_timer()
+
+    receive = link.datagram_received
+
+    def counting_receive(data: bytes | str, addr: Any) -> None:
+        counts["datagrams"] += 1
+        receive(data, addr)
+
+    link._quic.get_timer = counting_get_timer  # type: ignore[method-assign]
+    link.datagram_received = counting_receive  # type: ignore[method-assign]
+    payload = bytes(range(256)) * 24  # the echo comes back as a burst of five datagrams
+    link.write(payload)
+    link.flush()
+    counts["get_timer"] = 0  # the write's own transmit passes re-armed already
+    await client.wait_for(len(payload))
+    await asyncio.sleep(0)
+    assert counts["datagrams"] >= 4
+    assert counts["get_timer"] < counts["datagrams"]
+    assert link._timer_at == get_timer()  # and the timer follows the last of them
     link.close()
     link.release()
 
