@@ -226,7 +226,7 @@ class Dispatcher:
 
     def direct_unary_handler(
         self, bound: BoundRoute, context: CallContext, connection_auth: ConnectionAuth | None
-    ) -> Any:
+    ) -> Callable[[Message, CallContext], Awaitable[Message]] | None:
         """`bound`'s handler when this unary call needs no authorization and no
         interceptor runs; else None (use `unary`).
 
@@ -236,7 +236,8 @@ class Dispatcher:
         """
         if self.interceptors or self._needs_authorize(context, connection_auth):
             return None
-        return bound.handler
+        handler: Callable[[Message, CallContext], Awaitable[Message]] = bound.handler
+        return handler
 
     async def unary(
         self,
