@@ -11,7 +11,8 @@ docs/transports/quic.md, "Stream strategy" (a stream per call costs aioquic
 What the link adds to aioquic's `QuicConnectionProtocol`:
 
 * every datagram already queued on the socket is handled per wake-up
-  (`DrainingSocket`), not one per event-loop iteration;
+  (`DrainingSocket`), not one per event-loop iteration, and aioquic's
+  connection timer is re-armed once after them, not after each;
 * output is cut into full datagrams (`OutputCoalescer`): each whole
   datagram's worth of written bytes leaves at once; the remainder (the *tail*)
   waits until the event loop has nothing else to run (or `TRANSMIT_HOPS`
