@@ -12,6 +12,8 @@ The contract, per call::
                           transport=..., connection=...)
     # one of, by bound.route.cardinality:
     response  = await dispatcher.unary(bound, request, context, connection_auth)
+                # (or, one coroutine frame less: await direct_unary_handler(...)'s
+                #  handler when it returns one, mapping its exceptions with to_rpc_error)
     responses =       dispatcher.server_stream(bound, request, context, connection_auth)
     response  = await dispatcher.client_stream(bound, requests, context, connection_auth)
     responses =       dispatcher.bidi_stream(bound, requests, context, connection_auth)

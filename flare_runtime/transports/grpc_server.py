@@ -45,7 +45,7 @@ from grpc_reflection.v1alpha import reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from flare_runtime.context import CallContext
-from flare_runtime.dispatch import Dispatcher, to_rpc_error
+from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.metadata import Metadata, MetadataValue
 from flare_runtime.routing import BoundRoute, Cardinality, Route, Router, Transport
@@ -245,15 +245,7 @@ class GrpcServer:
         ) -> Message | None:
             context = _call_context(route, grpc_context)
             try:
-                request = parse(raw)
-                handler = dispatcher.direct_unary_handler(bound, context, None)
-                if handler is None:
-                    response = await dispatcher.unary(bound, request, context)
-                else:
-                    try:
-                        response = await handler(request, context)
-                    except Exception as exc:
-                        raise to_rpc_error(exc, route) from None
+                response = await dispatcher.unary(bound, parse(raw), context)
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return None
