@@ -18,7 +18,7 @@ Phases, all in the same run on the same sockets:
    encoded once → every member's connection.
 3. **raw fan-out**, two floors on the same connections, no IM at all: the
    server encodes a same-size PUSH frame once per message and hands it to
-   every connection's `push_frame` (the runtime's push path); then it encodes
+   every connection's `push_prepared` (the runtime's push path); then it encodes
    the whole WebSocket message once and writes it straight to every socket.
 4. **sqlite**: acknowledged sends per second straight into `ImCore` (64
    concurrent senders, durable group commit), against raw ``sqlite3`` with one
@@ -56,9 +56,12 @@ for entry in (ROOT, ROOT / "generated"):
 from flare.im.v1 import content_pb2, events_pb2, im_pb2  # noqa: E402
 from flare.im.v1.im_flare import ImServiceClient  # noqa: E402
 
-from flare_runtime.auth import AuthPlugin, bearer_token  # noqa: E402
+from flare_runtime.auth import (  # noqa: E402
+    AuthPlugin,
+    Principal,
+    bearer_token,
+)
 from flare_runtime.client import connect  # noqa: E402
-from flare_runtime.context import Principal  # noqa: E402
 from flare_runtime.im.core import ImCore, ImLimits  # noqa: E402
 from flare_runtime.im.service import ImService  # noqa: E402
 from flare_runtime.im.sinks import QueueSink  # noqa: E402
@@ -70,9 +73,9 @@ from flare_runtime.im.storage import (  # noqa: E402
     SqliteStorage,
 )
 from flare_runtime.metadata import Metadata  # noqa: E402
-from flare_runtime.protocol.frames import encode_push  # noqa: E402
 from flare_runtime.server import Server  # noqa: E402
-from flare_runtime.wire_channel import WireChannel  # noqa: E402
+from flare_runtime.server_connection import PreparedPush  # noqa: E402
+from flare_runtime.wire.client import WireChannel  # noqa: E402
 
 ROOM = "bench-room"
 MESSAGE_RECEIVED = 64001
@@ -269,12 +272,12 @@ async def raw_fanout(server: Server, rate: float, count: int, *, websocket_frame
     """Fan out without the IM: one pre-encoded frame per message, appended to every connection.
 
     `websocket_frames` False: the Flare PUSH frame is encoded once and handed to
-    each connection's `push_frame` (the runtime still frames it as a WebSocket
+    each connection's `push_prepared` (the runtime still frames it as a WebSocket
     message per connection). True: the whole WebSocket message (an unmasked
     binary frame holding the PUSH frame) is encoded once and written straight
     to every socket -- the floor of any fan-out on these sockets.
     """
-    connections = [c for c in server.connections if getattr(c, "push_frame", None)]
+    connections = [c for c in server.connections if getattr(c, "push_prepared", None)]
     sockets = [_socket_of(c) for c in connections] if websocket_frames else []
     started = time.monotonic()
     first_ns = 0
@@ -295,16 +298,16 @@ async def raw_fanout(server: Server, rate: float, count: int, *, websocket_frame
             sent_at_ms=now // 1_000_000,
             content=content_pb2.Content(text=content_pb2.TextContent(text=f"{index}:{now}:{PAD}")),
         )
-        frame = encode_push(
+        push = PreparedPush(
             MESSAGE_RECEIVED, events_pb2.MessageReceived(message=message).SerializeToString()
         )
         if websocket_frames:
-            wire = Frame(Opcode.BINARY, frame).serialize(mask=False)
+            wire = Frame(Opcode.BINARY, push.frame).serialize(mask=False)
             for socket in sockets:
                 socket.write(wire)
         else:
             for connection in connections:
-                connection.push_frame(frame)
+                connection.push_prepared(push)
     return first_ns
 
 

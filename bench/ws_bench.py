@@ -65,7 +65,7 @@ from bench._measure import (  # noqa: E402
 from bench._service import ECHO, FLARE_PAYLOAD, SERVICE, STREAM, BenchService  # noqa: E402
 from flare_runtime import JWTAuth, Server, connect  # noqa: E402
 from flare_runtime.auth import issue_jwt  # noqa: E402
-from flare_runtime.wire_channel import WireChannel  # noqa: E402
+from flare_runtime.wire.client import WireChannel  # noqa: E402
 
 PAYLOAD = 100
 FILLER = bytes(range(92))

@@ -5,10 +5,9 @@ Import it as ``import flare_runtime as flare``.
 
 from __future__ import annotations
 
-from flare_runtime.auth import AuthPlugin, JWTAuth, TokenAuth
+from flare_runtime.auth import AuthPlugin, JWTAuth, Principal, TokenAuth
 from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall, connect
-from flare_runtime.connection import ServerConnection
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.context import CallContext
 from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
@@ -22,6 +21,7 @@ from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor, Server
 from flare_runtime.metadata import Metadata
 from flare_runtime.routing import Cardinality, PushTable, Route, Router, ServiceRoutes, Transport
 from flare_runtime.server import Server, ServerOptions, TLSFiles
+from flare_runtime.server_connection import PreparedPush, ServerConnection
 from flare_runtime.status import StatusCode
 
 __version__ = "0.1.0"
@@ -40,6 +40,7 @@ __all__ = [
     "JWTAuth",
     "LocalProtocolError",
     "Metadata",
+    "PreparedPush",
     "Principal",
     "ProtocolError",
     "PushTable",

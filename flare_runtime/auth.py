@@ -25,14 +25,24 @@ import abc
 import hmac
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
 from typing import Any
 
 import jwt
 
-from flare_runtime.context import Principal
 from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.metadata import Metadata
 from flare_runtime.status import StatusCode
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who the caller is, as established by an auth plugin."""
+
+    subject: str
+    scopes: frozenset[str] = frozenset()
+    claims: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+
 
 AUTHORIZATION_KEY = "authorization"
 """The metadata key carrying credentials (gRPC's convention)."""

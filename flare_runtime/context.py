@@ -9,23 +9,14 @@ response headers and trailers through it.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from flare_runtime.auth import Principal
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
 from flare_runtime.routing import Route, Transport
 
 if TYPE_CHECKING:
-    from flare_runtime.connection import ServerConnection
-
-
-@dataclass(frozen=True, slots=True)
-class Principal:
-    """Who the caller is, as established by an auth plugin."""
-
-    subject: str
-    scopes: frozenset[str] = frozenset()
-    claims: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    from flare_runtime.server_connection import ServerConnection
 
 
 class CallContext:

@@ -60,8 +60,8 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from flare_runtime.auth import AUTHORIZATION_KEY, AuthPlugin
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.auth import AUTHORIZATION_KEY, AuthPlugin, Principal
+from flare_runtime.context import CallContext
 from flare_runtime.errors import RpcError
 from flare_runtime.interceptors import (
     ServerInterceptor,

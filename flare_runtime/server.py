@@ -46,7 +46,7 @@ from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, Transport
 
 if TYPE_CHECKING:
-    from flare_runtime.connection import ServerConnection
+    from flare_runtime.server_connection import ServerConnection
 
 logger = logging.getLogger("flare_runtime.server")
 

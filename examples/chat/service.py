@@ -19,7 +19,7 @@ from examples.chat.v1.chat_flare import ChatServiceBase
 from google.protobuf import empty_pb2, timestamp_pb2
 
 from flare_runtime import CallContext, JWTAuth, RpcError, Server, StatusCode
-from flare_runtime.connection import ServerConnection
+from flare_runtime.server_connection import ServerConnection
 
 DEMO_KEY = os.environ.get("FLARE_DEMO_JWT_KEY", "flare-demo-signing-key-change-me-0123456789")
 """HS256 key of the demo server (set FLARE_DEMO_JWT_KEY in anything real)."""

@@ -37,7 +37,7 @@ from flare.im.v1 import events_pb2
 
 from flare_runtime.errors import ConnectionClosedError, RpcError
 from flare_runtime.im import events
-from flare_runtime.im.sinks import EventSink, PreparedEvent
+from flare_runtime.im.sinks import EventSink
 from flare_runtime.im.storage.base import (
     AppendResult,
     ConversationExistsError,
@@ -50,6 +50,7 @@ from flare_runtime.im.storage.base import (
     Storage,
     StoredMessage,
 )
+from flare_runtime.server_connection import PreparedPush
 from flare_runtime.status import StatusCode
 
 logger = logging.getLogger("flare_runtime.im")
@@ -369,7 +370,7 @@ class ImCore:
             if reason is not CloseReason.SLOW_CONSUMER:
                 with contextlib.suppress(ConnectionClosedError):
                     session.sink.offer(
-                        PreparedEvent(events.SESSION_CLOSED, notice.SerializeToString()),
+                        PreparedPush(events.SESSION_CLOSED, notice.SerializeToString()),
                         sys.maxsize,
                     )
             session.sink.close(f"{reason.name.lower()}: {detail}")
@@ -394,7 +395,7 @@ class ImCore:
         session.watching.clear()
 
     def _deliver(
-        self, sessions: Iterable[Session], event: PreparedEvent, skip: Session | None = None
+        self, sessions: Iterable[Session], event: PreparedPush, skip: Session | None = None
     ) -> list[Session] | None:
         """Offer `event` to each session's sink; returns those that must be cut off.
 
@@ -432,7 +433,7 @@ class ImCore:
         self, user_ids: Iterable[str], type_id: int, payload: bytes, *, skip: Session | None = None
     ) -> None:
         """Push one event to every device of `user_ids`, serialized once for all of them."""
-        event = PreparedEvent(type_id, payload)
+        event = PreparedPush(type_id, payload)
         sessions = self._sessions
         failed: list[Session] = []
         for user_id in user_ids:
@@ -474,7 +475,7 @@ class ImCore:
         watchers = self._watchers.get(user_id)
         if not watchers:
             return
-        event = PreparedEvent(
+        event = PreparedPush(
             events.PRESENCE_CHANGED,
             events_pb2.PresenceChanged(
                 user_id=user_id, online=online, changed_at_ms=self._now_ms()

@@ -15,8 +15,7 @@ import signal
 from dataclasses import dataclass
 from pathlib import Path
 
-from flare_runtime.auth import AuthPlugin, bearer_token
-from flare_runtime.context import Principal
+from flare_runtime.auth import AuthPlugin, Principal, bearer_token
 from flare_runtime.errors import RpcError
 from flare_runtime.im.core import ImCore
 from flare_runtime.im.service import ImService

@@ -1,7 +1,7 @@
 """Encoding of the ``flare.im.v1`` events the core pushes, once per fan-out.
 
 A pushed event is serialized once and the same bytes go to every recipient
-(`flare_runtime.im.sinks.PreparedEvent`). A stored message's body is already a serialized
+(`flare_runtime.PreparedPush`). A stored message's body is already a serialized
 ``Content``, so `message_bytes` splices it into the ``Message`` encoding as
 field 9 instead of parsing and re-encoding it: protobuf allows fields in any
 order, and a length-delimited field is ``tag, length, bytes``.

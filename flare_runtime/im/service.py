@@ -29,14 +29,14 @@ from typing import Final
 from flare.im.v1 import events_flare, events_pb2, im_pb2
 from flare.im.v1.im_flare import ImServiceBase
 
-from flare_runtime.connection import ServerConnection
 from flare_runtime.context import CallContext
 from flare_runtime.errors import RpcError
 from flare_runtime.im import events
 from flare_runtime.im.core import ConversationView, ImCore, Session, SyncCursor
-from flare_runtime.im.sinks import EventSink, PreparedEvent, QueueSink
+from flare_runtime.im.sinks import EventSink, QueueSink
 from flare_runtime.im.storage.base import Role, StoredMessage
 from flare_runtime.routing import PushTable
+from flare_runtime.server_connection import PreparedPush, ServerConnection
 from flare_runtime.status import StatusCode
 
 SESSION_HEADER: Final = "flare-im-session"
@@ -67,11 +67,11 @@ class ConnectionSink:
         self.connection = connection
         self._gone = False
 
-    def offer(self, event: PreparedEvent, limit: int) -> bool:
+    def offer(self, event: PreparedPush, limit: int) -> bool:
         connection = self.connection
         if connection.buffered_bytes > limit:
             return False
-        connection.push_frame(event.frame)  # ConnectionClosedError when closed
+        connection.push_prepared(event)  # ConnectionClosedError when closed
         return True
 
     @property
@@ -223,7 +223,7 @@ class ImService(ImServiceBase):
         if isinstance(source, QueueSink):
             # Events queued since Login (gRPC) or by an earlier stream are not lost.
             for type_id, payload in source.take():
-                sink.offer(PreparedEvent(type_id, payload), sys.maxsize)
+                sink.offer(PreparedPush(type_id, payload), sys.maxsize)
         if superseded is not None:
             superseded.close("superseded by a newer Subscribe")
         session.sink = sink

@@ -1,8 +1,9 @@
 """Where the IM core sends a device's events: the `EventSink` protocol.
 
-An event fanned out to many devices is one `PreparedEvent`: its payload is
-serialized once, and its wire frame (`frame`) is built at most once, on first
-use, then the same bytes are queued on every connection.
+An event fanned out to many devices is one `PreparedPush` (the runtime's
+"encode once, write to many"): its payload is serialized once, and its wire
+frame is built at most once, on first use, then the same bytes are queued on
+every connection.
 
 Sinks: `ConnectionSink` (in `flare_runtime.im.service`) sends events as
 server pushes on a WebSocket/QUIC connection; `QueueSink` is the in-process
@@ -21,31 +22,13 @@ from collections import deque
 from typing import Protocol
 
 from flare_runtime.errors import ConnectionClosedError
-from flare_runtime.protocol.frames import encode_push
-
-
-class PreparedEvent:
-    """One event, serialized once for all its recipients."""
-
-    __slots__ = ("_frame", "payload", "type_id")
-
-    def __init__(self, type_id: int, payload: bytes) -> None:
-        self.type_id = type_id
-        self.payload = payload
-        self._frame: bytes | None = None
-
-    @property
-    def frame(self) -> bytes:
-        """The whole Flare PUSH frame (docs/wire-format.md), built on first use."""
-        if self._frame is None:
-            self._frame = encode_push(self.type_id, self.payload)
-        return self._frame
+from flare_runtime.server_connection import PreparedPush
 
 
 class EventSink(Protocol):
     """What the core needs from a device's connection."""
 
-    def offer(self, event: PreparedEvent, limit: int) -> bool:
+    def offer(self, event: PreparedPush, limit: int) -> bool:
         """Queue `event` unless more than `limit` bytes are already queued; never blocks.
 
         Returns False (queuing nothing) when the backlog is over `limit`.
@@ -76,7 +59,7 @@ class QueueSink:
         self._waiter: asyncio.Future[None] | None = None
         self.close_reason = ""
 
-    def offer(self, event: PreparedEvent, limit: int) -> bool:
+    def offer(self, event: PreparedPush, limit: int) -> bool:
         if self._closed:
             raise ConnectionClosedError(self.close_reason)
         if self._buffered > limit:

@@ -42,7 +42,7 @@ from flare_runtime.protocol.events import (
     StreamEnded,
     WindowUpdated,
 )
-from flare_runtime.protocol.frames import CloseCode, FrameType, encode_push
+from flare_runtime.protocol.frames import CloseCode, FrameType, PreparedPush, encode_push
 from flare_runtime.protocol.state import CallInput, CallState
 
 __all__ = [
@@ -67,6 +67,7 @@ __all__ = [
     "MessageReceived",
     "PingReceived",
     "PongReceived",
+    "PreparedPush",
     "ProtocolConfig",
     "PushReceived",
     "Role",

@@ -63,6 +63,7 @@ from flare_runtime.protocol.frames import (
     FrameType,
     MetadataInput,
     MetadataPairs,
+    PreparedPush,
     SettingId,
     decode_call_start_payload,
     decode_close_payload,
@@ -778,40 +779,21 @@ class Connection:
         out.append(_MESSAGE_HEADER_PACK(size, _MESSAGE, FLAG_END_CALL, call_id))
         out.append(data)
 
-    def send_push(self, type_id: int, payload: bytes) -> None:
-        """Server: push a message of push type `type_id` to the client (`PushReceived`).
+    def send_push(self, push: PreparedPush) -> None:
+        """Server: queue `push` for the client (it arrives as `PushReceived`).
 
-        Pushes are not flow-controlled per call: a client that stops reading
-        back-pressures the transport itself. For one push to many connections
-        use `encode_push` once and `send_encoded` on each.
+        The frame is the push's own (`PreparedPush.frame`, built once for a
+        fan-out). Pushes are not flow-controlled per call: a client that stops
+        reading back-pressures the transport itself.
         """
         self._check_server_ready()
-        if len(payload) > self.peer_settings.max_message_size:
+        size = len(push.payload)
+        if size > self.peer_settings.max_message_size:
             raise LimitExceededError(
-                f"push of {len(payload)} bytes exceeds the peer's max_message_size "
+                f"push of {size} bytes exceeds the peer's max_message_size "
                 f"({self.peer_settings.max_message_size})"
             )
-        self._out.append(HEADER.pack(len(payload), _PUSH, 0, type_id))
-        self._out.append(payload)
-
-    def send_encoded(self, frame: bytes) -> None:
-        """Server: queue a PUSH frame made by `encode_push` (encode once, send to many).
-
-        Only whole PUSH frames are accepted (`ValueError` otherwise), since any
-        other frame would bypass this connection's call state.
-        """
-        self._check_server_ready()
-        if len(frame) < HEADER_SIZE:
-            raise ValueError("not a Flare frame")
-        length, frame_type, _, _ = HEADER.unpack_from(frame)
-        if frame_type != _PUSH or length != len(frame) - HEADER_SIZE:
-            raise ValueError("send_encoded takes one whole PUSH frame from encode_push")
-        if length > self.peer_settings.max_message_size:
-            raise LimitExceededError(
-                f"push of {length} bytes exceeds the peer's max_message_size "
-                f"({self.peer_settings.max_message_size})"
-            )
-        self._out.append(frame)
+        self._out.append(push.frame)
 
     def go_away(self, reason: str = "") -> int:
         """Server: start draining: calls started so far complete, later ones are refused.

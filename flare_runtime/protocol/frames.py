@@ -325,10 +325,39 @@ def encode_window_update(call_id: int, increment: int) -> bytes:
 def encode_push(type_id: int, payload: bytes) -> bytes:
     """PUSH: a server-initiated message; the header's call-id field carries the push type id.
 
-    The result does not depend on any connection, so encode once and hand the
-    same bytes to `Connection.send_encoded` of every recipient (fan-out).
+    The result does not depend on any connection: `PreparedPush` builds it once
+    for every recipient of a fan-out.
     """
     return HEADER.pack(len(payload), FrameType.PUSH, 0, type_id) + payload
+
+
+class PreparedPush:
+    """A push encoded once for any number of connections: "encode once, write to many".
+
+    `payload` is the serialized message; `frame`, the whole PUSH frame, is
+    built on first use and then shared, so a fan-out to N connections builds
+    one frame and queues the same bytes N times (`Connection.send_push`).
+    """
+
+    __slots__ = ("_frame", "payload", "type_id")
+
+    def __init__(self, type_id: int, payload: bytes) -> None:
+        if not 0 <= type_id <= 0xFFFFFFFF:
+            raise ValueError(f"push type id {type_id} is not a u32")
+        self.type_id = type_id
+        self.payload = payload
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        """The PUSH frame (docs/wire-format.md §3.7), built on first use."""
+        frame = self._frame
+        if frame is None:
+            frame = self._frame = encode_push(self.type_id, self.payload)
+        return frame
+
+    def __repr__(self) -> str:
+        return f"PreparedPush(type_id={self.type_id}, payload=<{len(self.payload)} bytes>)"
 
 
 def encode_ping(data: bytes) -> bytes:

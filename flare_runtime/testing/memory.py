@@ -19,12 +19,13 @@ import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
-from flare_runtime.endpoint import ServerEndpoint, WireEndpoint
 from flare_runtime.metadata import Metadata, MetadataLike
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import Transport
 from flare_runtime.server import Server
-from flare_runtime.wire_channel import ClientEndpoint, WireChannel
+from flare_runtime.wire.client import ClientEndpoint, WireChannel
+from flare_runtime.wire.endpoint import WireEndpoint
+from flare_runtime.wire.server import ServerEndpoint
 
 
 class MemoryTransport:

@@ -52,7 +52,6 @@ from aioquic.quic.connection import QuicConnection
 from aioquic.tls import SessionTicket
 from google.protobuf.message import Message
 
-from flare_runtime.endpoint import ServerEndpoint, WireEndpoint
 from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
@@ -79,7 +78,9 @@ from flare_runtime.transports.quic_tickets import (
     ServerTicketStore,
     TicketStore,
 )
-from flare_runtime.wire_channel import ClientEndpoint, WireChannel
+from flare_runtime.wire.client import ClientEndpoint, WireChannel
+from flare_runtime.wire.endpoint import WireEndpoint
+from flare_runtime.wire.server import ServerEndpoint
 
 if TYPE_CHECKING:
     from flare_runtime.client import ConnectOptions

@@ -3,7 +3,7 @@
 A thin adapter: websockets' sans-I/O protocol objects (`ServerProtocol`,
 `ClientProtocol`) do the WebSocket framing inside a bare `asyncio.Protocol`,
 and the bytes of every binary message go to a `WireEndpoint`
-(`flare_runtime.endpoint`), which runs the Flare protocol, calls and
+(`flare_runtime.wire`), which runs the Flare protocol, calls and
 keepalive for every transport alike. No task and no queue per connection:
 an idle connection is a socket, two small protocol objects and the
 endpoint's state (see docs/transports/websocket.md for the measured cost).
@@ -53,14 +53,15 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from flare_runtime.client import ConnectOptions
-from flare_runtime.endpoint import ServerEndpoint, WireEndpoint
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError
 from flare_runtime.metadata import Metadata, MetadataValue
 from flare_runtime.protocol.config import ProtocolConfig, Settings
 from flare_runtime.protocol.frames import HEADER_SIZE
 from flare_runtime.routing import Transport
 from flare_runtime.server import TLSFiles, parse_address
-from flare_runtime.wire_channel import ClientEndpoint, WireChannel
+from flare_runtime.wire.client import ClientEndpoint, WireChannel
+from flare_runtime.wire.endpoint import WireEndpoint
+from flare_runtime.wire.server import ServerEndpoint
 
 if TYPE_CHECKING:
     from flare_runtime.server import Server

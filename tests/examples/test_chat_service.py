@@ -9,7 +9,8 @@ from examples.chat.v1 import chat_pb2
 from examples.chat.v1.chat_flare import ChatServiceRoutes
 
 from examples.chat.service import ChatService
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.auth import Principal
+from flare_runtime.context import CallContext
 from flare_runtime.routing import Transport
 
 

@@ -7,9 +7,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from flare_runtime.im import events
-from flare_runtime.im.sinks import PreparedEvent
 from flare_runtime.im.storage import StoredMessage
-from flare_runtime.protocol.frames import HEADER, encode_push
 
 texts = st.text(max_size=300)
 
@@ -63,11 +61,3 @@ def test_to_event_wraps_every_push_type_and_rejects_others() -> None:
         pass
     else:
         raise AssertionError("type id 1 is not an IM event")
-
-
-def test_prepared_event_builds_its_push_frame_once() -> None:
-    event = PreparedEvent(events.PRESENCE_CHANGED, b"\x0a\x01a")
-    frame = event.frame
-    assert frame is event.frame  # cached: one frame for every recipient
-    assert frame == encode_push(events.PRESENCE_CHANGED, b"\x0a\x01a")
-    assert HEADER.unpack_from(frame)[3] == events.PRESENCE_CHANGED

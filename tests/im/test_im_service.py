@@ -14,16 +14,15 @@ from flare.im.v1 import content_pb2, events_pb2, im_pb2
 from flare.im.v1.im_flare import ImServiceClient
 from google.protobuf.message import Message
 
-from flare_runtime.auth import TokenAuth
+from flare_runtime.auth import Principal, TokenAuth
 from flare_runtime.client import connect
-from flare_runtime.context import Principal
 from flare_runtime.errors import RpcError
 from flare_runtime.im.core import DevicePolicy, ImCore, ImLimits
 from flare_runtime.im.service import ImService
 from flare_runtime.im.storage import KeyRing, SqliteStorage
 from flare_runtime.server import Server
 from flare_runtime.status import StatusCode
-from flare_runtime.wire_channel import WireChannel
+from flare_runtime.wire.client import WireChannel
 
 USERS = [f"user{i}" for i in range(60)]
 TIMEOUT = 10.0

@@ -17,8 +17,8 @@ import pytest
 from flare.im.v1 import im_pb2
 from flare.im.v1.im_flare import ImServiceClient, ImServiceRoutes
 
-from flare_runtime.auth import TokenAuth
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.auth import Principal, TokenAuth
+from flare_runtime.context import CallContext
 from flare_runtime.im import service as service_module
 from flare_runtime.im.core import ImCore
 from flare_runtime.im.service import ImService

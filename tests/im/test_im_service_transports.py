@@ -10,9 +10,8 @@ import pytest
 from flare.im.v1 import content_pb2, events_pb2, im_pb2
 from flare.im.v1.im_flare import ImServiceClient
 
-from flare_runtime.auth import TokenAuth
+from flare_runtime.auth import Principal, TokenAuth
 from flare_runtime.client import Channel, connect
-from flare_runtime.context import Principal
 from flare_runtime.im.core import ImCore, ImLimits
 from flare_runtime.im.service import SESSION_HEADER, ImService
 from flare_runtime.im.storage import KeyRing, SqliteStorage

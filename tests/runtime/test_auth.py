@@ -7,8 +7,14 @@ import time
 import jwt
 import pytest
 
-from flare_runtime.auth import JWTAuth, TokenAuth, bearer_metadata, bearer_token, issue_jwt
-from flare_runtime.context import Principal
+from flare_runtime.auth import (
+    JWTAuth,
+    Principal,
+    TokenAuth,
+    bearer_metadata,
+    bearer_token,
+    issue_jwt,
+)
 from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.metadata import Metadata
 from flare_runtime.status import StatusCode

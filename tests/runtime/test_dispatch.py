@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from google.protobuf.message import Message
 
-from flare_runtime.auth import TokenAuth
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.auth import Principal, TokenAuth
+from flare_runtime.context import CallContext
 from flare_runtime.dispatch import ConnectionAuth, Dispatcher, to_rpc_error
 from flare_runtime.errors import RpcError
 from flare_runtime.interceptors import ServerInterceptor, StreamCallNext, UnaryCallNext

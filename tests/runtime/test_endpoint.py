@@ -10,10 +10,8 @@ import time
 
 import pytest
 
-from flare_runtime.auth import AuthPlugin
-from flare_runtime.context import Principal
+from flare_runtime.auth import AuthPlugin, Principal
 from flare_runtime.dispatch import Dispatcher
-from flare_runtime.endpoint import start_eagerly
 from flare_runtime.errors import RpcError
 from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import ProtocolConfig, Settings
@@ -29,7 +27,8 @@ from flare_runtime.testing.service import (
     Routes,
     StringValue,
 )
-from flare_runtime.wire_channel import _ClientCall
+from flare_runtime.wire.client import _ClientCall
+from flare_runtime.wire.eager import start_eagerly
 
 
 def _server(**options: object) -> tuple[Server, ConformanceService]:

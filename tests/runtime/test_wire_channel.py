@@ -17,7 +17,7 @@ from flare_runtime.protocol import (
 from flare_runtime.routing import Transport
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import BytesValue, Int64Value, Routes
-from flare_runtime.wire_channel import ClientEndpoint, WireChannel
+from flare_runtime.wire.client import ClientEndpoint, WireChannel
 
 UNIT = 1.0
 

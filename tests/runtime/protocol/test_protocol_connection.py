@@ -44,6 +44,7 @@ from flare_runtime.protocol.frames import (
     HEADER_SIZE,
     EndCallFrame,
     FrameType,
+    PreparedPush,
     decode_frames,
     encode_call_start,
     encode_close,
@@ -352,7 +353,7 @@ def test_role_misuse_raises_local_protocol_errors() -> None:
     with pytest.raises(LocalProtocolError, match="only the server"):
         pair.client.end_call(call_id)
     with pytest.raises(LocalProtocolError, match="only the server"):
-        pair.client.send_push(1, b"")
+        pair.client.send_push(PreparedPush(1, b""))
     with pytest.raises(LocalProtocolError, match="only the server"):
         pair.client.go_away()
     with pytest.raises(LocalProtocolError, match="only a client cancels"):
@@ -722,9 +723,7 @@ def test_an_oversized_response_fails_the_call_on_the_client() -> None:
 def test_an_oversized_push_closes_the_connection() -> None:
     pair = ConnectionPair(quiet(max_message_size=100), QUIET)
     with pytest.raises(LimitExceededError):
-        pair.server.send_push(1, b"p" * 101)
-    with pytest.raises(LimitExceededError):
-        pair.server.send_encoded(encode_push(1, b"p" * 101))
+        pair.server.send_push(PreparedPush(1, b"p" * 101))
     pair.client.receive_data(encode_push(1, b"p" * 101)[:20], 0.0)
     assert closed_event(pair.client.events_received()).code is CloseCode.FRAME_TOO_LARGE
 
@@ -796,31 +795,24 @@ def test_max_buffered_input_bounds_unconsumed_data_across_calls() -> None:
 
 def test_push_reaches_the_client_by_type_id() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    pair.server.send_push(0x0102_0003, b"event")
+    pair.server.send_push(PreparedPush(0x0102_0003, b"event"))
     assert pair.to_client() == [PushReceived(0x0102_0003, b"event")]
 
 
-def test_one_encoded_push_fans_out_to_many_connections() -> None:
+def test_one_prepared_push_fans_out_to_many_connections() -> None:
     pairs = [ConnectionPair(QUIET, QUIET) for _ in range(20)]
-    frame = encode_push(42, b"broadcast")
+    push = PreparedPush(42, b"broadcast")
     for pair in pairs:
-        pair.server.send_encoded(frame)
-        pair.server.send_encoded(frame)
+        pair.server.send_push(push)
+        pair.server.send_push(push)
     for pair in pairs:
         assert pair.to_client() == [PushReceived(42, b"broadcast")] * 2
 
 
-def test_send_encoded_takes_only_whole_push_frames() -> None:
-    pair = ConnectionPair(QUIET, QUIET)
-    with pytest.raises(ValueError, match="PUSH"):
-        pair.server.send_encoded(encode_message(1, b"x"))
-    with pytest.raises(ValueError, match="PUSH"):
-        pair.server.send_encoded(encode_push(1, b"xy")[:-1])
-    with pytest.raises(ValueError, match="not a Flare frame"):
-        pair.server.send_encoded(b"\x00")
+def test_a_push_before_the_handshake_is_refused() -> None:
     server = Connection(SERVER, QUIET)
     with pytest.raises(LocalProtocolError, match="handshake"):
-        server.send_encoded(encode_push(1, b""))
+        server.send_push(PreparedPush(1, b""))
 
 
 # ---------------------------------------------------------------------------- byte streams
@@ -840,7 +832,7 @@ def run_scenario(chunk_size: int | None) -> tuple[list[Event], list[Event]]:
     pair.server.send_headers(unary, [("h-bin", b"\x01")])
     pair.server.send_message(unary, b"r" * 70_000)
     pair.server.end_call(unary, StatusCode.ABORTED, "m", b"d", [("t", "x")])
-    pair.server.send_push(5, b"p")
+    pair.server.send_push(PreparedPush(5, b"p"))
     pair.server.end_call(stream)
     client_events, server_events = pair.exchange()
     return client_log + client_events, server_log + server_events

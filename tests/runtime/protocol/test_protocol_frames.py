@@ -24,6 +24,7 @@ from flare_runtime.protocol.frames import (
     MessageFrame,
     PingFrame,
     PongFrame,
+    PreparedPush,
     PushFrame,
     WindowUpdateFrame,
     decode_frame,
@@ -220,3 +221,16 @@ def test_push_encoding_is_connection_independent_bytes() -> None:
     wire = encode_push(7, b"event")
     assert wire == bytes.fromhex("00000005 09 00 00000007") + b"event"
     assert decode_frames(wire) == ([PushFrame(7, b"event")], len(wire))
+
+
+def test_prepared_push_builds_its_frame_once() -> None:
+    push = PreparedPush(0x00FA_0004, b"\x0a\x01a")
+    frame = push.frame
+    assert frame is push.frame  # cached: one frame for every recipient
+    assert frame == encode_push(0x00FA_0004, b"\x0a\x01a")
+    assert HEADER.unpack_from(frame)[3] == 0x00FA_0004
+
+
+def test_prepared_push_rejects_a_type_id_the_header_cannot_carry() -> None:
+    with pytest.raises(ValueError, match="u32"):
+        PreparedPush(1 << 32, b"")

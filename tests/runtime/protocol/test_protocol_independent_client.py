@@ -18,6 +18,7 @@ from flare_runtime.protocol import (
     ProtocolConfig,
     StreamEnded,
 )
+from flare_runtime.protocol.frames import PreparedPush
 from flare_runtime.status import StatusCode
 
 HEADER = struct.Struct(">IBBI")  # §2: length, type, flags, call_id
@@ -170,7 +171,7 @@ def test_a_client_built_from_the_document_alone_interoperates() -> None:
     for index in range(3):
         server.send_message(stream, b"r" * index)
     server.end_call(stream, StatusCode.NOT_FOUND, "no room", b"\x08\x05", [("retry-bin", b"\x01")])
-    server.send_push(0x0003_0001, b"\x08\x01")
+    server.send_push(PreparedPush(0x0003_0001, b"\x08\x01"))
     client.feed(server.data_to_send())
 
     assert client.server_settings[3] == 1000  # MAX_CONCURRENT_CALLS default

@@ -25,6 +25,7 @@ from flare_runtime.protocol import (
     ProtocolConfig,
     Settings,
 )
+from flare_runtime.protocol.frames import PreparedPush
 from flare_runtime.protocol.loopback import ConnectionPair
 from flare_runtime.status import StatusCode
 
@@ -144,7 +145,7 @@ class TwoEndpoints(RuleBasedStateMachine):
 
     @rule(payload=st.binary(max_size=50))
     def push(self, payload: bytes) -> None:
-        self.pair.server.send_push(9, payload)
+        self.pair.server.send_push(PreparedPush(9, payload))
 
     @rule(seconds=st.sampled_from([0.5, 1.0, 8.0]))
     def time_passes(self, seconds: float) -> None:

@@ -28,9 +28,9 @@ from google.protobuf import empty_pb2, timestamp_pb2
 from google.rpc import error_details_pb2  # type: ignore[import-untyped]
 from grpc_status import rpc_status
 
-from flare_runtime.auth import TokenAuth
+from flare_runtime.auth import Principal, TokenAuth
 from flare_runtime.client import connect
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.context import CallContext
 from flare_runtime.errors import RpcError
 from flare_runtime.server import Server
 from flare_runtime.status import StatusCode

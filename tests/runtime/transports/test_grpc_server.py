@@ -22,8 +22,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
-from flare_runtime.auth import TokenAuth
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.auth import Principal, TokenAuth
+from flare_runtime.context import CallContext
 from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.protocol.config import ProtocolConfig, Settings

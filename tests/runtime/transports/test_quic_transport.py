@@ -23,7 +23,6 @@ from google.protobuf.wrappers_pb2 import BytesValue, UInt64Value
 
 import flare_runtime as flare
 from flare_runtime.context import CallContext
-from flare_runtime.endpoint import ServerEndpoint
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.protocol.frames import encode_hello
@@ -43,6 +42,7 @@ from flare_runtime.transports.quic import (
 from flare_runtime.transports.quic_certs import write_dev_certificate
 from flare_runtime.transports.quic_link import ClientLink, ServerLink
 from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
+from flare_runtime.wire.server import ServerEndpoint
 
 TIMEOUT = 10.0
 

@@ -31,7 +31,7 @@ from flare_runtime.testing.service import (
 )
 from flare_runtime.transports.quic_certs import write_dev_certificate
 from flare_runtime.transports.websocket import MAX_WEBSOCKET_MESSAGE, _split_at_frames
-from flare_runtime.wire_channel import WireChannel
+from flare_runtime.wire.client import WireChannel
 
 UNIT = 1.0
 

@@ -2,8 +2,11 @@
 
 Handlers reach it as ``context.connection`` (None on gRPC, which has no
 server push); the `Server` hands every connection to its ``on_connect`` /
-``on_disconnect`` hooks. It is what the IM layer keeps per device session:
-push to it, watch its outbound buffer, close it with a reason.
+``on_disconnect`` hooks. Push to it, watch its outbound buffer, close it with
+a reason.
+
+Pushing to many connections: build one `PreparedPush` (the message encoded
+once, its frame built once) and `push_prepared` it on each.
 """
 
 from __future__ import annotations
@@ -14,16 +17,17 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from flare_runtime.context import Principal
+from flare_runtime.auth import Principal
 from flare_runtime.metadata import Metadata
+from flare_runtime.protocol.frames import PreparedPush
 from flare_runtime.routing import Transport
 
 
 class ServerConnection(abc.ABC):
     """One client connection on the server side (WebSocket or QUIC).
 
-    `push`, `push_encoded` and `push_frame` never block: they append a frame
-    to the connection's outbound buffer. Check `buffered_bytes` to bound what
+    `push` and `push_prepared` never block: they append a frame to the
+    connection's outbound buffer. Check `buffered_bytes` to bound what
     a slow client may hold and `close` it when it falls too far behind;
     `abort` it when it does not even read the close.
     """
@@ -50,19 +54,12 @@ class ServerConnection(abc.ABC):
         """
 
     @abc.abstractmethod
-    def push_encoded(self, type_id: int, payload: bytes) -> None:
-        """Send an already serialized push: encode once, push to many.
+    def push_prepared(self, push: PreparedPush) -> None:
+        """Send a push encoded once for many connections (`PreparedPush`).
 
-        Raises `ConnectionClosedError` when the connection is closed.
-        """
-
-    @abc.abstractmethod
-    def push_frame(self, frame: bytes) -> None:
-        """Send one whole PUSH frame made by `flare_runtime.protocol.encode_push`.
-
-        The fan-out path: build the frame once, hand the same bytes to every
-        recipient. Raises `ValueError` when `frame` is not exactly one PUSH
-        frame and `ConnectionClosedError` when the connection is closed.
+        Raises `ConnectionClosedError` when the connection is closed and
+        `LimitExceededError` when the payload exceeds the client's announced
+        max_message_size.
         """
 
     @property
@@ -102,3 +99,6 @@ class ServerConnection(abc.ABC):
     @abc.abstractmethod
     def add_close_callback(self, callback: Callable[[ServerConnection], None]) -> None:
         """Call `callback(self)` once when the connection has closed."""
+
+
+__all__ = ["PreparedPush", "ServerConnection"]

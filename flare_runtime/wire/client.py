@@ -33,7 +33,6 @@ from google.protobuf.message import DecodeError, Message
 
 from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall
 from flare_runtime.details import unpack_details
-from flare_runtime.endpoint import WireEndpoint, WireTransport
 from flare_runtime.errors import ConnectionClosedError, LocalProtocolError, RpcError
 from flare_runtime.interceptors import (
     ClientCallInfo,
@@ -61,6 +60,7 @@ from flare_runtime.protocol.events import (
 from flare_runtime.protocol.frames import CloseCode
 from flare_runtime.routing import Route, Transport
 from flare_runtime.status import StatusCode
+from flare_runtime.wire.endpoint import WireEndpoint, WireTransport
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)

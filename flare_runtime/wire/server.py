@@ -1,36 +1,12 @@
-"""The endpoint layer: asyncio glue over the sans-I/O `protocol.Connection`.
+"""`ServerEndpoint`: one client connection on a Flare server (WebSocket or QUIC).
 
-Written once for every byte-stream transport (WebSocket, QUIC). A transport
-adapter only moves bytes: it implements `WireTransport` and calls the
-endpoint's `data_received` / `connection_lost` / `pause_writing` /
-`resume_writing`. Everything above the bytes -- calls, streams, pushes,
-keepalive, deadlines, flow control, go-away -- lives here:
-
-* `ServerEndpoint`: one client connection on a server. Runs each call in ONE
-  task (created when the call can start: at the request for unary and
-  server-stream calls, at CALL_START for client-streaming calls) through the
-  server's `Dispatcher`; request messages reach the handler through a small
-  per-call inbox, acknowledged (flow-control credit returned) as the handler
-  consumes them. Implements `ServerConnection` (push, close, abort, buffer size).
-* `ClientEndpoint`: the client side; `WireChannel` (`flare_runtime.wire_channel`)
-  is the `Channel` on top of it. A unary call costs one future, no task.
-
-Timers: each endpoint arms one `loop.call_at` handle from
-`Connection.get_timer()` (keepalive, handshake timeout and every call
-deadline share it). The handle is re-armed only when the protocol's next
-deadline moves *earlier*; a handle firing early just re-arms, so an idle
-connection costs one timer firing per keepalive interval and a busy one
-none per message.
-
-Output is batched: events and sends mark the endpoint dirty and one
-``call_soon`` flush per loop iteration writes everything queued as one chunk
-(one WebSocket message, one syscall).
-
-Backpressure: senders wait while the call has no flow-control credit (the
-peer's application is not consuming) or while the transport's write buffer is
-above its high-water mark (`pause_writing`). A server never buffers more than
-the write high-water mark plus one message per call for a client that stops
-reading.
+The server half of the endpoint layer (`flare_runtime.wire.endpoint`). Runs
+each call in ONE task (created when the call can start: at the request for
+unary and server-stream calls, at CALL_START for client-streaming calls)
+through the server's `Dispatcher`; request messages reach the handler through
+a small per-call inbox, acknowledged (flow-control credit returned) as the
+handler consumes them. Implements `ServerConnection` (push, close, abort,
+buffer size).
 """
 
 from __future__ import annotations
@@ -39,17 +15,15 @@ import asyncio
 import collections
 import collections.abc
 import contextlib
-import contextvars
 import logging
-import sys
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine, Generator
-from typing import TYPE_CHECKING, Any, Protocol, cast
+from collections.abc import AsyncIterator, Callable
+from typing import TYPE_CHECKING, Any
 
 from google.protobuf.message import DecodeError, Message
 
-from flare_runtime.connection import ServerConnection
-from flare_runtime.context import CallContext, Principal
+from flare_runtime.auth import Principal
+from flare_runtime.context import CallContext
 from flare_runtime.details import pack_details
 from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher, to_rpc_error
 from flare_runtime.errors import (
@@ -59,8 +33,8 @@ from flare_runtime.errors import (
     RpcError,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata
-from flare_runtime.protocol.config import SERVER, ProtocolConfig, Role
-from flare_runtime.protocol.connection import Connection, LimitExceededError
+from flare_runtime.protocol.config import SERVER
+from flare_runtime.protocol.connection import LimitExceededError
 from flare_runtime.protocol.events import (
     CallCancelled,
     CallStarted,
@@ -70,9 +44,12 @@ from flare_runtime.protocol.events import (
     StreamEnded,
     WindowUpdated,
 )
-from flare_runtime.protocol.frames import CloseCode, encode_push
+from flare_runtime.protocol.frames import CloseCode, PreparedPush
 from flare_runtime.routing import BoundRoute, Cardinality, Transport
+from flare_runtime.server_connection import ServerConnection
 from flare_runtime.status import StatusCode
+from flare_runtime.wire.eager import NATIVE_EAGER_TASKS, start_eagerly
+from flare_runtime.wire.endpoint import WireEndpoint, WireTransport
 
 if TYPE_CHECKING:
     from flare_runtime.server import Server
@@ -80,243 +57,6 @@ if TYPE_CHECKING:
 logger = logging.getLogger("flare_runtime.endpoint")
 
 _monotonic = time.monotonic
-
-FLUSH_BATCH = 16
-"""Most sends gathered into one write (measured: bench/ws_bench.py, 64 calls in flight)."""
-
-NATIVE_EAGER_TASKS = sys.version_info >= (3, 12)
-"""asyncio has eager tasks (``Task(..., eager_start=True)``) from Python 3.12."""
-
-
-class WireTransport(Protocol):
-    """What a transport adapter offers the endpoint: a reliable, ordered byte pipe."""
-
-    peer: str
-    """The remote address, ``host:port``."""
-
-    def write(self, data: bytes) -> None:
-        """Send `data` (never empty). Must not block; buffering is the adapter's."""
-
-    def get_write_buffer_size(self) -> int:
-        """Bytes accepted by `write` and not yet handed to the network."""
-
-    def pause_reading(self) -> None:
-        """Stop delivering `data_received` until `resume_reading`."""
-
-    def resume_reading(self) -> None:
-        """Deliver `data_received` again."""
-
-    def close(self, reason: str = "") -> None:
-        """Send what is buffered, then close; `connection_lost` follows."""
-
-    def abort(self) -> None:
-        """Close at once, dropping what is buffered."""
-
-
-class WireEndpoint:
-    """Shared machinery of both sides: bytes in, events out, timer, batched output.
-
-    Adapters call `data_received`, `connection_lost`, `pause_writing` and
-    `resume_writing`; nothing else.
-    """
-
-    transport_kind: Transport = Transport.WEBSOCKET
-
-    def __init__(
-        self, transport: WireTransport, role: Role, config: ProtocolConfig, kind: Transport
-    ) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.transport = transport
-        self.transport_kind = kind
-        self.conn = Connection(role, config, now=_monotonic())
-        self._timer: asyncio.TimerHandle | None = None
-        self._timer_when = 0.0
-        self._flush_scheduled = False
-        self._unflushed = 0
-        self._deadline_added = False
-        self._steady = False  # handshake done: the timer need not follow every input
-        interval = config.keepalive_interval
-        self._keepalive_interval = interval if interval is not None else float("inf")
-        self._write_paused = False
-        self._write_waiters: list[asyncio.Future[None]] = []
-        self._credit_waiters: dict[int, asyncio.Future[None]] = {}
-        self._closed = False
-        self._closed_future: asyncio.Future[None] | None = None  # made by wait_closed
-        self._flush()
-        self._rearm_timer()
-
-    # ------------------------------------------------------------------ adapter side
-
-    def data_received(self, data: bytes) -> None:
-        """Feed bytes from the transport (any chunking)."""
-        conn = self.conn
-        now = _monotonic()
-        conn.receive_data(data, now)
-        events = conn.events_received()
-        if events:
-            self._handle_events(events)
-        self._flush()
-        # Once the handshake is done, the protocol's next deadline moves
-        # earlier only when a call with a deadline starts, or when input
-        # answers a PING (the next keepalive is then `interval` from now,
-        # before the armed PONG deadline); otherwise the armed timer fires
-        # first (or early, which is harmless), so most input re-arms nothing.
-        if (
-            self._deadline_added
-            or self._timer is None
-            or not self._steady
-            or self._timer_when > now + self._keepalive_interval
-        ):
-            self._deadline_added = False
-            self._steady = conn.established
-            self._rearm_timer()
-
-    def connection_lost(self, exc: BaseException | None) -> None:
-        """The transport is gone: end every call and release everything."""
-        if self._closed:
-            return
-        self._closed = True
-        if not self.conn.closed:
-            self.conn.close(CloseCode.NO_ERROR, "connection lost")
-            self.conn.data_to_send()  # nobody to send it to
-            self._handle_events(self.conn.events_received())
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-        self._wake_all_writers()
-        self._on_lost(exc)
-        if self._closed_future is not None and not self._closed_future.done():
-            self._closed_future.set_result(None)
-
-    def pause_writing(self) -> None:
-        """The transport's buffer is above its high-water mark: senders wait."""
-        self._write_paused = True
-
-    def resume_writing(self) -> None:
-        """The transport drained: senders continue."""
-        self._write_paused = False
-        waiters, self._write_waiters = self._write_waiters, []
-        for waiter in waiters:
-            if not waiter.done():
-                waiter.set_result(None)
-
-    # ------------------------------------------------------------------ output & timer
-
-    def _flush(self) -> None:
-        self._flush_scheduled = False
-        self._unflushed = 0
-        data = self.conn.data_to_send()
-        if data and not self._closed:
-            self.transport.write(data)
-
-    def schedule_flush(self) -> None:
-        """Write everything queued at the end of this loop iteration (one chunk).
-
-        Batches are capped at `FLUSH_BATCH` sends: with many calls in flight,
-        the peer then starts on the first ones while we finish the rest,
-        instead of both sides taking turns at whole windows.
-        """
-        self._unflushed += 1
-        if self._unflushed >= FLUSH_BATCH:
-            self._flush()
-        elif not self._flush_scheduled:
-            self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
-
-    def _rearm_timer(self) -> None:
-        when = self.conn.get_timer()
-        if when is None:
-            if self._timer is not None:
-                self._timer.cancel()
-                self._timer = None
-            return
-        if self._timer is not None:
-            if self._timer_when <= when:
-                return  # the armed timer fires first (maybe early: harmless)
-            self._timer.cancel()
-        self._timer_when = when
-        self._timer = self.loop.call_at(
-            self.loop.time() + max(0.0, when - _monotonic()), self._on_timer
-        )
-
-    def _on_timer(self) -> None:
-        self._timer = None
-        if self._closed:
-            return
-        conn = self.conn
-        conn.handle_timer(_monotonic())
-        events = conn.events_received()
-        if events:
-            self._handle_events(events)
-        self._flush()
-        self._rearm_timer()
-
-    # ------------------------------------------------------------------ backpressure
-
-    async def wait_writable(self, call_id: int) -> None:
-        """Wait until `call_id` has send credit and the transport accepts more.
-
-        Raises `ConnectionClosedError` if the connection closes meanwhile.
-        """
-        while True:
-            if self._closed or self.conn.closed:
-                raise ConnectionClosedError("connection closed")
-            if self._write_paused:
-                waiter = self.loop.create_future()
-                self._write_waiters.append(waiter)
-                await waiter
-                continue
-            if self.conn.available_credit(call_id) > 0:
-                return
-            shared = self._credit_waiters.get(call_id)
-            if shared is not None and not shared.done():
-                # Another sender on the same call waits already: share its
-                # wake-up (shielded, so our cancellation does not cancel theirs).
-                await asyncio.shield(shared)
-            else:
-                waiter = self.loop.create_future()
-                self._credit_waiters[call_id] = waiter
-                try:
-                    await waiter
-                finally:
-                    if self._credit_waiters.get(call_id) is waiter:
-                        del self._credit_waiters[call_id]
-            if self.conn.available_credit(call_id) <= 0 and not self.conn.closed:
-                # Woken because the call ended: the caller sees that on send.
-                return
-
-    def can_write(self, call_id: int) -> bool:
-        """True when a message may be sent on `call_id` right now without waiting."""
-        return not self._write_paused and self.conn.available_credit(call_id) > 0
-
-    def _wake_credit(self, call_id: int) -> None:
-        waiter = self._credit_waiters.pop(call_id, None)
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
-
-    def _wake_all_writers(self) -> None:
-        self.resume_writing()
-        for call_id in list(self._credit_waiters):
-            self._wake_credit(call_id)
-
-    # ------------------------------------------------------------------ subclass hooks
-
-    def _handle_events(self, events: list[Event]) -> None:
-        raise NotImplementedError
-
-    def _on_lost(self, exc: BaseException | None) -> None:
-        """Called once when the connection is gone."""
-
-    async def wait_closed(self) -> None:
-        """Wait until the transport has closed."""
-        if self._closed:
-            return
-        if self._closed_future is None:
-            self._closed_future = self.loop.create_future()
-        await asyncio.shield(self._closed_future)
-
-
-# ============================================================================ server
 
 
 class _RequestInbox:
@@ -446,18 +186,12 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             raise ConfigurationError(
                 f"{message.DESCRIPTOR.full_name} has no push type id registered on this server"
             )
-        self.push_encoded(type_id, message.SerializeToString())
+        self.push_prepared(PreparedPush(type_id, message.SerializeToString()))
 
-    def push_encoded(self, type_id: int, payload: bytes) -> None:
+    def push_prepared(self, push: PreparedPush) -> None:
         if self._closed or self.conn.closed:
             raise ConnectionClosedError("connection closed")
-        self.conn.send_push(type_id, payload)
-        self.schedule_flush()
-
-    def push_frame(self, frame: bytes) -> None:
-        if self._closed or self.conn.closed:
-            raise ConnectionClosedError("connection closed")
-        self.conn.send_encoded(frame)
+        self.conn.send_push(push)
         self.schedule_flush()
 
     @property
@@ -859,72 +593,6 @@ _SERVER_EVENT_HANDLERS: dict[type[Event], Callable[[ServerEndpoint, Any], None]]
 }
 
 
-def start_eagerly(
-    loop: asyncio.AbstractEventLoop, coro: Coroutine[Any, Any, None]
-) -> asyncio.Task[None] | None:
-    """Run `coro` now until it first suspends; return the task that finishes it, or None.
-
-    Python 3.12+: an asyncio eager task. Python 3.11 has none, so the coroutine
-    takes its first step here, in a copy of the current context as a task
-    would, and only a coroutine that suspends gets a task (`_Resume`) to
-    continue in; until then ``asyncio.current_task()`` is not its task.
-    """
-    if NATIVE_EAGER_TASKS:
-        task = cast(Any, asyncio.Task)(coro, loop=loop, eager_start=True)
-        return None if task.done() else cast("asyncio.Task[None]", task)
-    context = contextvars.copy_context()
-    try:
-        pending = context.run(coro.send, None)
-    except StopIteration:
-        return None
-    except Exception as exc:  # what a task would have logged as never retrieved
-        loop.call_exception_handler({"message": "eagerly started call failed", "exception": exc})
-        return None
-    return loop.create_task(_Resume(coro, pending), context=context)
-
-
-class _Resume(collections.abc.Coroutine[Any, Any, None]):
-    """A coroutine that already took its first step, for a task to finish (Python 3.11).
-
-    The task's first `send` gets back what that step yielded (the future the
-    coroutine waits on), so the task waits on it as it would have; everything
-    after goes straight to the coroutine. A cancellation thrown in before that
-    first `send` cancels the awaited future and reaches the coroutine, as it
-    would in a task.
-    """
-
-    __slots__ = ("coro", "pending")
-
-    _TAKEN: Any = object()
-
-    def __init__(self, coro: Coroutine[Any, Any, None], pending: Any) -> None:
-        self.coro = coro
-        self.pending = pending  # what the first step yielded, until the task takes it
-
-    def send(self, value: Any) -> Any:
-        pending = self.pending
-        if pending is not _Resume._TAKEN:
-            self.pending = _Resume._TAKEN
-            return pending
-        return self.coro.send(value)
-
-    def throw(self, typ: Any, val: Any = None, tb: Any = None) -> Any:
-        pending = self.pending
-        if pending is not _Resume._TAKEN:
-            self.pending = _Resume._TAKEN
-            if isinstance(pending, asyncio.Future):
-                pending.cancel()
-        if val is None and tb is None:
-            return self.coro.throw(typ)
-        return self.coro.throw(typ, val, tb)  # pragma: no cover - the deprecated form
-
-    def close(self) -> None:
-        self.coro.close()
-
-    def __await__(self) -> Generator[Any, Any, None]:  # pragma: no cover - tasks use send
-        raise TypeError("_Resume is driven by its task only")
-
-
 def _wrong_response(call: _ServerCall, response: object) -> RpcError:
     logger.error(
         "handler for %s returned %s, expected %s",
@@ -935,4 +603,4 @@ def _wrong_response(call: _ServerCall, response: object) -> RpcError:
     return RpcError(StatusCode.INTERNAL, "internal error")
 
 
-__all__ = ["ServerEndpoint", "WireEndpoint", "WireTransport", "encode_push"]
+__all__ = ["ServerEndpoint"]

@@ -1,4 +1,4 @@
-"""`ServerConnection`'s push_frame and abort, over real sockets on every wire transport."""
+"""`ServerConnection`'s prepared pushes and abort, over real sockets on every wire transport."""
 
 from __future__ import annotations
 
@@ -6,13 +6,12 @@ import asyncio
 
 import pytest
 
-from flare_runtime.connection import ServerConnection
 from flare_runtime.errors import ConnectionClosedError, RpcError
-from flare_runtime.protocol import encode_push
+from flare_runtime.server_connection import PreparedPush, ServerConnection
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import BytesValue, Routes, StringValue
-from flare_runtime.wire_channel import WireChannel
+from flare_runtime.wire.client import WireChannel
 
 UNIT = 1.0
 PUSH_TYPE = 0x7F01  # StringValue in the conformance PUSH_TYPES
@@ -24,23 +23,21 @@ def _only_connection(connections: set[ServerConnection]) -> ServerConnection:
 
 
 @pytest.mark.parametrize("transport", ["websocket", "quic"])
-async def test_push_frame_reaches_the_client(transport: str) -> None:
+async def test_a_prepared_push_reaches_the_client(transport: str) -> None:
     rig = await start_rig(transport)
     try:
         async with rig.connect() as channel:
             await channel.unary_unary(Routes.ECHO, BytesValue())
             connection = _only_connection(rig.server.connections)
-            frame = encode_push(PUSH_TYPE, StringValue(value="once for all").SerializeToString())
-            connection.push_frame(frame)
+            push = PreparedPush(PUSH_TYPE, StringValue(value="once for all").SerializeToString())
+            connection.push_prepared(push)
             async with asyncio.timeout(10 * UNIT):
-                async for push in channel.pushes():
-                    assert push == StringValue(value="once for all")
+                async for received in channel.pushes():
+                    assert received == StringValue(value="once for all")
                     break
-            with pytest.raises(ValueError):
-                connection.push_frame(frame[:-1])  # not one whole PUSH frame
             connection.close("done")
             with pytest.raises(ConnectionClosedError):
-                connection.push_frame(frame)
+                connection.push_prepared(push)
     finally:
         await rig.server.shutdown(grace=UNIT)
 
@@ -84,10 +81,10 @@ async def test_a_client_that_stops_reading_is_aborted_after_its_close_stalls() -
         await channel.unary_unary(Routes.ECHO, BytesValue())
         connection = _only_connection(rig.server.connections)
         channel.endpoint.transport.pause_reading()  # the slow consumer
-        frame = encode_push(PUSH_TYPE, StringValue(value="x" * 65_536).SerializeToString())
+        push = PreparedPush(PUSH_TYPE, StringValue(value="x" * 65_536).SerializeToString())
         async with asyncio.timeout(10 * UNIT):
             while connection.buffered_bytes < 1 << 20:
-                connection.push_frame(frame)
+                connection.push_prepared(push)
                 await asyncio.sleep(0)  # let the socket take what it will
         connection.close("slow consumer")
         with pytest.raises(TimeoutError):

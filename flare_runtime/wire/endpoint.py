@@ -1,0 +1,276 @@
+"""The endpoint layer's shared half: asyncio glue over the sans-I/O `protocol.Connection`.
+
+Written once for every byte-stream transport (WebSocket, QUIC). A transport
+adapter only moves bytes: it implements `WireTransport` and calls the
+endpoint's `data_received` / `connection_lost` / `pause_writing` /
+`resume_writing`. Everything above the bytes -- calls, streams, pushes,
+keepalive, deadlines, flow control, go-away -- lives here:
+
+* `ServerEndpoint` (`flare_runtime.wire.server`): one client connection on a
+  server; runs each call through the server's `Dispatcher`.
+* `ClientEndpoint` (`flare_runtime.wire.client`): the client side; `WireChannel`
+  is the `Channel` on top of it. A unary call costs one future, no task.
+
+Timers: each endpoint arms one `loop.call_at` handle from
+`Connection.get_timer()` (keepalive, handshake timeout and every call
+deadline share it). The handle is re-armed only when the protocol's next
+deadline moves *earlier*; a handle firing early just re-arms, so an idle
+connection costs one timer firing per keepalive interval and a busy one
+none per message.
+
+Output is batched: events and sends mark the endpoint dirty and one
+``call_soon`` flush per loop iteration writes everything queued as one chunk
+(one WebSocket message, one syscall).
+
+Backpressure: senders wait while the call has no flow-control credit (the
+peer's application is not consuming) or while the transport's write buffer is
+above its high-water mark (`pause_writing`). A server never buffers more than
+the write high-water mark plus one message per call for a client that stops
+reading.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Protocol
+
+from flare_runtime.errors import ConnectionClosedError
+from flare_runtime.protocol.config import ProtocolConfig, Role
+from flare_runtime.protocol.connection import Connection
+from flare_runtime.protocol.events import Event
+from flare_runtime.protocol.frames import CloseCode
+from flare_runtime.routing import Transport
+
+_monotonic = time.monotonic
+
+FLUSH_BATCH = 16
+"""Most sends gathered into one write (measured: bench/ws_bench.py, 64 calls in flight)."""
+
+
+class WireTransport(Protocol):
+    """What a transport adapter offers the endpoint: a reliable, ordered byte pipe."""
+
+    peer: str
+    """The remote address, ``host:port``."""
+
+    def write(self, data: bytes) -> None:
+        """Send `data` (never empty). Must not block; buffering is the adapter's."""
+
+    def get_write_buffer_size(self) -> int:
+        """Bytes accepted by `write` and not yet handed to the network."""
+
+    def pause_reading(self) -> None:
+        """Stop delivering `data_received` until `resume_reading`."""
+
+    def resume_reading(self) -> None:
+        """Deliver `data_received` again."""
+
+    def close(self, reason: str = "") -> None:
+        """Send what is buffered, then close; `connection_lost` follows."""
+
+    def abort(self) -> None:
+        """Close at once, dropping what is buffered."""
+
+
+class WireEndpoint:
+    """Shared machinery of both sides: bytes in, events out, timer, batched output.
+
+    Adapters call `data_received`, `connection_lost`, `pause_writing` and
+    `resume_writing`; nothing else.
+    """
+
+    transport_kind: Transport = Transport.WEBSOCKET
+
+    def __init__(
+        self, transport: WireTransport, role: Role, config: ProtocolConfig, kind: Transport
+    ) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.transport = transport
+        self.transport_kind = kind
+        self.conn = Connection(role, config, now=_monotonic())
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_when = 0.0
+        self._flush_scheduled = False
+        self._unflushed = 0
+        self._deadline_added = False
+        self._steady = False  # handshake done: the timer need not follow every input
+        interval = config.keepalive_interval
+        self._keepalive_interval = interval if interval is not None else float("inf")
+        self._write_paused = False
+        self._write_waiters: list[asyncio.Future[None]] = []
+        self._credit_waiters: dict[int, asyncio.Future[None]] = {}
+        self._closed = False
+        self._closed_future: asyncio.Future[None] | None = None  # made by wait_closed
+        self._flush()
+        self._rearm_timer()
+
+    # ------------------------------------------------------------------ adapter side
+
+    def data_received(self, data: bytes) -> None:
+        """Feed bytes from the transport (any chunking)."""
+        conn = self.conn
+        now = _monotonic()
+        conn.receive_data(data, now)
+        events = conn.events_received()
+        if events:
+            self._handle_events(events)
+        self._flush()
+        # Once the handshake is done, the protocol's next deadline moves
+        # earlier only when a call with a deadline starts, or when input
+        # answers a PING (the next keepalive is then `interval` from now,
+        # before the armed PONG deadline); otherwise the armed timer fires
+        # first (or early, which is harmless), so most input re-arms nothing.
+        if (
+            self._deadline_added
+            or self._timer is None
+            or not self._steady
+            or self._timer_when > now + self._keepalive_interval
+        ):
+            self._deadline_added = False
+            self._steady = conn.established
+            self._rearm_timer()
+
+    def connection_lost(self, exc: BaseException | None) -> None:
+        """The transport is gone: end every call and release everything."""
+        if self._closed:
+            return
+        self._closed = True
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, "connection lost")
+            self.conn.data_to_send()  # nobody to send it to
+            self._handle_events(self.conn.events_received())
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._wake_all_writers()
+        self._on_lost(exc)
+        if self._closed_future is not None and not self._closed_future.done():
+            self._closed_future.set_result(None)
+
+    def pause_writing(self) -> None:
+        """The transport's buffer is above its high-water mark: senders wait."""
+        self._write_paused = True
+
+    def resume_writing(self) -> None:
+        """The transport drained: senders continue."""
+        self._write_paused = False
+        waiters, self._write_waiters = self._write_waiters, []
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+
+    # ------------------------------------------------------------------ output & timer
+
+    def _flush(self) -> None:
+        self._flush_scheduled = False
+        self._unflushed = 0
+        data = self.conn.data_to_send()
+        if data and not self._closed:
+            self.transport.write(data)
+
+    def schedule_flush(self) -> None:
+        """Write everything queued at the end of this loop iteration (one chunk).
+
+        Batches are capped at `FLUSH_BATCH` sends: with many calls in flight,
+        the peer then starts on the first ones while we finish the rest,
+        instead of both sides taking turns at whole windows.
+        """
+        self._unflushed += 1
+        if self._unflushed >= FLUSH_BATCH:
+            self._flush()
+        elif not self._flush_scheduled:
+            self._flush_scheduled = True
+            self.loop.call_soon(self._flush)
+
+    def _rearm_timer(self) -> None:
+        when = self.conn.get_timer()
+        if when is None:
+            if self._timer is not None:
+                self._timer.cancel()
+                self._timer = None
+            return
+        if self._timer is not None:
+            if self._timer_when <= when:
+                return  # the armed timer fires first (maybe early: harmless)
+            self._timer.cancel()
+        self._timer_when = when
+        self._timer = self.loop.call_at(
+            self.loop.time() + max(0.0, when - _monotonic()), self._on_timer
+        )
+
+    def _on_timer(self) -> None:
+        self._timer = None
+        if self._closed:
+            return
+        conn = self.conn
+        conn.handle_timer(_monotonic())
+        events = conn.events_received()
+        if events:
+            self._handle_events(events)
+        self._flush()
+        self._rearm_timer()
+
+    # ------------------------------------------------------------------ backpressure
+
+    async def wait_writable(self, call_id: int) -> None:
+        """Wait until `call_id` has send credit and the transport accepts more.
+
+        Raises `ConnectionClosedError` if the connection closes meanwhile.
+        """
+        while True:
+            if self._closed or self.conn.closed:
+                raise ConnectionClosedError("connection closed")
+            if self._write_paused:
+                waiter = self.loop.create_future()
+                self._write_waiters.append(waiter)
+                await waiter
+                continue
+            if self.conn.available_credit(call_id) > 0:
+                return
+            shared = self._credit_waiters.get(call_id)
+            if shared is not None and not shared.done():
+                # Another sender on the same call waits already: share its
+                # wake-up (shielded, so our cancellation does not cancel theirs).
+                await asyncio.shield(shared)
+            else:
+                waiter = self.loop.create_future()
+                self._credit_waiters[call_id] = waiter
+                try:
+                    await waiter
+                finally:
+                    if self._credit_waiters.get(call_id) is waiter:
+                        del self._credit_waiters[call_id]
+            if self.conn.available_credit(call_id) <= 0 and not self.conn.closed:
+                # Woken because the call ended: the caller sees that on send.
+                return
+
+    def can_write(self, call_id: int) -> bool:
+        """True when a message may be sent on `call_id` right now without waiting."""
+        return not self._write_paused and self.conn.available_credit(call_id) > 0
+
+    def _wake_credit(self, call_id: int) -> None:
+        waiter = self._credit_waiters.pop(call_id, None)
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _wake_all_writers(self) -> None:
+        self.resume_writing()
+        for call_id in list(self._credit_waiters):
+            self._wake_credit(call_id)
+
+    # ------------------------------------------------------------------ subclass hooks
+
+    def _handle_events(self, events: list[Event]) -> None:
+        raise NotImplementedError
+
+    def _on_lost(self, exc: BaseException | None) -> None:
+        """Called once when the connection is gone."""
+
+    async def wait_closed(self) -> None:
+        """Wait until the transport has closed."""
+        if self._closed:
+            return
+        if self._closed_future is None:
+            self._closed_future = self.loop.create_future()
+        await asyncio.shield(self._closed_future)
