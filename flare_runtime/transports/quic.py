@@ -436,7 +436,7 @@ async def serve_quic(
 
 
 async def start_listener(server: Server, address: str, *, tls: TLSFiles | None) -> QuicListener:
-    """`Server.start(quic=...)` calls this (see `flare_runtime.server.LISTENER_MODULES`)."""
+    """`Server.start(quic=...)` calls this (named by the quic `TransportSpec`)."""
     if tls is None:
         raise ConfigurationError(
             "QUIC always uses TLS: give a certificate (tls=TLSFiles(cert, key), or "
