@@ -208,6 +208,12 @@ class ConnectOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Transport-specific options (e.g. QUIC's ticket store), by name."""
 
+    def opening_metadata(self) -> Metadata:
+        """The connection's opening metadata: `metadata`, then ``authorization`` from `token`."""
+        if self.token is None:
+            return self.metadata
+        return Metadata([*self.metadata.entries(), ("authorization", f"Bearer {self.token}")])
+
 
 class ChannelOpener(Protocol):
     """A transport's ``open_channel``, as its `TransportSpec` names it.
