@@ -35,6 +35,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import ssl
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -60,6 +61,13 @@ class TLSFiles:
 
     cert_file: str
     key_file: str
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS 1.3-only server context from the chain and key (for stream transports)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 class Listener(Protocol):

@@ -77,6 +77,7 @@ from flare_runtime.transports.quic_tickets import (
 )
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
 from flare_runtime.wire.endpoint import WireEndpoint
+from flare_runtime.wire.listener import EndpointSet
 from flare_runtime.wire.server import ServerEndpoint
 
 if TYPE_CHECKING:
@@ -312,13 +313,10 @@ class _ServerConnectionListener(_QuicWireTransport):
             return b""
         if opened is None:
             return b""
-        self.endpoint = ServerEndpoint(self.listener.server, self, opened.metadata, Transport.QUIC)
-        self.listener.endpoints.add(self.endpoint)
-        self.endpoint.add_close_callback(self._forget)
+        self.endpoint = self.listener.endpoints.add(
+            ServerEndpoint(self.listener.server, self, opened.metadata, Transport.QUIC)
+        )
         return opened.rest
-
-    def _forget(self, connection: Any) -> None:
-        self.listener.endpoints.discard(connection)
 
     def link_lost(self, reason: str, error_code: int) -> None:
         self.listener.links.discard(self.link)
@@ -347,7 +345,7 @@ class QuicListener:
         self.server = server
         self.quic_server = quic_server
         self.tickets = tickets
-        self.endpoints: set[ServerEndpoint] = set()
+        self.endpoints = EndpointSet()
         self.links: set[ServerLink] = set()
         self.accepting = True
         """False once `shutdown` began: new connections are refused."""
@@ -361,9 +359,7 @@ class QuicListener:
     async def shutdown(self, grace: float) -> None:
         """Go away on every connection, let calls finish for up to `grace` s, close."""
         self.accepting = False
-        endpoints = list(self.endpoints)
-        if endpoints:
-            await asyncio.gather(*(endpoint.drain(grace) for endpoint in endpoints))
+        await self.endpoints.drain(grace)
         # Let the CONNECTION_CLOSE datagrams leave before the socket goes.
         await asyncio.sleep(0)
         self.quic_server.close()

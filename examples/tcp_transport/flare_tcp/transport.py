@@ -44,6 +44,7 @@ from flare_runtime.routing import Transport
 from flare_runtime.server import TLSFiles, parse_address
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
 from flare_runtime.wire.endpoint import WireEndpoint
+from flare_runtime.wire.listener import EndpointSet
 from flare_runtime.wire.server import ServerEndpoint
 
 if TYPE_CHECKING:
@@ -169,19 +170,12 @@ class _ServerAdapter(_StreamAdapter):
         super().connection_lost(exc)
 
 
-def _server_ssl_context(tls: TLSFiles) -> ssl.SSLContext:
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    return context
-
-
 class TcpListener:
     """The TCP side of a `Server` (a `flare_runtime.server.Listener`)."""
 
     def __init__(self, server: Server) -> None:
         self.server = server
-        self.endpoints: set[ServerEndpoint] = set()
+        self.endpoints = EndpointSet()
         self.opening: set[_ServerAdapter] = set()
         """Connections that have not sent their opening block yet."""
         self._listening: asyncio.Server | None = None
@@ -189,10 +183,7 @@ class TcpListener:
 
     def endpoint_for(self, adapter: _ServerAdapter, metadata: Metadata) -> ServerEndpoint:
         """The endpoint of a connection whose opening block has arrived."""
-        endpoint = ServerEndpoint(self.server, adapter, metadata, ROUTES_AS)
-        self.endpoints.add(endpoint)
-        endpoint.add_close_callback(lambda _connection: self.endpoints.discard(endpoint))
-        return endpoint
+        return self.endpoints.add(ServerEndpoint(self.server, adapter, metadata, ROUTES_AS))
 
     async def start(self, address: str, tls: TLSFiles | None) -> None:
         host, port = parse_address(address)
@@ -200,7 +191,7 @@ class TcpListener:
             lambda: _ServerAdapter(self),
             host,
             port,
-            ssl=_server_ssl_context(tls) if tls is not None else None,
+            ssl=tls.server_context() if tls is not None else None,
             backlog=1024,
         )
         self.port = self._listening.sockets[0].getsockname()[1]
@@ -211,9 +202,7 @@ class TcpListener:
             self._listening.close()
         for adapter in list(self.opening):
             adapter.abort()
-        endpoints = list(self.endpoints)
-        if endpoints:
-            await asyncio.gather(*(endpoint.drain(grace) for endpoint in endpoints))
+        await self.endpoints.drain(grace)
         if self._listening is not None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._listening.wait_closed(), 1.0)
