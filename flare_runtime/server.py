@@ -6,7 +6,7 @@
     await server.serve(websocket="0.0.0.0:8080")       # until SIGINT/SIGTERM
 
     # or, in a program that does other things too:
-    await server.start(websocket="127.0.0.1:0", listen={"tcp": "127.0.0.1:0"})
+    await server.start(websocket="127.0.0.1:0")   # a plugin's: listen={"tcp": ":0"}
     port = server.port("websocket")
     ...
     await server.shutdown(grace=5.0)
