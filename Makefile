@@ -11,11 +11,14 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 
 all: test
 
-$(STAMP): pyproject.toml
+# examples/tcp_transport is a separate distribution (a transport plugin living
+# outside flare_runtime): installed beside Flare so its entry point is real and
+# tests/examples/test_tcp_transport.py runs the conformance suite through it.
+$(STAMP): pyproject.toml examples/tcp_transport/pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,test]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,test]' -e examples/tcp_transport
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -81,7 +81,7 @@ def uses_tls(transport: str, args: argparse.Namespace) -> bool:
 async def serve(args: argparse.Namespace) -> None:
     server = Server([(SERVICE, BenchService())])
     tls = TLSFiles(args.cert, args.key) if uses_tls(args.transport, args) else None
-    await server.start(**{args.transport: f"{LOOPBACK}:0"}, tls=tls)
+    await server.start(listen={args.transport: f"{LOOPBACK}:0"}, tls=tls)
     print(f"READY {server.port(args.transport)}", flush=True)
     await asyncio.Event().wait()  # until stdin closes (exit_when_stdin_closes)
 

@@ -1,7 +1,9 @@
 """The transport-neutral client API that generated clients call.
 
 A `Channel` is one connection (or pool) to a Flare server over any transport;
-`flare_runtime.connect(url)` picks the implementation from the URL scheme.
+`flare_runtime.connect(url)` picks the transport from the URL scheme in the
+transport registry (`flare_runtime.transports.registry`), which names each
+transport's ``async def open_channel(url, options: ConnectOptions) -> Channel``.
 Generated ``*Client`` classes are thin typed wrappers over the four call
 methods below, one per cardinality.
 """
@@ -9,12 +11,12 @@ methods below, one per cardinality.
 from __future__ import annotations
 
 import abc
-import importlib
 import ssl
 import urllib.parse
 from collections.abc import (
     AsyncIterable,
     AsyncIterator,
+    Awaitable,
     Callable,
     Generator,
     Iterable,
@@ -22,13 +24,14 @@ from collections.abc import (
 )
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
 
 from google.protobuf.message import Message
 
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.metadata import Metadata, MetadataLike
 from flare_runtime.routing import PushTable, Route
+from flare_runtime.transports.registry import REGISTRY
 
 if TYPE_CHECKING:
     from flare_runtime.interceptors import ClientInterceptor
@@ -178,18 +181,6 @@ class Channel(abc.ABC):
 
 # ---------------------------------------------------------------------------- connect
 
-SCHEME_MODULES: dict[str, str] = {
-    "ws": "flare_runtime.transports.websocket",
-    "wss": "flare_runtime.transports.websocket",
-    "quic": "flare_runtime.transports.quic",
-    "grpc": "flare_runtime.transports.grpc_client",
-    "grpcs": "flare_runtime.transports.grpc_client",
-}
-"""URL scheme → module exposing ``async def open_channel(url, options) -> Channel``.
-
-Adding a transport is one line here.
-"""
-
 
 @dataclass(frozen=True, slots=True)
 class ConnectOptions:
@@ -217,6 +208,22 @@ class ConnectOptions:
     extra: Mapping[str, Any] = field(default_factory=dict)
     """Transport-specific options (e.g. QUIC's ticket store), by name."""
 
+    def opening_metadata(self) -> Metadata:
+        """The connection's opening metadata: `metadata`, then ``authorization`` from `token`."""
+        if self.token is None:
+            return self.metadata
+        return Metadata([*self.metadata.entries(), ("authorization", f"Bearer {self.token}")])
+
+
+class ChannelOpener(Protocol):
+    """A transport's ``open_channel``, as its `TransportSpec` names it.
+
+    Raises `ConnectionClosedError` when the server cannot be reached and
+    `ConfigurationError` for an option (`ConnectOptions.extra`) it does not take.
+    """
+
+    def __call__(self, url: str, options: ConnectOptions) -> Awaitable[Channel]: ...
+
 
 class Connecting:
     """What `connect` returns: await it for a channel, or use it with ``async with``."""
@@ -228,13 +235,8 @@ class Connecting:
 
     async def _open(self) -> Channel:
         scheme = urllib.parse.urlsplit(self._url).scheme.lower()
-        module_name = SCHEME_MODULES.get(scheme)
-        if module_name is None:
-            known = ", ".join(f"{name}://" for name in SCHEME_MODULES)
-            raise ConfigurationError(f"unsupported URL {self._url!r}: use one of {known}")
-        module = importlib.import_module(module_name)
-        channel: Channel = await module.open_channel(self._url, self._options)
-        return channel
+        open_channel: ChannelOpener = REGISTRY.for_scheme(scheme).load_channel()
+        return await open_channel(self._url, self._options)
 
     def __await__(self) -> Generator[Any, None, Channel]:
         return self._open().__await__()
@@ -264,12 +266,12 @@ def connect(
     open_timeout: float = 10.0,
     **extra: Any,
 ) -> Connecting:
-    """Open a `Channel` to `url`; the scheme picks the transport (`SCHEME_MODULES`).
+    """Open a `Channel` to `url`; the scheme picks the transport (the transport registry).
 
     ``channel = await connect(url)`` or ``async with connect(url) as channel:``.
     Raises `ConnectionClosedError` when the server cannot be reached and
-    `ConfigurationError` for an unknown scheme or an option the transport
-    does not take. `extra` holds transport
+    `ConfigurationError` for an unknown scheme (or a broken transport plugin)
+    or an option the transport does not take. `extra` holds transport
     options (``compression=``, ``protocol=`` for the wire transports,
     ``max_pending_pushes=``, or a transport's own).
     """

@@ -6,7 +6,7 @@
     await server.serve(websocket="0.0.0.0:8080")       # until SIGINT/SIGTERM
 
     # or, in a program that does other things too:
-    await server.start(websocket="127.0.0.1:0")
+    await server.start(websocket="127.0.0.1:0")   # a plugin's: listen={"tcp": ":0"}
     port = server.port("websocket")
     ...
     await server.shutdown(grace=5.0)
@@ -16,10 +16,13 @@ finds the `ServiceRoutes` on their class), or generated ``register_*``
 functions / any callable taking the `Router`, or ``(ServiceRoutes, handler)``
 pairs.
 
-Transports plug in as *listeners*, one module per transport named in
-`LISTENER_MODULES`; each exposes ``async def start_listener(server, address,
-*, tls) -> Listener``. Every listener runs its calls through the server's one
-`Dispatcher`, so interceptors, auth and error mapping are the same on all.
+Transports plug in as *listeners*: the transport registry
+(`flare_runtime.transports.registry`) names each transport's ``async def
+start_listener(server, address, *, tls) -> Listener``; the built-in ones have
+keyword arguments (``websocket=``, ``quic=``, ``grpc=``), every registered one,
+plugins included, is reached through ``listen={name: address}``. Every
+listener runs its calls through the server's one `Dispatcher`, so
+interceptors, auth and error mapping are the same on all.
 
 Graceful shutdown (`shutdown`): every listener stops accepting, tells its
 clients to go away (Flare GOAWAY / gRPC's own), lets calls in flight finish
@@ -30,13 +33,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import logging
 import signal
+import ssl
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from flare_runtime.auth import AuthPlugin
 from flare_runtime.dispatch import Dispatcher
@@ -44,18 +47,12 @@ from flare_runtime.errors import ConfigurationError
 from flare_runtime.interceptors import ServerInterceptor
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, Transport
+from flare_runtime.transports.registry import REGISTRY
 
 if TYPE_CHECKING:
     from flare_runtime.server_connection import ServerConnection
 
 logger = logging.getLogger("flare_runtime.server")
-
-LISTENER_MODULES: dict[str, str] = {
-    "websocket": "flare_runtime.transports.websocket",
-    "quic": "flare_runtime.transports.quic",
-    "grpc": "flare_runtime.transports.grpc_server",
-}
-"""Transport name → module exposing ``start_listener``. Adding a transport is one line here."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +61,13 @@ class TLSFiles:
 
     cert_file: str
     key_file: str
+
+    def server_context(self) -> ssl.SSLContext:
+        """A TLS 1.3-only server context from the chain and key (for stream transports)."""
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.minimum_version = ssl.TLSVersion.TLSv1_3
+        context.load_cert_chain(self.cert_file, self.key_file)
+        return context
 
 
 class Listener(Protocol):
@@ -77,7 +81,13 @@ class Listener(Protocol):
         """Stop accepting, send go-away, wait up to `grace` s for calls in flight, close."""
 
 
-ListenerStarter = Callable[..., Any]
+class ListenerStarter(Protocol):
+    """A transport's ``start_listener``, as its `TransportSpec` names it."""
+
+    def __call__(
+        self, server: Server, address: str, *, tls: TLSFiles | None
+    ) -> Awaitable[Listener]: ...
+
 
 ConnectionHook = Callable[["ServerConnection"], None]
 
@@ -205,28 +215,34 @@ class Server:
         websocket: str | None = None,
         quic: str | None = None,
         grpc: str | None = None,
+        listen: Mapping[str, str] | None = None,
         tls: TLSFiles | None = None,
     ) -> None:
         """Bind and start each transport given an address (``host:port``; port 0 picks one).
 
-        QUIC requires `tls`; WebSocket and gRPC use it when given (``wss://``,
-        ``grpcs://``). Returns once every listener accepts connections.
+        `websocket`, `quic` and `grpc` name the built-in transports; `listen`
+        maps any registered transport's name (plugins' included, see
+        `flare_runtime.transports.registry`) to its address, e.g.
+        ``listen={"tcp": "127.0.0.1:0"}``. QUIC requires `tls`; the others
+        use it when given (``wss://``, ``grpcs://``). Returns once every
+        listener accepts connections; raises `ConfigurationError` for an
+        unknown transport or one already served, before binding anything.
         """
-        addresses = {"websocket": websocket, "quic": quic, "grpc": grpc}
-        if not any(addresses.values()):
-            raise ConfigurationError("give at least one address: websocket=, quic= or grpc=")
-        self.dispatcher  # noqa: B018 -- freeze the router before the first connection
-        for name, address in addresses.items():
-            if address is not None and name in self._listeners:
+        addresses = _addresses(websocket=websocket, quic=quic, grpc=grpc, listen=listen)
+        if not addresses:
+            raise ConfigurationError(
+                "give at least one address: websocket=, quic=, grpc= or listen={name: address}"
+            )
+        starters: dict[str, ListenerStarter] = {}
+        for name in addresses:
+            if name in self._listeners:
                 raise ConfigurationError(f"{name} is already being served")
+            starters[name] = REGISTRY.get(name).load_listener()
+        self.dispatcher  # noqa: B018 -- freeze the router before the first connection
         started: list[Listener] = []
         try:
             for name, address in addresses.items():
-                if address is None:
-                    continue
-                module = importlib.import_module(LISTENER_MODULES[name])
-                starter: ListenerStarter = module.start_listener
-                listener: Listener = await starter(self, address, tls=tls)
+                listener = await starters[name](self, address, tls=tls)
                 started.append(listener)
                 self._listeners[name] = listener
         except BaseException:
@@ -238,7 +254,7 @@ class Server:
             raise
 
     def port(self, transport: str) -> int:
-        """The port `transport` ("websocket", "quic", "grpc") is bound to."""
+        """The port `transport` (a registered name: "websocket", "quic", "grpc"...) is bound to."""
         listener = self._listeners.get(transport)
         if listener is None:
             raise ConfigurationError(f"{transport} is not being served")
@@ -250,11 +266,12 @@ class Server:
         websocket: str | None = None,
         quic: str | None = None,
         grpc: str | None = None,
+        listen: Mapping[str, str] | None = None,
         tls: TLSFiles | None = None,
         grace: float = 10.0,
     ) -> None:
-        """Start, then serve until SIGINT/SIGTERM or `shutdown`; shut down gracefully."""
-        await self.start(websocket=websocket, quic=quic, grpc=grpc, tls=tls)
+        """`start`, then serve until SIGINT/SIGTERM or `shutdown`; shut down gracefully."""
+        await self.start(websocket=websocket, quic=quic, grpc=grpc, listen=listen, tls=tls)
         await self.serve_started(grace=grace)
 
     async def serve_started(self, *, grace: float = 10.0) -> None:
@@ -305,6 +322,26 @@ class Server:
                 self.on_disconnect(connection)
             except Exception:
                 logger.exception("on_disconnect hook failed")
+
+
+def _addresses(
+    *,
+    websocket: str | None,
+    quic: str | None,
+    grpc: str | None,
+    listen: Mapping[str, str] | None,
+) -> dict[str, str]:
+    """Transport name → address, from the built-ins' keywords and `listen`."""
+    addresses = {
+        name: address
+        for name, address in (("websocket", websocket), ("quic", quic), ("grpc", grpc))
+        if address is not None
+    }
+    for name, address in (listen or {}).items():
+        if name in addresses:
+            raise ConfigurationError(f"{name} is given twice: as {name}= and in listen=")
+        addresses[name] = address
+    return addresses
 
 
 def _service_routes_of(implementation: object) -> list[tuple[ServiceRoutes, list[PushTable]]]:

@@ -1,9 +1,11 @@
-"""``flare serve module:attr --ws HOST:PORT [--quic HOST:PORT] [--grpc HOST:PORT]``.
+"""``flare serve module:attr [--ws|--quic|--grpc HOST:PORT] [--listen NAME=HOST:PORT]``.
 
 `attr` names a `flare_runtime.Server`, or a callable returning one. All the
-transports given are served at once from this one process (QUIC needs
-``--tls-cert/--tls-key``, e.g. from ``flare cert dev``; given, they put
-WebSocket and gRPC on TLS too). Port 0 picks a free port. Once every listener
+transports given are served at once from this one process: the built-in ones
+by their options, any registered transport (a plugin's too, see
+docs/transports/writing-a-transport.md) by ``--listen NAME=HOST:PORT``. QUIC
+needs ``--tls-cert/--tls-key``, e.g. from ``flare cert dev``; given, they put
+the other transports on TLS too. Port 0 picks a free port. Once every listener
 accepts connections, one line per transport goes to stdout::
 
     flare: serving quic on port 8443 (quic://localhost:8443)
@@ -34,6 +36,13 @@ def register(subparsers: Any) -> None:
     parser.add_argument("--ws", metavar="HOST:PORT", help="serve WebSocket here (e.g. :8080)")
     parser.add_argument("--quic", metavar="HOST:PORT", help="serve QUIC here (needs TLS)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="serve gRPC here")
+    parser.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="NAME=HOST:PORT",
+        help="serve the registered transport NAME here (e.g. a plugin's: tcp=:9000); repeatable",
+    )
     parser.add_argument("--tls-cert", help="PEM certificate chain (TLS 1.3)")
     parser.add_argument("--tls-key", help="PEM private key")
     parser.add_argument("--grace", type=float, default=10.0, help="shutdown grace period (s)")
@@ -63,22 +72,22 @@ def load_server(target: str) -> Any:
     return value
 
 
-SCHEMES = {"websocket": ("ws", "wss"), "quic": ("quic", "quic"), "grpc": ("grpc", "grpcs")}
-"""Transport → (plain, TLS) URL scheme of a client connecting to it."""
-
-
 def client_url(transport: str, address: str, port: int, *, secure: bool) -> str:
     """The URL a client on this machine connects to for a listener bound to `address`.
 
     `port` is the bound port (the real one when `address` asked for port 0).
     A wildcard or empty host becomes ``localhost``; IPv6 hosts get brackets.
+    The scheme is the registered transport's (`TransportSpec.url_scheme`).
     """
+    from flare_runtime.transports.registry import get_transport  # noqa: PLC0415 -- keeps `flare --help` fast
+
+    scheme = get_transport(transport).url_scheme(secure=secure)
     host = address.rpartition(":")[0].strip("[]")
     if host in ("", "0.0.0.0", "::"):  # bound to every interface: reach it via loopback
         host = "localhost"
     if ":" in host:
         host = f"[{host}]"
-    return f"{SCHEMES[transport][secure]}://{host}:{port}"
+    return f"{scheme}://{host}:{port}"
 
 
 def run(args: argparse.Namespace) -> int:
@@ -95,14 +104,27 @@ def run(args: argparse.Namespace) -> int:
         print("flare serve: give both --tls-cert and --tls-key", file=sys.stderr)
         return 2
     tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
+    listen: dict[str, str] = {}
+    for given in args.listen:
+        name, sep, address = given.partition("=")
+        if not sep or not name or not address or name in listen:
+            print(
+                f"flare serve: expected --listen NAME=HOST:PORT once per NAME, got {given!r}",
+                file=sys.stderr,
+            )
+            return 2
+        listen[name] = address
+    builtin = {"websocket": args.ws, "quic": args.quic, "grpc": args.grpc}
 
     async def main() -> None:
-        await server.start(websocket=args.ws, quic=args.quic, grpc=args.grpc, tls=tls)
-        for name, address in (("websocket", args.ws), ("quic", args.quic), ("grpc", args.grpc)):
-            if address:
-                port = server.port(name)
-                url = client_url(name, address, port, secure=tls is not None)
-                print(f"flare: serving {name} on port {port} ({url})", flush=True)
+        await server.start(
+            websocket=args.ws, quic=args.quic, grpc=args.grpc, listen=listen, tls=tls
+        )
+        served = {name: address for name, address in builtin.items() if address} | listen
+        for name, address in served.items():
+            port = server.port(name)
+            url = client_url(name, address, port, secure=tls is not None)
+            print(f"flare: serving {name} on port {port} ({url})", flush=True)
         await server.serve_started(grace=args.grace)
 
     try:

@@ -19,7 +19,7 @@ one; tests/runtime/transports/test_grpc_client.py checks that one.
 from __future__ import annotations
 
 from flare_runtime.server import Server
-from flare_runtime.testing.harness import Harness, register_harness
+from flare_runtime.testing.harness import Harness
 
 
 async def _start_grpc(server: Server) -> str:
@@ -27,13 +27,12 @@ async def _start_grpc(server: Server) -> str:
     return f"grpc://127.0.0.1:{server.port('grpc')}"
 
 
-register_harness(
-    "grpc",
-    lambda: Harness(
+def harness() -> Harness:
+    """The gRPC harness (named by the grpc `TransportSpec`)."""
+    return Harness(
         "grpc",
         _start_grpc,
         supports_push=False,
         supports_connection_auth=False,
         connect_options={"grpc_options": [("grpc.http2.bdp_probe", 0)]},
-    ),
-)
+    )

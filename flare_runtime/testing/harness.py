@@ -1,8 +1,13 @@
-"""Transport harnesses: how the conformance suite serves and reaches each transport."""
+"""Transport harnesses: how the conformance suite serves and reaches each transport.
+
+A transport's `TransportSpec` (`flare_runtime.transports.registry`) names its
+harness factory, ``def harness() -> Harness``; a transport that names none
+gets `default_harness`: served on 127.0.0.1 port 0 without TLS, reached at
+``<scheme>://127.0.0.1:<port>``, every capability claimed.
+"""
 
 from __future__ import annotations
 
-import importlib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -18,6 +23,7 @@ from flare_runtime.interceptors import (
 )
 from flare_runtime.server import Server, ServerOptions
 from flare_runtime.testing.service import PUSH_TYPES, SERVICE, ConformanceService
+from flare_runtime.transports.registry import REGISTRY, TransportSpec
 
 JWT_KEY = "flare-conformance-signing-key-0123456789abcdef"
 """HS256 key the conformance server trusts (tests only)."""
@@ -41,29 +47,28 @@ class Harness:
     connect_options: dict[str, Any] = field(default_factory=dict)
 
 
-_HARNESSES: dict[str, Callable[[], Harness]] = {}
-
-HARNESS_MODULES: dict[str, str] = {
-    "websocket": "flare_runtime.testing.harness",
-    "quic": "flare_runtime.testing.quic_harness",
-    "grpc": "flare_runtime.testing.grpc_harness",
-}
-"""Transport name → module that calls `register_harness` for it on import."""
-
-
-def register_harness(name: str, factory: Callable[[], Harness]) -> None:
-    """Make transport `name` available to the conformance suite."""
-    _HARNESSES[name] = factory
+HarnessFactory = Callable[[], Harness]
+"""What a `TransportSpec`'s ``harness`` names."""
 
 
 def get_harness(name: str) -> Harness:
-    """The harness registered for `name` (importing its module on first use)."""
-    if name not in _HARNESSES and name in HARNESS_MODULES:
-        importlib.import_module(HARNESS_MODULES[name])
-    factory = _HARNESSES.get(name)
-    if factory is None:
-        raise ConfigurationError(f"no conformance harness registered for {name!r}")
-    return factory()
+    """The conformance harness of the registered transport `name` (a plugin's included)."""
+    spec = REGISTRY.get(name)
+    factory: HarnessFactory | None = spec.load_harness()
+    harness = default_harness(spec) if factory is None else factory()
+    if not isinstance(harness, Harness):
+        raise ConfigurationError(f"transport {name!r}: its harness gave {harness!r}, not a Harness")
+    return harness
+
+
+def default_harness(spec: TransportSpec) -> Harness:
+    """Serve on 127.0.0.1 port 0 without TLS; connect to ``<scheme>://127.0.0.1:<port>``."""
+
+    async def start(server: Server) -> str:
+        await server.start(listen={spec.name: "127.0.0.1:0"})
+        return f"{spec.url_scheme(secure=False)}://127.0.0.1:{server.port(spec.name)}"
+
+    return Harness(spec.name, start)
 
 
 class RecordingInterceptor(ServerInterceptor):
@@ -142,11 +147,3 @@ async def start_rig(name: str, options: ServerOptions | None = None) -> Rig:
     )
     url: str = await harness.start(server)
     return Rig(harness, server, service, url, log)
-
-
-async def _start_websocket(server: Server) -> str:
-    await server.start(websocket="127.0.0.1:0")
-    return f"ws://127.0.0.1:{server.port('websocket')}"
-
-
-register_harness("websocket", lambda: Harness("websocket", _start_websocket))

@@ -13,7 +13,7 @@ from __future__ import annotations
 import tempfile
 
 from flare_runtime.server import Server, TLSFiles
-from flare_runtime.testing.harness import Harness, register_harness
+from flare_runtime.testing.harness import Harness
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 
 _certificate_directory: tempfile.TemporaryDirectory[str] | None = None
@@ -37,9 +37,8 @@ async def _start_quic(server: Server) -> str:
     return f"quic://127.0.0.1:{server.port('quic')}"
 
 
-register_harness(
-    "quic",
-    lambda: Harness(
+def harness() -> Harness:
+    """The QUIC harness (named by the quic `TransportSpec`)."""
+    return Harness(
         "quic", _start_quic, connect_options={"ca_file": str(dev_certificate().certificate)}
-    ),
-)
+    )

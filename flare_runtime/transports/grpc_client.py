@@ -595,7 +595,7 @@ _GRPC_EXTRA_OPTIONS = frozenset({"ca_cert", "cert", "key", "server_name", "grpc_
 
 
 async def open_channel(url: str, options: ConnectOptions) -> GrpcChannel:
-    """What ``flare_runtime.connect("grpc[s]://…")`` calls (`client.SCHEME_MODULES`).
+    """What ``flare_runtime.connect("grpc[s]://…")`` calls (the grpc `TransportSpec`).
 
     Connects eagerly: raises `ConnectionClosedError` when the server cannot be
     reached within ``options.open_timeout``. `token` and `metadata` are sent

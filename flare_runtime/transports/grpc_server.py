@@ -20,8 +20,8 @@ cannot tell it from a grpcio service:
   reflection (v1alpha) are served alongside.
 
 `start_listener` is what ``Server.start(grpc="host:port")`` calls
-(`flare_runtime.server.LISTENER_MODULES`); `GrpcServer` also works alone,
-given a `Dispatcher`.
+(the grpc `TransportSpec` in `flare_runtime.transports.registry` names it);
+`GrpcServer` also works alone, given a `Dispatcher`.
 
 What gRPC cannot carry: server pushes outside a call (``context.connection``
 is None) and connection-level authentication (credentials travel as

@@ -40,7 +40,6 @@ from __future__ import annotations
 import asyncio
 import os
 import ssl
-import struct
 import urllib.parse
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -55,13 +54,11 @@ from google.protobuf.message import Message
 from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
-    ProtocolError,
     RemoteProtocolError,
 )
 from flare_runtime.interceptors import ClientInterceptor
-from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import PROTOCOL_VERSION, ProtocolConfig
-from flare_runtime.protocol.frames import decode_metadata, encode_metadata
+from flare_runtime.protocol.opening import OpeningBlockReader, encode_opening_block
 from flare_runtime.routing import Route, Transport
 from flare_runtime.transports.quic_early_data import EarlyDataGate
 from flare_runtime.transports.quic_link import (
@@ -80,6 +77,7 @@ from flare_runtime.transports.quic_tickets import (
 )
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
 from flare_runtime.wire.endpoint import WireEndpoint
+from flare_runtime.wire.listener import EndpointSet
 from flare_runtime.wire.server import ServerEndpoint
 
 if TYPE_CHECKING:
@@ -96,9 +94,6 @@ DEFAULT_PORT = 8443
 DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds of silence after which QUIC closes a connection (both sides)."""
 
-OPENING_LENGTH = struct.Struct(">I")
-"""The opening metadata block: u32 big-endian length, then a metadata block (§ wire-format)."""
-
 MAX_PAUSED_INPUT = 16 * 1024 * 1024
 """Most bytes kept while the endpoint has paused reading (Flare flow control keeps it far lower)."""
 
@@ -109,11 +104,6 @@ TRANSPORT = Transport.QUIC
 
 DEFAULT_TICKETS = MemoryTicketStore()
 """The process-wide client ticket store used when `connect` is given none."""
-
-
-def _opening_block(metadata: Metadata) -> bytes:
-    block = encode_metadata(metadata)
-    return OPENING_LENGTH.pack(len(block)) + block
 
 
 # ------------------------------------------------------------------------- adapter
@@ -302,8 +292,7 @@ class _ServerConnectionListener(_QuicWireTransport):
             gate=None if link.handshake_complete else EarlyDataGate(idempotent),
         )
         self.listener = listener
-        self._opening = bytearray()
-        self._max_opening = server.options.protocol.settings.max_metadata_size
+        self._opening = OpeningBlockReader(server.options.protocol.settings.max_metadata_size)
         address = link.peer_address or link._quic._network_paths[0].addr
         self.peer = f"{address[0]}:{address[1]}"
 
@@ -311,37 +300,23 @@ class _ServerConnectionListener(_QuicWireTransport):
         if self.endpoint is None:
             if self.link.closed:
                 return
-            self._opening += data
-            data = self._read_opening()
+            data = self._read_opening(data)
             if not data:
                 return
         super().link_data_received(data, early)
 
-    def _read_opening(self) -> bytes:
-        opening = self._opening
-        if len(opening) < OPENING_LENGTH.size:
-            return b""
-        (size,) = OPENING_LENGTH.unpack_from(opening)
-        if size > self._max_opening:
-            self.link.abort(FLARE_PROTOCOL_ERROR, "opening metadata block too large")
-            return b""
-        end = OPENING_LENGTH.size + size
-        if len(opening) < end:
-            return b""
+    def _read_opening(self, data: bytes) -> bytes:
         try:
-            metadata = Metadata(decode_metadata(bytes(opening), OPENING_LENGTH.size, end))
-        except (ProtocolError, ValueError) as error:
-            self.link.abort(FLARE_PROTOCOL_ERROR, f"bad opening metadata block: {error}")
+            opened = self._opening.receive_data(data)
+        except RemoteProtocolError as error:
+            self.link.abort(FLARE_PROTOCOL_ERROR, str(error))
             return b""
-        rest = bytes(opening[end:])
-        self._opening = bytearray()
-        self.endpoint = ServerEndpoint(self.listener.server, self, metadata, Transport.QUIC)
-        self.listener.endpoints.add(self.endpoint)
-        self.endpoint.add_close_callback(self._forget)
-        return rest
-
-    def _forget(self, connection: Any) -> None:
-        self.listener.endpoints.discard(connection)
+        if opened is None:
+            return b""
+        self.endpoint = self.listener.endpoints.add(
+            ServerEndpoint(self.listener.server, self, opened.metadata, Transport.QUIC)
+        )
+        return opened.rest
 
     def link_lost(self, reason: str, error_code: int) -> None:
         self.listener.links.discard(self.link)
@@ -370,7 +345,7 @@ class QuicListener:
         self.server = server
         self.quic_server = quic_server
         self.tickets = tickets
-        self.endpoints: set[ServerEndpoint] = set()
+        self.endpoints = EndpointSet()
         self.links: set[ServerLink] = set()
         self.accepting = True
         """False once `shutdown` began: new connections are refused."""
@@ -384,9 +359,7 @@ class QuicListener:
     async def shutdown(self, grace: float) -> None:
         """Go away on every connection, let calls finish for up to `grace` s, close."""
         self.accepting = False
-        endpoints = list(self.endpoints)
-        if endpoints:
-            await asyncio.gather(*(endpoint.drain(grace) for endpoint in endpoints))
+        await self.endpoints.drain(grace)
         # Let the CONNECTION_CLOSE datagrams leave before the socket goes.
         await asyncio.sleep(0)
         self.quic_server.close()
@@ -436,7 +409,7 @@ async def serve_quic(
 
 
 async def start_listener(server: Server, address: str, *, tls: TLSFiles | None) -> QuicListener:
-    """`Server.start(quic=...)` calls this (see `flare_runtime.server.LISTENER_MODULES`)."""
+    """`Server.start(quic=...)` calls this (named by the quic `TransportSpec`)."""
     if tls is None:
         raise ConfigurationError(
             "QUIC always uses TLS: give a certificate (tls=TLSFiles(cert, key), or "
@@ -624,10 +597,7 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
         raise ConnectionClosedError(f"cannot connect to {url}: {detail}") from None
     # The opening block goes first on the stream (not through the gate: it is
     # not a Flare frame, and it is always allowed in early data).
-    metadata = options.metadata
-    if options.token is not None:
-        metadata = Metadata([*metadata.entries(), ("authorization", f"Bearer {options.token}")])
-    link.write(_opening_block(metadata))
+    link.write(encode_opening_block(options.opening_metadata()))
     endpoint = ClientEndpoint(
         adapter,
         options.protocol or ProtocolConfig(),

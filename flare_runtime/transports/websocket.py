@@ -61,6 +61,7 @@ from flare_runtime.routing import Transport
 from flare_runtime.server import TLSFiles, parse_address
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
 from flare_runtime.wire.endpoint import WireEndpoint
+from flare_runtime.wire.listener import EndpointSet
 from flare_runtime.wire.server import ServerEndpoint
 
 if TYPE_CHECKING:
@@ -595,28 +596,19 @@ async def open_websocket(
 # ---------------------------------------------------------------------------- server/client glue
 
 
-def server_ssl_context(tls: TLSFiles) -> ssl.SSLContext:
-    """A TLS 1.3-only server context from a certificate chain and key."""
-    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
-    context.minimum_version = ssl.TLSVersion.TLSv1_3
-    context.load_cert_chain(tls.cert_file, tls.key_file)
-    return context
-
-
 class WebSocketListener:
     """The WebSocket side of a `Server`: accepts connections, drains them on shutdown."""
 
     def __init__(self, server: Server) -> None:
         self._server = server
-        self._endpoints: set[ServerEndpoint] = set()
+        self._endpoints = EndpointSet()
         self._listening: asyncio.Server | None = None
         self.port = 0
 
     def _endpoint(self, adapter: ServerAdapter, metadata: Metadata) -> WireEndpoint:
-        endpoint = ServerEndpoint(self._server, adapter, metadata, Transport.WEBSOCKET)
-        self._endpoints.add(endpoint)
-        endpoint.add_close_callback(lambda _connection: self._endpoints.discard(endpoint))
-        return endpoint
+        return self._endpoints.add(
+            ServerEndpoint(self._server, adapter, metadata, Transport.WEBSOCKET)
+        )
 
     async def start(self, address: str, tls: TLSFiles | None) -> None:
         host, port = parse_address(address)
@@ -625,7 +617,7 @@ class WebSocketListener:
             host,
             port,
             self._endpoint,
-            ssl_context=server_ssl_context(tls) if tls is not None else None,
+            ssl_context=tls.server_context() if tls is not None else None,
             compression=options.compression,
             open_timeout=options.protocol.handshake_timeout,
             write_buffer=options.max_write_buffer,
@@ -637,9 +629,7 @@ class WebSocketListener:
         """Stop accepting, GOAWAY every client, wait up to `grace` s for calls, close."""
         if self._listening is not None:
             self._listening.close()
-        endpoints = list(self._endpoints)
-        if endpoints:
-            await asyncio.gather(*(endpoint.drain(grace) for endpoint in endpoints))
+        await self._endpoints.drain(grace)
         if self._listening is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._listening.wait_closed(), 1.0)

@@ -9,6 +9,7 @@ What WebSocket and QUIC share (gRPC does not use it: grpcio owns its framing):
   run through the server's `Dispatcher`; it is the `ServerConnection` handlers
   and applications push to;
 * `client` — `ClientEndpoint` and `WireChannel`, the `Channel` over it;
+* `listener` — `EndpointSet`: a listener's open endpoints, drained on shutdown;
 * `eager` — starting a unary handler inside the read callback.
 
 A transport adapter (docs/transports/) only moves bytes between its socket and

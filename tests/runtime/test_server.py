@@ -7,10 +7,11 @@ from examples.chat.v1 import chat_pb2
 from examples.chat.v1.chat_flare import CHAT_SERVICE, register_chat_service
 
 from examples.chat.service import ChatService
+from flare_runtime.client import connect
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.routing import Router
 from flare_runtime.server import Server, parse_address
-from flare_runtime.testing.service import SERVICE, ConformanceService
+from flare_runtime.testing.service import SERVICE, BytesValue, ConformanceService, Routes
 
 
 def test_handler_object_finds_its_generated_routes_and_push_types() -> None:
@@ -51,6 +52,33 @@ async def test_start_needs_an_address_and_freezes_services() -> None:
             await server.start(websocket="127.0.0.1:0")  # already served
     finally:
         await server.shutdown(grace=0)
+
+
+async def test_listen_names_any_registered_transport_and_the_keywords_stay() -> None:
+    server = Server([(SERVICE, ConformanceService())])
+    await server.start(listen={"websocket": "127.0.0.1:0"}, grpc="127.0.0.1:0")
+    try:
+        async with connect(f"ws://127.0.0.1:{server.port('websocket')}") as channel:
+            assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"l"))).value == b"l"
+        assert server.port("grpc") > 0
+        with pytest.raises(ConfigurationError) as caught:
+            await server.start(listen={"grpc": "127.0.0.1:0"})
+        assert str(caught.value) == "grpc is already being served"
+    finally:
+        await server.shutdown(grace=0)
+
+
+async def test_listen_misuse_fails_before_anything_is_bound() -> None:
+    server = Server([(SERVICE, ConformanceService())])
+    with pytest.raises(ConfigurationError) as caught:
+        await server.start(websocket="127.0.0.1:0", listen={"tpc": "127.0.0.1:0"})
+    assert str(caught.value).startswith("unknown transport 'tpc': known transports are ")
+    assert "grpc, quic" in str(caught.value)
+    with pytest.raises(ConfigurationError) as caught:
+        await server.start(websocket="127.0.0.1:0", listen={"websocket": "127.0.0.1:0"})
+    assert str(caught.value) == "websocket is given twice: as websocket= and in listen="
+    with pytest.raises(ConfigurationError):
+        server.port("websocket")  # nothing was started
 
 
 def test_parse_address() -> None:

@@ -26,6 +26,7 @@ from flare_runtime.context import CallContext
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.protocol.frames import encode_hello
+from flare_runtime.protocol.opening import OPENING_LENGTH
 from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
 from flare_runtime.server import Server, TLSFiles
 from flare_runtime.status import StatusCode
@@ -33,7 +34,6 @@ from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import Routes
 from flare_runtime.transports.quic import (
     ALPN,
-    OPENING_LENGTH,
     QuicChannel,
     QuicListener,
     QuicServerSettings,
