@@ -31,7 +31,7 @@ from flare_runtime.im.storage.base import (
     StorageError,
     StoredMessage,
 )
-from flare_runtime.im.storage.crypto import KeyRing, row_associated_data
+from flare_runtime.im.storage.crypto import SEAL_OVERHEAD, KeyRing, row_associated_data
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -379,17 +379,19 @@ class PostgresStorage(Storage):
         self, condition: str, order: str, arguments: tuple[Any, ...], max_bytes: int | None
     ) -> list[Any]:
         # With a byte bound, the server stops sending rows once the bodies
-        # before a row reach `max_bytes` (a running sum in the read's order),
-        # so the client never receives more than that plus one message.
+        # before a row reach `max_bytes` (a running sum of plaintext sizes in
+        # the read's order), so the client never receives more than that plus
+        # one message.
         if max_bytes is None:
             sql = (
                 f"SELECT {_MESSAGE_COLUMNS} FROM {{schema}}.messages "
                 f"WHERE conversation_id = $1 AND {condition} ORDER BY seq {order} LIMIT $3"
             )
         else:
+            plaintext = f"(octet_length(body) - {SEAL_OVERHEAD})"
             sql = (
                 f"SELECT {_MESSAGE_COLUMNS} FROM (SELECT {_MESSAGE_COLUMNS}, "
-                f"sum(octet_length(body)) OVER (ORDER BY seq {order}) - octet_length(body) "
+                f"sum({plaintext}) OVER (ORDER BY seq {order}) - {plaintext} "
                 "AS before_bytes FROM {schema}.messages "
                 f"WHERE conversation_id = $1 AND {condition} ORDER BY seq {order} LIMIT $3) page "
                 f"WHERE before_bytes < $4 ORDER BY seq {order}"
