@@ -83,6 +83,18 @@ class ImLimits:
     """``Login`` calls per user."""
     login_burst: int = 20
 
+    def __post_init__(self) -> None:
+        for name in (
+            "max_members_per_request",
+            "fanout_batch",
+            "max_sync_cursors",
+            "max_reply_bytes",
+            "conversations_page_max",
+            "max_cached_rooms",
+        ):
+            if getattr(self, name) < 1:
+                raise ValueError(f"ImLimits.{name} must be at least 1")
+
 
 class RateLimit:
     """A token bucket per user: `rate` tokens a second, at most `burst` saved up.

@@ -6,7 +6,7 @@ import pytest
 
 from flare_runtime.errors import RpcError
 from flare_runtime.im import limits as limits_module
-from flare_runtime.im.limits import RateLimit, check_count, page_size
+from flare_runtime.im.limits import ImLimits, RateLimit, Rates, check_count, page_size
 from flare_runtime.status import StatusCode
 
 
@@ -76,6 +76,13 @@ def test_bad_rates_are_refused() -> None:
         RateLimit("send", rate=0, burst=5)
     with pytest.raises(ValueError, match="burst at least 1"):
         RateLimit("send", rate=1, burst=0)
+
+
+def test_limits_that_would_stall_or_refuse_everything_are_refused() -> None:
+    with pytest.raises(ValueError, match="fanout_batch must be at least 1"):
+        ImLimits(fanout_batch=0)
+    with pytest.raises(ValueError, match="rate must be positive"):
+        Rates(ImLimits(typing_rate_per_second=0))
 
 
 def test_request_sizes_and_pages() -> None:
