@@ -2,6 +2,7 @@
 
     python -m bench.im_bench                       # 5,000 members, 4 client processes
     python -m bench.im_bench --members 1000 --rate 50 --seconds 4
+    python -m bench.im_bench --quick               # ~40 s: 1,000 members, 2 processes, 1 round
 
 One server process (uvloop) runs `ImCore` on SQLite behind the WebSocket
 listener. Client processes hold the room's members (one connection and one
@@ -495,7 +496,13 @@ def cli() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--sqlite-seconds", type=float, default=3.0)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument(
+        "--quick", action="store_true", help="1,000 members, 2 client processes, 1 short round"
+    )
     arguments = parser.parse_args()
+    if arguments.quick:
+        arguments.members, arguments.client_processes = 1000, 2
+        arguments.seconds, arguments.rounds, arguments.sqlite_seconds = 3.0, 1, 2.0
     # A hard stop so the benchmark always ends by itself.
     threading.Timer(900, lambda: os._exit(3)).start()
     results = run_loop(main(arguments))

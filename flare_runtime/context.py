@@ -35,7 +35,6 @@ class CallContext:
         "peer",
         "principal",
         "route",
-        "session",
         "transport",
     )
 
@@ -50,7 +49,6 @@ class CallContext:
         deadline: float | None = None,
         peer: str = "",
         principal: Principal | None = None,
-        session: Any = None,
         connection: ServerConnection | None = None,
     ) -> None:
         self.route = route
@@ -59,7 +57,6 @@ class CallContext:
         self.peer = peer
         self.transport = transport
         self.principal = principal
-        self.session = session
         self.connection = connection
         """The client connection the call arrived on (for pushes); None on gRPC."""
         self._response_headers: Metadata = EMPTY_METADATA

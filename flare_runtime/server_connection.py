@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import abc
 from collections.abc import Callable
-from typing import Any
 
 from google.protobuf.message import Message
 
@@ -37,8 +36,6 @@ class ServerConnection(abc.ABC):
     peer: str
     metadata: Metadata
     """The opening metadata the client sent at connect."""
-    session: Any
-    """Free for the application (the IM layer keeps its session here)."""
 
     @property
     @abc.abstractmethod

@@ -4,10 +4,12 @@ Layers, bottom up (see docs/im.md):
 
 * `flare_runtime.im.storage` - the `Storage` interface and its SQLite (default)
   and PostgreSQL backends; message bodies encrypted at rest.
-* `flare_runtime.im.core` - the transport-free domain core (`ImCore`): sessions
-  and the multi-device policy, conversations and roles, idempotent ordered
-  send, live delivery through bounded per-device queues, recovery, receipts,
-  typing and presence.
+* `flare_runtime.im.core` - the transport-free domain core (`ImCore`), a facade
+  over its parts: `sessions` (devices and the multi-device policy),
+  `conversations` (rooms, membership, roles), `delivery` (per-conversation
+  sequencer and bounded fan-out), `history` (idempotent ordered send, recovery,
+  receipts, retention), `presence` (online state, watchers, typing) and
+  `limits` (`ImLimits`, per-user rate limits).
 * `flare_runtime.im.sinks` / `flare_runtime.im.events` - where a device's
   events go (`EventSink`, `QueueSink`) and how each is encoded once per fan-out.
 * `flare_runtime.im.service` - `ImService`, the generated ``flare.im.v1``

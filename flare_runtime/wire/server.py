@@ -158,7 +158,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self._routes = server.wire_routes(kind)
         self.peer = transport.peer
         self.metadata = metadata
-        self.session: Any = None
         self.connection_auth: ConnectionAuth = ANONYMOUS
         self._auth_pending: asyncio.Future[ConnectionAuth] | None = None
         self._calls: dict[int, _ServerCall] = {}
@@ -296,7 +295,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             deadline,
             self.peer,
             self.connection_auth.principal,
-            self.session,
             self,
         )
         call = _ServerCall(call_id, bound, context)

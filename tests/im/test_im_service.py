@@ -371,12 +371,14 @@ async def test_kick_member_receipts_and_unread_counts(harness: ImServerHarness) 
         assert (kicked()[0].user_id, kicked()[0].actor_user_id) == ("user3", "user1")
         with pytest.raises(RpcError) as denied:
             await send(other, conversation, "late", "x")
-        assert denied.value.code is StatusCode.PERMISSION_DENIED
+        assert denied.value.code is StatusCode.NOT_FOUND
 
 
 async def test_typing_and_presence_with_a_grace_period(harness: ImServerHarness) -> None:
     watcher = await open_device(harness.url, "user1", "d")
     async with devices(watcher):
+        # Presence is visible between users who share a conversation.
+        await watcher.client.open_direct(im_pb2.OpenDirectRequest(peer_user_id="user2"))
         states = await watcher.client.watch_presence(
             im_pb2.WatchPresenceRequest(user_ids=["user2"])
         )
@@ -462,9 +464,7 @@ async def test_bad_input_gets_typed_errors(tmp_path: Path) -> None:
                 return failure.value.code
 
             conversation = direct.conversation_id
-            assert await code(send(mallory, conversation, "x", "hi")) is (
-                StatusCode.PERMISSION_DENIED
-            )
+            assert await code(send(mallory, conversation, "x", "hi")) is StatusCode.NOT_FOUND
             assert await code(send(alice, "room:unknown", "x", "hi")) is StatusCode.NOT_FOUND
             assert await code(send(alice, conversation, "x", "y" * 5_000)) is (
                 StatusCode.INVALID_ARGUMENT

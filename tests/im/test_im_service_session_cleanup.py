@@ -20,7 +20,7 @@ from flare.im.v1.im_flare import ImServiceClient, ImServiceRoutes
 from flare_runtime.auth import Principal, TokenAuth
 from flare_runtime.context import CallContext
 from flare_runtime.im import service as service_module
-from flare_runtime.im.core import ImCore
+from flare_runtime.im.core import ImCore, ImLimits
 from flare_runtime.im.service import ImService
 from flare_runtime.im.storage import KeyRing, SqliteStorage
 from flare_runtime.routing import Transport
@@ -30,7 +30,9 @@ from flare_runtime.testing.memory import memory_pair
 
 @pytest.fixture
 async def core(tmp_path: Path) -> AsyncIterator[ImCore]:
-    started = ImCore(SqliteStorage(tmp_path / "im.db", KeyRing.generate()))
+    # Logging in again and again is what these tests do: no login rate limit here.
+    limits = ImLimits(login_burst=1_000)
+    started = ImCore(SqliteStorage(tmp_path / "im.db", KeyRing.generate()), limits=limits)
     await started.start()
     yield started
     await started.close()

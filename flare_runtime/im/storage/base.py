@@ -182,8 +182,27 @@ class Storage(abc.ABC):
         """Remove a member (and its receipt); False when it was not a member."""
 
     @abc.abstractmethod
-    async def memberships(self, user_id: str) -> list[Membership]:
-        """Every conversation `user_id` belongs to, ordered by conversation id."""
+    async def memberships(
+        self, user_id: str, *, after: str = "", limit: int | None = None
+    ) -> list[Membership]:
+        """The conversations `user_id` belongs to, ordered by conversation id.
+
+        Only those whose id sorts after `after`; at most `limit` (None: all).
+        """
+
+    async def peers(self, user_id: str, user_ids: Sequence[str]) -> set[str]:
+        """Those of `user_ids` who share at least one conversation with `user_id`.
+
+        The default walks `user_id`'s memberships; backends answer it with one query.
+        """
+        wanted = set(user_ids)
+        found: set[str] = set()
+        for membership in await self.memberships(user_id):
+            members = await self.members(membership.conversation.conversation_id)
+            found |= wanted & members.keys()
+            if found == wanted:
+                break
+        return found
 
     @abc.abstractmethod
     async def append(self, conversation_id: str, message: NewMessage) -> AppendResult:
@@ -202,15 +221,28 @@ class Storage(abc.ABC):
 
     @abc.abstractmethod
     async def read_after(
-        self, conversation_id: str, after_seq: int, limit: int
+        self, conversation_id: str, after_seq: int, limit: int, *, max_bytes: int | None = None
     ) -> list[StoredMessage]:
-        """Up to `limit` retained messages with seq > `after_seq`, oldest first."""
+        """Up to `limit` retained messages with seq > `after_seq`, oldest first.
+
+        With `max_bytes`, the read also stops after the message whose body
+        brings the bodies read to `max_bytes` or more (it returns at least one
+        message when there is one), and holds no more than that in memory.
+        """
 
     @abc.abstractmethod
     async def read_before(
-        self, conversation_id: str, before_seq: int | None, limit: int
+        self,
+        conversation_id: str,
+        before_seq: int | None,
+        limit: int,
+        *,
+        max_bytes: int | None = None,
     ) -> list[StoredMessage]:
-        """Up to `limit` newest messages with seq < `before_seq` (None: any), oldest first."""
+        """Up to `limit` newest messages with seq < `before_seq` (None: any), oldest first.
+
+        `max_bytes` bounds the bodies read as in `read_after`, counted from the newest.
+        """
 
     @abc.abstractmethod
     async def update_receipt(

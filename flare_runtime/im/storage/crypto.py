@@ -22,6 +22,9 @@ from flare_runtime.im.storage.base import StorageError
 
 NONCE_BYTES = 12
 KEY_BYTES = 32
+TAG_BYTES = 16
+SEAL_OVERHEAD = NONCE_BYTES + TAG_BYTES
+"""Bytes a sealed body holds beyond its plaintext."""
 
 
 def row_associated_data(conversation_id: str, epoch: int, seq: int) -> bytes:

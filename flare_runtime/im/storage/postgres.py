@@ -31,7 +31,7 @@ from flare_runtime.im.storage.base import (
     StorageError,
     StoredMessage,
 )
-from flare_runtime.im.storage.crypto import KeyRing, row_associated_data
+from flare_runtime.im.storage.crypto import SEAL_OVERHEAD, KeyRing, row_associated_data
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -267,16 +267,21 @@ class PostgresStorage(Storage):
             )
         return bool(status != "DELETE 0")
 
-    async def memberships(self, user_id: str) -> list[Membership]:
+    async def memberships(
+        self, user_id: str, *, after: str = "", limit: int | None = None
+    ) -> list[Membership]:
         columns = ", ".join(f"c.{name.strip()}" for name in _CONVERSATION_COLUMNS.split(","))
         async with self._connection() as connection:
             rows = await connection.fetch(
                 self._sql(
                     f"SELECT {columns}, m.role, m.delivered_seq, m.read_seq "
                     "FROM {schema}.members m JOIN {schema}.conversations c "
-                    "USING (conversation_id) WHERE m.user_id = $1 ORDER BY c.conversation_id"
+                    "USING (conversation_id) WHERE m.user_id = $1 AND m.conversation_id > $2 "
+                    "ORDER BY m.conversation_id LIMIT $3"
                 ),
                 user_id,
+                after,
+                limit,
             )
         return [
             Membership(
@@ -288,6 +293,19 @@ class PostgresStorage(Storage):
             )
             for row in rows
         ]
+
+    async def peers(self, user_id: str, user_ids: Sequence[str]) -> set[str]:
+        async with self._connection() as connection:
+            rows = await connection.fetch(
+                self._sql(
+                    "SELECT DISTINCT theirs.user_id FROM {schema}.members theirs "
+                    "JOIN {schema}.members mine ON mine.conversation_id = theirs.conversation_id "
+                    "AND mine.user_id = $1 WHERE theirs.user_id = ANY($2::text[])"
+                ),
+                user_id,
+                list(user_ids),
+            )
+        return {row["user_id"] for row in rows}
 
     async def _find_duplicate(
         self, connection: Any, conversation_id: str, message: NewMessage
@@ -357,35 +375,47 @@ class PostgresStorage(Storage):
                 )
         return AppendResult(message.stored(conversation_id, seq, record.epoch), duplicate=False)
 
-    async def read_after(
-        self, conversation_id: str, after_seq: int, limit: int
-    ) -> list[StoredMessage]:
-        async with self._connection() as connection:
-            rows = await connection.fetch(
-                self._sql(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM {{schema}}.messages "
-                    "WHERE conversation_id = $1 AND seq > $2 ORDER BY seq LIMIT $3"
-                ),
-                conversation_id,
-                after_seq,
-                limit,
+    async def _read(
+        self, condition: str, order: str, arguments: tuple[Any, ...], max_bytes: int | None
+    ) -> list[Any]:
+        # With a byte bound, the server stops sending rows once the bodies
+        # before a row reach `max_bytes` (a running sum of plaintext sizes in
+        # the read's order), so the client never receives more than that plus
+        # one message.
+        if max_bytes is None:
+            sql = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM {{schema}}.messages "
+                f"WHERE conversation_id = $1 AND {condition} ORDER BY seq {order} LIMIT $3"
             )
+        else:
+            plaintext = f"(octet_length(body) - {SEAL_OVERHEAD})"
+            sql = (
+                f"SELECT {_MESSAGE_COLUMNS} FROM (SELECT {_MESSAGE_COLUMNS}, "
+                f"sum({plaintext}) OVER (ORDER BY seq {order}) - {plaintext} "
+                "AS before_bytes FROM {schema}.messages "
+                f"WHERE conversation_id = $1 AND {condition} ORDER BY seq {order} LIMIT $3) page "
+                f"WHERE before_bytes < $4 ORDER BY seq {order}"
+            )
+            arguments = (*arguments, max_bytes)
+        async with self._connection() as connection:
+            return list(await connection.fetch(self._sql(sql), *arguments))
+
+    async def read_after(
+        self, conversation_id: str, after_seq: int, limit: int, *, max_bytes: int | None = None
+    ) -> list[StoredMessage]:
+        rows = await self._read("seq > $2", "ASC", (conversation_id, after_seq, limit), max_bytes)
         return [self._message(row) for row in rows]
 
     async def read_before(
-        self, conversation_id: str, before_seq: int | None, limit: int
+        self,
+        conversation_id: str,
+        before_seq: int | None,
+        limit: int,
+        *,
+        max_bytes: int | None = None,
     ) -> list[StoredMessage]:
         bound = before_seq if before_seq is not None else 2**62
-        async with self._connection() as connection:
-            rows = await connection.fetch(
-                self._sql(
-                    f"SELECT {_MESSAGE_COLUMNS} FROM {{schema}}.messages "
-                    "WHERE conversation_id = $1 AND seq < $2 ORDER BY seq DESC LIMIT $3"
-                ),
-                conversation_id,
-                bound,
-                limit,
-            )
+        rows = await self._read("seq < $2", "DESC", (conversation_id, bound, limit), max_bytes)
         return [self._message(row) for row in reversed(rows)]
 
     async def update_receipt(

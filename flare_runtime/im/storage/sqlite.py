@@ -12,10 +12,11 @@ one fsync acknowledges hundreds of sends.
 from __future__ import annotations
 
 import asyncio
+import json
 import queue
 import sqlite3
 import threading
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -346,15 +347,18 @@ class SqliteStorage(Storage):
 
         return await self._run(remove)
 
-    async def memberships(self, user_id: str) -> list[Membership]:
+    async def memberships(
+        self, user_id: str, *, after: str = "", limit: int | None = None
+    ) -> list[Membership]:
         columns = ", ".join(f"c.{name.strip()}" for name in _CONVERSATION_COLUMNS.split(","))
 
         def memberships(connection: sqlite3.Connection) -> list[Membership]:
             rows = connection.execute(
                 f"SELECT {columns}, m.role, m.delivered_seq, m.read_seq "
                 "FROM im_members m JOIN im_conversations c USING (conversation_id) "
-                "WHERE m.user_id = ? ORDER BY c.conversation_id",
-                (user_id,),
+                "WHERE m.user_id = ? AND m.conversation_id > ? "
+                "ORDER BY m.conversation_id LIMIT ?",
+                (user_id, after, -1 if limit is None else limit),
             )
             return [
                 Membership(
@@ -366,6 +370,21 @@ class SqliteStorage(Storage):
             ]
 
         return await self._run(memberships)
+
+    async def peers(self, user_id: str, user_ids: Sequence[str]) -> set[str]:
+        wanted = json.dumps(list(user_ids))
+
+        def peers(connection: sqlite3.Connection) -> set[str]:
+            rows = connection.execute(
+                "SELECT DISTINCT candidate.value FROM json_each(?) AS candidate "
+                "JOIN im_members theirs ON theirs.user_id = candidate.value "
+                "JOIN im_members mine ON mine.conversation_id = theirs.conversation_id "
+                "AND mine.user_id = ?",
+                (wanted, user_id),
+            )
+            return {user for (user,) in rows}
+
+        return await self._run(peers)
 
     async def append(self, conversation_id: str, message: NewMessage) -> AppendResult:
         return await self.append_soon(conversation_id, message)
@@ -419,8 +438,21 @@ class SqliteStorage(Storage):
 
         return self._submit(append)
 
+    def _read(self, rows: Iterable[Sequence[Any]], max_bytes: int | None) -> list[StoredMessage]:
+        # Rows are stepped one at a time: a read cut short by `max_bytes` never
+        # holds more than that (plus one message) in memory.
+        messages = []
+        read = 0
+        for row in rows:
+            message = self._message(row)
+            messages.append(message)
+            read += len(message.body)
+            if max_bytes is not None and read >= max_bytes:
+                break
+        return messages
+
     async def read_after(
-        self, conversation_id: str, after_seq: int, limit: int
+        self, conversation_id: str, after_seq: int, limit: int, *, max_bytes: int | None = None
     ) -> list[StoredMessage]:
         def read(connection: sqlite3.Connection) -> list[StoredMessage]:
             rows = connection.execute(
@@ -428,12 +460,17 @@ class SqliteStorage(Storage):
                 "WHERE conversation_id = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (conversation_id, after_seq, limit),
             )
-            return [self._message(row) for row in rows]
+            return self._read(rows, max_bytes)
 
         return await self._run(read)
 
     async def read_before(
-        self, conversation_id: str, before_seq: int | None, limit: int
+        self,
+        conversation_id: str,
+        before_seq: int | None,
+        limit: int,
+        *,
+        max_bytes: int | None = None,
     ) -> list[StoredMessage]:
         bound = before_seq if before_seq is not None else 2**62
 
@@ -442,8 +479,8 @@ class SqliteStorage(Storage):
                 f"SELECT {_MESSAGE_COLUMNS} FROM im_messages "
                 "WHERE conversation_id = ? AND seq < ? ORDER BY seq DESC LIMIT ?",
                 (conversation_id, bound, limit),
-            ).fetchall()
-            return [self._message(row) for row in reversed(rows)]
+            )
+            return self._read(rows, max_bytes)[::-1]
 
         return await self._run(read)
 

@@ -181,3 +181,37 @@ async def test_key_rotation_keeps_old_messages_readable(storage: Storage, keyrin
     storage.set_keyring(KeyRing.generate(key_id=3))
     with pytest.raises(StorageError, match="unknown key id 1"):
         await storage.read_after("room-1", 0, 10)
+
+
+async def test_reads_stop_at_max_bytes_and_return_at_least_one_message(storage: Storage) -> None:
+    await storage.create_conversation(room(), {"alice": Role.OWNER})
+    for index in range(10):
+        await storage.append("room-1", message(f"c{index}", bytes(100)))
+    after = await storage.read_after("room-1", 0, 100, max_bytes=250)
+    assert [m.seq for m in after] == [1, 2, 3]  # the third brings the bodies to 300 >= 250
+    before = await storage.read_before("room-1", None, 100, max_bytes=250)
+    assert [m.seq for m in before] == [8, 9, 10]  # counted from the newest
+    assert [m.seq for m in await storage.read_after("room-1", 4, 100, max_bytes=1)] == [5]
+    assert [m.seq for m in await storage.read_before("room-1", 3, 100, max_bytes=1)] == [2]
+    assert len(await storage.read_after("room-1", 0, 4, max_bytes=10_000)) == 4
+
+
+async def test_memberships_page_by_conversation_id(storage: Storage) -> None:
+    for index in range(5):
+        await storage.create_conversation(room(f"room-{index}"), {"bob": Role.MEMBER})
+    first = await storage.memberships("bob", limit=2)
+    rest = await storage.memberships("bob", after=first[-1].conversation.conversation_id)
+    assert [m.conversation.conversation_id for m in first + rest] == [
+        f"room-{index}" for index in range(5)
+    ]
+
+
+async def test_peers_are_the_users_sharing_a_conversation(storage: Storage) -> None:
+    await storage.create_conversation(room("room-a"), {"alice": Role.OWNER, "bob": Role.MEMBER})
+    await storage.create_conversation(room("room-b"), {"carol": Role.OWNER, "dave": Role.MEMBER})
+    await storage.create_conversation(room("room-c"), {"alice": Role.OWNER, "erin": Role.MEMBER})
+    candidates = ["bob", "carol", "erin", "nobody"]
+    assert await storage.peers("alice", candidates) == {"bob", "erin"}
+    assert await storage.peers("nobody", candidates) == set()
+    # The generic walk over memberships (what a backend without a query of its own gets).
+    assert await Storage.peers(storage, "alice", candidates) == {"bob", "erin"}

@@ -728,7 +728,7 @@ class ImServiceBase(abc.ABC):
         request: im_pb2.ListConversationsRequest,
         context: CallContext,
     ) -> im_pb2.ListConversationsReply:
-        """The caller's conversations with their positions and unread counts.
+        """The caller's conversations with their positions and unread counts, paged.
 
         ``/flare.im.v1.ImService/ListConversations`` (unary).
 
@@ -1078,7 +1078,7 @@ class ImServiceClient:
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
     ) -> im_pb2.ListConversationsReply:
-        """The caller's conversations with their positions and unread counts.
+        """The caller's conversations with their positions and unread counts, paged.
 
         Call ``/flare.im.v1.ImService/ListConversations``.
         """

@@ -13,10 +13,12 @@ route runs in that session and fails with FAILED_PRECONDITION without it.
 Errors (RpcError codes):
   UNAUTHENTICATED      no principal on the connection
   FAILED_PRECONDITION  no IM session on this connection (call Login first)
-  NOT_FOUND            unknown conversation
-  PERMISSION_DENIED    not a member, or the role does not allow the change
-  INVALID_ARGUMENT     empty/oversized content, bad ids, bad limits
-  RESOURCE_EXHAUSTED   send rate limit of the session, or member limit
+  NOT_FOUND            unknown conversation, or one the caller is not a member
+                       of (the same answer: it does not reveal that it exists)
+  PERMISSION_DENIED    the role does not allow the change; presence not visible
+  INVALID_ARGUMENT     empty/oversized content, bad ids, bad limits, too many
+                       items in one request
+  RESOURCE_EXHAUSTED   a per-user rate limit, the member limit, watched users
 """
 
 from collections import abc as _abc
@@ -893,12 +895,23 @@ Global___ConversationInfo: _TypeAlias = ConversationInfo  # noqa: Y015
 class ListConversationsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
+    LIMIT_FIELD_NUMBER: _builtins.int
+    AFTER_CONVERSATION_ID_FIELD_NUMBER: _builtins.int
+    limit: _builtins.int
+    """Most conversations in this reply (0 = the server's page, at most 1000)."""
+    after_conversation_id: _builtins.str
+    """List the conversations whose id sorts after this one (the last id of the
+    previous page); "" = from the first.
+    """
     def __init__(
         self,
+        *,
+        limit: _builtins.int = ...,
+        after_conversation_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after_conversation_id", b"after_conversation_id", "limit", b"limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -952,16 +965,22 @@ class ListConversationsReply(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 
     CONVERSATIONS_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    """More conversations follow: ask again after the last one."""
     @_builtins.property
-    def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConversationSummary]: ...
+    def conversations(self) -> _containers.RepeatedCompositeFieldContainer[Global___ConversationSummary]:
+        """Ordered by conversation id."""
+
     def __init__(
         self,
         *,
         conversations: _abc.Iterable[Global___ConversationSummary] | None = ...,
+        has_more: _builtins.bool = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversations", b"conversations", "has_more", b"has_more"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
