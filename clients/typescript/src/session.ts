@@ -121,8 +121,8 @@ export class Session implements CallTransport {
       this.handshakeDone = { resolve, reject };
     });
     this.handshake.catch(() => undefined); // observed by `ready()` callers only
-    socket.onmessage = (event) => this.onSocketMessage(event.data);
-    socket.onclose = (event) => this.lost(`connection lost (WebSocket close ${event.code})`);
+    socket.onmessage = (event: { data: unknown }) => this.onSocketMessage(event.data);
+    socket.onclose = (event: { code: number }) => this.lost(`connection lost (WebSocket close ${event.code})`);
     socket.onerror = () => this.lost("connection lost (WebSocket error)");
     this.flush();
     this.rearm();

@@ -9,17 +9,25 @@
  */
 import { ConnectionClosedError } from "./errors.js";
 
-/** The part of the WebSocket API this client uses (browsers, undici and `ws` all have it). */
+/**
+ * The part of the WebSocket API this client uses (browsers, undici and `ws` all have it).
+ *
+ * Handler parameters are `any` so that the DOM's and `ws`'s own event types
+ * both fit (a handler property is checked covariantly); this client reads
+ * only `data` of a message event and `code` of a close event.
+ */
 export interface WebSocketLike {
   binaryType: string;
   readonly readyState: number;
   readonly bufferedAmount: number;
   send(data: Uint8Array): void;
   close(code?: number, reason?: string): void;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onclose: ((event: { code: number; reason: string }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
+  /* eslint-disable @typescript-eslint/no-explicit-any */
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  /* eslint-enable @typescript-eslint/no-explicit-any */
   /** `ws` only: stop reading from the socket (back-pressure). */
   pause?: () => void;
   /** `ws` only: read again. */
@@ -118,7 +126,7 @@ export function openSocket(
     signal?.addEventListener("abort", onAbort);
     socket.onopen = () => settle();
     socket.onerror = () => settle(new ConnectionClosedError(`cannot connect to ${redact(url)}`));
-    socket.onclose = (event) =>
+    socket.onclose = (event: { code: number }) =>
       settle(new ConnectionClosedError(`connection closed during the opening handshake (${event.code})`));
   });
 }

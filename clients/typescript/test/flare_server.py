@@ -21,9 +21,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[3]
 sys.path[:0] = [str(ROOT / "generated"), str(ROOT)]
 
-from examples.chat.service import ChatService  # noqa: E402
 from examples.chat.v1.chat_flare import PUSH_TYPES as CHAT_PUSH_TYPES  # noqa: E402
 
+from examples.chat.service import ChatService  # noqa: E402
 from flare_runtime.auth import Principal, TokenAuth  # noqa: E402
 from flare_runtime.server import Server  # noqa: E402
 from flare_runtime.testing.service import PUSH_TYPES, SERVICE, ConformanceService  # noqa: E402
