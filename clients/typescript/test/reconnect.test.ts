@@ -44,13 +44,14 @@ test("after the server is killed and restarted, the client reconnects and resume
     await client.unary(PUSH_ME, { value: 1n });
     assert.equal((await pushes.next()).value!.message.value, "push 0");
 
-    const inFlight = client.unary(ECHO, {}, { headers: { "x-sleep": "10" } });
-    await sleep(100);
-    await server.stop("SIGKILL");
-    const lost = await inFlight.then(
+    // The handler is attached at once: the call fails while the test awaits the kill.
+    const inFlight = client.unary(ECHO, {}, { headers: { "x-sleep": "10" } }).then(
       () => assert.fail("the call survived a killed server"),
       (error: unknown) => error,
     );
+    await sleep(100);
+    await server.stop("SIGKILL");
+    const lost = await inFlight;
     assert.ok(lost instanceof RpcError && lost.code === StatusCode.UNAVAILABLE, String(lost));
     await waitFor(() => client.state === "reconnecting", "the reconnecting state");
 
