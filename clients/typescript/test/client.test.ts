@@ -7,7 +7,16 @@ import assert from "node:assert/strict";
 import { after, before, describe, test } from "node:test";
 
 import { StringValueSchema } from "@bufbuild/protobuf/wkt";
-import { type FlareClient, Metadata, RpcError, StatusCode, connect } from "@flare/client";
+import {
+  DEFAULT_BACKOFF,
+  type FlareClient,
+  Metadata,
+  RpcError,
+  StatusCode,
+  type WebSocketConstructor,
+  backoffDelay,
+  connect,
+} from "@flare/client";
 
 import {
   ADMIN,
@@ -297,5 +306,23 @@ describe("auth", () => {
     const browser = connect(server.url, { token: "bob-token", WebSocket: BrowserLikeWebSocket });
     assert.equal((await browser.unary(WHO_AM_I, {})).value, "bob");
     browser.close();
+  });
+});
+
+describe("configuration", () => {
+  test("the browser's WebSocket class fits the WebSocket option (checked by tsc)", () => {
+    const fits = (browserClass: typeof WebSocket): WebSocketConstructor => browserClass;
+    assert.equal(typeof fits, "function");
+  });
+
+  test("backoff grows exponentially up to its cap, shortened by at most the jitter", () => {
+    assert.equal(backoffDelay(DEFAULT_BACKOFF, 1, 0), 250);
+    assert.equal(backoffDelay(DEFAULT_BACKOFF, 3, 0), 1000);
+    assert.equal(backoffDelay(DEFAULT_BACKOFF, 30, 0), 10_000);
+    assert.equal(backoffDelay(DEFAULT_BACKOFF, 3, 1), 800);
+  });
+
+  test("a URL that is not ws:// or wss:// is refused at once", () => {
+    assert.throws(() => connect("http://127.0.0.1:1"), TypeError);
   });
 });
