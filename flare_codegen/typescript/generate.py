@@ -3,8 +3,8 @@
 Runs the protoc bundled with grpcio-tools (no system protoc) with two plugins:
 ``protoc-gen-es`` (the message types, from npm ``@bufbuild/protoc-gen-es``)
 and ``protoc-gen-flare-ts`` (this package, launched with the current
-interpreter). Flare's options file is generated too whenever a schema uses it,
-because the ``_pb.ts`` files import it. Output is deterministic.
+interpreter). Every file the schemas import (Flare's options file included) is
+generated too, because the ``_pb.ts`` files import theirs. Output is deterministic.
 """
 
 from __future__ import annotations
@@ -21,13 +21,12 @@ from pathlib import Path
 
 from flare_codegen.compiler import (
     CompileError,
+    compile_protos,
     find_proto_files,
     flare_include_dir,
     wellknown_include_dir,
 )
-
-OPTIONS_PROTO = "flare/options/v1/options.proto"
-"""Imported by every schema that uses Flare options; its ``_pb.ts`` must exist too."""
+from flare_codegen.typescript.es_names import wkt_import_path
 
 
 def _plugin_launcher(directory: Path) -> Path:
@@ -64,15 +63,20 @@ def find_protoc_gen_es(explicit: Path | None = None, start: Path | None = None) 
     )
 
 
-def _imports_options(include_dirs: Sequence[Path], targets: Sequence[str]) -> bool:
-    for target in targets:
-        for directory in include_dirs:
-            path = directory / target
-            if path.is_file():
-                if OPTIONS_PROTO in path.read_text(encoding="utf-8", errors="replace"):
-                    return True
-                break
-    return False
+def _with_imports(includes: Sequence[Path], targets: Sequence[str]) -> list[str]:
+    """`targets` plus every file they import, transitively, except the well-known types.
+
+    ``protoc-gen-es`` writes only the files it is asked for, and a ``_pb.ts``
+    imports the ``_pb.ts`` of each file its ``.proto`` imports (Flare's options
+    file included), so all of them are generated; well-known types come from
+    ``@bufbuild/protobuf/wkt``.
+    """
+    compiled = compile_protos(includes, targets, source_info=False)
+    closure = list(targets)
+    for proto in compiled.files.file:
+        if proto.name not in closure and wkt_import_path(proto.name) is None:
+            closure.append(proto.name)
+    return closure
 
 
 def generate_ts(
@@ -86,7 +90,7 @@ def generate_ts(
     flare_parameters: str = "",
 ) -> list[str]:
     """Generate ``_pb.ts`` and ``_flare.ts`` for every ``.proto`` under `schema_dir`
-    (or just `files`) into `out_dir`; return the compiled file names.
+    (or just `files`), and the files they import, into `out_dir`; return the file names.
 
     `import_extension` goes to both plugins (``js`` suits Node's ESM and
     bundlers alike). Raises `CompileError` with protoc's diagnostics (the Flare
@@ -108,8 +112,7 @@ def generate_ts(
     for extra in (flare_include_dir(), wellknown_include_dir()):
         if extra not in includes:
             includes.append(extra)
-    if OPTIONS_PROTO not in targets and _imports_options(includes, targets):
-        targets.append(OPTIONS_PROTO)
+    targets = _with_imports(includes, targets)
     flare_options = ",".join(
         option for option in (f"import_extension={import_extension}", flare_parameters) if option
     )
