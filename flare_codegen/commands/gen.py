@@ -1,4 +1,8 @@
-"""``flare gen SCHEMA_DIR -o OUT``: generate ``_pb2.py``, ``_pb2.pyi`` and ``_flare.py``."""
+"""``flare gen SCHEMA_DIR -o OUT``: generate ``_pb2.py``, ``_pb2.pyi`` and ``_flare.py``.
+
+With ``--ts``: TypeScript instead, ``_pb.ts`` (protoc-gen-es) and ``_flare.ts``
+(`flare_codegen.typescript`).
+"""
 
 from __future__ import annotations
 
@@ -44,6 +48,23 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="FILE",
         help="generate only FILE (relative to SCHEMA_DIR; may be repeated); default: every .proto",
     )
+    parser.add_argument(
+        "--ts",
+        action="store_true",
+        help="generate TypeScript for @flare/client instead: protoc-gen-es's _pb.ts and _flare.ts",
+    )
+    parser.add_argument(
+        "--es-plugin",
+        type=Path,
+        metavar="PATH",
+        help="with --ts: the protoc-gen-es executable (default: PATH, then node_modules/.bin)",
+    )
+    parser.add_argument(
+        "--import-extension",
+        choices=("js", "ts", "none"),
+        default="js",
+        help="with --ts: how generated imports end (default js, for Node ESM and bundlers)",
+    )
     parser.set_defaults(func=run)
 
 
@@ -52,6 +73,8 @@ def run(args: argparse.Namespace) -> int:
     from flare_codegen.compiler import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
     from flare_codegen.generate import generate  # noqa: PLC0415 (keep `flare --help` fast)
 
+    if args.ts:
+        return _run_ts(args)
     try:
         files = generate(
             args.schema_dir,
@@ -64,4 +87,25 @@ def run(args: argparse.Namespace) -> int:
         print(error.message, file=sys.stderr)
         return 1
     print(f"generated {len(files)} file(s) into {args.out}", file=sys.stderr)
+    return 0
+
+
+def _run_ts(args: argparse.Namespace) -> int:
+    from flare_codegen.compiler import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.typescript.generate import generate_ts  # noqa: PLC0415
+
+    try:
+        files = generate_ts(
+            args.schema_dir,
+            args.out,
+            include_dirs=args.include,
+            files=args.files or None,
+            import_extension=args.import_extension,
+            es_plugin=args.es_plugin,
+            flare_parameters=args.flare_opt,
+        )
+    except CompileError as error:
+        print(error.message, file=sys.stderr)
+        return 1
+    print(f"generated TypeScript for {len(files)} file(s) into {args.out}", file=sys.stderr)
     return 0
