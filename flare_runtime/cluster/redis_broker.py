@@ -88,13 +88,15 @@ class RedisBroker(Broker):
         ping_interval: float = 5.0,
         connect_timeout: float = 5.0,
         max_publish_backlog: int = 16 * 1024 * 1024,
+        client_name: str | None = None,
     ) -> None:
         """`url`: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS).
 
         `reconnect_delay` doubles after each failed attempt up to
         `max_reconnect_delay` (with ±25 % jitter). A connection that carries
         nothing for `ping_interval` seconds is PINGed; without an answer within
-        another `ping_interval`, the link is declared down.
+        another `ping_interval`, the link is declared down. `client_name`
+        names both connections in Redis's ``CLIENT LIST``.
         """
         self.url = url
         self.reconnect_delay = reconnect_delay
@@ -107,6 +109,7 @@ class RedisBroker(Broker):
             socket_timeout=None,
             retry=Retry(NoBackoff(), 0),
             health_check_interval=0,
+            client_name=client_name,
             # RESP2: in subscribed mode every message is a reply this module
             # reads itself (under RESP3, redis-py 8 routes them to its own
             # push handlers).
@@ -137,7 +140,9 @@ class RedisBroker(Broker):
         self._queued_bytes = 0
         self._in_flight_publishes: list[tuple[bytes, bytes]] = []
         self._publish_wakeup = asyncio.Event()
-        self._overflow = False
+        self._abort: asyncio.Future[str] | None = None
+        """Set with a reason to take the current link down."""
+        self.connect_timeout = connect_timeout
 
     # -- Broker ------------------------------------------------------------------
 
@@ -179,8 +184,12 @@ class RedisBroker(Broker):
             return False
         size = len(data)
         if self._queued_bytes + size > self.max_publish_backlog:
-            self._overflow = True
-            self._publish_wakeup.set()
+            abort = self._abort
+            if abort is not None and not abort.done():
+                abort.set_result(
+                    f"publish backlog over {self.max_publish_backlog} bytes: "
+                    "Redis does not keep up"
+                )
             return False
         self._queue.append((channel, data))
         self._queued_bytes += size
@@ -215,8 +224,9 @@ class RedisBroker(Broker):
             publisher = self._make_connection()
             reason = ""
             try:
-                await subscriber.connect()
-                await publisher.connect()
+                async with asyncio.timeout(self.connect_timeout):  # a stalled handshake too
+                    await subscriber.connect()
+                    await publisher.connect()
                 failures = 0
                 delay = self.reconnect_delay
                 await self._serve(subscriber, publisher)
@@ -224,8 +234,8 @@ class RedisBroker(Broker):
                 raise
             except _LinkDownError as error:
                 reason = str(error)
-            except (RedisError, OSError) as error:
-                reason = f"{type(error).__name__}: {error}"
+            except (RedisError, OSError) as error:  # TimeoutError is an OSError
+                reason = f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
             except Exception as error:  # a bug must not end the link for good
                 logger.exception("cluster redis link failed")
                 reason = f"{type(error).__name__}: {error}"
@@ -253,16 +263,33 @@ class RedisBroker(Broker):
         self._dirty = set(self._wanted)
         self._restoring = set(self._wanted)
         self._ping_requested = False
-        self._overflow = False
+        self._abort = asyncio.get_running_loop().create_future()
         self._control.set()
         self._check_restored()
+        # Not a TaskGroup: on 3.11 one whose child failed can swallow a
+        # cancellation of this task, which would then never end.
+        loop = asyncio.get_running_loop()
+        tasks = [
+            loop.create_task(self._read(subscriber)),
+            loop.create_task(self._control_loop(subscriber)),
+            loop.create_task(self._publish_loop(publisher)),
+            loop.create_task(self._until_aborted(self._abort)),
+        ]
         try:
-            async with asyncio.TaskGroup() as group:
-                group.create_task(self._read(subscriber))
-                group.create_task(self._control_loop(subscriber))
-                group.create_task(self._publish_loop(publisher))
-        except* (_LinkDownError, RedisError, OSError) as errors:
-            raise errors.exceptions[0] from None
+            done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._abort = None
+            for task in tasks:
+                task.cancel()
+            await asyncio.wait(tasks)
+        for task in done:
+            if not task.cancelled() and task.exception() is not None:
+                raise cast(BaseException, task.exception())
+        raise _LinkDownError("link loop ended")
+
+    @staticmethod
+    async def _until_aborted(abort: asyncio.Future[str]) -> None:
+        raise _LinkDownError(await abort)
 
     def _link_down(self, reason: str) -> None:
         was_up = self._state is LinkState.UP
@@ -372,10 +399,6 @@ class RedisBroker(Broker):
             if not self._queue:
                 self._publish_wakeup.clear()
                 await self._publish_wakeup.wait()
-            if self._overflow:
-                raise _LinkDownError(
-                    f"publish backlog over {self.max_publish_backlog} bytes: Redis does not keep up"
-                )
             batch = self._in_flight_publishes = self._queue
             self._queue = []
             self._queued_bytes = 0
