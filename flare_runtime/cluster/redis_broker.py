@@ -4,7 +4,8 @@
 
     node = ClusterNode(RedisBroker("redis://10.0.0.5:6379/0"))
 
-Needs ``pip install 'flare-rpc[redis]'``. Why pub/sub (not streams, not
+Needs ``pip install 'flare-rpc[redis]'`` (redis-py, and hiredis, its C
+reply parser, which halves the CPU per delivery). Why pub/sub (not streams, not
 sharded pub/sub): docs/cluster.md, "The Redis mechanism".
 
 Each node holds two connections to Redis: one in subscribed mode that
@@ -14,8 +15,8 @@ pipelined batches, in call order, so one node's messages to a channel reach
 every subscriber in publish order. Redis routes each message only to the
 connections subscribed to its channel: interest routing is done by Redis.
 
-Failures. Either connection failing (an error, Redis gone, no answer to a
-PING within `ping_interval`, or a publish backlog over
+Failures. Either connection failing (an error, Redis gone, a silent Redis
+found by the PING watchdog, or a publish backlog over
 `max_publish_backlog` bytes, which means Redis does not keep up) takes the
 whole link down: the node is told (`link_lost`), every queued or
 unacknowledged publish is reported lost (`publishes_lost`) and dropped, and
@@ -93,9 +94,10 @@ class RedisBroker(Broker):
         """`url`: ``redis://[[user]:password@]host[:port][/db]`` (``rediss://`` for TLS).
 
         `reconnect_delay` doubles after each failed attempt up to
-        `max_reconnect_delay` (with ±25 % jitter). A connection that carries
-        nothing for `ping_interval` seconds is PINGed; without an answer within
-        another `ping_interval`, the link is declared down. `client_name`
+        `max_reconnect_delay` (with ±25 % jitter). A subscriber connection
+        that carries nothing for `ping_interval` seconds is PINGed, and the
+        link is declared down when nothing came back one interval later (so
+        within 2-3 intervals); likewise when PUBLISH replies stop for two. `client_name`
         names both connections in Redis's ``CLIENT LIST``.
         """
         self.url = url
@@ -136,9 +138,14 @@ class RedisBroker(Broker):
         self._control = asyncio.Event()
         self._ping_requested = False
         # Publishing.
-        self._queue: list[tuple[bytes, bytes]] = []
+        self._queue: list[tuple[bytes, bytes, bytes]] = []
+        """PUBLISH commands not yet written: (b"PUBLISH", channel, data)."""
         self._queued_bytes = 0
-        self._in_flight_publishes: list[tuple[bytes, bytes]] = []
+        self._in_flight_publishes: list[tuple[bytes, bytes, bytes]] = []
+        # Progress counters the watchdog reads (cheaper than a timeout per read).
+        self._subscriber_reads = 0
+        self._publisher_reads = 0
+        self._awaiting_replies = False
         self._publish_wakeup = asyncio.Event()
         self._abort: asyncio.Future[str] | None = None
         """Set with a reason to take the current link down."""
@@ -187,11 +194,10 @@ class RedisBroker(Broker):
             abort = self._abort
             if abort is not None and not abort.done():
                 abort.set_result(
-                    f"publish backlog over {self.max_publish_backlog} bytes: "
-                    "Redis does not keep up"
+                    f"publish backlog over {self.max_publish_backlog} bytes: Redis does not keep up"
                 )
             return False
-        self._queue.append((channel, data))
+        self._queue.append((b"PUBLISH", channel, data))
         self._queued_bytes += size
         self._publish_wakeup.set()
         return True
@@ -274,6 +280,7 @@ class RedisBroker(Broker):
             loop.create_task(self._control_loop(subscriber)),
             loop.create_task(self._publish_loop(publisher)),
             loop.create_task(self._until_aborted(self._abort)),
+            loop.create_task(self._watchdog()),
         ]
         try:
             done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
@@ -296,8 +303,8 @@ class RedisBroker(Broker):
         self._state = LinkState.DOWN
         self._restoring = None
         self._active.clear()
-        lost = {channel for channel, _ in self._in_flight_publishes}
-        lost.update(channel for channel, _ in self._queue)
+        lost = {command[1] for command in self._in_flight_publishes}
+        lost.update(command[1] for command in self._queue)
         self._in_flight_publishes = []
         self._queue = []
         self._queued_bytes = 0
@@ -320,24 +327,47 @@ class RedisBroker(Broker):
     # -- subscriber connection ---------------------------------------------------
 
     async def _read(self, connection: _Connection) -> None:
-        ping_outstanding = False
+        listener = self._listener
         while True:
-            response = await connection.read_response(timeout=self.ping_interval)
-            if response is None:
-                if ping_outstanding:
-                    raise _LinkDownError(f"no answer to PING within {self.ping_interval} s")
-                ping_outstanding = True
-                self._ping_requested = True
-                self._control.set()
-                continue
-            ping_outstanding = False
+            response = await connection.read_response()
+            self._subscriber_reads += 1
             kind = response[0]
             if kind == b"message":
-                listener = self._listener
                 if listener is not None:
                     listener.message_received(response[1], response[2])
             elif kind in {b"subscribe", b"unsubscribe"}:
                 self._confirmed(response[1])
+
+    async def _watchdog(self) -> None:
+        """Find a Redis that stopped answering (a half-open link) from the progress counters.
+
+        Every `ping_interval`: a subscriber connection that received nothing
+        gets a PING, and if it still received nothing one interval later the
+        link is down; a publisher connection whose replies are due and made no
+        progress for two intervals is down too.
+        """
+        subscriber_reads = self._subscriber_reads
+        publisher_reads = self._publisher_reads
+        ping_pending = False
+        stalled = 0
+        while True:
+            await asyncio.sleep(self.ping_interval)
+            if self._subscriber_reads != subscriber_reads:
+                subscriber_reads = self._subscriber_reads
+                ping_pending = False
+            elif ping_pending:
+                raise _LinkDownError(f"no answer to PING within {self.ping_interval} s")
+            else:
+                ping_pending = True
+                self._ping_requested = True
+                self._control.set()
+            if self._awaiting_replies and self._publisher_reads == publisher_reads:
+                stalled += 1
+                if stalled >= 2:
+                    raise _LinkDownError(f"no reply to PUBLISH within {2 * self.ping_interval} s")
+            else:
+                stalled = 0
+            publisher_reads = self._publisher_reads
 
     def _confirmed(self, channel: bytes) -> None:
         """Redis confirmed one (UN)SUBSCRIBE of `channel` (they come back in order)."""
@@ -394,7 +424,6 @@ class RedisBroker(Broker):
 
     async def _publish_loop(self, connection: _Connection) -> None:
         """Write queued publishes in batches, in order; one batch's replies before the next."""
-        reply_timeout = max(self.ping_interval, 1.0)
         while True:
             if not self._queue:
                 self._publish_wakeup.clear()
@@ -402,13 +431,14 @@ class RedisBroker(Broker):
             batch = self._in_flight_publishes = self._queue
             self._queue = []
             self._queued_bytes = 0
+            self._awaiting_replies = True
             await connection.send_packed_command(
-                connection.pack_commands([(b"PUBLISH", channel, data) for channel, data in batch]),
-                check_health=False,
+                connection.pack_commands(batch), check_health=False
             )
             for _ in batch:
-                if await connection.read_response(timeout=reply_timeout) is None:
-                    raise _LinkDownError(f"no reply to PUBLISH within {reply_timeout} s")
+                await connection.read_response()
+                self._publisher_reads += 1
+            self._awaiting_replies = False
             self._in_flight_publishes = []
 
     def __repr__(self) -> str:

@@ -409,6 +409,7 @@ async def test_the_link_state_is_up_once_started(cluster: Cluster) -> None:
     node.add_link_listener(changes.append)
     await node.close()
     assert node.state is not LinkState.UP
+    assert changes == []  # closing is not an outage
     with pytest.raises(Exception, match="closed"):
         node.subscribe("t", Recorder(), on_missed=Recorder().on_missed)
 
