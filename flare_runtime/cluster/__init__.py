@@ -21,6 +21,7 @@ from flare_runtime.cluster.node import (
     ClusterStats,
     ConnectionAddress,
     LinkChanged,
+    MemberChanged,
     Subscription,
 )
 
@@ -32,6 +33,7 @@ __all__ = [
     "ConnectionAddress",
     "LinkChanged",
     "LinkState",
+    "MemberChanged",
     "MemoryBroker",
     "MemoryBus",
     "Subscription",

@@ -15,6 +15,8 @@ big-endian::
          CLOSE     u64 connection id, UTF-8 close reason (to the end)
          LOST      nothing: the origin may have dropped events of this channel
          LOST_ALL  nothing: the origin may have dropped events of any channel
+         HEARTBEAT nothing: the origin is alive (on the cluster's control channel)
+         LEAVING   nothing: the origin is closing, after its last publish
 
 The channel an envelope travels on says what it is for (a topic, a user, a
 node), so the envelope does not repeat it. The origin lets a node recognise
@@ -46,6 +48,8 @@ class Kind(enum.IntEnum):
     CLOSE = 3
     LOST = 4
     LOST_ALL = 5
+    HEARTBEAT = 6
+    LEAVING = 7
 
 
 class MalformedEnvelopeError(FlareError):
@@ -93,6 +97,16 @@ def encode_close(prefix: bytes, connection_id: int, reason: str) -> bytes:
 def encode_lost(prefix: bytes, *, everything: bool = False) -> bytes:
     """A LOST (this channel) or LOST_ALL (every channel) notice."""
     return prefix + (b"\x05" if everything else b"\x04")
+
+
+def encode_heartbeat(prefix: bytes) -> bytes:
+    """A HEARTBEAT: the origin is alive."""
+    return prefix + b"\x06"
+
+
+def encode_leaving(prefix: bytes) -> bytes:
+    """A LEAVING notice: the origin closes; nothing it published is missing."""
+    return prefix + b"\x07"
 
 
 def decode(data: bytes) -> Envelope:

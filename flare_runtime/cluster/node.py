@@ -122,6 +122,21 @@ class LinkChanged:
     reason: str = ""
 
 
+@dataclass(frozen=True, slots=True)
+class MemberChanged:
+    """Another node appeared or went away (`ClusterNode.add_member_listener`).
+
+    ``reason`` is "joined", "left" (it closed; nothing it published is
+    missing) or "timed out" (no heartbeat for `ClusterNode.node_timeout`: it
+    died or was cut off, and every subscriber was told it may have missed
+    events).
+    """
+
+    node_id: str
+    joined: bool
+    reason: str = "joined"
+
+
 class ClusterEvent:
     """An event as a local subscriber receives it."""
 
@@ -309,6 +324,8 @@ class ClusterNode:
         abort_after: float = 1.0,
         on_connection_missed: Callable[[ServerConnection], None] | None = None,
         count_channels: bool = False,
+        heartbeat_interval: float = 1.0,
+        node_timeout: float = 5.0,
     ) -> None:
         """`broker`: the bus (default: a private in-process `MemoryBroker`).
 
@@ -316,8 +333,12 @@ class ClusterNode:
         `on_connection_missed(connection)` runs when a connection may have
         missed events (default: close it with a reason that says so).
         `abort_after`: seconds a connection closed as a slow consumer may
-        take to flush before it is aborted.
+        take to flush before it is aborted. Every `heartbeat_interval`
+        seconds the node tells the others it is alive; a node not heard of
+        for `node_timeout` seconds (while this node's link is up) is gone.
         """
+        if not 0 < 2 * heartbeat_interval < node_timeout:
+            raise ValueError("node_timeout must exceed two heartbeat intervals")
         self.node_id = node_id if node_id is not None else default_node_id()
         if not _NODE_ID.fullmatch(self.node_id):
             raise ValueError(f"node id {self.node_id!r}: 1 to 255 of A-Z a-z 0-9 and . _ : -")
@@ -339,6 +360,13 @@ class ClusterNode:
         self._lost: set[bytes] = set()
         self._lost_all = False
         self._link_listeners: list[Callable[[LinkChanged], None]] = []
+        self.heartbeat_interval = heartbeat_interval
+        self.node_timeout = node_timeout
+        self._members: dict[bytes, float] = {}
+        """Other live nodes -> event loop time of their last heartbeat."""
+        self._member_listeners: list[Callable[[MemberChanged], None]] = []
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._up_since = 0.0
         self._state = LinkState.DOWN
         self._was_up = False
         self._started = False
@@ -355,6 +383,9 @@ class ClusterNode:
         self._broker.subscribe(self._node_channel)
         self._broker.subscribe(self._control_channel)
         await self._broker.start(self)
+        self._heartbeat = asyncio.get_running_loop().create_task(
+            self._beat(), name=f"flare-cluster-heartbeat {self.node_id}"
+        )
 
     async def wait_up(self) -> None:
         """Return once the link is up and this node's own channels are subscribed."""
@@ -362,10 +393,20 @@ class ClusterNode:
         await self._broker.wait_subscribed(self._control_channel)
 
     async def close(self) -> None:
-        """Close the broker link and forget every subscriber. Connections stay open."""
+        """Tell the other nodes this one leaves, close the broker link, forget every subscriber.
+
+        Connections stay open. What was published before is handed to the
+        broker first (within its own close timeout), so the others learn of a
+        gap only when that failed.
+        """
         if self._closed:
             return
         self._closed = True
+        heartbeat, self._heartbeat = self._heartbeat, None
+        if heartbeat is not None:
+            heartbeat.cancel()
+        if self._state is LinkState.UP:
+            self._broker.publish(self._control_channel, envelope.encode_leaving(self._prefix))
         await self._broker.close()
         self._interests.clear()
         self._locals.clear()
@@ -380,6 +421,19 @@ class ClusterNode:
     def add_link_listener(self, listener: Callable[[LinkChanged], None]) -> None:
         """Call `listener(LinkChanged)` each time the broker link goes down or comes back."""
         self._link_listeners.append(listener)
+
+    def members(self) -> frozenset[str]:
+        """The other nodes alive now (heard of within `node_timeout`)."""
+        return frozenset(origin.decode("ascii") for origin in self._members)
+
+    def add_member_listener(self, listener: Callable[[MemberChanged], None]) -> None:
+        """Call `listener(MemberChanged)` when another node appears, leaves or times out."""
+        self._member_listeners.append(listener)
+
+    @property
+    def control_channel(self) -> bytes:
+        """The channel every node receives: heartbeats, leaving notices, losses of everything."""
+        return self._control_channel
 
     # -- channels ----------------------------------------------------------------
 
@@ -693,6 +747,10 @@ class ClusterNode:
                 self._push(local.connection, PreparedPush(message.type_id, message.payload))
             else:
                 local.connection.close(message.payload.decode("utf-8", "replace"))
+        elif kind is Kind.HEARTBEAT:
+            self._heard(message.origin)
+        elif kind is Kind.LEAVING:
+            self._member_gone(message.origin, "left", missed=False)
         elif kind is Kind.LOST:
             if channel == self._node_channel:  # pushes to any of our connections
                 self._missed((), [local.connection for local in self._locals.values()])
@@ -717,6 +775,8 @@ class ClusterNode:
         if self._closed:
             return
         self._state = LinkState.UP
+        # Heartbeats missed during the outage do not count against the others.
+        self._up_since = asyncio.get_running_loop().time()
         reconnected = self._was_up
         self._was_up = True
         # Tell the other nodes first which of our publishes they may have missed.
@@ -735,6 +795,49 @@ class ClusterNode:
             )
             self._missed_everything()
         self._tell(LinkChanged(LinkState.UP, missed=reconnected))
+
+    # -- membership --------------------------------------------------------------
+
+    async def _beat(self) -> None:
+        heartbeat = envelope.encode_heartbeat(self._prefix)
+        loop = asyncio.get_running_loop()
+        while True:
+            if self._state is LinkState.UP:
+                self._broker.publish(self._control_channel, heartbeat)
+                deadline = loop.time() - self.node_timeout
+                if self._up_since < deadline:
+                    for origin, seen in list(self._members.items()):
+                        if seen < deadline:
+                            self._member_gone(origin, "timed out", missed=True)
+            await asyncio.sleep(self.heartbeat_interval)
+
+    def _heard(self, origin: bytes) -> None:
+        joined = origin not in self._members
+        self._members[origin] = asyncio.get_running_loop().time()
+        if joined:
+            self._tell_members(MemberChanged(origin.decode("ascii"), joined=True))
+
+    def _member_gone(self, origin: bytes, reason: str, *, missed: bool) -> None:
+        if self._members.pop(origin, None) is None:
+            return
+        node_id = origin.decode("ascii")
+        if missed:
+            # It may have died with events accepted but never published, on any channel.
+            logger.warning(
+                "cluster node %s: node %s %s; subscribers told of a possible gap",
+                self.node_id,
+                node_id,
+                reason,
+            )
+            self._missed_everything()
+        self._tell_members(MemberChanged(node_id, joined=False, reason=reason))
+
+    def _tell_members(self, change: MemberChanged) -> None:
+        for listener in list(self._member_listeners):
+            try:
+                listener(change)
+            except Exception:
+                self._log_once(f"member:{id(listener)}", "member listener failed", exc_info=True)
 
     # -- gaps --------------------------------------------------------------------
 

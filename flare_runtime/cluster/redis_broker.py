@@ -203,6 +203,12 @@ class RedisBroker(Broker):
         return True
 
     async def close(self) -> None:
+        """Hand what is queued to Redis (for up to `connect_timeout` s), then close the link."""
+        if self._state is LinkState.UP:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.connect_timeout):
+                    while self._queue or self._awaiting_replies:
+                        await asyncio.sleep(0.005)
         self._closed = True
         self._listener = None
         task, self._task = self._task, None

@@ -19,6 +19,7 @@ from flare_runtime.cluster import (
     ClusterNode,
     ConnectionAddress,
     LinkState,
+    MemberChanged,
     Subscription,
 )
 from flare_runtime.protocol import frames
@@ -189,7 +190,7 @@ async def test_rebinding_a_connection_moves_it_to_the_new_user(
 async def test_a_connection_is_addressable_from_any_node(
     cluster: Cluster, servers: Servers
 ) -> None:
-    a, b, c = await three_nodes(cluster)
+    a, b, c = await three_nodes(cluster, count_channels=True)
     client = await servers.client(await servers.server())
     other = await servers.client(servers.rigs[0])
     address = b.address(client.connection)
@@ -204,8 +205,10 @@ async def test_a_connection_is_addressable_from_any_node(
     await eventually(lambda: sorted(client.texts) == ["from a", "from b", "from c"])
     await asyncio.sleep(0.2 * UNIT)
     assert other.pushes == []
-    # Only the addressed node receives it: the others' links carry nothing of it.
-    assert a.stats.received_messages == c.stats.received_messages == 0
+    # Only the addressed node receives it: the others' links carry nothing of it
+    # (nothing but the control channel's heartbeats).
+    for node in (a, c):
+        assert set(node.stats.by_channel) <= {node.control_channel}
 
 
 async def test_a_connection_can_be_closed_from_any_node(cluster: Cluster, servers: Servers) -> None:
@@ -239,10 +242,10 @@ async def test_a_node_without_local_interest_receives_none_of_the_topic(
     await asyncio.sleep(0.2 * UNIT)
     busy = a.topic_channel("busy")
     assert b.stats.by_channel[busy].messages == 50
-    assert set(b.stats.by_channel) == {busy}
-    # c has no subscriber of either topic: its broker connection carried nothing.
-    assert c.stats.received_messages == 0
-    assert c.stats.by_channel == {}
+    assert set(b.stats.by_channel) - {b.control_channel} == {busy}
+    # c has no subscriber of either topic: its broker connection carried none of
+    # their messages (only the heartbeats every node gets).
+    assert set(c.stats.by_channel) <= {c.control_channel}
     assert a.stats.published == 100
     assert await cluster.bus_subscribers(busy) == 1
     assert await cluster.bus_subscribers(a.topic_channel("nobody-listens")) == 0
@@ -412,6 +415,50 @@ async def test_the_link_state_is_up_once_started(cluster: Cluster) -> None:
     assert changes == []  # closing is not an outage
     with pytest.raises(Exception, match="closed"):
         node.subscribe("t", Recorder(), on_missed=Recorder().on_missed)
+
+
+# -- membership -----------------------------------------------------------------------
+
+
+async def test_nodes_learn_of_each_other_and_of_a_node_that_leaves(cluster: Cluster) -> None:
+    a, b, c = await three_nodes(cluster, heartbeat_interval=0.05, node_timeout=2.0)
+    changes: list[MemberChanged] = []
+    a.add_member_listener(changes.append)
+    await eventually(lambda: a.members() == {b.node_id, c.node_id})
+    await eventually(lambda: b.members() == {a.node_id, c.node_id})
+    assert {change.node_id for change in changes if change.joined} <= {b.node_id, c.node_id}
+    on_a = Recorder()
+    await a.subscribe("t", on_a, on_missed=on_a.on_missed).ready()
+    c.publish("t", text_push("last words"))
+    await c.close()
+    await eventually(lambda: a.members() == {b.node_id} and b.members() == {a.node_id})
+    assert changes[-1] == MemberChanged(c.node_id, joined=False, reason="left")
+    assert on_a.texts == ["last words"]  # published before it left: delivered
+    assert on_a.missed == []  # a graceful leave is no gap
+
+
+async def test_a_node_that_falls_silent_times_out_and_is_reported_as_a_gap(
+    cluster: Cluster,
+) -> None:
+    a = await cluster.node(heartbeat_interval=0.05, node_timeout=0.5)
+    b = await cluster.node(heartbeat_interval=0.05, node_timeout=0.5)
+    silent_broker = cluster.broker()
+    silent = await cluster.node(broker=silent_broker, heartbeat_interval=0.05, node_timeout=0.5)
+    on_a = Recorder()
+    await a.subscribe("t", on_a, on_missed=on_a.on_missed).ready()
+    await eventually(lambda: silent.node_id in a.members())
+    changes: list[MemberChanged] = []
+    a.add_member_listener(changes.append)
+    await silent_broker.close()  # its link vanishes: no goodbye, as when a process dies
+    await eventually(lambda: silent.node_id not in a.members())
+    assert changes == [MemberChanged(silent.node_id, joined=False, reason="timed out")]
+    assert len(on_a.missed) == 1  # it may have died with events never published
+    await eventually(lambda: silent.node_id not in b.members())
+
+
+def test_heartbeats_must_fit_in_the_node_timeout() -> None:
+    with pytest.raises(ValueError, match="node_timeout"):
+        ClusterNode(heartbeat_interval=1.0, node_timeout=2.0)
 
 
 def test_node_ids_are_checked() -> None:

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import signal
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
 
 import pytest
 import redis.asyncio
@@ -18,6 +20,7 @@ from flare_runtime.cluster import (
     ClusterNode,
     LinkChanged,
     LinkState,
+    MemberChanged,
     Subscription,
 )
 from flare_runtime.cluster import node as node_module
@@ -319,3 +322,58 @@ async def test_subscription_churn_ends_in_the_wanted_state(redis_cluster: Cluste
     await redis_cluster.wait_bus_subscribers(channel, 0)
     assert isinstance(b._broker, RedisBroker)
     assert channel not in b._broker.active_channels
+
+
+NODE_PROCESS = """
+import asyncio, sys
+from flare_runtime.cluster import ClusterNode
+from flare_runtime.cluster.redis_broker import RedisBroker
+
+async def main() -> None:
+    node = ClusterNode(
+        RedisBroker(sys.argv[1]), namespace=sys.argv[2], node_id=sys.argv[3],
+        heartbeat_interval=0.05, node_timeout=0.5,
+    )
+    await node.start()
+    await node.wait_up()
+    print("READY", flush=True)
+    await asyncio.sleep(600)
+
+asyncio.run(main())
+"""
+
+
+async def test_a_node_process_killed_with_sigkill_is_found_gone(
+    redis_cluster: Cluster,
+) -> None:
+    """A real process dies without a word: the others drop it and report a possible gap."""
+    a = await redis_cluster.node(heartbeat_interval=0.05, node_timeout=0.5)
+    on_a = Recorder()
+    await a.subscribe("t", on_a, on_missed=on_a.on_missed).ready()
+    changes: list[MemberChanged] = []
+    a.add_member_listener(changes.append)
+    victim_id = f"victim-{redis_cluster.namespace}"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        NODE_PROCESS,
+        redis_cluster.url,
+        redis_cluster.namespace,
+        victim_id,
+        stdout=asyncio.subprocess.PIPE,
+        cwd=Path(__file__).resolve().parents[3],
+    )
+    try:
+        assert process.stdout is not None
+        async with asyncio.timeout(30 * UNIT):
+            assert (await process.stdout.readline()).strip() == b"READY"
+        await eventually(lambda: victim_id in a.members())
+        process.send_signal(signal.SIGKILL)
+        await process.wait()
+        await eventually(lambda: victim_id not in a.members())
+        assert changes[-1] == MemberChanged(victim_id, joined=False, reason="timed out")
+        assert len(on_a.missed) == 1
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
