@@ -56,22 +56,24 @@ def _no_gap(subscription: Subscription) -> None:
     raise RuntimeError(f"unexpected gap on {subscription}")
 
 
-async def latency_node(publisher: ClusterNode, receiver: ClusterNode, count: int) -> list[int]:
-    """Publish one event at a time; nanoseconds until `receiver`'s callback runs."""
+async def latency_node(
+    publisher: ClusterNode, receiver: ClusterNode, count: int, topic: str
+) -> list[int]:
+    """Publish one event at a time on `topic` (one per phase); ns until the callback runs."""
     loop = asyncio.get_running_loop()
     arrived: list[asyncio.Future[int]] = []
 
     def on_event(event: ClusterEvent) -> None:
         arrived[-1].set_result(time.perf_counter_ns())
 
-    subscription = receiver.subscribe("latency", on_event, on_missed=_no_gap)
+    subscription = receiver.subscribe(topic, on_event, on_missed=_no_gap)
     await subscription.ready()
     push = PreparedPush(1, PAYLOAD)
     samples = []
     for n in range(count + count // 10):
         arrived.append(loop.create_future())
         start = time.perf_counter_ns()
-        publisher.publish("latency", push)
+        publisher.publish(topic, push)
         end = await arrived[-1]
         if n >= count // 10:  # warm-up first
             samples.append(end - start)
@@ -197,13 +199,13 @@ async def measure(url: str, latency_count: int, burst_count: int) -> dict[str, A
         await node.wait_up()
     try:
         results["latency_same_node_memory"] = latency_percentiles(
-            await latency_node(alone, alone, latency_count)
+            await latency_node(alone, alone, latency_count, "latency-memory")
         )
         results["latency_same_node_redis"] = latency_percentiles(
-            await latency_node(a, a, latency_count)
+            await latency_node(a, a, latency_count, "latency-same")
         )
         results["latency_other_node_redis"] = latency_percentiles(
-            await latency_node(a, b, latency_count)
+            await latency_node(a, b, latency_count, "latency-other")
         )
         results["latency_raw_redis_py"] = latency_percentiles(await latency_raw(url, latency_count))
         results["burst_same_node"] = await burst_node(alone, alone, burst_count)

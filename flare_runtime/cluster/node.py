@@ -37,11 +37,16 @@ reach each subscriber in publish order; events of different publishers are
 not ordered relative to each other. Whatever may have been lost is reported,
 never silently dropped: after the broker link is restored (every subscriber
 is told, since the node received nothing meanwhile) and when a publishing
-node says it dropped events of a channel (its subscribers are told). An
-in-process subscriber learns of it through its ``on_missed`` callback; a
+node says it dropped events of a channel (its subscribers are told), and when
+another node falls silent without saying goodbye (it may have died with events
+never published: every subscriber is told). An in-process subscriber learns of it through its ``on_missed`` callback; a
 connection through the node's ``on_connection_missed`` hook (by default the
 connection is closed with a reason, so its client reconnects and
 resynchronizes). A gap report may be spurious; it is never missing.
+
+**Membership.** Nodes tell each other they are alive every
+`heartbeat_interval` on the cluster's control channel; `members()` lists the
+others, `add_member_listener` reports joins, leaves (`close`) and timeouts.
 
 **Slow consumers.** A connection holding more than `max_connection_backlog`
 bytes of unread output is closed as a slow consumer instead of growing the
@@ -239,7 +244,7 @@ class _Interest:
         self._snapshot: tuple[Subscription, ...] | None = None
 
     def snapshot(self) -> tuple[Subscription, ...]:
-        """The subscribers now (one added or removed during a fan-out counts from the next)."""
+        """The subscribers now (one added during a fan-out counts from the next)."""
         snapshot = self._snapshot
         if snapshot is None:
             snapshot = self._snapshot = tuple(self.subscribers)
@@ -493,6 +498,8 @@ class ClusterNode:
         self._send(self.node_channel(address.node_id), data)
 
     def _send(self, channel: bytes, data: bytes) -> None:
+        if self._closed:
+            return
         stats = self.stats
         if self._broker.publish(channel, data):
             stats.published += 1
@@ -652,6 +659,8 @@ class ClusterNode:
         slow: list[ServerConnection] | None = None
         delivered = 0
         for subscription in interest.snapshot():
+            if subscription.closed:  # closed by an earlier subscriber of this fan-out
+                continue
             connection = subscription.connection
             if connection is not None:
                 if connection.buffered_bytes > limit:

@@ -471,3 +471,17 @@ def test_node_ids_are_checked() -> None:
         ConnectionAddress.parse("no-slash")
     with pytest.raises(ValueError, match="not a connection address"):
         ConnectionAddress.parse("node/-1")
+
+
+async def test_a_subscriber_closed_during_a_fan_out_gets_nothing_more(cluster: Cluster) -> None:
+    node = await cluster.node()
+    later = Recorder()
+    subscriptions: list[Subscription] = []
+
+    def close_the_other(event: ClusterEvent) -> None:
+        subscriptions[1].close()
+
+    subscriptions.append(node.subscribe("t", close_the_other, on_missed=later.on_missed))
+    subscriptions.append(node.subscribe("t", later, on_missed=later.on_missed))
+    node.publish("t", text_push("first"))
+    assert later.texts == []
