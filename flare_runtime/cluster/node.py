@@ -36,13 +36,14 @@ local connections (`ServerConnection.push_prepared`).
 reach each subscriber in publish order; events of different publishers are
 not ordered relative to each other. Whatever may have been lost is reported,
 never silently dropped: after the broker link is restored (every subscriber
-is told, since the node received nothing meanwhile) and when a publishing
-node says it dropped events of a channel (its subscribers are told), and when
-another node falls silent without saying goodbye (it may have died with events
-never published: every subscriber is told). An in-process subscriber learns of it through its ``on_missed`` callback; a
-connection through the node's ``on_connection_missed`` hook (by default the
-connection is closed with a reason, so its client reconnects and
-resynchronizes). A gap report may be spurious; it is never missing.
+is told, since the node received nothing meanwhile), when a publishing node
+says it dropped events of a channel (its subscribers are told), and when
+another node falls silent without saying goodbye (it may have died with
+events never published: every subscriber is told). An in-process subscriber
+learns of it through its ``on_missed`` callback; a connection through the
+node's ``on_connection_missed`` hook (by default the connection is closed
+with a reason, so its client reconnects and resynchronizes). A gap report may
+be spurious; it is never missing.
 
 **Membership.** Nodes tell each other they are alive every
 `heartbeat_interval` on the cluster's control channel; `members()` lists the
