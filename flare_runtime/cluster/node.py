@@ -68,7 +68,7 @@ import secrets
 import socket
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Final, TypeVar
 
 from flare_runtime.cluster import envelope
 from flare_runtime.cluster.broker import Broker, LinkState
@@ -168,6 +168,8 @@ class ClusterEvent:
         target = f"topic={self.topic!r}" if self.topic is not None else f"user={self.user_id!r}"
         return f"ClusterEvent({target}, {self.push!r}, origin={self.origin_node!r})"
 
+
+_Change = TypeVar("_Change", "LinkChanged", "MemberChanged")
 
 EventCallback = Callable[[ClusterEvent], None]
 MissedCallback = Callable[["Subscription"], None]
@@ -459,15 +461,14 @@ class ClusterNode:
 
     def publish(self, topic: str, push: PreparedPush) -> None:
         """Deliver `push` to every subscriber of `topic` in the cluster; never blocks."""
-        channel = self.topic_channel(topic)
-        interest = self._interests.get(channel)
-        if interest is not None:
-            self._fan_out(interest, push, self._origin)
-        self._send(channel, envelope.encode_event(self._prefix, push.type_id, push.payload))
+        self._publish(self.topic_channel(topic), push)
 
     def publish_to_user(self, user_id: str, push: PreparedPush) -> None:
         """Deliver `push` to every connection bound to `user_id` (and its subscribers)."""
-        channel = self.user_channel(user_id)
+        self._publish(self.user_channel(user_id), push)
+
+    def _publish(self, channel: bytes, push: PreparedPush) -> None:
+        """Local subscribers directly, then one envelope for the other nodes."""
         interest = self._interests.get(channel)
         if interest is not None:
             self._fan_out(interest, push, self._origin)
@@ -776,7 +777,7 @@ class ClusterNode:
             return
         self._state = LinkState.DOWN
         logger.warning("cluster node %s: broker link lost (%s)", self.node_id, reason)
-        self._tell(LinkChanged(LinkState.DOWN, missed=True, reason=reason))
+        self._tell(self._link_listeners, LinkChanged(LinkState.DOWN, missed=True, reason=reason))
 
     def publishes_lost(self, channels: Iterable[bytes]) -> None:
         self._remember_lost(channels)
@@ -804,7 +805,7 @@ class ClusterNode:
                 self.node_id,
             )
             self._missed_everything()
-        self._tell(LinkChanged(LinkState.UP, missed=reconnected))
+        self._tell(self._link_listeners, LinkChanged(LinkState.UP, missed=reconnected))
 
     # -- membership --------------------------------------------------------------
 
@@ -825,7 +826,7 @@ class ClusterNode:
         joined = origin not in self._members
         self._members[origin] = asyncio.get_running_loop().time()
         if joined:
-            self._tell_members(MemberChanged(origin.decode("ascii"), joined=True))
+            self._tell(self._member_listeners, MemberChanged(origin.decode("ascii"), joined=True))
 
     def _member_gone(self, origin: bytes, reason: str, *, missed: bool) -> None:
         if self._members.pop(origin, None) is None:
@@ -840,14 +841,7 @@ class ClusterNode:
                 reason,
             )
             self._missed_everything()
-        self._tell_members(MemberChanged(node_id, joined=False, reason=reason))
-
-    def _tell_members(self, change: MemberChanged) -> None:
-        for listener in list(self._member_listeners):
-            try:
-                listener(change)
-            except Exception:
-                self._log_once(f"member:{id(listener)}", "member listener failed", exc_info=True)
+        self._tell(self._member_listeners, MemberChanged(node_id, joined=False, reason=reason))
 
     # -- gaps --------------------------------------------------------------------
 
@@ -893,12 +887,15 @@ class ClusterNode:
             except Exception:
                 self._log_once("connection_missed", "on_connection_missed failed", exc_info=True)
 
-    def _tell(self, change: LinkChanged) -> None:
-        for listener in list(self._link_listeners):
+    def _tell(self, listeners: list[Callable[[_Change], None]], change: _Change) -> None:
+        """Call each listener; one that raises is logged once and the others still run."""
+        for listener in list(listeners):
             try:
                 listener(change)
             except Exception:
-                self._log_once(f"listener:{id(listener)}", "link listener failed", exc_info=True)
+                self._log_once(
+                    f"listener:{id(listener)}", "listener %r failed", listener, exc_info=True
+                )
 
     def _log_once(self, key: str, message: str, *args: object, exc_info: bool = False) -> None:
         """Log a failure the first time it happens (a broken subscriber must not flood logs)."""

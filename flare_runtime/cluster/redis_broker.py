@@ -97,8 +97,9 @@ class RedisBroker(Broker):
         `max_reconnect_delay` (with ±25 % jitter). A subscriber connection
         that carries nothing for `ping_interval` seconds is PINGed, and the
         link is declared down when nothing came back one interval later (so
-        within 2-3 intervals); likewise when PUBLISH replies stop for two. `client_name`
-        names both connections in Redis's ``CLIENT LIST``.
+        within 2-3 intervals); likewise when PUBLISH replies stop for two.
+        `max_publish_backlog` bounds the bytes queued and not yet written.
+        `client_name` names both connections in Redis's ``CLIENT LIST``.
         """
         self.url = url
         self.reconnect_delay = reconnect_delay

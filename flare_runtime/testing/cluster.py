@@ -31,12 +31,42 @@ from typing import Any
 
 import redis.asyncio
 
-from flare_runtime.cluster import ClusterNode, MemoryBroker, MemoryBus
+from flare_runtime.cluster import ClusterEvent, ClusterNode, MemoryBroker, MemoryBus, Subscription
 from flare_runtime.cluster.redis_broker import RedisBroker
+from flare_runtime.server_connection import PreparedPush
+from flare_runtime.testing.service import PUSH_TYPES, StringValue
 
 REDIS_URL = os.environ.get("FLARE_REDIS_URL", "redis://127.0.0.1:56379/0")
 UNIT = 1.0
 """Seconds; timeouts are generous multiples of it."""
+
+
+TEXT_PUSH_TYPE = PUSH_TYPES.types[0].type_id
+"""The conformance service's `StringValue` push, which its clients decode."""
+
+
+def text_push(text: str) -> PreparedPush:
+    """A push of `StringValue(value=text)`, encoded once."""
+    return PreparedPush(TEXT_PUSH_TYPE, StringValue(value=text).SerializeToString())
+
+
+class Recorder:
+    """An in-process subscriber that records what it is told (``on_event=recorder``)."""
+
+    def __init__(self) -> None:
+        self.events: list[ClusterEvent] = []
+        self.missed: list[Subscription] = []
+
+    def __call__(self, event: ClusterEvent) -> None:
+        self.events.append(event)
+
+    def on_missed(self, subscription: Subscription) -> None:
+        self.missed.append(subscription)
+
+    @property
+    def texts(self) -> list[str]:
+        """The events' payloads as `text_push` wrote them."""
+        return [StringValue.FromString(event.push.payload).value for event in self.events]
 
 
 async def eventually(predicate: Callable[[], bool], timeout: float = 10 * UNIT) -> None:

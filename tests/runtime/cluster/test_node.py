@@ -23,35 +23,11 @@ from flare_runtime.cluster import (
     Subscription,
 )
 from flare_runtime.protocol import frames
-from flare_runtime.server_connection import PreparedPush, ServerConnection
-from flare_runtime.testing.cluster import UNIT, Cluster, eventually
+from flare_runtime.server_connection import ServerConnection
+from flare_runtime.testing.cluster import UNIT, Cluster, Recorder, eventually, text_push
 from flare_runtime.testing.harness import Rig, start_rig
 from flare_runtime.testing.service import BytesValue, Routes, StringValue
 from flare_runtime.wire.client import WireChannel
-
-PUSH_TYPE = 0x7F01  # StringValue in the conformance PUSH_TYPES
-
-
-def text_push(text: str) -> PreparedPush:
-    return PreparedPush(PUSH_TYPE, StringValue(value=text).SerializeToString())
-
-
-class Recorder:
-    """An in-process subscriber that records what it is told."""
-
-    def __init__(self) -> None:
-        self.events: list[ClusterEvent] = []
-        self.missed: list[Subscription] = []
-
-    def __call__(self, event: ClusterEvent) -> None:
-        self.events.append(event)
-
-    def on_missed(self, subscription: Subscription) -> None:
-        self.missed.append(subscription)
-
-    @property
-    def texts(self) -> list[str]:
-        return [StringValue.FromString(event.push.payload).value for event in self.events]
 
 
 @dataclass

@@ -16,39 +16,25 @@ import pytest
 import redis.asyncio
 
 from flare_runtime.cluster import (
-    ClusterEvent,
     ClusterNode,
     LinkChanged,
     LinkState,
     MemberChanged,
-    Subscription,
 )
 from flare_runtime.cluster import node as node_module
 from flare_runtime.cluster.redis_broker import RedisBroker
-from flare_runtime.server_connection import PreparedPush, ServerConnection
-from flare_runtime.testing.cluster import UNIT, Cluster, RedisProcess, eventually
+from flare_runtime.server_connection import ServerConnection
+from flare_runtime.testing.cluster import (
+    UNIT,
+    Cluster,
+    Recorder,
+    RedisProcess,
+    eventually,
+    text_push,
+)
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import BytesValue, Routes, StringValue
 from flare_runtime.wire.client import WireChannel
-
-PUSH_TYPE = 0x7F01
-
-
-def text_push(text: str) -> PreparedPush:
-    return PreparedPush(PUSH_TYPE, StringValue(value=text).SerializeToString())
-
-
-class Recorder:
-    def __init__(self) -> None:
-        self.texts: list[str] = []
-        self.missed: list[Subscription] = []
-
-    def __call__(self, event: ClusterEvent) -> None:
-        self.texts.append(StringValue.FromString(event.push.payload).value)
-
-    def on_missed(self, subscription: Subscription) -> None:
-        self.missed.append(subscription)
-
 
 NodeFactory = Callable[..., Awaitable[ClusterNode]]
 
