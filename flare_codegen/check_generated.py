@@ -15,7 +15,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flare_codegen.compiler import CompileError
+from flare_codegen.errors import CompileError
 from flare_codegen.generate import generate
 
 _IGNORED_PARTS = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})

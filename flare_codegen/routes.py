@@ -12,7 +12,8 @@ from typing import Any
 from google.protobuf import descriptor_pb2
 from google.protobuf.message import DecodeError
 
-from flare_codegen.compiler import CompileError, compile_directory
+from flare_codegen.compiler import compile_directory
+from flare_codegen.errors import CompileError
 from flare_codegen.model import File, Method, Transport
 from flare_codegen.parameters import Parameters
 

@@ -49,7 +49,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate; print protoc's errors and return 1 when it fails."""
-    from flare_codegen.compiler import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.errors import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
     from flare_codegen.generate import generate  # noqa: PLC0415 (keep `flare --help` fast)
 
     try:

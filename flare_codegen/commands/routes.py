@@ -27,7 +27,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table; report compile or validation errors and return 1."""
-    from flare_codegen.compiler import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.errors import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
     from flare_codegen.routes import load_routes, routes_json, routes_text  # noqa: PLC0415 (keep `flare --help` fast)
 
     try:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flare_codegen.errors import ConfigError
 from flare_codegen.schema.findings import Finding
 from flare_codegen.schema.rules import BUF_RULES, RULES_BY_ID
 
@@ -32,14 +33,6 @@ CATEGORIES = ("FILE", "PACKAGE", "WIRE_JSON", "WIRE", "CSR")
 FLARE_CATEGORY = "FLARE"
 # A package whose last component is a version like v1alpha1, v2beta, v1test.
 UNSTABLE_PACKAGE = re.compile(r"^v\d+(?:p\d+)?(?:alpha|beta|test)\w*$")
-
-
-class ConfigError(Exception):
-    """The configuration is not valid; `message` says where and why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,20 +31,13 @@ from pathlib import Path
 from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError
 
-from flare_codegen.compiler import CompileError, compile_protos, find_proto_files
+from flare_codegen.compiler import compile_protos, find_proto_files
+from flare_codegen.errors import CompileError, ConfigError, InputError
 from flare_codegen.schema import config as config_module
 from flare_codegen.schema.options import load_flare_options
 
 # Files that a descriptor set carries only as dependencies.
 IMPORT_ONLY_PREFIXES = ("google/protobuf/", "flare/options/v1/")
-
-
-class InputError(Exception):
-    """An input could not be read or compiled; `message` is for the user."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,7 +76,7 @@ def _load_directory(root: Path, *, with_config: bool) -> LoadedInput:
     try:
         input_config = config_module.load_config(root) if with_config else None
         roots = input_config.roots if input_config else config_module.read_roots(root)
-    except config_module.ConfigError as exc:
+    except ConfigError as exc:
         raise InputError(exc.message) from exc
     include_dirs = [root / r for r in roots] if roots else [root]
     files: list[str] = []
