@@ -202,6 +202,8 @@ class Push:
     type_id: int
     message: MessageRef
     location: Location
+    constant_name: str
+    """The module-level ``PushType`` constant: ``<UPPER_SNAKE_NAME>_PUSH``, collision-free."""
 
 
 @dataclass(frozen=True, slots=True)

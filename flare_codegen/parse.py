@@ -42,6 +42,7 @@ from flare_codegen.names import (
     flare_output_path,
     is_python_keyword,
     pb2_module,
+    push_constant_name,
     python_method_name,
     snake_case,
     upper_snake_case,
@@ -248,7 +249,7 @@ class _Parser:
             self._service(proto, locator, scope, index, service)
             for index, service in enumerate(proto.service)
         )
-        pushes: list[Push] = []
+        pushes: list[tuple[int, MessageRef, Location]] = []
         for full_name, path, type_id in self.pushes[proto.name]:
             options_path = (*path, _MESSAGE_OPTIONS)
             location = locator.at(
@@ -260,14 +261,19 @@ class _Parser:
                     f"push_type_id {type_id} of {full_name} is out of range 1-{MAX_PUSH_TYPE_ID}",
                 )
                 continue
-            pushes.append(Push(type_id, self._message(full_name, location), location))
-        pushes.sort(key=lambda push: push.type_id)
+            pushes.append((type_id, self._message(full_name, location), location))
+        pushes.sort(key=lambda push: push[0])
+        # Claimed after the services' names, in type id order: deterministic.
+        named = tuple(
+            Push(type_id, message, location, scope.claim(push_constant_name(message.qualname)))
+            for type_id, message, location in pushes
+        )
         return File(
             proto_path=proto.name,
             package=proto.package,
             output_path=flare_output_path(proto.name),
             services=services,
-            pushes=tuple(pushes),
+            pushes=named,
         )
 
     def _message(self, type_name: str, location: Location) -> MessageRef:

@@ -20,6 +20,7 @@ from flare_codegen.parameters import Parameters
 # parse registers the option extensions; it must be imported before any
 # descriptor set is decoded.
 from flare_codegen.parse import parse_files
+from flare_runtime.routing import wire_id
 
 
 def load_routes(schema: Path) -> tuple[File, ...]:
@@ -64,7 +65,7 @@ def _method_json(method: Method, service_id: int) -> dict[str, Any]:
         "path": method.path,
         "name": method.name,
         "route_id": method.route_id,
-        "wire_id": (service_id << 16 | method.route_id) if service_id and method.route_id else 0,
+        "wire_id": wire_id(service_id, method.route_id),
         "cardinality": method.cardinality.value.lower(),
         "request_type": method.request.full_name,
         "response_type": method.response.full_name,

@@ -6,6 +6,7 @@ from __future__ import annotations
 import pytest
 from flare.options.v1 import options_pb2
 
+from flare_codegen import model
 from flare_codegen.model import (
     ALL_TRANSPORTS,
     AUTH_BY_OPTION,
@@ -15,6 +16,7 @@ from flare_codegen.model import (
     resolve_auth,
     transports_when_unlisted,
 )
+from flare_runtime import routing
 
 
 def test_option_numbers_match_options_proto() -> None:
@@ -27,6 +29,21 @@ def test_option_numbers_match_options_proto() -> None:
         options_pb2.AUTH_REQUIREMENT_NONE: Auth.NONE,
         options_pb2.AUTH_REQUIREMENT_AUTHENTICATED: Auth.AUTHENTICATED,
     }
+
+
+def test_mirrored_enums_name_the_runtime_members() -> None:
+    """The generator mirrors the runtime's enums (importing the runtime would cost every
+    protoc run its start-up); generated code names the runtime member by each value."""
+    assert {member.value for member in model.Cardinality} == {m.name for m in routing.Cardinality}
+    assert {member.value for member in model.Transport} == {m.name for m in routing.Transport}
+    assert {member.value for member in model.Auth} == {m.name for m in routing.AuthRequirement}
+    for member in model.Cardinality:
+        runtime = routing.Cardinality[member.value]
+        assert (member.client_streams, member.server_streams) == (
+            runtime.client_streams,
+            runtime.server_streams,
+        )
+    assert {routing.Transport[t.value] for t in model.ALL_TRANSPORTS} == routing.ALL_TRANSPORTS
 
 
 NONE, AUTH = Auth.NONE, Auth.AUTHENTICATED
