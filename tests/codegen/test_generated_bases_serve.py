@@ -11,8 +11,10 @@ gRPC (a service without Flare ids, like googleapis', is gRPC-only).
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import re
 import sys
+import sysconfig
 from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from types import ModuleType
@@ -187,3 +189,26 @@ async def test_every_generated_base_is_served_from_an_instance(
         for path in CASES.glob("*/proto/**/*.proto")
     )
     assert len(bases) == declared
+
+
+async def test_a_googleapis_service_is_served_from_an_instance(tmp_path: Path) -> None:
+    """googleapis' ``Operations`` (no Flare options, no "Service" suffix) over gRPC."""
+    purelib = Path(sysconfig.get_paths()["purelib"])
+    proto = "google/longrunning/operations_proto.proto"
+    generate(purelib, tmp_path, files=[proto], python=False, mypy=False)
+    spec = importlib.util.spec_from_file_location(
+        "operations_proto_flare", tmp_path / proto.replace(".proto", "_flare.py")
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    calls: list[str] = []
+    server = flare.Server([_implementation(module.OperationsBase, calls)])
+    route = module.OperationsRoutes.GET_OPERATION
+    await server.start(grpc="127.0.0.1:0")
+    try:
+        async with flare.connect(f"grpc://127.0.0.1:{server.port('grpc')}") as channel:
+            await _call_one(channel, route)
+    finally:
+        await server.shutdown(grace=0)
+    assert calls == [route.path]
