@@ -5,19 +5,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``gen`` subcommand."""
-    parser = subparsers.add_parser(
-        "gen",
-        help="generate Python code (messages, stubs, Flare routes) from .proto files",
-        description=(
-            "Compile every .proto under SCHEMA_DIR with the protoc bundled in grpcio-tools "
-            "and write protoc's _pb2.py, mypy-protobuf's _pb2.pyi and Flare's _flare.py "
-            "into OUT. Flare's option protos and the well-known types are always importable."
-        ),
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Set up ``flare gen``'s arguments (see `flare_runtime.cli`)."""
+    parser.description = (
+        "Compile every .proto under SCHEMA_DIR with the protoc bundled in grpcio-tools "
+        "and write protoc's _pb2.py, mypy-protobuf's _pb2.pyi and Flare's _flare.py "
+        "into OUT. Flare's option protos and the well-known types are always importable."
     )
     parser.add_argument("schema_dir", type=Path, metavar="SCHEMA_DIR")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT")

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
 # report.py imports its rule machinery only for type checking: cheap at start-up.
 from flare_codegen.schema.report import FORMATS, write_report
@@ -28,13 +28,9 @@ class _UsageErrorExitsOne(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def register(subparsers: Any) -> None:
-    """Add ``schema`` with its ``check`` and ``build`` subcommands to the CLI."""
-    parser = subparsers.add_parser(
-        "schema",
-        help="schema CI: breaking-change detection (buf-compatible plus Flare's route rules)",
-        description="Schema CI: breaking-change detection and descriptor sets.",
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Set up ``flare schema`` with its ``check`` and ``build`` subcommands."""
+    parser.description = "Schema CI: breaking-change detection and descriptor sets."
     commands = parser.add_subparsers(
         dest="schema_command", metavar="SUBCOMMAND", parser_class=_UsageErrorExitsOne
     )

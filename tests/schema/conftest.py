@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flare_codegen.cli import main
+from flare_runtime.cli import main
 
 CHAT_PROTO = """\
 syntax = "proto3";

@@ -158,7 +158,7 @@ def test_cli_process_exit_codes_and_no_traceback(
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "flare_codegen.cli", "schema", "check", *args],
+            [sys.executable, "-m", "flare_runtime.cli", "schema", "check", *args],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 

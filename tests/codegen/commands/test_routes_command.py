@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor_pb2
 
-from flare_codegen.cli import main
 from flare_codegen.compiler import compile_directory
+from flare_runtime.cli import main
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
