@@ -90,6 +90,18 @@ AUTH_BY_OPTION: dict[int, Auth] = {1: Auth.NONE, 2: Auth.AUTHENTICATED}
 """``flare.options.v1.AuthRequirement`` numbers to requirements (0, unspecified, is none)."""
 
 
+def auth_from_option(value: int) -> Auth | None:
+    """The requirement a ``flare.options.v1.AuthRequirement`` number sets; None when unset (0).
+
+    A number the enum does not define (``auth: 7``) fails closed: it reads as
+    AUTHENTICATED. The plugin reports it as an error; schema CI compares it
+    as the strictest requirement rather than as no requirement.
+    """
+    if value == 0:
+        return None
+    return AUTH_BY_OPTION.get(value, Auth.AUTHENTICATED)
+
+
 def transports_when_unlisted(has_service_id: bool) -> frozenset[Transport]:
     """Where a method is served when neither it nor its service lists transports.
 

@@ -34,6 +34,7 @@ from flare_codegen.model import (
     Push,
     Service,
     Transport,
+    auth_from_option,
     resolve_auth,
     transports_when_unlisted,
 )
@@ -348,9 +349,12 @@ class _Parser:
                 )
                 continue
             reserved.append((item.start, end))
+        self._check_auth_number(
+            flare.default_auth, option_location(2), f"service {full_name} sets default_auth"
+        )
         # What a method that sets no auth option of its own gets.
         default_auth, _ = resolve_auth(
-            None, (), AUTH_BY_OPTION.get(flare.default_auth), flare.default_scopes
+            None, (), auth_from_option(flare.default_auth), flare.default_scopes
         )
 
         # The client keeps its channel in `_channel`; every other name a
@@ -482,14 +486,23 @@ class _Parser:
         )
         wire = resolved_transports & FLARE_WIRE_TRANSPORTS
         if wire and not has_ids:
+            if service_id:
+                missing = "it has no Flare route_id; add one"
+            elif route_id:
+                missing = f"service {service_name} has no Flare service_id; add one"
+            else:
+                missing = (
+                    f"service {service_name} has no Flare service_id and {label} no "
+                    "route_id; add them"
+                )
             self.error(
                 option_location(6) if transports else location,
                 f"{label} may be served on {_names(wire)}, which carry routes by id, "
-                "but it has no Flare service_id and route_id; add them or "
-                "restrict the method to TRANSPORT_GRPC",
+                f"but {missing} or restrict the method to TRANSPORT_GRPC",
             )
 
-        method_auth = AUTH_BY_OPTION.get(flare.auth)
+        self._check_auth_number(flare.auth, option_location(3), f"{label} sets auth")
+        method_auth = auth_from_option(flare.auth)
         if method_auth is Auth.NONE and flare.scopes:
             self.error(
                 option_location(4),
@@ -527,6 +540,14 @@ class _Parser:
             doc=locator.doc(path),
             location=location,
         )
+
+    def _check_auth_number(self, value: int, location: Location, what: str) -> None:
+        if value and value not in AUTH_BY_OPTION:
+            self.error(
+                location,
+                f"{what} {value}, which is not an AuthRequirement "
+                "(AUTH_REQUIREMENT_NONE or AUTH_REQUIREMENT_AUTHENTICATED)",
+            )
 
     def _transports(
         self, values: Iterable[int], location: Location, owner: str

@@ -14,10 +14,10 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import descriptor_pb2
 
 from flare_codegen.model import (
-    AUTH_BY_OPTION,
     TRANSPORT_BY_OPTION,
     Auth,
     Transport,
+    auth_from_option,
     resolve_auth,
     transports_when_unlisted,
 )
@@ -96,9 +96,9 @@ def _auth(
 ) -> tuple[bool, tuple[str, ...]]:
     """(authenticated?, required scopes) exactly as generated code resolves them."""
     auth, scopes = resolve_auth(
-        AUTH_BY_OPTION.get(method.auth),
+        auth_from_option(method.auth),
         method.scopes,
-        AUTH_BY_OPTION.get(service.default_auth),
+        auth_from_option(service.default_auth),
         service.default_scopes,
     )
     return auth is Auth.AUTHENTICATED, tuple(sorted(scopes))
