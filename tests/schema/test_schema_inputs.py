@@ -76,7 +76,13 @@ def test_relative_dot_git_input_from_the_repository_root(
     monkeypatch.chdir(repo)
     run = flare("schema", "check", "schemas", "--against", ".git#ref=main,subdir=schemas")
     assert run.code == 100
-    assert run.out.startswith("chat.proto:")
+    # From the repository root, as buf prints it (GitHub annotations need it).
+    assert run.out.startswith("schemas/chat.proto:")
+    gha = flare(
+        "schema", "check", "schemas", "--against", ".git#ref=main,subdir=schemas",
+        "--format", "github-actions",
+    )  # fmt: skip
+    assert gha.out.startswith("::error file=schemas/chat.proto,line=")
 
 
 def test_descriptor_set_input_round_trips_through_schema_build(
