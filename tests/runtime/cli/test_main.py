@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from flare_runtime import __version__
-from flare_runtime.cli import COMMANDS, main
+from flare_runtime.cli import COMMANDS
 
 ROOT = Path(__file__).resolve().parents[3]
 
@@ -65,18 +65,6 @@ def test_help_is_plain_text(command: list[str]) -> None:
     assert "usage: flare" in result.stdout
     for line in result.stdout.splitlines():
         assert not re.search(r"`|::$|\*\*", line), line
-
-
-def test_a_command_whose_dependencies_are_missing_says_so_in_one_line(
-    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    # A module set to None in sys.modules cannot be imported (as if uninstalled).
-    monkeypatch.setitem(sys.modules, "grpc_tools", None)
-    assert main(["gen", "schemas", "-o", "out"]) == 1
-    err = capsys.readouterr().err
-    assert err == (
-        "flare gen: needs grpcio-tools, which is not installed (pip install grpcio-tools)\n"
-    )
 
 
 def test_a_reader_that_stops_early_gets_no_traceback() -> None:
