@@ -23,8 +23,6 @@ from flare_codegen.model import (
     AUTH_BY_OPTION,
     FLARE_WIRE_TRANSPORTS,
     TRANSPORT_BY_OPTION,
-    Auth,
-    Cardinality,
     Diagnostic,
     File,
     Location,
@@ -33,7 +31,6 @@ from flare_codegen.model import (
     MethodOptions,
     Push,
     Service,
-    Transport,
     auth_from_option,
     resolve_auth,
     transports_when_unlisted,
@@ -49,6 +46,7 @@ from flare_codegen.names import (
     upper_snake_case,
 )
 from flare_codegen.parameters import Parameters
+from flare_runtime.routing import AuthRequirement, Cardinality, Transport
 
 # Field numbers used in SourceCodeInfo paths (descriptor.proto).
 _FILE_MESSAGE_TYPE = 4
@@ -428,7 +426,7 @@ class _Parser:
         service_id: int,
         method: descriptor_pb2.MethodDescriptorProto,
         *,
-        default_auth: Auth,
+        default_auth: AuthRequirement,
         default_scopes: tuple[str, ...],
         default_transports: frozenset[Transport],
         service_deprecated: bool,
@@ -503,7 +501,7 @@ class _Parser:
 
         self._check_auth_number(flare.auth, option_location(3), f"{label} sets auth")
         method_auth = auth_from_option(flare.auth)
-        if method_auth is Auth.NONE and flare.scopes:
+        if method_auth is AuthRequirement.NONE and flare.scopes:
             self.error(
                 option_location(4),
                 f"{label} lists scopes but sets auth AUTH_REQUIREMENT_NONE",
@@ -581,7 +579,7 @@ def _enum_name(value: int) -> str:
 
 def _names(transports: Iterable[Transport]) -> str:
     order = list(Transport)
-    return ", ".join(f"TRANSPORT_{t.value}" for t in sorted(transports, key=order.index))
+    return ", ".join(f"TRANSPORT_{t.name}" for t in sorted(transports, key=order.index))
 
 
 def parse_files(

@@ -20,15 +20,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 from flare_codegen import __version__
-from flare_codegen.model import (
-    ALL_TRANSPORTS,
-    Cardinality,
-    File,
-    Method,
-    Push,
-    Service,
-    Transport,
-)
+from flare_codegen.model import File, Method, Push, Service
+from flare_runtime.routing import ALL_TRANSPORTS, Cardinality, Transport
 
 DEFAULT_WIDTH = 88
 """ruff's default line length."""
@@ -440,7 +433,7 @@ class _Renderer:
             f"path={string_literal(method.path)}",
             f"service_id={service.service_id}",
             f"route_id={method.route_id}",
-            f"cardinality={cardinality}.{method.cardinality.value}",
+            f"cardinality={cardinality}.{method.cardinality.name}",
             f"request_type={self.message(method.request.module, method.request.qualname)}",
             f"response_type={self.message(method.response.module, method.response.qualname)}",
             f"handler_name={string_literal(method.handler_name)}",
@@ -453,7 +446,7 @@ class _Renderer:
         lead = len(INDENT) * 3 + len("scopes=")
         arguments = [
             f"idempotent={options.idempotent}",
-            f"auth={auth}.{options.auth.value}",
+            f"auth={auth}.{options.auth.name}",
             f"scopes={_tuple([string_literal(s) for s in options.scopes], lead, self.width)}",
             f"default_timeout={options.default_timeout!r}",
             f"transports={self.transports(options.transports)}",
@@ -467,7 +460,7 @@ class _Renderer:
         if transports == ALL_TRANSPORTS:
             return self.runtime("routing", "ALL_TRANSPORTS")
         name = self.runtime("routing", "Transport")
-        members = ", ".join(f"{name}.{t.value}" for t in Transport if t in transports)
+        members = ", ".join(f"{name}.{t.name}" for t in Transport if t in transports)
         return f"frozenset({{{members}}})"
 
     def service_table(self, service: Service) -> list[str]:
@@ -564,7 +557,7 @@ class _Renderer:
                 "Consume the request stream; yield the responses (an async generator)."
             ),
         }[method.cardinality]
-        summary = f"``{method.path}`` ({method.cardinality.value.lower().replace('_', ' ')})."
+        summary = f"``{method.path}`` ({method.cardinality.value.replace('_', ' ')})."
         parts = [method.doc] if method.doc else []
         parts += [summary, shape]
         return "\n\n".join(parts)

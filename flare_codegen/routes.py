@@ -15,13 +15,13 @@ from google.protobuf.message import DecodeError
 from flare_codegen.compiler import compile_directory
 from flare_codegen.descriptor_text import first_invalid_text
 from flare_codegen.errors import CompileError
-from flare_codegen.model import Auth, File, Method, Transport
+from flare_codegen.model import File, Method
 from flare_codegen.parameters import Parameters
 
 # parse registers the option extensions; it must be imported before any
 # descriptor set is decoded.
 from flare_codegen.parse import parse_files
-from flare_runtime.routing import wire_id
+from flare_runtime.routing import AuthRequirement, Transport, wire_id
 
 
 def load_routes(schema: Path) -> tuple[File, ...]:
@@ -72,16 +72,16 @@ def _method_json(method: Method, service_id: int) -> dict[str, Any]:
         "name": method.name,
         "route_id": method.route_id,
         "wire_id": wire_id(service_id, method.route_id),
-        "cardinality": method.cardinality.value.lower(),
+        "cardinality": method.cardinality.value,
         "request_type": method.request.full_name,
         "response_type": method.response.full_name,
         "handler_name": method.handler_name,
         "options": {
             "idempotent": options.idempotent,
-            "auth": options.auth.value.lower(),
+            "auth": options.auth.value,
             "scopes": list(options.scopes),
             "default_timeout": options.default_timeout,
-            "transports": [t.value.lower() for t in sorted(options.transports, key=order.index)],
+            "transports": [t.value for t in sorted(options.transports, key=order.index)],
             "max_message_bytes": options.max_message_bytes,
             "deprecated": options.deprecated,
             "deprecation_note": options.deprecation_note,
@@ -117,7 +117,7 @@ def routes_json(files: tuple[File, ...]) -> dict[str, Any]:
 
 def _auth_text(method: Method) -> str:
     options = method.options
-    if options.auth is Auth.NONE:
+    if options.auth is AuthRequirement.NONE:
         return "none"
     return f"authenticated [{' '.join(options.scopes)}]" if options.scopes else "authenticated"
 
@@ -180,9 +180,9 @@ def routes_text(files: tuple[File, ...]) -> str:
                     [
                         str(method.route_id or "-"),
                         f"0x{wire >> 16:04x}_{wire & 0xFFFF:04x}" if wire else "-",
-                        method.cardinality.value.lower(),
+                        method.cardinality.value,
                         method.path,
-                        ",".join(t.value.lower() for t in transports),
+                        ",".join(t.value for t in transports),
                         _auth_text(method),
                         _options_text(method),
                     ]

@@ -15,8 +15,6 @@ from google.protobuf import descriptor_pb2
 
 from flare_codegen.model import (
     TRANSPORT_BY_OPTION,
-    Auth,
-    Transport,
     auth_from_option,
     resolve_auth,
     transports_when_unlisted,
@@ -24,6 +22,7 @@ from flare_codegen.model import (
 from flare_codegen.schema.model import MESSAGE_OPTIONS, METHOD_OPTIONS, SERVICE_METHOD, FileInfo
 from flare_codegen.schema.options import FlareExtensions, load_flare_options
 from flare_codegen.schema.rules import Comparison, first_location, quote
+from flare_runtime.routing import AuthRequirement, Transport
 
 if TYPE_CHECKING:
     from flare.options.v1 import options_pb2
@@ -101,7 +100,7 @@ def _auth(
         auth_from_option(service.default_auth),
         service.default_scopes,
     )
-    return auth is Auth.AUTHENTICATED, tuple(sorted(scopes))
+    return auth is AuthRequirement.AUTHENTICATED, tuple(sorted(scopes))
 
 
 def _transports(
@@ -231,7 +230,7 @@ def _check_services(c: Comparison) -> None:
                 )
             lost = _transports(prev_opts, prev_m) - _transports(opts, m)
             if lost:
-                names = ", ".join(t.value.lower() for t in Transport if t in lost)
+                names = ", ".join(t.value for t in Transport if t in lost)
                 report(
                     "FLARE_ROUTE_TRANSPORT_NO_REMOVE",
                     f"{where} is no longer served over {names}.",
