@@ -267,3 +267,42 @@ def test_an_unknown_auth_number_reads_as_authenticated(tmp_path: Path) -> None:
     result = _flare("schema", "check", "current", "--against", "previous", cwd=tmp_path)
     assert result.returncode == 100, result.stderr
     assert "loosened" in result.stdout
+
+
+SECRET = "TOKEN: s3cr3t: value\n"
+
+
+def _input_with(tmp_path: Path, buf_yaml: str | None = None) -> Path:
+    current = tmp_path / "input"
+    current.mkdir()
+    (current / "t.proto").write_text(PROTO)
+    if buf_yaml is not None:
+        (current / "buf.yaml").write_text(buf_yaml)
+    (tmp_path / "secret.yaml").write_text(SECRET)
+    return current
+
+
+def test_a_policy_outside_the_input_is_not_read(tmp_path: Path) -> None:
+    """buf.yaml v2 ``policies: [{policy: ../secret.yaml}]`` → exit 1; the file is not read."""
+    _input_with(tmp_path, "version: v2\npolicies:\n  - policy: ../secret.yaml\n")
+    result = _flare("schema", "check", "input", "--against", "input", cwd=tmp_path)
+    _one_line_error(result, "policy '../secret.yaml' is not inside the input; not read")
+    assert "s3cr3t" not in result.stderr
+
+
+def test_a_configuration_file_linked_out_of_the_input_is_not_read(tmp_path: Path) -> None:
+    """``buf.yaml -> ../secret.yaml`` in the checked tree → exit 1; the target is not read."""
+    current = _input_with(tmp_path)
+    (current / "buf.yaml").symlink_to(tmp_path / "secret.yaml")
+    result = _flare("schema", "check", "input", "--against", "input", cwd=tmp_path)
+    _one_line_error(result, "buf.yaml: a symbolic link out of the input; not read")
+    assert "s3cr3t" not in result.stderr
+
+
+def test_a_malformed_buf_yaml_is_one_line_that_quotes_no_source(tmp_path: Path) -> None:
+    """A buf.yaml PyYAML cannot parse → ``buf.yaml:LINE:COL: problem`` on one line, without
+    the source line PyYAML's own message quotes."""
+    _input_with(tmp_path, SECRET)
+    result = _flare("schema", "check", "input", "--against", "input", cwd=tmp_path)
+    _one_line_error(result, "buf.yaml:1:14: mapping values are not allowed here")
+    assert "s3cr3t" not in result.stderr
