@@ -13,7 +13,13 @@ Input forms (the same as buf's, for the ones Flare supports):
   from ``flare schema build``). Well-known types and Flare's option protos in it
   count as imports, everything else is checked.
 
-Every failure raises `InputError` with a message for the user.
+Inputs may be hostile (in CI, a pull request writes the checked tree): a
+``.proto`` linking out of its tree is refused or skipped, never read; a ref is
+validated and reaches ``git archive`` only as an object id; descriptor sets are
+validated before any rule reads them (docs/security/schema-ci.md).
+
+Every failure raises `InputError` with a one-line message for the user (or
+protoc's own diagnostics).
 """
 
 from __future__ import annotations
