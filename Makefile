@@ -18,7 +18,11 @@ $(STAMP): pyproject.toml examples/tcp_transport/pyproject.toml
 	@command -v $(PYTHON) >/dev/null 2>&1 || { echo "need $(PYTHON)"; exit 1; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev,test]' -e examples/tcp_transport
+	$(BIN)/python -m pip install --quiet -e '.[dev,test]' -e examples/tcp_transport --config-settings editable_mode=compat
+	@# compat mode puts the checkout on sys.path with a plain .pth file, which mypy
+	@# follows (it cannot follow setuptools' default import hook); generated/
+	@# (flare.options, flare.im) is the package's second root, so it gets its own.
+	$(BIN)/python -c "import pathlib, sysconfig; pathlib.Path(sysconfig.get_paths()['purelib'], 'flare-generated.pth').write_text('$(CURDIR)/generated\n')"
 	touch $(STAMP)
 
 venv: $(STAMP)

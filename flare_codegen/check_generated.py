@@ -3,7 +3,8 @@
 Regenerates SCHEMAS into a temporary directory exactly as ``flare gen`` does
 and compares it byte for byte with GENERATED. Any file that differs, is
 missing, or is stale (present in GENERATED but no longer generated) is listed
-and the exit status is 1; ``make check-generated`` runs this in CI.
+and the exit status is 1; ``make check-generated`` runs this in CI. ``py.typed``
+markers are packaging, not generator output: GENERATED may hold them.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-from flare_codegen.compiler import CompileError
+from flare_codegen.errors import CompileError
 from flare_codegen.generate import generate
 
 _IGNORED_PARTS = frozenset({"__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"})
@@ -42,7 +43,7 @@ def _files(root: Path) -> dict[str, Path]:
     for path in root.rglob("*"):
         relative = path.relative_to(root)
         if path.is_file() and not _IGNORED_PARTS.intersection(relative.parts):
-            if path.suffix == ".pyc":
+            if path.suffix == ".pyc" or path.name == "py.typed":
                 continue
             files[relative.as_posix()] = path
     return files

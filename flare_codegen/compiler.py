@@ -21,13 +21,7 @@ from pathlib import Path
 import grpc_tools
 from google.protobuf import descriptor_pb2
 
-
-class CompileError(Exception):
-    """protoc rejected the input; `message` holds protoc's own diagnostics."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
+from flare_codegen.errors import CompileError
 
 
 def wellknown_include_dir() -> Path:

@@ -19,11 +19,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flare_codegen.compiler import (
-    CompileError,
     find_proto_files,
     flare_include_dir,
     wellknown_include_dir,
 )
+from flare_codegen.errors import CompileError
 
 
 def _launcher(directory: Path, name: str, module: str) -> Path:

@@ -4,13 +4,19 @@ Plain frozen dataclasses with every decision already taken (Python names
 resolved against collisions, options resolved against service defaults,
 locations looked up), so that rendering is a pure function of the model and
 ``flare routes`` can print the same facts without rendering anything.
+
+Cardinalities, transports and auth requirements are the runtime's own enums
+(`flare_runtime.routing`): generated code names their members, so there is one
+definition. Importing `flare_runtime.routing` loads neither the transports nor
+the server (`flare_runtime` loads its exports lazily).
 """
 
 from __future__ import annotations
 
-import enum
 from collections.abc import Sequence
 from dataclasses import dataclass
+
+from flare_runtime.routing import ALL_TRANSPORTS, AuthRequirement, Cardinality, Transport
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,42 +44,8 @@ class Diagnostic:
         return f"{self.location}: {self.message}"
 
 
-class Cardinality(enum.Enum):
-    """How many messages flow each way; values name `flare_runtime.routing.Cardinality` members."""
-
-    UNARY = "UNARY"
-    SERVER_STREAM = "SERVER_STREAM"
-    CLIENT_STREAM = "CLIENT_STREAM"
-    BIDI_STREAM = "BIDI_STREAM"
-
-    @property
-    def client_streams(self) -> bool:
-        """True when the client sends a stream of messages."""
-        return self in (Cardinality.CLIENT_STREAM, Cardinality.BIDI_STREAM)
-
-    @property
-    def server_streams(self) -> bool:
-        """True when the server sends a stream of messages."""
-        return self in (Cardinality.SERVER_STREAM, Cardinality.BIDI_STREAM)
-
-
-class Transport(enum.Enum):
-    """A transport; values name `flare_runtime.routing.Transport` members."""
-
-    WEBSOCKET = "WEBSOCKET"
-    QUIC = "QUIC"
-    GRPC = "GRPC"
-
-
-ALL_TRANSPORTS: frozenset[Transport] = frozenset(Transport)
 FLARE_WIRE_TRANSPORTS: frozenset[Transport] = frozenset({Transport.WEBSOCKET, Transport.QUIC})
-
-
-class Auth(enum.Enum):
-    """Resolved auth requirement; values name `flare_runtime.routing.AuthRequirement` members."""
-
-    NONE = "NONE"
-    AUTHENTICATED = "AUTHENTICATED"
+"""The transports that carry routes by wire id (WebSocket and QUIC)."""
 
 
 # The enum numbers of flare/options/v1/options.proto, kept here so that code
@@ -86,8 +58,23 @@ TRANSPORT_BY_OPTION: dict[int, Transport] = {
 }
 """``flare.options.v1.Transport`` numbers to transports (0, unspecified, is none)."""
 
-AUTH_BY_OPTION: dict[int, Auth] = {1: Auth.NONE, 2: Auth.AUTHENTICATED}
+AUTH_BY_OPTION: dict[int, AuthRequirement] = {
+    1: AuthRequirement.NONE,
+    2: AuthRequirement.AUTHENTICATED,
+}
 """``flare.options.v1.AuthRequirement`` numbers to requirements (0, unspecified, is none)."""
+
+
+def auth_from_option(value: int) -> AuthRequirement | None:
+    """The requirement a ``flare.options.v1.AuthRequirement`` number sets; None when unset (0).
+
+    A number the enum does not define (``auth: 7``) fails closed: it reads as
+    AUTHENTICATED. The plugin reports it as an error; schema CI compares it
+    as the strictest requirement rather than as no requirement.
+    """
+    if value == 0:
+        return None
+    return AUTH_BY_OPTION.get(value, AuthRequirement.AUTHENTICATED)
 
 
 def transports_when_unlisted(has_service_id: bool) -> frozenset[Transport]:
@@ -100,11 +87,11 @@ def transports_when_unlisted(has_service_id: bool) -> frozenset[Transport]:
 
 
 def resolve_auth(
-    method_auth: Auth | None,
+    method_auth: AuthRequirement | None,
     method_scopes: Sequence[str],
-    default_auth: Auth | None,
+    default_auth: AuthRequirement | None,
     default_scopes: Sequence[str],
-) -> tuple[Auth, tuple[str, ...]]:
+) -> tuple[AuthRequirement, tuple[str, ...]]:
     """A method's auth requirement and scopes once its service's defaults are inherited.
 
     docs/options/auth.md's order: the method's own AUTH_REQUIREMENT_NONE wins
@@ -113,17 +100,17 @@ def resolve_auth(
     authenticated exactly when the service lists default scopes -- with those
     scopes if it is authenticated.
     """
-    if method_auth is Auth.NONE:
-        return Auth.NONE, ()
+    if method_auth is AuthRequirement.NONE:
+        return AuthRequirement.NONE, ()
     if method_scopes:
-        return Auth.AUTHENTICATED, tuple(method_scopes)
-    if method_auth is Auth.AUTHENTICATED:
-        return Auth.AUTHENTICATED, tuple(default_scopes)
+        return AuthRequirement.AUTHENTICATED, tuple(method_scopes)
+    if method_auth is AuthRequirement.AUTHENTICATED:
+        return AuthRequirement.AUTHENTICATED, tuple(default_scopes)
     if default_auth is None:
-        default_auth = Auth.AUTHENTICATED if default_scopes else Auth.NONE
-    if default_auth is Auth.AUTHENTICATED:
-        return Auth.AUTHENTICATED, tuple(default_scopes)
-    return Auth.NONE, ()
+        default_auth = AuthRequirement.AUTHENTICATED if default_scopes else AuthRequirement.NONE
+    if default_auth is AuthRequirement.AUTHENTICATED:
+        return AuthRequirement.AUTHENTICATED, tuple(default_scopes)
+    return AuthRequirement.NONE, ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,7 +130,7 @@ class MethodOptions:
     """Flare method options resolved against the service defaults (mirrors ``RouteOptions``)."""
 
     idempotent: bool
-    auth: Auth
+    auth: AuthRequirement
     scopes: tuple[str, ...]
     default_timeout: float | None
     """Seconds."""
@@ -202,6 +189,8 @@ class Push:
     type_id: int
     message: MessageRef
     location: Location
+    constant_name: str
+    """The module-level ``PushType`` constant: ``<UPPER_SNAKE_NAME>_PUSH``, collision-free."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,11 @@ def upper_snake_case(name: str) -> str:
     return snake_case(name).upper()
 
 
+def push_constant_name(qualname: str) -> str:
+    """``MessageReceived`` → ``MESSAGE_RECEIVED_PUSH``; ``Outer.Inner`` → ``OUTER_INNER_PUSH``."""
+    return "_".join(upper_snake_case(part) for part in qualname.split(".")) + "_PUSH"
+
+
 def is_python_keyword(name: str) -> bool:
     """True for hard keywords (``class``, ``None``); soft keywords are valid names."""
     return keyword.iskeyword(name)

@@ -10,12 +10,10 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+from flare_codegen.errors import ParameterError
+
 _TRUE = frozenset({"true", "1", "yes", "on"})
 _FALSE = frozenset({"false", "0", "no", "off"})
-
-
-class ParameterError(ValueError):
-    """The parameter string names an unknown parameter or has a bad value."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,8 +23,6 @@ from flare_codegen.model import (
     AUTH_BY_OPTION,
     FLARE_WIRE_TRANSPORTS,
     TRANSPORT_BY_OPTION,
-    Auth,
-    Cardinality,
     Diagnostic,
     File,
     Location,
@@ -33,7 +31,7 @@ from flare_codegen.model import (
     MethodOptions,
     Push,
     Service,
-    Transport,
+    auth_from_option,
     resolve_auth,
     transports_when_unlisted,
 )
@@ -42,11 +40,13 @@ from flare_codegen.names import (
     flare_output_path,
     is_python_keyword,
     pb2_module,
+    push_constant_name,
     python_method_name,
     snake_case,
     upper_snake_case,
 )
 from flare_codegen.parameters import Parameters
+from flare_runtime.routing import AuthRequirement, Cardinality, Transport
 
 # Field numbers used in SourceCodeInfo paths (descriptor.proto).
 _FILE_MESSAGE_TYPE = 4
@@ -248,7 +248,7 @@ class _Parser:
             self._service(proto, locator, scope, index, service)
             for index, service in enumerate(proto.service)
         )
-        pushes: list[Push] = []
+        pushes: list[tuple[int, MessageRef, Location]] = []
         for full_name, path, type_id in self.pushes[proto.name]:
             options_path = (*path, _MESSAGE_OPTIONS)
             location = locator.at(
@@ -260,14 +260,19 @@ class _Parser:
                     f"push_type_id {type_id} of {full_name} is out of range 1-{MAX_PUSH_TYPE_ID}",
                 )
                 continue
-            pushes.append(Push(type_id, self._message(full_name, location), location))
-        pushes.sort(key=lambda push: push.type_id)
+            pushes.append((type_id, self._message(full_name, location), location))
+        pushes.sort(key=lambda push: push[0])
+        # Claimed after the services' names, in type id order: deterministic.
+        named = tuple(
+            Push(type_id, message, location, scope.claim(push_constant_name(message.qualname)))
+            for type_id, message, location in pushes
+        )
         return File(
             proto_path=proto.name,
             package=proto.package,
             output_path=flare_output_path(proto.name),
             services=services,
-            pushes=tuple(pushes),
+            pushes=named,
         )
 
     def _message(self, type_name: str, location: Location) -> MessageRef:
@@ -342,9 +347,12 @@ class _Parser:
                 )
                 continue
             reserved.append((item.start, end))
+        self._check_auth_number(
+            flare.default_auth, option_location(2), f"service {full_name} sets default_auth"
+        )
         # What a method that sets no auth option of its own gets.
         default_auth, _ = resolve_auth(
-            None, (), AUTH_BY_OPTION.get(flare.default_auth), flare.default_scopes
+            None, (), auth_from_option(flare.default_auth), flare.default_scopes
         )
 
         # The client keeps its channel in `_channel`; every other name a
@@ -418,7 +426,7 @@ class _Parser:
         service_id: int,
         method: descriptor_pb2.MethodDescriptorProto,
         *,
-        default_auth: Auth,
+        default_auth: AuthRequirement,
         default_scopes: tuple[str, ...],
         default_transports: frozenset[Transport],
         service_deprecated: bool,
@@ -476,15 +484,24 @@ class _Parser:
         )
         wire = resolved_transports & FLARE_WIRE_TRANSPORTS
         if wire and not has_ids:
+            if service_id:
+                missing = "it has no Flare route_id; add one"
+            elif route_id:
+                missing = f"service {service_name} has no Flare service_id; add one"
+            else:
+                missing = (
+                    f"service {service_name} has no Flare service_id and {label} no "
+                    "route_id; add them"
+                )
             self.error(
                 option_location(6) if transports else location,
                 f"{label} may be served on {_names(wire)}, which carry routes by id, "
-                "but it has no Flare service_id and route_id; add them or "
-                "restrict the method to TRANSPORT_GRPC",
+                f"but {missing} or restrict the method to TRANSPORT_GRPC",
             )
 
-        method_auth = AUTH_BY_OPTION.get(flare.auth)
-        if method_auth is Auth.NONE and flare.scopes:
+        self._check_auth_number(flare.auth, option_location(3), f"{label} sets auth")
+        method_auth = auth_from_option(flare.auth)
+        if method_auth is AuthRequirement.NONE and flare.scopes:
             self.error(
                 option_location(4),
                 f"{label} lists scopes but sets auth AUTH_REQUIREMENT_NONE",
@@ -522,6 +539,14 @@ class _Parser:
             location=location,
         )
 
+    def _check_auth_number(self, value: int, location: Location, what: str) -> None:
+        if value and value not in AUTH_BY_OPTION:
+            self.error(
+                location,
+                f"{what} {value}, which is not an AuthRequirement "
+                "(AUTH_REQUIREMENT_NONE or AUTH_REQUIREMENT_AUTHENTICATED)",
+            )
+
     def _transports(
         self, values: Iterable[int], location: Location, owner: str
     ) -> frozenset[Transport]:
@@ -554,7 +579,7 @@ def _enum_name(value: int) -> str:
 
 def _names(transports: Iterable[Transport]) -> str:
     order = list(Transport)
-    return ", ".join(f"TRANSPORT_{t.value}" for t in sorted(transports, key=order.index))
+    return ", ".join(f"TRANSPORT_{t.name}" for t in sorted(transports, key=order.index))
 
 
 def parse_files(

@@ -17,7 +17,8 @@ from google.protobuf.compiler import plugin_pb2
 from google.protobuf.message import DecodeError
 
 from flare_codegen import __version__
-from flare_codegen.parameters import ParameterError, parse_parameters
+from flare_codegen.errors import ParameterError
+from flare_codegen.parameters import parse_parameters
 
 # Importing parse registers the Flare option extensions, which must happen
 # before the request is parsed for the options to decode.

@@ -20,7 +20,8 @@ import re
 from collections.abc import Iterable, Sequence
 
 from flare_codegen import __version__
-from flare_codegen.model import ALL_TRANSPORTS, Cardinality, File, Method, Service, Transport
+from flare_codegen.model import File, Method, Push, Service
+from flare_runtime.routing import ALL_TRANSPORTS, Cardinality, Transport
 
 DEFAULT_WIDTH = 88
 """ruff's default line length."""
@@ -287,7 +288,7 @@ def _tuple(items: Sequence[str], lead: int, width: int) -> str:
 class _Renderer:
     def __init__(self, model: File, width: int) -> None:
         self.model = model
-        taken = {"PUSH_TYPES"}
+        taken = {"PUSH_TYPES", *(push.constant_name for push in model.pushes)}
         for service in model.services:
             taken.update(
                 (
@@ -347,7 +348,10 @@ class _Renderer:
             lines += ["", "Routing tables, handler bases and clients of:", ""]
             lines += [f"- `{service.full_name}`" for service in self.model.services]
         if self.model.pushes:
-            lines += ["", "Push types: see `PUSH_TYPES`."]
+            lines += [
+                "",
+                "Push types: one ``*_PUSH`` constant per pushed message, all in `PUSH_TYPES`.",
+            ]
         return "\n".join(lines)
 
     # Per file
@@ -355,16 +359,36 @@ class _Renderer:
     def push_table(self) -> list[str]:
         final = self.imports.name("typing", "Final")
         table = self.runtime("routing", "PushTable")
+        lines: list[str] = []
+        for push in self.model.pushes:
+            lines.extend(self.push_constant(push))
+            lines.append("")
         if not self.model.pushes:
             return [f"PUSH_TYPES: {final} = {table}(types=())"]
+        names = [push.constant_name for push in self.model.pushes]
+        types = _tuple(names, len(INDENT) + len("types="), self.width)
+        lines.extend(_call("", f"PUSH_TYPES: {final} = {table}", ["types=" + types], self.width))
+        return lines
+
+    def push_constant(self, push: Push) -> list[str]:
+        final = self.imports.name("typing", "Final")
         push_type = self.runtime("routing", "PushType")
-        items = [
-            f"{push_type}(type_id={push.type_id}, "
-            f"message_type={self.message(push.message.module, push.message.qualname)})"
-            for push in self.model.pushes
-        ]
-        types = _tuple(items, len(INDENT) + len("types="), self.width)
-        return _call("", f"PUSH_TYPES: {final} = {table}", ["types=" + types], self.width)
+        message = self.message(push.message.module, push.message.qualname)
+        target = f"{push.constant_name}: {final}[{push_type}[{message}]]"
+        arguments = [f"type_id={push.type_id}", f"message_type={message}"]
+        call = _call("", f"{target} = {push_type}", arguments, self.width)
+        if len(call[0]) <= self.width:
+            return call
+        if len(f"{target} = (") <= self.width:
+            # ruff wraps the value in parentheses when the target fits on its line,
+            inside = _call(INDENT, push_type, arguments, self.width)
+            return [f"{target} = (", *inside, ")"]
+        # else splits the annotation's outer subscript, then the inner one.
+        inner = [f"{INDENT}{push_type}[{message}]"]
+        if len(inner[0]) > self.width:
+            inner = [f"{INDENT}{push_type}[", f"{INDENT * 2}{message}", f"{INDENT}]"]
+        call[:1] = [f"{push.constant_name}: {final}[", *inner, f"] = {push_type}("]
+        return call
 
     # Per service
 
@@ -409,7 +433,7 @@ class _Renderer:
             f"path={string_literal(method.path)}",
             f"service_id={service.service_id}",
             f"route_id={method.route_id}",
-            f"cardinality={cardinality}.{method.cardinality.value}",
+            f"cardinality={cardinality}.{method.cardinality.name}",
             f"request_type={self.message(method.request.module, method.request.qualname)}",
             f"response_type={self.message(method.response.module, method.response.qualname)}",
             f"handler_name={string_literal(method.handler_name)}",
@@ -422,7 +446,7 @@ class _Renderer:
         lead = len(INDENT) * 3 + len("scopes=")
         arguments = [
             f"idempotent={options.idempotent}",
-            f"auth={auth}.{options.auth.value}",
+            f"auth={auth}.{options.auth.name}",
             f"scopes={_tuple([string_literal(s) for s in options.scopes], lead, self.width)}",
             f"default_timeout={options.default_timeout!r}",
             f"transports={self.transports(options.transports)}",
@@ -436,7 +460,7 @@ class _Renderer:
         if transports == ALL_TRANSPORTS:
             return self.runtime("routing", "ALL_TRANSPORTS")
         name = self.runtime("routing", "Transport")
-        members = ", ".join(f"{name}.{t.value}" for t in Transport if t in transports)
+        members = ", ".join(f"{name}.{t.name}" for t in Transport if t in transports)
         return f"frozenset({{{members}}})"
 
     def service_table(self, service: Service) -> list[str]:
@@ -467,6 +491,8 @@ class _Renderer:
         if service.doc:
             doc = f"{doc}\n\n{service.doc}"
         lines += docstring(doc, INDENT)
+        lines.append("")
+        lines.extend(self.bindings(service))
         context = self.runtime("context", "CallContext")
         for method in service.methods:
             request = self.message(method.request.module, method.request.qualname)
@@ -498,6 +524,28 @@ class _Renderer:
             lines.extend(docstring(self._handler_doc(method), INDENT * 2))
         return lines
 
+    def bindings(self, service: Service) -> list[str]:
+        """The class attributes naming the tables a handler base implements (`Server.add`)."""
+        class_var = self.imports.name("typing", "ClassVar")
+        lines: list[str] = []
+        for attribute, kind, value in (
+            ("__flare_service__", "ServiceRoutes", service.table_constant),
+            ("__flare_push_types__", "PushTable", "PUSH_TYPES"),
+        ):
+            table_type = self.runtime("routing", kind)
+            target = f"{INDENT}{attribute}: {class_var}[{table_type}]"
+            if len(f"{target} = {value}") <= self.width:
+                lines.append(f"{target} = {value}")
+            elif len(f"{target} = (") <= self.width:  # as ruff: parenthesize the value first,
+                lines += [f"{target} = (", f"{INDENT * 2}{value}", f"{INDENT})"]
+            else:  # then split the annotation
+                lines += [
+                    f"{INDENT}{attribute}: {class_var}[",
+                    f"{INDENT * 2}{table_type}",
+                    f"{INDENT}] = {value}",
+                ]
+        return lines
+
     def _handler_doc(self, method: Method) -> str:
         shape = {
             Cardinality.UNARY: "Handle one request; return the response.",
@@ -509,7 +557,7 @@ class _Renderer:
                 "Consume the request stream; yield the responses (an async generator)."
             ),
         }[method.cardinality]
-        summary = f"``{method.path}`` ({method.cardinality.value.lower().replace('_', ' ')})."
+        summary = f"``{method.path}`` ({method.cardinality.value.replace('_', ' ')})."
         parts = [method.doc] if method.doc else []
         parts += [summary, shape]
         return "\n\n".join(parts)
@@ -614,7 +662,13 @@ class _Renderer:
             "the service is already registered or a wire id collides.",
             INDENT,
         )
-        lines.append(f"{INDENT}router.add_service({service.table_constant}, implementation)")
+        add = f"{INDENT}router.add_service({service.table_constant}, implementation)"
+        if len(add) <= self.width:
+            lines.append(add)
+        else:
+            lines += _call(
+                INDENT, "router.add_service", [service.table_constant, "implementation"], self.width
+            )
         lines.append(f"{INDENT}router.add_push_types(PUSH_TYPES)")
         return lines
 

@@ -7,9 +7,9 @@ Generated `*_flare.py` modules declare one `ServiceRoutes` per service and one
 A route is named two ways:
 
 * its gRPC path, ``/package.Service/Method`` (what gRPC carries), and
-* its wire id, ``service_id << 16 | route_id`` (what WebSocket and QUIC frames
-  carry, see docs/wire-format.md). Methods without Flare ids have no wire id
-  and are served on gRPC only.
+* its wire id, ``wire_id(service_id, route_id)`` = ``service_id << 16 | route_id``
+  (what WebSocket and QUIC frames carry, see docs/wire-format.md). Methods
+  without Flare ids have no wire id and are served on gRPC only.
 """
 
 from __future__ import annotations
@@ -64,6 +64,19 @@ class AuthRequirement(enum.Enum):
 ALL_TRANSPORTS: frozenset[Transport] = frozenset(Transport)
 
 
+def wire_id(service_id: int, route_id: int) -> int:
+    """The 32-bit id WebSocket and QUIC frames carry for a route: ``service_id << 16 | route_id``.
+
+    `service_id` is the service's 16-bit Flare id and `route_id` the method's
+    16-bit id within it (docs/wire-format.md). 0 when either is 0: such a
+    route has no wire id and is served on gRPC only. The one place the
+    formula is written; the code generator uses it too.
+    """
+    if service_id == 0 or route_id == 0:
+        return 0
+    return service_id << 16 | route_id
+
+
 @dataclass(frozen=True, slots=True)
 class RouteOptions:
     """Flare method options, resolved against the service defaults.
@@ -102,10 +115,8 @@ class Route(Generic[RequestT, ResponseT]):
 
     @property
     def wire_id(self) -> int:
-        """``service_id << 16 | route_id``; 0 when the route has no Flare ids."""
-        if self.service_id == 0 or self.route_id == 0:
-            return 0
-        return self.service_id << 16 | self.route_id
+        """The route's 32-bit wire id (`wire_id`); 0 when the route has no Flare ids."""
+        return wire_id(self.service_id, self.route_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,10 +11,11 @@
     ...
     await server.shutdown(grace=5.0)
 
-Handlers are objects implementing a generated ``*ServiceBase`` (the server
-finds the `ServiceRoutes` on their class), or generated ``register_*``
-functions / any callable taking the `Router`, or ``(ServiceRoutes, handler)``
-pairs.
+Handlers are objects implementing a generated handler base (``ChatServiceBase``,
+``LedgerBase``...: each declares the table it implements as
+``__flare_service__`` and its file's push table as ``__flare_push_types__``,
+and the server reads them), or generated ``register_*`` functions / any
+callable taking the `Router`, or ``(ServiceRoutes, handler)`` pairs.
 
 Transports plug in as *listeners*: the transport registry
 (`flare_runtime.transports.registry`) names each transport's ``async def
@@ -36,7 +37,6 @@ import contextlib
 import logging
 import signal
 import ssl
-import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -53,6 +53,11 @@ if TYPE_CHECKING:
     from flare_runtime.server_connection import ServerConnection
 
 logger = logging.getLogger("flare_runtime.server")
+
+SERVICE_ATTRIBUTE = "__flare_service__"
+"""The class attribute of a generated handler base naming the `ServiceRoutes` it implements."""
+PUSH_TYPES_ATTRIBUTE = "__flare_push_types__"
+"""The class attribute of a generated handler base naming its file's `PushTable`."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,19 +168,20 @@ class Server:
                 raise ConfigurationError(f"expected (ServiceRoutes, handler), got {service!r}")
             self.router.add_service(routes, implementation)
             return
-        found = _service_routes_of(service)
+        found = _declared_bindings(service)
         if found:
-            for routes, push_tables in found:
+            for routes, push_types in found:
                 self.router.add_service(routes, service)
-                for table in push_tables:
-                    self.router.add_push_types(table)
+                if push_types is not None:
+                    self.router.add_push_types(push_types)
             return
         if callable(service):
             service(self.router)
             return
         raise ConfigurationError(
             f"{type(service).__name__} is not a Flare service: implement a generated "
-            "*ServiceBase, or pass a register function or a (ServiceRoutes, handler) pair"
+            "handler base (a class with __flare_service__), or pass a register function "
+            "or a (ServiceRoutes, handler) pair"
         )
 
     def add_push_types(self, table: PushTable) -> None:
@@ -344,30 +350,23 @@ def _addresses(
     return addresses
 
 
-def _service_routes_of(implementation: object) -> list[tuple[ServiceRoutes, list[PushTable]]]:
-    """The services a handler object implements, found through its generated base classes.
+def _declared_bindings(implementation: object) -> list[tuple[ServiceRoutes, PushTable | None]]:
+    """The services a handler object implements, as its generated base classes declare them.
 
-    A generated ``FooServiceBase`` lives in the module that declares the
-    ``ServiceRoutes`` named ``pkg.FooService`` (and that file's push table).
+    Every generated ``*Base`` class carries ``__flare_service__`` (its
+    `ServiceRoutes`) and ``__flare_push_types__`` (its file's `PushTable`).
+    Each class of the MRO is asked for its own declaration, so an object
+    implementing several generated bases serves all of them.
     """
-    found: list[tuple[ServiceRoutes, list[PushTable]]] = []
+    found: list[tuple[ServiceRoutes, PushTable | None]] = []
     seen: set[str] = set()
     for klass in type(implementation).__mro__:
-        if not klass.__name__.endswith("ServiceBase"):
+        routes = klass.__dict__.get(SERVICE_ATTRIBUTE)
+        if not isinstance(routes, ServiceRoutes) or routes.name in seen:
             continue
-        module = sys.modules.get(klass.__module__)
-        if module is None:
-            continue
-        service_name = klass.__name__[: -len("Base")]
-        tables = [value for value in vars(module).values() if isinstance(value, PushTable)]
-        for value in vars(module).values():
-            if (
-                isinstance(value, ServiceRoutes)
-                and value.name.rsplit(".", 1)[-1] == service_name
-                and value.name not in seen
-            ):
-                seen.add(value.name)
-                found.append((value, tables))
+        seen.add(routes.name)
+        push_types = klass.__dict__.get(PUSH_TYPES_ATTRIBUTE)
+        found.append((routes, push_types if isinstance(push_types, PushTable) else None))
     return found
 
 

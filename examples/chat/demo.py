@@ -31,7 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from flare_codegen.cli import main as flare_cli
+from flare_runtime.cli import main as flare_cli
 
 ROOT = Path(__file__).resolve().parents[2]
 SCHEMA = "examples/chat/v1/chat.proto"

@@ -1,1 +1,1 @@
-"""Subcommands of the ``flare`` CLI (see `flare_codegen.cli`)."""
+"""The code-generation subcommands of the ``flare`` CLI (its table: `flare_runtime.cli`)."""

@@ -9,19 +9,14 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
-from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``gen`` subcommand."""
-    parser = subparsers.add_parser(
-        "gen",
-        help="generate Python code (messages, stubs, Flare routes) from .proto files",
-        description=(
-            "Compile every .proto under SCHEMA_DIR with the protoc bundled in grpcio-tools "
-            "and write protoc's _pb2.py, mypy-protobuf's _pb2.pyi and Flare's _flare.py "
-            "into OUT. Flare's option protos and the well-known types are always importable."
-        ),
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Set up ``flare gen``'s arguments (see `flare_runtime.cli`)."""
+    parser.description = (
+        "Compile every .proto under SCHEMA_DIR with the protoc bundled in grpcio-tools "
+        "and write protoc's _pb2.py, mypy-protobuf's _pb2.pyi and Flare's _flare.py "
+        "into OUT. Flare's option protos and the well-known types are always importable."
     )
     parser.add_argument("schema_dir", type=Path, metavar="SCHEMA_DIR")
     parser.add_argument("-o", "--out", type=Path, required=True, metavar="OUT")
@@ -70,7 +65,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Generate; print protoc's errors and return 1 when it fails."""
-    from flare_codegen.compiler import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.errors import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
     from flare_codegen.generate import generate  # noqa: PLC0415 (keep `flare --help` fast)
 
     if args.ts:
@@ -91,7 +86,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def _run_ts(args: argparse.Namespace) -> int:
-    from flare_codegen.compiler import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.errors import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
     from flare_codegen.typescript.generate import generate_ts  # noqa: PLC0415
 
     try:

@@ -6,19 +6,14 @@ import argparse
 import json
 import sys
 from pathlib import Path
-from typing import Any
 
 
-def register(subparsers: argparse._SubParsersAction[Any]) -> None:
-    """Add the ``routes`` subcommand."""
-    parser = subparsers.add_parser(
-        "routes",
-        help="print the routing table of a schema directory or descriptor set",
-        description=(
-            "Print every route (path, service id, route id, wire id, cardinality, "
-            "resolved options) and push type of SCHEMA: a directory of .proto files, "
-            "or a binary FileDescriptorSet (protoc --descriptor_set_out --include_imports)."
-        ),
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Set up ``flare routes``'s arguments (see `flare_runtime.cli`)."""
+    parser.description = (
+        "Print every route (path, service id, route id, wire id, cardinality, "
+        "resolved options) and push type of SCHEMA: a directory of .proto files, "
+        "or a binary FileDescriptorSet (protoc --descriptor_set_out --include_imports)."
     )
     parser.add_argument("schema", type=Path, metavar="SCHEMA")
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
@@ -27,7 +22,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def run(args: argparse.Namespace) -> int:
     """Print the table; report compile or validation errors and return 1."""
-    from flare_codegen.compiler import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.errors import CompileError  # noqa: PLC0415 (keep `flare --help` fast)
     from flare_codegen.routes import load_routes, routes_json, routes_text  # noqa: PLC0415 (keep `flare --help` fast)
 
     try:

@@ -9,6 +9,7 @@ in-source ``// flare:breaking-ignore RULE reason`` comment → add rename hints.
 from __future__ import annotations
 
 import dataclasses
+import posixpath
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from itertools import islice
@@ -59,10 +60,11 @@ def check(current_spec: str, against_spec: str) -> CheckResult:
 
     Raises `inputs.InputError` (bad or non-compiling input, bad configuration).
     """
-    if _small(current_spec) and _small(against_spec):
+    compiles = not (Path(current_spec).is_file() and Path(against_spec).is_file())
+    if compiles and _small(current_spec) and _small(against_spec):
         # Small inputs: start-up dominates, so compile both sides at once (protoc
         # runs in child processes). Large ones run one after the other to keep
-        # peak memory at one protoc.
+        # peak memory at one protoc; two descriptor sets need no protoc at all.
         with ThreadPoolExecutor(max_workers=2) as pool:
             current_job = pool.submit(load_input, current_spec, with_config=True)
             previous_job = pool.submit(load_input, against_spec, with_config=False)
@@ -101,7 +103,8 @@ def compare(
                 and config.covers(display)
                 and not config.is_ignored(finding, display)
             ):
-                kept.append(dataclasses.replace(finding, path=display))
+                shown = posixpath.join(current.location, display) if display else display
+                kept.append(dataclasses.replace(finding, path=shown))
                 break
     ordered = sorted(kept, key=Finding.sort_key)
     findings = [f for f in ordered if f.ignored is None]

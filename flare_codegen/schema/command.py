@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import argparse
 import sys
-from typing import Any, NoReturn
+from typing import NoReturn
 
-FORMATS = ("text", "json", "github-actions", "junit")
+# report.py imports its rule machinery only for type checking: cheap at start-up.
+from flare_codegen.schema.report import FORMATS, write_report
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BREAKING = 100
@@ -26,13 +28,9 @@ class _UsageErrorExitsOne(argparse.ArgumentParser):
         self.exit(EXIT_ERROR, f"{self.prog}: error: {message}\n")
 
 
-def register(subparsers: Any) -> None:
-    """Add ``schema`` with its ``check`` and ``build`` subcommands to the CLI."""
-    parser = subparsers.add_parser(
-        "schema",
-        help="schema CI: breaking-change detection (buf-compatible plus Flare's route rules)",
-        description="Schema CI: breaking-change detection and descriptor sets.",
-    )
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Set up ``flare schema`` with its ``check`` and ``build`` subcommands."""
+    parser.description = "Schema CI: breaking-change detection and descriptor sets."
     commands = parser.add_subparsers(
         dest="schema_command", metavar="SUBCOMMAND", parser_class=_UsageErrorExitsOne
     )
@@ -70,9 +68,8 @@ def _usage(parser: argparse.ArgumentParser) -> int:
 
 def run_check(args: argparse.Namespace) -> int:
     """Run ``flare schema check``; see the module docstring for exit codes."""
+    from flare_codegen.errors import InputError  # noqa: PLC0415 (keep `flare --help` fast)
     from flare_codegen.schema.check import check  # noqa: PLC0415 (keep `flare --help` fast)
-    from flare_codegen.schema.inputs import InputError  # noqa: PLC0415 (keep `flare --help` fast)
-    from flare_codegen.schema.report import write_report  # noqa: PLC0415 (keep `flare --help` fast)
 
     try:
         result = check(args.input, args.against)
@@ -89,7 +86,8 @@ def run_build(args: argparse.Namespace) -> int:
 
     from google.protobuf import descriptor_pb2  # noqa: PLC0415 (keep `flare --help` fast)
 
-    from flare_codegen.schema.inputs import InputError, is_git_input, load_input  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.errors import InputError  # noqa: PLC0415 (keep `flare --help` fast)
+    from flare_codegen.schema.inputs import is_git_input, load_input  # noqa: PLC0415 (keep `flare --help` fast)
 
     if not is_git_input(args.input) and not Path(args.input).is_dir():
         print(f"flare schema build: {args.input}: not a directory or git input", file=sys.stderr)

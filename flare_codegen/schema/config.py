@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flare_codegen.errors import ConfigError
 from flare_codegen.schema.findings import Finding
 from flare_codegen.schema.rules import BUF_RULES, RULES_BY_ID
 
@@ -32,14 +33,6 @@ CATEGORIES = ("FILE", "PACKAGE", "WIRE_JSON", "WIRE", "CSR")
 FLARE_CATEGORY = "FLARE"
 # A package whose last component is a version like v1alpha1, v2beta, v1test.
 UNSTABLE_PACKAGE = re.compile(r"^v\d+(?:p\d+)?(?:alpha|beta|test)\w*$")
-
-
-class ConfigError(Exception):
-    """The configuration is not valid; `message` says where and why."""
-
-    def __init__(self, message: str) -> None:
-        super().__init__(message)
-        self.message = message
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,13 +178,35 @@ class InputConfig:
     source: str = ""
 
 
+def _read_text(path: Path) -> str:
+    """A configuration file's text; it must lie in the input directory holding it.
+
+    In CI the input is a pull request's tree: a configuration file (or a v2
+    policy) that is a link to, or names, a file elsewhere would have Flare
+    read it and quote it in an error.
+    """
+    if not path.resolve().is_relative_to(path.parent.resolve()):
+        raise ConfigError(f"{path}: a symbolic link out of the input; not read")
+    try:
+        return path.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{path}: not UTF-8 text (byte {exc.start})") from exc
+
+
 def _load_yaml(path: Path) -> dict[str, Any]:
     import yaml  # noqa: PLC0415 (only when a buf.yaml exists: keeps start-up fast)
 
+    text = _read_text(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, yaml.YAMLError) as exc:
-        raise ConfigError(f"{path}: {exc}") from exc
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        # One line, without the source snippet PyYAML's message quotes.
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        problem = getattr(exc, "problem", None) or "not valid YAML"
+        raise ConfigError(f"{where}: {problem}") from exc
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -223,9 +238,10 @@ def load_config(root: Path) -> InputConfig:
 def _load_toml(path: Path) -> dict[str, Any]:
     import tomllib  # noqa: PLC0415 (only when a TOML config exists: keeps start-up fast)
 
+    text = _read_text(path)
     try:
-        return tomllib.loads(path.read_text(encoding="utf-8"))
-    except (OSError, tomllib.TOMLDecodeError) as exc:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
 
 
@@ -299,6 +315,8 @@ def _from_buf_yaml(path: Path) -> InputConfig:
         if not isinstance(policy_name, str):
             raise ConfigError(f"{where}: policies entries need a 'policy' path")
         policy_path = path.parent / policy_name
+        if not policy_path.resolve().is_relative_to(path.parent.resolve()):
+            raise ConfigError(f"{where}: policy {policy_name!r} is not inside the input; not read")
         if not policy_path.is_file():
             raise ConfigError(f"{where}: policy {policy_name!r} is not a local file")
         policy = _load_yaml(policy_path)

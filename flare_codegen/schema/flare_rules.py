@@ -14,16 +14,15 @@ from typing import TYPE_CHECKING, Any
 from google.protobuf import descriptor_pb2
 
 from flare_codegen.model import (
-    AUTH_BY_OPTION,
     TRANSPORT_BY_OPTION,
-    Auth,
-    Transport,
+    auth_from_option,
     resolve_auth,
     transports_when_unlisted,
 )
 from flare_codegen.schema.model import MESSAGE_OPTIONS, METHOD_OPTIONS, SERVICE_METHOD, FileInfo
 from flare_codegen.schema.options import FlareExtensions, load_flare_options
 from flare_codegen.schema.rules import Comparison, first_location, quote
+from flare_runtime.routing import AuthRequirement, Transport
 
 if TYPE_CHECKING:
     from flare.options.v1 import options_pb2
@@ -96,12 +95,12 @@ def _auth(
 ) -> tuple[bool, tuple[str, ...]]:
     """(authenticated?, required scopes) exactly as generated code resolves them."""
     auth, scopes = resolve_auth(
-        AUTH_BY_OPTION.get(method.auth),
+        auth_from_option(method.auth),
         method.scopes,
-        AUTH_BY_OPTION.get(service.default_auth),
+        auth_from_option(service.default_auth),
         service.default_scopes,
     )
-    return auth is Auth.AUTHENTICATED, tuple(sorted(scopes))
+    return auth is AuthRequirement.AUTHENTICATED, tuple(sorted(scopes))
 
 
 def _transports(
@@ -231,7 +230,7 @@ def _check_services(c: Comparison) -> None:
                 )
             lost = _transports(prev_opts, prev_m) - _transports(opts, m)
             if lost:
-                names = ", ".join(t.value.lower() for t in Transport if t in lost)
+                names = ", ".join(t.value for t in Transport if t in lost)
                 report(
                     "FLARE_ROUTE_TRANSPORT_NO_REMOVE",
                     f"{where} is no longer served over {names}.",

@@ -12,21 +12,38 @@ itself (as notices / skipped test cases) in ``github-actions`` and ``junit``.
 from __future__ import annotations
 
 import json
-from typing import TextIO
+import re
+from typing import TYPE_CHECKING, TextIO
 
-from flare_codegen.schema.check import CheckResult
-from flare_codegen.schema.command import FORMATS
-from flare_codegen.schema.findings import Finding
+if TYPE_CHECKING:
+    from flare_codegen.schema.check import CheckResult
+    from flare_codegen.schema.findings import Finding
+
+FORMATS = ("text", "json", "github-actions", "junit")
+"""The values of ``--format``."""
+
+
+# Characters XML 1.0 cannot hold at all, not even as character references.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def _visible(match: re.Match[str]) -> str:
+    code = ord(match.group())
+    return f"\\x{code:02x}" if code < 0x100 else f"\\u{code:04x}"
 
 
 def escape(text: str) -> str:
-    """XML character data."""
+    """XML character data; characters XML cannot hold become visible ``\\xNN`` escapes."""
+    text = _XML_INVALID.sub(_visible, text)
     return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def quoteattr(text: str) -> str:
     """An XML attribute value, quotes included (xml.sax.saxutils would pull in urllib)."""
-    return '"' + escape(text).replace('"', "&quot;").replace("\n", "&#10;") + '"'
+    value = escape(text).replace('"', "&quot;")
+    # A parser normalises raw whitespace in attribute values to spaces.
+    value = value.replace("\n", "&#10;").replace("\r", "&#13;").replace("\t", "&#9;")
+    return f'"{value}"'
 
 
 def _where(f: Finding) -> str:

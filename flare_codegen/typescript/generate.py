@@ -20,12 +20,12 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from flare_codegen.compiler import (
-    CompileError,
     compile_protos,
     find_proto_files,
     flare_include_dir,
     wellknown_include_dir,
 )
+from flare_codegen.errors import CompileError
 from flare_codegen.typescript.es_names import wkt_import_path
 
 

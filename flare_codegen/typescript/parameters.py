@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from flare_codegen.parameters import ParameterError, Parameters
+from flare_codegen.errors import ParameterError
+from flare_codegen.parameters import Parameters
 from flare_codegen.typescript.es_names import IMPORT_EXTENSIONS
 
 DEFAULT_RUNTIME = "@flare/client"

@@ -18,7 +18,7 @@ from google.protobuf.compiler import plugin_pb2
 from google.protobuf.message import DecodeError
 
 from flare_codegen import __version__
-from flare_codegen.parameters import ParameterError
+from flare_codegen.errors import ParameterError
 
 # Importing parse registers the Flare option extensions before the request is parsed.
 from flare_codegen.parse import parse_files

@@ -20,10 +20,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from flare_codegen import __version__
-from flare_codegen.model import Auth, Cardinality, File, Method, Service, Transport
+from flare_codegen.model import File, Method, Service
 from flare_codegen.names import upper_snake_case
 from flare_codegen.typescript.es_names import EsSymbols, import_path, output_path
 from flare_codegen.typescript.parameters import TsParameters
+from flare_runtime.routing import AuthRequirement, Cardinality, Transport
 
 INDENT = "  "
 WIDTH = 100
@@ -285,7 +286,7 @@ class _Renderer:
             if options.deprecated:
                 note = options.deprecation_note or "the schema marks this method deprecated"
                 lines += jsdoc(f"@deprecated {note}", INDENT)
-            auth = "authenticated" if options.auth is Auth.AUTHENTICATED else "none"
+            auth = "authenticated" if options.auth is AuthRequirement.AUTHENTICATED else "none"
             lines += [
                 f"{INDENT}{method.constant_name}: {route}({{",
                 f"{INDENT * 2}path: {string(method.path)},",

@@ -9,16 +9,17 @@ order, and a length-delimited field is ``tag, length, bytes``.
 
 from __future__ import annotations
 
-from flare.im.v1 import events_pb2
+from flare.im.v1 import events_flare, events_pb2
 
 from flare_runtime.im.storage.base import StoredMessage
 
-MESSAGE_RECEIVED = 64001
-RECEIPT_UPDATED = 64002
-TYPING_CHANGED = 64003
-PRESENCE_CHANGED = 64004
-MEMBERSHIP_CHANGED = 64005
-SESSION_CLOSED = 64006
+# Push type ids, as the schema declares them (flare/im/v1/events.proto).
+MESSAGE_RECEIVED = events_flare.MESSAGE_RECEIVED_PUSH.type_id
+RECEIPT_UPDATED = events_flare.RECEIPT_UPDATED_PUSH.type_id
+TYPING_CHANGED = events_flare.TYPING_CHANGED_PUSH.type_id
+PRESENCE_CHANGED = events_flare.PRESENCE_CHANGED_PUSH.type_id
+MEMBERSHIP_CHANGED = events_flare.MEMBERSHIP_CHANGED_PUSH.type_id
+SESSION_CLOSED = events_flare.SESSION_CLOSED_PUSH.type_id
 
 _EVENT_FIELD_BY_PUSH_TYPE = {
     MESSAGE_RECEIVED: "message_received",

@@ -1,4 +1,4 @@
-"""Development certificates, and the ``flare cert dev`` command that writes them.
+"""Development certificates (``flare cert dev``, `flare_runtime.cli.cert`, writes them).
 
 QUIC always runs TLS 1.3, so even a laptop demo needs a certificate. A *dev*
 certificate is self-signed (it is its own CA), valid for ``localhost``,
@@ -15,15 +15,12 @@ server, and nothing revokes it.
 
 from __future__ import annotations
 
-import argparse
 import datetime
 import ipaddress
 import os
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 DEFAULT_NAMES: tuple[str, ...] = ("localhost", "127.0.0.1", "::1")
 """Subject alternative names a dev certificate always covers."""
@@ -52,7 +49,7 @@ def write_dev_certificate(
     names, or IP addresses where they parse as one. Raises `FileExistsError`
     when a file exists and `overwrite` is false, `ValueError` for ``days < 1``.
     """
-    # Imported here so that registering the command keeps `flare --help` fast.
+    # Imported here so that importing this module stays cheap.
     from cryptography import x509  # noqa: PLC0415
     from cryptography.hazmat.primitives import hashes, serialization  # noqa: PLC0415
     from cryptography.hazmat.primitives.asymmetric import ec  # noqa: PLC0415
@@ -114,48 +111,3 @@ def write_dev_certificate(
     with os.fdopen(descriptor, "wb") as key_file:
         key_file.write(key_bytes)
     return files
-
-
-def register(subparsers: Any) -> None:
-    """Register ``flare cert dev`` (see `flare_codegen.cli`)."""
-    cert = subparsers.add_parser("cert", help="TLS certificates for QUIC and wss/grpcs")
-    actions = cert.add_subparsers(dest="cert_command", metavar="ACTION")
-    actions.required = True
-    dev = actions.add_parser(
-        "dev",
-        help="write a self-signed certificate and key for local development",
-        description=(
-            "Write <out>/<prefix>-cert.pem and <out>/<prefix>-key.pem: a self-signed "
-            "ECDSA P-256 certificate for localhost, 127.0.0.1 and ::1 (plus --name). "
-            "Clients trust it by using the certificate file as their CA file."
-        ),
-    )
-    dev.add_argument("-o", "--out", default=".", help="output directory (default: .)")
-    dev.add_argument(
-        "--name",
-        action="append",
-        default=[],
-        metavar="NAME",
-        help="extra DNS name or IP address (repeatable)",
-    )
-    dev.add_argument("--days", type=int, default=30, help="validity in days (default: 30)")
-    dev.add_argument("--prefix", default="dev", help="file name prefix (default: dev)")
-    dev.add_argument("--force", action="store_true", help="overwrite existing files")
-    dev.set_defaults(func=_run_dev)
-
-
-def _run_dev(args: argparse.Namespace) -> int:
-    try:
-        files = write_dev_certificate(
-            args.out,
-            names=args.name,
-            days=args.days,
-            prefix=args.prefix,
-            overwrite=args.force,
-        )
-    except (FileExistsError, ValueError, OSError) as error:
-        print(f"flare cert dev: error: {error}", file=sys.stderr)
-        return 2
-    print(f"certificate: {files.certificate}")
-    print(f"private key: {files.private_key}")
-    return 0

@@ -7,14 +7,12 @@ import pytest
 from flare.options.v1 import options_pb2
 
 from flare_codegen.model import (
-    ALL_TRANSPORTS,
     AUTH_BY_OPTION,
     TRANSPORT_BY_OPTION,
-    Auth,
-    Transport,
     resolve_auth,
     transports_when_unlisted,
 )
+from flare_runtime.routing import ALL_TRANSPORTS, AuthRequirement, Transport
 
 
 def test_option_numbers_match_options_proto() -> None:
@@ -24,12 +22,12 @@ def test_option_numbers_match_options_proto() -> None:
         options_pb2.TRANSPORT_GRPC: Transport.GRPC,
     }
     assert AUTH_BY_OPTION == {
-        options_pb2.AUTH_REQUIREMENT_NONE: Auth.NONE,
-        options_pb2.AUTH_REQUIREMENT_AUTHENTICATED: Auth.AUTHENTICATED,
+        options_pb2.AUTH_REQUIREMENT_NONE: AuthRequirement.NONE,
+        options_pb2.AUTH_REQUIREMENT_AUTHENTICATED: AuthRequirement.AUTHENTICATED,
     }
 
 
-NONE, AUTH = Auth.NONE, Auth.AUTHENTICATED
+NONE, AUTH = AuthRequirement.NONE, AuthRequirement.AUTHENTICATED
 
 
 @pytest.mark.parametrize(
@@ -45,11 +43,11 @@ NONE, AUTH = Auth.NONE, Auth.AUTHENTICATED
     ],
 )
 def test_resolve_auth_follows_the_documented_order(
-    method_auth: Auth | None,
+    method_auth: AuthRequirement | None,
     method_scopes: tuple[str, ...],
-    default_auth: Auth | None,
+    default_auth: AuthRequirement | None,
     default_scopes: tuple[str, ...],
-    expected: tuple[Auth, tuple[str, ...]],
+    expected: tuple[AuthRequirement, tuple[str, ...]],
 ) -> None:
     assert resolve_auth(method_auth, method_scopes, default_auth, default_scopes) == expected
 

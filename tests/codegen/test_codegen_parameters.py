@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from flare_codegen.parameters import ParameterError, Parameters, parse_parameters
+from flare_codegen.errors import ParameterError
+from flare_codegen.parameters import Parameters, parse_parameters
 
 
 def test_empty_string_gives_defaults() -> None:

@@ -12,7 +12,7 @@ from google.protobuf import descriptor_pb2
 from google.protobuf.compiler import plugin_pb2
 
 from flare_codegen.compiler import compile_protos
-from flare_codegen.parameters import ParameterError
+from flare_codegen.errors import ParameterError
 from flare_codegen.typescript.es_names import file_schema_names, import_path
 from flare_codegen.typescript.parameters import TsParameters, parse_ts_parameters
 from flare_codegen.typescript.plugin import generate, run

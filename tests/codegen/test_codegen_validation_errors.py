@@ -153,7 +153,8 @@ message P2 { option (flare.options.v1.message) = {push_type_id: 3}; }""",
 }""",
         "option (flare.options.v1.method)",
         "bad.v1.S.A may be served on TRANSPORT_WEBSOCKET, which carry routes by id, "
-        "but it has no Flare service_id and route_id",
+        "but service bad.v1.S has no Flare service_id and bad.v1.S.A no route_id; add them "
+        "or restrict the method to TRANSPORT_GRPC",
     ),
     Case(
         "quic-by-default-without-route-id",
@@ -162,7 +163,8 @@ message P2 { option (flare.options.v1.message) = {push_type_id: 3}; }""",
   rpc A(Req) returns (Reply);
 }""",
         "rpc A",
-        "bad.v1.S.A may be served on TRANSPORT_WEBSOCKET, TRANSPORT_QUIC",
+        "bad.v1.S.A may be served on TRANSPORT_WEBSOCKET, TRANSPORT_QUIC, which carry routes "
+        "by id, but it has no Flare route_id; add one or restrict the method to TRANSPORT_GRPC",
     ),
     Case(
         "route-id-without-service-id",

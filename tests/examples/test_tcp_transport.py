@@ -84,7 +84,7 @@ async def test_tls_with_connection_auth_over_tcps() -> None:
 
 
 def test_flare_serve_listens_on_the_plugin_and_flare_call_reaches_it() -> None:
-    flare = [sys.executable, "-m", "flare_codegen.cli"]
+    flare = [sys.executable, "-m", "flare_runtime.cli"]
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "generated"), str(ROOT)])
     served = subprocess.Popen(

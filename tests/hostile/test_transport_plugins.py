@@ -111,7 +111,7 @@ def test_flare_serve_reports_a_plugin_that_cannot_import_in_one_line(
         "",
         broken_plugin_path,
         "-m",
-        "flare_codegen.cli",
+        "flare_runtime.cli",
         "serve",
         "examples.chat.service:server",
         "--listen",

@@ -4,10 +4,17 @@ from __future__ import annotations
 
 import pytest
 from examples.chat.v1 import chat_pb2
-from examples.chat.v1.chat_flare import CHAT_SERVICE, register_chat_service
+from examples.chat.v1.chat_flare import (
+    CHAT_ADMIN_SERVICE,
+    CHAT_SERVICE,
+    ChatAdminServiceBase,
+    register_chat_service,
+)
+from google.protobuf import empty_pb2
 
 from examples.chat.service import ChatService
 from flare_runtime.client import connect
+from flare_runtime.context import CallContext
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.routing import Router
 from flare_runtime.server import Server, parse_address
@@ -18,6 +25,18 @@ def test_handler_object_finds_its_generated_routes_and_push_types() -> None:
     server = Server([ChatService()])
     assert CHAT_SERVICE.name in server.router.services
     assert server.router.push_type_id(chat_pb2.MessagePosted()) == 1
+
+
+def test_a_handler_implementing_two_generated_bases_serves_both() -> None:
+    class ChatWithAdmin(ChatService, ChatAdminServiceBase):
+        async def purge(
+            self, request: chat_pb2.PurgeRequest, context: CallContext
+        ) -> empty_pb2.Empty:
+            return empty_pb2.Empty()
+
+    server = Server([ChatWithAdmin()])
+    assert set(server.router.services) == {CHAT_SERVICE.name, CHAT_ADMIN_SERVICE.name}
+    assert ChatWithAdmin.__flare_service__ is CHAT_SERVICE  # the first base in the MRO
 
 
 def test_register_function_and_pairs() -> None:

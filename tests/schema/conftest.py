@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flare_codegen.cli import main
+from flare_runtime.cli import main
 
 CHAT_PROTO = """\
 syntax = "proto3";
@@ -79,12 +79,25 @@ def write_tree(root: Path, files: dict[str, str]) -> Path:
 
 
 @pytest.fixture
-def flare(capsys: pytest.CaptureFixture[str]) -> Callable[..., Run]:
-    """Run the ``flare`` CLI in-process: ``flare("schema", "check", ...)``."""
+def flare(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> Callable[..., Run]:
+    """Run the ``flare`` CLI in-process: ``flare("schema", "check", ...)``.
+
+    ``flare schema check /abs/DIR ...`` runs as ``cd /abs/DIR && flare schema
+    check . ...`` (buf's own test convention), so findings name files from the
+    input's root (``chat.proto``) rather than from the temporary directory. A
+    relative DIR is passed as is: findings then carry it, as buf's do.
+    """
 
     def run(*args: str) -> Run:
+        argv = list(args)
+        input_dir = Path(argv[2]) if argv[:2] == ["schema", "check"] else None
+        if input_dir is not None and input_dir.is_absolute() and input_dir.is_dir():
+            monkeypatch.chdir(argv[2])
+            argv[2] = "."
         capsys.readouterr()
-        code = main(list(args))
+        code = main(argv)
         captured = capsys.readouterr()
         return Run(code, captured.out, captured.err)
 

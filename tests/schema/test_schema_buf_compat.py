@@ -28,7 +28,7 @@ def test_flare_agrees_with_buf_on_its_breaking_cases() -> None:
             "with ../shared/compat beside the repository"
         )
     command = (
-        f"{shlex.quote(sys.executable)} -m flare_codegen.cli schema check {{current}} "
+        f"{shlex.quote(sys.executable)} -m flare_runtime.cli schema check {{current}} "
         "--against {previous} --format json"
     )
     proc = subprocess.run(

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from flare_codegen.errors import ConfigError
 from flare_codegen.schema.config import (
-    ConfigError,
     default_config,
     is_unstable,
     load_config,

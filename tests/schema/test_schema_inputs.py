@@ -76,7 +76,13 @@ def test_relative_dot_git_input_from_the_repository_root(
     monkeypatch.chdir(repo)
     run = flare("schema", "check", "schemas", "--against", ".git#ref=main,subdir=schemas")
     assert run.code == 100
-    assert run.out.startswith("chat.proto:")
+    # From the repository root, as buf prints it (GitHub annotations need it).
+    assert run.out.startswith("schemas/chat.proto:")
+    gha = flare(
+        "schema", "check", "schemas", "--against", ".git#ref=main,subdir=schemas",
+        "--format", "github-actions",
+    )  # fmt: skip
+    assert gha.out.startswith("::error file=schemas/chat.proto,line=")
 
 
 def test_descriptor_set_input_round_trips_through_schema_build(
@@ -158,7 +164,7 @@ def test_cli_process_exit_codes_and_no_traceback(
 
     def run(*args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [sys.executable, "-m", "flare_codegen.cli", "schema", "check", *args],
+            [sys.executable, "-m", "flare_runtime.cli", "schema", "check", *args],
             capture_output=True, text=True, timeout=120, check=False,
         )  # fmt: skip
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from flare_codegen.cli import main
+from flare_runtime.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas"

@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from google.protobuf import descriptor_pb2
 
-from flare_codegen.cli import main
 from flare_codegen.compiler import compile_directory
+from flare_runtime.cli import main
 
 SCHEMAS = Path(__file__).resolve().parents[3] / "schemas"
 
@@ -65,12 +65,26 @@ def test_descriptor_set_gives_the_same_table(
     assert _routes_json(descriptor_set, capsys) == _routes_json(SCHEMAS, capsys)
 
 
-def test_text_table(capsys: pytest.CaptureFixture[str]) -> None:
+def test_text_table_shows_wire_ids_and_resolved_options(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
     assert main(["routes", str(SCHEMAS)]) == 0
-    out = capsys.readouterr().out
-    assert "examples.chat.v1.ChatService (service_id 1, examples/chat/v1/chat.proto)" in out
-    assert "/examples.chat.v1.ChatService/Upload  [websocket,quic,grpc]" in out
-    assert "/examples.chat.v1.ChatAdminService/Purge  [grpc]" in out
+    lines = [" ".join(line.split()) for line in capsys.readouterr().out.splitlines()]
+    assert (
+        "examples.chat.v1.ChatService service_id 1 examples/chat/v1/chat.proto "
+        "reserved route ids 10-12"
+    ) in lines
+    assert "route wire id cardinality path transports auth options" in lines
+    assert (
+        "1 0x0001_0001 unary /examples.chat.v1.ChatService/Send websocket,quic,grpc "
+        "authenticated [chat.write] idempotent, timeout 5s"
+    ) in lines
+    assert (
+        "3 0x0001_0003 client_stream /examples.chat.v1.ChatService/Upload "
+        "websocket,quic,grpc authenticated [chat] max 1048576 bytes"
+    ) in lines
+    assert "- - unary /examples.chat.v1.ChatAdminService/Purge grpc none -" in lines
+    assert "1 examples.chat.v1.MessagePosted examples/chat/v1/chat.proto" in lines
 
 
 def test_bad_inputs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from cryptography import x509
 
-from flare_codegen.cli import main as flare_main
+from flare_runtime.cli import main as flare_main
 from flare_runtime.transports.quic_certs import write_dev_certificate
 
 

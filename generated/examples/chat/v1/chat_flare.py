@@ -6,14 +6,17 @@ Routing tables, handler bases and clients of:
 - `examples.chat.v1.ChatService`
 - `examples.chat.v1.ChatAdminService`
 
-Push types: see `PUSH_TYPES`.
+Push types: one ``*_PUSH`` constant per pushed message, all in `PUSH_TYPES`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 import typing_extensions
 from examples.chat.v1 import chat_pb2
@@ -42,12 +45,17 @@ from google.protobuf import (
     timestamp_pb2,
 )
 
-PUSH_TYPES: Final = PushTable(
-    types=(
-        PushType(type_id=1, message_type=chat_pb2.MessagePosted),
-        PushType(type_id=2, message_type=chat_pb2.TypingChanged),
-    ),
+MESSAGE_POSTED_PUSH: Final[PushType[chat_pb2.MessagePosted]] = PushType(
+    type_id=1,
+    message_type=chat_pb2.MessagePosted,
 )
+
+TYPING_CHANGED_PUSH: Final[PushType[chat_pb2.TypingChanged]] = PushType(
+    type_id=2,
+    message_type=chat_pb2.TypingChanged,
+)
+
+PUSH_TYPES: Final = PushTable(types=(MESSAGE_POSTED_PUSH, TYPING_CHANGED_PUSH))
 
 
 class ChatServiceRoutes:
@@ -198,6 +206,9 @@ class ChatServiceBase(abc.ABC):
 
     The chat service, served on WebSocket, QUIC and gRPC.
     """
+
+    __flare_service__: ClassVar[ServiceRoutes] = CHAT_SERVICE
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def send(
@@ -450,6 +461,9 @@ class ChatAdminServiceBase(abc.ABC):
 
     Administrative calls, without Flare ids: served on gRPC only.
     """
+
+    __flare_service__: ClassVar[ServiceRoutes] = CHAT_ADMIN_SERVICE
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def purge(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 from flare.im.v1 import (
     events_pb2,
@@ -494,6 +497,9 @@ IM_SERVICE: Final = ServiceRoutes(
 
 class ImServiceBase(abc.ABC):
     """Implement this to serve `flare.im.v1.ImService`."""
+
+    __flare_service__: ClassVar[ServiceRoutes] = IM_SERVICE
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def login(

@@ -5,13 +5,16 @@ Routing tables, handler bases and clients of:
 
 - `rootcase.Echo`
 
-Push types: see `PUSH_TYPES`.
+Push types: one ``*_PUSH`` constant per pushed message, all in `PUSH_TYPES`.
 """
 
 from __future__ import annotations
 
 import abc
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 import rootcase_pb2
 import typing_extensions
@@ -31,9 +34,12 @@ from flare_runtime.routing import (
 )
 from google.protobuf import empty_pb2
 
-PUSH_TYPES: Final = PushTable(
-    types=(PushType(type_id=1, message_type=rootcase_pb2.Pinged),),
+PINGED_PUSH: Final[PushType[rootcase_pb2.Pinged]] = PushType(
+    type_id=1,
+    message_type=rootcase_pb2.Pinged,
 )
+
+PUSH_TYPES: Final = PushTable(types=(PINGED_PUSH,))
 
 
 class EchoRoutes:
@@ -94,6 +100,9 @@ ECHO: Final = ServiceRoutes(
 
 class EchoBase(abc.ABC):
     """Implement this to serve `rootcase.Echo`."""
+
+    __flare_service__: ClassVar[ServiceRoutes] = ECHO
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def send(

@@ -8,15 +8,20 @@ Routing tables, handler bases and clients of:
 - `collisionscase.v1.class`
 - `collisionscase.v1.ChatService`
 - `collisionscase.v1.Chat_Service`
+- `collisionscase.v1.PushTablePush`
+- `collisionscase.v1.ServiceWithANameLongEnoughToWrapItsBindingLine`
 
-Push types: see `PUSH_TYPES`.
+Push types: one ``*_PUSH`` constant per pushed message, all in `PUSH_TYPES`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 from collisionscase.v1 import names_pb2
 from flare_runtime.client import (
@@ -38,8 +43,23 @@ from flare_runtime.routing import (
 )
 from flare_runtime.routing import ServiceRoutes as _ServiceRoutes
 
+PUSH_TABLE_PUSH_: Final[PushType[names_pb2.PushTable]] = PushType(
+    type_id=60,
+    message_type=names_pb2.PushTable,
+)
+
+EVENT_WITH_A_NAME_LONG_ENOUGH_TO_SPLIT_ITS_ANNOTATION_PUSH: Final[
+    PushType[names_pb2.EventWithANameLongEnoughToSplitItsAnnotation]
+] = PushType(
+    type_id=61,
+    message_type=names_pb2.EventWithANameLongEnoughToSplitItsAnnotation,
+)
+
 PUSH_TYPES: Final = PushTable(
-    types=(PushType(type_id=60, message_type=names_pb2.PushTable),),
+    types=(
+        PUSH_TABLE_PUSH_,
+        EVENT_WITH_A_NAME_LONG_ENOUGH_TO_SPLIT_ITS_ANNOTATION_PUSH,
+    ),
 )
 
 
@@ -212,6 +232,9 @@ class ServiceBase(abc.ABC):
 
     Named like the runtime's ServiceRoutes class: `ServiceRoutes` must be aliased.
     """
+
+    __flare_service__: ClassVar[_ServiceRoutes] = SERVICE
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def import_(
@@ -459,6 +482,9 @@ class PushTypesBase(abc.ABC):
     Its constant would be PUSH_TYPES, the per-file push table.
     """
 
+    __flare_service__: ClassVar[_ServiceRoutes] = PUSH_TYPES_
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
+
     @abc.abstractmethod
     async def routes(
         self,
@@ -549,6 +575,9 @@ class classBase(abc.ABC):
     Python keyword as a service name.
     """
 
+    __flare_service__: ClassVar[_ServiceRoutes] = CLASS
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
+
     @abc.abstractmethod
     async def with_(
         self,
@@ -619,6 +648,9 @@ class ChatServiceBase:
     Both map to CHAT_SERVICE / register_chat_service.
     """
 
+    __flare_service__: ClassVar[_ServiceRoutes] = CHAT_SERVICE
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
+
 
 class ChatServiceClient:
     """Typed client of `collisionscase.v1.ChatService` over any Flare `Channel`.
@@ -660,6 +692,9 @@ CHAT_SERVICE_: Final = _ServiceRoutes(
 class Chat_ServiceBase:
     """Implement this to serve `collisionscase.v1.Chat_Service`."""
 
+    __flare_service__: ClassVar[_ServiceRoutes] = CHAT_SERVICE_
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
+
 
 class Chat_ServiceClient:
     """Typed client of `collisionscase.v1.Chat_Service` over any Flare `Channel`.
@@ -679,4 +714,107 @@ def register_chat_service_(router: Router, implementation: Chat_ServiceBase) -> 
     the service is already registered or a wire id collides.
     """
     router.add_service(CHAT_SERVICE_, implementation)
+    router.add_push_types(PUSH_TYPES)
+
+
+class PushTablePushRoutes:
+    """Typed routes of `collisionscase.v1.PushTablePush`.
+
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
+    """
+
+
+PUSH_TABLE_PUSH: Final = _ServiceRoutes(
+    name="collisionscase.v1.PushTablePush",
+    service_id=65,
+    routes=(),
+    reserved_route_ids=(),
+)
+
+
+class PushTablePushBase:
+    """Implement this to serve `collisionscase.v1.PushTablePush`.
+
+    Its table constant PUSH_TABLE_PUSH is claimed before message PushTable's
+    push constant, which becomes PUSH_TABLE_PUSH_.
+    """
+
+    __flare_service__: ClassVar[_ServiceRoutes] = PUSH_TABLE_PUSH
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
+
+
+class PushTablePushClient:
+    """Typed client of `collisionscase.v1.PushTablePush` over any Flare `Channel`.
+
+    Every method takes keyword-only ``timeout`` (seconds; the route's default
+    applies when None) and ``metadata`` (request headers).
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+
+def register_push_table_push(router: Router, implementation: PushTablePushBase) -> None:
+    """Bind `implementation` to every route of `collisionscase.v1.PushTablePush` on `router`.
+
+    Also registers this file's push types. Raises ``ConfigurationError`` when
+    the service is already registered or a wire id collides.
+    """
+    router.add_service(PUSH_TABLE_PUSH, implementation)
+    router.add_push_types(PUSH_TYPES)
+
+
+class ServiceWithANameLongEnoughToWrapItsBindingLineRoutes:
+    """Typed routes of `collisionscase.v1.ServiceWithANameLongEnoughToWrapItsBindingLine`.
+
+    One constant per method, holding its path, ids, cardinality, message
+    classes and Flare options resolved against the service defaults.
+    """
+
+
+SERVICE_WITH_A_NAME_LONG_ENOUGH_TO_WRAP_ITS_BINDING_LINE: Final = _ServiceRoutes(
+    name="collisionscase.v1.ServiceWithANameLongEnoughToWrapItsBindingLine",
+    service_id=66,
+    routes=(),
+    reserved_route_ids=(),
+)
+
+
+class ServiceWithANameLongEnoughToWrapItsBindingLineBase:
+    """Implement this to serve `collisionscase.v1.ServiceWithANameLongEnoughToWrapItsBindingLine`.
+
+    Names long enough that the binding and push constant lines must wrap.
+    """
+
+    __flare_service__: ClassVar[_ServiceRoutes] = (
+        SERVICE_WITH_A_NAME_LONG_ENOUGH_TO_WRAP_ITS_BINDING_LINE
+    )
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
+
+
+class ServiceWithANameLongEnoughToWrapItsBindingLineClient:
+    """Typed client of `collisionscase.v1.ServiceWithANameLongEnoughToWrapItsBindingLine` over any Flare `Channel`.
+
+    Every method takes keyword-only ``timeout`` (seconds; the route's default
+    applies when None) and ``metadata`` (request headers).
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self._channel = channel
+
+
+def register_service_with_a_name_long_enough_to_wrap_its_binding_line(
+    router: Router,
+    implementation: ServiceWithANameLongEnoughToWrapItsBindingLineBase,
+) -> None:
+    """Bind `implementation` to every route of `collisionscase.v1.ServiceWithANameLongEnoughToWrapItsBindingLine` on `router`.
+
+    Also registers this file's push types. Raises ``ConfigurationError`` when
+    the service is already registered or a wire id collides.
+    """
+    router.add_service(
+        SERVICE_WITH_A_NAME_LONG_ENOUGH_TO_WRAP_ITS_BINDING_LINE,
+        implementation,
+    )
     router.add_push_types(PUSH_TYPES)

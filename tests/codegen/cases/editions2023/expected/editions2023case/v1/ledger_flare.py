@@ -5,14 +5,17 @@ Routing tables, handler bases and clients of:
 
 - `editions2023case.v1.Ledger`
 
-Push types: see `PUSH_TYPES`.
+Push types: one ``*_PUSH`` constant per pushed message, all in `PUSH_TYPES`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 from editions2023case.v1 import ledger_pb2
 from flare_runtime.client import (
@@ -33,9 +36,12 @@ from flare_runtime.routing import (
     ServiceRoutes,
 )
 
-PUSH_TYPES: Final = PushTable(
-    types=(PushType(type_id=40, message_type=ledger_pb2.Posted),),
+POSTED_PUSH: Final[PushType[ledger_pb2.Posted]] = PushType(
+    type_id=40,
+    message_type=ledger_pb2.Posted,
 )
+
+PUSH_TYPES: Final = PushTable(types=(POSTED_PUSH,))
 
 
 class LedgerRoutes:
@@ -96,6 +102,9 @@ LEDGER: Final = ServiceRoutes(
 
 class LedgerBase(abc.ABC):
     """Implement this to serve `editions2023case.v1.Ledger`."""
+
+    __flare_service__: ClassVar[ServiceRoutes] = LEDGER
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def post(

@@ -5,14 +5,17 @@ Routing tables, handler bases and clients of:
 
 - `editions2024case.v1.Notes`
 
-Push types: see `PUSH_TYPES`.
+Push types: one ``*_PUSH`` constant per pushed message, all in `PUSH_TYPES`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 from editions2024case.v1 import notes_pb2
 from flare_runtime.client import (
@@ -34,9 +37,12 @@ from flare_runtime.routing import (
     ServiceRoutes,
 )
 
-PUSH_TYPES: Final = PushTable(
-    types=(PushType(type_id=41, message_type=notes_pb2.NoteCreated),),
+NOTE_CREATED_PUSH: Final[PushType[notes_pb2.NoteCreated]] = PushType(
+    type_id=41,
+    message_type=notes_pb2.NoteCreated,
 )
+
+PUSH_TYPES: Final = PushTable(types=(NOTE_CREATED_PUSH,))
 
 
 class NotesRoutes:
@@ -97,6 +103,9 @@ NOTES: Final = ServiceRoutes(
 
 class NotesBase(abc.ABC):
     """Implement this to serve `editions2024case.v1.Notes`."""
+
+    __flare_service__: ClassVar[ServiceRoutes] = NOTES
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def create(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 from flare_runtime.client import (
     BidiStreamCall,
@@ -144,6 +147,9 @@ class ClockBase(abc.ABC):
 
     Legacy clock.
     """
+
+    __flare_service__: ClassVar[ServiceRoutes] = CLOCK
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def now(

@@ -6,14 +6,17 @@ Routing tables, handler bases and clients of:
 - `proto2case.v1.Inventory`
 - `proto2case.v1.LegacyInventory`
 
-Push types: see `PUSH_TYPES`.
+Push types: one ``*_PUSH`` constant per pushed message, all in `PUSH_TYPES`.
 """
 
 from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 import typing_extensions
 from flare_runtime.client import (
@@ -36,9 +39,12 @@ from flare_runtime.routing import (
 )
 from proto2case.v1 import inventory_pb2
 
-PUSH_TYPES: Final = PushTable(
-    types=(PushType(type_id=7, message_type=inventory_pb2.StockChanged),),
+STOCK_CHANGED_PUSH: Final[PushType[inventory_pb2.StockChanged]] = PushType(
+    type_id=7,
+    message_type=inventory_pb2.StockChanged,
 )
+
+PUSH_TYPES: Final = PushTable(types=(STOCK_CHANGED_PUSH,))
 
 
 class InventoryRoutes:
@@ -102,6 +108,9 @@ class InventoryBase(abc.ABC):
 
     Inventory lookups.
     """
+
+    __flare_service__: ClassVar[ServiceRoutes] = INVENTORY
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def get_stock(
@@ -243,6 +252,9 @@ class LegacyInventoryBase(abc.ABC):
 
     The old API: every method inherits the service's deprecation note.
     """
+
+    __flare_service__: ClassVar[ServiceRoutes] = LEGACY_INVENTORY
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @typing_extensions.deprecated("use Inventory")
     @abc.abstractmethod

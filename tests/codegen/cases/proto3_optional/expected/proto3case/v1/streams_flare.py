@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 import typing_extensions
 from flare_runtime.client import (
@@ -173,6 +176,9 @@ class TelemetryBase(abc.ABC):
 
     Every shape of call is here.
     """
+
+    __flare_service__: ClassVar[ServiceRoutes] = TELEMETRY
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     async def latest(

@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator
-from typing import Final
+from typing import (
+    ClassVar,
+    Final,
+)
 
 from flare_runtime.client import (
     BidiStreamCall,
@@ -146,6 +149,9 @@ CATALOG: Final = ServiceRoutes(
 
 class CatalogBase(abc.ABC):
     """Implement this to serve `nestedcase.deep.x.y.z.v1.Catalog`."""
+
+    __flare_service__: ClassVar[ServiceRoutes] = CATALOG
+    __flare_push_types__: ClassVar[PushTable] = PUSH_TYPES
 
     @abc.abstractmethod
     def list(

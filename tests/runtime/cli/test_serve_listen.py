@@ -19,7 +19,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "generated"), str(ROOT)])
     return subprocess.run(
-        [sys.executable, "-m", "flare_codegen.cli", "serve", "examples.chat.service:server", *args],
+        [sys.executable, "-m", "flare_runtime.cli", "serve", "examples.chat.service:server", *args],
         cwd=ROOT,
         env=env,
         capture_output=True,

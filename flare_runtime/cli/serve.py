@@ -1,17 +1,6 @@
 """``flare serve module:attr [--ws|--quic|--grpc HOST:PORT] [--listen NAME=HOST:PORT]``.
 
-`attr` names a `flare_runtime.Server`, or a callable returning one. All the
-transports given are served at once from this one process: the built-in ones
-by their options, any registered transport (a plugin's too, see
-docs/transports/writing-a-transport.md) by ``--listen NAME=HOST:PORT``. QUIC
-needs ``--tls-cert/--tls-key``, e.g. from ``flare cert dev``; given, they put
-the other transports on TLS too. Port 0 picks a free port. Once every listener
-accepts connections, one line per transport goes to stdout::
-
-    flare: serving quic on port 8443 (quic://localhost:8443)
-
-Serves until SIGINT/SIGTERM, then shuts down gracefully (``--grace`` seconds)
-and exits 0.
+What the command does and promises is its help text, `DESCRIPTION`.
 """
 
 from __future__ import annotations
@@ -23,16 +12,31 @@ import sys
 from pathlib import Path
 from typing import Any
 
+DESCRIPTION = """\
+Serve a flare_runtime.Server over WebSocket, QUIC and gRPC from one process.
 
-def register(subparsers: Any) -> None:
-    """Add the ``serve`` subcommand."""
-    parser = subparsers.add_parser(
-        "serve",
-        help="serve a Flare Server over WebSocket/QUIC/gRPC",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+TARGET is module:attr naming a Server, or a callable returning one (the current
+directory and ./generated are on the import path). Any registered transport (a
+plugin's too, see docs/transports/writing-a-transport.md) is served with
+--listen NAME=HOST:PORT. QUIC needs --tls-cert and
+--tls-key (flare cert dev writes a development pair); given, they put WebSocket
+and gRPC on TLS too. Port 0 picks a free port. Once every listener accepts
+connections, one line per transport goes to stdout:
+
+  flare: serving quic on port 8443 (quic://localhost:8443)
+
+Serves until SIGINT or SIGTERM, then shuts down gracefully (--grace seconds)
+and exits 0; exit status 2 for a bad target or an address it cannot listen on.
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Set up ``flare serve``'s arguments."""
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.add_argument(
+        "target", metavar="TARGET", help="module:attr of a Server (or a callable returning one)"
     )
-    parser.add_argument("target", help="module:attr of a Server (or a callable returning one)")
     parser.add_argument("--ws", metavar="HOST:PORT", help="serve WebSocket here (e.g. :8080)")
     parser.add_argument("--quic", metavar="HOST:PORT", help="serve QUIC here (needs TLS)")
     parser.add_argument("--grpc", metavar="HOST:PORT", help="serve gRPC here")
@@ -43,9 +47,11 @@ def register(subparsers: Any) -> None:
         metavar="NAME=HOST:PORT",
         help="serve the registered transport NAME here (e.g. a plugin's: tcp=:9000); repeatable",
     )
-    parser.add_argument("--tls-cert", help="PEM certificate chain (TLS 1.3)")
-    parser.add_argument("--tls-key", help="PEM private key")
-    parser.add_argument("--grace", type=float, default=10.0, help="shutdown grace period (s)")
+    parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (TLS 1.3)")
+    parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
+    parser.add_argument(
+        "--grace", type=float, default=10.0, metavar="SECONDS", help="shutdown grace period"
+    )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     parser.set_defaults(func=run)
 

@@ -1,11 +1,6 @@
 """``flare call URL /pkg.Service/Method '<json>'``: call any route with JSON in and out.
 
-A grpcurl for Flare: the request is protobuf JSON (``json_format``); each
-response is printed as one JSON line. For client-streaming and bidi methods
-give a JSON array of requests. The route is looked up in the generated
-``*_flare.py`` modules under ``--generated`` (default ``./generated``).
-Exit status: 0 on OK, 1 with ``CODE: message`` on stderr for an RPC error,
-2 for bad usage.
+What the command does and promises is its help text, `DESCRIPTION`.
 """
 
 from __future__ import annotations
@@ -18,15 +13,23 @@ import sys
 from pathlib import Path
 from typing import Any
 
+DESCRIPTION = """\
+Call any route with a JSON request, like grpcurl.
 
-def register(subparsers: Any) -> None:
-    """Add the ``call`` subcommand."""
-    parser = subparsers.add_parser(
-        "call",
-        help="call a route with a JSON request (grpcurl-like)",
-        description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+The request is protobuf JSON; each response is printed as one JSON line. For a
+client-streaming or bidi method give a JSON array of requests. The route is
+looked up in the generated *_flare.py modules under --generated (default
+./generated).
+
+Exit status: 0 on OK; 1 with "CODE: message" on stderr for an RPC error; 2 for
+bad usage.
+"""
+
+
+def configure(parser: argparse.ArgumentParser) -> None:
+    """Set up ``flare call``'s arguments."""
+    parser.description = DESCRIPTION
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument("url", help="ws://, wss://, quic://, grpc:// or grpcs:// URL")
     parser.add_argument("method", help="/package.Service/Method")
     parser.add_argument("json", nargs="?", default="{}", help="request JSON ('-' reads stdin)")

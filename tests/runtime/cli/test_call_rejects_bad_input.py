@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from flare_codegen.cli import main
+from flare_runtime.cli import main
 
 ROOT = Path(__file__).resolve().parents[3]
 PING = "/examples.chat.v1.ChatService/Ping"

@@ -28,7 +28,7 @@ from flare_runtime.auth import issue_jwt
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 
 ROOT = Path(__file__).resolve().parents[3]
-FLARE = [sys.executable, "-m", "flare_codegen.cli"]
+FLARE = [sys.executable, "-m", "flare_runtime.cli"]
 DEMO_KEY = "flare-demo-signing-key-change-me-0123456789"
 """The chat example's default JWT key (`examples.chat.service.DEMO_KEY`)."""
 

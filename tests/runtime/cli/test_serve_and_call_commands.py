@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[3]
-FLARE = [sys.executable, "-m", "flare_codegen.cli"]
+FLARE = [sys.executable, "-m", "flare_runtime.cli"]
 
 
 def _free_port() -> int:

@@ -1,0 +1,133 @@
+"""The ``flare`` command line: `main` and the table of its subcommands.
+
+::
+
+    flare serve    flare_runtime.cli.serve          serve a Server over WebSocket/QUIC/gRPC
+    flare call     flare_runtime.cli.call           call a route with JSON (grpcurl-like)
+    flare cert     flare_runtime.cli.cert           write a development TLS certificate
+    flare gen      flare_codegen.commands.gen       generate Python code from .proto files
+    flare routes   flare_codegen.commands.routes    print a schema's routing table
+    flare schema   flare_codegen.schema.command     schema CI (breaking-change detection)
+
+`COMMANDS` names each subcommand's module and one-line summary. Only the
+module of the command being run is imported, so ``flare --help`` and
+``flare serve`` never load the code generator, and ``flare gen`` reports
+missing code-generation dependencies in one line instead of a traceback.
+
+A command module exposes ``configure(parser: argparse.ArgumentParser) -> None``:
+it adds its arguments (and description) to the parser `main` created for it
+and sets ``func`` -- taking the parsed `argparse.Namespace`, returning the
+exit status -- with ``parser.set_defaults(func=...)``. Heavy imports belong
+inside ``func``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import importlib.util
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import cast
+
+from flare_runtime import __version__
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """One subcommand of ``flare``."""
+
+    module: str
+    """The module whose ``configure(parser)`` sets the command up."""
+    summary: str
+    """The line ``flare --help`` shows."""
+    requires: tuple[tuple[str, str], ...] = ()
+    """(import name, distribution to install) of what the command needs beyond the runtime."""
+
+
+_CODEGEN = (("flare_codegen", "flare-rpc"), ("grpc_tools", "grpcio-tools"))
+
+COMMANDS: dict[str, Command] = {
+    "serve": Command("flare_runtime.cli.serve", "serve a Server over WebSocket, QUIC and gRPC"),
+    "call": Command("flare_runtime.cli.call", "call a route with a JSON request (grpcurl-like)"),
+    "cert": Command("flare_runtime.cli.cert", "write TLS certificates for QUIC and wss/grpcs"),
+    "gen": Command(
+        "flare_codegen.commands.gen",
+        "generate Python code (messages, stubs, Flare routes) from .proto files",
+        (*_CODEGEN, ("mypy_protobuf", "mypy-protobuf")),
+    ),
+    "routes": Command(
+        "flare_codegen.commands.routes",
+        "print the routing table of a schema directory or descriptor set",
+        _CODEGEN,
+    ),
+    "schema": Command(
+        "flare_codegen.schema.command",
+        "schema CI: breaking-change detection (buf-compatible plus Flare's route rules)",
+        (*_CODEGEN, ("yaml", "PyYAML")),
+    ),
+}
+"""Subcommand name -> its `Command`, in the order ``flare --help`` lists them."""
+
+
+def missing_requirements(command: Command) -> list[str]:
+    """The distributions `command` needs that cannot be imported (empty when all can)."""
+    missing: list[str] = []
+    for module, distribution in command.requires:
+        try:
+            found = importlib.util.find_spec(module) is not None
+        except (ImportError, ValueError):
+            found = False
+        if not found:
+            missing.append(distribution)
+    return missing
+
+
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; only `command`'s module (if it names one) is imported."""
+    parser = argparse.ArgumentParser(
+        prog="flare", description="Flare: protobuf-first real-time messaging and RPC."
+    )
+    parser.add_argument("--version", action="version", version=f"flare {__version__}")
+    subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
+    for name, entry in COMMANDS.items():
+        sub = subparsers.add_parser(name, help=entry.summary, description=entry.summary)
+        if name == command:
+            module = importlib.import_module(entry.module)
+            module.configure(sub)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``flare`` with `argv` (default: `sys.argv`); return the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    command = arguments[0] if arguments else None
+    entry = COMMANDS.get(command or "")
+    if entry is not None:
+        missing = missing_requirements(entry)
+        if missing:
+            print(
+                f"flare {command}: needs {', '.join(missing)}, which is not installed "
+                f"(pip install {' '.join(missing)})",
+                file=sys.stderr,
+            )
+            return 1
+    parser = build_parser(command)
+    args = parser.parse_args(arguments)
+    func = cast("Callable[[argparse.Namespace], int] | None", getattr(args, "func", None))
+    if func is None:
+        parser.print_help(sys.stderr)
+        return 1
+    try:
+        return func(args)
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (`flare routes --json | head`). Point stdout at
+        # /dev/null so the flush at exit does not raise a second time.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return 1
