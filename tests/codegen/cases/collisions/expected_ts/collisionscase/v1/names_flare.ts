@@ -4,13 +4,22 @@
 import type { CallOptions, CallTransport, RequestStream, ServerStream } from "@flare/client";
 import { pushType, route } from "@flare/client";
 import type { MessageInitShape, MessageShape } from "@bufbuild/protobuf";
-import { FinalSchema, PushTableSchema, RouteSchema, abcSchema } from "./names_pb";
+import {
+  EventWithANameLongEnoughToSplitItsAnnotationSchema,
+  FinalSchema,
+  PushTableSchema,
+  RouteSchema,
+  abcSchema,
+} from "./names_pb";
 
 /** `collisionscase.v1.PushTable`, pushed under type id 60. */
 export const PUSH_TABLE_PUSH = pushType(60, PushTableSchema);
 
+/** `collisionscase.v1.EventWithANameLongEnoughToSplitItsAnnotation`, pushed under type id 61. */
+export const EVENT_WITH_A_NAME_LONG_ENOUGH_TO_SPLIT_ITS_ANNOTATION_PUSH = pushType(61, EventWithANameLongEnoughToSplitItsAnnotationSchema);
+
 /** Every push type of collisionscase/v1/names.proto: `connect(url, { pushTypes })`. */
-export const PUSH_TYPES = [PUSH_TABLE_PUSH] as const;
+export const PUSH_TYPES = [PUSH_TABLE_PUSH, EVENT_WITH_A_NAME_LONG_ENOUGH_TO_SPLIT_ITS_ANNOTATION_PUSH] as const;
 
 /**
  * Typed routes of `collisionscase.v1.Service`: path, ids, call shape, message
