@@ -42,6 +42,7 @@ from flare_runtime.auth import AuthPlugin
 from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.interceptors import ServerInterceptor
+from flare_runtime.peer_log import PeerLog
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, Transport
 
@@ -92,6 +93,12 @@ class ServerOptions:
     """Bytes queued towards a client above which senders on that connection wait."""
     compression: str | None = None
     """WebSocket permessage-deflate: None (default) or "deflate"."""
+    log_burst: int = 20
+    """Most log lines of one kind that clients can cause per `log_interval` seconds
+    (refused upgrades, protocol errors, failed authentication, handler failures...);
+    the rest are counted and reported with the next line written (`Server.peer_log`)."""
+    log_interval: float = 10.0
+    """The window of `log_burst`, in seconds."""
     eager_handlers: bool | None = None
     """Start each unary handler inside the read callback that decoded its request, not in
     a new task, so a handler that never suspends costs no task and its response leaves
@@ -126,6 +133,8 @@ class Server:
         self.interceptors = tuple(interceptors)
         self.auth = auth
         self.options = options or ServerOptions()
+        self.peer_log = PeerLog(burst=self.options.log_burst, interval=self.options.log_interval)
+        """Rate limits every log line a client can cause (`flare_runtime.peer_log`)."""
         self.on_connect = on_connect
         """Called with each new WebSocket/QUIC connection once it is open."""
         self.on_disconnect = on_disconnect
@@ -177,7 +186,7 @@ class Server:
         """The dispatcher every transport uses (built on first use; freezes the router)."""
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(
-                self.router, interceptors=self.interceptors, auth=self.auth
+                self.router, interceptors=self.interceptors, auth=self.auth, peer_log=self.peer_log
             )
         return self._dispatcher
 

@@ -371,6 +371,16 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self._wake_credit(event.call_id)
 
     def _on_connection_closed(self, event: Any) -> None:
+        if not event.by_peer and event.code is not CloseCode.NO_ERROR:
+            # The client broke the protocol (or stopped answering PINGs).
+            self.dispatcher.peer_log.log(
+                logger,
+                logging.INFO,
+                "closing connection from %s: %s (%s)",
+                self.peer,
+                event.reason,
+                event.code.name,
+            )
         calls, self._calls = self._calls, {}
         for call in calls.values():
             if call.inbox is not None:
@@ -414,6 +424,15 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
     def _auth_done(self, future: asyncio.Future[ConnectionAuth]) -> None:
         if not future.cancelled() and future.exception() is None:
             self.connection_auth = future.result()
+            error = self.connection_auth.error
+            if error is not None:
+                self.dispatcher.peer_log.log(
+                    logger,
+                    logging.INFO,
+                    "connection from %s failed authentication: %s",
+                    self.peer,
+                    error.message,
+                )
         self._auth_pending = None
 
     async def _connection_auth(self) -> ConnectionAuth:
@@ -442,7 +461,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 try:
                     response = await handler(request, context)
                 except Exception as exc:
-                    raise to_rpc_error(exc, bound.route) from None
+                    raise to_rpc_error(exc, bound.route, self.dispatcher.peer_log) from None
             self._finish(call, response)
         except RpcError as error:
             self._end(call, error)
@@ -495,7 +514,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         try:
             async for response in responses:
                 if type(response) is not response_type:
-                    raise _wrong_response(call, response)
+                    raise _wrong_response(self, call, response)
                 data = response.SerializeToString()
                 if not self.can_write(call_id):
                     await self.wait_writable(call_id)
@@ -520,13 +539,13 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self._end(call, None)
             return
         if type(response) is not call.bound.route.response_type:
-            raise _wrong_response(call, response)
+            raise _wrong_response(self, call, response)
         # No metadata: the response and the OK status leave as one frame (§3.4).
         self._end(call, None, final=response.SerializeToString())
 
     def _send_response(self, call: _ServerCall, response: Message) -> None:
         if type(response) is not call.bound.route.response_type:
-            raise _wrong_response(call, response)
+            raise _wrong_response(self, call, response)
         if self._calls.get(call.call_id) is not call:
             return
         self._send_headers_once(call)
@@ -593,8 +612,10 @@ _SERVER_EVENT_HANDLERS: dict[type[Event], Callable[[ServerEndpoint, Any], None]]
 }
 
 
-def _wrong_response(call: _ServerCall, response: object) -> RpcError:
-    logger.error(
+def _wrong_response(endpoint: ServerEndpoint, call: _ServerCall, response: object) -> RpcError:
+    endpoint.dispatcher.peer_log.log(
+        logger,
+        logging.ERROR,
         "handler for %s returned %s, expected %s",
         call.bound.route.path,
         type(response).__name__,
