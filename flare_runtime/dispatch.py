@@ -30,6 +30,9 @@ Guarantees:
   runs (ambiguous credentials are never resolved by picking one).
   ``context.principal`` is set before interceptors run.
 * **Interceptors** run in order around the handler (`flare_runtime.interceptors`).
+* **Responses** are not type-checked here: a transport checks each one is
+  exactly the route's response type before serializing it, and answers
+  `wrong_response_error` (INTERNAL) otherwise -- the same on every transport.
 * **Errors**: every failure leaves these methods (or the response iterators)
   as `RpcError`. A handler's `RpcError` passes unchanged; `TimeoutError`
   becomes DEADLINE_EXCEEDED; `NotImplementedError` (the generated base
@@ -350,6 +353,23 @@ class Dispatcher:
             raise to_rpc_error(exc, bound.route, self.peer_log) from None
 
     # ----------------------------------------------------------------- errors
+
+    def wrong_response_error(self, route: Route[Any, Any], response: object) -> RpcError:
+        """The error for a handler that returned something other than `route`'s response
+        type: logged (rate-limited), INTERNAL to the client on every transport.
+
+        Transports check ``type(response) is route.response_type`` before serializing
+        (a protobuf class serializes any message, so the wrong bytes would go out).
+        """
+        self.peer_log.log(
+            logger,
+            logging.ERROR,
+            "handler for %s returned %s, expected %s",
+            route.path,
+            type(response).__name__,
+            route.response_type.__name__,
+        )
+        return RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
     @staticmethod
     def unknown_route_error(name: str | int) -> RpcError:

@@ -514,7 +514,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         try:
             async for response in responses:
                 if type(response) is not response_type:
-                    raise _wrong_response(self, call, response)
+                    raise self.dispatcher.wrong_response_error(call.bound.route, response)
                 data = response.SerializeToString()
                 if not self.can_write(call_id):
                     await self.wait_writable(call_id)
@@ -539,13 +539,13 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self._end(call, None)
             return
         if type(response) is not call.bound.route.response_type:
-            raise _wrong_response(self, call, response)
+            raise self.dispatcher.wrong_response_error(call.bound.route, response)
         # No metadata: the response and the OK status leave as one frame (§3.4).
         self._end(call, None, final=response.SerializeToString())
 
     def _send_response(self, call: _ServerCall, response: Message) -> None:
         if type(response) is not call.bound.route.response_type:
-            raise _wrong_response(self, call, response)
+            raise self.dispatcher.wrong_response_error(call.bound.route, response)
         if self._calls.get(call.call_id) is not call:
             return
         self._send_headers_once(call)
@@ -610,18 +610,6 @@ _SERVER_EVENT_HANDLERS: dict[type[Event], Callable[[ServerEndpoint, Any], None]]
     WindowUpdated: ServerEndpoint._on_window_updated,
     ConnectionClosed: ServerEndpoint._on_connection_closed,
 }
-
-
-def _wrong_response(endpoint: ServerEndpoint, call: _ServerCall, response: object) -> RpcError:
-    endpoint.dispatcher.peer_log.log(
-        logger,
-        logging.ERROR,
-        "handler for %s returned %s, expected %s",
-        call.bound.route.path,
-        type(response).__name__,
-        call.bound.route.response_type.__name__,
-    )
-    return RpcError(StatusCode.INTERNAL, "internal error")
 
 
 __all__ = ["ServerEndpoint"]
