@@ -35,9 +35,10 @@ Guarantees:
   `wrong_response_error` (INTERNAL) otherwise -- the same on every transport.
 * **Errors**: every failure leaves these methods (or the response iterators)
   as `RpcError`. A handler's `RpcError` passes unchanged; `TimeoutError`
-  becomes DEADLINE_EXCEEDED; `NotImplementedError` (the generated base
-  class's default) becomes UNIMPLEMENTED; any other exception is logged on the
-  ``flare_runtime.server`` logger with its traceback and becomes
+  becomes DEADLINE_EXCEEDED; `NotImplementedError` (what a method that is not
+  ready raises: the generated base's methods are abstract) becomes
+  UNIMPLEMENTED; any other exception is logged on the ``flare_runtime.server``
+  logger with its traceback (rate-limited) and becomes
   ``INTERNAL: internal error`` -- internals never reach the client.
   `asyncio.CancelledError` propagates untouched.
 * **Deadlines and cancellation** are enforced by the caller of these methods,
