@@ -90,7 +90,16 @@ class ServerOptions:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     """Limits announced to clients and enforced on input; keepalive timing."""
     max_write_buffer: int = 1024 * 1024
-    """Bytes queued towards a client above which senders on that connection wait."""
+    """Bytes queued towards a client above which senders on that connection wait and the
+    server stops reading from it (WebSocket, QUIC; docs/security/wire.md)."""
+    max_unsent_output: int = 8 * 1024 * 1024
+    """Bytes queued towards a client above which it is aborted as a slow consumer.
+
+    Past `max_write_buffer` the server reads nothing more from the client and responses
+    wait, so only what is not flow-controlled -- pushes -- can reach this."""
+    close_timeout: float = 5.0
+    """Seconds a closing connection may take to send what is queued before it is aborted
+    (a client that does not read would otherwise hold it open)."""
     compression: str | None = None
     """WebSocket permessage-deflate: None (default) or "deflate"."""
     log_burst: int = 20
@@ -110,6 +119,14 @@ class ServerOptions:
     transport's read callback), so ``asyncio.timeout()`` and ``TaskGroup`` work only
     after the handler's first suspending await.
     """
+
+    def __post_init__(self) -> None:
+        if self.max_write_buffer <= 0:
+            raise ConfigurationError("max_write_buffer must be positive")
+        if self.max_unsent_output < self.max_write_buffer:
+            raise ConfigurationError("max_unsent_output must be at least max_write_buffer")
+        if not self.close_timeout > 0:
+            raise ConfigurationError("close_timeout must be positive")
 
 
 class Server:

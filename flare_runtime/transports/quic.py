@@ -99,9 +99,6 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 OPENING_LENGTH = struct.Struct(">I")
 """The opening metadata block: u32 big-endian length, then a metadata block (§ wire-format)."""
 
-MAX_PAUSED_INPUT = 16 * 1024 * 1024
-"""Most bytes kept while the endpoint has paused reading (Flare flow control keeps it far lower)."""
-
 CLOSE_LINGER = 1.0
 """Seconds `close` waits for the peer to acknowledge what was written before closing anyway."""
 
@@ -133,8 +130,12 @@ class _QuicWireTransport:
         *,
         high_water: int,
         gate: EarlyDataGate | None,
+        max_paused_input: int,
     ) -> None:
         self.link = link
+        self._max_paused_input = max_paused_input
+        """Most bytes kept while the endpoint has paused reading: QUIC grants the peer
+        credit as data arrives, so input cannot be refused, only held, up to this."""
         self.endpoint: WireEndpoint | None = None
         self.peer = ""
         self.gate = gate
@@ -272,8 +273,11 @@ class _QuicWireTransport:
     def _queue_input(self, data: bytes) -> None:
         self._paused_input.append(data)
         self._paused_size += len(data)
-        if self._paused_size > MAX_PAUSED_INPUT:
-            self.link.abort(FLARE_PROTOCOL_ERROR, "peer ignored flow control")
+        if self._paused_size > self._max_paused_input:
+            self.link.abort(
+                FLARE_PROTOCOL_ERROR,
+                f"over {self._max_paused_input} bytes received while reading was paused",
+            )
 
     def _close_now(self) -> None:
         if self._closing is not None:
@@ -300,6 +304,7 @@ class _ServerConnectionListener(_QuicWireTransport):
             link,
             high_water=server.options.max_write_buffer,
             gate=None if link.handshake_complete else EarlyDataGate(idempotent),
+            max_paused_input=server.options.protocol.max_buffered_input,
         )
         self.listener = listener
         self._opening = bytearray()
@@ -606,10 +611,12 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     )
     early = ticket is not None and ticket.max_early_data_size is not None
     idempotent_routes: set[int] = set()
+    config = options.protocol or ProtocolConfig()
     adapter = _QuicWireTransport(
         link,
         high_water=int(extra.get("max_write_buffer", 1024 * 1024)),
         gate=EarlyDataGate(idempotent_routes.__contains__) if early else None,
+        max_paused_input=config.max_buffered_input,
     )
     adapter.peer = f"{host}:{port}"
     link.listener = adapter
@@ -630,7 +637,7 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     link.write(_opening_block(metadata))
     endpoint = ClientEndpoint(
         adapter,
-        options.protocol or ProtocolConfig(),
+        config,
         Transport.QUIC,
         {type_id: cls for table in options.push_tables for type_id, cls in table.by_id().items()},
         options.max_pending_pushes,

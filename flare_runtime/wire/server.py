@@ -152,6 +152,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         metadata: Metadata,
         kind: Transport,
     ) -> None:
+        self._input_paused = False  # reading paused while our output is backlogged
         super().__init__(transport, SERVER, server.options.protocol, kind)
         self.server = server
         self.dispatcher: Dispatcher = server.dispatcher
@@ -209,7 +210,51 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self.conn.close(CloseCode.NO_ERROR, reason)
             self._handle_events(self.conn.events_received())
         self._flush()
+        self._close_transport(reason)
+
+    def _close_transport(self, reason: str) -> None:
+        # A graceful close sends what is queued first; a client that does not
+        # read would hold it (and the socket) for ever: abort after a while.
         self.transport.close(reason)
+        if self.transport.get_write_buffer_size() and not self._closed:
+            timeout = self.server.options.close_timeout
+            self.loop.call_later(timeout, self._abort_unless_closed, reason, timeout)
+
+    def _abort_unless_closed(self, reason: str, timeout: float) -> None:
+        if not self._closed:
+            self.abort(f"{reason} (not closed within {timeout} s)")
+
+    # ------------------------------------------------------------------ backpressure
+
+    def pause_writing(self) -> None:
+        """Above the write high-water mark: senders wait, and we stop reading from the
+        client, so it cannot make us queue more answers (PONGs, responses) meanwhile."""
+        super().pause_writing()
+        if not self._input_paused and not self._closed:
+            self._input_paused = True
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        if self._input_paused and not self._closed:
+            self._input_paused = False
+            self.transport.resume_reading()
+
+    def _output_backlogged(self) -> None:
+        unsent = self.transport.get_write_buffer_size()
+        limit = self.server.options.max_unsent_output
+        if unsent > limit and not self._aborting:
+            # Reading is paused already, so what still grows is pushes (not
+            # flow-controlled) or answers to calls read before: a slow consumer.
+            self.dispatcher.peer_log.log(
+                logger,
+                logging.WARNING,
+                "aborting connection from %s: %d bytes unsent (max_unsent_output %d)",
+                self.peer,
+                unsent,
+                limit,
+            )
+            self.abort(f"slow consumer: {unsent} bytes unsent")
 
     def abort(self, reason: str = "") -> None:
         if self._closed:
@@ -393,7 +438,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         # Send our CLOSE (if we closed) before closing the transport.
         self._flush()
         if not self._closed:
-            self.transport.close(event.reason)
+            self._close_transport(event.reason)
 
     def _fail_call(self, call: _ServerCall, code: StatusCode, message: str) -> None:
         self._calls.pop(call.call_id, None)
@@ -462,6 +507,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                     response = await handler(request, context)
                 except Exception as exc:
                     raise to_rpc_error(exc, bound.route, self.dispatcher.peer_log) from None
+            if self._write_paused:
+                await self.wait_output_drained()  # the client is not reading: hold it here
             self._finish(call, response)
         except RpcError as error:
             self._end(call, error)
@@ -491,6 +538,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                     response = await dispatcher.client_stream(
                         bound, inbox.__aiter__(), call.context, auth
                     )
+                    if self._write_paused:
+                        await self.wait_output_drained()
                     self._finish(call, response)
                     return
                 responses = dispatcher.bidi_stream(bound, inbox.__aiter__(), call.context, auth)
