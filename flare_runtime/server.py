@@ -48,6 +48,7 @@ from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, 
 
 if TYPE_CHECKING:
     from flare_runtime.server_connection import ServerConnection
+    from flare_runtime.transports.quic import QuicServerSettings
 
 logger = logging.getLogger("flare_runtime.server")
 
@@ -102,6 +103,9 @@ class ServerOptions:
     (a client that does not read would otherwise hold it open)."""
     compression: str | None = None
     """WebSocket permessage-deflate: None (default) or "deflate"."""
+    quic: QuicServerSettings | None = None
+    """QUIC listener settings (`flare_runtime.transports.quic.QuicServerSettings`: idle
+    timeout, tickets, address validation with Retry, handshake limits); None: defaults."""
     log_burst: int = 20
     """Most log lines of one kind that clients can cause per `log_interval` seconds
     (refused upgrades, protocol errors, failed authentication, handler failures...);

@@ -68,7 +68,9 @@ from flare_runtime.transports.quic_link import (
     FLARE_INTERNAL_ERROR,
     FLARE_PROTOCOL_ERROR,
     NO_ERROR,
+    AdmittingQuicServer,
     ClientLink,
+    HandshakeGuard,
     QuicLink,
     ServerLink,
     serve_links,
@@ -366,6 +368,32 @@ class QuicServerSettings:
     A replacement must keep tickets single-use, or the 0-RTT anti-replay
     guarantee shrinks to its second half (docs/transports/quic.md).
     """
+    address_validation: str = "load"
+    """When a new client must first prove its address with a Retry round trip (RFC 9000
+    §8.1), so that spoofed Initial packets cost no state: "load" (default: once
+    `retry_threshold` handshakes are in progress), "always" (one more round trip on every
+    connection; 0-RTT then saves nothing) or "never"."""
+    retry_threshold: int = 128
+    """Handshakes in progress from which "load" sends Retry to new clients."""
+    max_handshakes: int = 1024
+    """Most handshakes in progress; Initial packets that would start another are dropped."""
+    handshake_timeout: float = 10.0
+    """Seconds a new connection may take to complete its TLS handshake before it is dropped."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.guard()
+        except ValueError as error:
+            raise ConfigurationError(f"QuicServerSettings: {error}") from None
+
+    def guard(self) -> HandshakeGuard:
+        """The admission control these settings describe (one per listening socket)."""
+        return HandshakeGuard(
+            address_validation=self.address_validation,
+            retry_threshold=self.retry_threshold,
+            max_handshakes=self.max_handshakes,
+            handshake_timeout=self.handshake_timeout,
+        )
 
 
 class QuicListener:
@@ -379,6 +407,12 @@ class QuicListener:
         self.links: set[ServerLink] = set()
         self.accepting = True
         """False once `shutdown` began: new connections are refused."""
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        """Connections whose TLS handshake has neither completed nor given up."""
+        server = self.quic_server
+        return server.guard.in_progress if isinstance(server, AdmittingQuicServer) else 0
 
     @property
     def port(self) -> int:
@@ -434,7 +468,12 @@ async def serve_quic(
         return _ServerConnectionListener(listener, link)
 
     quic_server = await serve_links(
-        host, port, configuration=configuration, factory=factory, tickets=tickets
+        host,
+        port,
+        configuration=configuration,
+        factory=factory,
+        tickets=tickets,
+        guard=settings.guard(),
     )
     listener = QuicListener(server, quic_server, tickets)
     return listener
@@ -447,7 +486,7 @@ async def start_listener(server: Server, address: str, *, tls: TLSFiles | None) 
             "QUIC always uses TLS: give a certificate (tls=TLSFiles(cert, key), or "
             "--tls-cert/--tls-key; `flare cert dev` writes one for localhost)"
         )
-    return await serve_quic(server, address, tls)
+    return await serve_quic(server, address, tls, server.options.quic)
 
 
 # ------------------------------------------------------------------------- client

@@ -21,16 +21,18 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.events import HandshakeCompleted
 from examples.chat.v1 import chat_flare, chat_pb2
-from google.protobuf.wrappers_pb2 import StringValue
+from google.protobuf.empty_pb2 import Empty
+from google.protobuf.wrappers_pb2 import BytesValue, StringValue
 
 from flare_runtime import RpcError, StatusCode, connect
 from flare_runtime.auth import issue_jwt
 from flare_runtime.protocol import CLIENT, Connection
 from flare_runtime.protocol.frames import encode_call_start, encode_metadata
+from flare_runtime.server import ServerOptions
 from flare_runtime.testing.harness import Rig, start_rig
 from flare_runtime.testing.served import ServedProcess
 from flare_runtime.testing.service import Routes
-from flare_runtime.transports.quic import ALPN, OPENING_LENGTH
+from flare_runtime.transports.quic import ALPN, OPENING_LENGTH, QuicListener, QuicServerSettings
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 
 TIMEOUT = 10.0
@@ -191,3 +193,95 @@ async def test_pipelined_calls_from_a_client_that_never_acks_are_bounded(
             hostile.close()
     print(f"sent {sent / MB:.1f} MB, server grew {growth / MB:.1f} MB", file=sys.stderr)
     assert growth < 64 * MB, f"server grew {growth / MB:.0f} MB after {sent / MB:.0f} MB"
+
+
+# ------------------------------------------------------------------ half-open handshakes
+
+
+def client_initials(count: int) -> list[bytes]:
+    """`count` client Initial packets, each opening a new connection (its own connection
+    id and TLS ClientHello), as a spoofer would send them: the answers never reach it."""
+    configuration = QuicConfiguration(
+        is_client=True, alpn_protocols=[ALPN], verify_mode=ssl.CERT_NONE
+    )
+    packets = []
+    for _ in range(count):
+        quic = QuicConnection(configuration=configuration)
+        quic.connect(("127.0.0.1", 1), now=0.0)
+        packets.append(quic.datagrams_to_send(now=0.0)[0][0])
+    return packets
+
+
+def send_all(port: int, packets: list[bytes]) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        for packet in packets:
+            sock.sendto(packet, ("127.0.0.1", port))
+            time.sleep(0.002)  # about what the server handles: few are lost to its UDP buffer
+
+
+def _listener(rig: Rig) -> QuicListener:
+    listener = rig.server._listeners["quic"]
+    assert isinstance(listener, QuicListener)
+    return listener
+
+
+async def test_a_flood_of_spoofed_initials_is_answered_with_stateless_retry(
+    certificate: CertificateFiles,
+) -> None:
+    """Input: 1,500 QUIC Initial packets, each starting a new connection, whose sender
+    never answers (as from spoofed addresses). Outcome: past ``retry_threshold`` (128)
+    handshakes in progress the server answers with a stateless Retry, so its memory stays
+    bounded, and a real client still connects and calls (through the Retry) meanwhile
+    (each half-open handshake held ~51 KB: +496 MB for 10,000)."""
+    packets = await asyncio.to_thread(client_initials, 1_500)
+    async with ServedProcess.start(
+        CHAT, quic=True, tls=certificate, cwd=ROOT, env=_chat_env()
+    ) as served:
+        port = served.ports["quic"]
+        url = f"quic://127.0.0.1:{port}"
+        async with connect(url, ca_file=str(certificate.certificate), tickets=None) as channel:
+            await chat_flare.ChatServiceClient(channel).ping(Empty(), timeout=TIMEOUT)
+        await asyncio.sleep(0.3)
+        before = served.rss()
+        await asyncio.to_thread(send_all, port, packets)
+        await asyncio.sleep(1.0)
+        growth = served.rss() - before
+        async with connect(url, ca_file=str(certificate.certificate), tickets=None) as channel:
+            await chat_flare.ChatServiceClient(channel).ping(Empty(), timeout=TIMEOUT)
+    print(f"server grew {growth / MB:.1f} MB", file=sys.stderr)
+    assert growth < 24 * MB, f"server grew {growth / MB:.0f} MB"
+
+
+async def test_handshakes_in_progress_are_capped() -> None:
+    """Input: 60 Initial packets that each start a connection, to a server with Retry off
+    and ``max_handshakes=20``. Outcome: 20 handshakes are in progress, the other Initials
+    are dropped (no state)."""
+    settings = QuicServerSettings(address_validation="never", max_handshakes=20)
+    rig = await start_rig("quic", ServerOptions(quic=settings))
+    try:
+        packets = await asyncio.to_thread(client_initials, 60)
+        await asyncio.to_thread(send_all, rig.server.port("quic"), packets)
+        await asyncio.sleep(0.5)
+        assert _listener(rig).handshakes_in_progress == 20
+    finally:
+        await rig.server.shutdown(grace=0)
+
+
+async def test_a_handshake_that_does_not_complete_is_dropped() -> None:
+    """Input: 10 Initial packets whose sender never continues the handshake, to a server
+    with ``handshake_timeout=0.5``. Outcome: 10 handshakes are in progress, none half a
+    second later (their state is released), and the server still serves a real client."""
+    settings = QuicServerSettings(address_validation="never", handshake_timeout=0.5)
+    rig = await start_rig("quic", ServerOptions(quic=settings))
+    try:
+        packets = await asyncio.to_thread(client_initials, 10)
+        await asyncio.to_thread(send_all, rig.server.port("quic"), packets)
+        await asyncio.sleep(0.2)
+        assert _listener(rig).handshakes_in_progress == 10
+        async with asyncio.timeout(TIMEOUT):
+            while _listener(rig).handshakes_in_progress:
+                await asyncio.sleep(0.05)
+        async with rig.connect() as channel:
+            await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"), timeout=TIMEOUT)
+    finally:
+        await rig.server.shutdown(grace=0)
