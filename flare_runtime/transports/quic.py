@@ -57,6 +57,7 @@ from flare_runtime.errors import (
     ConnectionClosedError,
     ProtocolError,
     RemoteProtocolError,
+    describe,
 )
 from flare_runtime.interceptors import ClientInterceptor
 from flare_runtime.metadata import Metadata
@@ -666,7 +667,7 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
                 await link.handshake_done
     except (OSError, ConnectionError, TimeoutError) as error:
         link.release()
-        detail = "timed out" if isinstance(error, TimeoutError) else str(error)
+        detail = "timed out" if isinstance(error, TimeoutError) else describe(error)
         raise ConnectionClosedError(f"cannot connect to {url}: {detail}") from None
     # The opening block goes first on the stream (not through the gate: it is
     # not a Flare frame, and it is always allowed in early data).

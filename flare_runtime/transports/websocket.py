@@ -63,7 +63,7 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from flare_runtime.client import ConnectOptions
-from flare_runtime.errors import ConfigurationError, ConnectionClosedError
+from flare_runtime.errors import ConfigurationError, ConnectionClosedError, describe
 from flare_runtime.metadata import Metadata, MetadataValue
 from flare_runtime.peer_log import PeerLog
 from flare_runtime.protocol.config import ProtocolConfig, Settings
@@ -588,7 +588,7 @@ class ClientAdapter(_WebSocketAdapter):
 
     def _handshake_failed(self, exc: BaseException | None) -> None:
         if not self.opened.done():
-            reason = str(exc) if exc is not None else "the server closed the connection"
+            reason = describe(exc) if exc is not None else "the server closed the connection"
             self.opened.set_exception(
                 ConnectionClosedError(f"connection lost during the WebSocket handshake: {reason}")
             )
@@ -686,12 +686,12 @@ async def open_websocket(
             )
             assert adapter is not None
             return await adapter.opened
-    except (OSError, InvalidHandshake, ssl.SSLError) as exc:
-        raise ConnectionClosedError(f"cannot connect to {url}: {exc}") from None
-    except TimeoutError:
+    except TimeoutError:  # before OSError, its base class
         if adapter is not None:
             adapter.abort()
         raise ConnectionClosedError(f"cannot connect to {url}: timed out") from None
+    except (OSError, InvalidHandshake, ssl.SSLError) as exc:
+        raise ConnectionClosedError(f"cannot connect to {url}: {describe(exc)}") from None
 
 
 # ---------------------------------------------------------------------------- server/client glue
