@@ -7,6 +7,8 @@ links here). Real servers on 127.0.0.1, real clients.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -136,3 +138,31 @@ async def test_a_handler_returning_the_wrong_message_type_fails_internal(
         f"handler for {route.path} returned StringValue, expected BytesValue" in record.getMessage()
         for record in caplog.records
     )
+
+
+async def test_a_flood_of_calls_that_crash_their_handler_writes_a_bounded_log(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Input: 300 calls whose handler raises an unexpected exception (the conformance
+    service's ``x-crash``), 30 at a time. Outcome: each answers INTERNAL "internal error"
+    (nothing of the exception reaches the client) and the server logs at most
+    ``ServerOptions.log_burst`` tracebacks for them, not one per call."""
+    caplog.set_level(logging.INFO)
+    async with rig.connect() as channel:
+
+        async def crash() -> StatusCode:
+            try:
+                await channel.unary_unary(
+                    Routes.ECHO, BytesValue(), metadata={"x-crash": "1"}, timeout=TIMEOUT
+                )
+            except RpcError as error:
+                assert error.message == "internal error"
+                return error.code
+            return StatusCode.OK
+
+        codes: list[StatusCode] = []
+        for _ in range(10):
+            codes += await asyncio.gather(*(crash() for _ in range(30)))
+    assert codes == [StatusCode.INTERNAL] * 300
+    crashes = [r for r in caplog.records if r.getMessage().startswith("handler for ")]
+    assert 1 <= len(crashes) <= rig.server.options.log_burst

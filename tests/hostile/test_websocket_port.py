@@ -410,3 +410,36 @@ async def test_pushes_to_a_client_that_never_reads_end_in_an_abort(
     finally:
         await rig.server.shutdown(grace=0)
     assert any("bytes unsent (max_unsent_output" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_flood_of_protocol_errors_writes_a_bounded_log(
+    rig: Rig, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Input: 300 WebSocket connections, 20 at a time, each sending a HELLO then a frame
+    of an unknown type (0x7f). Outcome: each is closed with PROTOCOL_ERROR (a Flare CLOSE
+    naming the frame type) and the server logs at most ``log_burst`` lines for them."""
+    caplog.set_level(logging.INFO)
+    bad_frame = struct.pack(">IBBI", 0, 0x7F, 0, 0)
+    port = _port(rig)
+
+    def misbehave() -> bytes:
+        sock = _upgrade(port)
+        try:
+            sock.sendall(_ws_frame(_hello() + bad_frame))
+            received = b""
+            while chunk := sock.recv(65536):  # until the server closes
+                received += chunk
+            return received
+        finally:
+            sock.close()
+
+    async def worker() -> list[bytes]:
+        return [await asyncio.to_thread(misbehave) for _ in range(15)]
+
+    answers = [
+        answer for batch in await asyncio.gather(*(worker() for _ in range(20))) for answer in batch
+    ]
+    assert len(answers) == 300
+    assert all(b"unknown frame type 0x7f" in answer for answer in answers)
+    closes = [r for r in caplog.records if r.getMessage().startswith("closing connection from")]
+    assert 1 <= len(closes) <= rig.server.options.log_burst
