@@ -11,20 +11,21 @@ memory (`rss`) while a hostile client works on it, or to kill it::
 The child runs the ``flare`` command installed beside the running Python, on
 127.0.0.1 port 0 for each transport asked for, and reports each port on its
 stdout (``flare: serving websocket on port N (...)``). QUIC needs `tls`
-(e.g. `flare_runtime.transports.quic_certs.write_dev_certificate`).
+(e.g. `flare_runtime.transports.quic_certs.write_dev_certificate`). Its stderr
+(its log) goes to a file, `stderr_text`.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import re
 import sys
 import tempfile
-from collections.abc import Generator, Mapping
+from collections.abc import AsyncIterator, Mapping
 from pathlib import Path
-from types import TracebackType
-from typing import IO, Any
+from typing import IO
 
 from flare_runtime.transports.quic_certs import CertificateFiles
 
@@ -50,7 +51,8 @@ class ServedProcess:
         return self._stderr.read().decode("utf-8", "replace")
 
     @classmethod
-    def start(
+    @contextlib.asynccontextmanager
+    async def start(
         cls,
         target: str,
         *,
@@ -59,15 +61,16 @@ class ServedProcess:
         grpc: bool = False,
         tls: CertificateFiles | None = None,
         cwd: Path | None = None,
-        env: Mapping[str, str] | None = None,
+        env: Mapping[str, str | None] | None = None,
         timeout: float = 30.0,
-    ) -> _Starting:
-        """Start ``flare serve target`` with the transports asked for.
+    ) -> AsyncIterator[ServedProcess]:
+        """Run ``flare serve target`` with the transports asked for, until the block ends.
 
-        Await the result (or use it with ``async with``, which stops the
-        process on exit). `env` replaces the child's environment (default:
-        this process's). Raises `RuntimeError` if the child exits or prints
-        something unexpected before listening within `timeout` seconds.
+        `flare serve` puts its working directory `cwd` and ``cwd/generated`` on the
+        import path. `env` changes this process's environment for the child: a
+        value of None removes the variable. Raises `RuntimeError` if the child
+        exits or prints something unexpected before listening within `timeout`
+        seconds; the child is stopped when the block ends.
         """
         arguments = ["serve", target, "--grace", "1"]
         for name, wanted in (("--ws", websocket), ("--quic", quic), ("--grpc", grpc)):
@@ -75,8 +78,65 @@ class ServedProcess:
                 arguments += [name, "127.0.0.1:0"]
         if tls is not None:
             arguments += ["--tls-cert", str(tls.certificate), "--tls-key", str(tls.private_key)]
-        wanted_count = sum((websocket, quic, grpc))
-        return _Starting(arguments, wanted_count, cwd, env, timeout)
+        environment = dict(os.environ)
+        for name, value in (env or {}).items():
+            if value is None:
+                environment.pop(name, None)
+            else:
+                environment[name] = value
+        with tempfile.TemporaryFile() as stderr:  # a file: a child logging must never block
+            served = await cls._spawn(
+                arguments,
+                wanted=sum((websocket, quic, grpc)),
+                cwd=cwd,
+                environment=environment,
+                stderr=stderr,
+                timeout=timeout,
+            )
+            try:
+                yield served
+            finally:
+                await served.stop()
+
+    @classmethod
+    async def _spawn(
+        cls,
+        arguments: list[str],
+        *,
+        wanted: int,
+        cwd: Path | None,
+        environment: dict[str, str],
+        stderr: IO[bytes],
+        timeout: float,
+    ) -> ServedProcess:
+        flare = Path(sys.executable).with_name("flare")
+        process = await asyncio.create_subprocess_exec(
+            str(flare),
+            *arguments,
+            cwd=cwd,
+            env=environment,
+            stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=stderr,
+        )
+        assert process.stdout is not None
+        ports: dict[str, int] = {}
+        try:
+            async with asyncio.timeout(timeout):
+                while len(ports) < wanted:
+                    line = (await process.stdout.readline()).decode()
+                    match = _SERVING.match(line)
+                    if match is None:
+                        stderr.seek(0)
+                        error = stderr.read().decode("utf-8", "replace")[-2000:]
+                        raise RuntimeError(f"flare serve did not start: {line!r} {error}")
+                    ports[match.group(1)] = int(match.group(2))
+        except BaseException:
+            if process.returncode is None:
+                process.kill()
+            await process.wait()
+            raise
+        return cls(process, ports, stderr)
 
     def rss(self) -> int:
         """The child's resident memory in bytes (Linux: /proc/<pid>/status, VmRSS)."""
@@ -102,72 +162,3 @@ class ServedProcess:
                 await self.process.wait()
         if self.process.stdout is not None:
             await self.process.stdout.read()
-
-
-class _Starting:
-    """What `ServedProcess.start` returns: awaitable, or an async context manager."""
-
-    def __init__(
-        self,
-        arguments: list[str],
-        wanted: int,
-        cwd: Path | None,
-        env: Mapping[str, str] | None,
-        timeout: float,
-    ) -> None:
-        self._arguments = arguments
-        self._wanted = wanted
-        self._cwd = cwd
-        self._env = env
-        self._timeout = timeout
-        self._served: ServedProcess | None = None
-
-    async def _start(self) -> ServedProcess:
-        flare = Path(sys.executable).with_name("flare")
-        # A file, not a pipe: a child logging while nobody reads must never block.
-        stderr = tempfile.TemporaryFile()  # noqa: SIM115 -- lives as long as the ServedProcess
-        process = await asyncio.create_subprocess_exec(
-            str(flare),
-            *self._arguments,
-            cwd=self._cwd,
-            env=dict(self._env) if self._env is not None else dict(os.environ),
-            stdin=asyncio.subprocess.DEVNULL,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
-        )
-        assert process.stdout is not None
-        ports: dict[str, int] = {}
-        try:
-            async with asyncio.timeout(self._timeout):
-                while len(ports) < self._wanted:
-                    line = (await process.stdout.readline()).decode()
-                    match = _SERVING.match(line)
-                    if match is None:
-                        stderr.seek(0)
-                        error = stderr.read().decode("utf-8", "replace")[-2000:]
-                        raise RuntimeError(f"flare serve did not start: {line!r} {error}")
-                    ports[match.group(1)] = int(match.group(2))
-        except BaseException:
-            if process.returncode is None:
-                process.kill()
-            await process.wait()
-            stderr.close()
-            raise
-        return ServedProcess(process, ports, stderr)
-
-    def __await__(self) -> Generator[Any, None, ServedProcess]:
-        return self._start().__await__()
-
-    async def __aenter__(self) -> ServedProcess:
-        self._served = await self._start()
-        return self._served
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        if self._served is not None:
-            await self._served.stop()
-            self._served._stderr.close()

@@ -169,7 +169,7 @@ async def test_a_connection_closed_by_the_server_is_reported_with_a_reason(
 @pytest.fixture
 async def grpcs_server(certificate: CertificateFiles) -> AsyncIterator[int]:
     async with ServedProcess.start(
-        CHAT, grpc=True, tls=certificate, cwd=ROOT, env=_env()
+        CHAT, grpc=True, tls=certificate, cwd=ROOT, env={"FLARE_DEMO_JWT_KEY": None}
     ) as served:
         yield served.ports["grpc"]
 

@@ -8,7 +8,7 @@ server on 127.0.0.1, real sockets.
 from __future__ import annotations
 
 import asyncio
-import os
+import contextlib
 import socket
 import ssl
 import sys
@@ -40,6 +40,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAT = "examples.chat.service:server"
 DEMO_KEY = "flare-demo-signing-key-change-me-0123456789"
 """The chat example's default JWT key (`examples.chat.service.DEMO_KEY`)."""
+CHAT_ENV: dict[str, str | None] = {"FLARE_DEMO_JWT_KEY": None}
+"""The child's environment: no other key than `DEMO_KEY`, whatever this one says."""
 MB = 1024 * 1024
 
 
@@ -70,13 +72,6 @@ async def test_two_credentials_in_the_opening_block_are_refused(rig: Rig) -> Non
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> CertificateFiles:
     return write_dev_certificate(tmp_path_factory.mktemp("quic-cert"))
-
-
-def _chat_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "generated"), str(ROOT)])
-    env.pop("FLARE_DEMO_JWT_KEY", None)
-    return env
 
 
 class SansAckClient:
@@ -170,7 +165,7 @@ async def test_pipelined_calls_from_a_client_that_never_acks_are_bounded(
             yield b"".join(frames)
 
     async with ServedProcess.start(
-        CHAT, quic=True, tls=certificate, cwd=ROOT, env=_chat_env()
+        CHAT, quic=True, tls=certificate, cwd=ROOT, env=CHAT_ENV
     ) as served:
         port = served.ports["quic"]
         async with connect(
@@ -219,10 +214,28 @@ def send_all(port: int, packets: list[bytes]) -> None:
             time.sleep(0.002)  # about what the server handles: few are lost to its UDP buffer
 
 
-def _listener(rig: Rig) -> QuicListener:
-    listener = rig.server._listeners["quic"]
-    assert isinstance(listener, QuicListener)
-    return listener
+class _HalfOpen:
+    def __init__(self, rig: Rig) -> None:
+        self.rig = rig
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        listener = self.rig.server._listeners["quic"]
+        assert isinstance(listener, QuicListener)
+        return listener.handshakes_in_progress
+
+
+@contextlib.asynccontextmanager
+async def half_open(settings: QuicServerSettings, count: int) -> AsyncIterator[_HalfOpen]:
+    """A conformance server with `settings`, sent `count` Initials that go no further."""
+    rig = await start_rig("quic", ServerOptions(quic=settings))
+    try:
+        packets = await asyncio.to_thread(client_initials, count)
+        await asyncio.to_thread(send_all, rig.server.port("quic"), packets)
+        await asyncio.sleep(0.1)
+        yield _HalfOpen(rig)
+    finally:
+        await rig.server.shutdown(grace=0)
 
 
 async def test_a_flood_of_spoofed_initials_is_answered_with_stateless_retry(
@@ -235,7 +248,7 @@ async def test_a_flood_of_spoofed_initials_is_answered_with_stateless_retry(
     (each half-open handshake held ~51 KB: +496 MB for 10,000)."""
     packets = await asyncio.to_thread(client_initials, 1_500)
     async with ServedProcess.start(
-        CHAT, quic=True, tls=certificate, cwd=ROOT, env=_chat_env()
+        CHAT, quic=True, tls=certificate, cwd=ROOT, env=CHAT_ENV
     ) as served:
         port = served.ports["quic"]
         url = f"quic://127.0.0.1:{port}"
@@ -257,14 +270,9 @@ async def test_handshakes_in_progress_are_capped() -> None:
     and ``max_handshakes=20``. Outcome: 20 handshakes are in progress, the other Initials
     are dropped (no state)."""
     settings = QuicServerSettings(address_validation="never", max_handshakes=20)
-    rig = await start_rig("quic", ServerOptions(quic=settings))
-    try:
-        packets = await asyncio.to_thread(client_initials, 60)
-        await asyncio.to_thread(send_all, rig.server.port("quic"), packets)
-        await asyncio.sleep(0.5)
-        assert _listener(rig).handshakes_in_progress == 20
-    finally:
-        await rig.server.shutdown(grace=0)
+    async with half_open(settings, 60) as listener:
+        await asyncio.sleep(0.3)
+        assert listener.handshakes_in_progress == 20
 
 
 async def test_a_handshake_that_does_not_complete_is_dropped() -> None:
@@ -272,16 +280,10 @@ async def test_a_handshake_that_does_not_complete_is_dropped() -> None:
     with ``handshake_timeout=0.5``. Outcome: 10 handshakes are in progress, none half a
     second later (their state is released), and the server still serves a real client."""
     settings = QuicServerSettings(address_validation="never", handshake_timeout=0.5)
-    rig = await start_rig("quic", ServerOptions(quic=settings))
-    try:
-        packets = await asyncio.to_thread(client_initials, 10)
-        await asyncio.to_thread(send_all, rig.server.port("quic"), packets)
-        await asyncio.sleep(0.2)
-        assert _listener(rig).handshakes_in_progress == 10
+    async with half_open(settings, 10) as listener:
+        assert listener.handshakes_in_progress == 10
         async with asyncio.timeout(TIMEOUT):
-            while _listener(rig).handshakes_in_progress:
+            while listener.handshakes_in_progress:
                 await asyncio.sleep(0.05)
-        async with rig.connect() as channel:
+        async with listener.rig.connect() as channel:
             await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"), timeout=TIMEOUT)
-    finally:
-        await rig.server.shutdown(grace=0)

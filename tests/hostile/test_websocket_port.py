@@ -8,8 +8,8 @@ server on 127.0.0.1, real sockets; the hostile side is hand-written bytes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-import os
 import socket
 import struct
 import sys
@@ -35,6 +35,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CHAT = "examples.chat.service:server"
 DEMO_KEY = "flare-demo-signing-key-change-me-0123456789"
 """The chat example's default JWT key (`examples.chat.service.DEMO_KEY`)."""
+CHAT_ENV: dict[str, str | None] = {"FLARE_DEMO_JWT_KEY": None}
+"""The child's environment: no other key than `DEMO_KEY`, whatever this one says."""
 MB = 1024 * 1024
 
 
@@ -182,13 +184,6 @@ STALL_SECONDS = 1.5
 GROWTH_BOUND = 12 * MB
 
 
-def _chat_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "generated"), str(ROOT)])
-    env.pop("FLARE_DEMO_JWT_KEY", None)
-    return env
-
-
 def _ws_frame(payload: bytes) -> bytes:
     """One masked, final, binary WebSocket frame; the all-zero mask key leaves the
     payload as it is (RFC 6455 §5.3 requires the mask bit, not a random key)."""
@@ -247,7 +242,7 @@ async def _growth_under_flood(
 ) -> tuple[int, int]:
     """Run the chat server, flood it from one raw connection that never reads; return
     (bytes sent, server RSS growth)."""
-    async with ServedProcess.start(CHAT, websocket=True, cwd=ROOT, env=_chat_env()) as served:
+    async with ServedProcess.start(CHAT, websocket=True, cwd=ROOT, env=CHAT_ENV) as served:
         port = served.ports["websocket"]
         warm = await asyncio.to_thread(make_socket, port)  # first connection: imports, caches
         warm.close()
@@ -328,7 +323,7 @@ async def test_pushes_and_stream_events_to_clients_that_never_read_are_bounded()
         sock.sendall(_ws_frame(_hello() + subscribe))
         return sock
 
-    async with ServedProcess.start(CHAT, websocket=True, cwd=ROOT, env=_chat_env()) as served:
+    async with ServedProcess.start(CHAT, websocket=True, cwd=ROOT, env=CHAT_ENV) as served:
         port = served.ports["websocket"]
         readers = [await asyncio.to_thread(stalled_subscriber, port) for _ in range(3)]
         try:
@@ -360,6 +355,20 @@ async def test_pushes_and_stream_events_to_clients_that_never_read_are_bounded()
     assert growth < history + 24 * MB, f"server grew {growth / MB:.0f} MB"
 
 
+@contextlib.asynccontextmanager
+async def stalled_client(options: ServerOptions) -> AsyncIterator[tuple[Rig, socket.socket]]:
+    """A conformance server with `options`, and a raw upgraded client that never reads."""
+    rig = await start_rig("websocket", options)
+    try:
+        sock = await asyncio.to_thread(_upgrade, _port(rig))
+        try:
+            yield rig, sock
+        finally:
+            sock.close()
+    finally:
+        await rig.server.shutdown(grace=0)
+
+
 async def test_a_client_that_never_reads_cannot_hold_a_closed_connection_open() -> None:
     """Input: a WebSocket client floods PINGs until the server stops reading it, then
     neither reads nor sends; the server's keepalive gives up on it (closes it with its
@@ -370,18 +379,11 @@ async def test_a_client_that_never_reads_cannot_hold_a_closed_connection_open() 
         protocol=ProtocolConfig(keepalive_interval=0.5, keepalive_timeout=0.5),
         close_timeout=0.5,
     )
-    rig = await start_rig("websocket", options)
-    try:
-        sock = await asyncio.to_thread(_upgrade, _port(rig))
-        try:
-            await asyncio.to_thread(_flood, sock, _ping_chunks())
-            async with asyncio.timeout(TIMEOUT):
-                while rig.server.connections:
-                    await asyncio.sleep(0.05)
-        finally:
-            sock.close()
-    finally:
-        await rig.server.shutdown(grace=0)
+    async with stalled_client(options) as (rig, sock):
+        await asyncio.to_thread(_flood, sock, _ping_chunks())
+        async with asyncio.timeout(TIMEOUT):
+            while rig.server.connections:
+                await asyncio.sleep(0.05)
 
 
 async def test_pushes_to_a_client_that_never_reads_end_in_an_abort(
@@ -393,22 +395,13 @@ async def test_pushes_to_a_client_that_never_reads_end_in_an_abort(
     saying so; pushes are not flow-controlled, so nothing else would stop them."""
     caplog.set_level(logging.WARNING)
     options = ServerOptions(max_write_buffer=64 * 1024, max_unsent_output=256 * 1024)
-    rig = await start_rig("websocket", options)
-    try:
-        sock = await asyncio.to_thread(_upgrade, _port(rig))
-        try:
-            request = Int64Value(value=500_000).SerializeToString()
-            call = encode_call_start(1, Routes.PUSH_ME.wire_id, 0, (), request)
-            await asyncio.to_thread(sock.sendall, _ws_frame(_hello() + call))
-            async with asyncio.timeout(3 * TIMEOUT):
-                while not rig.server.connections:
-                    await asyncio.sleep(0.01)
-                while rig.server.connections:
-                    await asyncio.sleep(0.05)
-        finally:
-            sock.close()
-    finally:
-        await rig.server.shutdown(grace=0)
+    async with stalled_client(options) as (rig, sock):
+        request = Int64Value(value=500_000).SerializeToString()
+        call = encode_call_start(1, Routes.PUSH_ME.wire_id, 0, (), request)
+        await asyncio.to_thread(sock.sendall, _ws_frame(_hello() + call))
+        async with asyncio.timeout(3 * TIMEOUT):
+            while rig.server.connections:
+                await asyncio.sleep(0.05)
     assert any("bytes unsent (max_unsent_output" in r.getMessage() for r in caplog.records)
 
 
