@@ -125,7 +125,7 @@ async def test_a_server_that_never_answers_is_given_up_on_in_time(
     assert status == 1, err
     assert "timed out" in err or "DEADLINE_EXCEEDED" in err, err
     assert_one_line_error(err)
-    assert elapsed < 6.0, f"took {elapsed:.1f} s"
+    assert elapsed < 8.0, f"took {elapsed:.1f} s"  # the default connect timeout is 10 s
 
 
 @pytest.fixture
