@@ -12,7 +12,10 @@ metadata into a `Principal`:
   ``RpcError(UNAUTHENTICATED, reason)``; on a connection this is remembered
   and reported by every call that needs authentication, while routes that
   need none still work;
-* a principal lacking a route's scopes → PERMISSION_DENIED.
+* a principal lacking a route's scopes → PERMISSION_DENIED;
+* several ``authorization`` entries in one metadata set (a connection's
+  opening metadata, or a call's) → UNAUTHENTICATED, whatever they hold: which
+  one was meant is ambiguous, so none is picked (`check_single_credential`).
 
 All of this happens before the handler runs (see `flare_runtime.dispatch`).
 Connection-level credentials are checked once, at connect, so a call on an
@@ -53,14 +56,32 @@ def bearer_metadata(token: str) -> tuple[tuple[str, str]]:
     return ((AUTHORIZATION_KEY, f"Bearer {token}"),)
 
 
+def check_single_credential(metadata: Metadata) -> None:
+    """Raise ``RpcError(UNAUTHENTICATED)`` when `metadata` has several ``authorization``
+    entries.
+
+    Which one the caller meant is ambiguous (a bad one then a valid one, say):
+    such credentials are refused, never resolved by picking one. The
+    `Dispatcher` checks this before any `AuthPlugin` runs.
+    """
+    count = len(metadata.get_all(AUTHORIZATION_KEY))
+    if count > 1:
+        raise RpcError(
+            StatusCode.UNAUTHENTICATED,
+            f"ambiguous credentials: {count} authorization entries, expected one",
+        )
+
+
 def bearer_token(metadata: Metadata) -> str | None:
     """The bearer token in `metadata`, or None when there is no ``authorization`` entry.
 
-    Raises ``RpcError(UNAUTHENTICATED)`` when the entry is not a bearer token.
+    Raises ``RpcError(UNAUTHENTICATED)`` when the entry is not a bearer token,
+    or when there are several (`check_single_credential`).
     """
     value = metadata.get(AUTHORIZATION_KEY)
     if value is None:
         return None
+    check_single_credential(metadata)
     if isinstance(value, bytes):
         raise RpcError(StatusCode.UNAUTHENTICATED, "authorization metadata must be text")
     scheme, _, token = value.partition(" ")

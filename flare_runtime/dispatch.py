@@ -25,14 +25,20 @@ Guarantees:
   carrying its own ``authorization`` metadata is authenticated on its own.
   A route needing authentication without a principal fails UNAUTHENTICATED
   (with the connection's auth error as message, e.g. "token expired"); a
-  principal missing a route scope fails PERMISSION_DENIED.
+  principal missing a route scope fails PERMISSION_DENIED. Metadata with
+  several ``authorization`` entries fails UNAUTHENTICATED before any plugin
+  runs (ambiguous credentials are never resolved by picking one).
   ``context.principal`` is set before interceptors run.
 * **Interceptors** run in order around the handler (`flare_runtime.interceptors`).
+* **Responses** are not type-checked here: a transport checks each one is
+  exactly the route's response type before serializing it, and answers
+  `wrong_response_error` (INTERNAL) otherwise -- the same on every transport.
 * **Errors**: every failure leaves these methods (or the response iterators)
   as `RpcError`. A handler's `RpcError` passes unchanged; `TimeoutError`
-  becomes DEADLINE_EXCEEDED; `NotImplementedError` (the generated base
-  class's default) becomes UNIMPLEMENTED; any other exception is logged on the
-  ``flare_runtime.server`` logger with its traceback and becomes
+  becomes DEADLINE_EXCEEDED; `NotImplementedError` (what a method that is not
+  ready raises: the generated base's methods are abstract) becomes
+  UNIMPLEMENTED; any other exception is logged on the ``flare_runtime.server``
+  logger with its traceback (rate-limited) and becomes
   ``INTERNAL: internal error`` -- internals never reach the client.
   `asyncio.CancelledError` propagates untouched.
 * **Deadlines and cancellation** are enforced by the caller of these methods,
@@ -60,7 +66,7 @@ from typing import Any
 
 from google.protobuf.message import Message
 
-from flare_runtime.auth import AUTHORIZATION_KEY, AuthPlugin, Principal
+from flare_runtime.auth import AUTHORIZATION_KEY, AuthPlugin, Principal, check_single_credential
 from flare_runtime.context import CallContext
 from flare_runtime.errors import RpcError
 from flare_runtime.interceptors import (
@@ -71,6 +77,7 @@ from flare_runtime.interceptors import (
     chain_server_unary,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata
+from flare_runtime.peer_log import PeerLog
 from flare_runtime.routing import AuthRequirement, BoundRoute, Cardinality, Route, Router
 from flare_runtime.status import StatusCode
 
@@ -95,10 +102,14 @@ class ConnectionAuth:
 ANONYMOUS = ConnectionAuth()
 
 
-def to_rpc_error(exc: BaseException, route: Route[Any, Any] | None = None) -> RpcError:
+def to_rpc_error(
+    exc: BaseException, route: Route[Any, Any] | None = None, peer_log: PeerLog | None = None
+) -> RpcError:
     """Map an exception raised by a handler or interceptor to the `RpcError` a client sees.
 
-    Unexpected exceptions are logged here (once) with their traceback.
+    Unexpected exceptions are logged here (once) with their traceback, through
+    `peer_log` when given (a client decides how often a handler fails on its
+    requests, so the line is rate-limited).
     """
     if isinstance(exc, RpcError):
         return exc
@@ -107,11 +118,11 @@ def to_rpc_error(exc: BaseException, route: Route[Any, Any] | None = None) -> Rp
     if isinstance(exc, NotImplementedError):
         where = route.path if route is not None else "this method"
         return RpcError(StatusCode.UNIMPLEMENTED, f"{where} is not implemented")
-    logger.error(
-        "handler for %s raised",
-        route.path if route else "?",
-        exc_info=(type(exc), exc, exc.__traceback__),
-    )
+    where = route.path if route else "?"
+    if peer_log is None:
+        logger.error("handler for %s raised", where, exc_info=exc)
+    else:
+        peer_log.log(logger, logging.ERROR, "handler for %s raised", where, exc_info=exc)
     return RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
@@ -143,10 +154,13 @@ class Dispatcher:
         *,
         interceptors: Sequence[ServerInterceptor] = (),
         auth: AuthPlugin | None = None,
+        peer_log: PeerLog | None = None,
     ) -> None:
         self.router = router
         self.interceptors: tuple[ServerInterceptor, ...] = tuple(interceptors)
         self.auth = auth
+        self.peer_log = peer_log if peer_log is not None else PeerLog()
+        """Rate-limits the log lines clients can cause (handler failures, here)."""
         self._unary_chains: dict[str, UnaryCallNext] = {}
         self._stream_chains: dict[str, StreamCallNext] = {}
         for bound in router.routes():
@@ -164,13 +178,14 @@ class Dispatcher:
         if self.auth is None or AUTHORIZATION_KEY not in metadata:
             return ANONYMOUS
         try:
+            check_single_credential(metadata)
             principal = await self.auth.authenticate(metadata, peer)
         except RpcError as error:
             return ConnectionAuth(error=error)
         except Exception as exc:
             # Calls awaiting the connection's auth must get an answer, not
             # this exception (a streaming call would never end).
-            return ConnectionAuth(error=to_rpc_error(exc))
+            return ConnectionAuth(error=to_rpc_error(exc, None, self.peer_log))
         return ConnectionAuth(principal=principal) if principal is not None else ANONYMOUS
 
     async def authorize(
@@ -186,6 +201,7 @@ class Dispatcher:
             auth_error = connection_auth.error
         if self.auth is not None and AUTHORIZATION_KEY in context.metadata:
             try:
+                check_single_credential(context.metadata)
                 context.principal = await self.auth.authenticate(context.metadata, context.peer)
                 auth_error = None
             except RpcError as error:
@@ -261,7 +277,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise to_rpc_error(exc, bound.route) from None
+            raise to_rpc_error(exc, bound.route, self.peer_log) from None
 
     async def client_stream(
         self,
@@ -289,7 +305,7 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise to_rpc_error(exc, bound.route) from None
+            raise to_rpc_error(exc, bound.route, self.peer_log) from None
 
     def server_stream(
         self,
@@ -335,9 +351,26 @@ class Dispatcher:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            raise to_rpc_error(exc, bound.route) from None
+            raise to_rpc_error(exc, bound.route, self.peer_log) from None
 
     # ----------------------------------------------------------------- errors
+
+    def wrong_response_error(self, route: Route[Any, Any], response: object) -> RpcError:
+        """The error for a handler that returned something other than `route`'s response
+        type: logged (rate-limited), INTERNAL to the client on every transport.
+
+        Transports check ``type(response) is route.response_type`` before serializing
+        (a protobuf class serializes any message, so the wrong bytes would go out).
+        """
+        self.peer_log.log(
+            logger,
+            logging.ERROR,
+            "handler for %s returned %s, expected %s",
+            route.path,
+            type(response).__name__,
+            route.response_type.__name__,
+        )
+        return RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
     @staticmethod
     def unknown_route_error(name: str | int) -> RpcError:

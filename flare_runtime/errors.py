@@ -74,3 +74,13 @@ class ConnectionClosedError(FlareError):
 
 class ConfigurationError(FlareError):
     """A server, client, route or plugin is configured wrongly."""
+
+
+def describe(error: BaseException) -> str:
+    """`error`'s message, or its type's name when it has none.
+
+    For messages built as ``f"cannot connect to {url}: {describe(error)}"``:
+    some errors carry no text (``ConnectionResetError()`` from a TLS handshake
+    the server closed), and a reason must never be empty.
+    """
+    return str(error) or type(error).__name__

@@ -45,12 +45,14 @@ from flare_runtime.auth import AuthPlugin
 from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.interceptors import ServerInterceptor
+from flare_runtime.peer_log import PeerLog
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, Transport
 from flare_runtime.transports.registry import REGISTRY
 
 if TYPE_CHECKING:
     from flare_runtime.server_connection import ServerConnection
+    from flare_runtime.transports.quic import QuicServerSettings
 
 logger = logging.getLogger("flare_runtime.server")
 
@@ -104,9 +106,27 @@ class ServerOptions:
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     """Limits announced to clients and enforced on input; keepalive timing."""
     max_write_buffer: int = 1024 * 1024
-    """Bytes queued towards a client above which senders on that connection wait."""
+    """Bytes queued towards a client above which senders on that connection wait and the
+    server stops reading from it (WebSocket, QUIC; docs/security/wire.md)."""
+    max_unsent_output: int = 8 * 1024 * 1024
+    """Bytes queued towards a client above which it is aborted as a slow consumer.
+
+    Past `max_write_buffer` the server reads nothing more from the client and responses
+    wait, so only what is not flow-controlled -- pushes -- can reach this."""
+    close_timeout: float = 5.0
+    """Seconds a closing connection may take to send what is queued before it is aborted
+    (a client that does not read would otherwise hold it open)."""
     compression: str | None = None
     """WebSocket permessage-deflate: None (default) or "deflate"."""
+    quic: QuicServerSettings | None = None
+    """QUIC listener settings (`flare_runtime.transports.quic.QuicServerSettings`: idle
+    timeout, tickets, address validation with Retry, handshake limits); None: defaults."""
+    log_burst: int = 20
+    """Most log lines of one kind that clients can cause per `log_interval` seconds
+    (refused upgrades, protocol errors, failed authentication, handler failures...);
+    the rest are counted and reported with the next line written (`Server.peer_log`)."""
+    log_interval: float = 10.0
+    """The window of `log_burst`, in seconds."""
     eager_handlers: bool | None = None
     """Start each unary handler inside the read callback that decoded its request, not in
     a new task, so a handler that never suspends costs no task and its response leaves
@@ -118,6 +138,14 @@ class ServerOptions:
     transport's read callback), so ``asyncio.timeout()`` and ``TaskGroup`` work only
     after the handler's first suspending await.
     """
+
+    def __post_init__(self) -> None:
+        if self.max_write_buffer <= 0:
+            raise ConfigurationError("max_write_buffer must be positive")
+        if self.max_unsent_output < self.max_write_buffer:
+            raise ConfigurationError("max_unsent_output must be at least max_write_buffer")
+        if not self.close_timeout > 0:
+            raise ConfigurationError("close_timeout must be positive")
 
 
 class Server:
@@ -141,6 +169,8 @@ class Server:
         self.interceptors = tuple(interceptors)
         self.auth = auth
         self.options = options or ServerOptions()
+        self.peer_log = PeerLog(burst=self.options.log_burst, interval=self.options.log_interval)
+        """Rate limits every log line a client can cause (`flare_runtime.peer_log`)."""
         self.on_connect = on_connect
         """Called with each new WebSocket/QUIC connection once it is open."""
         self.on_disconnect = on_disconnect
@@ -193,7 +223,7 @@ class Server:
         """The dispatcher every transport uses (built on first use; freezes the router)."""
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(
-                self.router, interceptors=self.interceptors, auth=self.auth
+                self.router, interceptors=self.interceptors, auth=self.auth, peer_log=self.peer_log
             )
         return self._dispatcher
 

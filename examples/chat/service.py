@@ -31,14 +31,32 @@ def _now() -> timestamp_pb2.Timestamp:
     return stamp
 
 
-class ChatService(ChatServiceBase):
-    """Rooms with gap-free sequence numbers, live subscriptions and pushes."""
+class _Subscription:
+    """The events one `Subscribe` call has not sent yet: at most `backlog` of them."""
 
-    def __init__(self) -> None:
+    __slots__ = ("events", "fell_behind")
+
+    def __init__(self, backlog: int) -> None:
+        self.events: asyncio.Queue[chat_pb2.RoomEvent] = asyncio.Queue(maxsize=backlog)
+        self.fell_behind = False
+
+
+class ChatService(ChatServiceBase):
+    """Rooms with gap-free sequence numbers, live subscriptions and pushes.
+
+    A subscriber that falls `subscriber_backlog` events behind (it stopped
+    reading) has its subscription ended with RESOURCE_EXHAUSTED: it resubscribes
+    with ``after_seq`` and misses nothing, and the server never holds more than
+    the backlog for it. Pushes to a client that stops reading are bounded by the
+    runtime (`ServerOptions.max_unsent_output`).
+    """
+
+    def __init__(self, *, subscriber_backlog: int = 256) -> None:
         self.rooms: dict[str, list[chat_pb2.ChatMessage]] = {}
         self.sent: dict[tuple[str, str], chat_pb2.SendReply] = {}
         """Replies by (author, client_message_id), for idempotent retries."""
-        self.listeners: dict[str, set[asyncio.Queue[chat_pb2.RoomEvent]]] = {}
+        self.subscriber_backlog = subscriber_backlog
+        self.listeners: dict[str, set[_Subscription]] = {}
         self.connections: set[ServerConnection] = set()
         self._ids = itertools.count(1)
 
@@ -71,8 +89,13 @@ class ChatService(ChatServiceBase):
         if request.client_message_id:
             self.sent[key] = reply
         event = chat_pb2.RoomEvent(posted=chat_pb2.MessagePosted(message=message))
-        for queue in self.listeners.get(message.room, ()):
-            queue.put_nowait(event)
+        listeners = self.listeners.get(message.room, set())
+        for subscription in list(listeners):
+            try:
+                subscription.events.put_nowait(event)
+            except asyncio.QueueFull:
+                subscription.fell_behind = True
+                listeners.discard(subscription)
         push = chat_pb2.MessagePosted(message=message)
         for connection in list(self.connections):
             if not connection.closed:
@@ -83,17 +106,22 @@ class ChatService(ChatServiceBase):
         self, request: chat_pb2.SubscribeRequest, context: CallContext
     ) -> AsyncIterator[chat_pb2.RoomEvent]:
         self._remember(context)
-        queue: asyncio.Queue[chat_pb2.RoomEvent] = asyncio.Queue()
+        subscription = _Subscription(self.subscriber_backlog)
         listeners = self.listeners.setdefault(request.room, set())
-        listeners.add(queue)
+        listeners.add(subscription)
         try:
             if request.after_seq:
                 for message in self.rooms.get(request.room, [])[request.after_seq :]:
                     yield chat_pb2.RoomEvent(posted=chat_pb2.MessagePosted(message=message))
             while True:
-                yield await queue.get()
+                if subscription.fell_behind:
+                    raise RpcError(
+                        StatusCode.RESOURCE_EXHAUSTED,
+                        "subscriber fell behind: subscribe again with after_seq",
+                    )
+                yield await subscription.events.get()
         finally:
-            listeners.discard(queue)
+            listeners.discard(subscription)
             if not listeners:  # rooms are named by clients: keep no empty entry
                 self.listeners.pop(request.room, None)
 

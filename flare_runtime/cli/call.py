@@ -9,6 +9,7 @@ import argparse
 import asyncio
 import importlib
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -21,8 +22,12 @@ client-streaming or bidi method give a JSON array of requests. The route is
 looked up in the generated *_flare.py modules under --generated (default
 ./generated).
 
-Exit status: 0 on OK; 1 with "CODE: message" on stderr for an RPC error; 2 for
-bad usage.
+Exit status: 0 on OK; 1 with "CODE: message" on stderr for an RPC error or a
+connection that fails; 2 for bad usage -- always one line, never a traceback.
+--connect-timeout bounds connecting (every scheme); --timeout bounds the whole
+command, connecting included. gRPC C-core's own log lines are silenced
+(GRPC_VERBOSITY=NONE unless set); grpcs:// trusts $SSL_CERT_FILE as wss:// and
+quic:// do.
 """
 
 
@@ -37,7 +42,15 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "-H", "--header", action="append", default=[], metavar="KEY:VALUE", help="metadata"
     )
-    parser.add_argument("--timeout", type=float, help="deadline in seconds")
+    parser.add_argument(
+        "--timeout", type=float, help="seconds for the whole command, connecting included"
+    )
+    parser.add_argument(
+        "--connect-timeout",
+        type=float,
+        default=10.0,
+        help="seconds to wait for the connection (default 10)",
+    )
     parser.add_argument("--ca-cert", help="PEM file of a CA (or self-signed cert) to trust")
     parser.add_argument("--generated", default="generated", help="where generated code lives")
     parser.set_defaults(func=run)
@@ -72,6 +85,13 @@ def run(args: argparse.Namespace) -> int:
     from flare_runtime.metadata import Metadata  # noqa: PLC0415 -- keeps `flare --help` fast
     from flare_runtime.routing import Cardinality  # noqa: PLC0415 -- keeps `flare --help` fast
 
+    # C-core logs to stderr on its own (TLS failures, GOAWAY...): this command says
+    # what failed in one line of its own. Read when grpcio starts, so set it first.
+    os.environ.setdefault("GRPC_VERBOSITY", "NONE")
+    for name, value in (("--timeout", args.timeout), ("--connect-timeout", args.connect_timeout)):
+        if value is not None and not value > 0:
+            print(f"flare call: {name} must be a positive number of seconds", file=sys.stderr)
+            return 2
     route = find_route(args.method, Path(args.generated).resolve())
     if route is None:
         print(f"flare call: no route {args.method} in {args.generated}", file=sys.stderr)
@@ -81,8 +101,9 @@ def run(args: argparse.Namespace) -> int:
         value = json.loads(text)
         items = value if isinstance(value, list) else [value]
         requests = [json_format.ParseDict(item, route.request_type()) for item in items]
-        if not requests and route.cardinality in {Cardinality.UNARY, Cardinality.SERVER_STREAM}:
-            raise ValueError(f"{route.path} takes one request, got an empty array")
+        single = route.cardinality in {Cardinality.UNARY, Cardinality.SERVER_STREAM}
+        if single and len(requests) != 1:
+            raise ValueError(f"{route.path} takes one request, got {len(requests)}")
     except (ValueError, TypeError, json_format.ParseError) as exc:
         # json_format raises TypeError for a JSON value of the wrong shape (e.g. 5 for a message).
         print(f"flare call: bad request JSON: {exc}", file=sys.stderr)
@@ -107,12 +128,24 @@ def run(args: argparse.Namespace) -> int:
     if args.ca_cert:
         import ssl  # noqa: PLC0415 -- keeps `flare --help` fast
 
-        ssl_context = ssl.create_default_context(cafile=args.ca_cert)
+        try:
+            ssl_context = ssl.create_default_context(cafile=args.ca_cert)
+        except (OSError, ValueError) as exc:  # missing, unreadable, or not PEM (ssl.SSLError)
+            print(f"flare call: cannot use --ca-cert {args.ca_cert}: {exc}", file=sys.stderr)
+            return 2
         ssl_context.minimum_version = ssl.TLSVersion.TLSv1_3
 
     async def main() -> None:
-        async with connect(args.url, token=args.token, ssl_context=ssl_context) as channel:
-            options: dict[str, Any] = {"timeout": args.timeout, "metadata": metadata}
+        loop = asyncio.get_running_loop()
+        deadline = None if args.timeout is None else loop.time() + args.timeout
+        open_timeout = args.connect_timeout
+        if args.timeout is not None:
+            open_timeout = min(open_timeout, args.timeout)
+        async with connect(
+            args.url, token=args.token, ssl_context=ssl_context, open_timeout=open_timeout
+        ) as channel:
+            left = None if deadline is None else max(0.001, deadline - loop.time())
+            options: dict[str, Any] = {"timeout": left, "metadata": metadata}
             cardinality = route.cardinality
             if cardinality is Cardinality.UNARY:
                 show(await channel.unary_unary(route, requests[0], **options))

@@ -1306,11 +1306,20 @@ def _settings_pairs(settings: Settings) -> tuple[tuple[int, int], ...]:
 
 
 def _settings_from_pairs(pairs: tuple[tuple[int, int], ...]) -> Settings:
-    """Build the peer's Settings from HELLO pairs; unknown ids are ignored (§4)."""
+    """Build the peer's Settings from HELLO pairs; unknown ids are ignored (§4).
+
+    Raises `RemoteProtocolError` for a value outside its range (the table of
+    docs/wire-format.md §4) and for a known setting announced twice: which of
+    the two the peer means is ambiguous, so neither is picked.
+    """
     resolved = {int(key): value for key, value in _settings_pairs(Settings())}
     resolved[SettingId.COMPACT_CALLS] = 0  # only a peer that announces it accepts them
+    seen: set[int] = set()
     for setting_id, value in pairs:
         if setting_id in resolved:
+            if setting_id in seen:
+                raise RemoteProtocolError(f"{SettingId(setting_id).name} announced twice")
+            seen.add(setting_id)
             resolved[setting_id] = value
     window = resolved[SettingId.INITIAL_WINDOW_SIZE]
     if not MIN_INITIAL_WINDOW_SIZE <= window <= _MAX_WINDOW:
@@ -1324,13 +1333,16 @@ def _settings_from_pairs(pairs: tuple[tuple[int, int], ...]) -> Settings:
     ):
         if resolved[setting_id] == 0:
             raise RemoteProtocolError(f"{setting_id.name} must not be 0")
+    compact_calls = resolved[SettingId.COMPACT_CALLS]
+    if compact_calls > 1:
+        raise RemoteProtocolError(f"COMPACT_CALLS {compact_calls} out of range (0 or 1)")
     return Settings(
         max_frame_size=resolved[SettingId.MAX_FRAME_SIZE],
         max_message_size=resolved[SettingId.MAX_MESSAGE_SIZE],
         max_concurrent_calls=resolved[SettingId.MAX_CONCURRENT_CALLS],
         initial_window_size=resolved[SettingId.INITIAL_WINDOW_SIZE],
         max_metadata_size=resolved[SettingId.MAX_METADATA_SIZE],
-        compact_calls=resolved[SettingId.COMPACT_CALLS] == 1,
+        compact_calls=compact_calls == 1,
     )
 
 

@@ -25,7 +25,7 @@ import grpc.aio
 from google.protobuf.message import Message
 
 from flare_runtime.client import BidiStreamCall, Channel, ConnectOptions, ServerStreamCall
-from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
+from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError, describe
 from flare_runtime.interceptors import (
     ClientCallInfo,
     ClientInterceptor,
@@ -72,8 +72,11 @@ def _wire_metadata(metadata: Metadata) -> _WireMetadata:
 def _read_pem(source: PemSource | None) -> bytes | None:
     if source is None or isinstance(source, bytes):
         return source
-    with open(source, "rb") as pem:
-        return pem.read()
+    try:
+        with open(source, "rb") as pem:
+            return pem.read()
+    except OSError as error:
+        raise ConfigurationError(f"cannot read {os.fspath(source)}: {describe(error)}") from None
 
 
 def tls_credentials(
@@ -184,18 +187,24 @@ class GrpcChannel(Channel):
         grpcio would keep retrying in the background; a caller waiting here
         wants the first answer.
         """
+        reason = await self._connect_failure(timeout)
+        if reason is not None:
+            raise RpcError(StatusCode.UNAVAILABLE, f"cannot connect to {self.target}: {reason}")
+
+    async def _connect_failure(self, timeout: float | None) -> str | None:
+        """Connect now; return None once ready, else why not (grpcio tells no more)."""
         channel = self._channel
-        failed = RpcError(StatusCode.UNAVAILABLE, f"cannot connect to {self.target}")
         try:
             async with asyncio.timeout(timeout):
                 state = channel.get_state(try_to_connect=True)
                 while state is not grpc.ChannelConnectivity.READY:
                     if state in _FAILED_STATES:
-                        raise failed
+                        return "connection failed (refused, closed, or TLS handshake failed)"
                     await channel.wait_for_state_change(state)
                     state = channel.get_state(try_to_connect=True)
         except TimeoutError:
-            raise failed from None
+            return f"timed out after {timeout:g} s"
+        return None
 
     def _call_arguments(
         self, route: Route[Any, Any], timeout: float | None, metadata: MetadataLike | None
@@ -601,7 +610,8 @@ async def open_channel(url: str, options: ConnectOptions) -> GrpcChannel:
     reached within ``options.open_timeout``. `token` and `metadata` are sent
     with every call (gRPC has no connection-level metadata). For ``grpcs://``
     the trusted roots come from the ``ca_cert=`` option, else from the CA
-    certificates loaded into ``ssl_context``, else the system roots;
+    certificates loaded into ``ssl_context``, else the file named by
+    ``$SSL_CERT_FILE``, else grpcio's bundled roots;
     ``cert=``/``key=`` give a client certificate and ``server_name=``
     overrides the name checked against the server's certificate.
     ``grpc_options=`` passes grpcio channel arguments through.
@@ -611,8 +621,13 @@ async def open_channel(url: str, options: ConnectOptions) -> GrpcChannel:
         raise ConfigurationError(f"unknown gRPC connect options: {', '.join(sorted(unknown))}")
     extra = options.extra
     ca_cert = extra.get("ca_cert")
-    if ca_cert is None and options.ssl_context is not None and url.startswith("grpcs:"):
-        ca_cert = _pem_roots(options.ssl_context)
+    if ca_cert is None and url.startswith("grpcs:"):
+        if options.ssl_context is not None:
+            ca_cert = _pem_roots(options.ssl_context)
+        else:
+            # grpcio reads its own bundled roots, not OpenSSL's locations: honour the
+            # usual override, as wss:// and quic:// do.
+            ca_cert = os.environ.get("SSL_CERT_FILE") or None
     channel = connect_grpc(
         url,
         token=options.token,
@@ -624,11 +639,10 @@ async def open_channel(url: str, options: ConnectOptions) -> GrpcChannel:
         options=extra.get("grpc_options", ()),
         interceptors=options.interceptors,
     )
-    try:
-        await channel.wait_ready(options.open_timeout)
-    except RpcError:
+    reason = await channel._connect_failure(options.open_timeout)
+    if reason is not None:
         await channel.close()
-        raise ConnectionClosedError(f"cannot connect to {url}") from None
+        raise ConnectionClosedError(f"cannot connect to {url}: {reason}")
     return channel
 
 

@@ -239,6 +239,7 @@ class GrpcServer:
     ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | None]]:
         dispatcher = self.dispatcher
         route = bound.route
+        response_type = route.response_type
 
         async def handle(
             raw: bytes, grpc_context: grpc.aio.ServicerContext[Any, Any]
@@ -246,6 +247,8 @@ class GrpcServer:
             context = _call_context(route, grpc_context)
             try:
                 response = await dispatcher.unary(bound, parse(raw), context)
+                if type(response) is not response_type:
+                    raise dispatcher.wrong_response_error(route, response)
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return None
@@ -265,7 +268,7 @@ class GrpcServer:
             context = _call_context(route, grpc_context)
             try:
                 responses = dispatcher.server_stream(bound, parse(raw), context)
-                headers_sent = await _write_all(grpc_context, context, responses)
+                headers_sent = await _write_all(grpc_context, context, responses, dispatcher)
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return
@@ -287,6 +290,8 @@ class GrpcServer:
                 response = await dispatcher.client_stream(
                     bound, _parsed(raw_requests, parse, self.stream_end_settle), context
                 )
+                if type(response) is not route.response_type:
+                    raise dispatcher.wrong_response_error(route, response)
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return None
@@ -310,7 +315,7 @@ class GrpcServer:
                 responses = dispatcher.bidi_stream(
                     bound, _parsed(raw_requests, parse, self.stream_end_settle), context
                 )
-                headers_sent = await _write_all(grpc_context, context, responses)
+                headers_sent = await _write_all(grpc_context, context, responses, dispatcher)
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return
@@ -479,16 +484,22 @@ async def _write_all(
     grpc_context: grpc.aio.ServicerContext[Any, Any],
     context: CallContext,
     responses: AsyncIterator[Message],
+    dispatcher: Dispatcher,
 ) -> bool:
     """Write every response; return whether response headers were sent.
 
-    Headers set by the handler go out with the first response. The response
-    generator is closed promptly on any exit, so the handler's ``finally``
-    blocks run in this task even when the call is cancelled.
+    Headers set by the handler go out with the first response. A response of
+    the wrong type raises `Dispatcher.wrong_response_error` (INTERNAL). The
+    response generator is closed promptly on any exit, so the handler's
+    ``finally`` blocks run in this task even when the call is cancelled.
     """
     headers_sent = False
+    route = context.route
+    response_type = route.response_type
     try:
         async for response in responses:
+            if type(response) is not response_type:
+                raise dispatcher.wrong_response_error(route, response)
             if not headers_sent:
                 headers_sent = True
                 if context.response_headers:

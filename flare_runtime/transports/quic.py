@@ -55,6 +55,7 @@ from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
     RemoteProtocolError,
+    describe,
 )
 from flare_runtime.interceptors import ClientInterceptor
 from flare_runtime.protocol.config import PROTOCOL_VERSION, ProtocolConfig
@@ -65,7 +66,9 @@ from flare_runtime.transports.quic_link import (
     FLARE_INTERNAL_ERROR,
     FLARE_PROTOCOL_ERROR,
     NO_ERROR,
+    AdmittingQuicServer,
     ClientLink,
+    HandshakeGuard,
     QuicLink,
     ServerLink,
     serve_links,
@@ -94,8 +97,6 @@ DEFAULT_PORT = 8443
 DEFAULT_IDLE_TIMEOUT = 60.0
 """Seconds of silence after which QUIC closes a connection (both sides)."""
 
-MAX_PAUSED_INPUT = 16 * 1024 * 1024
-"""Most bytes kept while the endpoint has paused reading (Flare flow control keeps it far lower)."""
 
 CLOSE_LINGER = 1.0
 """Seconds `close` waits for the peer to acknowledge what was written before closing anyway."""
@@ -123,8 +124,12 @@ class _QuicWireTransport:
         *,
         high_water: int,
         gate: EarlyDataGate | None,
+        max_paused_input: int,
     ) -> None:
         self.link = link
+        self._max_paused_input = max_paused_input
+        """Most bytes kept while the endpoint has paused reading: QUIC grants the peer
+        credit as data arrives, so input cannot be refused, only held, up to this."""
         self.endpoint: WireEndpoint | None = None
         self.peer = ""
         self.gate = gate
@@ -262,8 +267,11 @@ class _QuicWireTransport:
     def _queue_input(self, data: bytes) -> None:
         self._paused_input.append(data)
         self._paused_size += len(data)
-        if self._paused_size > MAX_PAUSED_INPUT:
-            self.link.abort(FLARE_PROTOCOL_ERROR, "peer ignored flow control")
+        if self._paused_size > self._max_paused_input:
+            self.link.abort(
+                FLARE_PROTOCOL_ERROR,
+                f"over {self._max_paused_input} bytes received while reading was paused",
+            )
 
     def _close_now(self) -> None:
         if self._closing is not None:
@@ -290,6 +298,7 @@ class _ServerConnectionListener(_QuicWireTransport):
             link,
             high_water=server.options.max_write_buffer,
             gate=None if link.handshake_complete else EarlyDataGate(idempotent),
+            max_paused_input=server.options.protocol.max_buffered_input,
         )
         self.listener = listener
         self._opening = OpeningBlockReader(server.options.protocol.settings.max_metadata_size)
@@ -336,6 +345,32 @@ class QuicServerSettings:
     A replacement must keep tickets single-use, or the 0-RTT anti-replay
     guarantee shrinks to its second half (docs/transports/quic.md).
     """
+    address_validation: str = "load"
+    """When a new client must first prove its address with a Retry round trip (RFC 9000
+    §8.1), so that spoofed Initial packets cost no state: "load" (default: once
+    `retry_threshold` handshakes are in progress), "always" (one more round trip on every
+    connection; 0-RTT then saves nothing) or "never"."""
+    retry_threshold: int = 128
+    """Handshakes in progress from which "load" sends Retry to new clients."""
+    max_handshakes: int = 1024
+    """Most handshakes in progress; Initial packets that would start another are dropped."""
+    handshake_timeout: float = 10.0
+    """Seconds a new connection may take to complete its TLS handshake before it is dropped."""
+
+    def __post_init__(self) -> None:
+        try:
+            self.guard()
+        except ValueError as error:
+            raise ConfigurationError(f"QuicServerSettings: {error}") from None
+
+    def guard(self) -> HandshakeGuard:
+        """The admission control these settings describe (one per listening socket)."""
+        return HandshakeGuard(
+            address_validation=self.address_validation,
+            retry_threshold=self.retry_threshold,
+            max_handshakes=self.max_handshakes,
+            handshake_timeout=self.handshake_timeout,
+        )
 
 
 class QuicListener:
@@ -349,6 +384,12 @@ class QuicListener:
         self.links: set[ServerLink] = set()
         self.accepting = True
         """False once `shutdown` began: new connections are refused."""
+
+    @property
+    def handshakes_in_progress(self) -> int:
+        """Connections whose TLS handshake has neither completed nor given up."""
+        server = self.quic_server
+        return server.guard.in_progress if isinstance(server, AdmittingQuicServer) else 0
 
     @property
     def port(self) -> int:
@@ -402,7 +443,12 @@ async def serve_quic(
         return _ServerConnectionListener(listener, link)
 
     quic_server = await serve_links(
-        host, port, configuration=configuration, factory=factory, tickets=tickets
+        host,
+        port,
+        configuration=configuration,
+        factory=factory,
+        tickets=tickets,
+        guard=settings.guard(),
     )
     listener = QuicListener(server, quic_server, tickets)
     return listener
@@ -415,7 +461,7 @@ async def start_listener(server: Server, address: str, *, tls: TLSFiles | None) 
             "QUIC always uses TLS: give a certificate (tls=TLSFiles(cert, key), or "
             "--tls-cert/--tls-key; `flare cert dev` writes one for localhost)"
         )
-    return await serve_quic(server, address, tls)
+    return await serve_quic(server, address, tls, server.options.quic)
 
 
 # ------------------------------------------------------------------------- client
@@ -579,10 +625,12 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     )
     early = ticket is not None and ticket.max_early_data_size is not None
     idempotent_routes: set[int] = set()
+    config = options.protocol or ProtocolConfig()
     adapter = _QuicWireTransport(
         link,
         high_water=int(extra.get("max_write_buffer", 1024 * 1024)),
         gate=EarlyDataGate(idempotent_routes.__contains__) if early else None,
+        max_paused_input=config.max_buffered_input,
     )
     adapter.peer = f"{host}:{port}"
     link.listener = adapter
@@ -593,14 +641,14 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
                 await link.handshake_done
     except (OSError, ConnectionError, TimeoutError) as error:
         link.release()
-        detail = "timed out" if isinstance(error, TimeoutError) else str(error)
+        detail = "timed out" if isinstance(error, TimeoutError) else describe(error)
         raise ConnectionClosedError(f"cannot connect to {url}: {detail}") from None
     # The opening block goes first on the stream (not through the gate: it is
     # not a Flare frame, and it is always allowed in early data).
     link.write(encode_opening_block(options.opening_metadata()))
     endpoint = ClientEndpoint(
         adapter,
-        options.protocol or ProtocolConfig(),
+        config,
         Transport.QUIC,
         {type_id: cls for table in options.push_tables for type_id, cls in table.by_id().items()},
         options.max_pending_pushes,

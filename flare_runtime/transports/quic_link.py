@@ -26,7 +26,12 @@ What the link adds to aioquic's `QuicConnectionProtocol`:
   of stream 0) is a protocol violation that closes this connection only;
 * a client link can `rebind` to a new local UDP port mid-connection (what a NAT
   rebinding or a network change looks like to the server), and sends QUIC
-  PINGs when idle so NAT bindings and the idle timeout stay fresh.
+  PINGs when idle so NAT bindings and the idle timeout stay fresh;
+* a server admits new connections through a `HandshakeGuard`: handshakes in
+  progress are counted and capped, each must complete within a timeout, and
+  under load (or always, by configuration) a client must first prove its
+  address with a stateless Retry round trip (RFC 9000 §8.1), so spoofed Initial
+  packets cost no connection state (`AdmittingQuicServer`).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ from collections.abc import Callable, Sized
 from functools import partial
 from typing import Any, Protocol, cast
 
+from aioquic._buffer import Buffer  # aioquic.buffer re-exports it without __all__
 from aioquic.asyncio.protocol import QuicConnectionProtocol
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
@@ -50,6 +56,8 @@ from aioquic.quic.events import (
     StreamDataReceived,
     StreamReset,
 )
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
+from aioquic.quic.retry import QuicRetryTokenHandler
 
 from flare_runtime.transports.quic_tickets import ServerTicketStore
 
@@ -594,10 +602,22 @@ class ServerLink(QuicLink):
     """
 
     def __init__(
-        self, quic: QuicConnection, stream_handler: Any = None, *, factory: ListenerFactory
+        self,
+        quic: QuicConnection,
+        stream_handler: Any = None,
+        *,
+        factory: ListenerFactory,
+        guard: HandshakeGuard | None = None,
     ) -> None:
         super().__init__(quic)
         self._factory = factory
+        self._guard = guard
+        self._handshake_timer: asyncio.TimerHandle | None = None
+        if guard is not None:
+            guard.in_progress += 1
+            self._handshake_timer = self._loop.call_later(
+                guard.handshake_timeout, self._handshake_timed_out
+            )
 
     def quic_event_received(self, event: QuicEvent) -> None:
         """:meta private:"""
@@ -607,7 +627,123 @@ class ServerLink(QuicLink):
             )
             if wanted:
                 self.listener = self._factory(self)
+        if isinstance(event, HandshakeCompleted):
+            self._handshake_over()
         super().quic_event_received(event)
+
+    def _mark_closed(self, reason: str, error_code: int = NO_ERROR) -> None:
+        self._handshake_over()
+        super()._mark_closed(reason, error_code)
+
+    def _handshake_over(self) -> None:
+        """The handshake completed or the connection closed: it is no longer in progress."""
+        timer, self._handshake_timer = self._handshake_timer, None
+        if timer is not None:
+            timer.cancel()
+            assert self._guard is not None
+            self._guard.in_progress -= 1
+
+    def _handshake_timed_out(self) -> None:
+        self._handshake_timer = None
+        if self._guard is not None:
+            self._guard.in_progress -= 1
+        if not self.handshake_complete and not self.closed:
+            self.abort(NO_ERROR, "handshake timed out")
+
+
+class HandshakeGuard:
+    """Admission control for new connections on one server socket (sans-I/O counters).
+
+    `address_validation` picks when a new client must first prove its address
+    with a Retry round trip (RFC 9000 §8.1): "always", "never", or "load" --
+    once `retry_threshold` handshakes are in progress. Retry is stateless: a
+    spoofed Initial gets a Retry packet and costs no connection. Beyond
+    `max_handshakes` in progress, Initial packets that would start a
+    connection are dropped. A handshake not complete `handshake_timeout`
+    seconds after its first packet is abandoned.
+    """
+
+    MODES = ("always", "load", "never")
+
+    def __init__(
+        self,
+        *,
+        address_validation: str = "load",
+        retry_threshold: int = 128,
+        max_handshakes: int = 1024,
+        handshake_timeout: float = 10.0,
+    ) -> None:
+        if address_validation not in self.MODES:
+            raise ValueError(f"address_validation must be one of {', '.join(self.MODES)}")
+        if retry_threshold < 0 or max_handshakes < 1:
+            raise ValueError("retry_threshold must be >= 0 and max_handshakes >= 1")
+        if not handshake_timeout > 0:
+            raise ValueError("handshake_timeout must be positive")
+        self.address_validation = address_validation
+        self.retry_threshold = retry_threshold
+        self.max_handshakes = max_handshakes
+        self.handshake_timeout = handshake_timeout
+        self.in_progress = 0
+        """Connections created whose handshake has neither completed nor given up."""
+
+    def must_retry(self) -> bool:
+        """True when a new client must first prove its address (send it a Retry)."""
+        mode = self.address_validation
+        return mode == "always" or (mode == "load" and self.in_progress >= self.retry_threshold)
+
+    @property
+    def full(self) -> bool:
+        """True when no new handshake may start."""
+        return self.in_progress >= self.max_handshakes
+
+
+class AdmittingQuicServer(QuicServer):
+    """aioquic's `QuicServer`, admitting new connections through a `HandshakeGuard`.
+
+    Packets of existing connections (every short-header packet, and long-header
+    packets for a known connection id) pass straight to aioquic. An Initial that
+    would create a connection is dropped when the guard is full, and otherwise
+    handled by aioquic with or without Retry as the guard decides; an Initial
+    carrying a token (the answer to a Retry) always has it validated.
+
+    The shim: aioquic decides Retry per server from its private ``_retry``
+    attribute (a `QuicRetryTokenHandler` or None) and keeps connections in
+    ``_protocols``; this class sets the first per new-connection packet and
+    reads the second. tests/runtime/transports/test_quic_link.py checks both
+    against the installed aioquic (it fails loudly if they change).
+    """
+
+    def __init__(self, *, guard: HandshakeGuard, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.guard = guard
+        self._retry_tokens = QuicRetryTokenHandler()
+
+    def datagram_received(self, data: bytes | str, addr: Any) -> None:
+        """:meta private: admission control, then aioquic's own handling."""
+        if data and cast(bytes, data)[0] & 0x80 and self._admit(cast(bytes, data)):
+            return
+        super().datagram_received(data, addr)
+
+    def _admit(self, data: bytes) -> bool:
+        """Decide Retry for a long-header packet; return True to drop it."""
+        try:
+            header = pull_quic_header(
+                Buffer(data=data), host_cid_length=self._configuration.connection_id_length
+            )
+        except ValueError:
+            return False  # aioquic ignores it too
+        if (
+            header.packet_type != QuicPacketType.INITIAL
+            or header.destination_cid in self._protocols
+        ):
+            return False
+        guard = self.guard
+        if guard.full:
+            return True
+        # A token answers a Retry we sent: validate it even if no longer under load.
+        retry = header.token or guard.must_retry()
+        self._retry = self._retry_tokens if retry else None  # type: ignore[assignment]
+        return False
 
 
 async def serve_links(
@@ -617,18 +753,22 @@ async def serve_links(
     configuration: QuicConfiguration,
     factory: ListenerFactory,
     tickets: ServerTicketStore | None,
+    guard: HandshakeGuard | None = None,
 ) -> QuicServer:
     """Listen for QUIC on `host`:`port`; each connection gets ``factory(link)``.
 
     With `tickets`, the server issues session tickets (resumption and 0-RTT)
-    and accepts each one once (see `ServerTicketStore`). aioquic's `serve`,
-    reading through a `DrainingSocket`.
+    and accepts each one once (see `ServerTicketStore`). New connections are
+    admitted through `guard` (default: a `HandshakeGuard` with its defaults).
+    aioquic's `serve`, reading through a `DrainingSocket`.
     """
     loop = asyncio.get_running_loop()
     sock = await _bound_socket(host, port)
-    server = QuicServer(
+    guard = guard if guard is not None else HandshakeGuard()
+    server = AdmittingQuicServer(
+        guard=guard,
         configuration=configuration,
-        create_protocol=partial(ServerLink, factory=factory),
+        create_protocol=partial(ServerLink, factory=factory, guard=guard),
         session_ticket_handler=tickets.add if tickets is not None else None,
         session_ticket_fetcher=tickets.take if tickets is not None else None,
     )

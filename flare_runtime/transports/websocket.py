@@ -24,13 +24,23 @@ errors, the close handshake) goes through websockets.
 Connection-level credentials travel in the opening HTTP request:
 ``Authorization: Bearer <token>`` and ``x-flare-*`` headers become the
 connection's opening metadata (browsers, which cannot set headers on a
-WebSocket, may pass ``?access_token=...`` in the URL instead).
+WebSocket, may pass ``?access_token=...`` in the URL instead); ``x-flare-*-bin``
+headers carry base64, as gRPC's ``-bin`` headers do. An upgrade whose headers
+cannot become metadata is refused before ``101 Switching Protocols``: more than
+one credential (two ``Authorization`` headers, or one plus ``access_token``)
+with ``401``, a ``-bin`` value that is not base64 with ``400``
+(`handshake_metadata`). Refusals and failures a client causes are logged
+through the server's `PeerLog`, rate-limited.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import http
+import logging
 import os
 import re
 import ssl
@@ -53,8 +63,9 @@ from websockets.server import ServerProtocol
 from websockets.uri import parse_uri
 
 from flare_runtime.client import ConnectOptions
-from flare_runtime.errors import ConfigurationError, ConnectionClosedError
+from flare_runtime.errors import ConfigurationError, ConnectionClosedError, describe
 from flare_runtime.metadata import Metadata, MetadataValue
+from flare_runtime.peer_log import PeerLog
 from flare_runtime.protocol.config import ProtocolConfig, Settings
 from flare_runtime.protocol.frames import HEADER_SIZE
 from flare_runtime.routing import Transport
@@ -66,6 +77,8 @@ from flare_runtime.wire.server import ServerEndpoint
 
 if TYPE_CHECKING:
     from flare_runtime.server import Server
+
+logger = logging.getLogger("flare_runtime.transports.websocket")
 
 try:  # websockets' C implementation, as its own framing uses
     from websockets.speedups import apply_mask
@@ -98,21 +111,59 @@ def message_limit(settings: Settings) -> int:
 CloseHandler = Callable[[], None]
 
 
+class UpgradeRefusedError(Exception):
+    """An upgrade request that cannot become a Flare connection: answer `status`, `reason`."""
+
+    def __init__(self, status: http.HTTPStatus, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
 def handshake_metadata(request: Request) -> Metadata:
-    """The connection's opening metadata from the HTTP upgrade request."""
+    """The connection's opening metadata from the HTTP upgrade request.
+
+    Raises `UpgradeRefusedError`: 401 when the request carries more than one
+    credential (``Authorization`` headers and ``access_token`` parameters
+    together: which one is meant is ambiguous, so none is picked), 400 when an
+    ``x-flare-*-bin`` value is not base64 or a header cannot be metadata.
+    """
     pairs: list[tuple[str, MetadataValue]] = []
-    authorization = request.headers.get("Authorization")
-    if authorization:
-        pairs.append(("authorization", authorization))
-    else:
-        query = urllib.parse.urlsplit(request.path).query
-        for token in urllib.parse.parse_qs(query).get("access_token", [])[:1]:
-            pairs.append(("authorization", f"Bearer {token}"))
+    authorizations = request.headers.get_all("Authorization")
+    query = urllib.parse.urlsplit(request.path).query
+    tokens = urllib.parse.parse_qs(query).get("access_token", []) if query else []
+    if len(authorizations) + len(tokens) > 1:
+        raise UpgradeRefusedError(
+            http.HTTPStatus.UNAUTHORIZED,
+            f"ambiguous credentials: {len(authorizations)} Authorization header(s) and "
+            f"{len(tokens)} access_token parameter(s), expected one",
+        )
+    if authorizations:
+        if authorizations[0]:
+            pairs.append(("authorization", authorizations[0]))
+    elif tokens:
+        pairs.append(("authorization", f"Bearer {tokens[0]}"))
     for name, value in request.headers.raw_items():
         lowered = name.lower()
         if lowered.startswith(FORWARDED_HEADER_PREFIX):
-            pairs.append((lowered, value))
-    return Metadata(pairs)
+            if lowered.endswith("-bin"):
+                pairs.append((lowered, _base64_header(lowered, value)))
+            else:
+                pairs.append((lowered, value))
+    try:
+        return Metadata(pairs)
+    except ValueError as error:
+        raise UpgradeRefusedError(http.HTTPStatus.BAD_REQUEST, str(error)) from None
+
+
+def _base64_header(name: str, value: str) -> bytes:
+    """A ``-bin`` header's bytes: base64, padding optional (gRPC's rule)."""
+    try:
+        return base64.b64decode(value + "=" * (-len(value) % 4), validate=True)
+    except (binascii.Error, ValueError):
+        raise UpgradeRefusedError(
+            http.HTTPStatus.BAD_REQUEST, f"header {name} is not base64"
+        ) from None
 
 
 class _WebSocketAdapter(asyncio.Protocol):
@@ -128,6 +179,8 @@ class _WebSocketAdapter(asyncio.Protocol):
     _masking = False
     """Clients mask every frame they send (RFC 6455 §5.3)."""
     _max_message = MAX_WEBSOCKET_MESSAGE
+    peer_log: PeerLog | None = None
+    """Rate-limits the log lines the peer can cause (the server's; None on a client)."""
 
     def __init__(self) -> None:
         self.transport: asyncio.Transport | None = None
@@ -215,6 +268,23 @@ class _WebSocketAdapter(asyncio.Protocol):
             self.peer = str(peername)
 
     def data_received(self, data: bytes) -> None:
+        try:
+            self._receive(data)
+        except Exception as error:
+            # A bug reached by this peer's input: close this connection only,
+            # and log it rate-limited (asyncio would log every occurrence).
+            self._input_failed(error)
+
+    def _input_failed(self, error: Exception) -> None:
+        message = "WebSocket connection from %s failed on its input; closing it"
+        if self.peer_log is not None:
+            self.peer_log.log(logger, logging.ERROR, message, self.peer, exc_info=error)
+        else:
+            logger.error(message, self.peer, exc_info=error)
+        if self.transport is not None:
+            self.transport.abort()
+
+    def _receive(self, data: bytes) -> None:
         protocol = self.protocol
         if (
             self.endpoint is not None
@@ -406,13 +476,18 @@ class ServerAdapter(_WebSocketAdapter):
         open_timeout: float = 10.0,
         write_buffer: int | None = None,
         max_message: int = MAX_WEBSOCKET_MESSAGE,
+        peer_log: PeerLog | None = None,
+        protocol_logger: logging.LoggerAdapter[logging.Logger] | None = None,
     ) -> None:
         super().__init__()
         self._endpoint_factory = endpoint_factory
         self._write_buffer = write_buffer
         self._max_message = max_message
+        self.peer_log = peer_log
         extensions = [ServerPerMessageDeflateFactory()] if compression == "deflate" else None
-        self.protocol = ServerProtocol(extensions=extensions, max_size=max_message)
+        self.protocol = ServerProtocol(
+            extensions=extensions, max_size=max_message, logger=protocol_logger
+        )
         self._open_timeout = open_timeout
         self._open_timer: asyncio.TimerHandle | None = None
 
@@ -445,15 +520,25 @@ class ServerAdapter(_WebSocketAdapter):
         protocol = self.protocol
         assert isinstance(protocol, ServerProtocol)
         response = protocol.accept(event)
+        metadata: Metadata | None = None
+        if response.status_code == 101:
+            try:
+                metadata = handshake_metadata(event)
+            except UpgradeRefusedError as refused:
+                # Refused before 101: the client sees the status and the reason.
+                response = protocol.reject(refused.status, f"{refused.reason}\n")
+                message = "refused WebSocket upgrade from %s: %s"
+                if self.peer_log is not None:
+                    self.peer_log.log(logger, logging.INFO, message, self.peer, refused.reason)
         protocol.send_response(response)
         self._flush()
         if self._open_timer is not None:
             self._open_timer.cancel()
             self._open_timer = None
-        if response.status_code != 101:
+        if metadata is None:
             self.transport.close()
             return
-        self.endpoint = self._endpoint_factory(self, handshake_metadata(event))
+        self.endpoint = self._endpoint_factory(self, metadata)
 
 
 class ClientAdapter(_WebSocketAdapter):
@@ -494,7 +579,7 @@ class ClientAdapter(_WebSocketAdapter):
         protocol = self.protocol
         if protocol.handshake_exc is not None or protocol.state is not State.OPEN:
             self.opened.set_exception(
-                ConnectionClosedError(f"WebSocket handshake failed: {protocol.handshake_exc}")
+                ConnectionClosedError(f"WebSocket handshake failed: {_refusal(event)}")
             )
             if self.transport is not None:
                 self.transport.close()
@@ -504,9 +589,19 @@ class ClientAdapter(_WebSocketAdapter):
 
     def _handshake_failed(self, exc: BaseException | None) -> None:
         if not self.opened.done():
+            reason = describe(exc) if exc is not None else "the server closed the connection"
             self.opened.set_exception(
-                ConnectionClosedError(f"connection lost during the WebSocket handshake: {exc}")
+                ConnectionClosedError(f"connection lost during the WebSocket handshake: {reason}")
             )
+
+
+def _refusal(response: Response) -> str:
+    """What a refused upgrade response says: its status, and the first line of its body."""
+    text = f"HTTP {response.status_code} {response.reason_phrase}"
+    body = response.body.decode("utf-8", "replace").strip().splitlines() if response.body else []
+    if body and len(body[0]) <= 200:
+        text += f": {body[0]}"
+    return text
 
 
 async def serve_websocket(
@@ -520,14 +615,19 @@ async def serve_websocket(
     open_timeout: float = 10.0,
     write_buffer: int | None = None,
     max_message: int = MAX_WEBSOCKET_MESSAGE,
+    peer_log: PeerLog | None = None,
 ) -> asyncio.Server:
     """Listen on host:port; each accepted connection gets an endpoint from `endpoint_factory`.
 
     A connection whose HTTP upgrade is not done within `open_timeout` seconds
-    is dropped. Returns the started `asyncio.Server`; `close()` it to stop
-    accepting.
+    is dropped. Log lines clients cause go through `peer_log` (rate-limited).
+    Returns the started `asyncio.Server`; `close()` it to stop accepting.
     """
     loop = asyncio.get_running_loop()
+    # websockets logs a line per connection (open, rejected): through the PeerLog too.
+    protocol_logger = (
+        peer_log.adapter(logging.getLogger("websockets.server")) if peer_log is not None else None
+    )
     return await loop.create_server(
         lambda: ServerAdapter(
             endpoint_factory,
@@ -535,6 +635,8 @@ async def serve_websocket(
             open_timeout=open_timeout,
             write_buffer=write_buffer,
             max_message=max_message,
+            peer_log=peer_log,
+            protocol_logger=protocol_logger,
         ),
         host,
         port,
@@ -585,12 +687,12 @@ async def open_websocket(
             )
             assert adapter is not None
             return await adapter.opened
-    except (OSError, InvalidHandshake, ssl.SSLError) as exc:
-        raise ConnectionClosedError(f"cannot connect to {url}: {exc}") from None
-    except TimeoutError:
+    except TimeoutError:  # before OSError, its base class
         if adapter is not None:
             adapter.abort()
         raise ConnectionClosedError(f"cannot connect to {url}: timed out") from None
+    except (OSError, InvalidHandshake, ssl.SSLError) as exc:
+        raise ConnectionClosedError(f"cannot connect to {url}: {describe(exc)}") from None
 
 
 # ---------------------------------------------------------------------------- server/client glue
@@ -622,6 +724,7 @@ class WebSocketListener:
             open_timeout=options.protocol.handshake_timeout,
             write_buffer=options.max_write_buffer,
             max_message=message_limit(options.protocol.settings),
+            peer_log=self._server.peer_log,
         )
         self.port = self._listening.sockets[0].getsockname()[1]
 
@@ -657,12 +760,12 @@ async def open_channel(url: str, options: ConnectOptions) -> WireChannel:
     if options.token is not None:
         headers.append(("Authorization", f"Bearer {options.token}"))
     for key, value in options.metadata.entries():
-        if isinstance(value, bytes):
-            raise ConfigurationError("binary connection metadata cannot travel in HTTP headers")
+        # A -bin key's bytes travel as base64 (gRPC's rule for binary headers).
+        text = base64.b64encode(value).decode("ascii") if isinstance(value, bytes) else value
         forwarded = key
         if not key.startswith(FORWARDED_HEADER_PREFIX) and key != "authorization":
             forwarded = FORWARDED_HEADER_PREFIX + key
-        headers.append((forwarded, value))
+        headers.append((forwarded, text))
     for name, value in headers:
         # Checked here: websockets would raise inside connection_made, and the
         # connect would then wait for its open timeout.

@@ -6,10 +6,14 @@ call is one small object; a bidi call given a request iterable adds one task
 that feeds it.
 
 Pushes: messages the server pushes arrive by push type id and are decoded
-with the push tables given at connect. `pushes()` iterates them; `on_push`
-registers a callback. Buffered pushes are bounded (``max_pending_pushes``):
-when the application does not keep up, the channel stops reading from the
-socket, which back-pressures the server instead of growing without bound.
+with the push tables given at connect. `on_push` registers a callback, called
+with every push as it arrives; `pushes()` iterates them. A push is buffered
+for `pushes()` only while an iterator is open, or while no callback is
+registered (so pushes that arrive before the application starts iterating
+are kept): pushes that callbacks handle never fill the buffer. Buffered pushes
+are bounded (``max_pending_pushes``): when an iterating application does not
+keep up, the channel stops reading from the socket, which back-pressures the
+server instead of growing without bound.
 """
 
 from __future__ import annotations
@@ -129,6 +133,8 @@ class ClientEndpoint(WireEndpoint):
         self.pushes: collections.deque[Message] = collections.deque()
         self.push_callbacks: list[PushCallback] = []
         self.push_waiter: asyncio.Future[None] | None = None
+        self.push_readers = 0
+        """Open `WireChannel.pushes()` iterators."""
         self.max_pending_pushes = max_pending_pushes
         self.reading_paused = False
         self.close_reason = ""
@@ -230,11 +236,14 @@ class ClientEndpoint(WireEndpoint):
             message = message_type.FromString(event.data)
         except DecodeError:
             return
-        for callback in self.push_callbacks:
+        callbacks = self.push_callbacks
+        for callback in callbacks:
             try:
                 callback(message)
             except Exception:  # the application's bug must not break the connection
                 logger.exception("push callback %r failed", callback)
+        if callbacks and not self.push_readers:
+            return  # handled; buffering it for nobody would stall reading (and every call)
         self.pushes.append(message)
         self._wake_push()
         if len(self.pushes) >= self.max_pending_pushes and not self.reading_paused:
@@ -287,25 +296,47 @@ class WireChannel(Channel):
     # ------------------------------------------------------------------ pushes
 
     def on_push(self, callback: PushCallback) -> None:
-        """Call `callback(message)` for every push (in the event loop; must not block)."""
-        self.endpoint.push_callbacks.append(callback)
+        """Call `callback(message)` for every push (in the event loop; must not block).
+
+        Pushes buffered before the first callback, while no `pushes()`
+        iterator is open, are handed to it at once.
+        """
+        endpoint = self.endpoint
+        endpoint.push_callbacks.append(callback)
+        if endpoint.push_readers or not endpoint.pushes:
+            return
+        buffered, endpoint.pushes = endpoint.pushes, collections.deque()
+        for message in buffered:
+            try:
+                callback(message)
+            except Exception:
+                logger.exception("push callback %r failed", callback)
+        endpoint.push_taken()
 
     async def pushes(self) -> AsyncGenerator[Message, None]:
-        """Iterate pushed messages (decoded by push type id) until the channel closes."""
+        """Iterate pushed messages (decoded by push type id) until the channel closes.
+
+        While the iterator is open every push is buffered for it (bounded by
+        ``max_pending_pushes``: a reader that falls behind pauses the socket).
+        """
         endpoint = self.endpoint
-        while True:
-            if endpoint.pushes:
-                message = endpoint.pushes.popleft()
-                endpoint.push_taken()
-                yield message
-                continue
-            if endpoint._closed or endpoint.conn.closed:
-                return
-            endpoint.push_waiter = endpoint.loop.create_future()
-            try:
-                await endpoint.push_waiter
-            finally:
-                endpoint.push_waiter = None
+        endpoint.push_readers += 1
+        try:
+            while True:
+                if endpoint.pushes:
+                    message = endpoint.pushes.popleft()
+                    endpoint.push_taken()
+                    yield message
+                    continue
+                if endpoint._closed or endpoint.conn.closed:
+                    return
+                endpoint.push_waiter = endpoint.loop.create_future()
+                try:
+                    await endpoint.push_waiter
+                finally:
+                    endpoint.push_waiter = None
+        finally:
+            endpoint.push_readers -= 1
 
     # ------------------------------------------------------------------ calls
 

@@ -24,9 +24,11 @@ Output is batched: events and sends mark the endpoint dirty and one
 
 Backpressure: senders wait while the call has no flow-control credit (the
 peer's application is not consuming) or while the transport's write buffer is
-above its high-water mark (`pause_writing`). A server never buffers more than
-the write high-water mark plus one message per call for a client that stops
-reading.
+above its high-water mark (`pause_writing`). A server also stops reading from a
+client while that mark is passed (`ServerEndpoint`), so a client that never
+reads cannot make it queue answers (PONGs, responses) without bound, and a
+server aborts a client whose unsent output still passes
+`ServerOptions.max_unsent_output` (pushes are not flow-controlled).
 """
 
 from __future__ import annotations
@@ -168,6 +170,8 @@ class WireEndpoint:
         data = self.conn.data_to_send()
         if data and not self._closed:
             self.transport.write(data)
+            if self._write_paused:
+                self._output_backlogged()
 
     def schedule_flush(self) -> None:
         """Write everything queued at the end of this loop iteration (one chunk).
@@ -266,6 +270,17 @@ class WireEndpoint:
 
     def _on_lost(self, exc: BaseException | None) -> None:
         """Called once when the connection is gone."""
+
+    def _output_backlogged(self) -> None:
+        """Called after a write while the transport is above its high-water mark."""
+
+    async def wait_output_drained(self) -> None:
+        """Wait while the transport is above its high-water mark (returns at once if not,
+        or once the connection closed)."""
+        while self._write_paused and not self._closed:
+            waiter = self.loop.create_future()
+            self._write_waiters.append(waiter)
+            await waiter
 
     async def wait_closed(self) -> None:
         """Wait until the transport has closed."""

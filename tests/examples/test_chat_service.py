@@ -5,13 +5,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import pytest
 from examples.chat.v1 import chat_pb2
 from examples.chat.v1.chat_flare import ChatServiceRoutes
 
 from examples.chat.service import ChatService
 from flare_runtime.auth import Principal
 from flare_runtime.context import CallContext
+from flare_runtime.errors import RpcError
 from flare_runtime.routing import Transport
+from flare_runtime.status import StatusCode
 
 
 def as_user(user: str) -> CallContext:
@@ -58,3 +61,18 @@ async def test_an_ended_subscription_leaves_no_listener_entry() -> None:
         with contextlib.suppress(asyncio.CancelledError):
             await waiting
     assert service.listeners == {}
+
+
+async def test_a_subscriber_that_falls_behind_is_ended_not_buffered_for() -> None:
+    service = ChatService(subscriber_backlog=3)
+    stream = service.subscribe(chat_pb2.SubscribeRequest(room="lobby"), as_user("bob"))
+    first = asyncio.ensure_future(anext(stream))
+    await asyncio.sleep(0)
+    for text in ("one", "two", "three", "four", "five"):
+        await service.send(send_request("", text), as_user("alice"))
+    assert (await first).posted.message.text == "one"
+    # Four more arrived with room for three: the subscription ends, the server holds no more.
+    assert service.listeners == {} or not service.listeners["lobby"]
+    with pytest.raises(RpcError) as caught:
+        await anext(stream)
+    assert caught.value.code is StatusCode.RESOURCE_EXHAUSTED

@@ -55,10 +55,12 @@ async def test_pushes_and_on_push_callback() -> None:
     async with memory_channel(server) as channel:
         seen: list[str] = []
         channel.on_push(lambda message: seen.append(message.value))  # type: ignore[attr-defined]
-        await channel.unary_unary(Routes.PUSH_ME, Int64Value(value=2))
         pushes = channel.pushes()
-        first = await anext(pushes)
-        assert first == StringValue(value="push 0")
+        # The iterator is open (waiting) before the pushes arrive: both get them.
+        first_task = asyncio.ensure_future(anext(pushes))
+        await asyncio.sleep(0)
+        await channel.unary_unary(Routes.PUSH_ME, Int64Value(value=2))
+        assert await first_task == StringValue(value="push 0")
         assert seen == ["push 0", "push 1"]
 
 

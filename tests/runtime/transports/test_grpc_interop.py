@@ -133,6 +133,45 @@ async def chat_port() -> AsyncIterator[int]:
 AUTH = (("authorization", f"Bearer {TOKEN}"),)
 
 
+def test_the_generated_base_declares_every_method_abstract() -> None:
+    """docs/transports/grpc.md: a handler class that leaves a method out cannot be made."""
+
+    class Incomplete(chat_flare.ChatAdminServiceBase):
+        pass
+
+    with pytest.raises(TypeError, match="purge"):
+        Incomplete()  # type: ignore[abstract]
+
+
+async def test_a_method_raising_not_implemented_answers_unimplemented() -> None:
+    """docs/transports/grpc.md: a method that is not ready raises NotImplementedError,
+    and a stock gRPC client sees UNIMPLEMENTED."""
+
+    class NotReady(Chat):
+        async def upload(
+            self, requests: AsyncIterator[chat_pb2.UploadChunk], context: CallContext
+        ) -> chat_pb2.UploadReply:
+            raise NotImplementedError
+
+    server = Server(
+        [(chat_flare.CHAT_SERVICE, NotReady())],
+        auth=TokenAuth({TOKEN: Principal("ada", frozenset({"chat", "chat.write"}))}),
+    )
+    await server.start(grpc="127.0.0.1:0")
+    try:
+        stubs = stock_stubs("examples/chat/v1/chat.proto", include=[SCHEMAS])
+        pb2: Any = stubs.pb2
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port('grpc')}") as channel:
+            chat: Any = stubs.pb2_grpc.ChatServiceStub(channel)
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await chat.Upload(
+                    iter([pb2.UploadChunk(data=b"x")]), metadata=AUTH, timeout=40 * UNIT
+                )
+        assert caught.value.code() is grpc.StatusCode.UNIMPLEMENTED
+    finally:
+        await server.shutdown(grace=0)
+
+
 async def test_stock_python_client_calls_every_grpc_method(chat_port: int) -> None:
     stubs = stock_stubs("examples/chat/v1/chat.proto", include=[SCHEMAS])
     pb2: Any = stubs.pb2

@@ -9,6 +9,7 @@ test_quic_transport.py.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -16,16 +17,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from aioquic._buffer import Buffer
 from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
+from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 from flare_runtime.transports.quic_link import (
     FLARE_PROTOCOL_ERROR,
     MAX_DATAGRAMS_PER_WAKEUP,
+    AdmittingQuicServer,
     ClientLink,
     DrainingSocket,
+    HandshakeGuard,
     OutputCoalescer,
     QuicLink,
     ServerLink,
@@ -112,6 +117,12 @@ class Harness:
 
 @pytest.fixture
 async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
+    async with _harness(tmp_path, HandshakeGuard()) as started:
+        yield started
+
+
+@contextlib.asynccontextmanager
+async def _harness(tmp_path: Path, guard: HandshakeGuard) -> AsyncIterator[Harness]:
     files = write_dev_certificate(tmp_path)
     configuration = QuicConfiguration(is_client=False, alpn_protocols=[ALPN], idle_timeout=5.0)
     configuration.load_cert_chain(files.certificate, files.private_key)
@@ -124,11 +135,13 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
 
     tickets = ServerTicketStore()
     server = await serve_links(
-        "127.0.0.1", 0, configuration=configuration, factory=factory, tickets=tickets
+        "127.0.0.1", 0, configuration=configuration, factory=factory, tickets=tickets, guard=guard
     )
     port = server._transport.get_extra_info("sockname")[1] if server._transport else 0
-    yield Harness(files, server, port, recorders, tickets, MemoryTicketStore())
-    server.close()
+    try:
+        yield Harness(files, server, port, recorders, tickets, MemoryTicketStore())
+    finally:
+        server.close()
 
 
 async def test_bytes_flow_both_ways_on_one_stream(harness: Harness) -> None:
@@ -418,3 +431,65 @@ async def test_queued_datagrams_are_handed_on_in_one_wakeup_each_up_to_the_cap()
         transport.close()
     assert received == [i.to_bytes(2, "big") for i in range(burst)]
     assert counting.wakeups == 2  # asyncio alone: one wake-up per datagram
+
+
+# ---------------------------------------------------------------------------- admission
+
+
+async def _first_answer(port: int) -> QuicPacketType:
+    """Send one fresh client Initial to `port`; return the type of the server's first packet."""
+    configuration = QuicConfiguration(is_client=True, alpn_protocols=[ALPN])
+    quic = QuicConnection(configuration=configuration)
+    quic.connect(("127.0.0.1", port), now=0.0)
+    initial = quic.datagrams_to_send(now=0.0)[0][0]
+    loop = asyncio.get_running_loop()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+        sock.setblocking(False)
+        sock.connect(("127.0.0.1", port))
+        await loop.sock_sendall(sock, initial)
+        answer = await asyncio.wait_for(loop.sock_recv(sock, 65536), TIMEOUT)
+    return pull_quic_header(Buffer(data=answer), host_cid_length=8).packet_type
+
+
+def test_the_retry_shim_matches_the_installed_aioquic() -> None:
+    """`AdmittingQuicServer` sets aioquic's private ``QuicServer._retry`` and reads
+    ``_protocols``: if aioquic renames them, this fails (and the behaviour tests below)."""
+    assert "retry" in QuicServer.__init__.__code__.co_varnames
+    names = QuicServer.datagram_received.__code__.co_names
+    assert "_retry" in names, "aioquic's QuicServer no longer reads _retry"
+    assert "_protocols" in names, "aioquic's QuicServer no longer keeps _protocols"
+
+
+@pytest.mark.parametrize(
+    ("mode", "expected"),
+    [("always", QuicPacketType.RETRY), ("never", QuicPacketType.INITIAL)],
+)
+async def test_address_validation_decides_whether_a_new_client_gets_a_retry(
+    tmp_path: Path, mode: str, expected: QuicPacketType
+) -> None:
+    async with _harness(tmp_path, HandshakeGuard(address_validation=mode)) as harness:
+        assert isinstance(harness.server, AdmittingQuicServer)
+        assert await _first_answer(harness.port) is expected
+        link, recorder = await harness.connect()  # a real client passes either way
+        link.write(b"through")
+        assert await recorder.wait_for(7) == b"through"
+        link.close()
+        link.release()
+
+
+async def test_under_load_new_clients_get_a_retry(tmp_path: Path) -> None:
+    guard = HandshakeGuard(address_validation="load", retry_threshold=1)
+    async with _harness(tmp_path, guard) as harness:
+        assert await _first_answer(harness.port) is QuicPacketType.INITIAL  # now 1 in progress
+        assert guard.in_progress == 1
+        assert await _first_answer(harness.port) is QuicPacketType.RETRY
+        assert guard.in_progress == 1
+
+
+def test_guard_settings_are_checked() -> None:
+    with pytest.raises(ValueError):
+        HandshakeGuard(address_validation="sometimes")
+    with pytest.raises(ValueError):
+        HandshakeGuard(max_handshakes=0)
+    with pytest.raises(ValueError):
+        HandshakeGuard(handshake_timeout=0)
