@@ -19,6 +19,7 @@ TYPING_CHANGED = 64003
 PRESENCE_CHANGED = 64004
 MEMBERSHIP_CHANGED = 64005
 SESSION_CLOSED = 64006
+SYNC_REQUIRED = 64007
 
 _EVENT_FIELD_BY_PUSH_TYPE = {
     MESSAGE_RECEIVED: "message_received",
@@ -27,6 +28,7 @@ _EVENT_FIELD_BY_PUSH_TYPE = {
     PRESENCE_CHANGED: "presence_changed",
     MEMBERSHIP_CHANGED: "membership_changed",
     SESSION_CLOSED: "session_closed",
+    SYNC_REQUIRED: "sync_required",
 }
 
 _CONTENT_TAG = bytes([9 << 3 | 2])  # Message.content: field 9, wire type LEN

@@ -22,5 +22,6 @@ PUSH_TYPES: Final = PushTable(
         PushType(type_id=64004, message_type=events_pb2.PresenceChanged),
         PushType(type_id=64005, message_type=events_pb2.MembershipChanged),
         PushType(type_id=64006, message_type=events_pb2.SessionClosed),
+        PushType(type_id=64007, message_type=events_pb2.SyncRequired),
     ),
 )
