@@ -287,10 +287,15 @@ class History:
             unread_count=count,
         )
         own = PreparedPush(events.RECEIPT_UPDATED, notice.SerializeToString())
-        self._delivery.publish(room, Fanout(own, (session.user_id,)))
         notice.ClearField("unread_count")
         others = PreparedPush(events.RECEIPT_UPDATED, notice.SerializeToString())
-        self._delivery.publish(room, Fanout(others, room.members, exclude=session.user_id))
+        relay = self._delivery.relay
+        if relay is not None:
+            relay.user_event(session.user_id, own)
+            relay.conversation_event(room, others, exclude=session.user_id)
+        else:
+            self._delivery.publish(room, Fanout(own, (session.user_id,)))
+            self._delivery.publish(room, Fanout(others, room.members, exclude=session.user_id))
         return receipt, count
 
     # -- retention ---------------------------------------------------------------------
@@ -332,4 +337,6 @@ class History:
         record = await self._storage.reset_history(conversation_id)
         room.record = record
         self._delivery.reset(room, record.last_seq)
+        if self._delivery.relay is not None:
+            self._delivery.relay.history_reset(room)
         return record

@@ -98,6 +98,8 @@ def _conversation(row: Any) -> ConversationRecord:
 class PostgresStorage(Storage):
     """`Storage` in PostgreSQL (asyncpg pool). `dsn` is a ``postgresql://`` URL."""
 
+    shared = True
+
     def __init__(
         self,
         dsn: str,
@@ -134,6 +136,13 @@ class PostgresStorage(Storage):
     def set_keyring(self, keyring: KeyRing) -> None:
         """Use `keyring` from now on (rotation: it must still hold the old keys)."""
         self._keyring = keyring
+
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool (the IM's cluster session registry shares it)."""
+        if self._pool is None:
+            raise StorageError("storage is not open")
+        return self._pool
 
     def _sql(self, text: str) -> str:
         return text.replace("{schema}", self._schema)
