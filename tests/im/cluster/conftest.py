@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import asyncpg
 import pytest
 
+from flare_runtime.im.storage.postgres import PostgresStorage
 from flare_runtime.testing.cluster import REDIS_URL, redis_ping
 from flare_runtime.testing.im_cluster import POSTGRES_DSN, ImNodes
 
@@ -36,6 +37,19 @@ async def require_redis() -> None:
     problem = await redis_ping(REDIS_URL)
     if problem is not None:
         skip_or_fail(f"Redis is not reachable at {REDIS_URL} ({problem})")
+
+
+@pytest.fixture
+async def storage() -> AsyncIterator[PostgresStorage]:
+    """An open PostgresStorage in a fresh schema (dropped afterwards)."""
+    await require_postgres()
+    opened = ImNodes(POSTGRES_DSN).storage()
+    await opened.open()
+    try:
+        yield opened
+    finally:
+        await opened.drop_schema()
+        await opened.close()
 
 
 @pytest.fixture
