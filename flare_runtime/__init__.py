@@ -19,6 +19,7 @@ from flare_runtime.errors import (
 )
 from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor, ServerInterceptor
 from flare_runtime.metadata import Metadata
+from flare_runtime.reconnect import Backoff, ChannelState, ReconnectingChannel, reconnecting
 from flare_runtime.routing import Cardinality, PushTable, Route, Router, ServiceRoutes, Transport
 from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.server_connection import PreparedPush, ServerConnection
@@ -28,10 +29,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthPlugin",
+    "Backoff",
     "BidiStreamCall",
     "CallContext",
     "Cardinality",
     "Channel",
+    "ChannelState",
     "ClientCallInfo",
     "ClientInterceptor",
     "ConfigurationError",
@@ -44,6 +47,7 @@ __all__ = [
     "Principal",
     "ProtocolError",
     "PushTable",
+    "ReconnectingChannel",
     "RemoteProtocolError",
     "Route",
     "Router",
@@ -60,4 +64,5 @@ __all__ = [
     "Transport",
     "__version__",
     "connect",
+    "reconnecting",
 ]
