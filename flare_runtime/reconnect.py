@@ -16,8 +16,8 @@ whose pushes tell when the connection is gone) and behaves like the Python
 twin of the TypeScript client (docs/typescript.md, "Reconnect"):
 
 * **Any of several servers.** It starts at a random URL of the list (so
-  clients spread over the nodes) and, when a connection cannot be opened or is
-  lost, tries the next one.
+  clients spread over the nodes; ``shuffle=False``: at the first) and, when a
+  connection cannot be opened or is lost, tries the next one.
 * **Backoff.** After a failed attempt it waits ``min(max_delay, initial_delay
   * multiplier ** (attempt - 1))``, shortened by up to `jitter` at random (so
   clients of a dead node do not all come back at once), forever until
@@ -117,6 +117,7 @@ class ReconnectingChannel(Channel):
         on_state: Callable[[ChannelState, BaseException | None], None] | None = None,
         open_timeout: float = 10.0,
         max_pending_pushes: int = 1024,
+        shuffle: bool = True,
         **connect_options: Any,
     ) -> None:
         if not urls:
@@ -138,7 +139,7 @@ class ReconnectingChannel(Channel):
             "max_pending_pushes": max_pending_pushes,
             **connect_options,
         }
-        self._next_url = random.randrange(len(self.urls))
+        self._next_url = random.randrange(len(self.urls)) if shuffle else 0
         self._channel: Channel | None = None
         self._ready: asyncio.Future[Channel] | None = None
         self._state = ChannelState.CONNECTING
@@ -485,6 +486,7 @@ def reconnecting(
     resume: ResumeHook | None = None,
     on_state: Callable[[ChannelState, BaseException | None], None] | None = None,
     open_timeout: float = 10.0,
+    shuffle: bool = True,
     **connect_options: Any,
 ) -> Reconnecting:
     """A `ReconnectingChannel` to any of `urls` (one URL or several; see the module docstring).
@@ -500,6 +502,7 @@ def reconnecting(
             resume=resume,
             on_state=on_state,
             open_timeout=open_timeout,
+            shuffle=shuffle,
             **connect_options,
         )
     )

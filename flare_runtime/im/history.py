@@ -202,6 +202,12 @@ class History:
         record = room.record
         conversation_id, epoch, first_seq = record.conversation_id, record.epoch, record.first_seq
         last_seq = max(room.last_seq, max(room.pending, default=0))
+        if cursor.epoch == epoch and cursor.last_seq > last_seq:
+            # Another process stored messages this one has not seen yet (a cluster's
+            # node behind its peers, or one that missed events): the log decides.
+            stored = await self._storage.get_conversation(conversation_id)
+            if stored is not None and stored.epoch == epoch:
+                last_seq = max(last_seq, stored.last_seq)
         reason = ""
         if cursor.epoch not in (0, epoch):
             reason = f"epoch changed from {cursor.epoch} to {epoch}: history was reset"

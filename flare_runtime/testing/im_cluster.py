@@ -7,8 +7,10 @@
     ...
     await rig.close()                           # closes the cores, drops the schema
 
-    node = NodeProcess(dsn, schema, keyring, redis_url)   # `python -m` this module
-    await node.start(); url = node.url; node.kill(); await node.start()
+    rig = await ProcessRig.start(tmp_path)      # a Redis and 3 node processes
+    client = await rig.client("alice", "phone", rig.urls)   # an ImClient
+    rig.nodes[1].kill(); rig.redis.kill(); await rig.redis.start()
+    await rig.close()
 
 Every core of a rig shares one fresh PostgreSQL schema (the IM's storage and
 session registry) and one channel namespace, so tests sharing a database and
@@ -37,15 +39,21 @@ import secrets
 import signal
 import subprocess
 import sys
-from dataclasses import dataclass
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from flare.im.v1 import events_pb2
+
 from flare_runtime.cluster import ClusterNode, MemoryBroker, MemoryBus
+from flare_runtime.im.client import ImClient
 from flare_runtime.im.cluster import ClusterSettings
 from flare_runtime.im.core import ImCore, ImLimits
 from flare_runtime.im.storage import KeyRing
 from flare_runtime.im.storage.postgres import PostgresStorage
+from flare_runtime.reconnect import Backoff
+from flare_runtime.testing.cluster import RedisProcess
 
 POSTGRES_DSN = os.environ.get(
     "FLARE_IM_POSTGRES_DSN", "postgresql://flare:flare@127.0.0.1:55432/flare_test"
@@ -93,7 +101,9 @@ class ImNodes:
         self.timing = timing
         self.schema = f"im_cluster_{secrets.token_hex(5)}"
         self.namespace = f"test-{secrets.token_hex(4)}"
-        self.keyring = KeyRing.generate()
+        self.key = os.urandom(32)
+        """The message key (id 1) of every core, and of node processes (`NodeProcess`)."""
+        self.keyring = KeyRing({1: self.key}, 1)
         self.bus = MemoryBus()
         self.cores: list[ImCore] = []
         self.nodes: list[ClusterNode] = []
@@ -235,6 +245,80 @@ class NodeProcess:
     async def wait(self) -> None:
         if self.process is not None:
             await self.process.wait()
+
+
+@dataclass
+class ProcessRig:
+    """Node processes on one Redis of their own and one schema, and the clients of a test."""
+
+    redis: RedisProcess
+    owner: ImNodes
+    """Holds the schema, key and namespace (its `close` drops the schema)."""
+    nodes: list[NodeProcess]
+    clients: list[ImClient] = field(default_factory=list)
+
+    @classmethod
+    async def start(cls, directory: Path, dsn: str = POSTGRES_DSN, count: int = 3) -> ProcessRig:
+        """Start a Redis and `count` nodes (logs in `directory`)."""
+        redis_server = RedisProcess(directory)
+        await redis_server.start()
+        owner = ImNodes(dsn)
+        nodes = [
+            NodeProcess(
+                dsn,
+                owner.schema,
+                owner.key,
+                redis_server.url,
+                owner.namespace,
+                timing=owner.timing,
+                log=directory / f"node{index}.log",
+            )
+            for index in range(count)
+        ]
+        await asyncio.gather(*(node.start() for node in nodes))
+        return cls(redis_server, owner, nodes)
+
+    @property
+    def urls(self) -> list[str]:
+        return [node.url for node in self.nodes]
+
+    async def client(
+        self,
+        user: str,
+        device: str,
+        urls: Sequence[str],
+        *,
+        record: dict[str, list[int]] | None = None,
+        events: list[events_pb2.Event] | None = None,
+        backoff: Backoff = Backoff(initial_delay=0.05, max_delay=0.5),
+    ) -> ImClient:
+        """A started client of `user` (the demo auth: the token is the user) trying `urls` in
+        order; `record` gets each conversation's seqs as delivered, `events` the other pushes."""
+
+        def on_message(message: events_pb2.Message) -> None:
+            if record is not None:
+                record.setdefault(message.conversation_id, []).append(message.seq)
+
+        client = ImClient(
+            list(urls),
+            token=user,
+            device_id=device,
+            backoff=backoff,
+            shuffle=False,
+            on_message=on_message,
+            on_event=events.append if events is not None else None,
+        )
+        self.clients.append(client)
+        await client.start()
+        return client
+
+    async def close(self) -> None:
+        for client in self.clients:
+            with contextlib.suppress(Exception):
+                await client.close()
+        await asyncio.gather(*(node.stop() for node in self.nodes))
+        self.redis.kill()
+        await self.owner.close()
 
 
 async def _serve(arguments: argparse.Namespace) -> None:

@@ -8,14 +8,16 @@ PostgreSQL from `.ci/services.d/40-postgresql.sh`, Redis from
 from __future__ import annotations
 
 import os
+import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import asyncpg
 import pytest
 
 from flare_runtime.im.storage.postgres import PostgresStorage
 from flare_runtime.testing.cluster import REDIS_URL, redis_ping
-from flare_runtime.testing.im_cluster import POSTGRES_DSN, ImNodes
+from flare_runtime.testing.im_cluster import POSTGRES_DSN, ImNodes, ProcessRig
 
 
 def skip_or_fail(reason: str) -> None:
@@ -61,6 +63,19 @@ async def nodes() -> AsyncIterator[ImNodes]:
         yield rig
     finally:
         await rig.close()
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[ProcessRig]:
+    """Three IM node processes on a Redis of the test's own and a shared schema."""
+    await require_postgres()
+    if shutil.which("redis-server") is None:
+        skip_or_fail("redis-server is not installed; run `bash .ci/services.d/70-redis.sh`")
+    running = await ProcessRig.start(tmp_path)
+    try:
+        yield running
+    finally:
+        await running.close()
 
 
 @pytest.fixture

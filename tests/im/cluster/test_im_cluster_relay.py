@@ -369,3 +369,20 @@ async def test_closed_sessions_leave_no_cluster_state(nodes: ImNodes) -> None:
         await eventually(lambda: not followed(a) and not followed(b))
         sizes = core.state_sizes()
         assert sizes["cluster_users"] == sizes["watched_presence"] == sizes["cached_rooms"] == 0
+
+
+async def test_sync_on_a_node_behind_its_peers_trusts_the_log(nodes: ImNodes) -> None:
+    """A device that moved to a node which has not seen the newest messages yet (they are in
+    flight, or the node missed them) syncs from its position instead of being told to
+    start over ("ahead of the log")."""
+    a, b = await nodes.core(), await nodes.core()
+    alice, bob = await login(a, "alice", "laptop"), await login(b, "bob", "phone")
+    room_id = (await a.create_room(session(alice), "r", ["bob"])).record.conversation_id
+    await following(b, room_id)
+    for n in range(3):  # stored, and not (yet) seen by B
+        await a.storage.append(room_id, NewMessage(f"x{n}", "alice", "l", f"c{n}", 0, text("x")))
+    (result,) = await b.sync(session(bob), [SyncCursor(room_id, 1, 3)])
+    assert not result.resync_required, result.resync_reason
+    assert (result.last_seq, result.messages) == (3, [])
+    (ahead,) = await b.sync(session(bob), [SyncCursor(room_id, 1, 4)])
+    assert ahead.resync_required  # beyond the log itself: still refused
