@@ -83,6 +83,9 @@ class Timing:
 
 FAST = Timing()
 
+CLIENT_BACKOFF = Backoff(initial_delay=0.05, max_delay=0.5)
+"""How the rigs' clients retry: fast, so a test's reconnects take little time."""
+
 
 class ImNodes:
     """IM cores of one cluster in this process, on one bus (memory or Redis)."""
@@ -290,7 +293,7 @@ class ProcessRig:
         *,
         record: dict[str, list[int]] | None = None,
         events: list[events_pb2.Event] | None = None,
-        backoff: Backoff = Backoff(initial_delay=0.05, max_delay=0.5),
+        backoff: Backoff = CLIENT_BACKOFF,
     ) -> ImClient:
         """A started client of `user` (the demo auth: the token is the user) trying `urls` in
         order; `record` gets each conversation's seqs as delivered, `events` the other pushes."""
