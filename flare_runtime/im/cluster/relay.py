@@ -56,6 +56,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flare.im.v1 import events_pb2
+from google.protobuf.message import DecodeError
 
 from flare_runtime.cluster import ClusterEvent, ClusterNode, Subscription
 from flare_runtime.im import events
@@ -82,6 +83,10 @@ logger = logging.getLogger("flare_runtime.im.cluster")
 
 _CHANGE = events_pb2.MembershipChanged
 _ENDED_EARLY_SECONDS = 60.0
+MAX_EARLY_EVENTS = 10_000
+"""Events held for a conversation still being read; beyond, they are dropped and its
+devices told to Sync once it is read (a database too slow to answer must not cost
+unbounded memory)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -122,6 +127,7 @@ class _Followed:
         "early",
         "gap_timer",
         "loading",
+        "overflowed",
         "room",
         "subscription",
         "synthesized",
@@ -138,6 +144,8 @@ class _Followed:
         self.loading: asyncio.Task[None] | None = None
         self.early: list[ClusterEvent] = []
         """Events received before the room was read (replayed after)."""
+        self.overflowed = False
+        """More than `MAX_EARLY_EVENTS` arrived before the room was read (some dropped)."""
         self.catch_up: dict[str, tuple[int, list[str], str]] = {}
         """Users who joined before the room was read: (seq at the join, who joined with
         them, who added them); they get the messages after that seq from storage."""
@@ -553,6 +561,9 @@ class ImCluster:
         for event in early:
             self._conversation_event(followed, event)
         followed.synthesized.clear()
+        if followed.overflowed:
+            followed.overflowed = False
+            self._reread([followed], "too many events while the conversation was read")
 
     async def _catch_up(
         self, room: Room, user_id: str, seq: int, joined_with: list[str], actor: str
@@ -586,7 +597,10 @@ class ImCluster:
     def _conversation_event(self, followed: _Followed, event: ClusterEvent) -> None:
         room = followed.room
         if room is None or followed.loading is not None:
-            followed.early.append(event)
+            if len(followed.early) < MAX_EARLY_EVENTS:
+                followed.early.append(event)
+            else:
+                followed.overflowed = True
             return
         push = event.push
         type_id = push.type_id
@@ -668,7 +682,7 @@ class ImCluster:
                 self._delivery.publish(
                     self._user_outbox, Fanout(PreparedPush(type_id, payload), (user_id,))
                 )
-        except (MalformedEventError, ValueError, KeyError) as error:
+        except (MalformedEventError, DecodeError, ValueError, KeyError) as error:
             self._log_once("malformed", "dropped a malformed IM event for %r: %s", user_id, error)
 
     # -- events published (the `Relay` of `Delivery`) -----------------------------------------
@@ -911,7 +925,7 @@ class ImCluster:
     def _presence_event(self, user_id: str, event: ClusterEvent) -> None:
         try:
             change = events_pb2.PresenceChanged.FromString(event.push.payload)
-        except Exception as error:
+        except DecodeError as error:
             self._log_once("malformed", "dropped a malformed presence event: %s", error)
             return
         self._presence_seen(user_id, change.online, change.changed_at_ms)
