@@ -58,7 +58,7 @@ from typing import Any
 from flare.im.v1 import events_pb2
 from google.protobuf.message import DecodeError
 
-from flare_runtime.cluster import ClusterEvent, ClusterNode, Subscription
+from flare_runtime.cluster import ClusterEvent, ClusterNode, LinkChanged, LinkState, Subscription
 from flare_runtime.im import events
 from flare_runtime.im.cluster import envelope
 from flare_runtime.im.cluster.envelope import CONTROL, MalformedEventError
@@ -215,6 +215,9 @@ class ImCluster:
         self._ended_early: dict[str, tuple[float, CloseReason, str, str]] = {}
         """Sessions ended elsewhere before their login finished here (session id ->
         (when, reason, detail, replaced by))."""
+        self._rereads: dict[str, dict[str, _Followed]] = {}
+        """Conversations to re-read, by the reason their devices will be told."""
+        self._reread_scheduled = False
         self._resync: dict[Session, set[str] | None] = {}
         self._resync_reason = ""
         self._resync_scheduled = False
@@ -223,7 +226,10 @@ class ImCluster:
         self._unregister_later: set[str] = set()
         self._loads = asyncio.Semaphore(settings.load_concurrency)
         self._logged: set[str] = set()
+        self._link_was_up = node.state is LinkState.UP
+        self._link_down: asyncio.Future[None] | None = None
         self.closing = False
+        node.add_link_listener(self._link_changed)
         delivery.relay = self
         conversations.attach = self.attach
         presence.board = self
@@ -271,6 +277,32 @@ class ImCluster:
         except Exception:
             logger.warning("could not remove node %s from the registry", self.node.node_id)
 
+    def _link_changed(self, change: LinkChanged) -> None:
+        if change.state is LinkState.UP:
+            self._link_was_up = True
+            return
+        down, self._link_down = self._link_down, None
+        if down is not None and not down.done():
+            down.set_result(None)
+
+    async def _subscribed(self, subscription: Subscription) -> None:
+        """Until the broker delivers the channel to this node, or its link is down.
+
+        While the link is down nothing is waited for: when it is back, every
+        subscription is told of a possible gap, and the devices to Sync. So
+        logins and follows go on during a broker outage. (Before the link was
+        ever up, they wait: there is no gap report for a first connection.)
+        """
+        if self.node.state is LinkState.DOWN and self._link_was_up:
+            return
+        if self._link_down is None:
+            self._link_down = asyncio.get_running_loop().create_future()
+        ready = asyncio.ensure_future(subscription.ready())
+        try:
+            await asyncio.wait({ready, self._link_down}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            ready.cancel()
+
     def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
         task = asyncio.get_running_loop().create_task(work, name=name)
         self._tasks.add(task)
@@ -311,7 +343,7 @@ class ImCluster:
         local = self._local_user(user_id)
         local.logins += 1
         try:
-            await local.subscription.ready()  # control for the session must reach us
+            await self._subscribed(local.subscription)  # control for the session must reach us
             session_id = new_session_id()
             row = RegisteredSession(session_id, user_id, device_id, platform, self.node.node_id)
             registered = await self.registry.register(
@@ -530,7 +562,7 @@ class ImCluster:
         while True:
             try:
                 assert followed.subscription is not None
-                await followed.subscription.ready()
+                await self._subscribed(followed.subscription)
                 async with self._loads:
                     room = await self._conversations.read(conversation_id)
                 break
@@ -784,32 +816,54 @@ class ImCluster:
             self._reread([followed], "cluster: live events may have been missed")
 
     def _reread(self, followed: list[_Followed], reason: str) -> None:
-        self._spawn(self._reread_now(followed, reason), "reread conversations")
+        """Re-read these conversations soon (the gaps reported in one loop turn together)."""
+        batch = self._rereads.setdefault(reason, {})
+        for each in followed:
+            batch[each.conversation_id] = each
+        if not self._reread_scheduled:
+            self._reread_scheduled = True
+            asyncio.get_running_loop().call_soon(self._start_rereads)
+
+    def _start_rereads(self) -> None:
+        self._reread_scheduled = False
+        batches, self._rereads = self._rereads, {}
+        for reason, batch in batches.items():
+            self._spawn(self._reread_now(list(batch.values()), reason), "reread conversations")
 
     async def _reread_now(self, followed: list[_Followed], reason: str) -> None:
-        """Re-read cached conversations after a gap; then tell their devices to Sync."""
-        for each in followed:
-            if each.loading is not None:
-                await asyncio.wait((each.loading,))
-            room = each.room
-            if room is None or self._followed.get(each.conversation_id) is not each:
-                continue
-            async with self._loads:
-                stored = await self._conversations.read(each.conversation_id)
-            if stored is None:
-                continue
-            record = stored.record
-            room.members.clear()
-            room.members.update(stored.members)
-            if record.epoch != room.epoch:
-                room.record = record
-                self._delivery.reset(room, record.last_seq)
-            else:
-                room.record = record
-                # What this node did not receive live is for the devices' Sync.
-                self._delivery.skip_to(room, record.last_seq + 1)
-            if reason:
-                self._resync_users(each.users, [each.conversation_id], reason)
+        """Re-read cached conversations after a gap; then tell their devices to Sync.
+
+        Their devices are told only once this node has moved its sequencer past
+        what it read: their ``Sync`` then starts after everything this node
+        will not deliver live.
+        """
+        done = await asyncio.gather(*(self._reread_one(each) for each in followed))
+        if reason:
+            for each, reread in zip(followed, done, strict=True):
+                if reread:
+                    self._resync_users(each.users, [each.conversation_id], reason)
+
+    async def _reread_one(self, followed: _Followed) -> bool:
+        if followed.loading is not None:
+            await asyncio.wait((followed.loading,))
+        room = followed.room
+        if room is None or self._followed.get(followed.conversation_id) is not followed:
+            return False
+        async with self._loads:
+            stored = await self._conversations.read(followed.conversation_id)
+        if stored is None:
+            return False
+        record = stored.record
+        room.members.clear()
+        room.members.update(stored.members)
+        reset = record.epoch != room.epoch
+        room.record = record
+        if reset:
+            self._delivery.reset(room, record.last_seq)
+        else:
+            # What this node did not receive live is for the devices' Sync.
+            self._delivery.skip_to(room, record.last_seq + 1)
+        return True
 
     def _user_missed(self, user_id: str) -> None:
         self._spawn(self._reconcile(user_id), f"reconcile {user_id}")
@@ -894,7 +948,7 @@ class ImCluster:
                 new.append(user)
         if new:
             for user in new:
-                await self._watched[user].subscription.ready()
+                await self._subscribed(self._watched[user].subscription)
             await self._presence_read(new)
 
     def unwatch(self, user_id: str) -> None:

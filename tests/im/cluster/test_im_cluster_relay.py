@@ -8,6 +8,7 @@ registry lease); devices are `QueueSink`s. The multi-process tests
 from __future__ import annotations
 
 import asyncio
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +22,7 @@ from flare_runtime.im.cluster.relay import conversation_topic
 from flare_runtime.im.core import DevicePolicy, ImCore, Session, SyncCursor
 from flare_runtime.im.sinks import QueueSink
 from flare_runtime.im.storage import KeyRing, NewMessage, SqliteStorage
-from flare_runtime.testing.cluster import eventually
+from flare_runtime.testing.cluster import RedisProcess, eventually
 from flare_runtime.testing.im_cluster import ImNodes
 
 _CHANGE = events_pb2.MembershipChanged
@@ -386,3 +387,39 @@ async def test_sync_on_a_node_behind_its_peers_trusts_the_log(nodes: ImNodes) ->
     assert (result.last_seq, result.messages) == (3, [])
     (ahead,) = await b.sync(session(bob), [SyncCursor(room_id, 1, 4)])
     assert ahead.resync_required  # beyond the log itself: still refused
+
+
+async def test_while_redis_is_down_logins_and_sends_go_on_and_devices_sync_after(
+    tmp_path: Path,
+) -> None:
+    """Redis killed: a login and sends succeed (PostgreSQL holds everything); once Redis is
+    back, the devices that may have missed events are told to Sync, and Sync has them."""
+    if shutil.which("redis-server") is None:
+        pytest.skip("SKIPPED LOUDLY: redis-server is not installed")
+    server = RedisProcess(tmp_path)
+    await server.start()
+    nodes = ImNodes(backend="redis", redis_url=server.url)
+    try:
+        a, b = await nodes.core(), await nodes.core()
+        alice, carol = await login(a, "alice", "laptop"), await login(b, "carol", "phone")
+        room_id = (
+            await a.create_room(session(alice), "r", ["bob", "carol"])
+        ).record.conversation_id
+        await following(b, room_id)
+        server.kill()
+        await eventually(lambda: b.cluster is not None and b.cluster.node.state.value == "down")
+        async with asyncio.timeout(5):
+            bob = await login(b, "bob", "phone")  # no waiting for the broker
+            for n in range(3):
+                await a.send(session(alice), room_id, f"m{n}", text(f"{n}"))
+        await server.start()
+        for device in (bob, carol):
+            await device.wait("sync_required")
+            (result,) = await b.sync(session(device), [SyncCursor(room_id, 0, 0)])
+            assert [m.seq for m in result.messages] == [1, 2, 3]
+            assert not device.sink.closed
+        await a.send(session(alice), room_id, "after", text("live again"))
+        assert 4 in await has_messages(bob, room_id, 1)
+    finally:
+        server.kill()
+        await nodes.close()
