@@ -25,7 +25,8 @@ multi-process tests and `bench/cluster_bench.py` start)::
 
 It prints ``flare-im-node: serving <node id> on port <port>`` once it serves,
 and serves until SIGTERM/SIGINT. Its auth is the demo's (any name is a token:
-tests only).
+tests only). ``--single`` serves the same IM without a cluster (one process on
+PostgreSQL: the benchmark's baseline).
 """
 
 from __future__ import annotations
@@ -176,8 +177,10 @@ class NodeProcess:
         *,
         timing: Timing = FAST,
         log: Path | None = None,
+        single: bool = False,
     ) -> None:
-        self.arguments = [
+        self.arguments = ["--single"] if single else []
+        self.arguments += [
             "--dsn", dsn,
             "--schema", schema,
             "--key", keyring_key.hex(),
@@ -331,7 +334,9 @@ async def _serve(arguments: argparse.Namespace) -> None:
     from flare_runtime.server import Server  # noqa: PLC0415
 
     node = ClusterNode(
-        RedisBroker(arguments.redis, reconnect_delay=0.02, max_reconnect_delay=0.2),
+        RedisBroker(arguments.redis, reconnect_delay=0.02, max_reconnect_delay=0.2)
+        if not arguments.single
+        else None,  # not given to the core then: no cluster at all
         namespace=arguments.namespace,
         heartbeat_interval=arguments.heartbeat,
         node_timeout=arguments.node_timeout,
@@ -340,7 +345,7 @@ async def _serve(arguments: argparse.Namespace) -> None:
         PostgresStorage(
             arguments.dsn, KeyRing({1: bytes.fromhex(arguments.key)}, 1), schema=arguments.schema
         ),
-        cluster=node,
+        cluster=None if arguments.single else node,
         limits=ImLimits(presence_grace_seconds=arguments.grace),
         cluster_settings=ClusterSettings(
             gap_timeout=arguments.gap,
@@ -349,7 +354,8 @@ async def _serve(arguments: argparse.Namespace) -> None:
         ),
     )
     await core.start()
-    await node.wait_up()
+    if not arguments.single:
+        await node.wait_up()
     service = ImService(core)
     server = Server([service], auth=DemoAuth(), push_tables=[ImService.PUSH_TYPES])
     await server.start(websocket=f"127.0.0.1:{arguments.port}")
@@ -377,6 +383,7 @@ def main() -> None:
     parser.add_argument("--lease", type=float, default=FAST.lease_interval)
     parser.add_argument("--grace", type=float, default=FAST.presence_grace)
     parser.add_argument("--gap", type=float, default=FAST.gap_timeout)
+    parser.add_argument("--single", action="store_true", help="one process, no cluster")
     asyncio.run(_serve(parser.parse_args()))
 
 
