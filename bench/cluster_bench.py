@@ -202,19 +202,24 @@ async def burst_raw(url: str, count: int, batch: int = 100) -> dict[str, float]:
 
 
 class _Device:
-    """One logged-in IM device: a WebSocket channel whose message pushes stamp a future."""
+    """One logged-in IM device: a WebSocket channel whose message pushes stamp a future.
+
+    It reads `pushes()` (a channel buffers what no iterator takes, then stops
+    reading its socket: the sender's own pushes would stall its replies).
+    """
 
     def __init__(self, channel: Channel) -> None:
         self.channel = channel
         self.im = ImServiceClient(channel)
         self.waiting: dict[str, asyncio.Future[int]] = {}
-        channel.on_push(self._pushed)
+        self.reader = asyncio.ensure_future(self._read())
 
-    def _pushed(self, push: Any) -> None:
-        if isinstance(push, events_pb2.MessageReceived):
-            waiter = self.waiting.pop(push.message.client_message_id, None)
-            if waiter is not None and not waiter.done():
-                waiter.set_result(time.perf_counter_ns())
+    async def _read(self) -> None:
+        async for push in self.channel.pushes():
+            if isinstance(push, events_pb2.MessageReceived):
+                waiter = self.waiting.pop(push.message.client_message_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(time.perf_counter_ns())
 
     @classmethod
     async def open(cls, url: str, user: str) -> _Device:
@@ -222,6 +227,10 @@ class _Device:
         device = cls(channel)
         await device.im.login(im_pb2.LoginRequest(device_id="bench"), timeout=30)
         return device
+
+    async def close(self) -> None:
+        await self.channel.close()
+        self.reader.cancel()
 
 
 async def im_latency(
@@ -271,6 +280,7 @@ async def measure_im(redis_url: str, directory: Path, count: int) -> dict[str, A
             owner.namespace,
             timing=timing,
             single=single,
+            send_rate=100_000,  # one sender, one Send at a time: the rate limit is not measured
             log=directory / "im-node.log",
         )
 
@@ -296,7 +306,7 @@ async def measure_im(redis_url: str, directory: Path, count: int) -> dict[str, A
         return results
     finally:
         for device in devices:
-            await device.channel.close()
+            await device.close()
         await asyncio.gather(a.stop(), b.stop(), single.stop())
         await owner.close()
 

@@ -178,8 +178,11 @@ class NodeProcess:
         timing: Timing = FAST,
         log: Path | None = None,
         single: bool = False,
+        send_rate: float | None = None,
     ) -> None:
         self.arguments = ["--single"] if single else []
+        if send_rate is not None:
+            self.arguments += ["--send-rate", str(send_rate)]
         self.arguments += [
             "--dsn", dsn,
             "--schema", schema,
@@ -227,7 +230,8 @@ class NodeProcess:
             line = (await self.process.stdout.readline()).decode()
         found = re.match(r"flare-im-node: serving (\S+) on port (\d+)", line)
         if found is None:
-            raise RuntimeError(f"the IM node did not start: {line!r}")
+            tail = self.log.read_text(errors="replace")[-2000:] if self.log is not None else ""
+            raise RuntimeError(f"the IM node did not start: {line!r}\n{tail}")
         self.node_id, self.port = found.group(1), int(found.group(2))
 
     def kill(self) -> None:
@@ -264,8 +268,15 @@ class ProcessRig:
     clients: list[ImClient] = field(default_factory=list)
 
     @classmethod
-    async def start(cls, directory: Path, dsn: str = POSTGRES_DSN, count: int = 3) -> ProcessRig:
-        """Start a Redis and `count` nodes (logs in `directory`)."""
+    async def start(
+        cls,
+        directory: Path,
+        dsn: str = POSTGRES_DSN,
+        count: int = 3,
+        *,
+        send_rate: float | None = None,
+    ) -> ProcessRig:
+        """Start a Redis and `count` nodes (logs in `directory`; `send_rate`: Sends/s per user)."""
         redis_server = RedisProcess(directory)
         await redis_server.start()
         owner = ImNodes(dsn)
@@ -278,6 +289,7 @@ class ProcessRig:
                 owner.namespace,
                 timing=owner.timing,
                 log=directory / f"node{index}.log",
+                send_rate=send_rate,
             )
             for index in range(count)
         ]
@@ -346,7 +358,11 @@ async def _serve(arguments: argparse.Namespace) -> None:
             arguments.dsn, KeyRing({1: bytes.fromhex(arguments.key)}, 1), schema=arguments.schema
         ),
         cluster=None if arguments.single else node,
-        limits=ImLimits(presence_grace_seconds=arguments.grace),
+        limits=ImLimits(
+            presence_grace_seconds=arguments.grace,
+            send_rate_per_second=arguments.send_rate,
+            send_burst=max(1, int(arguments.send_rate * 2)),
+        ),
         cluster_settings=ClusterSettings(
             gap_timeout=arguments.gap,
             lease_interval=arguments.lease,
@@ -384,6 +400,9 @@ def main() -> None:
     parser.add_argument("--grace", type=float, default=FAST.presence_grace)
     parser.add_argument("--gap", type=float, default=FAST.gap_timeout)
     parser.add_argument("--single", action="store_true", help="one process, no cluster")
+    parser.add_argument(
+        "--send-rate", type=float, default=ImLimits().send_rate_per_second, help="Sends/s per user"
+    )
     asyncio.run(_serve(parser.parse_args()))
 
 

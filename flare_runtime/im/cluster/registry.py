@@ -39,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from flare_runtime.im.sessions import CloseReason, DevicePolicy, replaced_by_policy
-from flare_runtime.im.storage.postgres import PostgresStorage
+from flare_runtime.im.storage.postgres import PostgresStorage, create_schema
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {schema}.nodes (
@@ -183,9 +183,8 @@ class ClusterRegistry:
 
     async def open(self) -> None:
         """Create the tables when missing, forget orphaned sessions, register this node."""
-        async with self._storage.pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock(7101)")
-            await connection.execute(self._sql(_SCHEMA))
+        async with self._storage.pool.acquire() as connection:
+            await create_schema(connection, self._sql(_SCHEMA), self._sql_schema, 7101)
         async with self._storage.pool.acquire() as connection:
             await connection.execute(
                 self._sql(
