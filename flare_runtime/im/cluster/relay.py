@@ -346,12 +346,16 @@ class ImCluster:
             await self._subscribed(local.subscription)  # control for the session must reach us
             session_id = new_session_id()
             row = RegisteredSession(session_id, user_id, device_id, platform, self.node.node_id)
-            registered = await self.registry.register(
-                row,
-                policy,
-                self._limits.max_sessions_per_user,
-                retire=retire.session_id if retire is not None else "",
-            )
+            try:
+                registered = await self.registry.register(
+                    row,
+                    policy,
+                    self._limits.max_sessions_per_user,
+                    retire=retire.session_id if retire is not None else "",
+                )
+            except BaseException:  # cancelled (the client left) after it committed, maybe
+                self._spawn(self._unregister(session_id), f"unregister {session_id}")
+                raise
             mine = self._sessions.by_user.get(user_id, {})
             replace = [
                 mine[old.session_id] for old in registered.replaced if old.session_id in mine
@@ -378,9 +382,9 @@ class ImCluster:
                 local.following = asyncio.ensure_future(self._follow_memberships(user_id, local))
             try:
                 await asyncio.shield(local.following)
-            except Exception:
+            except BaseException:  # failed, or cancelled: nobody will hold this session
                 if local.following.done():
-                    local.following = None  # the next login tries again
+                    local.following = None  # the next login follows again
                 self._sessions.drop(session)
                 raise
             early = self._ended_early.pop(session_id, None)

@@ -423,3 +423,27 @@ async def test_while_redis_is_down_logins_and_sends_go_on_and_devices_sync_after
     finally:
         server.kill()
         await nodes.close()
+
+
+async def test_a_login_cancelled_midway_leaves_no_session_behind(nodes: ImNodes) -> None:
+    """The client leaves while its login waits for its node to read its conversations (held
+    here by taking the node's read slots): no local session, no registry row after."""
+    a = await nodes.core()
+    owner = await login(a, "alice", "laptop")
+    await a.create_room(session(owner), "r", ["bob"])
+    assert a.cluster is not None
+    slots = a.cluster._loads
+    for _ in range(a.cluster.settings.load_concurrency):
+        await slots.acquire()
+    attempt = asyncio.ensure_future(a.open_session("bob", "phone", 1, QueueSink()))
+    await eventually(lambda: bool(a.sessions_of("bob")))  # registered, waiting to follow
+    attempt.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await attempt
+    for _ in range(a.cluster.settings.load_concurrency):
+        slots.release()
+    assert a.sessions_of("bob") == []
+    registry = a.cluster.registry
+    async with asyncio.timeout(5):
+        while await registry.sessions_of("bob"):
+            await asyncio.sleep(0.01)
