@@ -22,6 +22,14 @@ Phases, all in the same run:
    redis-py with a pipeline of 100 PUBLISHes per round trip and ``PubSub``
    reading. The Redis hop's cost per delivery is the difference between the
    other-node and same-node rows.
+4. **IM send→deliver** (needs PostgreSQL: ``FLARE_IM_POSTGRES_DSN``, default
+   the CI service on 127.0.0.1:55432; skipped with a note without it): two IM
+   node processes (`flare_runtime.testing.im_cluster`, WebSocket, one
+   PostgreSQL schema, this run's Redis) and, as the baseline in the same run,
+   one IM process on the same PostgreSQL without a cluster. A sender's device
+   and a recipient's device on node A, another recipient's device on node B;
+   one ``Send`` at a time; p50/p99 from the call to the ``MessageReceived``
+   push on each recipient (the clients run in this process, so one clock).
 
 Prints one line per figure, the ratios, and one JSON line.
 """
@@ -37,17 +45,30 @@ import time
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import redis.asyncio
 
 ROOT = Path(__file__).resolve().parent.parent
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for entry in (ROOT, ROOT / "generated"):
+    if str(entry) not in sys.path:
+        sys.path.insert(0, str(entry))
+
+from flare.im.v1 import content_pb2, events_pb2, im_pb2  # noqa: E402
+from flare.im.v1.im_flare import ImServiceClient  # noqa: E402
 
 from bench._measure import latency_percentiles, run_loop, set_deadline  # noqa: E402
+from flare_runtime.client import Channel, connect  # noqa: E402
 from flare_runtime.cluster import ClusterEvent, ClusterNode, Subscription  # noqa: E402
 from flare_runtime.cluster.redis_broker import RedisBroker  # noqa: E402
+from flare_runtime.im.service import ImService  # noqa: E402
 from flare_runtime.server_connection import PreparedPush  # noqa: E402
 from flare_runtime.testing.cluster import RedisProcess  # noqa: E402
+from flare_runtime.testing.im_cluster import (  # noqa: E402
+    POSTGRES_DSN,
+    ImNodes,
+    NodeProcess,
+    Timing,
+)
 
 PAYLOAD = b"x" * 100
 
@@ -180,12 +201,133 @@ async def burst_raw(url: str, count: int, batch: int = 100) -> dict[str, float]:
         await subscriber.aclose()
 
 
-async def main(latency_count: int, burst_count: int) -> dict[str, Any]:
+class _Device:
+    """One logged-in IM device: a WebSocket channel whose message pushes stamp a future.
+
+    It reads `pushes()` (a channel buffers what no iterator takes, then stops
+    reading its socket: the sender's own pushes would stall its replies).
+    """
+
+    def __init__(self, channel: Channel) -> None:
+        self.channel = channel
+        self.im = ImServiceClient(channel)
+        self.waiting: dict[str, asyncio.Future[int]] = {}
+        self.reader = asyncio.ensure_future(self._read())
+
+    async def _read(self) -> None:
+        async for push in self.channel.pushes():
+            if isinstance(push, events_pb2.MessageReceived):
+                waiter = self.waiting.pop(push.message.client_message_id, None)
+                if waiter is not None and not waiter.done():
+                    waiter.set_result(time.perf_counter_ns())
+
+    @classmethod
+    async def open(cls, url: str, user: str) -> _Device:
+        channel = await connect(url, token=user, push_tables=[ImService.PUSH_TYPES])
+        device = cls(channel)
+        await device.im.login(im_pb2.LoginRequest(device_id="bench"), timeout=30)
+        return device
+
+    async def close(self) -> None:
+        await self.channel.close()
+        self.reader.cancel()
+
+
+async def im_latency(
+    sender: _Device, recipients: dict[str, _Device], count: int
+) -> dict[str, list[int]]:
+    """One Send at a time; ns from the call to each recipient's push."""
+    room = await sender.im.create_room(
+        im_pb2.CreateRoomRequest(title="bench", member_user_ids=["same", "other"]), timeout=30
+    )
+    await asyncio.sleep(1.0)  # every node follows the room
+    content = content_pb2.Content(text=content_pb2.TextContent(text="x" * 100))
+    loop = asyncio.get_running_loop()
+    samples: dict[str, list[int]] = {name: [] for name in recipients}
+    samples["reply"] = []
+    for n in range(count + count // 10):
+        client_id = f"m{n}"
+        arrived = {name: loop.create_future() for name in recipients}
+        for name, device in recipients.items():
+            device.waiting[client_id] = arrived[name]
+        start = time.perf_counter_ns()
+        await sender.im.send(
+            im_pb2.SendRequest(
+                conversation_id=room.conversation_id, client_message_id=client_id, content=content
+            ),
+            timeout=30,
+        )
+        replied = time.perf_counter_ns()
+        ends = {name: await asyncio.wait_for(future, 30) for name, future in arrived.items()}
+        if n >= count // 10:  # warm-up first
+            samples["reply"].append(replied - start)
+            for name, end in ends.items():
+                samples[name].append(end - start)
+    return samples
+
+
+async def measure_im(redis_url: str, directory: Path, count: int) -> dict[str, Any]:
+    """Single process vs same node vs other node, in one run (see the module docstring)."""
+    owner = ImNodes(POSTGRES_DSN)
+    timing = Timing(heartbeat_interval=1.0, node_timeout=5.0, lease_interval=1.0, gap_timeout=0.5)
+
+    def process(single: bool = False) -> NodeProcess:
+        return NodeProcess(
+            POSTGRES_DSN,
+            owner.schema,
+            owner.key,
+            redis_url,
+            owner.namespace,
+            timing=timing,
+            single=single,
+            send_rate=100_000,  # one sender, one Send at a time: the rate limit is not measured
+            log=directory / "im-node.log",
+        )
+
+    a, b, single = process(), process(), process(single=True)
+    devices: list[_Device] = []
+    try:
+        await asyncio.gather(a.start(), b.start(), single.start())
+        results: dict[str, Any] = {}
+        for label, sender_url, same_url, other_url in (
+            ("single", single.url, single.url, None),
+            ("cluster", a.url, a.url, b.url),
+        ):
+            sender = await _Device.open(sender_url, "sender")
+            recipients = {"same": await _Device.open(same_url, "same")}
+            if other_url is not None:
+                recipients["other"] = await _Device.open(other_url, "other")
+            devices += [sender, *recipients.values()]
+            samples = await im_latency(sender, recipients, count)
+            results[f"im_{label}_reply"] = latency_percentiles(samples["reply"])
+            results[f"im_{label}_same_node"] = latency_percentiles(samples["same"])
+            if "other" in samples:
+                results[f"im_{label}_other_node"] = latency_percentiles(samples["other"])
+        return results
+    finally:
+        for device in devices:
+            await device.close()
+        await asyncio.gather(a.stop(), b.stop(), single.stop())
+        await owner.close()
+
+
+async def main(latency_count: int, burst_count: int, im_count: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         server = RedisProcess(Path(directory))
         await server.start()
         try:
-            return await measure(server.url, latency_count, burst_count)
+            results = await measure(server.url, latency_count, burst_count)
+            if im_count:
+                try:
+                    probe = await asyncpg.connect(POSTGRES_DSN, timeout=5)
+                except (OSError, asyncpg.PostgresError) as error:
+                    print(
+                        f"IM rows skipped: PostgreSQL is not reachable at {POSTGRES_DSN} ({error})"
+                    )
+                else:
+                    await probe.close()
+                    results.update(await measure_im(server.url, Path(directory), im_count))
+            return results
         finally:
             server.kill()
 
@@ -233,6 +375,16 @@ def report(results: dict[str, Any]) -> None:
         line(name, results[name], latency_keys)
     for name in ("burst_same_node", "burst_other_node_redis", "burst_raw_redis_py_pipeline"):
         line(name, results[name], burst_keys)
+    im_rows = (
+        "im_single_reply",
+        "im_single_same_node",
+        "im_cluster_reply",
+        "im_cluster_same_node",
+        "im_cluster_other_node",
+    )
+    for name in im_rows:
+        if name in results:
+            line(name, results[name], latency_keys)
     ours, raw = results["latency_other_node_redis"], results["latency_raw_redis_py"]
     burst, raw_burst = results["burst_other_node_redis"], results["burst_raw_redis_py_pipeline"]
     ratios = {
@@ -249,6 +401,12 @@ def report(results: dict[str, Any]) -> None:
         - results["burst_same_node"]["cpu_us_per_delivery"],
         "redis_hop_latency_p50_us": ours["p50_us"] - results["latency_same_node_redis"]["p50_us"],
     }
+    if "im_cluster_other_node" in results:
+        other, same = results["im_cluster_other_node"], results["im_cluster_same_node"]
+        alone = results["im_single_same_node"]
+        ratios["im_p50_other_vs_same_node"] = other["p50_us"] / same["p50_us"]
+        ratios["im_p99_other_vs_same_node"] = other["p99_us"] / same["p99_us"]
+        ratios["im_p50_same_node_vs_single_process"] = same["p50_us"] / alone["p50_us"]
     for key, value in {**ratios, **hop}.items():
         print(f"{key:40} {value:8.2f}")
     print(json.dumps({**results, **ratios, **hop}))
@@ -259,8 +417,10 @@ if __name__ == "__main__":
     parser.add_argument("--quick", action="store_true", help="smoke-sized run")
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--burst", type=int, default=50_000, help="events per burst")
+    parser.add_argument("--im-samples", type=int, default=1000, help="IM sends (0: skip)")
     args = parser.parse_args()
     set_deadline(600)
     latency_count = 200 if args.quick else args.latency_samples
     burst_count = 5000 if args.quick else args.burst
-    report(run_loop(main(latency_count, burst_count)))
+    im_count = min(args.im_samples, 100) if args.quick else args.im_samples
+    report(run_loop(main(latency_count, burst_count, im_count)))

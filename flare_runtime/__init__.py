@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     )
     from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor, ServerInterceptor
     from flare_runtime.metadata import Metadata
+    from flare_runtime.reconnect import Backoff, ChannelState, ReconnectingChannel, reconnecting
     from flare_runtime.routing import (
         Cardinality,
         PushTable,
@@ -42,10 +43,12 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AuthPlugin",
+    "Backoff",
     "BidiStreamCall",
     "CallContext",
     "Cardinality",
     "Channel",
+    "ChannelState",
     "ClientCallInfo",
     "ClientInterceptor",
     "ConfigurationError",
@@ -58,6 +61,7 @@ __all__ = [
     "Principal",
     "ProtocolError",
     "PushTable",
+    "ReconnectingChannel",
     "RemoteProtocolError",
     "Route",
     "Router",
@@ -74,6 +78,7 @@ __all__ = [
     "Transport",
     "__version__",
     "connect",
+    "reconnecting",
 ]
 
 _EXPORTS: dict[str, str] = {
@@ -86,6 +91,10 @@ _EXPORTS: dict[str, str] = {
     "connect": "client",
     "Principal": "auth",
     "PreparedPush": "server_connection",
+    "Backoff": "reconnect",
+    "ChannelState": "reconnect",
+    "ReconnectingChannel": "reconnect",
+    "reconnecting": "reconnect",
     "ServerConnection": "server_connection",
     "CallContext": "context",
     "ConfigurationError": "errors",

@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import secrets
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from flare.im.v1 import events_pb2
@@ -133,6 +133,11 @@ class Conversations:
         self._rooms: dict[str, Room] = {}
         self._loads: dict[str, asyncio.Future[Room | None]] = {}
         self._evict_at = limits.max_cached_rooms
+        self.attach: Callable[[str], Awaitable[Room | None]] | None = None
+        """Set on a cluster (`flare_runtime.im.cluster`): the cached room of a conversation
+        this node follows (its events subscribed before it was read), or None for
+        any other, which is then read from storage for each request and not cached:
+        only a followed conversation's cache is kept current by its events."""
 
     # -- the cache -------------------------------------------------------------------
 
@@ -151,6 +156,9 @@ class Conversations:
             room.last_used = time.monotonic()
             return room
         check_id(conversation_id, "conversation id", self._limits.max_id_chars)
+        if self.attach is not None:
+            followed = await self.attach(conversation_id)
+            return followed if followed is not None else await self.read(conversation_id)
         loading = self._loads.get(conversation_id)
         while loading is not None:
             # Wait without inheriting the loader's cancellation (only our own).
@@ -165,11 +173,9 @@ class Conversations:
         future: asyncio.Future[Room | None] = asyncio.get_running_loop().create_future()
         self._loads[conversation_id] = future
         try:
-            record = await self._storage.get_conversation(conversation_id)
-            loaded = None
-            if record is not None:
-                members = await self._storage.members(conversation_id)
-                loaded = self._remember(Room(record, members))
+            loaded = await self.read(conversation_id)
+            if loaded is not None:
+                self._remember(loaded)
             future.set_result(loaded)
             return loaded
         except asyncio.CancelledError:
@@ -182,11 +188,28 @@ class Conversations:
         finally:
             del self._loads[conversation_id]
 
+    async def read(self, conversation_id: str) -> Room | None:
+        """The conversation as stored now, with its members (not cached)."""
+        record = await self._storage.get_conversation(conversation_id)
+        if record is None:
+            return None
+        return Room(record, await self._storage.members(conversation_id))
+
     def _remember(self, room: Room) -> Room:
+        if self.attach is not None:
+            return room  # on a cluster only followed conversations are cached (`remember`)
         self._rooms[room.conversation_id] = room
         if len(self._rooms) > self._evict_at:
             self._evict_idle()
         return room
+
+    def remember(self, room: Room) -> None:
+        """Cache a followed conversation's room until `forget` (a cluster's relay)."""
+        self._rooms[room.conversation_id] = room
+
+    def forget(self, conversation_id: str) -> Room | None:
+        """Drop a conversation from the cache (work in flight finishes on the old room)."""
+        return self._rooms.pop(conversation_id, None)
 
     def _evict_idle(self) -> None:
         """Drop rooms unused for `room_idle_seconds` with nothing in flight.
@@ -327,10 +350,9 @@ class Conversations:
         )
         stored = await self._storage.create_conversation(record, members)
         room = self._remember(Room(stored, dict(members)))
-        for user, role in members.items():
-            self._membership_changed(
-                room, user, events_pb2.MembershipChanged.CHANGE_JOINED, role, session.user_id
-            )
+        self._membership_changed(
+            room, members, events_pb2.MembershipChanged.CHANGE_JOINED, session.user_id
+        )
         return self.view(room)
 
     async def ensure_room(
@@ -375,6 +397,8 @@ class Conversations:
             # Created concurrently: load it below.
             with contextlib.suppress(ConversationExistsError):
                 await self._storage.create_conversation(record, members)
+            if self._delivery.relay is not None:
+                self._delivery.relay.direct_opened(conversation_id, list(members))
             room = await self.room(conversation_id)
             assert room is not None
         return self.view(room)
@@ -382,18 +406,26 @@ class Conversations:
     # -- membership ----------------------------------------------------------------------
 
     def _membership_changed(
-        self, room: Room, user_id: str, change: int, role: Role | None, actor: str
+        self, room: Room, changes: Mapping[str, Role | None], change: int, actor: str
     ) -> None:
-        payload = events_pb2.MembershipChanged(
-            conversation_id=room.conversation_id,
-            user_id=user_id,
-            change=change,  # type: ignore[arg-type]
-            role=int(role) if role is not None else 0,  # type: ignore[arg-type]
-            actor_user_id=actor,
-        ).SerializeToString()
-        # `also`: a member who leaves gets the change too, even once it is gone.
-        event = PreparedPush(events.MEMBERSHIP_CHANGED, payload)
-        self._delivery.publish(room, Fanout(event, room.members, also=user_id))
+        """Push one ``MembershipChanged`` per changed user (`changes`: user -> new role)."""
+        pushes = []
+        for user_id, role in changes.items():
+            payload = events_pb2.MembershipChanged(
+                conversation_id=room.conversation_id,
+                user_id=user_id,
+                change=change,  # type: ignore[arg-type]
+                role=int(role) if role is not None else 0,  # type: ignore[arg-type]
+                actor_user_id=actor,
+            ).SerializeToString()
+            pushes.append((user_id, PreparedPush(events.MEMBERSHIP_CHANGED, payload)))
+        relay = self._delivery.relay
+        if relay is not None:
+            relay.membership_changed(room, pushes)
+            return
+        for user_id, event in pushes:
+            # `also`: a member who leaves gets the change too, even once it is gone.
+            self._delivery.publish(room, Fanout(event, room.members, also=user_id))
 
     @staticmethod
     def _require_room_kind(room: Room) -> None:
@@ -428,7 +460,7 @@ class Conversations:
             await self._storage.put_members(conversation_id, {user: Role.MEMBER})
             room.members[user] = Role.MEMBER
             self._membership_changed(
-                room, user, events_pb2.MembershipChanged.CHANGE_JOINED, Role.MEMBER, user
+                room, {user: Role.MEMBER}, events_pb2.MembershipChanged.CHANGE_JOINED, user
             )
             return self.view(room)
 
@@ -454,9 +486,9 @@ class Conversations:
                 )
             await self._storage.remove_member(conversation_id, user)
             self._membership_changed(
-                room, user, events_pb2.MembershipChanged.CHANGE_LEFT, None, user
+                room, {user: None}, events_pb2.MembershipChanged.CHANGE_LEFT, user
             )
-            del room.members[user]
+            room.members.pop(user, None)  # a cluster's relay may have removed it already
 
     async def add_members(
         self, session: Session, conversation_id: str, user_ids: Sequence[str]
@@ -477,14 +509,9 @@ class Conversations:
             self._require_space(room, len(new))
             await self._storage.put_members(conversation_id, new)
             room.members.update(new)
-            for user in new:
-                self._membership_changed(
-                    room,
-                    user,
-                    events_pb2.MembershipChanged.CHANGE_JOINED,
-                    Role.MEMBER,
-                    session.user_id,
-                )
+            self._membership_changed(
+                room, new, events_pb2.MembershipChanged.CHANGE_JOINED, session.user_id
+            )
             return self.view(room)
 
     async def kick_member(self, session: Session, conversation_id: str, user_id: str) -> None:
@@ -506,9 +533,9 @@ class Conversations:
                 )
             await self._storage.remove_member(conversation_id, user_id)
             self._membership_changed(
-                room, user_id, events_pb2.MembershipChanged.CHANGE_KICKED, None, session.user_id
+                room, {user_id: None}, events_pb2.MembershipChanged.CHANGE_KICKED, session.user_id
             )
-            del room.members[user_id]
+            room.members.pop(user_id, None)  # a cluster's relay may have removed it already
 
     async def set_member_role(
         self, session: Session, conversation_id: str, user_id: str, role: Role
@@ -529,12 +556,10 @@ class Conversations:
                 changes[session.user_id] = Role.ADMIN
             await self._storage.put_members(conversation_id, changes)
             room.members.update(changes)
-            for user, new_role in changes.items():
-                self._membership_changed(
-                    room,
-                    user,
-                    events_pb2.MembershipChanged.CHANGE_ROLE_CHANGED,
-                    new_role,
-                    session.user_id,
-                )
+            self._membership_changed(
+                room,
+                changes,
+                events_pb2.MembershipChanged.CHANGE_ROLE_CHANGED,
+                session.user_id,
+            )
             return self.view(room)

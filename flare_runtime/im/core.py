@@ -17,6 +17,10 @@ tests drive them directly, without sockets.
   their visibility policy, typing notices;
 * `flare_runtime.im.limits` - `ImLimits` and the per-user rate limits.
 
+On a cluster (``ImCore(PostgresStorage(...), cluster=node)``) the core of
+each node joins the others through `flare_runtime.im.cluster`: sessions,
+presence, kicks and every event hold across nodes (docs/cluster.md).
+
 Failures are `RpcError`s with the codes the API documents (NOT_FOUND,
 PERMISSION_DENIED, INVALID_ARGUMENT, RESOURCE_EXHAUSTED, FAILED_PRECONDITION).
 """
@@ -26,7 +30,9 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 
-from flare_runtime.errors import RpcError
+from flare_runtime.cluster import ClusterNode
+from flare_runtime.errors import ConfigurationError, RpcError
+from flare_runtime.im.cluster import ClusterSettings, ImCluster
 from flare_runtime.im.conversations import (
     Conversations,
     ConversationSummary,
@@ -50,6 +56,7 @@ from flare_runtime.im.presence import (
 from flare_runtime.im.sessions import CloseReason, DevicePolicy, Session, Sessions
 from flare_runtime.im.sinks import EventSink
 from flare_runtime.im.storage.base import ConversationRecord, Receipt, Role, Storage, StoredMessage
+from flare_runtime.im.storage.postgres import PostgresStorage
 from flare_runtime.status import StatusCode
 
 __all__ = [
@@ -87,7 +94,17 @@ class ImCore:
         retention: RetentionPolicy | None = None,
         presence_policy: PresencePolicy | None = None,
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
+        cluster: ClusterNode | None = None,
+        cluster_settings: ClusterSettings | None = None,
     ) -> None:
+        """`cluster`: this process's node of a cluster (docs/cluster.md); `storage` must then
+        be shared by every node (`PostgresStorage`). ConfigurationError otherwise."""
+        if cluster is not None and not storage.shared:
+            raise ConfigurationError(
+                f"the IM on a cluster needs storage every node shares (PostgresStorage); "
+                f"{type(storage).__name__} belongs to one process: run one process, "
+                "or move the IM to PostgreSQL"
+            )
         self.storage = storage
         self.limits = limits = limits or ImLimits()
         self._now_ms = wall_clock_ms
@@ -112,6 +129,20 @@ class ImCore:
             wall_clock_ms,
         )
         self._closing = False
+        self.cluster: ImCluster | None = None
+        """The IM's side of the cluster node (None in a single process)."""
+        if cluster is not None:
+            assert isinstance(storage, PostgresStorage)
+            self.cluster = ImCluster(
+                cluster,
+                storage,
+                self._sessions,
+                self._delivery,
+                conversations,
+                self._presence,
+                limits,
+                cluster_settings or ClusterSettings(),
+            )
 
     @property
     def policy(self) -> DevicePolicy:
@@ -126,16 +157,25 @@ class ImCore:
     # -- lifecycle ---------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the storage."""
+        """Open the storage; on a cluster, join it (the node is started if it is not)."""
         await self.storage.open()
+        if self.cluster is not None:
+            await self.cluster.start()
 
     async def close(self) -> None:
-        """Close every session (REASON_SERVER_SHUTDOWN), then the storage."""
+        """Close every session (REASON_SERVER_SHUTDOWN), leave the cluster, close the storage.
+
+        The `ClusterNode` stays open: its owner closes it.
+        """
         self._closing = True
         self._presence.close()
+        if self.cluster is not None:
+            self.cluster.closing = True
         for session in self._sessions.all():
             self._sessions.end(session, CloseReason.SERVER_SHUTDOWN, "server shutting down")
         await self._history.close()
+        if self.cluster is not None:
+            await self.cluster.close()
         await self.storage.close()
 
     def now_ms(self) -> int:
@@ -159,13 +199,47 @@ class ImCore:
         sinks are closed. The user is online from now on. `retire` is the
         session this login supersedes on the same connection: it ends quietly,
         and only once the login succeeded (a refused login changes nothing).
+
+        One process only; `open_session` works on a cluster too.
         """
+        if self.cluster is not None:
+            raise ConfigurationError("on a cluster, sessions open with `await open_session(...)`")
+        self._check_login(user_id, device_id)
+        return self._sessions.login(user_id, device_id, platform, sink, retire=retire)
+
+    def _check_login(self, user_id: str, device_id: str) -> None:
         check_id(user_id, "user id", self.limits.max_id_chars)
         check_id(device_id, "device id", self.limits.max_id_chars)
         if self._closing:
             raise RpcError(StatusCode.UNAVAILABLE, "server shutting down")
         self._rates.login.take(user_id)
-        return self._sessions.login(user_id, device_id, platform, sink, retire=retire)
+
+    async def open_session(
+        self,
+        user_id: str,
+        device_id: str,
+        platform: int,
+        sink: EventSink,
+        *,
+        retire: Session | None = None,
+    ) -> tuple[Session, list[str]]:
+        """Open a session, in one process or on a cluster; returns it and the ids it replaced.
+
+        As `login`; on a cluster the device policy counts the user's sessions
+        on every node (those replaced elsewhere get ``SessionClosed`` from
+        their own node), and this returns once the node receives every live
+        event of the user's conversations, so a ``Sync`` right after misses
+        nothing.
+        """
+        self._check_login(user_id, device_id)
+        if self.cluster is None:
+            session, replaced = self._sessions.login(
+                user_id, device_id, platform, sink, retire=retire
+            )
+            return session, [old.session_id for old in replaced]
+        return await self.cluster.login(
+            user_id, device_id, platform, sink, policy=self._sessions.policy, retire=retire
+        )
 
     def logout(self, session: Session) -> None:
         """End `session` because its device left (logout or connection closed). Idempotent."""
@@ -175,22 +249,39 @@ class ImCore:
         """End `session` with ``SessionClosed(REASON_KICKED)`` and close its sink."""
         self._sessions.end(session, CloseReason.KICKED, detail)
 
+    async def kick(self, session_id: str, detail: str = "kicked by the server") -> bool:
+        """End the session `session_id` wherever it is (a cluster: on any node) with
+        ``SessionClosed(REASON_KICKED)``; False when there is no such session."""
+        if self.cluster is not None:
+            return await self.cluster.kick(session_id, detail)
+        for session in self._sessions.all():
+            if session.session_id == session_id:
+                self.kick_session(session, detail)
+                return True
+        return False
+
     def sessions_of(self, user_id: str) -> list[Session]:
         """The user's open sessions, oldest first."""
         return self._sessions.of(user_id)
 
     def _user_opened(self, user_id: str) -> None:
-        self._presence.went_online(user_id)
+        if self.cluster is None:  # on a cluster, the registry tells presence
+            self._presence.went_online(user_id)
 
     def _session_closed(self, session: Session, last: bool) -> None:
         self._presence.forget(session)
-        if last:
+        if self.cluster is not None:
+            self.cluster.session_closed(session, last)
+        elif last:
             self._presence.went_offline_later(session.user_id)
 
     # -- presence and typing -------------------------------------------------------
 
     def is_online(self, user_id: str) -> bool:
-        """True while the user has a session or is within the offline grace period."""
+        """True while the user has a session or is within the offline grace period.
+
+        On a cluster this node knows it for the users its sessions watch.
+        """
         return self._presence.is_online(user_id)
 
     async def watch_presence(
@@ -334,4 +425,5 @@ class ImCore:
             **self._presence.sizes(),
             "rate_limited_users": self._rates.tracked_users(),
             "cached_rooms": self._conversations.cached_count(),
+            **(self.cluster.sizes() if self.cluster is not None else {}),
         }

@@ -10,6 +10,14 @@ The rules (docs/im.md, "Delivery guarantees"):
 * **Foreign gaps.** A gap left when no append of this process is under way
   belongs to another writer (another process on a shared PostgreSQL): the
   sequencer skips it, since those messages reach devices through ``Sync``.
+  On a cluster the other writers' messages arrive too, through the broker:
+  there the `Relay` waits a moment for the gap to close and then fills it
+  from storage (a message is committed before it is published).
+* **On a cluster** (`Delivery.relay` set, `flare_runtime.im.cluster`) the
+  events a request produces are handed to the relay, which publishes them to
+  every node, this one included; each node's relay feeds what it receives
+  back into `sequence` and `publish`, so every node runs the same sequencer
+  and fan-out.
 * **One order per conversation.** Every event of a conversation (messages,
   receipts, typing, membership changes) is queued in the conversation's
   outbox and delivered in the order it was published. An event is one
@@ -30,11 +38,12 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Collection, Sequence
+from typing import Protocol
 
 from flare_runtime.im import events
 from flare_runtime.im.limits import ImLimits
 from flare_runtime.im.sessions import Session, Sessions
-from flare_runtime.im.storage.base import AppendResult, Role, StoredMessage
+from flare_runtime.im.storage.base import AppendResult, Role
 from flare_runtime.server_connection import PreparedPush
 
 
@@ -98,8 +107,8 @@ class Channel(Outbox):
         """The seq the sequencer pushes next."""
         self.last_seq = last_seq
         """The newest seq handed to the fan-out."""
-        self.pending: dict[int, StoredMessage] = {}
-        """Messages stored but waiting for an earlier seq (the sequencer's gap)."""
+        self.pending: dict[int, PreparedPush] = {}
+        """Messages (by seq) stored but waiting for an earlier seq (the sequencer's gap)."""
         self.appending = 0
         """Appends of this process under way (their seqs may still fill a gap)."""
 
@@ -107,6 +116,52 @@ class Channel(Outbox):
     def epoch(self) -> int:
         """The conversation's current epoch (messages of another one are not delivered)."""
         raise NotImplementedError
+
+    @property
+    def conversation_id(self) -> str:
+        raise NotImplementedError
+
+
+class Relay(Protocol):
+    """Where a clustered core's events go instead of straight to its fan-out.
+
+    Implemented by `flare_runtime.im.cluster.ImCluster`, which publishes each
+    event to every node (this one included) and hands what it receives back
+    to `Delivery.sequence` / `Delivery.publish`.
+    """
+
+    def message_stored(self, channel: Channel, epoch: int, seq: int, push: PreparedPush) -> None:
+        """A message of this node was stored as (epoch, seq); `push` is its ``MessageReceived``."""
+
+    def gap_opened(self, channel: Channel) -> None:
+        """The sequencer holds messages after a missing seq (fill it if it stays open)."""
+
+    def conversation_event(
+        self,
+        channel: Channel,
+        push: PreparedPush,
+        *,
+        exclude: str = "",
+        skip: Session | None = None,
+    ) -> None:
+        """Deliver to the members' devices, but not `exclude`'s nor the `skip` session."""
+
+    def user_event(self, user_id: str, push: PreparedPush) -> None:
+        """Deliver to every device of `user_id`."""
+
+    def membership_changed(
+        self, channel: Channel, changes: Sequence[tuple[str, PreparedPush]]
+    ) -> None:
+        """Users joined, left or changed role (one request's changes, one push per user).
+
+        Each push goes to the members' devices and to the changed user's own.
+        """
+
+    def history_reset(self, channel: Channel) -> None:
+        """The conversation's history was reset (other nodes reload it)."""
+
+    def direct_opened(self, conversation_id: str, user_ids: Sequence[str]) -> None:
+        """A direct conversation was created (no event is pushed: its users' nodes follow it)."""
 
 
 class Delivery:
@@ -119,6 +174,8 @@ class Delivery:
         self._batch = limits.fanout_batch
         self._inline_left = limits.fanout_batch
         self._inline_reset_pending = False
+        self.relay: Relay | None = None
+        """Set on a cluster: events go through it to every node."""
 
     # -- the sequencer -------------------------------------------------------------
 
@@ -138,30 +195,41 @@ class Delivery:
         if not appended.cancelled() and appended.exception() is None:
             result = appended.result()
             if not result.duplicate:
-                self._sequence(channel, result.message)
+                message = result.message
+                push = PreparedPush(events.MESSAGE_RECEIVED, events.message_received(message))
+                if self.relay is not None:
+                    self.relay.message_stored(channel, message.epoch, message.seq, push)
+                else:
+                    self.sequence(channel, message.epoch, message.seq, push)
                 return True
         # A failed append or a retry took no seq: gaps left now are another writer's.
-        if channel.pending and channel.appending == 0:
+        if self.relay is None and channel.pending and channel.appending == 0:
             self._skip_foreign_gaps(channel)
         return False
 
-    def _sequence(self, channel: Channel, message: StoredMessage) -> None:
-        """Deliver messages in seq order: hold early arrivals until the gap before them closes."""
-        if message.epoch != channel.epoch or message.seq < channel.next_delivery_seq:
-            return  # appended before a history reset: superseded
-        channel.pending[message.seq] = message
+    def sequence(self, channel: Channel, epoch: int, seq: int, push: PreparedPush) -> None:
+        """Deliver messages in seq order: hold early arrivals until the gap before them closes.
+
+        `push` is the message's ``MessageReceived``. A message of another
+        epoch, or one already delivered, is dropped.
+        """
+        if epoch != channel.epoch or seq < channel.next_delivery_seq:
+            return  # appended before a history reset, or delivered already
+        channel.pending[seq] = push
         self._flush(channel)
-        if channel.pending and channel.appending == 0:
-            self._skip_foreign_gaps(channel)
+        if channel.pending:
+            if self.relay is not None:
+                self.relay.gap_opened(channel)
+            elif channel.appending == 0:
+                self._skip_foreign_gaps(channel)
 
     def _flush(self, channel: Channel) -> None:
         pending = channel.pending
         while channel.next_delivery_seq in pending:
-            ready = pending.pop(channel.next_delivery_seq)
+            push = pending.pop(channel.next_delivery_seq)
+            channel.last_seq = channel.next_delivery_seq
             channel.next_delivery_seq += 1
-            channel.last_seq = ready.seq
-            event = PreparedPush(events.MESSAGE_RECEIVED, events.message_received(ready))
-            self.publish(channel, Fanout(event, channel.members))
+            self.publish(channel, Fanout(push, channel.members))
 
     def _skip_foreign_gaps(self, channel: Channel) -> None:
         """No append of ours is under way, so the gaps left belong to another writer.
@@ -172,6 +240,15 @@ class Delivery:
         while channel.pending:
             channel.next_delivery_seq = min(channel.pending)
             self._flush(channel)
+
+    def skip_to(self, channel: Channel, seq: int) -> None:
+        """Deliver nothing before `seq` any more (messages that cannot be had live)."""
+        if seq > channel.next_delivery_seq:
+            for stale in [held for held in channel.pending if held < seq]:
+                del channel.pending[stale]
+            channel.next_delivery_seq = seq
+            channel.last_seq = max(channel.last_seq, seq - 1)
+        self._flush(channel)
 
     @staticmethod
     def reset(channel: Channel, last_seq: int) -> None:

@@ -202,6 +202,12 @@ class History:
         record = room.record
         conversation_id, epoch, first_seq = record.conversation_id, record.epoch, record.first_seq
         last_seq = max(room.last_seq, max(room.pending, default=0))
+        if cursor.epoch == epoch and cursor.last_seq > last_seq:
+            # Another process stored messages this one has not seen yet (a cluster's
+            # node behind its peers, or one that missed events): the log decides.
+            stored = await self._storage.get_conversation(conversation_id)
+            if stored is not None and stored.epoch == epoch:
+                last_seq = max(last_seq, stored.last_seq)
         reason = ""
         if cursor.epoch not in (0, epoch):
             reason = f"epoch changed from {cursor.epoch} to {epoch}: history was reset"
@@ -287,10 +293,15 @@ class History:
             unread_count=count,
         )
         own = PreparedPush(events.RECEIPT_UPDATED, notice.SerializeToString())
-        self._delivery.publish(room, Fanout(own, (session.user_id,)))
         notice.ClearField("unread_count")
         others = PreparedPush(events.RECEIPT_UPDATED, notice.SerializeToString())
-        self._delivery.publish(room, Fanout(others, room.members, exclude=session.user_id))
+        relay = self._delivery.relay
+        if relay is not None:
+            relay.user_event(session.user_id, own)
+            relay.conversation_event(room, others, exclude=session.user_id)
+        else:
+            self._delivery.publish(room, Fanout(own, (session.user_id,)))
+            self._delivery.publish(room, Fanout(others, room.members, exclude=session.user_id))
         return receipt, count
 
     # -- retention ---------------------------------------------------------------------
@@ -332,4 +343,6 @@ class History:
         record = await self._storage.reset_history(conversation_id)
         room.record = record
         self._delivery.reset(room, record.last_seq)
+        if self._delivery.relay is not None:
+            self._delivery.relay.history_reset(room)
         return record

@@ -40,6 +40,21 @@ class PresencePolicy(Protocol):
         """The users among `user_ids` whose presence `watcher_user_id` may see."""
 
 
+class PresenceBoard(Protocol):
+    """Where a cluster keeps presence (`flare_runtime.im.cluster`): the users' states as every
+    node reports them, instead of this process's sessions and timers."""
+
+    async def watch(self, user_ids: Sequence[str]) -> None:
+        """Follow these users' presence (once per watching session); their states are
+        known (`Presence.set_online`) when this returns."""
+
+    def unwatch(self, user_id: str) -> None:
+        """One watching session less for `user_id`."""
+
+    async def online(self, user_ids: Sequence[str]) -> set[str]:
+        """Those of `user_ids` online now."""
+
+
 class SharedConversationPolicy:
     """Users see each other's presence when they share a conversation (the default)."""
 
@@ -86,6 +101,9 @@ class Presence:
         self._outbox = Outbox()
         self.closing = False
         """Set at shutdown: users going offline then are not announced."""
+        self.board: PresenceBoard | None = None
+        """Set on a cluster: presence comes from it (`set_online`), not from local sessions;
+        `is_online` then knows the users watched on this node."""
 
     # -- online and offline --------------------------------------------------------
 
@@ -119,12 +137,22 @@ class Presence:
         self._online.discard(user_id)
         self._changed(user_id, online=False)
 
-    def _changed(self, user_id: str, *, online: bool) -> None:
+    def set_online(self, user_id: str, online: bool, changed_at_ms: int) -> None:
+        """The user's presence as the cluster reports it: tell the watchers when it changed."""
+        if (user_id in self._online) == online:
+            return
+        if online:
+            self._online.add(user_id)
+        else:
+            self._online.discard(user_id)
+        self._changed(user_id, online=online, changed_at_ms=changed_at_ms)
+
+    def _changed(self, user_id: str, *, online: bool, changed_at_ms: int = 0) -> None:
         watchers = self._watchers.get(user_id)
         if not watchers:
             return
         payload = events_pb2.PresenceChanged(
-            user_id=user_id, online=online, changed_at_ms=self._now_ms()
+            user_id=user_id, online=online, changed_at_ms=changed_at_ms or self._now_ms()
         ).SerializeToString()
         event = PreparedPush(events.PRESENCE_CHANGED, payload)
         self._delivery.publish(self._outbox, Fanout(event, sessions=list(watchers)))
@@ -146,10 +174,14 @@ class Presence:
 
     def _unwatch(self, session: Session, user_id: str) -> None:
         watchers = self._watchers.get(user_id)
-        if watchers is not None:
+        if watchers is not None and session in watchers:
             watchers.discard(session)
             if not watchers:
                 del self._watchers[user_id]
+            if self.board is not None:
+                self.board.unwatch(user_id)
+                if not watchers:
+                    self._online.discard(user_id)  # no longer followed: unknown here
 
     async def watch(
         self, session: Session, user_ids: Sequence[str], *, unwatch: bool = False
@@ -185,9 +217,20 @@ class Presence:
                     f"the presence of {hidden[0]!r} is not visible to {session.user_id!r}",
                 )
             require_open(session)  # it may have ended while the policy was asked
-            if len(session.watching | set(new)) > limits.max_watched_users:
+            if self.board is not None:
+                await self.board.watch(new)
+                if session.closed or len(session.watching | set(new)) > limits.max_watched_users:
+                    for user_id in new:
+                        self.board.unwatch(user_id)
+                    require_open(session)
+                    raise self._too_many()
+            elif len(session.watching | set(new)) > limits.max_watched_users:
                 raise self._too_many()
             for user_id in new:
+                if user_id in session.watching:  # a concurrent request watched it meanwhile
+                    if self.board is not None:
+                        self.board.unwatch(user_id)
+                    continue
                 session.watching.add(user_id)
                 self._watchers.setdefault(user_id, set()).add(session)
         return {user: user in self._online for user in user_ids}
@@ -203,6 +246,8 @@ class Presence:
     async def online_members(self, session: Session, conversation_id: str) -> list[str]:
         """Members of the conversation online now, sorted."""
         room = await self._conversations.member_room(session, conversation_id)
+        if self.board is not None:
+            return sorted(await self.board.online(list(room.members)))
         online = self._online
         return sorted(user for user in room.members if user in online)
 
@@ -217,7 +262,11 @@ class Presence:
             typing=typing,
         ).SerializeToString()
         event = PreparedPush(events.TYPING_CHANGED, payload)
-        self._delivery.publish(room, Fanout(event, room.members, skip=session))
+        relay = self._delivery.relay
+        if relay is not None:
+            relay.conversation_event(room, event, skip=session)
+        else:
+            self._delivery.publish(room, Fanout(event, room.members, skip=session))
 
     def sizes(self) -> dict[str, int]:
         """Sizes of the per-user presence state."""

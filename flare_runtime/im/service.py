@@ -165,7 +165,7 @@ class ImService(ImServiceBase):
         user = self._user(context)
         connection = context.connection
         if connection is None:
-            session, replaced = self.core.login(
+            session, replaced = await self.core.open_session(
                 user, request.device_id, int(request.platform), QueueSink()
             )
             self._detached[session.session_id] = session
@@ -175,26 +175,27 @@ class ImService(ImServiceBase):
         else:
             # One IM session per connection: a new login retires the previous
             # one, but only if it succeeds.
-            hooked = connection in self._by_connection
-            session, replaced = self.core.login(
+            session, replaced = await self.core.open_session(
                 user,
                 request.device_id,
                 int(request.platform),
                 ConnectionSink(connection),
                 retire=self._by_connection.get(connection),
             )
+            hooked = connection in self._by_connection
             self._by_connection[connection] = session
             if not hooked:
                 # One hook per connection, not per Login: a client logging in
                 # again and again must not grow the connection's callbacks.
+                # (Called at once when the connection closed meanwhile.)
                 connection.add_close_callback(self._connection_closed)
         for old in replaced:
-            self._detached.pop(old.session_id, None)
+            self._detached.pop(old, None)
         return im_pb2.LoginReply(
             session_id=session.session_id,
             user_id=user,
             server_time_ms=self.core.now_ms(),
-            replaced_session_ids=[old.session_id for old in replaced],
+            replaced_session_ids=replaced,
         )
 
     def _connection_closed(self, connection: ServerConnection) -> None:

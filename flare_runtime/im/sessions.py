@@ -14,7 +14,8 @@ import contextlib
 import enum
 import secrets
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from typing import Protocol, TypeVar
 
 from flare.im.v1 import events_pb2
 
@@ -79,6 +80,42 @@ def new_session_id() -> str:
     return secrets.token_urlsafe(16)
 
 
+class Device(Protocol):
+    """What the multi-device policy looks at: a session's device id and platform."""
+
+    @property
+    def device_id(self) -> str: ...
+
+    @property
+    def platform(self) -> int: ...
+
+
+DeviceT = TypeVar("DeviceT", bound=Device)
+
+
+def replaced_by_policy(
+    policy: DevicePolicy,
+    existing: Sequence[DeviceT],
+    device_id: str,
+    platform: int,
+    max_sessions: int,
+) -> list[DeviceT]:
+    """The sessions among `existing` (oldest first) that a login of `device_id` replaces.
+
+    One rule for a process and for a cluster (where the session registry
+    applies it to the user's sessions on every node, docs/cluster.md).
+    """
+    if policy is DevicePolicy.ONE_IN_TOTAL:
+        return list(existing)
+    if policy is DevicePolicy.ONE_PER_PLATFORM:
+        return [s for s in existing if s.platform == platform or s.device_id == device_id]
+    replaced = [s for s in existing if s.device_id == device_id]
+    overflow = len(existing) - len(replaced) + 1 - max_sessions
+    if overflow > 0:
+        replaced += [s for s in existing if s not in replaced][:overflow]
+    return replaced
+
+
 class Sessions:
     """The open sessions of every user, and the multi-device policy applied at login.
 
@@ -110,6 +147,8 @@ class Sessions:
         sink: EventSink,
         *,
         retire: Session | None = None,
+        session_id: str | None = None,
+        replace: Sequence[Session] | None = None,
     ) -> tuple[Session, list[Session]]:
         """Open a session; returns it and the sessions the policy replaced.
 
@@ -117,20 +156,20 @@ class Sessions:
         sinks are closed. `retire` (the session this login supersedes on the
         same connection) ends quietly instead: its sink stays open for the new
         session. Validate the request before calling: this never fails.
+
+        On a cluster the registry decides for every node: it passes the new
+        session's `session_id` and the local sessions to `replace` (the
+        policy is then not applied here).
         """
-        session = Session(new_session_id(), user_id, device_id, platform, sink)
+        session = Session(session_id or new_session_id(), user_id, device_id, platform, sink)
         devices = self.by_user.get(user_id)
-        existing = [s for s in devices.values() if s is not retire] if devices else []
-        if self.policy is DevicePolicy.ONE_IN_TOTAL:
-            replaced = existing
-        elif self.policy is DevicePolicy.ONE_PER_PLATFORM:
-            replaced = [s for s in existing if s.platform == platform or s.device_id == device_id]
+        if replace is None:
+            existing = [s for s in devices.values() if s is not retire] if devices else []
+            replaced = replaced_by_policy(
+                self.policy, existing, device_id, platform, self._limits.max_sessions_per_user
+            )
         else:
-            replaced = [s for s in existing if s.device_id == device_id]
-            survivors = len(existing) - len(replaced)
-            overflow = survivors + 1 - self._limits.max_sessions_per_user
-            if overflow > 0:
-                replaced += [s for s in existing if s not in replaced][:overflow]
+            replaced = [s for s in replace if s is not retire and not s.closed]
         first = not devices
         self.by_user.setdefault(user_id, {})[session.session_id] = session
         if first:

@@ -53,7 +53,7 @@ def test_to_event_wraps_every_push_type_and_rejects_others() -> None:
     typing = events_pb2.TypingChanged(conversation_id="c", user_id="u", typing=True)
     event = events.to_event(events.TYPING_CHANGED, typing.SerializeToString())
     assert event.WhichOneof("event") == "typing_changed" and event.typing_changed == typing
-    for type_id in range(events.MESSAGE_RECEIVED, events.SESSION_CLOSED + 1):
+    for type_id in range(events.MESSAGE_RECEIVED, events.SYNC_REQUIRED + 1):
         assert events.to_event(type_id, b"").WhichOneof("event") is not None
     try:
         events.to_event(1, b"")

@@ -27,6 +27,7 @@ import asyncio
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import ClassVar
 
 from flare_runtime.errors import FlareError
 
@@ -146,6 +147,9 @@ class Storage(abc.ABC):
     Call `open` before anything else and `close` at the end. Unknown
     conversations make reads return None/empty, and writes raise `StorageError`.
     """
+
+    shared: ClassVar[bool] = False
+    """True when several processes (cluster nodes, workers) may use the same data at once."""
 
     @abc.abstractmethod
     async def open(self) -> None:

@@ -81,6 +81,29 @@ _MESSAGE_COLUMNS = (
 )
 
 
+async def create_schema(connection: Any, ddl: str, schema: str, lock: int) -> None:
+    """Run `ddl` (``CREATE ... IF NOT EXISTS`` statements) unless its objects all exist.
+
+    The check comes first because even ``CREATE INDEX IF NOT EXISTS`` takes
+    its table's SHARE lock: a process starting while others write would wait
+    for their transactions, and could deadlock with them. Processes starting
+    together are serialised by the advisory lock `lock`. Unqualified names
+    (indexes) are in `schema`.
+    """
+    names = [
+        name if "." in name else f"{schema}.{name}"
+        for name in re.findall(r"(?:TABLE|INDEX) IF NOT EXISTS (\S+)", ddl)
+    ]
+    missing = await connection.fetchval(
+        "SELECT count(*) FROM unnest($1::text[]) name WHERE to_regclass(name) IS NULL", names
+    )
+    if missing == 0:
+        return
+    async with connection.transaction():
+        await connection.execute("SELECT pg_advisory_xact_lock($1)", lock)
+        await connection.execute(ddl)
+
+
 def _conversation(row: Any) -> ConversationRecord:
     return ConversationRecord(
         conversation_id=row["conversation_id"],
@@ -97,6 +120,8 @@ def _conversation(row: Any) -> ConversationRecord:
 
 class PostgresStorage(Storage):
     """`Storage` in PostgreSQL (asyncpg pool). `dsn` is a ``postgresql://`` URL."""
+
+    shared = True
 
     def __init__(
         self,
@@ -135,6 +160,13 @@ class PostgresStorage(Storage):
         """Use `keyring` from now on (rotation: it must still hold the old keys)."""
         self._keyring = keyring
 
+    @property
+    def pool(self) -> asyncpg.Pool:
+        """The connection pool (the IM's cluster session registry shares it)."""
+        if self._pool is None:
+            raise StorageError("storage is not open")
+        return self._pool
+
     def _sql(self, text: str) -> str:
         return text.replace("{schema}", self._schema)
 
@@ -147,10 +179,8 @@ class PostgresStorage(Storage):
             )
         except (OSError, asyncpg.PostgresError) as error:
             raise StorageError(f"cannot connect to PostgreSQL: {error}") from error
-        # Serialise schema creation across processes starting together.
-        async with pool.acquire() as connection, connection.transaction():
-            await connection.execute("SELECT pg_advisory_xact_lock(7100)")
-            await connection.execute(self._sql(_SCHEMA))
+        async with pool.acquire() as connection:
+            await create_schema(connection, self._sql(_SCHEMA), self._schema, 7100)
         self._pool = pool
 
     async def close(self) -> None:

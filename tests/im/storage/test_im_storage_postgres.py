@@ -52,3 +52,30 @@ async def test_two_instances_append_gap_free_and_deduplicate_across_each_other(
         await second.close()
         await first.drop_schema()
         await first.close()
+
+
+async def test_opening_beside_a_writer_does_not_wait_for_its_transaction(
+    postgres_opener: Callable[[KeyRing], Awaitable[Storage]],
+) -> None:
+    """A process starting (open) while another one's append transaction is open: the
+    schema exists, so open takes no table lock and returns at once (it used to run
+    CREATE INDEX IF NOT EXISTS, which waits for the writer's lock and can deadlock)."""
+    keyring = KeyRing.generate()
+    first = await postgres_opener(keyring)
+    assert isinstance(first, PostgresStorage)
+    record = ConversationRecord("busy", ConversationKind.ROOM, "", True, 10, 0, 0, 0, 1)
+    await first.create_conversation(record, {"alice": Role.OWNER})
+    second = PostgresStorage(first.dsn, keyring, schema=first.schema, max_connections=2)
+    try:
+        async with first.pool.acquire() as writer, writer.transaction():
+            await writer.execute(
+                f"UPDATE {first.schema}.members SET read_seq = 1 WHERE conversation_id = 'busy'"
+            )
+            await writer.execute(
+                f"DELETE FROM {first.schema}.messages WHERE conversation_id = 'busy'"
+            )
+            await asyncio.wait_for(second.open(), 3.0)
+    finally:
+        await second.close()
+        await first.drop_schema()
+        await first.close()
