@@ -44,7 +44,7 @@ if (process.argv.includes("--check")) {
   }
   if (!Buffer.from(bundle).equals(committed)) {
     console.error(
-      `${relative(root, target)} is stale: run \`node examples/im-chat/build.mjs\` in clients/typescript`,
+      `${relative(root, target)} is stale: run \`npm run build:im-chat\` in clients/typescript`,
     );
     process.exit(1);
   }
