@@ -6,6 +6,7 @@ clients/typescript/examples/im-chat: the generated IM client over @flare/client.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -62,3 +63,62 @@ async def test_two_pages_chat_with_receipts_typing_presence_and_history(
     # A page loaded later gets the history.
     await bob.open(demo.page_url, "bob")
     await bob.until(lambda page: lines(page) == expected)
+
+
+async def test_rooms_direct_conversations_and_unread_counts(
+    demo: DemoServer, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    alice, bob = pages
+    await alice.open(demo.page_url, "alice")
+    await bob.open(demo.page_url, "bob")
+
+    # Alice creates a room with bob in it: it appears in bob's list (MembershipChanged).
+    await alice.type_into("room-title", "project")
+    await alice.type_into("room-members", "bob")
+    await alice.click("create-room")
+    await alice.until(lambda page: page["title"] == "project")
+    await alice.until(lambda page: page["members"] == ["alice", "bob"])
+    await bob.until(lambda page: "# project" in [c["name"] for c in page["conversations"]])
+
+    # Messages in a conversation bob does not look at count as unread there.
+    await alice.say("plan A")
+    await alice.say("plan B")
+    await bob.until(
+        lambda page: [c["unread"] for c in page["conversations"] if c["name"] == "# project"] == [2]
+    )
+    # Bob's page got them (it acknowledges delivery of what it receives), unread.
+    await alice.until(
+        lambda page: [m["receipt"] for m in page["messages"]] == ["delivered", "delivered"]
+    )
+    await bob.select("# project")
+    await bob.until(lambda page: lines(page) == ["alice plan A", "alice plan B"])
+    await bob.until(lambda page: all(c["unread"] == 0 for c in page["conversations"]))
+    # Bob's page read them: alice sees it.
+    await alice.until(lambda page: page["messages"][-1]["receipt"] == "read by 1")
+
+    # A direct conversation: bob opens it; alice learns of it from its first message.
+    await bob.type_into("direct-peer", "alice")
+    await bob.click("open-direct")
+    await bob.until(lambda page: page["title"] == "alice")
+    await bob.say("psst")
+    await alice.until(
+        lambda page: [c["unread"] for c in page["conversations"] if c["name"] == "@ bob"] == [1]
+    )
+    await alice.select("@ bob")
+    await alice.until(lambda page: lines(page) == ["bob psst"])
+    await bob.until(lambda page: page["messages"][0]["receipt"] == "read")
+    # The lobby's history is untouched by all this.
+    await alice.select("# Lobby")
+    assert lines(await alice.read()) == []
+
+
+async def test_presence_goes_offline_after_the_grace_period(
+    demo: DemoServer, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    alice, bob = pages
+    await alice.open(demo.page_url, "alice")
+    await bob.open(demo.page_url, "bob")
+    await alice.until(lambda page: page["online"] == ["alice", "bob"])
+    await asyncio.to_thread(bob.browser.get, "about:blank")  # bob's page closes
+    await alice.until(lambda page: page["online"] == ["alice"], timeout=20)
+    await alice.until(lambda page: page["members"] == ["alice", "bob"])
