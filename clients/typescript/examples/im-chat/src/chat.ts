@@ -292,14 +292,23 @@ export class ChatSession {
     this.user = reply.userId;
     // Presence watches belong to the session: the new one watches nothing yet.
     this.watched.clear();
-    if (this.options.lobby !== undefined) {
-      const lobby = this.options.lobby;
-      await optional(async () => {
-        this.absorb(await im.joinRoom({ conversationId: lobby }, { timeoutMs: CALL_TIMEOUT_MS }));
-      });
+    // Independent steps run side by side, each on this connection (`im`): a
+    // call through `this.im` would wait for the end of this hook.
+    const steps = [optional(() => this.listConversations(im))];
+    const lobby = this.options.lobby;
+    if (lobby !== undefined) {
+      steps.push(
+        optional(async () => {
+          this.absorb(await im.joinRoom({ conversationId: lobby }, { timeoutMs: CALL_TIMEOUT_MS }));
+          const conversation = this.known(lobby);
+          if (!conversation.loaded && conversation.loading === undefined) {
+            await this.fetchNewest(conversation, im);
+          }
+        }),
+      );
     }
-    await optional(() => this.listConversations(im));
-    if (info.reconnected) await this.syncLoaded(im, [...this.conversations.values()]);
+    if (info.reconnected) steps.push(this.syncLoaded(im, [...this.conversations.values()]));
+    await Promise.all(steps);
     await this.watchMembers(im);
     this.resolveSignedIn();
     this.changed();
@@ -493,34 +502,37 @@ export class ChatSession {
 
   private async loadNewest(conversation: Conversation): Promise<void> {
     for (;;) {
-      let reply;
       try {
-        reply = await this.im.getHistory(
-          { conversationId: conversation.id, limit: HISTORY_PAGE },
-          { timeoutMs: CALL_TIMEOUT_MS },
-        );
+        await this.fetchNewest(conversation, this.im);
+        return;
       } catch (error) {
         if (!(error instanceof RpcError) || !retryable(error.code) || this.ended !== undefined) throw error;
         await this.retryWait(error.code);
-        continue;
       }
-      if (conversation.epoch !== 0n && reply.epoch !== conversation.epoch) conversation.forget();
-      conversation.epoch = reply.epoch;
-      for (const message of reply.messages) {
-        if (message.epoch === reply.epoch) conversation.messages.set(message.seq, message);
-        if (message.seq > conversation.lastSeq) conversation.lastSeq = message.seq;
-      }
-      const first = reply.messages[0]?.seq ?? (reply.firstSeq > 0n ? reply.firstSeq : 1n);
-      conversation.firstLoaded = first;
-      conversation.hasOlder = reply.hasMore;
-      conversation.high = first - 1n;
-      while (conversation.messages.has(conversation.high + 1n)) conversation.high += 1n;
-      conversation.loaded = true;
-      this.changed();
-      // Pushes that arrived while loading may lie past what the page returned.
-      if (conversation.lastSeq > conversation.high) await this.catchUp(conversation);
-      return;
     }
+  }
+
+  /** One `GetHistory` of the newest page, through `im`; then the conversation is loaded. */
+  private async fetchNewest(conversation: Conversation, im: ImServiceClient): Promise<void> {
+    const reply = await im.getHistory(
+      { conversationId: conversation.id, limit: HISTORY_PAGE },
+      { timeoutMs: CALL_TIMEOUT_MS },
+    );
+    if (conversation.epoch !== 0n && reply.epoch !== conversation.epoch) conversation.forget();
+    conversation.epoch = reply.epoch;
+    for (const message of reply.messages) {
+      if (message.epoch === reply.epoch) conversation.messages.set(message.seq, message);
+      if (message.seq > conversation.lastSeq) conversation.lastSeq = message.seq;
+    }
+    const first = reply.messages[0]?.seq ?? (reply.firstSeq > 0n ? reply.firstSeq : 1n);
+    conversation.firstLoaded = first;
+    conversation.hasOlder = reply.hasMore;
+    conversation.high = first - 1n;
+    while (conversation.messages.has(conversation.high + 1n)) conversation.high += 1n;
+    conversation.loaded = true;
+    this.changed();
+    // Pushes that arrived while loading may lie past what the page returned.
+    if (conversation.lastSeq > conversation.high) void this.catchUp(conversation);
   }
 
   /** Load the page of history before the oldest message loaded. */
