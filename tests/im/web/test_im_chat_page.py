@@ -7,12 +7,17 @@ clients/typescript/examples/im-chat: the generated IM client over @flare/client.
 from __future__ import annotations
 
 import asyncio
+import secrets
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from flare.im.v1 import content_pb2, im_pb2
+from flare.im.v1.im_flare import ImServiceClient
 
-from flare_runtime.im.demo import DemoServer, start_demo
+from flare_runtime.client import connect
+from flare_runtime.im.demo import LOBBY, DemoServer, start_demo
+from flare_runtime.im.service import ImService
 from tests.im.web.conftest import ChatPage, require_browser
 
 
@@ -22,6 +27,27 @@ async def demo(tmp_path: Path) -> AsyncIterator[DemoServer]:
     running = await start_demo(tmp_path / "chat.db")
     yield running
     await running.close()
+
+
+async def send_from_python(demo: DemoServer, user: str, texts: list[str]) -> None:
+    """`user` sends `texts` to the lobby with the Python client, one after another."""
+    url = f"ws://127.0.0.1:{demo.server.port('websocket')}"
+    batch = secrets.token_hex(4)
+    channel = await connect(url, token=user, push_tables=[ImService.PUSH_TYPES])
+    try:
+        client = ImServiceClient(channel)
+        await client.login(im_pb2.LoginRequest(device_id="python"))
+        await client.join_room(im_pb2.JoinRoomRequest(conversation_id=LOBBY))
+        for index, text in enumerate(texts):
+            await client.send(
+                im_pb2.SendRequest(
+                    conversation_id=LOBBY,
+                    client_message_id=f"python-{batch}-{index}",
+                    content=content_pb2.Content(text=content_pb2.TextContent(text=text)),
+                )
+            )
+    finally:
+        await channel.close()
 
 
 def lines(page: dict[str, object]) -> list[str]:
@@ -122,3 +148,25 @@ async def test_presence_goes_offline_after_the_grace_period(
     await asyncio.to_thread(bob.browser.get, "about:blank")  # bob's page closes
     await alice.until(lambda page: page["online"] == ["alice"], timeout=20)
     await alice.until(lambda page: page["members"] == ["alice", "bob"])
+
+
+async def test_history_pages_back_and_a_reset_history_replaces_the_copy(
+    demo: DemoServer, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    alice, _ = pages
+    texts = [f"old {index}" for index in range(1, 61)]
+    await send_from_python(demo, "carol", texts)
+    await alice.open(demo.page_url, "alice")
+    # The newest page of history (50), then the older ones on request.
+    shown = await alice.until(lambda page: len(page["messages"]) == 50)
+    assert lines(shown) == [f"carol {text}" for text in texts[10:]]
+    await alice.click("older")
+    shown = await alice.until(lambda page: len(page["messages"]) == 60)
+    assert [m["seq"] for m in shown["messages"]] == [str(seq) for seq in range(1, 61)]
+
+    # The operator resets the lobby's history: the next message comes in a new
+    # epoch, and the page drops its copy of the old one.
+    await demo.core.reset_history(LOBBY)
+    await send_from_python(demo, "carol", ["new epoch"])
+    shown = await alice.until(lambda page: lines(page) == ["carol new epoch"])
+    assert [(m["epoch"], m["seq"]) for m in shown["messages"]] == [("2", "1")]

@@ -151,31 +151,45 @@ function render(): void {
   if (document.visibilityState === "visible") session.markRead(current);
 }
 
+const listed = new Map<string, HTMLLIElement>();
+
 function renderConversations(session: ChatSession): void {
   const items = [...session.conversations.values()]
     .filter((conversation) => conversation.kind !== ConversationKind.UNSPECIFIED)
     .sort((a, b) => session.displayName(a).localeCompare(session.displayName(b)));
-  ui.conversations.replaceChildren(
-    ...items.map((conversation) => {
-      const li = document.createElement("li");
+  const keep = new Set<string>();
+  items.forEach((conversation, index) => {
+    keep.add(conversation.id);
+    let li = listed.get(conversation.id);
+    if (li === undefined) {
+      li = document.createElement("li");
       li.dataset["id"] = conversation.id;
-      li.className = conversation.id === current ? "active" : "";
       const name = document.createElement("span");
       name.className = "name";
-      name.textContent =
-        (conversation.kind === ConversationKind.DIRECT ? "@ " : "# ") + session.displayName(conversation);
-      li.append(name);
-      const unread = conversation.id === current ? 0 : conversation.unread();
-      if (unread > 0) {
-        const badge = document.createElement("span");
-        badge.className = "unread";
-        badge.textContent = String(unread);
-        li.append(badge);
-      }
+      const badge = document.createElement("span");
+      badge.className = "unread";
+      li.append(name, badge);
       li.addEventListener("click", () => select(conversation.id));
-      return li;
-    }),
-  );
+      listed.set(conversation.id, li);
+    }
+    const [name, badge] = li.children as unknown as [HTMLElement, HTMLElement];
+    const label = (conversation.kind === ConversationKind.DIRECT ? "@ " : "# ") + session.displayName(conversation);
+    if (name.textContent !== label) name.textContent = label;
+    const unread = conversation.id === current ? 0 : conversation.unread();
+    const count = unread > 0 ? String(unread) : "";
+    if (badge.textContent !== count) badge.textContent = count;
+    badge.hidden = unread === 0;
+    li.className = conversation.id === current ? "active" : "";
+    if (ui.conversations.children[index] !== li) {
+      ui.conversations.insertBefore(li, ui.conversations.children[index] ?? null);
+    }
+  });
+  for (const [id, li] of listed) {
+    if (!keep.has(id)) {
+      li.remove();
+      listed.delete(id);
+    }
+  }
 }
 
 function renderMembers(session: ChatSession, conversation: Conversation): void {
