@@ -18,6 +18,7 @@ from flare.im.v1.im_flare import ImServiceClient
 from flare_runtime.client import connect
 from flare_runtime.im.demo import LOBBY, DemoServer, start_demo
 from flare_runtime.im.service import ImService
+from flare_runtime.im.web.site import StaticSite
 from tests.im.web.conftest import ChatPage, require_browser
 
 
@@ -170,3 +171,91 @@ async def test_history_pages_back_and_a_reset_history_replaces_the_copy(
     await send_from_python(demo, "carol", ["new epoch"])
     shown = await alice.until(lambda page: lines(page) == ["carol new epoch"])
     assert [(m["epoch"], m["seq"]) for m in shown["messages"]] == [("2", "1")]
+
+
+class CuttableLink:
+    """A TCP relay to the IM server that can cut every connection through it, and refuse new ones.
+
+    The page behind it loses its connection while the server and the other page go on.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.writers: set[asyncio.StreamWriter] = set()
+        self.refusing = False
+        self.server: asyncio.Server | None = None
+
+    @property
+    def port(self) -> int:
+        assert self.server is not None
+        port: int = self.server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+
+    def cut(self) -> None:
+        self.refusing = True
+        for writer in self.writers:
+            writer.transport.abort()
+
+    async def close(self) -> None:
+        self.cut()
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if self.refusing:
+            writer.transport.abort()
+            return
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        self.writers |= {writer, up_writer}
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    sink.write(data)
+                    await sink.drain()
+            except ConnectionError:
+                pass
+            finally:
+                sink.transport.abort()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer))
+        self.writers -= {writer, up_writer}
+
+
+async def test_a_page_cut_off_gets_what_it_missed_by_sync_after_reconnecting(
+    demo: DemoServer, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    alice, bob = pages
+    link = CuttableLink(demo.server.port("websocket"))
+    await link.start()
+    site = StaticSite(link.port, lobby=LOBBY)  # alice's page reaches the server through `link`
+    await site.start()
+    try:
+        await alice.open(f"http://127.0.0.1:{site.port}/", "alice")
+        await bob.open(demo.page_url, "bob")
+        await alice.say("before the cut")
+        await bob.until(lambda page: lines(page) == ["alice before the cut"])
+
+        link.cut()
+        await alice.until(lambda page: page["state"] == "reconnecting")
+        missed = [f"missed {index}" for index in range(1, 4)]
+        for text in missed:
+            await bob.say(text)
+        expected = ["alice before the cut", *(f"bob {text}" for text in missed)]
+        await bob.until(
+            lambda page: lines(page) == expected and not page["messages"][-1]["pending"]
+        )
+        assert lines(await alice.read()) == ["alice before the cut"]
+
+        # Back: the resume hook logs in again and Syncs from seq 1; nothing else
+        # is sent, so only the Sync can bring the missed messages.
+        link.refusing = False
+        shown = await alice.until(lambda page: page["state"] == "ready" and lines(page) == expected)
+        assert [m["seq"] for m in shown["messages"]] == ["1", "2", "3", "4"]
+    finally:
+        await site.close()
+        await link.close()
