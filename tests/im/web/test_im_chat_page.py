@@ -259,3 +259,22 @@ async def test_a_page_cut_off_gets_what_it_missed_by_sync_after_reconnecting(
     finally:
         await site.close()
         await link.close()
+
+
+async def test_message_text_is_drawn_as_text_never_as_html(
+    demo: DemoServer, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    """Input: a message (and a sender name) holding HTML with a script handler.
+    Promised: the page shows the characters as sent; no element is made, nothing runs."""
+    alice, _ = pages
+    hostile = '<img src=x onerror="window.pwned=1"><b>bold</b>'
+    await send_from_python(demo, "mallory_1", [hostile])
+    await alice.open(demo.page_url, "alice")
+    shown = await alice.until(lambda page: len(page["messages"]) == 1)
+    assert shown["messages"][0]["text"] == hostile
+    created = await asyncio.to_thread(
+        alice.browser.execute_script,
+        'return [document.querySelectorAll("#messages img, #messages b").length, '
+        "window.pwned === undefined]",
+    )
+    assert created == [0, True]
