@@ -1,24 +1,22 @@
 """Driving the chat page in headless Chromium: `ChatPage`, and the `browsers` fixture.
 
-Needs Debian's `chromium` and `chromium-driver` (installed by
-`.ci/services.d/60-chromium.sh`); Selenium drives them. Without them the tests
-skip loudly, or fail under FLARE_REQUIRE_SERVICES=1. Selenium calls block, so
-they run in threads while the server under test keeps the event loop.
+The browser comes from tests/chromium.py (Debian's chromium and chromedriver;
+without them the tests skip loudly, or fail under FLARE_REQUIRE_SERVICES=1).
+Selenium calls block, so they run in threads while the server under test keeps
+the event loop.
 """
 
 from __future__ import annotations
 
 import asyncio
-import os
-import shutil
 import urllib.parse
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from tests.chromium import new_browser, require_browser
+
 TIMEOUT = 30.0
 
 # One call returns everything a test looks at, so a poll is one round trip.
@@ -50,38 +48,6 @@ return {
   typing: document.getElementById("typing").textContent,
 };
 """
-
-
-def require_browser() -> None:
-    """Skip (or fail, under FLARE_REQUIRE_SERVICES=1) without Chromium and chromedriver."""
-    missing = [path for path in (CHROMIUM, CHROMEDRIVER) if not shutil.which(path)]
-    if missing:
-        reason = f"{', '.join(missing)} missing: run `bash .ci/services.d/60-chromium.sh`"
-        if os.environ.get("FLARE_REQUIRE_SERVICES") == "1":
-            pytest.fail(reason)
-        pytest.skip("SKIPPED LOUDLY: " + reason)
-
-
-def new_browser() -> Any:
-    """A headless Chromium under chromedriver."""
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for flag in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-extensions",
-        "--no-first-run",
-        "--window-size=1000,700",
-    ):
-        options.add_argument(flag)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    return webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
 
 
 class ChatPage:

@@ -19,7 +19,8 @@ from flare_runtime.client import connect
 from flare_runtime.im.demo import LOBBY, DemoServer, start_demo
 from flare_runtime.im.service import ImService
 from flare_runtime.im.web.site import StaticSite
-from tests.im.web.conftest import ChatPage, require_browser
+from tests.chromium import require_browser
+from tests.im.web.conftest import ChatPage
 
 
 @pytest.fixture

@@ -25,7 +25,8 @@ from typing import Any
 
 import pytest
 
-from tests.im.web.conftest import ChatPage, require_browser
+from tests.chromium import require_browser
+from tests.im.web.conftest import ChatPage
 
 ROOT = Path(__file__).resolve().parents[3]
 TIMEOUT = 30.0
