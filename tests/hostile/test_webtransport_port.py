@@ -201,3 +201,17 @@ async def test_a_second_stream_in_a_session_is_refused(
         assert isinstance(refused, StopSendingReceived)
         assert refused.stream_id == extra != first
     await still_serves(server)
+
+
+async def test_sessions_past_the_limit_on_one_connection_get_429(server: Server) -> None:
+    """Input: MAX_SESSIONS + 1 WebTransport sessions on one QUIC connection. Promised: the
+    extra one is refused with 429; the server goes on."""
+    from flare_runtime.transports.webtransport import MAX_SESSIONS
+
+    async with raw_client(server) as client:
+        sessions = [
+            client.request(b"CONNECT", b"/flare", b"webtransport") for _ in range(MAX_SESSIONS + 1)
+        ]
+        statuses = [await client.status(session) for session in sessions]
+        assert statuses == [b"200"] * MAX_SESSIONS + [b"429"]
+    await still_serves(server)
