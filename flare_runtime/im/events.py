@@ -20,6 +20,7 @@ TYPING_CHANGED = events_flare.TYPING_CHANGED_PUSH.type_id
 PRESENCE_CHANGED = events_flare.PRESENCE_CHANGED_PUSH.type_id
 MEMBERSHIP_CHANGED = events_flare.MEMBERSHIP_CHANGED_PUSH.type_id
 SESSION_CLOSED = events_flare.SESSION_CLOSED_PUSH.type_id
+SYNC_REQUIRED = events_flare.SYNC_REQUIRED_PUSH.type_id
 
 _EVENT_FIELD_BY_PUSH_TYPE = {
     MESSAGE_RECEIVED: "message_received",
@@ -28,6 +29,7 @@ _EVENT_FIELD_BY_PUSH_TYPE = {
     PRESENCE_CHANGED: "presence_changed",
     MEMBERSHIP_CHANGED: "membership_changed",
     SESSION_CLOSED: "session_closed",
+    SYNC_REQUIRED: "sync_required",
 }
 
 _CONTENT_TAG = bytes([9 << 3 | 2])  # Message.content: field 9, wire type LEN

@@ -44,6 +44,11 @@ SESSION_CLOSED_PUSH: Final[PushType[events_pb2.SessionClosed]] = PushType(
     message_type=events_pb2.SessionClosed,
 )
 
+SYNC_REQUIRED_PUSH: Final[PushType[events_pb2.SyncRequired]] = PushType(
+    type_id=64007,
+    message_type=events_pb2.SyncRequired,
+)
+
 PUSH_TYPES: Final = PushTable(
     types=(
         MESSAGE_RECEIVED_PUSH,
@@ -52,5 +57,6 @@ PUSH_TYPES: Final = PushTable(
         PRESENCE_CHANGED_PUSH,
         MEMBERSHIP_CHANGED_PUSH,
         SESSION_CLOSED_PUSH,
+        SYNC_REQUIRED_PUSH,
     ),
 )

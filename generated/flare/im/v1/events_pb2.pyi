@@ -12,9 +12,11 @@ cut off as a slow consumer) recovers with `ImService.Sync` from the last
 seq it saw. Typing and presence events are never stored.
 """
 
+from collections import abc as _abc
 from flare.im.v1 import content_pb2 as _content_pb2
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
+from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 import builtins as _builtins
 import sys
@@ -321,6 +323,41 @@ class SessionClosed(_message.Message):
 Global___SessionClosed: _TypeAlias = SessionClosed  # noqa: Y015
 
 @_typing.final
+class SyncRequired(_message.Message):
+    """Live events of this device may have been missed: the server's link to the other
+    servers of its cluster was interrupted (a broker restart, a server that died), so
+    events sent meanwhile did not reach this connection. Nothing stored is lost: call
+    `ImService.Sync` from the last seq of each conversation named (all of the session's
+    conversations when none is named), and re-read receipts, membership and presence
+    (`ListConversations`, `WatchPresence`) where the application shows them.
+    The session and its connection stay open.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CONVERSATION_IDS_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    reason: _builtins.str
+    """Why, for logs (e.g. "cluster link restored")."""
+    @_builtins.property
+    def conversation_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Conversations that may have missed events; empty means every conversation."""
+
+    def __init__(
+        self,
+        *,
+        conversation_ids: _abc.Iterable[_builtins.str] | None = ...,
+        reason: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["conversation_ids", b"conversation_ids", "reason", b"reason"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SyncRequired: _TypeAlias = SyncRequired  # noqa: Y015
+
+@_typing.final
 class Event(_message.Message):
     """Every event, for `ImService.Subscribe` (one field set per event)."""
 
@@ -332,6 +369,7 @@ class Event(_message.Message):
     PRESENCE_CHANGED_FIELD_NUMBER: _builtins.int
     MEMBERSHIP_CHANGED_FIELD_NUMBER: _builtins.int
     SESSION_CLOSED_FIELD_NUMBER: _builtins.int
+    SYNC_REQUIRED_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def message_received(self) -> Global___MessageReceived: ...
     @_builtins.property
@@ -344,6 +382,8 @@ class Event(_message.Message):
     def membership_changed(self) -> Global___MembershipChanged: ...
     @_builtins.property
     def session_closed(self) -> Global___SessionClosed: ...
+    @_builtins.property
+    def sync_required(self) -> Global___SyncRequired: ...
     def __init__(
         self,
         *,
@@ -353,12 +393,13 @@ class Event(_message.Message):
         presence_changed: Global___PresenceChanged | None = ...,
         membership_changed: Global___MembershipChanged | None = ...,
         session_closed: Global___SessionClosed | None = ...,
+        sync_required: Global___SyncRequired | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "membership_changed", b"membership_changed", "message_received", b"message_received", "presence_changed", b"presence_changed", "receipt_updated", b"receipt_updated", "session_closed", b"session_closed", "typing_changed", b"typing_changed"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "membership_changed", b"membership_changed", "message_received", b"message_received", "presence_changed", b"presence_changed", "receipt_updated", b"receipt_updated", "session_closed", b"session_closed", "sync_required", b"sync_required", "typing_changed", b"typing_changed"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "membership_changed", b"membership_changed", "message_received", b"message_received", "presence_changed", b"presence_changed", "receipt_updated", b"receipt_updated", "session_closed", b"session_closed", "typing_changed", b"typing_changed"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["event", b"event", "membership_changed", b"membership_changed", "message_received", b"message_received", "presence_changed", b"presence_changed", "receipt_updated", b"receipt_updated", "session_closed", b"session_closed", "sync_required", b"sync_required", "typing_changed", b"typing_changed"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message_received", "receipt_updated", "typing_changed", "presence_changed", "membership_changed", "session_closed"]  # noqa: Y015
+    _WhichOneofReturnType_event: _TypeAlias = _typing.Literal["message_received", "receipt_updated", "typing_changed", "presence_changed", "membership_changed", "session_closed", "sync_required"]  # noqa: Y015
     _WhichOneofArgType_event: _TypeAlias = _typing.Literal["event", b"event"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_event) -> _WhichOneofReturnType_event | None: ...
 
