@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from flare.im.v1 import content_pb2, im_pb2
+from flare.im.v1 import content_pb2, events_pb2, im_pb2
 from flare.im.v1.im_flare import ImServiceClient
 
 from flare_runtime.client import connect
@@ -279,3 +279,35 @@ async def test_message_text_is_drawn_as_text_never_as_html(
         "window.pwned === undefined]",
     )
     assert created == [0, True]
+
+
+async def test_sync_required_makes_a_page_fetch_what_its_connection_missed(
+    demo: DemoServer, pages: tuple[ChatPage, ChatPage]
+) -> None:
+    alice, bob = pages
+    await alice.open(demo.page_url, "alice")
+    await bob.open(demo.page_url, "bob")
+    await alice.say("before")
+    await bob.until(lambda page: lines(page) == ["alice before"])
+
+    # Bob's connection loses its pushes while the session stays open, as when a
+    # cluster node loses its broker link; the server then says SyncRequired.
+    (connection,) = [
+        c for c in demo.server.connections if c.principal and c.principal.subject == "bob"
+    ]
+    dropped: list[object] = []
+    connection.push_prepared = dropped.append  # type: ignore[method-assign,assignment]
+    await alice.say("missed 1")
+    await alice.say("missed 2")
+    await alice.until(
+        lambda page: len(page["messages"]) == 3 and not page["messages"][-1]["pending"]
+    )
+    del connection.push_prepared  # pushes flow again
+    assert dropped
+    assert lines(await bob.read()) == ["alice before"]
+
+    connection.push(events_pb2.SyncRequired(conversation_ids=[LOBBY], reason="test"))
+    shown = await bob.until(
+        lambda page: lines(page) == ["alice before", "alice missed 1", "alice missed 2"]
+    )
+    assert [m["seq"] for m in shown["messages"]] == ["1", "2", "3"]

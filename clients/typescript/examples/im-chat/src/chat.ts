@@ -13,7 +13,8 @@
  *   first, then `Sync` from the last gap-free seq of each loaded conversation
  *   (paged; `RESYNC_REQUIRED` reloads the history), so nothing sent while the
  *   page was disconnected is missed. A live push that skips seqs starts a
- *   `Sync` too.
+ *   `Sync` too, and so does a `SyncRequired` push (the server may have missed
+ *   events), which also re-reads the conversation list and presence.
  * * **Sends are retried until acknowledged.** Each conversation has an outbox
  *   sent one message at a time, in the order typed. A send that fails because
  *   the connection was lost, its deadline passed or a rate limit was hit is
@@ -53,6 +54,7 @@ import {
   PUSH_TYPES,
   RECEIPT_UPDATED_PUSH,
   SESSION_CLOSED_PUSH,
+  SYNC_REQUIRED_PUSH,
   TYPING_CHANGED_PUSH,
 } from "./gen/flare/im/v1/events_flare.js";
 import { ImServiceClient } from "./gen/flare/im/v1/im_flare.js";
@@ -254,6 +256,7 @@ export class ChatSession {
           : event.detail || "the server ended this session";
       this.end(why);
     });
+    this.client.onPush(SYNC_REQUIRED_PUSH, (event) => void this.resync(event.conversationIds));
   }
 
   /** Connect and sign in; calls made before the connection is ready wait for it. */
@@ -605,6 +608,29 @@ export class ChatSession {
       due = next;
     }
     this.changed();
+  }
+
+  /**
+   * The server may have missed live events (`SyncRequired`, on a cluster):
+   * `Sync` the named conversations (every one the page holds when none is
+   * named), then read the conversation list (unread counts, new
+   * conversations) and everyone's presence again. The session stays open.
+   */
+  private async resync(ids: readonly string[]): Promise<void> {
+    const conversations =
+      ids.length === 0 ? [...this.conversations.values()] : ids.map((id) => this.known(id));
+    for (;;) {
+      try {
+        await this.syncLoaded(this.im, conversations);
+        await this.listConversations(this.im);
+        this.watched.clear();
+        await this.watchMembers(this.im);
+        return;
+      } catch (error) {
+        if (!(error instanceof RpcError) || !retryable(error.code) || this.ended !== undefined) return;
+        await this.retryWait(error.code);
+      }
+    }
   }
 
   // ------------------------------------------------------------------ sending

@@ -8,6 +8,7 @@ import {
   PresenceChangedSchema,
   ReceiptUpdatedSchema,
   SessionClosedSchema,
+  SyncRequiredSchema,
   TypingChangedSchema,
 } from "./events_pb.js";
 
@@ -29,5 +30,8 @@ export const MEMBERSHIP_CHANGED_PUSH = pushType(64005, MembershipChangedSchema);
 /** `flare.im.v1.SessionClosed`, pushed under type id 64006. */
 export const SESSION_CLOSED_PUSH = pushType(64006, SessionClosedSchema);
 
+/** `flare.im.v1.SyncRequired`, pushed under type id 64007. */
+export const SYNC_REQUIRED_PUSH = pushType(64007, SyncRequiredSchema);
+
 /** Every push type of flare/im/v1/events.proto: `connect(url, { pushTypes })`. */
-export const PUSH_TYPES = [MESSAGE_RECEIVED_PUSH, RECEIPT_UPDATED_PUSH, TYPING_CHANGED_PUSH, PRESENCE_CHANGED_PUSH, MEMBERSHIP_CHANGED_PUSH, SESSION_CLOSED_PUSH] as const;
+export const PUSH_TYPES = [MESSAGE_RECEIVED_PUSH, RECEIPT_UPDATED_PUSH, TYPING_CHANGED_PUSH, PRESENCE_CHANGED_PUSH, MEMBERSHIP_CHANGED_PUSH, SESSION_CLOSED_PUSH, SYNC_REQUIRED_PUSH] as const;

@@ -23,7 +23,7 @@ import type { Message as Message$1 } from "@bufbuild/protobuf";
  * Describes the file flare/im/v1/events.proto.
  */
 export const file_flare_im_v1_events: GenFile = /*@__PURE__*/
-  fileDesc("ChhmbGFyZS9pbS92MS9ldmVudHMucHJvdG8SC2ZsYXJlLmltLnYxItoBCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQSDQoFZXBvY2gYAyABKAQSEgoKbWVzc2FnZV9pZBgEIAEoCRIWCg5zZW5kZXJfdXNlcl9pZBgFIAEoCRIYChBzZW5kZXJfZGV2aWNlX2lkGAYgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAcgASgJEhIKCnNlbnRfYXRfbXMYCCABKAMSJQoHY29udGVudBgJIAEoCzIULmZsYXJlLmltLnYxLkNvbnRlbnQiQgoPTWVzc2FnZVJlY2VpdmVkEiUKB21lc3NhZ2UYASABKAsyFC5mbGFyZS5pbS52MS5NZXNzYWdlOgiyuxgECIH0AyKDAQoOUmVjZWlwdFVwZGF0ZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSFQoNZGVsaXZlcmVkX3NlcRgDIAEoBBIQCghyZWFkX3NlcRgEIAEoBBIUCgx1bnJlYWRfY291bnQYBSABKAQ6CLK7GAQIgvQDImYKDVR5cGluZ0NoYW5nZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEg4KBnR5cGluZxgEIAEoCDoIsrsYBAiD9AMiUwoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhUKDWNoYW5nZWRfYXRfbXMYAyABKAM6CLK7GAQIhPQDIqgCChFNZW1iZXJzaGlwQ2hhbmdlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRI1CgZjaGFuZ2UYAyABKA4yJS5mbGFyZS5pbS52MS5NZW1iZXJzaGlwQ2hhbmdlZC5DaGFuZ2USHwoEcm9sZRgEIAEoDjIRLmZsYXJlLmltLnYxLlJvbGUSFQoNYWN0b3JfdXNlcl9pZBgFIAEoCSJwCgZDaGFuZ2USFgoSQ0hBTkdFX1VOU1BFQ0lGSUVEEAASEQoNQ0hBTkdFX0pPSU5FRBABEg8KC0NIQU5HRV9MRUZUEAISEQoNQ0hBTkdFX0tJQ0tFRBADEhcKE0NIQU5HRV9ST0xFX0NIQU5HRUQQBDoIsrsYBAiF9AMi/AEKDVNlc3Npb25DbG9zZWQSMQoGcmVhc29uGAEgASgOMiEuZmxhcmUuaW0udjEuU2Vzc2lvbkNsb3NlZC5SZWFzb24SDgoGZGV0YWlsGAIgASgJEh4KFnJlcGxhY2VkX2J5X3Nlc3Npb25faWQYAyABKAkifgoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEhMKD1JFQVNPTl9SRVBMQUNFRBABEhgKFFJFQVNPTl9TTE9XX0NPTlNVTUVSEAISEQoNUkVBU09OX0tJQ0tFRBADEhoKFlJFQVNPTl9TRVJWRVJfU0hVVERPV04QBDoIsrsYBAiG9AMi5gIKBUV2ZW50EjgKEG1lc3NhZ2VfcmVjZWl2ZWQYASABKAsyHC5mbGFyZS5pbS52MS5NZXNzYWdlUmVjZWl2ZWRIABI2Cg9yZWNlaXB0X3VwZGF0ZWQYAiABKAsyGy5mbGFyZS5pbS52MS5SZWNlaXB0VXBkYXRlZEgAEjQKDnR5cGluZ19jaGFuZ2VkGAMgASgLMhouZmxhcmUuaW0udjEuVHlwaW5nQ2hhbmdlZEgAEjgKEHByZXNlbmNlX2NoYW5nZWQYBCABKAsyHC5mbGFyZS5pbS52MS5QcmVzZW5jZUNoYW5nZWRIABI8ChJtZW1iZXJzaGlwX2NoYW5nZWQYBSABKAsyHi5mbGFyZS5pbS52MS5NZW1iZXJzaGlwQ2hhbmdlZEgAEjQKDnNlc3Npb25fY2xvc2VkGAYgASgLMhouZmxhcmUuaW0udjEuU2Vzc2lvbkNsb3NlZEgAQgcKBWV2ZW50Kk0KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfTUVNQkVSEAESDgoKUk9MRV9BRE1JThACEg4KClJPTEVfT1dORVIQA2IGcHJvdG8z", [file_flare_im_v1_content, file_flare_options_v1_options]);
+  fileDesc("ChhmbGFyZS9pbS92MS9ldmVudHMucHJvdG8SC2ZsYXJlLmltLnYxItoBCgdNZXNzYWdlEhcKD2NvbnZlcnNhdGlvbl9pZBgBIAEoCRILCgNzZXEYAiABKAQSDQoFZXBvY2gYAyABKAQSEgoKbWVzc2FnZV9pZBgEIAEoCRIWCg5zZW5kZXJfdXNlcl9pZBgFIAEoCRIYChBzZW5kZXJfZGV2aWNlX2lkGAYgASgJEhkKEWNsaWVudF9tZXNzYWdlX2lkGAcgASgJEhIKCnNlbnRfYXRfbXMYCCABKAMSJQoHY29udGVudBgJIAEoCzIULmZsYXJlLmltLnYxLkNvbnRlbnQiQgoPTWVzc2FnZVJlY2VpdmVkEiUKB21lc3NhZ2UYASABKAsyFC5mbGFyZS5pbS52MS5NZXNzYWdlOgiyuxgECIH0AyKDAQoOUmVjZWlwdFVwZGF0ZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSFQoNZGVsaXZlcmVkX3NlcRgDIAEoBBIQCghyZWFkX3NlcRgEIAEoBBIUCgx1bnJlYWRfY291bnQYBSABKAQ6CLK7GAQIgvQDImYKDVR5cGluZ0NoYW5nZWQSFwoPY29udmVyc2F0aW9uX2lkGAEgASgJEg8KB3VzZXJfaWQYAiABKAkSEQoJZGV2aWNlX2lkGAMgASgJEg4KBnR5cGluZxgEIAEoCDoIsrsYBAiD9AMiUwoPUHJlc2VuY2VDaGFuZ2VkEg8KB3VzZXJfaWQYASABKAkSDgoGb25saW5lGAIgASgIEhUKDWNoYW5nZWRfYXRfbXMYAyABKAM6CLK7GAQIhPQDIqgCChFNZW1iZXJzaGlwQ2hhbmdlZBIXCg9jb252ZXJzYXRpb25faWQYASABKAkSDwoHdXNlcl9pZBgCIAEoCRI1CgZjaGFuZ2UYAyABKA4yJS5mbGFyZS5pbS52MS5NZW1iZXJzaGlwQ2hhbmdlZC5DaGFuZ2USHwoEcm9sZRgEIAEoDjIRLmZsYXJlLmltLnYxLlJvbGUSFQoNYWN0b3JfdXNlcl9pZBgFIAEoCSJwCgZDaGFuZ2USFgoSQ0hBTkdFX1VOU1BFQ0lGSUVEEAASEQoNQ0hBTkdFX0pPSU5FRBABEg8KC0NIQU5HRV9MRUZUEAISEQoNQ0hBTkdFX0tJQ0tFRBADEhcKE0NIQU5HRV9ST0xFX0NIQU5HRUQQBDoIsrsYBAiF9AMi/AEKDVNlc3Npb25DbG9zZWQSMQoGcmVhc29uGAEgASgOMiEuZmxhcmUuaW0udjEuU2Vzc2lvbkNsb3NlZC5SZWFzb24SDgoGZGV0YWlsGAIgASgJEh4KFnJlcGxhY2VkX2J5X3Nlc3Npb25faWQYAyABKAkifgoGUmVhc29uEhYKElJFQVNPTl9VTlNQRUNJRklFRBAAEhMKD1JFQVNPTl9SRVBMQUNFRBABEhgKFFJFQVNPTl9TTE9XX0NPTlNVTUVSEAISEQoNUkVBU09OX0tJQ0tFRBADEhoKFlJFQVNPTl9TRVJWRVJfU0hVVERPV04QBDoIsrsYBAiG9AMiQgoMU3luY1JlcXVpcmVkEhgKEGNvbnZlcnNhdGlvbl9pZHMYASADKAkSDgoGcmVhc29uGAIgASgJOgiyuxgECIf0AyKaAwoFRXZlbnQSOAoQbWVzc2FnZV9yZWNlaXZlZBgBIAEoCzIcLmZsYXJlLmltLnYxLk1lc3NhZ2VSZWNlaXZlZEgAEjYKD3JlY2VpcHRfdXBkYXRlZBgCIAEoCzIbLmZsYXJlLmltLnYxLlJlY2VpcHRVcGRhdGVkSAASNAoOdHlwaW5nX2NoYW5nZWQYAyABKAsyGi5mbGFyZS5pbS52MS5UeXBpbmdDaGFuZ2VkSAASOAoQcHJlc2VuY2VfY2hhbmdlZBgEIAEoCzIcLmZsYXJlLmltLnYxLlByZXNlbmNlQ2hhbmdlZEgAEjwKEm1lbWJlcnNoaXBfY2hhbmdlZBgFIAEoCzIeLmZsYXJlLmltLnYxLk1lbWJlcnNoaXBDaGFuZ2VkSAASNAoOc2Vzc2lvbl9jbG9zZWQYBiABKAsyGi5mbGFyZS5pbS52MS5TZXNzaW9uQ2xvc2VkSAASMgoNc3luY19yZXF1aXJlZBgHIAEoCzIZLmZsYXJlLmltLnYxLlN5bmNSZXF1aXJlZEgAQgcKBWV2ZW50Kk0KBFJvbGUSFAoQUk9MRV9VTlNQRUNJRklFRBAAEg8KC1JPTEVfTUVNQkVSEAESDgoKUk9MRV9BRE1JThACEg4KClJPTEVfT1dORVIQA2IGcHJvdG8z", [file_flare_im_v1_content, file_flare_options_v1_options]);
 
 /**
  * One stored message, as sent, synced and read from history.
@@ -372,6 +372,40 @@ export const SessionClosed_ReasonSchema: GenEnum<SessionClosed_Reason> = /*@__PU
   enumDesc(file_flare_im_v1_events, 6, 0);
 
 /**
+ * Live events of this device may have been missed: the server's link to the other
+ * servers of its cluster was interrupted (a broker restart, a server that died), so
+ * events sent meanwhile did not reach this connection. Nothing stored is lost: call
+ * `ImService.Sync` from the last seq of each conversation named (all of the session's
+ * conversations when none is named), and re-read receipts, membership and presence
+ * (`ListConversations`, `WatchPresence`) where the application shows them.
+ * The session and its connection stay open.
+ *
+ * @generated from message flare.im.v1.SyncRequired
+ */
+export type SyncRequired = Message$1<"flare.im.v1.SyncRequired"> & {
+  /**
+   * Conversations that may have missed events; empty means every conversation.
+   *
+   * @generated from field: repeated string conversation_ids = 1;
+   */
+  conversationIds: string[];
+
+  /**
+   * Why, for logs (e.g. "cluster link restored").
+   *
+   * @generated from field: string reason = 2;
+   */
+  reason: string;
+};
+
+/**
+ * Describes the message flare.im.v1.SyncRequired.
+ * Use `create(SyncRequiredSchema)` to create a new message.
+ */
+export const SyncRequiredSchema: GenMessage<SyncRequired> = /*@__PURE__*/
+  messageDesc(file_flare_im_v1_events, 7);
+
+/**
  * Every event, for `ImService.Subscribe` (one field set per event).
  *
  * @generated from message flare.im.v1.Event
@@ -416,6 +450,12 @@ export type Event = Message$1<"flare.im.v1.Event"> & {
      */
     value: SessionClosed;
     case: "sessionClosed";
+  } | {
+    /**
+     * @generated from field: flare.im.v1.SyncRequired sync_required = 7;
+     */
+    value: SyncRequired;
+    case: "syncRequired";
   } | { case: undefined; value?: undefined };
 };
 
@@ -424,7 +464,7 @@ export type Event = Message$1<"flare.im.v1.Event"> & {
  * Use `create(EventSchema)` to create a new message.
  */
 export const EventSchema: GenMessage<Event> = /*@__PURE__*/
-  messageDesc(file_flare_im_v1_events, 7);
+  messageDesc(file_flare_im_v1_events, 8);
 
 /**
  * A member's role in a conversation.
