@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Node.js packages of the TypeScript client (clients/typescript: @flare/client, its tests and
-# protoc-gen-es for `flare gen --ts`), installed from npm into clients/typescript/node_modules
-# (never committed), pinned by its package-lock.json. Used by tests/clients/test_typescript.py
-# and tests/codegen/test_codegen_typescript.py.
+# Node.js packages of the TypeScript client (clients/typescript: @flare/client, its tests,
+# protoc-gen-es for `flare gen --ts`, and esbuild for the IM chat page's bundle), installed from
+# npm into clients/typescript/node_modules (never committed), pinned by its package-lock.json.
+# Used by tests/clients/test_typescript.py, tests/codegen/test_codegen_typescript.py and
+# tests/im/web/test_im_chat_bundle.py.
 # Idempotent: installs Node.js when missing and the packages when absent or out of date.
 set -euo pipefail
 source "$(dirname "$0")/../lib.sh"

@@ -1,8 +1,12 @@
 """Run the IM server with its browser chat page: ``python -m flare_runtime.im.demo``.
 
 Open the printed address in two browser tabs, pick two names, and chat. The
-demo trusts any name as a token (`DemoAuth`): it is for trying Flare on your
-own machine, never for a network others can reach.
+page (flare_runtime/im/web) is built on the TypeScript client generated from
+schemas/flare/im/v1 and ``@flare/client``; see docs/im.md.
+
+DEMO ONLY: the server trusts any name as a token (`DemoAuth`), so anyone who
+reaches it can act as any user. It is for trying Flare on your own machine,
+never for a network others can reach.
 """
 
 from __future__ import annotations
@@ -20,7 +24,7 @@ from flare_runtime.errors import RpcError
 from flare_runtime.im.core import ImCore
 from flare_runtime.im.service import ImService
 from flare_runtime.im.storage import KeyRing, SqliteStorage
-from flare_runtime.im.web.site import StaticSite
+from flare_runtime.im.web.site import STATIC_DIR, StaticSite
 from flare_runtime.metadata import Metadata
 from flare_runtime.server import Server
 from flare_runtime.status import StatusCode
@@ -29,7 +33,8 @@ LOBBY = "lobby"
 
 
 class DemoAuth(AuthPlugin):
-    """Accepts any bearer token of 1-32 letters, digits, '-' or '_' as that user's name."""
+    """DEMO ONLY, no security: accepts any bearer token of 1-32 letters, digits, '-' or
+    '_' as that user's name. A deployment uses `JWTAuth` or its own plugin."""
 
     async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
         token = bearer_token(metadata)
@@ -69,15 +74,20 @@ def _keyring(path: Path) -> KeyRing:
 
 
 async def start_demo(
-    database: Path, *, host: str = "127.0.0.1", websocket_port: int = 0, http_port: int = 0
+    database: Path,
+    *,
+    host: str = "127.0.0.1",
+    websocket_port: int = 0,
+    http_port: int = 0,
+    static_dir: Path = STATIC_DIR,
 ) -> DemoServer:
-    """Start everything; ports 0 pick free ones."""
+    """Start everything; ports 0 pick free ones. `static_dir` holds the page's files."""
     core = ImCore(SqliteStorage(database, _keyring(database)))
     await core.start()
     await core.ensure_room(LOBBY, "Lobby")
     server = Server([ImService(core)], auth=DemoAuth(), push_tables=[ImService.PUSH_TYPES])
     await server.start(websocket=f"{host}:{websocket_port}")
-    site = StaticSite(server.port("websocket"))
+    site = StaticSite(server.port("websocket"), lobby=LOBBY, static_dir=static_dir)
     await site.start(host, http_port)
     return DemoServer(core, server, site)
 
@@ -92,7 +102,7 @@ async def _main(arguments: argparse.Namespace) -> None:
     websocket = f"ws://{arguments.host}:{demo.server.port('websocket')}"
     print(
         f"Flare chat: open http://{arguments.host}:{demo.site.port}/ in two tabs "
-        f"(IM API on {websocket})",
+        f"(IM API on {websocket}). DEMO ONLY: any name is accepted as a token.",
         flush=True,
     )
     stop = asyncio.Event()

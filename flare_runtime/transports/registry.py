@@ -144,6 +144,13 @@ BUILT_IN: tuple[TransportSpec, ...] = (
         channel="flare_runtime.transports.grpc_client:open_channel",
         harness="flare_runtime.testing.grpc_harness:harness",
     ),
+    TransportSpec(
+        "webtransport",
+        scheme="webtransport",
+        listener="flare_runtime.transports.webtransport:start_listener",
+        channel="flare_runtime.transports.webtransport:open_channel",
+        harness="flare_runtime.testing.webtransport_harness:harness",
+    ),
 )
 """Flare's own transports, declared exactly as a plugin declares one."""
 

@@ -263,6 +263,10 @@ def test_every_documented_entry_point_works_from_the_installed_wheel(tmp_path: P
         with urllib.request.urlopen(page[0], timeout=10) as response:
             assert response.status == 200
             assert b"<html" in response.read().lower()
+        # The page's script is the committed bundle (no Node.js at install or run time).
+        with urllib.request.urlopen(page[0] + "chat.js", timeout=10) as response:
+            bundle = ROOT / "flare_runtime" / "im" / "web" / "static" / "chat.js"
+            assert response.read() == bundle.read_bytes()
         assert _run([python, "-c", IM_LOGIN, websocket[1]], work, env).strip() == "LoginReply"
 
     # flare serve of a user module; flare call and a stock gRPC client call it.

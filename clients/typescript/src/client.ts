@@ -37,9 +37,11 @@ import { type Push, PushHub, type PushCallback } from "./pushes.js";
 import { type PushType, type Route } from "./routes.js";
 import { Session } from "./session.js";
 import { StatusCode } from "./status.js";
+import { isWebTransportUrl, openWebTransport } from "./webtransport.js";
 import {
   type WebSocketConstructor,
   type WebSocketFactory,
+  type WebSocketLike,
   defaultWebSocket,
   openSocket,
   redact,
@@ -113,6 +115,12 @@ export interface ClientOptions {
   readonly maxPendingPushes?: number | undefined;
   /** The WebSocket class to use (default: the global one, else the `ws` package). */
   readonly WebSocket?: WebSocketConstructor | undefined;
+  /**
+   * For an `https://` URL (WebTransport, experimental, browsers only): the
+   * options of `new WebTransport`, e.g. `serverCertificateHashes` for a
+   * self-signed development certificate.
+   */
+  readonly webTransport?: WebTransportOptions | undefined;
 }
 
 interface Waiter {
@@ -142,7 +150,7 @@ export class FlareClient implements CallTransport {
     readonly url: string,
     private readonly options: ClientOptions = {},
   ) {
-    socketRequest(url, undefined, false); // throws TypeError early for a bad URL
+    if (!isWebTransportUrl(url)) socketRequest(url, undefined, false); // TypeError for a bad URL
     this.config = protocolConfig(options.protocol ?? {});
     this.backoff =
       options.reconnect === false ? undefined : { ...DEFAULT_BACKOFF, ...options.reconnect };
@@ -327,21 +335,12 @@ export class FlareClient implements CallTransport {
     this.connecting = true;
     let session: Session | undefined;
     try {
-      const factory: WebSocketFactory =
-        this.options.WebSocket !== undefined
-          ? { WebSocket: this.options.WebSocket, supportsHeaders: false }
-          : await defaultWebSocket();
       const token = typeof this.options.token === "function" ? await this.options.token() : this.options.token;
-      const request = socketRequest(this.url, token, factory.supportsHeaders);
       const timeoutMs = this.options.connectTimeoutMs ?? 10_000;
       const started = performance.now();
-      const socket = await openSocket(
-        factory,
-        request.url,
-        request.headers,
-        timeoutMs,
-        this.connectAbort.signal,
-      );
+      const socket = isWebTransportUrl(this.url)
+        ? await openWebTransport(this.url, token, this.options.webTransport ?? {}, timeoutMs, this.connectAbort.signal)
+        : await this.openWebSocket(token, timeoutMs);
       if (this.isClosed()) {
         socket.close(1000);
         return;
@@ -376,6 +375,15 @@ export class FlareClient implements CallTransport {
       }
       this.connectionFailed(asError(error));
     }
+  }
+
+  private async openWebSocket(token: string | undefined, timeoutMs: number): Promise<WebSocketLike> {
+    const factory: WebSocketFactory =
+      this.options.WebSocket !== undefined
+        ? { WebSocket: this.options.WebSocket, supportsHeaders: false }
+        : await defaultWebSocket();
+    const request = socketRequest(this.url, token, factory.supportsHeaders);
+    return openSocket(factory, request.url, request.headers, timeoutMs, this.connectAbort.signal);
   }
 
   private onGoAway(session: Session): void {
@@ -413,8 +421,10 @@ export class FlareClient implements CallTransport {
 }
 
 /**
- * Connect to the Flare WebSocket endpoint at `url` (`ws://` or `wss://`).
- * Returns at once; calls wait for the connection (see `FlareClient`).
+ * Connect to the Flare WebSocket endpoint at `url` (`ws://` or `wss://`), or,
+ * in a browser, to a WebTransport endpoint (`https://host:port/flare`, see
+ * `ClientOptions.webTransport`). Returns at once; calls wait for the
+ * connection (see `FlareClient`).
  */
 export function connect(url: string, options: ClientOptions = {}): FlareClient {
   return new FlareClient(url, options);

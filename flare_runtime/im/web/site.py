@@ -3,13 +3,18 @@
 The Flare WebSocket listener speaks only the upgrade handshake, so the page
 is served from its own port. Files come from a fixed table built at start
 (no path from the request ever touches the file system), plus ``config.js``,
-which tells the page where the WebSocket endpoint is.
+which tells the page where the WebSocket endpoint is and which room to join.
+
+``static/chat.js`` is the page's script, bundled from the TypeScript sources in
+``clients/typescript/examples/im-chat`` (the generated IM client and
+``@flare/client``); it is committed, so a wheel serves the page without Node.js.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 from pathlib import Path
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
@@ -23,16 +28,23 @@ _MAX_REQUEST_HEAD = 16 * 1024
 
 
 class StaticSite:
-    """Serves the chat page; `websocket_port` is where its script connects."""
+    """Serves the chat page; `websocket_port` is where its script connects.
 
-    def __init__(self, websocket_port: int) -> None:
+    The page joins the open room `lobby` at sign-in. `static_dir` holds
+    ``index.html`` and the scripts (default: this package's ``static/``).
+    """
+
+    def __init__(
+        self, websocket_port: int, *, lobby: str = "lobby", static_dir: Path = STATIC_DIR
+    ) -> None:
         self._files: dict[str, tuple[str, bytes]] = {}
-        for path in sorted(STATIC_DIR.iterdir()):
+        for path in sorted(static_dir.iterdir()):
             if path.suffix in _CONTENT_TYPES:
                 self._files["/" + path.name] = (_CONTENT_TYPES[path.suffix], path.read_bytes())
         self._files["/"] = self._files["/index.html"]
         config = (
             f'window.FLARE_WS_URL = "ws://" + location.hostname + ":{websocket_port}";\n'
+            f"window.FLARE_LOBBY = {json.dumps(lobby)};\n"
         ).encode()
         self._files["/config.js"] = (_CONTENT_TYPES[".js"], config)
         self._server: asyncio.Server | None = None

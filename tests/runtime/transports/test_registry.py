@@ -30,11 +30,11 @@ from flare_runtime.transports.registry import (
 
 
 def test_built_in_transports_and_their_url_schemes() -> None:
-    assert [spec.name for spec in BUILT_IN] == ["websocket", "quic", "grpc"]
-    assert {"websocket", "quic", "grpc"} <= set(REGISTRY.names())
+    assert [spec.name for spec in BUILT_IN] == ["websocket", "quic", "grpc", "webtransport"]
+    assert {"websocket", "quic", "grpc", "webtransport"} <= set(REGISTRY.names())
     by_scheme = {
         scheme: REGISTRY.for_scheme(scheme).name
-        for scheme in ("ws", "wss", "quic", "grpc", "grpcs")
+        for scheme in ("ws", "wss", "quic", "grpc", "grpcs", "webtransport")
     }
     assert by_scheme == {
         "ws": "websocket",
@@ -42,6 +42,7 @@ def test_built_in_transports_and_their_url_schemes() -> None:
         "quic": "quic",
         "grpc": "grpc",
         "grpcs": "grpc",
+        "webtransport": "webtransport",
     }
     assert REGISTRY.get("websocket").url_scheme(secure=True) == "wss"
     assert REGISTRY.get("quic").url_scheme(secure=False) == "quic"
@@ -131,12 +132,13 @@ def test_unknown_names_and_schemes_list_what_is_known() -> None:
     with pytest.raises(ConfigurationError) as caught:
         registry.get("tpc")
     assert str(caught.value) == (
-        "unknown transport 'tpc': known transports are grpc, quic, websocket"
+        "unknown transport 'tpc': known transports are grpc, quic, websocket, webtransport"
     )
     with pytest.raises(ConfigurationError) as caught:
         registry.for_scheme("http")
     assert str(caught.value) == (
-        "unsupported URL scheme http://: use one of ws://, wss://, quic://, grpc://, grpcs://"
+        "unsupported URL scheme http://: use one of ws://, wss://, quic://, grpc://, grpcs://, "
+        "webtransport://"
     )
 
 
