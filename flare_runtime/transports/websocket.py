@@ -520,12 +520,15 @@ async def serve_websocket(
     open_timeout: float = 10.0,
     write_buffer: int | None = None,
     max_message: int = MAX_WEBSOCKET_MESSAGE,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on host:port; each accepted connection gets an endpoint from `endpoint_factory`.
 
     A connection whose HTTP upgrade is not done within `open_timeout` seconds
     is dropped. Returns the started `asyncio.Server`; `close()` it to stop
-    accepting.
+    accepting. The port is this process's alone (`OSError` "address already
+    in use" when taken) unless `reuse_port` (``SO_REUSEPORT``: worker
+    processes sharing it, the kernel spreading connections over them).
     """
     loop = asyncio.get_running_loop()
     return await loop.create_server(
@@ -540,6 +543,7 @@ async def serve_websocket(
         port,
         ssl=ssl_context,
         backlog=backlog,
+        reuse_port=reuse_port or None,
     )
 
 
@@ -622,6 +626,7 @@ class WebSocketListener:
             open_timeout=options.protocol.handshake_timeout,
             write_buffer=options.max_write_buffer,
             max_message=message_limit(options.protocol.settings),
+            reuse_port=self._server.shared_ports is not None,
         )
         self.port = self._listening.sockets[0].getsockname()[1]
 
