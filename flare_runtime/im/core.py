@@ -50,6 +50,7 @@ from flare_runtime.im.presence import (
 from flare_runtime.im.sessions import CloseReason, DevicePolicy, Session, Sessions
 from flare_runtime.im.sinks import EventSink
 from flare_runtime.im.storage.base import ConversationRecord, Receipt, Role, Storage, StoredMessage
+from flare_runtime.sharing import sharing_problems
 from flare_runtime.status import StatusCode
 
 __all__ = [
@@ -124,6 +125,18 @@ class ImCore:
         return self._history.retention
 
     # -- lifecycle ---------------------------------------------------------------
+
+    def process_sharing_problem(self) -> str | None:
+        """Why copies of this core in several worker processes would not work together
+        (`flare_runtime.sharing`): its storage's reason, else its live delivery, which
+        reaches only the sessions of its own process."""
+        problems = sharing_problems(self.storage)
+        if problems:
+            return problems[0]
+        return (
+            "ImCore delivers live events only to the sessions of its own process; "
+            "it cannot serve several worker processes yet"
+        )
 
     async def start(self) -> None:
         """Open the storage."""
