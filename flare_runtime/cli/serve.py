@@ -48,7 +48,9 @@ stdout as it becomes ready:
   flare: worker 1 ready (pid 4242)
 
 A worker that dies is restarted (backoff from 0.1 s to 10 s); the others and
-their connections are not touched. SIGTERM or SIGINT drains every worker
+their connections are not touched. --preload MODULE imports a library the
+target uses in the supervisor, so all workers share its memory (the target
+itself is imported by each worker). SIGTERM or SIGINT drains every worker
 (GOAWAY, calls in flight finish within --grace) and exits 0 once all have
 exited; a second signal, or workers still running --grace + 5 s later, kills
 them (SIGKILL) and exits 1. A server whose parts cannot be shared by several
@@ -86,6 +88,14 @@ def configure(parser: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="worker processes sharing the ports (auto: one per CPU; default 1: no supervisor)",
+    )
+    parser.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --workers: import MODULE in the supervisor before forking, so the workers "
+        "share its memory (a library the target imports; it must start nothing); repeatable",
     )
     parser.set_defaults(func=run)
 
@@ -186,6 +196,7 @@ def run(args: argparse.Namespace) -> int:
             tls=tls,
             grace=args.grace,
             uvloop=args.uvloop,
+            preload=args.preload,
         )
     try:
         loaded = load_server(args.target)

@@ -4,10 +4,10 @@
 
 1. claims every served address for the workers (`flare_runtime.workers.ports`):
    a port in use is refused, port 0 becomes one real port;
-2. imports the served transports' modules (and uvloop with ``--uvloop``),
-   then freezes the garbage collector's view of them (`gc.freeze`), so the
-   workers it forks share those pages instead of copying them (measured in
-   bench/README.md, "Workers": fork vs spawn);
+2. imports the served transports' modules (and uvloop with ``--uvloop``,
+   and the ``--preload`` modules), then freezes the garbage collector's view
+   of them (`gc.freeze`), so the workers it forks share those pages instead
+   of copying them (measured in bench/README.md, "Workers": fork vs spawn);
 3. forks N workers (`flare_runtime.workers.worker.run_worker`). Each imports
    the target itself -- its own Server, its own ClusterNode and node id --
    and reports one status line: ready, refused (the server's parts cannot be
@@ -40,13 +40,14 @@ import contextlib
 import gc
 import importlib
 import os
+import resource
 import select
 import shutil
 import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, TextIO
 
@@ -105,6 +106,7 @@ class Supervisor:
     err: TextIO = field(default_factory=lambda: sys.stderr)
     _workers: list[_Worker] = field(default_factory=list)
     _stopping_since: float | None = None
+    _escalated: bool = False
     _announced: bool = False
     _exit: int | None = None
     _signals: list[int] = field(default_factory=list)
@@ -155,6 +157,7 @@ class Supervisor:
         worker.buffer = b""
         worker.ready_at = None
         worker.report = ""
+        worker.refused = False
         worker.restart_at = None
 
     def _become_worker(self, worker: _Worker, status_read: int, status_write: int) -> int:
@@ -205,7 +208,7 @@ class Supervisor:
 
     def _next_deadline(self) -> float | None:
         deadlines = [w.restart_at for w in self._workers if w.restart_at is not None]
-        if self._stopping_since is not None:
+        if self._stopping_since is not None and not self._escalated:
             deadlines.append(self._stopping_since + self.plan.grace + STOP_SLACK)
         return min(deadlines) if deadlines else None
 
@@ -231,6 +234,10 @@ class Supervisor:
                 _kill(worker.pid, signal.SIGTERM)
 
     def _escalate(self, why: str) -> None:
+        """SIGKILL every worker still running (once; SIGKILL cannot be refused)."""
+        if self._escalated:
+            return
+        self._escalated = True
         alive = [worker for worker in self._workers if worker.pid]
         if alive:
             pids = ", ".join(str(worker.pid) for worker in alive)
@@ -355,12 +362,15 @@ def supervise(
     tls: TLSFiles | None = None,
     grace: float = 10.0,
     uvloop: bool = False,
+    preload: Sequence[str] = (),
     out: TextIO | None = None,
     err: TextIO | None = None,
 ) -> int:
     """``flare serve`` with ``--workers N``: serve `target` on `addresses` from N processes.
 
-    Returns the exit status (the module docstring says which).
+    `preload` names modules to import before forking besides the served
+    transports (``--preload``: libraries the target imports, so the workers
+    share them). Returns the exit status (the module docstring says which).
     """
     from flare_runtime.errors import ConfigurationError  # noqa: PLC0415
     from flare_runtime.transports.registry import get_transport  # noqa: PLC0415
@@ -374,7 +384,7 @@ def supervise(
         print("flare serve: give at least one of --ws, --quic, --grpc, --listen", file=err)
         return EXIT_CONFIGURATION
     kinds: dict[str, str] = {}
-    preload = ["flare_runtime.server", "flare_runtime.cli.serve"]
+    modules = ["flare_runtime.server", "flare_runtime.cli.serve"]
     try:
         for name in addresses:
             spec = get_transport(name)
@@ -386,12 +396,13 @@ def supervise(
             kinds[name] = spec.shared_port
             spec.load_listener()  # imports the transport here, before the fork
             if name == "quic":
-                preload.append("flare_runtime.transports.quic_workers")
+                modules.append("flare_runtime.transports.quic_workers")
     except ConfigurationError as error:
         print(f"flare serve: {error}", file=err)
         return EXIT_CONFIGURATION
     if uvloop:
-        preload.append("uvloop")
+        modules.append("uvloop")
+    modules += preload
     reserved: dict[str, ReservedPort] = {}
     directory = tempfile.mkdtemp(prefix="flare-workers-")
     try:
@@ -401,8 +412,13 @@ def supervise(
             except (OSError, ConfigurationError) as error:
                 print(f"flare serve: cannot listen on {address} ({name}): {error}", file=err)
                 return EXIT_CONFIGURATION
-        for module in preload:
-            importlib.import_module(module)
+        for module in modules:
+            try:
+                importlib.import_module(module)
+            except ImportError as error:
+                print(f"flare serve: --preload {module}: {error}", file=err)
+                return EXIT_CONFIGURATION
+        raise_open_files_limit()
         plan = WorkerPlan(
             target=target,
             addresses={name: port.worker_address for name, port in reserved.items()},
@@ -411,7 +427,6 @@ def supervise(
             tls=tls,
             grace=grace,
             uvloop=uvloop,
-            preload=tuple(preload),
         )
         gc.collect()
         gc.freeze()
@@ -424,6 +439,19 @@ def supervise(
         for port in reserved.values():
             port.close()
         shutil.rmtree(directory, ignore_errors=True)
+
+
+def raise_open_files_limit() -> None:
+    """Raise the soft limit on open files to the hard one (the workers inherit it).
+
+    Every connection is a file descriptor; the soft limit (often 1,024) is
+    only a default, the hard one (20,000 on the machines Flare is measured on)
+    is what the administrator allows.
+    """
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft != hard:
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
 
 
 def _describe_exit(status: int) -> str:

@@ -19,7 +19,7 @@ import socket
 import sys
 import traceback
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from flare_runtime.errors import ConfigurationError
@@ -54,8 +54,6 @@ class WorkerPlan:
     tls: TLSFiles | None = None
     grace: float = 10.0
     uvloop: bool = False
-    preload: tuple[str, ...] = field(default=())
-    """Modules the supervisor imports before forking (their memory stays shared)."""
 
 
 def run_worker(

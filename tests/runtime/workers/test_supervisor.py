@@ -188,7 +188,7 @@ async def test_a_second_signal_kills_workers_that_are_still_draining(
     started = loop.time()
     assert await served.stop(signal.SIGINT, timeout=10) == 1
     assert loop.time() - started < 5
-    assert "a second signal: killing workers still running" in served.stderr
+    assert served.stderr.count("a second signal: killing workers still running") == 1
     with pytest.raises((ConnectionClosedError, RpcError)):
         await call
     await channel.close()
@@ -303,3 +303,46 @@ def _assert_ports_released(urls: dict[str, str]) -> None:
             if kind == socket.SOCK_STREAM:
                 sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             sock.bind(("127.0.0.1", port))
+
+
+async def test_workers_drain_and_exit_when_their_supervisor_is_killed(
+    served: ServedWorkers,
+) -> None:
+    workers = list(served.pids.values())
+    served.process.kill()  # SIGKILL: the supervisor cannot tell anyone
+    await served.process.wait()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + 10
+    while any(_alive(pid) for pid in workers):
+        assert loop.time() < deadline, "workers outlived their supervisor"
+        await asyncio.sleep(0.1)
+
+
+def _alive(pid: int) -> bool:
+    """Whether `pid` runs (a zombie counts as gone: its parent died, init reaps it)."""
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            return stat.read().rpartition(")")[2].split()[0] != "Z"
+    except FileNotFoundError:
+        return False
+
+
+async def test_workers_that_do_not_stop_within_grace_and_5_s_are_killed(
+    cert: CertificateFiles,
+) -> None:
+    async with await ServedWorkers.start(
+        "worker_app:server",
+        {"websocket": "127.0.0.1:0"},
+        workers=2,
+        arguments=["--grace", "0.1"],
+        env=worker_env(),
+        cwd=ROOT,
+    ) as served:
+        stuck = served.pids[1]
+        os.kill(stuck, signal.SIGSTOP)  # cannot drain, cannot exit
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        assert await served.stop(timeout=20) == 1
+        assert 5.0 <= loop.time() - started < 10.0
+        message = f"not stopped 5.1 s after the signal: killing workers still running (pid {stuck})"
+        assert served.stderr.count(message) == 1, served.stderr
