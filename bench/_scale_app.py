@@ -10,14 +10,17 @@
   imported the IM (service, PostgreSQL storage) and the cluster (Redis broker):
   what a worker of an IM deployment costs before its first connection.
 * `im_server` -- an async factory: the IM (`ImService` on `PostgresStorage`,
-  DSN in ``FLARE_SCALE_PG``) trusting any bearer token as its user's name, for
-  ``scale_bench --im`` (every connection logs in). With several workers it is
-  refused until the IM runs on the cluster (`ImCore.process_sharing_problem`).
+  DSN in ``FLARE_SCALE_PG``, schema ``flare_scale_bench``) trusting any bearer
+  token as its user's name, for ``scale_bench --im`` (every connection logs
+  in). Where `ImCore` takes ``cluster=``, each worker is a node on the Redis at
+  ``FLARE_SCALE_REDIS``, and any number of workers may serve it; otherwise
+  the supervisor refuses more than one (`ImCore.process_sharing_problem`).
 """
 
 from __future__ import annotations
 
 import importlib
+import inspect
 import os
 
 from bench._service import SERVICE, BenchService
@@ -56,7 +59,17 @@ async def im_server() -> Server:
     from flare_runtime.im.storage.postgres import PostgresStorage  # noqa: PLC0415 -- only --im pays for the IM
 
     dsn = os.environ.get("FLARE_SCALE_PG", "postgresql://flare:flare@127.0.0.1:55432/flare_test")
-    core = ImCore(PostgresStorage(dsn, KeyRing({1: bytes(32)}, 1), schema="flare_scale_bench"))
+    storage = PostgresStorage(dsn, KeyRing({1: bytes(32)}, 1), schema="flare_scale_bench")
+    if "cluster" in inspect.signature(ImCore).parameters:
+        # The IM on the cluster: every worker a node on the same Redis, so the
+        # supervisor lets --workers above 1 serve it.
+        from flare_runtime.cluster import ClusterNode  # noqa: PLC0415
+        from flare_runtime.cluster.redis_broker import RedisBroker  # noqa: PLC0415
+
+        redis = os.environ.get("FLARE_SCALE_REDIS", "redis://127.0.0.1:6379/0")
+        core = ImCore(storage, cluster=ClusterNode(RedisBroker(redis)))  # type: ignore[call-arg,unused-ignore]
+    else:
+        core = ImCore(storage)
     await core.start()
     return Server(
         [ImService(core)],

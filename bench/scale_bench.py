@@ -28,8 +28,10 @@ them idle. Measured:
 ``--im``: the server is the IM (`bench._scale_app.im_server`: `ImService` on
 `PostgresStorage`, ``FLARE_SCALE_PG``), and every connection also logs in
 (``Login`` with its own user and device): the figures are then per *session*.
-With ``--workers`` above 1 the supervisor refuses the IM until it runs on the
-cluster (`ImCore.process_sharing_problem`); one worker holds up to ~19,000.
+Where `ImCore` runs on the cluster (it takes ``cluster=``), each worker is a
+node on the Redis at ``FLARE_SCALE_REDIS`` and the sessions spread over every
+worker; without it the supervisor refuses more than one worker
+(`ImCore.process_sharing_problem`), which holds up to ~19,000 sessions.
 
 What bounds a run: the fd limit (per process), the 2 cores (handshake rate;
 the clients run on the same machine), memory (client connections cost more

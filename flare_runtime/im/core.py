@@ -128,15 +128,19 @@ class ImCore:
 
     def process_sharing_problem(self) -> str | None:
         """Why copies of this core in several worker processes would not work together
-        (`flare_runtime.sharing`): its storage's reason, else its live delivery, which
-        reaches only the sessions of its own process."""
+        (`flare_runtime.sharing`): its storage's reason; without a cluster node, its live
+        delivery, which reaches only the sessions of its own process; else its node's."""
         problems = sharing_problems(self.storage)
         if problems:
             return problems[0]
-        return (
-            "ImCore delivers live events only to the sessions of its own process; "
-            "it cannot serve several worker processes yet"
-        )
+        cluster = getattr(self, "cluster", None)  # the IM's side of a ClusterNode, if any
+        if cluster is None:
+            return (
+                "ImCore without a cluster node delivers live events only to the sessions "
+                "of its own process; with several workers run it on a cluster (RedisBroker)"
+            )
+        problems = sharing_problems(cluster.node)
+        return problems[0] if problems else None
 
     async def start(self) -> None:
         """Open the storage."""

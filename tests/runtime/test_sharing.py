@@ -80,9 +80,9 @@ def test_the_im_on_sqlite_cannot_be_shared(tmp_path: Path) -> None:
     ]
 
 
-def test_the_im_on_postgres_is_still_one_process_for_live_delivery() -> None:
+def test_the_im_on_postgres_without_a_cluster_node_is_one_process_for_live_delivery() -> None:
     core = ImCore(PostgresStorage("postgresql://flare:flare@127.0.0.1:55432/flare_test", KEYS))
     assert sharing_problems(ImService(core)) == [
-        "ImCore delivers live events only to the sessions of its own process; "
-        "it cannot serve several worker processes yet"
+        "ImCore without a cluster node delivers live events only to the sessions of its own "
+        "process; with several workers run it on a cluster (RedisBroker)"
     ]
