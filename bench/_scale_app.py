@@ -24,6 +24,8 @@ import inspect
 import os
 
 from bench._service import SERVICE, BenchService
+from flare_runtime.auth import AuthPlugin, Principal, bearer_token
+from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.server import Server, ServerOptions
 
@@ -50,10 +52,17 @@ def server_with_im_imports() -> Server:
     return Server([(SERVICE, BenchService())], options=IDLE)
 
 
+class NameAuth(AuthPlugin):
+    """Any bearer token is its user's name (a bench has no secrets to keep)."""
+
+    async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
+        token = bearer_token(metadata)
+        return Principal(token) if token else None
+
+
 async def im_server() -> Server:
     """The IM on PostgreSQL (``FLARE_SCALE_PG``), any bearer token accepted as the user id."""
     from flare_runtime.im.core import ImCore  # noqa: PLC0415 -- only --im pays for the IM
-    from flare_runtime.im.demo import DemoAuth  # noqa: PLC0415 -- only --im pays for the IM
     from flare_runtime.im.service import ImService  # noqa: PLC0415 -- only --im pays for the IM
     from flare_runtime.im.storage import KeyRing  # noqa: PLC0415 -- only --im pays for the IM
     from flare_runtime.im.storage.postgres import PostgresStorage  # noqa: PLC0415 -- only --im pays for the IM
@@ -73,7 +82,7 @@ async def im_server() -> Server:
     await core.start()
     return Server(
         [ImService(core)],
-        auth=DemoAuth(),
+        auth=NameAuth(),
         push_tables=[ImService.PUSH_TYPES],
         options=IDLE,
         parts=[core],

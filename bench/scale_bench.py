@@ -55,6 +55,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench._scale_app import IM_IMPORTS
+
 ROOT = Path(__file__).resolve().parent.parent
 PER_WORKER = 16_000
 """Connections planned per worker (the kernel's spread varies by a few hundred)."""
@@ -176,6 +178,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     command = [sys.executable, "-m", "flare_runtime.cli", "serve", target]
     command += ["--ws", "0.0.0.0:0", "--workers", str(workers), "--grace", "1"]
     command += ["--uvloop"] if args.uvloop else []
+    if args.im:  # the IM's libraries once in the supervisor, shared by every worker
+        command += [arg for module in IM_IMPORTS for arg in ("--preload", module)]
     print(f"server: {workers} workers; clients: {clients} processes", file=sys.stderr)
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     pids: list[int] = []
