@@ -23,7 +23,7 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 WORKER_READY = re.compile(r"^flare: worker (\d+) ready \(pid (\d+)\)$")
@@ -85,10 +85,9 @@ class ServedWorkers:
             raise
         return served
 
-    async def wait_for(self, condition: object, timeout: float = 30.0) -> None:
+    async def wait_for(self, condition: Callable[[], bool], timeout: float = 30.0) -> None:
         """Wait until ``condition()`` is true; `AssertionError` (with stderr) if the command
-        exits or `timeout` seconds pass first."""
-        assert callable(condition)
+        exits first, `TimeoutError` if `timeout` seconds pass first."""
         async with asyncio.timeout(timeout):
             while not condition():
                 if self.process.returncode is not None and self._readers[0].done():

@@ -1,10 +1,11 @@
 """Servers the workers tests run with ``flare serve ... --workers N`` (a subprocess imports this).
 
 `server` is the conformance service whose Echo answers ``pid`` with the
-worker's process id and ``routing`` with ``pid routed``, where *routed* counts
-the QUIC datagrams other workers routed to this one
-(`flare_runtime.transports.quic_workers`); anything else is echoed as the
-conformance service does (``x-sleep`` included, for drains).
+worker's process id and ``routing`` with ``pid received asked dropped``, this
+worker's QUIC routing counters (`flare_runtime.transports.quic_workers`:
+datagrams other workers routed to it, asks it sent, datagrams it dropped);
+anything else is echoed as the conformance service does (``x-sleep``
+included, for drains).
 """
 
 from __future__ import annotations
@@ -25,8 +26,9 @@ class WorkerService(ConformanceService):
         if request.value == b"routing":
             from flare_runtime.transports.quic_workers import routing_stats
 
-            received = routing_stats().received
-            return BytesValue(value=f"{os.getpid()} {received}".encode())
+            stats = routing_stats()
+            answer = f"{os.getpid()} {stats.received} {stats.asked} {stats.dropped}"
+            return BytesValue(value=answer.encode())
         return await super().echo(request, context)
 
 
