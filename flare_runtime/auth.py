@@ -29,13 +29,14 @@ import hmac
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
-
-import jwt
+from typing import TYPE_CHECKING, Any
 
 from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.metadata import Metadata
 from flare_runtime.status import StatusCode
+
+if TYPE_CHECKING:
+    from types import ModuleType
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +148,11 @@ class JWTAuth(AuthPlugin):
         issuer: str | None = None,
         leeway: float = 0.0,
     ) -> None:
+        # pyjwt (and the cryptography it loads, some 14 MB of a process) is
+        # imported by the servers that verify tokens, not by every server.
+        import jwt  # noqa: PLC0415
+
+        self._jwt: ModuleType = jwt
         self._key = key
         self._algorithms = list(algorithms)
         if not self._algorithms or "none" in (name.lower() for name in self._algorithms):
@@ -159,6 +165,7 @@ class JWTAuth(AuthPlugin):
         token = bearer_token(metadata)
         if token is None:
             return None
+        jwt = self._jwt
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
@@ -197,6 +204,8 @@ def issue_jwt(
     **claims: Any,
 ) -> str:
     """Sign a token `JWTAuth` accepts (for tests, demos and simple issuers)."""
+    import jwt  # noqa: PLC0415 -- see JWTAuth.__init__
+
     now = int(time.time())
     payload: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(expires_in), **claims}
     scope_list = list(scopes)

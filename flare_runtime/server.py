@@ -28,6 +28,12 @@ interceptors, auth and error mapping are the same on all.
 Graceful shutdown (`shutdown`): every listener stops accepting, tells its
 clients to go away (Flare GOAWAY / gRPC's own), lets calls in flight finish
 for up to `grace` seconds, then cancels what is left and closes.
+
+Ports: a listener binds its port for this process alone, so a second server
+on a busy port fails with "address already in use". Worker processes of one
+host (``flare serve --workers N``, `flare_runtime.workers`) share their ports:
+each worker starts its server with `SharedPorts`, and its listeners bind with
+``SO_REUSEPORT`` (or serve on the socket the supervisor prepared).
 """
 
 from __future__ import annotations
@@ -36,6 +42,7 @@ import asyncio
 import contextlib
 import logging
 import signal
+import socket
 import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,6 +55,7 @@ from flare_runtime.interceptors import ServerInterceptor
 from flare_runtime.peer_log import PeerLog
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, Transport
+from flare_runtime.sharing import sharing_problems
 from flare_runtime.transports.registry import REGISTRY
 
 if TYPE_CHECKING:
@@ -97,6 +105,27 @@ class ListenerStarter(Protocol):
 
 
 ConnectionHook = Callable[["ServerConnection"], None]
+
+
+@dataclass(frozen=True, slots=True)
+class SharedPorts:
+    """How a worker process shares its listeners' ports with the other workers of its host.
+
+    Given to `Server.start` by the worker (`flare_runtime.workers`); listeners
+    read it as ``server.shared_ports`` (None: bind for this process alone).
+    """
+
+    worker: int
+    """This worker's index, 0 to ``workers - 1`` (kept by its restarts)."""
+    workers: int
+    """How many workers share the ports."""
+    sockets: Mapping[str, socket.socket] = field(default_factory=dict)
+    """Transport name -> the bound socket it serves on instead of binding one (QUIC: this
+    worker's own ``SO_REUSEPORT`` UDP socket, which the supervisor keeps open across
+    restarts so the kernel's hashing of clients to workers stays put)."""
+    directory: str = ""
+    """A private directory where the workers' listeners find each other (QUIC's routing
+    of datagrams to the worker that holds their connection)."""
 
 
 @dataclass(slots=True)
@@ -164,6 +193,7 @@ class Server:
         options: ServerOptions | None = None,
         on_connect: ConnectionHook | None = None,
         on_disconnect: ConnectionHook | None = None,
+        parts: Iterable[object] = (),
     ) -> None:
         self.router = Router()
         self.interceptors = tuple(interceptors)
@@ -177,6 +207,12 @@ class Server:
         """Called with each WebSocket/QUIC connection once it has closed."""
         self.connections: set[ServerConnection] = set()
         """Open WebSocket/QUIC connections (gRPC connections are grpcio's)."""
+        self.parts: list[object] = list(parts)
+        """What the server is made of beyond its services, auth and interceptors (a
+        `ClusterNode`, a storage...): asked, like them, by `sharing_problems`."""
+        self.shared_ports: SharedPorts | None = None
+        """Set by `start` in a worker process: how its listeners share their ports."""
+        self._services: list[object] = []
         self._dispatcher: Dispatcher | None = None
         self._listeners: dict[str, Listener] = {}
         self._wire_routes: dict[Transport, dict[int, BoundRoute]] = {}
@@ -197,6 +233,7 @@ class Server:
             if not isinstance(routes, ServiceRoutes):
                 raise ConfigurationError(f"expected (ServiceRoutes, handler), got {service!r}")
             self.router.add_service(routes, implementation)
+            self._services.append(implementation)
             return
         found = _declared_bindings(service)
         if found:
@@ -204,15 +241,26 @@ class Server:
                 self.router.add_service(routes, service)
                 if push_types is not None:
                     self.router.add_push_types(push_types)
+            self._services.append(service)
             return
         if callable(service):
             service(self.router)
+            self._services.append(service)
             return
         raise ConfigurationError(
             f"{type(service).__name__} is not a Flare service: implement a generated "
             "handler base (a class with __flare_service__), or pass a register function "
             "or a (ServiceRoutes, handler) pair"
         )
+
+    def sharing_problems(self) -> list[str]:
+        """Why this server cannot run as several worker processes (empty when it can).
+
+        Asks each service, the auth plugin, each interceptor and each of
+        `parts` (`flare_runtime.sharing`); ``flare serve --workers N`` refuses
+        to start N > 1 workers when the list is not empty.
+        """
+        return sharing_problems(*self._services, self.auth, *self.interceptors, *self.parts)
 
     def add_push_types(self, table: PushTable) -> None:
         """Register push type ids so `ServerConnection.push` can send those messages."""
@@ -253,6 +301,7 @@ class Server:
         grpc: str | None = None,
         listen: Mapping[str, str] | None = None,
         tls: TLSFiles | None = None,
+        shared_ports: SharedPorts | None = None,
     ) -> None:
         """Bind and start each transport given an address (``host:port``; port 0 picks one).
 
@@ -263,6 +312,9 @@ class Server:
         use it when given (``wss://``, ``grpcs://``). Returns once every
         listener accepts connections; raises `ConfigurationError` for an
         unknown transport or one already served, before binding anything.
+        Each port is bound for this process alone (`OSError` "address already
+        in use" when it is taken), unless `shared_ports` says this process is
+        one of several workers sharing them (see `SharedPorts`).
         """
         addresses = _addresses(websocket=websocket, quic=quic, grpc=grpc, listen=listen)
         if not addresses:
@@ -275,6 +327,8 @@ class Server:
                 raise ConfigurationError(f"{name} is already being served")
             starters[name] = REGISTRY.get(name).load_listener()
         self.dispatcher  # noqa: B018 -- freeze the router before the first connection
+        if shared_ports is not None:
+            self.shared_ports = shared_ports
         started: list[Listener] = []
         try:
             for name, address in addresses.items():

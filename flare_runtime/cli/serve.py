@@ -1,6 +1,8 @@
-"""``flare serve module:attr [--ws|--quic|--grpc HOST:PORT] [--listen NAME=HOST:PORT]``.
+"""``flare serve module:attr [--ws|--quic|--grpc|--listen ...] [--workers N]``.
 
-What the command does and promises is its help text, `DESCRIPTION`.
+What the command does and promises is its help text, `DESCRIPTION`. With
+``--workers N`` (N > 1) the process is a supervisor
+(`flare_runtime.workers.supervisor`) of N worker processes.
 """
 
 from __future__ import annotations
@@ -8,25 +10,52 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
+import os
 import sys
+from collections.abc import Awaitable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from flare_runtime.server import Server
 
 DESCRIPTION = """\
-Serve a flare_runtime.Server over WebSocket, QUIC and gRPC from one process.
+Serve a flare_runtime.Server over WebSocket, QUIC and gRPC.
 
-TARGET is module:attr naming a Server, or a callable returning one (the current
-directory and ./generated are on the import path). Any registered transport (a
-plugin's too, see docs/transports/writing-a-transport.md) is served with
---listen NAME=HOST:PORT. QUIC needs --tls-cert and
---tls-key (flare cert dev writes a development pair); given, they put WebSocket
-and gRPC on TLS too. Port 0 picks a free port. Once every listener accepts
-connections, one line per transport goes to stdout:
+TARGET is module:attr naming a Server, or a callable returning one, or an
+async callable (awaited in the serving process, for servers whose parts start
+asynchronously); the current directory and ./generated are on the import
+path. Any registered transport (a plugin's too, see
+docs/transports/writing-a-transport.md) is served with --listen
+NAME=HOST:PORT. QUIC needs --tls-cert and --tls-key (flare cert dev writes a
+development pair); given, they put WebSocket and gRPC on TLS too. Port 0
+picks a free port. A port already in use is an error ("address already in
+use"), never shared by accident. Once every listener accepts connections, one
+line per transport goes to stdout:
 
   flare: serving quic on port 8443 (quic://localhost:8443)
 
 Serves until SIGINT or SIGTERM, then shuts down gracefully (--grace seconds)
 and exits 0; exit status 2 for a bad target or an address it cannot listen on.
+
+--workers N (auto: one per CPU) runs N worker processes, each a whole server
+with its own event loop, sharing every port with SO_REUSEPORT (the kernel
+spreads connections over them; QUIC datagrams reach the worker holding their
+connection even when a client's address changes). A line per worker goes to
+stdout as it becomes ready:
+
+  flare: worker 1 ready (pid 4242)
+
+A worker that dies is restarted (backoff from 0.1 s to 10 s); the others and
+their connections are not touched. --preload MODULE imports a library the
+target uses in the supervisor, so all workers share its memory (the target
+itself is imported by each worker). SIGTERM or SIGINT drains every worker
+(GOAWAY, calls in flight finish within --grace) and exits 0 once all have
+exited; a second signal, or workers still running --grace + 5 s later, kills
+them (SIGKILL) and exits 1. A server whose parts cannot be shared by several
+processes (an in-process cluster broker, the IM on one SQLite file) is refused
+with exit status 2 and one line saying why (docs/cluster.md, "Workers").
 """
 
 
@@ -53,11 +82,40 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "--grace", type=float, default=10.0, metavar="SECONDS", help="shutdown grace period"
     )
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument(
+        "--workers",
+        type=worker_count,
+        default=1,
+        metavar="N",
+        help="worker processes sharing the ports (auto: one per CPU; default 1: no supervisor)",
+    )
+    parser.add_argument(
+        "--preload",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="with --workers: import MODULE in the supervisor before forking, so the workers "
+        "share its memory (a library the target imports; it must start nothing); repeatable",
+    )
     parser.set_defaults(func=run)
 
 
-def load_server(target: str) -> Any:
-    """Import ``module:attr`` (cwd and ./generated on sys.path) and return the Server."""
+def worker_count(text: str) -> int:
+    """``--workers``: a positive number, or ``auto`` for the CPUs this process may use."""
+    if text == "auto":
+        affinity = getattr(os, "sched_getaffinity", None)
+        return len(affinity(0)) if affinity is not None else os.cpu_count() or 1
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive number or auto, got {text!r}")
+    return int(text)
+
+
+def load_server(target: str) -> Server | Awaitable[Any]:
+    """Import ``module:attr`` (cwd and ./generated on sys.path); return the Server.
+
+    A callable is called; an async one's awaitable is returned as it is, for
+    `resolve_server` to await in the loop that serves.
+    """
     from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
     from flare_runtime.server import Server  # noqa: PLC0415 -- keeps `flare --help` fast
 
@@ -73,9 +131,20 @@ def load_server(target: str) -> Any:
         raise ConfigurationError(f"{module_name} has no attribute {attr!r}")
     if not isinstance(value, Server) and callable(value):
         value = value()
-    if not isinstance(value, Server):
+    if not isinstance(value, Server) and not inspect.isawaitable(value):
         raise ConfigurationError(f"{target} is not a flare_runtime.Server")
     return value
+
+
+async def resolve_server(target: str, loaded: Server | Awaitable[Any]) -> Server:
+    """The Server `load_server` returned, or what its awaitable resolves to."""
+    from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
+    from flare_runtime.server import Server  # noqa: PLC0415 -- keeps `flare --help` fast
+
+    server = loaded if isinstance(loaded, Server) else await loaded
+    if not isinstance(server, Server):
+        raise ConfigurationError(f"{target} did not return a flare_runtime.Server")
+    return server
 
 
 def client_url(transport: str, address: str, port: int, *, secure: bool) -> str:
@@ -101,11 +170,6 @@ def run(args: argparse.Namespace) -> int:
     from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
     from flare_runtime.server import TLSFiles  # noqa: PLC0415 -- keeps `flare --help` fast
 
-    try:
-        server = load_server(args.target)
-    except (ConfigurationError, ImportError) as exc:
-        print(f"flare serve: {exc}", file=sys.stderr)
-        return 2
     if bool(args.tls_cert) != bool(args.tls_key):
         print("flare serve: give both --tls-cert and --tls-key", file=sys.stderr)
         return 2
@@ -121,8 +185,27 @@ def run(args: argparse.Namespace) -> int:
             return 2
         listen[name] = address
     builtin = {"websocket": args.ws, "quic": args.quic, "grpc": args.grpc}
+    if args.workers > 1:
+        from flare_runtime.workers.supervisor import supervise  # noqa: PLC0415
+
+        served = {name: address for name, address in builtin.items() if address} | listen
+        return supervise(
+            args.target,
+            served,
+            workers=args.workers,
+            tls=tls,
+            grace=args.grace,
+            uvloop=args.uvloop,
+            preload=args.preload,
+        )
+    try:
+        loaded = load_server(args.target)
+    except (ConfigurationError, ImportError) as exc:
+        print(f"flare serve: {exc}", file=sys.stderr)
+        return 2
 
     async def main() -> None:
+        server = await resolve_server(args.target, loaded)
         await server.start(
             websocket=args.ws, quic=args.quic, grpc=args.grpc, listen=listen, tls=tls
         )

@@ -64,6 +64,13 @@ class MemoryBroker(Broker):
     def state(self) -> LinkState:
         return LinkState.DOWN if self._closed else LinkState.UP
 
+    def process_sharing_problem(self) -> str:
+        """Never shareable (`flare_runtime.sharing`): a `MemoryBus` lives in one process."""
+        return (
+            "ClusterNode: the in-process MemoryBroker links only the nodes of one process; "
+            "with several workers use a broker they all reach (RedisBroker)"
+        )
+
     async def start(self, listener: BrokerListener) -> None:
         self._listener = listener
         for channel in self._channels:

@@ -76,6 +76,7 @@ from flare_runtime.cluster.envelope import Kind, MalformedEnvelopeError
 from flare_runtime.cluster.memory import MemoryBroker
 from flare_runtime.errors import ConnectionClosedError, FlareError
 from flare_runtime.server_connection import PreparedPush, ServerConnection
+from flare_runtime.sharing import sharing_problems
 
 logger = logging.getLogger("flare_runtime.cluster")
 
@@ -382,6 +383,12 @@ class ClusterNode:
         self._logged: set[str] = set()
 
     # -- lifecycle ---------------------------------------------------------------
+
+    def process_sharing_problem(self) -> str | None:
+        """Its broker's answer (`flare_runtime.sharing`): can nodes in several worker
+        processes reach each other through it?"""
+        problems = sharing_problems(self._broker)
+        return problems[0] if problems else None
 
     async def start(self) -> None:
         """Start the broker link; returns at once (see `wait_up`)."""

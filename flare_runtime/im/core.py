@@ -57,6 +57,7 @@ from flare_runtime.im.sessions import CloseReason, DevicePolicy, Session, Sessio
 from flare_runtime.im.sinks import EventSink
 from flare_runtime.im.storage.base import ConversationRecord, Receipt, Role, Storage, StoredMessage
 from flare_runtime.im.storage.postgres import PostgresStorage
+from flare_runtime.sharing import sharing_problems
 from flare_runtime.status import StatusCode
 
 __all__ = [
@@ -155,6 +156,22 @@ class ImCore:
         return self._history.retention
 
     # -- lifecycle ---------------------------------------------------------------
+
+    def process_sharing_problem(self) -> str | None:
+        """Why copies of this core in several worker processes would not work together
+        (`flare_runtime.sharing`): its storage's reason; without a cluster node, its live
+        delivery, which reaches only the sessions of its own process; else its node's."""
+        problems = sharing_problems(self.storage)
+        if problems:
+            return problems[0]
+        cluster = self.cluster
+        if cluster is None:
+            return (
+                "ImCore without a cluster node delivers live events only to the sessions "
+                "of its own process; with several workers run it on a cluster (RedisBroker)"
+            )
+        problems = sharing_problems(cluster.node)
+        return problems[0] if problems else None
 
     async def start(self) -> None:
         """Open the storage; on a cluster, join it (the node is started if it is not)."""

@@ -141,6 +141,10 @@ class ImService(ImServiceBase):
         A connection in this table has a close callback that logs its session out.
         """
 
+    def process_sharing_problem(self) -> str | None:
+        """Its core's answer (`flare_runtime.sharing`)."""
+        return self.core.process_sharing_problem()
+
     # -- sessions ----------------------------------------------------------------
 
     @staticmethod

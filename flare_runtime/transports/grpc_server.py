@@ -31,6 +31,7 @@ is None) and connection-level authentication (credentials travel as
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -116,11 +117,15 @@ class GrpcServer:
         options: Sequence[tuple[str, Any]] = (),
         stream_end_settle: float = 0.002,
         max_message_bytes: int | None = None,
+        reuse_port: bool = False,
     ) -> None:
         self.dispatcher = dispatcher
         self._health_enabled = health
         self._reflection_enabled = reflection
-        self._options = tuple(options)
+        # grpcio binds with SO_REUSEPORT unless told otherwise, which lets a
+        # second server start on a busy port and silently take half its
+        # connections; only worker processes meant to share a port want that.
+        self._options = (("grpc.so_reuseport", int(reuse_port)), *options)
         self.stream_end_settle = stream_end_settle
         self.max_message_bytes = max_message_bytes
         """Request size limit of routes that set no ``max_message_bytes`` of their own."""
@@ -148,8 +153,9 @@ class GrpcServer:
         picks one) and start serving.
 
         Returns the bound port. Raises `ConfigurationError` when the address is
-        malformed or cannot be bound. grpcio binds with SO_REUSEPORT, so
-        several worker processes can share one port.
+        malformed or cannot be bound ("address already in use" when another
+        socket holds it). The port is this server's alone unless it was made
+        with ``reuse_port=True`` (worker processes sharing one port).
         """
         if self._server is not None:
             raise ConfigurationError("this gRPC server is already started")
@@ -177,7 +183,8 @@ class GrpcServer:
                 port = server.add_secure_port(address, tls.credentials())
         except RuntimeError as error:
             await server.stop(None)  # release grpcio's server object now, not in __del__
-            raise ConfigurationError(f"cannot bind gRPC server to {address}: {error}") from None
+            reason = bind_error(address) or str(error)
+            raise ConfigurationError(f"cannot bind gRPC server to {address}: {reason}") from None
         await server.start()
         self._server = server
         self.port = port
@@ -356,6 +363,7 @@ async def start_listener(
         server.dispatcher,
         options=grpc_limits(protocol, server.router),
         max_message_bytes=protocol.settings.max_message_size,
+        reuse_port=server.shared_ports is not None,
     )
     credentials = None if tls is None else GrpcTls.from_files(tls.cert_file, tls.key_file)
     port = await grpc_server.start(address, tls=credentials)
@@ -391,6 +399,27 @@ def grpc_limits(protocol: ProtocolConfig, router: Router) -> list[tuple[str, Any
             ("grpc.keepalive_timeout_ms", int(protocol.keepalive_timeout * 1000)),
         ]
     return options
+
+
+def bind_error(address: str) -> str | None:
+    """Why a TCP socket of this process cannot bind `address` (a `grpc_address`), or None.
+
+    grpcio says only "Failed to bind"; this asks the operating system the same
+    question to name the reason ("[Errno 98] Address already in use").
+    """
+    host, _, port = address.rpartition(":")
+    try:
+        infos = socket.getaddrinfo(host.strip("[]"), int(port), type=socket.SOCK_STREAM)
+    except OSError as error:
+        return str(error)
+    for family, kind, proto, _name, sockaddr in infos:
+        with socket.socket(family, kind, proto) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                probe.bind(sockaddr)
+            except OSError as error:
+                return str(error)
+    return None
 
 
 def grpc_address(address: str) -> str:

@@ -39,6 +39,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import ssl
 import urllib.parse
 from collections.abc import Callable, Iterable
@@ -442,6 +443,14 @@ async def serve_quic(
         listener.links.add(link)
         return _ServerConnectionListener(listener, link)
 
+    sock: socket.socket | None = None
+    wrap: Callable[[QuicServer], asyncio.DatagramProtocol] | None = None
+    if server.shared_ports is not None:
+        # One of several worker processes on this port (docs/cluster.md, "Workers").
+        from flare_runtime.transports.quic_workers import WorkerRouting  # noqa: PLC0415
+
+        routing = WorkerRouting(server.shared_ports, configuration.connection_id_length)
+        sock, wrap = await routing.bind(host, port), routing.wrap
     quic_server = await serve_links(
         host,
         port,
@@ -449,6 +458,8 @@ async def serve_quic(
         factory=factory,
         tickets=tickets,
         guard=settings.guard(),
+        sock=sock,
+        wrap=wrap,
     )
     listener = QuicListener(server, quic_server, tickets)
     return listener

@@ -754,16 +754,24 @@ async def serve_links(
     factory: ListenerFactory,
     tickets: ServerTicketStore | None,
     guard: HandshakeGuard | None = None,
+    sock: socket.socket | None = None,
+    wrap: Callable[[QuicServer], asyncio.DatagramProtocol] | None = None,
 ) -> QuicServer:
     """Listen for QUIC on `host`:`port`; each connection gets ``factory(link)``.
 
     With `tickets`, the server issues session tickets (resumption and 0-RTT)
     and accepts each one once (see `ServerTicketStore`). New connections are
     admitted through `guard` (default: a `HandshakeGuard` with its defaults).
-    aioquic's `serve`, reading through a `DrainingSocket`.
+    aioquic's `serve`, reading through a `DrainingSocket`. The port is this
+    process's alone unless `sock`, an already bound UDP socket, is given to
+    serve on (a worker's ``SO_REUSEPORT`` socket); `wrap` puts a protocol
+    between the socket and aioquic's server
+    (`flare_runtime.transports.quic_workers`).
     """
     loop = asyncio.get_running_loop()
-    sock = await _bound_socket(host, port)
+    if sock is None:
+        sock = await _bound_socket(host, port)
+    sock.setblocking(False)
     guard = guard if guard is not None else HandshakeGuard()
     server = AdmittingQuicServer(
         guard=guard,
@@ -773,7 +781,8 @@ async def serve_links(
         session_ticket_fetcher=tickets.take if tickets is not None else None,
     )
     try:
-        await loop.create_datagram_endpoint(lambda: DrainingSocket(server, sock), sock=sock)
+        inner = server if wrap is None else wrap(server)
+        await loop.create_datagram_endpoint(lambda: DrainingSocket(inner, sock), sock=sock)
     except BaseException:
         sock.close()
         raise

@@ -76,6 +76,15 @@ class TransportSpec:
     """URL scheme of a TLS connection (``wss``, ``grpcs``); None where it has none of its own."""
     harness: Reference | None = None
     """The conformance harness factory; None for the default harness (the module docstring)."""
+    shared_port: str | None = None
+    """How worker processes (``flare serve --workers N``) share the port, when they can:
+
+    * ``"tcp"``: the supervisor reserves the port; each worker's listener binds it
+      with ``SO_REUSEPORT`` when ``server.shared_ports`` is set;
+    * ``"udp"``: the supervisor binds one ``SO_REUSEPORT`` UDP socket per worker,
+      and the listener serves on ``server.shared_ports.sockets[name]``;
+    * None: it cannot be shared, and ``--workers`` above 1 is refused.
+    """
 
     @property
     def schemes(self) -> tuple[str, ...]:
@@ -128,6 +137,7 @@ BUILT_IN: tuple[TransportSpec, ...] = (
         tls_scheme="wss",
         listener="flare_runtime.transports.websocket:start_listener",
         channel="flare_runtime.transports.websocket:open_channel",
+        shared_port="tcp",
     ),
     TransportSpec(
         "quic",
@@ -135,6 +145,7 @@ BUILT_IN: tuple[TransportSpec, ...] = (
         listener="flare_runtime.transports.quic:start_listener",
         channel="flare_runtime.transports.quic:open_channel",
         harness="flare_runtime.testing.quic_harness:harness",
+        shared_port="udp",
     ),
     TransportSpec(
         "grpc",
@@ -143,6 +154,7 @@ BUILT_IN: tuple[TransportSpec, ...] = (
         listener="flare_runtime.transports.grpc_server:start_listener",
         channel="flare_runtime.transports.grpc_client:open_channel",
         harness="flare_runtime.testing.grpc_harness:harness",
+        shared_port="tcp",
     ),
     TransportSpec(
         "webtransport",

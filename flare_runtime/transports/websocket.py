@@ -616,12 +616,16 @@ async def serve_websocket(
     write_buffer: int | None = None,
     max_message: int = MAX_WEBSOCKET_MESSAGE,
     peer_log: PeerLog | None = None,
+    reuse_port: bool = False,
 ) -> asyncio.Server:
     """Listen on host:port; each accepted connection gets an endpoint from `endpoint_factory`.
 
     A connection whose HTTP upgrade is not done within `open_timeout` seconds
     is dropped. Log lines clients cause go through `peer_log` (rate-limited).
-    Returns the started `asyncio.Server`; `close()` it to stop accepting.
+    Returns the started `asyncio.Server`; `close()` it to stop accepting. The
+    port is this process's alone (`OSError` "address already in use" when
+    taken) unless `reuse_port` (``SO_REUSEPORT``: worker processes sharing it,
+    the kernel spreading connections over them).
     """
     loop = asyncio.get_running_loop()
     # websockets logs a line per connection (open, rejected): through the PeerLog too.
@@ -642,6 +646,7 @@ async def serve_websocket(
         port,
         ssl=ssl_context,
         backlog=backlog,
+        reuse_port=reuse_port or None,
     )
 
 
@@ -725,6 +730,7 @@ class WebSocketListener:
             write_buffer=options.max_write_buffer,
             max_message=message_limit(options.protocol.settings),
             peer_log=self._server.peer_log,
+            reuse_port=self._server.shared_ports is not None,
         )
         self.port = self._listening.sockets[0].getsockname()[1]
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import jwt
@@ -82,3 +84,17 @@ async def test_jwt_scopes_claim_as_a_string_or_of_a_bad_type() -> None:
             await auth.authenticate(signed(bad), "p")
         assert caught.value.code is StatusCode.UNAUTHENTICATED
         assert "scopes" in caught.value.message
+
+
+def test_a_server_without_jwt_auth_does_not_load_pyjwt_or_cryptography() -> None:
+    """pyjwt and cryptography cost a process some 14 MB: only JWTAuth and issue_jwt load them
+    (every worker of ``flare serve --workers N`` pays what it imports)."""
+    probe = (
+        "import sys, flare_runtime.server, flare_runtime.transports.websocket\n"
+        "from flare_runtime.auth import TokenAuth\n"
+        "print(sorted(n for n in sys.modules if n.split('.')[0] in ('jwt', 'cryptography')))\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "[]"

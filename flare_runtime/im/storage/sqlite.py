@@ -142,6 +142,13 @@ class SqliteStorage(Storage):
         """The keys bodies are sealed and opened with."""
         return self._keyring
 
+    def process_sharing_problem(self) -> str:
+        """Never shareable (`flare_runtime.sharing`): one process owns the file's writer."""
+        return (
+            f"SqliteStorage ({self._path}): one SQLite file cannot be shared by worker "
+            "processes; with several workers use PostgresStorage"
+        )
+
     def set_keyring(self, keyring: KeyRing) -> None:
         """Use `keyring` from now on (rotation: it must still hold the old keys)."""
         self._keyring = keyring
