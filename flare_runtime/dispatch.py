@@ -340,10 +340,13 @@ class Dispatcher:
     # ----------------------------------------------------------------- errors
 
     @staticmethod
-    def unknown_route_error(name: str | int) -> RpcError:
-        """The error for a call to a route this server does not serve."""
-        if isinstance(name, int):
-            name = f"wire id {name >> 16}:{name & 0xFFFF}"
+    def unknown_route_error(path_or_wire_id: str | int) -> RpcError:
+        """The error for a call to a route this server does not serve (by gRPC path or wire id)."""
+        if isinstance(path_or_wire_id, int):
+            wire_id = path_or_wire_id
+            name = f"wire id {wire_id >> 16}:{wire_id & 0xFFFF}"
+        else:
+            name = path_or_wire_id
         return RpcError(StatusCode.UNIMPLEMENTED, f"unknown method {name}")
 
     # ----------------------------------------------------------------- chains

@@ -430,7 +430,7 @@ class Connection:
 
     def start_call(
         self,
-        route_id: int,
+        wire_id: int,
         metadata: MetadataInput = (),
         *,
         timeout: float | None = None,
@@ -438,7 +438,7 @@ class Connection:
         message: bytes | None = None,
         end_stream: bool = False,
     ) -> int:
-        """Client: open a call on route `route_id` (``service_id << 16 | route_id``); return its id.
+        """Client: open a call on the route whose wire id is `wire_id`; return the call id.
 
         `timeout` (seconds, from `now`) sets the deadline: both ends end the
         call with DEADLINE_EXCEEDED when it passes. `message`, when given, is
@@ -446,7 +446,7 @@ class Connection:
         after it (or right away when there is no message). May be called before
         the handshake completes. Raises `LimitExceededError` when the metadata
         is larger than the server accepts, `LocalProtocolError` after GOAWAY,
-        `ValueError` for a route id over 32 bits or a timeout that is NaN,
+        `ValueError` for a wire id over 32 bits or a timeout that is NaN,
         infinite or beyond the wire's u64 microseconds; nothing is sent or
         registered then.
         """
@@ -459,8 +459,8 @@ class Connection:
         call_id = self._last_call_id + 1
         if call_id > MAX_CALL_ID:
             raise LocalProtocolError("call ids exhausted: open a new connection")
-        if not 0 <= route_id <= MAX_CALL_ID:
-            raise ValueError(f"route id {route_id} does not fit 32 bits")
+        if not 0 <= wire_id <= MAX_CALL_ID:
+            raise ValueError(f"wire id {wire_id} does not fit 32 bits")
         peer = self.peer_settings
         if message is not None and len(message) > peer.max_message_size:
             raise LimitExceededError(
@@ -501,7 +501,7 @@ class Connection:
             if block is None:
                 out.append(
                     _START_EMPTY.pack(
-                        13 + size, _CALL_START, FLAG_END_STREAM, call_id, route_id, timeout_us, 0
+                        13 + size, _CALL_START, FLAG_END_STREAM, call_id, wire_id, timeout_us, 0
                     )
                 )
             else:
@@ -511,7 +511,7 @@ class Connection:
                         _CALL_START,
                         FLAG_END_STREAM,
                         call_id,
-                        route_id,
+                        wire_id,
                         timeout_us,
                     )
                 )
@@ -522,7 +522,7 @@ class Connection:
             return call_id
         if block is None:
             if message is None:
-                out.append(_START_EMPTY.pack(13, _CALL_START, 0, call_id, route_id, timeout_us, 0))
+                out.append(_START_EMPTY.pack(13, _CALL_START, 0, call_id, wire_id, timeout_us, 0))
             else:
                 # The unary fast path: CALL_START and the MESSAGE header in one pack.
                 size = len(message)
@@ -532,7 +532,7 @@ class Connection:
                         _CALL_START,
                         0,
                         call_id,
-                        route_id,
+                        wire_id,
                         timeout_us,
                         0,
                         size,
@@ -549,7 +549,7 @@ class Connection:
         else:
             out.append(
                 _CALL_START_FIXED.pack(
-                    12 + len(block), _CALL_START, 0, call_id, route_id, timeout_us
+                    12 + len(block), _CALL_START, 0, call_id, wire_id, timeout_us
                 )
             )
             out.append(block)
@@ -974,14 +974,14 @@ class Connection:
         metadata: MetadataPairs
         if with_message:
             # The compact call start (§3.2): the request follows the metadata block.
-            route_id, timeout_us, metadata, message_start = decode_compact_call_start_payload(
+            wire_id, timeout_us, metadata, message_start = decode_compact_call_start_payload(
                 data, start, stop
             )
         elif stop - start == 13 and data[start + 12] == 0:
-            route_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
+            wire_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
             metadata = ()
         else:
-            route_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
+            wire_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
         self._last_call_id = call_id
         metadata_size = message_start - start - 12
         if metadata_size > self.settings.max_metadata_size:
@@ -1013,12 +1013,12 @@ class Connection:
         if deadline is not None:
             self._push_deadline(deadline, call_id)
         if not with_message:
-            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._events.append(CallStarted(call_id, wire_id, metadata, timeout, deadline))
             return
         # The compact call start (§3.2): one event carries the call and its request.
         size = stop - message_start
         if size > self._max_message_size:
-            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._events.append(CallStarted(call_id, wire_id, metadata, timeout, deadline))
             self._message_too_large(call_id, size)
             return
         call.state = _HALF_CLOSED
@@ -1026,7 +1026,7 @@ class Connection:
         call.buffered = size
         self._buffered_total += size
         if self._buffered_total > self.config.max_buffered_input:
-            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._events.append(CallStarted(call_id, wire_id, metadata, timeout, deadline))
             self._fail_call(
                 call_id,
                 call,
@@ -1035,7 +1035,7 @@ class Connection:
             )
             return
         self._events.append(
-            CallStarted(call_id, route_id, metadata, timeout, deadline, data[message_start:stop])
+            CallStarted(call_id, wire_id, metadata, timeout, deadline, data[message_start:stop])
         )
 
     def _on_headers(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:

@@ -107,7 +107,8 @@ class CallStarted(Event):
     """
 
     call_id: int
-    route_id: int
+    wire_id: int
+    """The route's wire id (``service_id << 16 | route_id``, docs/wire-format.md §3.2)."""
     metadata: tuple[tuple[str, MetadataValue], ...]
     timeout: float | None
     deadline: float | None

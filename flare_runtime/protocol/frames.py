@@ -255,17 +255,17 @@ def encode_hello(
 
 def encode_call_start(
     call_id: int,
-    route_id: int,
+    wire_id: int,
     timeout_us: int,
     metadata: MetadataInput = (),
     message: bytes | None = None,
 ) -> bytes:
-    """CALL_START: route wire id, timeout in microseconds (0 = none), request headers.
+    """CALL_START: the route's wire id, timeout in microseconds (0 = none), request headers.
 
     With `message`, the compact call start (§3.2): the request follows the
     headers and the client sends nothing more (flag END_STREAM).
     """
-    payload = _CALL_START_FIXED.pack(route_id, timeout_us) + encode_metadata(metadata)
+    payload = _CALL_START_FIXED.pack(wire_id, timeout_us) + encode_metadata(metadata)
     if message is None:
         return _frame(FrameType.CALL_START, 0, call_id, payload)
     return _frame(FrameType.CALL_START, FLAG_END_STREAM, call_id, payload + message)
@@ -406,24 +406,24 @@ def decode_hello_payload(
 def decode_compact_call_start_payload(
     data: bytes, pos: int, end: int
 ) -> tuple[int, int, MetadataPairs, int]:
-    """Return (route_id, timeout_us, metadata, request position) of a compact CALL_START
+    """Return (wire_id, timeout_us, metadata, request position) of a compact CALL_START
     payload (§3.2): the request is ``data[request position:end]``."""
     if end - pos < _CALL_START_FIXED.size + 1:
         raise RemoteProtocolError("truncated CALL_START payload")
-    route_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
+    wire_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
     pos += _CALL_START_FIXED.size
     if data[pos] == 0:  # no metadata, the common case
-        return route_id, timeout_us, (), pos + 1
+        return wire_id, timeout_us, (), pos + 1
     metadata, pos = decode_metadata_prefix(data, pos, end)
-    return route_id, timeout_us, metadata, pos
+    return wire_id, timeout_us, metadata, pos
 
 
 def decode_call_start_payload(data: bytes, pos: int, end: int) -> tuple[int, int, MetadataPairs]:
-    """Return (route_id, timeout_us, metadata) of a CALL_START payload (not a compact one)."""
+    """Return (wire_id, timeout_us, metadata) of a CALL_START payload (not a compact one)."""
     if end - pos < _CALL_START_FIXED.size + 1:
         raise RemoteProtocolError("truncated CALL_START payload")
-    route_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
-    return route_id, timeout_us, decode_metadata(data, pos + _CALL_START_FIXED.size, end)
+    wire_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
+    return wire_id, timeout_us, decode_metadata(data, pos + _CALL_START_FIXED.size, end)
 
 
 def decode_end_call_payload(
@@ -500,10 +500,10 @@ class HelloFrame:
 
 @dataclass(frozen=True, slots=True)
 class CallStartFrame:
-    """CALL_START (§3.2): client opens call `call_id` on route `route_id`."""
+    """CALL_START (§3.2): client opens call `call_id` on the route with wire id `wire_id`."""
 
     call_id: int
-    route_id: int
+    wire_id: int
     timeout_us: int = 0
     metadata: MetadataPairs = ()
     message: bytes | None = None
@@ -626,7 +626,7 @@ def encode_frame(frame: Frame) -> bytes:
             return encode_hello(frame.min_version, frame.max_version, frame.settings)
         case CallStartFrame():
             return encode_call_start(
-                frame.call_id, frame.route_id, frame.timeout_us, frame.metadata, frame.message
+                frame.call_id, frame.wire_id, frame.timeout_us, frame.metadata, frame.message
             )
         case HeadersFrame():
             return encode_headers(frame.call_id, frame.metadata)
@@ -665,10 +665,10 @@ def decode_frame(frame_type: int, flags: int, call_id: int, payload: bytes) -> F
         return PushFrame(call_id, payload)
     if frame_type == FrameType.CALL_START:
         if not flags & FLAG_END_STREAM:
-            route_id, timeout_us, metadata = decode_call_start_payload(payload, 0, end)
-            return CallStartFrame(call_id, route_id, timeout_us, metadata)
-        route_id, timeout_us, metadata, pos = decode_compact_call_start_payload(payload, 0, end)
-        return CallStartFrame(call_id, route_id, timeout_us, metadata, payload[pos:])
+            wire_id, timeout_us, metadata = decode_call_start_payload(payload, 0, end)
+            return CallStartFrame(call_id, wire_id, timeout_us, metadata)
+        wire_id, timeout_us, metadata, pos = decode_compact_call_start_payload(payload, 0, end)
+        return CallStartFrame(call_id, wire_id, timeout_us, metadata, payload[pos:])
     if frame_type == FrameType.HEADERS:
         return HeadersFrame(call_id, decode_metadata(payload, 0, end))
     if frame_type == FrameType.HALF_CLOSE:

@@ -324,8 +324,8 @@ class WireChannel(Channel):
             raise endpoint.unavailable()
         if self._route_observer is not None:
             self._route_observer(route)
-        wire_id = route.service_id << 16 | route.route_id
-        if not route.service_id or not route.route_id:
+        wire_id = route.wire_id
+        if not wire_id:
             raise RpcError(
                 StatusCode.UNIMPLEMENTED,
                 f"{route.path} has no Flare route id; call it over gRPC",

@@ -266,9 +266,9 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
 
     def _on_call_started(self, event: Any) -> None:
         call_id: int = event.call_id
-        bound = self._routes.get(event.route_id)
+        bound = self._routes.get(event.wire_id)
         if bound is None:
-            error = self.dispatcher.unknown_route_error(event.route_id)
+            error = self.dispatcher.unknown_route_error(event.wire_id)
             self.conn.end_call(call_id, error.code, error.message)
             return
         deadline = event.deadline

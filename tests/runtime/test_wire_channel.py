@@ -89,7 +89,7 @@ async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> No
         transport.written.clear()
         for event in server.events_received():
             if isinstance(event, CallStarted):  # compact (with the request) or not
-                routes[event.call_id] = event.route_id
+                routes[event.call_id] = event.wire_id
                 request = event.message
             else:
                 assert isinstance(event, MessageReceived | HandshakeCompleted)
