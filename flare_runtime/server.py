@@ -43,7 +43,7 @@ from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.interceptors import ServerInterceptor
 from flare_runtime.protocol.config import ProtocolConfig
-from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, Transport
+from flare_runtime.routing import PushTable, Router, ServiceRoutes
 
 if TYPE_CHECKING:
     from flare_runtime.server_connection import ServerConnection
@@ -134,7 +134,6 @@ class Server:
         """Open WebSocket/QUIC connections (gRPC connections are grpcio's)."""
         self._dispatcher: Dispatcher | None = None
         self._listeners: dict[str, Listener] = {}
-        self._wire_routes: dict[Transport, dict[int, BoundRoute]] = {}
         self._stopped = asyncio.Event()
         for service in services:
             self.add(service)
@@ -180,22 +179,6 @@ class Server:
                 self.router, interceptors=self.interceptors, auth=self.auth
             )
         return self._dispatcher
-
-    def wire_routes(self, transport: Transport) -> dict[int, BoundRoute]:
-        """Wire id → bound route, for the routes served on `transport` (shared, cached).
-
-        What the WebSocket and QUIC endpoints look calls up in: one dict read
-        per call, with the route's transport option already applied.
-        """
-        table = self._wire_routes.get(transport)
-        if table is None:
-            table = {
-                bound.route.wire_id: bound
-                for bound in self.dispatcher.router.routes()
-                if bound.route.wire_id and transport in bound.route.options.transports
-            }
-            self._wire_routes[transport] = table
-        return table
 
     # ---------------------------------------------------------------- lifecycle
 

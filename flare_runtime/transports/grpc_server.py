@@ -202,10 +202,8 @@ class GrpcServer:
 
     def _method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]]:
         services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
-        for bound in self.dispatcher.router.routes():
+        for bound in self.dispatcher.routes(Transport.GRPC):
             route = bound.route
-            if Transport.GRPC not in route.options.transports:
-                continue
             service_name, _, method_name = route.path[1:].rpartition("/")
             services.setdefault(service_name, {})[method_name] = self._method_handler(bound)
         return services
@@ -249,7 +247,7 @@ class GrpcServer:
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return None
-            if context._has_metadata_to_send(False):
+            if context.has_metadata_to_send(False):
                 await _succeed(grpc_context, context)
             return response
 

@@ -290,10 +290,10 @@ class _ServerConnectionListener(_QuicWireTransport):
 
     def __init__(self, listener: QuicListener, link: ServerLink) -> None:
         server = listener.server
-        router = server.dispatcher.router
+        routes = server.dispatcher.wire_routes(Transport.QUIC)
 
         def idempotent(wire_id: int) -> bool:
-            bound = router.by_wire_id(wire_id)
+            bound = routes.get(wire_id)
             return bound is not None and bound.route.options.idempotent
 
         super().__init__(

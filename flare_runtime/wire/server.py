@@ -25,7 +25,7 @@ from google.protobuf.message import DecodeError, Message
 from flare_runtime.auth import Principal
 from flare_runtime.context import CallContext
 from flare_runtime.details import pack_details
-from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher, to_rpc_error
+from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher, ServedRoute
 from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
@@ -45,7 +45,7 @@ from flare_runtime.protocol.events import (
     WindowUpdated,
 )
 from flare_runtime.protocol.frames import CloseCode, PreparedPush
-from flare_runtime.routing import BoundRoute, Cardinality, Transport
+from flare_runtime.routing import Cardinality, Transport
 from flare_runtime.server_connection import ServerConnection
 from flare_runtime.status import StatusCode
 from flare_runtime.wire.eager import NATIVE_EAGER_TASKS, start_eagerly
@@ -128,7 +128,7 @@ class _ServerCall:
 
     __slots__ = ("bound", "call_id", "context", "headers_sent", "inbox", "task")
 
-    def __init__(self, call_id: int, bound: BoundRoute, context: CallContext) -> None:
+    def __init__(self, call_id: int, bound: ServedRoute, context: CallContext) -> None:
         self.call_id = call_id
         self.headers_sent = False
         self.bound = bound
@@ -155,7 +155,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         super().__init__(transport, SERVER, server.options.protocol, kind)
         self.server = server
         self.dispatcher: Dispatcher = server.dispatcher
-        self._routes = server.wire_routes(kind)
+        self._routes = self.dispatcher.wire_routes(kind)
         self.peer = transport.peer
         self.metadata = metadata
         self.session: Any = None
@@ -434,15 +434,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 if self._auth_pending is None
                 else await self._connection_auth()
             )
-            bound = call.bound
-            handler = self.dispatcher.direct_unary_handler(bound, context, auth)
-            if handler is None:
-                response = await self.dispatcher.unary(bound, request, context, auth)
-            else:
-                try:
-                    response = await handler(request, context)
-                except Exception as exc:
-                    raise to_rpc_error(exc, bound.route) from None
+            response = await call.bound.unary(request, context, auth)
             self._finish(call, response)
         except RpcError as error:
             self._end(call, error)
@@ -515,7 +507,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
 
     def _finish(self, call: _ServerCall, response: Message) -> None:
         """Send the one response of a unary or client-streaming call and end it OK."""
-        if call.context._has_metadata_to_send(call.headers_sent):
+        if call.context.has_metadata_to_send(call.headers_sent):
             self._send_response(call, response)  # metadata to send: the general path
             self._end(call, None)
             return
