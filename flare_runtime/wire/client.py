@@ -31,20 +31,12 @@ from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 
-from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall
+from flare_runtime.calls import BidiStreamCall, check_request
+from flare_runtime.client import Channel
 from flare_runtime.details import unpack_details
 from flare_runtime.errors import ConnectionClosedError, LocalProtocolError, RpcError
-from flare_runtime.interceptors import (
-    ClientCallInfo,
-    ClientInterceptor,
-    ClientUnaryCallNext,
-    InterceptedStreamCall,
-    chain_client_unary,
-    check_request,
-    intercepted_stream_unary,
-    iterate,
-)
-from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
+from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor
+from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig
 from flare_runtime.protocol.connection import LimitExceededError
 from flare_runtime.protocol.events import (
@@ -276,13 +268,8 @@ class WireChannel(Channel):
         *,
         interceptors: Iterable[ClientInterceptor] = (),
     ) -> None:
+        super().__init__(interceptors=interceptors)
         self.endpoint = endpoint
-        self.interceptors = tuple(interceptors)
-        self._unary_chain: ClientUnaryCallNext | None = (
-            chain_client_unary(self.interceptors, self._unary_terminal)
-            if self.interceptors
-            else None
-        )
 
     # ------------------------------------------------------------------ pushes
 
@@ -356,33 +343,6 @@ class WireChannel(Channel):
             endpoint._rearm_timer()
         return call
 
-    async def unary_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        chain = self._unary_chain
-        if chain is not None:
-            info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-            return cast(ResponseT, await chain(request, info))
-        # The fast path (no interceptors): one future, no intermediate coroutine.
-        if type(request) is not route.request_type:
-            check_request(route, request)
-        metadata = Metadata.coerce(metadata) if metadata else EMPTY_METADATA
-        call, future = self._start_unary(route, request, metadata, timeout, None)
-        try:
-            data = await future
-        except asyncio.CancelledError:
-            self._cancel(call)
-            raise
-        return _parse(route, data)
-
-    async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
-        return await self._unary(info.route, request, info.metadata, info.timeout, info)
-
     async def _unary(
         self,
         route: Route[Any, ResponseT],
@@ -391,25 +351,6 @@ class WireChannel(Channel):
         timeout: float | None,
         info: ClientCallInfo | None,
     ) -> ResponseT:
-        check_request(route, request)
-        call, future = self._start_unary(route, request, metadata, timeout, info)
-        try:
-            data = await future
-        except asyncio.CancelledError:
-            self._cancel(call)
-            raise
-        return _parse(route, data)
-
-    def _start_unary(
-        self,
-        route: Route[Any, Any],
-        request: Message,
-        metadata: Metadata,
-        timeout: float | None,
-        info: ClientCallInfo | None,
-    ) -> tuple[_ClientCall, asyncio.Future[bytes]]:
-        # Synchronous, so both unary paths await the response in their own
-        # coroutine (the fast path adds none).
         call = self._start(
             route,
             metadata=metadata,
@@ -420,21 +361,12 @@ class WireChannel(Channel):
         )
         future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
         call.future = future
-        return call, future
-
-    def unary_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ServerStreamCall[ResponseT]:
-        check_request(route, request)
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        if self.interceptors:
-            return self._intercepted_stream(info, iterate((request,)))
-        return self._open_server_stream(request, info)
+        try:
+            data = await future
+        except asyncio.CancelledError:
+            self._cancel(call)
+            raise
+        return _parse(route, data)
 
     def _open_server_stream(
         self, request: Message, info: ClientCallInfo
@@ -465,44 +397,10 @@ class WireChannel(Channel):
             stream.start_sending(requests)
         return stream
 
-    def _intercepted_stream(
-        self, info: ClientCallInfo, requests: AsyncIterator[Message] | None
-    ) -> InterceptedStreamCall[Any, Any]:
-        return InterceptedStreamCall(
-            self.interceptors,
-            info,
-            requests,
-            open_server_stream=self._open_server_stream,
-            open_bidi_stream=self._open_bidi_stream,
-        )
-
-    async def stream_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT],
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        if self.interceptors:
-            response = await intercepted_stream_unary(
-                self.interceptors, info, requests, self._client_stream_terminal
-            )
-            return cast(ResponseT, response)
-        return await self._client_stream(route, requests, info)
-
-    async def _client_stream_terminal(
-        self, requests: AsyncIterator[Message], info: ClientCallInfo
-    ) -> Message:
-        return await self._client_stream(info.route, requests, info)
-
     async def _client_stream(
-        self,
-        route: Route[Any, ResponseT],
-        requests: AsyncIterable[Any] | Iterable[Any],
-        info: ClientCallInfo,
-    ) -> ResponseT:
+        self, requests: AsyncIterable[Any] | Iterable[Any], info: ClientCallInfo
+    ) -> Message:
+        route: Route[Any, Message] = info.route
         call = self._start(
             route,
             metadata=info.metadata,
@@ -521,19 +419,6 @@ class WireChannel(Channel):
             self._cancel(call)
             raise
         return _parse(route, data)
-
-    def stream_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT] | None = None,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> BidiStreamCall[RequestT, ResponseT]:
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        if self.interceptors:
-            return self._intercepted_stream(info, None if requests is None else iterate(requests))
-        return self._open_bidi_stream(requests, info)
 
     def _cancel(self, call: _ClientCall) -> None:
         endpoint = self.endpoint
