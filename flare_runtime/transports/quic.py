@@ -463,18 +463,18 @@ class QuicChannel(WireChannel):
         self.link = link
         self._early_routes = early_routes
         if early_routes is not None:
-            self._route_observer = self._note_route
+            endpoint.route_observer = self._note_route
 
     def _note_route(self, route: Route[Any, Any]) -> None:
         # While the handshake is incomplete, tell the early-data gate which
         # routes may travel in 0-RTT: the idempotent ones this channel calls
-        # (every call shape starts in `WireChannel._start`, which calls this
+        # (every call starts in `ClientEndpoint.start_call`, which calls this
         # before it writes). Once the handshake is done, calls pay nothing.
         early_routes = self._early_routes
         if early_routes is not None:
             if self.link.handshake_complete:
                 self._early_routes = None
-                self._route_observer = None
+                self.endpoint.route_observer = None
             elif route.options.idempotent:
                 early_routes.add(route.wire_id)
 

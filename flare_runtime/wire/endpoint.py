@@ -32,6 +32,7 @@ reading.
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Protocol
 
@@ -43,6 +44,7 @@ from flare_runtime.protocol.frames import CloseCode
 from flare_runtime.routing import Transport
 
 _monotonic = time.monotonic
+logger = logging.getLogger("flare_runtime.endpoint")
 
 FLUSH_BATCH = 16
 """Most sends gathered into one write (measured: bench/ws_bench.py, 64 calls in flight)."""
@@ -77,7 +79,10 @@ class WireEndpoint:
     """Shared machinery of both sides: bytes in, events out, timer, batched output.
 
     Adapters call `data_received`, `connection_lost`, `pause_writing` and
-    `resume_writing`; nothing else.
+    `resume_writing`; nothing else. The layer above (the server's calls, the
+    client's `WireChannel`) uses the public methods: `flush`,
+    `schedule_flush`, `rearm_timer`, `acknowledge`, `wait_writable` /
+    `can_write`, `close` / `abort` / `wait_closed` and `closed`.
     """
 
     transport_kind: Transport = Transport.WEBSOCKET
@@ -100,10 +105,11 @@ class WireEndpoint:
         self._write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
         self._credit_waiters: dict[int, asyncio.Future[None]] = {}
-        self._closed = False
+        self._closed = False  # the transport is gone (`connection_lost` ran)
+        self._aborting = False  # `abort`: nothing more is written, not even a CLOSE
         self._closed_future: asyncio.Future[None] | None = None  # made by wait_closed
-        self._flush()
-        self._rearm_timer()
+        self.flush()
+        self.rearm_timer()
 
     # ------------------------------------------------------------------ adapter side
 
@@ -115,7 +121,7 @@ class WireEndpoint:
         events = conn.events_received()
         if events:
             self._handle_events(events)
-        self._flush()
+        self.flush()
         # Once the handshake is done, the protocol's next deadline moves
         # earlier only when a call with a deadline starts, or when input
         # answers a PING (the next keepalive is then `interval` from now,
@@ -129,7 +135,7 @@ class WireEndpoint:
         ):
             self._deadline_added = False
             self._steady = conn.established
-            self._rearm_timer()
+            self.rearm_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The transport is gone: end every call and release everything."""
@@ -160,9 +166,51 @@ class WireEndpoint:
             if not waiter.done():
                 waiter.set_result(None)
 
+    # ------------------------------------------------------------------ both sides
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (by either side) or the transport is gone."""
+        return self._closed or self.conn.closed
+
+    def close(self, reason: str = "") -> None:
+        """Send a Flare CLOSE (NO_ERROR, `reason`) after what is queued, then close the transport.
+
+        Calls still open end (the peer sees the connection close); `connection_lost`
+        follows once the transport is closed. Does nothing once closing or closed.
+        """
+        if self._closed or self._aborting:
+            return
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, reason)
+            self._handle_events(self.conn.events_received())
+        self.flush()
+        self.transport.close(reason)
+
+    def abort(self, reason: str = "") -> None:
+        """Close the transport at once, dropping what is queued (nothing more is written)."""
+        if self._closed:
+            return
+        logger.debug("aborting connection with %s: %s", self.transport.peer, reason)
+        self._aborting = True
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, reason)
+            self.conn.data_to_send()  # dropped with the rest of the backlog
+            self._handle_events(self.conn.events_received())
+        self.transport.abort()
+
+    def acknowledge(self, call_id: int, size: int) -> None:
+        """The application consumed `size` bytes of `call_id`'s messages: give the credit back.
+
+        The WINDOW_UPDATE (batched by the protocol) leaves with the next flush.
+        """
+        self.conn.acknowledge(call_id, size)
+        self.schedule_flush()
+
     # ------------------------------------------------------------------ output & timer
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write everything queued now, as one chunk."""
         self._flush_scheduled = False
         self._unflushed = 0
         data = self.conn.data_to_send()
@@ -178,12 +226,16 @@ class WireEndpoint:
         """
         self._unflushed += 1
         if self._unflushed >= FLUSH_BATCH:
-            self._flush()
+            self.flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self.flush)
 
-    def _rearm_timer(self) -> None:
+    def rearm_timer(self) -> None:
+        """Arm the connection's one timer for `Connection.get_timer()` if that is earlier.
+
+        Call after anything that may add a deadline (a call started with a timeout).
+        """
         when = self.conn.get_timer()
         if when is None:
             if self._timer is not None:
@@ -208,8 +260,8 @@ class WireEndpoint:
         events = conn.events_received()
         if events:
             self._handle_events(events)
-        self._flush()
-        self._rearm_timer()
+        self.flush()
+        self.rearm_timer()
 
     # ------------------------------------------------------------------ backpressure
 

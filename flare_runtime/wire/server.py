@@ -102,8 +102,7 @@ class _RequestInbox:
         while True:
             if items:
                 data = items.popleft()
-                endpoint.conn.acknowledge(call.call_id, len(data))
-                endpoint.schedule_flush()
+                endpoint.acknowledge(call.call_id, len(data))
                 try:
                     request = parse(data)
                 except DecodeError:
@@ -164,7 +163,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self._calls: dict[int, _ServerCall] = {}
         self._close_callbacks: list[Callable[[ServerConnection], None]] = []
         self._drained: asyncio.Future[None] | None = None
-        self._aborting = False  # `abort`: nothing more is written, not even a close
         eager = server.options.eager_handlers
         self._eager = NATIVE_EAGER_TASKS if eager is None else eager
         if self.dispatcher.auth is not None and "authorization" in metadata:
@@ -198,31 +196,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
     def buffered_bytes(self) -> int:
         return self.transport.get_write_buffer_size()
 
-    @property
-    def closed(self) -> bool:
-        return self._closed or self.conn.closed
-
-    def close(self, reason: str = "") -> None:
-        if self._closed or self._aborting:
-            return
-        if not self.conn.closed:
-            self.conn.close(CloseCode.NO_ERROR, reason)
-            self._handle_events(self.conn.events_received())
-        self._flush()
-        self.transport.close(reason)
-
-    def abort(self, reason: str = "") -> None:
-        if self._closed:
-            return
-        logger.debug("aborting connection from %s: %s", self.peer, reason)
-        self._aborting = True
-        if not self.conn.closed:
-            self.conn.close(CloseCode.NO_ERROR, reason)
-            self.conn.data_to_send()  # dropped with the rest of the backlog
-            self._handle_events(self.conn.events_received())
-        # The adapter calls `connection_lost`, which runs the close callbacks.
-        self.transport.abort()
-
     def add_close_callback(self, callback: Callable[[ServerConnection], None]) -> None:
         if self._closed:
             callback(self)
@@ -237,7 +210,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             return
         if self.conn.established:
             self.conn.go_away(reason)
-            self._flush()
+            self.flush()
         if not self._calls:
             self.close(reason)
 
@@ -381,7 +354,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if self._aborting:
             return  # `abort` cuts the transport itself, sending nothing
         # Send our CLOSE (if we closed) before closing the transport.
-        self._flush()
+        self.flush()
         if not self._closed:
             self.transport.close(event.reason)
 
@@ -563,7 +536,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if self._calls:
             self.schedule_flush()  # more calls in flight: batch their output
         else:
-            self._flush()  # the only call: answer now, a loop iteration sooner
+            self.flush()  # the only call: answer now, a loop iteration sooner
         self._call_finished()
 
     def _forget(self, call: _ServerCall) -> None:

@@ -1,11 +1,13 @@
-"""`WireChannel` details the conformance suite does not reach."""
+"""`ClientEndpoint` and `WireChannel` details the conformance suite does not reach."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
+from flare_runtime.errors import RpcError
 from flare_runtime.protocol import (
     SERVER,
     CallStarted,
@@ -15,6 +17,7 @@ from flare_runtime.protocol import (
     ProtocolConfig,
 )
 from flare_runtime.routing import Transport
+from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import BytesValue, Int64Value, Routes
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
@@ -53,6 +56,7 @@ class _MemoryTransport:
 
     def __init__(self) -> None:
         self.written = bytearray()
+        self.endpoint: ClientEndpoint | None = None  # told when closed, when set
 
     def write(self, data: bytes) -> None:
         self.written += data
@@ -67,7 +71,8 @@ class _MemoryTransport:
         pass
 
     def close(self, reason: str = "") -> None:
-        pass
+        if self.endpoint is not None:
+            asyncio.get_running_loop().call_soon(self.endpoint.connection_lost, None)
 
     def abort(self) -> None:
         pass
@@ -113,3 +118,47 @@ async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> No
         assert (await unary).value == b"q"
         assert [reply.value async for reply in stream] == [1, 2]
     assert endpoint.calls == {}
+
+
+def _client() -> tuple[_MemoryTransport, ClientEndpoint, WireChannel]:
+    transport = _MemoryTransport()
+    endpoint = ClientEndpoint(
+        transport, ProtocolConfig(keepalive_interval=None), Transport.WEBSOCKET, {}, 100
+    )
+    return transport, endpoint, WireChannel(endpoint)
+
+
+async def test_a_route_without_a_wire_id_is_unimplemented_and_sends_nothing() -> None:
+    transport, endpoint, channel = _client()
+    hello = len(transport.written)
+    grpc_only = dataclasses.replace(Routes.ECHO, service_id=0, route_id=0)
+    with pytest.raises(RpcError) as caught:
+        await channel.unary_unary(grpc_only, BytesValue())
+    assert caught.value.code is StatusCode.UNIMPLEMENTED
+    assert len(transport.written) == hello
+    assert endpoint.calls == {}
+
+
+async def test_the_route_observer_sees_each_call_before_it_is_written() -> None:
+    transport, endpoint, channel = _client()
+    seen: list[tuple[str, int]] = []
+    endpoint.route_observer = lambda route: seen.append((route.path, len(transport.written)))
+    hello = len(transport.written)
+    call = channel.unary_stream(Routes.COUNT, Int64Value(value=1))
+    assert seen == [(Routes.COUNT.path, hello)]
+    assert len(transport.written) > hello
+    call.cancel()
+
+
+async def test_close_ends_open_calls_with_cancelled() -> None:
+    transport, endpoint, channel = _client()
+    transport.endpoint = endpoint
+    pending = asyncio.ensure_future(channel.unary_unary(Routes.ECHO, BytesValue()))
+    await asyncio.sleep(0)
+    assert len(endpoint.calls) == 1
+    async with asyncio.timeout(5 * UNIT):
+        await channel.close()
+        with pytest.raises(RpcError) as caught:
+            await pending
+    assert caught.value.code is StatusCode.CANCELLED
+    assert channel.closed and endpoint.calls == {}
