@@ -24,7 +24,6 @@ may have events; `get_timer()` may have moved earlier (a new deadline).
 from __future__ import annotations
 
 import heapq
-import struct
 from collections.abc import Callable
 from typing import Final
 
@@ -65,6 +64,8 @@ from flare_runtime.protocol.frames import (
     MetadataPairs,
     PreparedPush,
     SettingId,
+    call_start_head,
+    compact_call_start_head,
     decode_call_start_payload,
     decode_close_payload,
     decode_code_reason_payload,
@@ -75,9 +76,12 @@ from flare_runtime.protocol.frames import (
     decode_metadata,
     decode_ping_payload,
     decode_window_update_payload,
+    empty_call_start,
+    empty_call_start_and_message_head,
     encode_cancel,
     encode_close,
     encode_end_call,
+    encode_end_call_ok,
     encode_goaway,
     encode_half_close,
     encode_headers,
@@ -86,6 +90,7 @@ from flare_runtime.protocol.frames import (
     encode_ping,
     encode_pong,
     encode_window_update,
+    split_frames,
 )
 from flare_runtime.protocol.state import TRANSITIONS, CallInput, CallState
 from flare_runtime.status import StatusCode
@@ -111,12 +116,9 @@ class LimitExceededError(LocalProtocolError):
 
 # Frame-type numbers as plain ints: comparing an int to an IntEnum member goes
 # through IntEnum.__eq__, which is measurably slower in the receive loop.
-_HELLO: Final = int(FrameType.HELLO)
 _MESSAGE: Final = int(FrameType.MESSAGE)
 _PUSH: Final = int(FrameType.PUSH)
 _CALL_START: Final = int(FrameType.CALL_START)
-_END_CALL: Final = int(FrameType.END_CALL)
-_CLOSE: Final = int(FrameType.CLOSE)
 
 _OPEN: Final = int(CallState.OPEN)
 _HALF_CLOSED: Final = int(CallState.HALF_CLOSED)
@@ -130,11 +132,6 @@ _S_END: Final = int(CallInput.SERVER_END)
 
 _STATUS_CODES: Final = tuple(StatusCode)
 _OK: Final = StatusCode.OK
-_CALL_START_FIXED: Final = struct.Struct(">IBBIIQ")  # frame header + route id + timeout
-_START_EMPTY: Final = struct.Struct(">IBBIIQB")  # ... + an empty metadata block
-_START_EMPTY_AND_MESSAGE: Final = struct.Struct(">IBBIIQBIBBI")  # ... + a MESSAGE header
-_END_CALL_OK: Final = struct.Struct(">IBBII")  # END_CALL with the 4-byte OK payload
-_CALL_START_PAYLOAD: Final = struct.Struct(">IQ")
 _MESSAGE_HEADER_PACK: Final = HEADER.pack
 _MAX_WINDOW: Final = (1 << 31) - 1
 _MAX_TIMEOUT: Final = (1 << 63) / 1_000_000  # seconds; CALL_START's timeout_us is a u64
@@ -347,6 +344,18 @@ class Connection:
         self._out = []
         return out[0] if len(out) == 1 else b"".join(out)
 
+    def data_to_send_chunks(self, max_size: int) -> list[bytes]:
+        """`data_to_send`, cut at frame boundaries into chunks of at most `max_size` bytes.
+
+        For a transport that carries output in units of bounded size (one
+        WebSocket message each); a frame larger than `max_size` is a chunk of
+        its own. Returns [] when nothing is pending.
+        """
+        data = self.data_to_send()
+        if len(data) <= max_size:
+            return [data] if data else []
+        return split_frames(data, max_size)
+
     def get_timer(self) -> float | None:
         """When `handle_timer` must next run (on the `now` clock), or None for never.
 
@@ -499,22 +508,9 @@ class Connection:
             # The compact call start (§3.2): the request rides in CALL_START.
             size = len(message)
             if block is None:
-                out.append(
-                    _START_EMPTY.pack(
-                        13 + size, _CALL_START, FLAG_END_STREAM, call_id, wire_id, timeout_us, 0
-                    )
-                )
+                out.append(compact_call_start_head(call_id, wire_id, timeout_us, 0, size))
             else:
-                out.append(
-                    _CALL_START_FIXED.pack(
-                        12 + len(block) + size,
-                        _CALL_START,
-                        FLAG_END_STREAM,
-                        call_id,
-                        wire_id,
-                        timeout_us,
-                    )
-                )
+                out.append(compact_call_start_head(call_id, wire_id, timeout_us, len(block), size))
                 out.append(block)
             out.append(message)
             call.send_credit -= size
@@ -522,23 +518,13 @@ class Connection:
             return call_id
         if block is None:
             if message is None:
-                out.append(_START_EMPTY.pack(13, _CALL_START, 0, call_id, wire_id, timeout_us, 0))
+                out.append(empty_call_start(call_id, wire_id, timeout_us))
             else:
-                # The unary fast path: CALL_START and the MESSAGE header in one pack.
+                # The unary path: CALL_START and the MESSAGE header in one pack.
                 size = len(message)
                 out.append(
-                    _START_EMPTY_AND_MESSAGE.pack(
-                        13,
-                        _CALL_START,
-                        0,
-                        call_id,
-                        wire_id,
-                        timeout_us,
-                        0,
-                        size,
-                        _MESSAGE,
-                        FLAG_END_STREAM if end_stream else 0,
-                        call_id,
+                    empty_call_start_and_message_head(
+                        call_id, wire_id, timeout_us, size, end_stream
                     )
                 )
                 out.append(message)
@@ -547,11 +533,7 @@ class Connection:
                     call.state = _HALF_CLOSED
                 return call_id
         else:
-            out.append(
-                _CALL_START_FIXED.pack(
-                    12 + len(block), _CALL_START, 0, call_id, wire_id, timeout_us
-                )
-            )
+            out.append(call_start_head(call_id, wire_id, timeout_us, len(block)))
             out.append(block)
         if message is not None:
             self.send_message(call_id, message, end_stream)
@@ -727,7 +709,7 @@ class Connection:
         if TRANSITIONS[call.state][_S_END] < 0:
             self._transition(call, _S_END, call_id, local=True)
         if status == 0 and not message and not details and not trailers:
-            frame = _END_CALL_OK.pack(4, _END_CALL, 0, call_id, 0)
+            frame = encode_end_call_ok(call_id)
         else:
             if trailers:
                 size = len(encode_metadata(trailers))
@@ -977,9 +959,6 @@ class Connection:
             wire_id, timeout_us, metadata, message_start = decode_compact_call_start_payload(
                 data, start, stop
             )
-        elif stop - start == 13 and data[start + 12] == 0:
-            wire_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
-            metadata = ()
         else:
             wire_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
         self._last_call_id = call_id

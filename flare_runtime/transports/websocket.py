@@ -135,26 +135,16 @@ class _WebSocketAdapter(asyncio.Protocol):
 
     # -------------------------------------------------------------- WireTransport
 
-    def write(self, data: bytes) -> None:
-        """Send `data` (whole Flare frames) as one binary message.
+    max_write_size = MAX_WEBSOCKET_MESSAGE
+    """The endpoint cuts its output at frame boundaries into writes of at most this size."""
 
-        A batch over `MAX_WEBSOCKET_MESSAGE` is cut at frame boundaries into
-        several messages.
-        """
+    def write(self, data: bytes) -> None:
+        """Send `data` (whole Flare frames, at most `max_write_size` bytes but for a
+        single larger frame) as one binary message."""
         protocol = self.protocol
         transport = self.transport
         if protocol.state is not State.OPEN or transport is None:
             return
-        if len(data) > MAX_WEBSOCKET_MESSAGE:
-            for piece in _split_at_frames(data):
-                self._write_message(piece)
-            return
-        self._write_message(data)
-
-    def _write_message(self, data: bytes) -> None:
-        protocol = self.protocol
-        transport = self.transport
-        assert transport is not None
         if protocol.extensions:
             protocol.send_binary(data)
             transport.writelines(protocol.data_to_send())
@@ -368,28 +358,6 @@ _HEADER_16 = struct.Struct("!BBH")
 _HEADER_64 = struct.Struct("!BBQ")
 
 
-def _split_at_frames(data: bytes) -> list[bytes]:
-    """Cut a batch of whole Flare frames into pieces of at most MAX_WEBSOCKET_MESSAGE bytes.
-
-    Cuts fall between frames only (a frame larger than the cap is a piece of
-    its own). Each frame starts with its payload length (u32, §2).
-    """
-    pieces: list[bytes] = []
-    view = memoryview(data)
-    start = position = 0
-    end = len(data)
-    while position < end:
-        (length,) = _FRAME_LENGTH.unpack_from(data, position)
-        frame_end = position + HEADER_SIZE + length
-        if frame_end - start > MAX_WEBSOCKET_MESSAGE and position > start:
-            pieces.append(bytes(view[start:position]))
-            start = position
-        position = frame_end
-    pieces.append(bytes(view[start:end]))
-    return pieces
-
-
-_FRAME_LENGTH = struct.Struct(">I")
 _U16 = struct.Struct("!H")
 _U64 = struct.Struct("!Q")
 

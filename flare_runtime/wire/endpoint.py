@@ -51,7 +51,13 @@ FLUSH_BATCH = 16
 
 
 class WireTransport(Protocol):
-    """What a transport adapter offers the endpoint: a reliable, ordered byte pipe."""
+    """What a transport adapter offers the endpoint: a reliable, ordered byte pipe.
+
+    An adapter whose writes travel in units of bounded size may also set
+    ``max_write_size`` (an int): the endpoint then cuts its output at Flare
+    frame boundaries into writes of at most that many bytes (a single larger
+    frame is written alone). The WebSocket adapter does, one message per write.
+    """
 
     peer: str
     """The remote address, ``host:port``."""
@@ -94,6 +100,7 @@ class WireEndpoint:
         self.transport = transport
         self.transport_kind = kind
         self.conn = Connection(role, config, now=_monotonic())
+        self._max_write_size: int | None = getattr(transport, "max_write_size", None)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._flush_scheduled = False
@@ -210,12 +217,19 @@ class WireEndpoint:
     # ------------------------------------------------------------------ output & timer
 
     def flush(self) -> None:
-        """Write everything queued now, as one chunk."""
+        """Write everything queued now: one write, or one per `max_write_size` chunk."""
         self._flush_scheduled = False
         self._unflushed = 0
-        data = self.conn.data_to_send()
-        if data and not self._closed:
-            self.transport.write(data)
+        limit = self._max_write_size
+        if limit is None:
+            data = self.conn.data_to_send()
+            if data and not self._closed:
+                self.transport.write(data)
+            return
+        for chunk in self.conn.data_to_send_chunks(limit):
+            if self._closed:
+                return
+            self.transport.write(chunk)
 
     def schedule_flush(self) -> None:
         """Write everything queued at the end of this loop iteration (one chunk).

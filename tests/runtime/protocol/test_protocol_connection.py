@@ -34,7 +34,6 @@ from flare_runtime.protocol import (
     StreamEnded,
     WindowUpdated,
     encode_push,
-    frames,
 )
 from flare_runtime.protocol.config import MIN_INITIAL_WINDOW_SIZE
 from flare_runtime.protocol.frames import (
@@ -42,10 +41,8 @@ from flare_runtime.protocol.frames import (
     FLAG_END_STREAM,
     HEADER,
     HEADER_SIZE,
-    EndCallFrame,
     FrameType,
     PreparedPush,
-    decode_frames,
     encode_call_start,
     encode_close,
     encode_end_call,
@@ -58,6 +55,8 @@ from flare_runtime.protocol.frames import (
 from flare_runtime.protocol.loopback import ConnectionPair
 from flare_runtime.protocol.state import CallState
 from flare_runtime.status import StatusCode
+from flare_runtime.testing import frames
+from flare_runtime.testing.frames import EndCallFrame, decode_frames
 
 T = TypeVar("T")
 QUIET = ProtocolConfig(keepalive_interval=None)
@@ -1184,3 +1183,17 @@ def test_send_final_message_checks_the_call_like_send_message() -> None:
     assert pair.server.data_to_send() == b""
     with pytest.raises(LocalProtocolError):
         pair.client.send_final_message(call_id, b"x")  # the server's method
+
+
+def test_data_to_send_chunks_cuts_between_frames() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    calls = [pair.client.start_call(WIRE_ID) for _ in range(3)]
+    for call_id, size in zip(calls, (10, 200, 10), strict=True):
+        pair.client.send_message(call_id, bytes(size))
+    chunks = pair.client.data_to_send_chunks(100)
+    assert pair.client.data_to_send_chunks(100) == []  # all taken
+    sizes = [len(chunk) for chunk in chunks]
+    assert [len(decode_frames(chunk)[0]) for chunk in chunks] == [4, 1, 1]
+    assert sizes[0] <= 100 and sizes[1] == HEADER_SIZE + 200 and sizes[2] <= 100
+    pair.server.receive_data(b"".join(chunks), 0.0)
+    assert len(pair.server.events_received()) == 6  # 3 CallStarted, 3 MessageReceived

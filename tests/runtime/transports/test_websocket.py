@@ -17,7 +17,6 @@ from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcE
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig, Settings
 from flare_runtime.protocol.connection import Connection
 from flare_runtime.protocol.events import CallEnded
-from flare_runtime.protocol.frames import encode_message
 from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
@@ -30,7 +29,7 @@ from flare_runtime.testing.service import (
     StringValue,
 )
 from flare_runtime.transports.quic_certs import write_dev_certificate
-from flare_runtime.transports.websocket import MAX_WEBSOCKET_MESSAGE, _split_at_frames
+from flare_runtime.transports.websocket import MAX_WEBSOCKET_MESSAGE, _WebSocketAdapter
 from flare_runtime.wire.client import WireChannel
 
 UNIT = 1.0
@@ -230,17 +229,9 @@ async def test_a_client_that_stops_reading_the_socket_blocks_the_sender() -> Non
         await rig.server.shutdown(grace=UNIT)
 
 
-def test_output_is_cut_between_frames() -> None:
-    small = [encode_message(n, bytes(300_000)) for n in range(1, 8)]  # ~2.1 MB in all
-    huge = encode_message(9, bytes(MAX_WEBSOCKET_MESSAGE + 1))
-    batch = b"".join([*small[:3], huge, *small[3:]])
-    pieces = _split_at_frames(batch)
-    assert b"".join(pieces) == batch
-    assert huge in pieces  # the oversized frame travels alone
-    for piece in pieces:
-        if piece != huge:
-            assert len(piece) <= MAX_WEBSOCKET_MESSAGE
-            assert len(piece) % len(small[0]) == 0  # whole frames only
+def test_the_adapter_asks_for_writes_of_one_message_at_most() -> None:
+    """The endpoint cuts output at frame boundaries to this size (tests/runtime/wire)."""
+    assert _WebSocketAdapter.max_write_size == MAX_WEBSOCKET_MESSAGE
 
 
 async def test_server_closing_a_connection_ends_its_calls_with_the_reason() -> None:

@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 
+from flare_runtime.metadata import EMPTY_METADATA
 from flare_runtime.protocol.config import ProtocolConfig
+from flare_runtime.routing import Transport
 from flare_runtime.server import Server, ServerOptions
+from flare_runtime.testing.frames import decode_frames
 from flare_runtime.testing.memory import memory_pair
 from flare_runtime.testing.service import (
     PUSH_TYPES,
@@ -14,6 +17,7 @@ from flare_runtime.testing.service import (
     ConformanceService,
     Routes,
 )
+from flare_runtime.wire.client import ClientEndpoint
 
 
 def _server(**options: object) -> tuple[Server, ConformanceService]:
@@ -38,3 +42,55 @@ async def test_keepalive_closes_a_stalled_peer_with_one_timer() -> None:
     assert not server.connections
     client_end.resume_reading()
     await channel.close()
+
+
+class _Recorder:
+    """A `WireTransport` whose writes are bounded (like one WebSocket message each)."""
+
+    peer = "memory"
+    max_write_size = 100
+
+    def __init__(self) -> None:
+        self.writes: list[bytes] = []
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self, reason: str = "") -> None:
+        pass
+
+    def abort(self) -> None:
+        pass
+
+
+async def test_output_is_cut_at_frame_boundaries_to_the_transports_write_size() -> None:
+    transport = _Recorder()
+    config = ProtocolConfig(keepalive_interval=None)
+    endpoint = ClientEndpoint(transport, config, Transport.WEBSOCKET, {}, 10)
+    for size in (150, 20, 20, 20):
+        endpoint.start_call(
+            Routes.ECHO,
+            metadata=EMPTY_METADATA,
+            timeout=None,
+            message=bytes(size),
+            end_stream=True,
+            info=None,
+        )
+    endpoint.flush()
+    every, consumed = decode_frames(b"".join(transport.writes))
+    assert consumed == sum(map(len, transport.writes))
+    assert len(every) == 1 + 4 * 2  # HELLO, then CALL_START + MESSAGE per call
+    assert len(transport.writes) > 2
+    for write in transport.writes:
+        frames, used = decode_frames(write)
+        assert used == len(write)  # whole frames only
+        assert len(write) <= _Recorder.max_write_size or len(frames) == 1
