@@ -65,10 +65,12 @@ from flare_runtime.protocol.frames import decode_metadata, encode_metadata
 from flare_runtime.routing import Route, Transport
 from flare_runtime.transports.quic_early_data import EarlyDataGate
 from flare_runtime.transports.quic_link import (
+    DEFAULT_TUNING,
     FLARE_INTERNAL_ERROR,
     FLARE_PROTOCOL_ERROR,
     NO_ERROR,
     ClientLink,
+    LinkTuning,
     QuicLink,
     ServerLink,
     serve_links,
@@ -104,8 +106,6 @@ MAX_PAUSED_INPUT = 16 * 1024 * 1024
 
 CLOSE_LINGER = 1.0
 """Seconds `close` waits for the peer to acknowledge what was written before closing anyway."""
-
-TRANSPORT = Transport.QUIC
 
 DEFAULT_TICKETS = MemoryTicketStore()
 """The process-wide client ticket store used when `connect` is given none."""
@@ -162,7 +162,7 @@ class _QuicWireTransport:
 
     def write(self, data: bytes) -> None:
         gate = self.gate
-        if gate is not None and self.link._quic.configuration.is_client:
+        if gate is not None and self.link.is_client:
             try:
                 data = gate.feed(data)
             except RemoteProtocolError:  # over 4 MiB written before the handshake
@@ -205,7 +205,7 @@ class _QuicWireTransport:
             self._close_now()
             return
         link.watch_acks = True
-        self._closing = link._loop.call_later(CLOSE_LINGER, self._close_now)
+        self._closing = link.loop.call_later(CLOSE_LINGER, self._close_now)
 
     def abort(self) -> None:
         self.link.abort(FLARE_INTERNAL_ERROR, "connection aborted")
@@ -214,7 +214,7 @@ class _QuicWireTransport:
 
     def link_data_received(self, data: bytes, early: bool) -> None:
         gate = self.gate
-        if gate is not None and not self.link._quic.configuration.is_client:
+        if gate is not None and not self.link.is_client:
             try:
                 data = gate.feed(data)
             except RemoteProtocolError as error:
@@ -233,7 +233,7 @@ class _QuicWireTransport:
         rest = gate.release()
         if not rest:
             return
-        if self.link._quic.configuration.is_client:
+        if self.link.is_client:
             self.write(rest)
         else:
             self._deliver(rest)
@@ -304,8 +304,8 @@ class _ServerConnectionListener(_QuicWireTransport):
         self.listener = listener
         self._opening = bytearray()
         self._max_opening = server.options.protocol.settings.max_metadata_size
-        address = link.peer_address or link._quic._network_paths[0].addr
-        self.peer = f"{address[0]}:{address[1]}"
+        address = link.peer_address
+        self.peer = f"{address[0]}:{address[1]}" if address is not None else ""
 
     def link_data_received(self, data: bytes, early: bool) -> None:
         if self.endpoint is None:
@@ -361,14 +361,23 @@ class QuicServerSettings:
     A replacement must keep tickets single-use, or the 0-RTT anti-replay
     guarantee shrinks to its second half (docs/transports/quic.md).
     """
+    link: LinkTuning = DEFAULT_TUNING
+    """How each connection batches datagrams (`LinkTuning`)."""
 
 
 class QuicListener:
     """A Flare server's QUIC listener: one UDP socket, every QUIC connection on it."""
 
-    def __init__(self, server: Server, quic_server: QuicServer, tickets: ServerTicketStore | None):
+    def __init__(
+        self,
+        server: Server,
+        quic_server: QuicServer,
+        port: int,
+        tickets: ServerTicketStore | None,
+    ) -> None:
         self.server = server
         self.quic_server = quic_server
+        self._port = port
         self.tickets = tickets
         self.endpoints: set[ServerEndpoint] = set()
         self.links: set[ServerLink] = set()
@@ -378,8 +387,7 @@ class QuicListener:
     @property
     def port(self) -> int:
         """The bound UDP port."""
-        transport = self.quic_server._transport
-        return int(transport.get_extra_info("sockname")[1]) if transport is not None else 0
+        return self._port
 
     async def shutdown(self, grace: float) -> None:
         """Go away on every connection, let calls finish for up to `grace` s, close."""
@@ -428,10 +436,15 @@ async def serve_quic(
         listener.links.add(link)
         return _ServerConnectionListener(listener, link)
 
-    quic_server = await serve_links(
-        host, port, configuration=configuration, factory=factory, tickets=tickets
+    quic_server, bound_port = await serve_links(
+        host,
+        port,
+        configuration=configuration,
+        factory=factory,
+        tickets=tickets,
+        tuning=settings.link,
     )
-    listener = QuicListener(server, quic_server, tickets)
+    listener = QuicListener(server, quic_server, bound_port, tickets)
     return listener
 
 
@@ -554,6 +567,7 @@ _QUIC_EXTRA_OPTIONS = frozenset(
         "early_data",
         "idle_timeout",
         "keepalive_interval",
+        "link_tuning",
         "max_write_buffer",
         "server_name",
         "tickets",
@@ -573,8 +587,8 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     ``tickets`` (a `TicketStore`; default `DEFAULT_TICKETS`; ``None`` disables
     resumption), ``early_data`` (default True: use 0-RTT when resuming),
     ``idle_timeout``, ``keepalive_interval`` (QUIC PINGs when idle; default
-    None, the Flare keepalive already keeps the connection busy), ``alpn``
-    (tests only).
+    None, the Flare keepalive already keeps the connection busy),
+    ``link_tuning`` (a `LinkTuning`: datagram batching), ``alpn`` (tests only).
 
     Without a usable ticket it returns once the handshake completed (errors
     such as an untrusted certificate raise `ConnectionClosedError` here). With
@@ -603,6 +617,7 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     link = ClientLink(
         QuicConnection(configuration=configuration, session_ticket_handler=ticket_handler),
         keepalive_interval=extra.get("keepalive_interval"),
+        tuning=extra.get("link_tuning", DEFAULT_TUNING),
     )
     early = ticket is not None and ticket.max_early_data_size is not None
     idempotent_routes: set[int] = set()

@@ -46,9 +46,6 @@ from flare_runtime.routing import Transport
 _monotonic = time.monotonic
 logger = logging.getLogger("flare_runtime.endpoint")
 
-FLUSH_BATCH = 16
-"""Most sends gathered into one write (measured: bench/ws_bench.py, 64 calls in flight)."""
-
 
 class WireTransport(Protocol):
     """What a transport adapter offers the endpoint: a reliable, ordered byte pipe.
@@ -105,6 +102,7 @@ class WireEndpoint:
         self._timer_when = 0.0
         self._flush_scheduled = False
         self._unflushed = 0
+        self._flush_batch = config.flush_batch
         self._deadline_added = False
         self._steady = False  # handshake done: the timer need not follow every input
         interval = config.keepalive_interval
@@ -234,12 +232,12 @@ class WireEndpoint:
     def schedule_flush(self) -> None:
         """Write everything queued at the end of this loop iteration (one chunk).
 
-        Batches are capped at `FLUSH_BATCH` sends: with many calls in flight,
-        the peer then starts on the first ones while we finish the rest,
-        instead of both sides taking turns at whole windows.
+        Batches are capped at `ProtocolConfig.flush_batch` sends: with many
+        calls in flight, the peer then starts on the first ones while we
+        finish the rest, instead of both sides taking turns at whole windows.
         """
         self._unflushed += 1
-        if self._unflushed >= FLUSH_BATCH:
+        if self._unflushed >= self._flush_batch:
             self.flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True

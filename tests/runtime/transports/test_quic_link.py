@@ -22,10 +22,11 @@ from aioquic.quic.connection import QuicConnection
 
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 from flare_runtime.transports.quic_link import (
+    DEFAULT_TUNING,
     FLARE_PROTOCOL_ERROR,
-    MAX_DATAGRAMS_PER_WAKEUP,
     ClientLink,
     DrainingSocket,
+    LinkTuning,
     OutputCoalescer,
     QuicLink,
     ServerLink,
@@ -123,10 +124,9 @@ async def harness(tmp_path: Path) -> AsyncIterator[Harness]:
         return recorder
 
     tickets = ServerTicketStore()
-    server = await serve_links(
+    server, port = await serve_links(
         "127.0.0.1", 0, configuration=configuration, factory=factory, tickets=tickets
     )
-    port = server._transport.get_extra_info("sockname")[1] if server._transport else 0
     yield Harness(files, server, port, recorders, tickets, MemoryTicketStore())
     server.close()
 
@@ -291,7 +291,7 @@ async def test_a_burst_leaves_in_full_datagrams(harness: Harness) -> None:
     link, client = await harness.connect()
     await asyncio.wait_for(link.handshake_done, TIMEOUT)
     sent: list[int] = []
-    transport = link._transport
+    transport = link.socket
     assert transport is not None
     original = transport.sendto
 
@@ -314,6 +314,47 @@ async def test_a_burst_leaves_in_full_datagrams(harness: Harness) -> None:
     assert len(sent) <= len(full) + 3  # the tail, and at most a couple of ACK-only packets
     link.close()
     link.release()
+
+
+async def test_a_tail_waits_while_the_link_is_written_to_at_most_transmit_hops(
+    harness: Harness,
+) -> None:
+    link, _client = await harness.connect()
+    await asyncio.wait_for(link.handshake_done, TIMEOUT)
+    await asyncio.sleep(0.05 * TIMEOUT)  # the handshake's last packets are out
+    link.tuning = LinkTuning(transmit_hops=4)
+    transport = link.socket
+    assert transport is not None
+    original = transport.sendto
+    iterations = 0
+    sent_at: list[int] = []
+
+    def recording_sendto(data: bytes, addr: object = None) -> None:
+        sent_at.append(iterations)
+        original(data, addr)  # type: ignore[arg-type]
+
+    setattr(transport, "sendto", recording_sendto)  # noqa: B010 -- instance patch
+    while iterations < 12:  # a small write (a tail) every loop iteration
+        link.write(b"x")
+        await asyncio.sleep(0)
+        iterations += 1
+    assert sent_at and sent_at[0] <= 4  # busy, yet the tail left after <= 4 iterations
+    sent_at.clear()
+    link.write(b"y")  # then quiet: the tail leaves one iteration later
+    quiet_from = iterations
+    while iterations < quiet_from + 3:
+        await asyncio.sleep(0)
+        iterations += 1
+    assert sent_at[:1] == [quiet_from]
+
+
+def test_link_tuning_refuses_values_that_stop_the_link() -> None:
+    with pytest.raises(ValueError):
+        LinkTuning(transmit_hops=0)
+    with pytest.raises(ValueError):
+        LinkTuning(datagrams_per_wakeup=0)
+    with pytest.raises(ValueError):
+        LinkTuning(tail_hold=-1.0)
 
 
 async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness) -> None:
@@ -406,7 +447,7 @@ async def test_queued_datagrams_are_handed_on_in_one_wakeup_each_up_to_the_cap()
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: counting, sock=sock
     )
-    burst = MAX_DATAGRAMS_PER_WAKEUP + 8
+    burst = DEFAULT_TUNING.datagrams_per_wakeup + 8
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         for i in range(burst):  # all queued before the loop next looks at the socket
             sender.sendto(i.to_bytes(2, "big"), sock.getsockname())

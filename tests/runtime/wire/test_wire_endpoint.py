@@ -94,3 +94,20 @@ async def test_output_is_cut_at_frame_boundaries_to_the_transports_write_size() 
         frames, used = decode_frames(write)
         assert used == len(write)  # whole frames only
         assert len(write) <= _Recorder.max_write_size or len(frames) == 1
+
+
+async def test_sends_are_written_once_flush_batch_of_them_are_queued() -> None:
+    transport = _Recorder()
+    transport.max_write_size = 1 << 20
+    config = ProtocolConfig(keepalive_interval=None, flush_batch=2)
+    endpoint = ClientEndpoint(transport, config, Transport.WEBSOCKET, {}, 10)
+    assert len(transport.writes) == 1  # the HELLO
+    start = {"metadata": EMPTY_METADATA, "timeout": None, "end_stream": True, "info": None}
+    endpoint.start_call(Routes.ECHO, message=b"1", **start)  # type: ignore[arg-type]
+    assert len(transport.writes) == 2  # the only call leaves at once
+    endpoint.start_call(Routes.ECHO, message=b"2", **start)  # type: ignore[arg-type]
+    assert len(transport.writes) == 2  # batched for the end of this loop iteration
+    endpoint.start_call(Routes.ECHO, message=b"3", **start)  # type: ignore[arg-type]
+    assert len(transport.writes) == 3  # the batch is full: written at once
+    await asyncio.sleep(0)
+    assert len(transport.writes) == 3  # nothing left for the scheduled flush
