@@ -84,7 +84,11 @@ ConnectionHook = Callable[["ServerConnection"], None]
 
 @dataclass(slots=True)
 class ServerOptions:
-    """Knobs shared by the WebSocket and QUIC listeners (the Flare wire protocol)."""
+    """Options of the Flare wire protocol's listeners (WebSocket and QUIC).
+
+    gRPC takes `protocol`'s limits too (`grpc_server.grpc_limits`); the other
+    fields do not apply to it.
+    """
 
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     """Limits announced to clients and enforced on input; keepalive timing."""
@@ -94,14 +98,12 @@ class ServerOptions:
     """WebSocket permessage-deflate: None (default) or "deflate"."""
     eager_handlers: bool | None = None
     """Start each unary handler inside the read callback that decoded its request, not in
-    a new task, so a handler that never suspends costs no task and its response leaves
-    with the batch it arrived in (docs/runtime.md, "Eager handlers").
+    a new task: a handler that never suspends costs no task, and its response leaves with
+    the batch its request arrived in.
 
-    None (default) means on Python 3.12+, where asyncio's eager tasks keep every task
-    semantic. True on Python 3.11 runs the handler without a task until it first
-    suspends: there ``asyncio.current_task()`` is not the handler's task (None in a
-    transport's read callback), so ``asyncio.timeout()`` and ``TaskGroup`` work only
-    after the handler's first suspending await.
+    None (default): on wherever asyncio has eager tasks, which keep every task semantic.
+    True forces it on everywhere; docs/runtime.md ("Eager handlers") says what a
+    handler may then not rely on before its first suspension.
     """
 
 

@@ -27,7 +27,13 @@ import heapq
 from collections.abc import Callable
 from typing import Final
 
-from flare_runtime.errors import ConnectionClosedError, LocalProtocolError, RemoteProtocolError
+from flare_runtime.errors import (
+    ConnectionClosedError,
+    FlowControlBlockedError,
+    LimitExceededError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from flare_runtime.protocol.config import (
     MIN_INITIAL_WINDOW_SIZE,
     MIN_MAX_FRAME_SIZE,
@@ -96,22 +102,6 @@ from flare_runtime.protocol.state import TRANSITIONS, CallInput, CallState
 from flare_runtime.status import StatusCode
 
 __all__ = ["Connection", "FlowControlBlockedError", "LimitExceededError"]
-
-
-class FlowControlBlockedError(LocalProtocolError):
-    """The call has no send credit: wait for `WindowUpdated` on it, then send again.
-
-    Check `available_credit(call_id) > 0` (or the value `send_message` returns)
-    before sending to avoid this; it means the peer's application stopped
-    consuming, and the sender must stop too (docs/wire-format.md §6).
-    """
-
-
-class LimitExceededError(LocalProtocolError):
-    """What we tried to send exceeds a limit the peer announced (message or metadata size).
-
-    Nothing was queued; the runtime reports it as RESOURCE_EXHAUSTED.
-    """
 
 
 # Frame-type numbers as plain ints: comparing an int to an IntEnum member goes
@@ -485,8 +475,8 @@ class Connection:
         deadline: float | None = None
         timeout_us = 0
         if timeout is not None:
-            # Checked before any state changes: a timeout the u64 field cannot
-            # carry used to fail in struct.pack with the call already registered.
+            # Checked before any state changes, so a timeout the u64 field cannot
+            # carry leaves no call registered and nothing queued.
             if not timeout < _MAX_TIMEOUT:  # also rejects NaN
                 raise ValueError(
                     f"timeout {timeout!r} is not a finite number of seconds below 2**63 µs"

@@ -34,11 +34,15 @@ from google.protobuf.message import DecodeError, Message
 from flare_runtime.calls import BidiStreamCall, check_request
 from flare_runtime.client import Channel
 from flare_runtime.details import unpack_details
-from flare_runtime.errors import ConnectionClosedError, LocalProtocolError, RpcError
+from flare_runtime.errors import (
+    ConnectionClosedError,
+    LimitExceededError,
+    LocalProtocolError,
+    RpcError,
+)
 from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor
 from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig
-from flare_runtime.protocol.connection import LimitExceededError
 from flare_runtime.protocol.events import (
     CallEnded,
     ConnectionClosed,

@@ -29,12 +29,12 @@ from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher, Served
 from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
+    LimitExceededError,
     LocalProtocolError,
     RpcError,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.protocol.config import SERVER
-from flare_runtime.protocol.connection import LimitExceededError
 from flare_runtime.protocol.events import (
     CallCancelled,
     CallStarted,

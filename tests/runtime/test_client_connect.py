@@ -37,7 +37,7 @@ def test_every_transport_scheme_is_registered() -> None:
     ],
 )
 async def test_a_misspelt_transport_option_is_refused(url: str, transport: str) -> None:
-    """WebSocket and QUIC used to ignore it (gRPC refused it), failing later or never."""
+    """Every transport refuses an option it does not know, instead of ignoring it."""
     with pytest.raises(ConfigurationError) as caught:
         await connect(url, ca_fle="ca.pem", open_timeout=1)
     assert str(caught.value) == f"unknown {transport} connect options: ca_fle"

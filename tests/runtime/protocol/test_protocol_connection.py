@@ -1016,8 +1016,8 @@ def test_a_client_ignores_end_stream_on_a_server_message() -> None:
 def test_a_timeout_the_wire_cannot_carry_is_rejected_before_the_call_exists(
     timeout: float,
 ) -> None:
-    # 1e15 s is 1e21 µs, past CALL_START's u64: struct.pack used to fail with
-    # the call already registered (an open call that was never sent).
+    # 1e15 s is 1e21 µs, past CALL_START's u64: refused before anything is
+    # registered (no open call that was never sent).
     pair = ConnectionPair(QUIET, QUIET)
     with pytest.raises(ValueError, match="timeout"):
         pair.client.start_call(WIRE_ID, timeout=timeout, message=b"q")
@@ -1030,7 +1030,7 @@ def test_a_timeout_the_wire_cannot_carry_is_rejected_before_the_call_exists(
 
 
 def test_an_end_call_too_large_for_the_peer_is_refused_locally() -> None:
-    # A 300 KB status message used to go out and make the client close the
+    # A 300 KB status message must not go out: the client would close the
     # whole connection with FRAME_TOO_LARGE, failing every other call on it.
     pair = ConnectionPair(QUIET, QUIET)
     first = pair.client.start_call(WIRE_ID, message=b"q", end_stream=True)

@@ -129,7 +129,7 @@ async def test_a_crashing_auth_plugin_fails_calls_with_internal_and_no_call_hang
     channel, _, _ = memory_pair(server, metadata={"authorization": "Bearer t"})
     try:
         async with asyncio.timeout(10):
-            # Started while the auth is pending: a stream used to hang for ever.
+            # Started while the auth is pending: the stream must still end.
             stream = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
             assert [reply.value async for reply in stream] == [0, 1]
             assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
