@@ -12,7 +12,8 @@ import argparse
 import sys
 from typing import Any, NoReturn
 
-FORMATS = ("text", "json", "github-actions", "junit")
+from flare_codegen.schema.report import FORMATS
+
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_BREAKING = 100

@@ -12,11 +12,14 @@ itself (as notices / skipped test cases) in ``github-actions`` and ``junit``.
 from __future__ import annotations
 
 import json
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
-from flare_codegen.schema.check import CheckResult
-from flare_codegen.schema.command import FORMATS
-from flare_codegen.schema.findings import Finding
+if TYPE_CHECKING:  # annotations only: `flare --help` imports this module for FORMATS
+    from flare_codegen.schema.check import CheckResult
+    from flare_codegen.schema.findings import Finding
+
+FORMATS = ("text", "json", "github-actions", "junit")
+"""The output formats of `flare schema check --format`."""
 
 
 def escape(text: str) -> str:
