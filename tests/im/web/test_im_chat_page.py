@@ -17,9 +17,10 @@ from typing import Any
 import pytest
 
 from flare_runtime.im.demo import DemoServer, start_demo
+from flare_runtime.testing.timing import UNIT
 
 CHROMIUM = "/usr/bin/chromium"
-TIMEOUT = 20.0
+TIMEOUT = 20 * UNIT
 
 
 def _require_browser() -> None:

@@ -20,6 +20,7 @@ from aioquic.asyncio.server import QuicServer
 from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 
+from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 from flare_runtime.transports.quic_link import (
     DEFAULT_TUNING,
@@ -35,7 +36,7 @@ from flare_runtime.transports.quic_link import (
 from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
 
 ALPN = "flare/1"
-TIMEOUT = 5.0
+TIMEOUT = 5 * UNIT
 
 
 @dataclass
@@ -196,10 +197,7 @@ async def test_a_second_stream_closes_that_connection_with_a_protocol_error(
     other = other if other != 0 else 4
     link._quic.send_stream_data(other, b"sneaky")
     link.transmit()
-    for _ in range(100):
-        if recorder.lost:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: recorder.lost)
     assert recorder.lost and recorder.lost[0][1] == FLARE_PROTOCOL_ERROR
     assert "unexpected QUIC stream" in recorder.lost[0][0]
     link.release()
@@ -239,10 +237,7 @@ async def test_bytes_written_just_before_an_abort_still_reach_the_peer(harness: 
     link, _, server = await first_byte_echoed(harness)
     link.write(b"last words")
     link.abort(FLARE_PROTOCOL_ERROR, "going")
-    for _ in range(100):
-        if server.lost:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: server.lost)
     assert bytes(server.data) == b"!last words"
     assert server.lost and server.lost[0][1] == FLARE_PROTOCOL_ERROR
     link.release()
@@ -321,7 +316,7 @@ async def test_a_tail_waits_while_the_link_is_written_to_at_most_transmit_hops(
 ) -> None:
     link, _client = await harness.connect()
     await asyncio.wait_for(link.handshake_done, TIMEOUT)
-    await asyncio.sleep(0.05 * TIMEOUT)  # the handshake's last packets are out
+    await asyncio.sleep(0.25 * UNIT)  # the handshake's last packets are out
     link.tuning = LinkTuning(transmit_hops=4)
     transport = link.socket
     assert transport is not None
@@ -370,10 +365,7 @@ async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness)
     assert link._timer_at == link._quic.get_timer()
     server_link = harness.server_side[0].link
     assert server_link is not None
-    for _ in range(100):
-        if server_link.buffered_bytes == 0:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: server_link.buffered_bytes == 0)
     assert server_link.buffered_bytes == 0  # the client's ACK arrived
     link.close()
     link.release()
@@ -452,9 +444,7 @@ async def test_queued_datagrams_are_handed_on_in_one_wakeup_each_up_to_the_cap()
         for i in range(burst):  # all queued before the loop next looks at the socket
             sender.sendto(i.to_bytes(2, "big"), sock.getsockname())
     try:
-        async with asyncio.timeout(5):
-            while len(received) < burst:
-                await asyncio.sleep(0.001)
+        await wait_until(lambda: len(received) == burst)
     finally:
         transport.close()
     assert received == [i.to_bytes(2, "big") for i in range(burst)]

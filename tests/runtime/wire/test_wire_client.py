@@ -20,9 +20,8 @@ from flare_runtime.routing import Transport
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import BytesValue, Int64Value, Routes
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
-
-UNIT = 1.0
 
 
 @pytest.mark.parametrize("transport", ["websocket", "quic"])

@@ -8,6 +8,7 @@ import gc
 
 import pytest
 
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.wire.eager import start_eagerly
 
 
@@ -44,7 +45,7 @@ async def test_a_task_that_took_over_an_eager_start_can_be_cancelled() -> None:
 
     async def waits() -> None:
         try:
-            await asyncio.sleep(30)
+            await asyncio.sleep(30 * UNIT)
         finally:
             cleaned.append(True)
 

@@ -17,6 +17,7 @@ from flare_runtime.testing.service import (
     ConformanceService,
     Routes,
 )
+from flare_runtime.testing.timing import wait_until
 from flare_runtime.wire.client import ClientEndpoint
 
 
@@ -36,9 +37,7 @@ async def test_keepalive_closes_a_stalled_peer_with_one_timer() -> None:
     timer = endpoint._timer
     assert timer is not None  # the connection's one timer
     client_end.pause_reading()  # the client stops answering PINGs
-    async with asyncio.timeout(5):
-        while not endpoint.closed:
-            await asyncio.sleep(0.01)
+    await wait_until(lambda: endpoint.closed)
     assert not server.connections
     client_end.resume_reading()
     await channel.close()

@@ -25,6 +25,7 @@ from flare_runtime.testing.service import (
     Routes,
     StringValue,
 )
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.wire.client import ClientCall
 
 
@@ -69,7 +70,7 @@ async def test_server_deadline_cancels_the_handler_and_answers(eager: bool) -> N
                 Routes.ECHO, BytesValue(), metadata={"x-sleep": "30"}, timeout=0.05
             )
         assert caught.value.code is StatusCode.DEADLINE_EXCEEDED
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await service.cancelled_event.wait()
 
 
@@ -87,7 +88,7 @@ async def test_unary_request_that_does_not_parse_is_invalid_argument() -> None:
     )
     call.future = asyncio.get_running_loop().create_future()
     with pytest.raises(RpcError) as caught:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await call.future
     assert caught.value.code is StatusCode.INVALID_ARGUMENT
     assert client_end.written > 0
@@ -109,7 +110,7 @@ async def test_metadata_key_the_wire_allows_but_metadata_forbids() -> None:
     endpoint.calls[call_id] = call
     endpoint.flush()
     with pytest.raises(RpcError) as caught:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await call.future
     assert caught.value.code is StatusCode.INVALID_ARGUMENT
     assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"))).value == b"ok"
@@ -120,7 +121,7 @@ class _CrashingAuth(AuthPlugin):
     """An auth plugin with a bug: it raises something other than RpcError."""
 
     async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
-        await asyncio.sleep(0.05)  # calls start while the connection's auth is pending
+        await asyncio.sleep(0.05 * UNIT)  # calls start while the connection's auth is pending
         raise ValueError("plugin bug")
 
 
@@ -128,7 +129,7 @@ async def test_a_crashing_auth_plugin_fails_calls_with_internal_and_no_call_hang
     server, _ = _server(auth=_CrashingAuth())
     channel, _, _ = memory_pair(server, metadata={"authorization": "Bearer t"})
     try:
-        async with asyncio.timeout(10):
+        async with asyncio.timeout(10 * UNIT):
             # Started while the auth is pending: the stream must still end.
             stream = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
             assert [reply.value async for reply in stream] == [0, 1]
@@ -149,7 +150,7 @@ async def test_response_headers_over_the_clients_limit_end_the_call(route: str) 
     metadata = [("x-echo-big", "a" * 2000)]
     async with memory_channel(server, client_config=config) as channel:
         with pytest.raises(RpcError) as caught:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(10 * UNIT):
                 if route == "unary":
                     await channel.unary_unary(Routes.ECHO, BytesValue(), metadata=metadata)
                 elif route == "server_stream":
@@ -183,7 +184,7 @@ async def test_a_failure_inside_flare_ends_a_streaming_call_with_internal(
     loop.set_exception_handler(lambda loop, context: None)  # the re-raised bug is expected
     async with memory_channel(server) as channel:
         with pytest.raises(RpcError) as caught:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(10 * UNIT):
                 if route == "server_stream":
                     call = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
                     [reply async for reply in call]
@@ -207,11 +208,11 @@ async def test_route_default_timeout_applies_to_a_call_sent_without_one() -> Non
     async with memory_channel(server) as channel:
         started = time.monotonic()
         with pytest.raises(RpcError) as caught:
-            async with asyncio.timeout(10):  # the client itself sends no deadline
+            async with asyncio.timeout(10 * UNIT):  # the client itself sends no deadline
                 await channel.unary_unary(Routes.ECHO, BytesValue(), metadata={"x-sleep": "30"})
         assert caught.value.code is StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 5
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await service.cancelled_event.wait()
         # The connection is fine afterwards, and a quick call beats the default.
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
