@@ -60,6 +60,9 @@ if TYPE_CHECKING:
     from flare_runtime.protocol.config import ProtocolConfig
     from flare_runtime.server import Server, TLSFiles
 
+STREAM_END_SETTLE = 0.002
+"""Default seconds a request stream's end waits for a cancellation to land (see `_parsed`)."""
+
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 
@@ -114,7 +117,7 @@ class GrpcServer:
         health: bool = True,
         reflection: bool = True,
         options: Sequence[tuple[str, Any]] = (),
-        stream_end_settle: float = 0.002,
+        stream_end_settle: float = STREAM_END_SETTLE,
         max_message_bytes: int | None = None,
     ) -> None:
         self.dispatcher = dispatcher
@@ -122,9 +125,9 @@ class GrpcServer:
         self._reflection_enabled = reflection
         self._options = tuple(options)
         self.stream_end_settle = stream_end_settle
+        """Seconds a request stream's end waits for a cancellation to land (see `_parsed`)."""
         self.max_message_bytes = max_message_bytes
         """Request size limit of routes that set no ``max_message_bytes`` of their own."""
-        """Seconds a request stream's end waits for a cancellation to land (see `_parsed`)."""
         self._server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
         self.port: int | None = None
