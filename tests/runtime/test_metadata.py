@@ -18,7 +18,7 @@ def test_repeated_keys_keep_every_value_in_order() -> None:
 
 
 def test_keys_are_case_insensitive_and_checked() -> None:
-    metadata = Metadata({"Authorization": "Bearer t", "trace-bin": b"\x01"})
+    metadata = Metadata([("Authorization", "Bearer t"), ("trace-bin", b"\x01")])
     assert "authorization" in metadata and "AUTHORIZATION" in metadata
     assert metadata.get("missing") is None
     for bad in ([("", "v")], [("with space", "v")], [("a:b", "v")], [("é", "v")]):
