@@ -19,6 +19,7 @@ from flare_runtime.protocol import (
 from flare_runtime.routing import Transport
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
+from flare_runtime.testing.memory import RecordingTransport
 from flare_runtime.testing.service import BytesValue, Int64Value, Routes
 from flare_runtime.testing.timing import UNIT
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
@@ -48,39 +49,10 @@ async def test_several_tasks_await_the_headers_and_one_gives_up(transport: str) 
         await rig.server.shutdown(grace=UNIT)
 
 
-class _MemoryTransport:
-    """A `WireTransport` that keeps what the client writes (no sockets)."""
-
-    peer = "memory"
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-        self.endpoint: ClientEndpoint | None = None  # told when closed, when set
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self, reason: str = "") -> None:
-        if self.endpoint is not None:
-            asyncio.get_running_loop().call_soon(self.endpoint.connection_lost, None)
-
-    def abort(self) -> None:
-        pass
-
-
 async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> None:
     # A server may end any call with MESSAGE|END_CALL (docs/wire-format.md §3.4);
     # Flare's own server does so for unary answers, another may for streams.
-    transport = _MemoryTransport()
+    transport = RecordingTransport()
     config = ProtocolConfig(keepalive_interval=None)
     endpoint = ClientEndpoint(transport, config, Transport.QUIC, {}, 100)
     channel = WireChannel(endpoint)
@@ -89,8 +61,7 @@ async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> No
     routes: dict[int, int] = {}
 
     def serve() -> None:
-        server.receive_data(bytes(transport.written), 0.0)
-        transport.written.clear()
+        server.receive_data(transport.take(), 0.0)
         for event in server.events_received():
             if isinstance(event, CallStarted):  # compact (with the request) or not
                 routes[event.call_id] = event.wire_id
@@ -119,8 +90,8 @@ async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> No
     assert endpoint.calls == {}
 
 
-def _client() -> tuple[_MemoryTransport, ClientEndpoint, WireChannel]:
-    transport = _MemoryTransport()
+def _client() -> tuple[RecordingTransport, ClientEndpoint, WireChannel]:
+    transport = RecordingTransport()
     endpoint = ClientEndpoint(
         transport, ProtocolConfig(keepalive_interval=None), Transport.WEBSOCKET, {}, 100
     )
@@ -129,23 +100,23 @@ def _client() -> tuple[_MemoryTransport, ClientEndpoint, WireChannel]:
 
 async def test_a_route_without_a_wire_id_is_unimplemented_and_sends_nothing() -> None:
     transport, endpoint, channel = _client()
-    hello = len(transport.written)
+    hello = len(transport.writes)
     grpc_only = dataclasses.replace(Routes.ECHO, service_id=0, route_id=0)
     with pytest.raises(RpcError) as caught:
         await channel.unary_unary(grpc_only, BytesValue())
     assert caught.value.code is StatusCode.UNIMPLEMENTED
-    assert len(transport.written) == hello
+    assert len(transport.writes) == hello
     assert endpoint.calls == {}
 
 
 async def test_the_route_observer_sees_each_call_before_it_is_written() -> None:
     transport, endpoint, channel = _client()
     seen: list[tuple[str, int]] = []
-    endpoint.route_observer = lambda route: seen.append((route.path, len(transport.written)))
-    hello = len(transport.written)
+    endpoint.route_observer = lambda route: seen.append((route.path, len(transport.writes)))
+    hello = len(transport.writes)
     call = channel.unary_stream(Routes.COUNT, Int64Value(value=1))
     assert seen == [(Routes.COUNT.path, hello)]
-    assert len(transport.written) > hello
+    assert len(transport.writes) > hello
     call.cancel()
 
 

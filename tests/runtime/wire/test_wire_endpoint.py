@@ -9,9 +9,8 @@ from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import Transport
 from flare_runtime.server import Server, ServerOptions
 from flare_runtime.testing.frames import decode_frames
-from flare_runtime.testing.memory import memory_pair
+from flare_runtime.testing.memory import RecordingTransport, memory_pair
 from flare_runtime.testing.service import (
-    PUSH_TYPES,
     SERVICE,
     BytesValue,
     ConformanceService,
@@ -21,15 +20,9 @@ from flare_runtime.testing.timing import wait_until
 from flare_runtime.wire.client import ClientEndpoint
 
 
-def _server(**options: object) -> tuple[Server, ConformanceService]:
-    service = ConformanceService()
-    server = Server([(SERVICE, service)], push_tables=[PUSH_TYPES], **options)  # type: ignore[arg-type]
-    return server, service
-
-
 async def test_keepalive_closes_a_stalled_peer_with_one_timer() -> None:
     fast = ProtocolConfig(keepalive_interval=0.05, keepalive_timeout=0.05)
-    server, _ = _server(options=ServerOptions(protocol=fast))
+    server = Server([(SERVICE, ConformanceService())], options=ServerOptions(protocol=fast))
     channel, endpoint, client_end = memory_pair(
         server, client_config=ProtocolConfig(keepalive_interval=None)
     )
@@ -43,36 +36,8 @@ async def test_keepalive_closes_a_stalled_peer_with_one_timer() -> None:
     await channel.close()
 
 
-class _Recorder:
-    """A `WireTransport` whose writes are bounded (like one WebSocket message each)."""
-
-    peer = "memory"
-    max_write_size = 100
-
-    def __init__(self) -> None:
-        self.writes: list[bytes] = []
-
-    def write(self, data: bytes) -> None:
-        self.writes.append(data)
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self, reason: str = "") -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
 async def test_output_is_cut_at_frame_boundaries_to_the_transports_write_size() -> None:
-    transport = _Recorder()
+    transport = RecordingTransport(max_write_size=100)
     config = ProtocolConfig(keepalive_interval=None)
     endpoint = ClientEndpoint(transport, config, Transport.WEBSOCKET, {}, 10)
     for size in (150, 20, 20, 20):
@@ -92,12 +57,11 @@ async def test_output_is_cut_at_frame_boundaries_to_the_transports_write_size() 
     for write in transport.writes:
         frames, used = decode_frames(write)
         assert used == len(write)  # whole frames only
-        assert len(write) <= _Recorder.max_write_size or len(frames) == 1
+        assert len(write) <= 100 or len(frames) == 1
 
 
 async def test_sends_are_written_once_flush_batch_of_them_are_queued() -> None:
-    transport = _Recorder()
-    transport.max_write_size = 1 << 20
+    transport = RecordingTransport(max_write_size=1 << 20)
     config = ProtocolConfig(keepalive_interval=None, flush_batch=2)
     endpoint = ClientEndpoint(transport, config, Transport.WEBSOCKET, {}, 10)
     assert len(transport.writes) == 1  # the HELLO
