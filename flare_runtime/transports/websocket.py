@@ -145,7 +145,7 @@ class _WebSocketAdapter(asyncio.Protocol):
             protocol.send_binary(data)
             transport.writelines(protocol.data_to_send())
             return
-        write_binary_frame(transport, data, masking=self._masking)
+        write_binary_frame(transport, data, self._masking)
 
     def get_write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -197,9 +197,7 @@ class _WebSocketAdapter(asyncio.Protocol):
         ):
             # Complete, final, binary frames are read by hand; anything else
             # goes through websockets from the first such byte on.
-            data = read_binary_frames(
-                self, data, masked=not self._masking, max_size=self._max_message
-            )
+            data = read_binary_frames(self, data, not self._masking, self._max_message)
             if not data:
                 return
         if protocol.reader.eof:

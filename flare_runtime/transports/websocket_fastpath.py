@@ -71,7 +71,7 @@ class _Endpoint(Protocol):
     def data_received(self, data: bytes) -> None: ...
 
 
-def read_binary_frames(reader: FrameReader, data: bytes, *, masked: bool, max_size: int) -> bytes:
+def read_binary_frames(reader: FrameReader, data: bytes, masked: bool, max_size: int) -> bytes:
     """Hand the whole FIN+BINARY frames at the start of `data` to ``reader.endpoint``.
 
     `masked`: frames must be masked (we are the server) or must not be.
@@ -117,7 +117,7 @@ def read_binary_frames(reader: FrameReader, data: bytes, *, masked: bool, max_si
     return data[position:] if position else data
 
 
-def write_binary_frame(transport: asyncio.Transport, data: bytes, *, masking: bool) -> None:
+def write_binary_frame(transport: asyncio.Transport, data: bytes, masking: bool) -> None:
     """Write `data` as one final binary frame; `masking` from a client (RFC 6455 §5.3).
 
     Nothing else may be queued in websockets' own output at this point (the

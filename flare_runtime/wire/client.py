@@ -146,10 +146,9 @@ class ClientEndpoint(WireEndpoint):
 
     # ------------------------------------------------------------------ calls
 
-    def start_call(
+    def start_call(  # noqa: PLR0917 - called positionally on every call (keywords cost more)
         self,
         route: Route[Any, Any],
-        *,
         metadata: Metadata,
         timeout: float | None,
         message: bytes | None,
@@ -420,11 +419,11 @@ class WireChannel(Channel):
     ) -> ResponseT:
         call = self.endpoint.start_call(
             route,
-            metadata=metadata,
-            timeout=timeout,
-            message=request.SerializeToString(),
-            end_stream=True,
-            info=info,
+            metadata,
+            timeout,
+            request.SerializeToString(),
+            True,
+            info,
         )
         future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
         call.future = future
@@ -440,11 +439,11 @@ class WireChannel(Channel):
     ) -> _WireStreamCall[Any, Any]:
         call = self.endpoint.start_call(
             info.route,
-            metadata=info.metadata,
-            timeout=info.timeout,
-            message=request.SerializeToString(),
-            end_stream=True,
-            info=info,
+            info.metadata,
+            info.timeout,
+            request.SerializeToString(),
+            True,
+            info,
         )
         return _WireStreamCall(self, info.route, call)
 
@@ -453,11 +452,11 @@ class WireChannel(Channel):
     ) -> _WireStreamCall[Any, Any]:
         call = self.endpoint.start_call(
             info.route,
-            metadata=info.metadata,
-            timeout=info.timeout,
-            message=None,
-            end_stream=False,
-            info=info,
+            info.metadata,
+            info.timeout,
+            None,
+            False,
+            info,
         )
         stream: _WireStreamCall[Any, Any] = _WireStreamCall(self, info.route, call)
         if requests is not None:
@@ -470,11 +469,11 @@ class WireChannel(Channel):
         route: Route[Any, Message] = info.route
         call = self.endpoint.start_call(
             route,
-            metadata=info.metadata,
-            timeout=info.timeout,
-            message=None,
-            end_stream=False,
-            info=info,
+            info.metadata,
+            info.timeout,
+            None,
+            False,
+            info,
         )
         future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
         call.future = future
