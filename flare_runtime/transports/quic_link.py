@@ -15,8 +15,9 @@ What the link adds to aioquic's `QuicConnectionProtocol`:
   connection timer is re-armed once after them, not after each;
 * output is cut into full datagrams (`OutputCoalescer`): each whole
   datagram's worth of written bytes leaves at once; the remainder (the *tail*)
-  waits until a loop iteration passes with nothing more written to the link
-  (at most `LinkTuning.transmit_hops` iterations), and -- while a full
+  waits until the event loop has nothing else ready to run (at most
+  `LinkTuning.transmit_hops` iterations; a fixed `blind_transmit_hops` on
+  loops that cannot be seen going idle, e.g. uvloop), and -- while a full
   datagram sent earlier is still unanswered -- until the peer's next datagram
   or `LinkTuning.tail_hold` seconds, so a busy connection sends full datagrams
   rather than a full one plus a scrap (Nagle's rule, bounded;
@@ -31,7 +32,8 @@ What the link adds to aioquic's `QuicConnectionProtocol`:
 
 What aioquic keeps private and the link needs (a stream's unacknowledged and
 unsent bytes, the peer's current address) is read in one place,
-`flare_runtime.transports.aioquic_shim`. Like aioquic's own `transmit`, the link
+`flare_runtime.transports.aioquic_shim`; whether the loop is idle, in
+`flare_runtime.transports.asyncio_shim`. Like aioquic's own `transmit`, the link
 re-arms the protocol's connection timer (`QuicConnectionProtocol._timer`,
 ``_timer_at``, ``_handle_timer``: the subclass contract).
 """
@@ -64,6 +66,7 @@ from flare_runtime.transports.aioquic_shim import (
     stream_has_unsent_data,
     stream_unacked_bytes,
 )
+from flare_runtime.transports.asyncio_shim import ready_queue
 from flare_runtime.transports.quic_tickets import ServerTicketStore
 
 logger = logging.getLogger("flare_runtime.transports.quic")
@@ -84,7 +87,9 @@ class LinkTuning:
     """
 
     transmit_hops: int = 16
-    """Most event-loop iterations a tail waits while the link keeps being written to."""
+    """Most event-loop iterations a tail waits for the loop to have nothing else ready."""
+    blind_transmit_hops: int = 3
+    """Iterations a tail waits on a loop that cannot be seen going idle (uvloop)."""
     tail_hold: float = 0.002
     """Most seconds a tail waits after a full datagram while the peer has not answered."""
     datagrams_per_wakeup: int = 32
@@ -94,8 +99,10 @@ class LinkTuning:
     STREAM frame header, room for an ACK frame): a chunk is the rest."""
 
     def __post_init__(self) -> None:
-        if self.transmit_hops < 1 or self.datagrams_per_wakeup < 1:
-            raise ValueError("transmit_hops and datagrams_per_wakeup must be at least 1")
+        if min(self.transmit_hops, self.blind_transmit_hops, self.datagrams_per_wakeup) < 1:
+            raise ValueError(
+                "transmit_hops, blind_transmit_hops and datagrams_per_wakeup must be at least 1"
+            )
         if self.tail_hold < 0 or self.datagram_overhead < 0:
             raise ValueError("tail_hold and datagram_overhead must not be negative")
 
@@ -222,7 +229,11 @@ class QuicLink(QuicConnectionProtocol):
         self.socket: asyncio.DatagramTransport | None = None
         """The datagram transport (`connection_made`); None until then."""
         self._tail_scheduled = False  # a deferred transmit of the tail is on its way
-        self._writes = 0  # writes that left a tail: how a deferred transmit sees activity
+        # The loop's ready callbacks, where it shows them (asyncio_shim), else a fixed wait.
+        self._ready_queue = ready_queue(self.loop)
+        self._hops = (
+            tuning.transmit_hops if self._ready_queue is not None else tuning.blind_transmit_hops
+        )
         self._stream_written = 0  # bytes handed to aioquic on the Flare stream
         self._rearm_pending = False  # a datagram arrived; no transmit pass re-armed since
         self._output = OutputCoalescer(
@@ -261,7 +272,6 @@ class QuicLink(QuicConnectionProtocol):
             self._rearm_pending = False  # aioquic's transmit pass re-arms the timer
             QuicConnectionProtocol.transmit(self)
         if self._output.tail_size:
-            self._writes += 1
             self._transmit_later()
 
     def flush(self) -> None:
@@ -285,15 +295,16 @@ class QuicLink(QuicConnectionProtocol):
     def _transmit_later(self) -> None:
         if not self._tail_scheduled:
             self._tail_scheduled = True
-            self.loop.call_soon(self._deferred_transmit, self.tuning.transmit_hops, self._writes)
+            self.loop.call_soon(self._deferred_transmit, self._hops)
 
-    def _deferred_transmit(self, hops: int, writes: int) -> None:
+    def _deferred_transmit(self, hops: int) -> None:
         if not self._tail_scheduled:
             return  # a transmit pass sent everything meanwhile
-        if hops > 1 and self._writes != writes:
-            # Written to during the last loop iteration: the work that wrote
-            # may write more (the rest of a burst of calls). Wait one more.
-            self.loop.call_soon(self._deferred_transmit, hops - 1, self._writes)
+        # Other callbacks ready: they may write more (a loop whose queue cannot
+        # be seen waits its fixed number of iterations).
+        ready = self._ready_queue
+        if hops > 1 and (ready is None or ready):
+            self.loop.call_soon(self._deferred_transmit, hops - 1)
             return
         if self.socket is None:
             return

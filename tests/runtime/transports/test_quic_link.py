@@ -83,7 +83,7 @@ class Harness:
     client_tickets: MemoryTicketStore
 
     async def connect(
-        self, *, resume: bool = False, alpn: str = ALPN
+        self, *, resume: bool = False, alpn: str = ALPN, tuning: LinkTuning = DEFAULT_TUNING
     ) -> tuple[ClientLink, Recorder]:
         configuration = QuicConfiguration(
             is_client=True, alpn_protocols=[alpn], server_name="localhost", idle_timeout=5.0
@@ -96,7 +96,7 @@ class Harness:
             configuration=configuration,
             session_ticket_handler=lambda ticket: self.client_tickets.add("server", ticket),
         )
-        link = ClientLink(quic, keepalive_interval=None)
+        link = ClientLink(quic, keepalive_interval=None, tuning=tuning)
         recorder = Recorder(link=link)
         link.listener = recorder
         await link.open("127.0.0.1", self.port)
@@ -311,41 +311,48 @@ async def test_a_burst_leaves_in_full_datagrams(harness: Harness) -> None:
     link.release()
 
 
-async def test_a_tail_waits_while_the_link_is_written_to_at_most_transmit_hops(
+async def test_a_tail_waits_for_the_loop_to_go_idle_at_most_transmit_hops(
     harness: Harness,
 ) -> None:
-    link, _client = await harness.connect()
+    link, _client = await harness.connect(tuning=LinkTuning(transmit_hops=4))
     await asyncio.wait_for(link.handshake_done, TIMEOUT)
     await asyncio.sleep(0.25 * UNIT)  # the handshake's last packets are out
-    link.tuning = LinkTuning(transmit_hops=4)
     transport = link.socket
     assert transport is not None
     original = transport.sendto
+    loop = asyncio.get_running_loop()
     iterations = 0
+    busy = True
     sent_at: list[int] = []
 
     def recording_sendto(data: bytes, addr: object = None) -> None:
         sent_at.append(iterations)
         original(data, addr)  # type: ignore[arg-type]
 
+    def spin() -> None:  # a callback ready every iteration: the loop is never idle
+        nonlocal iterations
+        iterations += 1
+        if busy:
+            loop.call_soon(spin)
+
     setattr(transport, "sendto", recording_sendto)  # noqa: B010 -- instance patch
-    while iterations < 12:  # a small write (a tail) every loop iteration
-        link.write(b"x")
-        await asyncio.sleep(0)
-        iterations += 1
+    loop.call_soon(spin)
+    link.write(b"x")  # less than a datagram: a tail
+    await wait_until(lambda: iterations >= 12)
     assert sent_at and sent_at[0] <= 4  # busy, yet the tail left after <= 4 iterations
+    busy = False
+    await asyncio.sleep(0.05 * UNIT)
     sent_at.clear()
-    link.write(b"y")  # then quiet: the tail leaves one iteration later
-    quiet_from = iterations
-    while iterations < quiet_from + 3:
-        await asyncio.sleep(0)
-        iterations += 1
-    assert sent_at[:1] == [quiet_from]
+    link.write(b"y")  # an idle loop: the tail leaves at the first look
+    await asyncio.sleep(0.05 * UNIT)
+    assert sent_at
 
 
 def test_link_tuning_refuses_values_that_stop_the_link() -> None:
     with pytest.raises(ValueError):
         LinkTuning(transmit_hops=0)
+    with pytest.raises(ValueError):
+        LinkTuning(blind_transmit_hops=0)
     with pytest.raises(ValueError):
         LinkTuning(datagrams_per_wakeup=0)
     with pytest.raises(ValueError):
