@@ -16,6 +16,7 @@ from collections.abc import (
     AsyncIterable,
     AsyncIterator,
     Callable,
+    Coroutine,
     Generator,
     Iterable,
     Mapping,
@@ -41,7 +42,7 @@ from flare_runtime.interceptors import (
     ClientUnaryCallNext,
     chain_client_unary,
 )
-from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
+from flare_runtime.metadata import Metadata, MetadataLike
 from flare_runtime.routing import PushTable, Route
 
 if TYPE_CHECKING:
@@ -87,21 +88,32 @@ class Channel(abc.ABC):
 
     # ------------------------------------------------------------------ calls
 
-    async def unary_unary(
+    def unary_unary(
         self,
         route: Route[RequestT, ResponseT],
         request: RequestT,
         *,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
+    ) -> Coroutine[Any, Any, ResponseT]:
+        """Send one request; await the result for the one response (it raises `RpcError`).
+
+        Returns the call's coroutine: without interceptors, the transport's own
+        (the call costs no coroutine of this ladder's); with them, the chain's.
+        """
+        if self._unary_chain is None:
+            return self._unary(route, request, metadata, timeout, None)
+        return self._intercepted_unary(route, request, metadata, timeout)
+
+    async def _intercepted_unary(
+        self,
+        route: Route[Any, ResponseT],
+        request: Message,
+        metadata: MetadataLike | None,
+        timeout: float | None,
     ) -> ResponseT:
-        """Send one request, return the one response or raise `RpcError`."""
         chain = self._unary_chain
-        if chain is None:
-            if type(request) is not route.request_type:
-                check_request(route, request)
-            coerced = Metadata.coerce(metadata) if metadata else EMPTY_METADATA
-            return await self._unary(route, request, coerced, timeout, None)
+        assert chain is not None
         info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
         return cast(ResponseT, await chain(request, info))
 
@@ -167,11 +179,16 @@ class Channel(abc.ABC):
         self,
         route: Route[Any, ResponseT],
         request: Message,
-        metadata: Metadata,
+        metadata: MetadataLike | None,
         timeout: float | None,
         info: ClientCallInfo | None,
     ) -> ResponseT:
-        """Make one unary call (`request` is of the route's type); return its response."""
+        """Make one unary call; return its response.
+
+        The ladder leaves checking the request (`check_request`) and coercing
+        `metadata` to the call's own coroutine, so that nothing is raised
+        before the caller awaits.
+        """
 
     @abc.abstractmethod
     async def _client_stream(
@@ -190,7 +207,6 @@ class Channel(abc.ABC):
         """Start a bidi call; with `requests`, send them in the background, then half-close."""
 
     async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
-        check_request(info.route, request)  # an interceptor may have replaced it
         return await self._unary(info.route, request, info.metadata, info.timeout, info)
 
     def _intercepted_stream(

@@ -287,14 +287,27 @@ class Dispatcher:
         if route.cardinality is not Cardinality.UNARY:
             return ServedRoute(route, bound.handler, _not_unary(route))
         call_next: UnaryCallNext = self._unary_chains.get(route.path, bound.handler)
-        needs_authorize = self._needs_authorize
         authorize = self.authorize
+        plugin = self.auth
+        # `_needs_authorize`, with the route's part decided here once.
+        always = route.options.auth is not AuthRequirement.NONE or bool(route.options.scopes)
 
         async def unary(
             request: Message, context: CallContext, connection_auth: ConnectionAuth | None
         ) -> Message:
             try:
-                if needs_authorize(context, connection_auth):
+                if (
+                    always
+                    or (
+                        connection_auth is not None
+                        and context.principal is not connection_auth.principal
+                    )
+                    or (
+                        plugin is not None
+                        and context.metadata is not EMPTY_METADATA
+                        and AUTHORIZATION_KEY in context.metadata
+                    )
+                ):
                     await authorize(context, connection_auth)
                 return await call_next(request, context)
             except Exception as exc:

@@ -233,11 +233,13 @@ class GrpcChannel(Channel):
         self,
         route: Route[Any, ResponseT],
         request: Message,
-        metadata: Metadata,
+        metadata: MetadataLike | None,
         timeout: float | None,
         info: ClientCallInfo | None,
     ) -> ResponseT:
-        timeout, wire = self._call_arguments(route, timeout, metadata)
+        if type(request) is not route.request_type:
+            check_request(route, request)
+        timeout, wire = self._call_arguments(route, timeout, Metadata.coerce(metadata))
         method = self._multicallable(self._unary_unary, self._channel.unary_unary, route)
         call = method(request, timeout=timeout, metadata=wire)
         try:

@@ -41,7 +41,7 @@ from flare_runtime.errors import (
     RpcError,
 )
 from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor
-from flare_runtime.metadata import EMPTY_METADATA, Metadata
+from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig
 from flare_runtime.protocol.events import (
     CallEnded,
@@ -413,13 +413,15 @@ class WireChannel(Channel):
         self,
         route: Route[Any, ResponseT],
         request: Message,
-        metadata: Metadata,
+        metadata: MetadataLike | None,
         timeout: float | None,
         info: ClientCallInfo | None,
     ) -> ResponseT:
+        if type(request) is not route.request_type:
+            check_request(route, request)
         call = self.endpoint.start_call(
             route,
-            metadata,
+            Metadata.coerce(metadata) if metadata else EMPTY_METADATA,
             timeout,
             request.SerializeToString(),
             True,
