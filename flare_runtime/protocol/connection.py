@@ -592,16 +592,18 @@ class Connection:
         out.append(data)
         return call.send_credit
 
-    def acknowledge(self, call_id: int, size: int) -> None:
+    def acknowledge(self, call_id: int, size: int) -> bool:
         """Tell the connection the application consumed `size` bytes of messages on `call_id`.
 
         Credit goes back to the peer in batched WINDOW_UPDATE frames (once half
-        the window is consumed, by default). Acknowledging an ended call does
-        nothing; acknowledging more than was received raises `LocalProtocolError`.
+        the window is consumed, by default); returns True when one was queued
+        (send `data_to_send()`), False otherwise. Acknowledging an ended call
+        does nothing; acknowledging more than was received raises
+        `LocalProtocolError`.
         """
         call = self._calls.get(call_id)
         if call is None:
-            return
+            return False
         if size > call.buffered or size < 0:
             raise LocalProtocolError(
                 f"acknowledged {size} bytes on call {call_id} but only {call.buffered} are unread"
@@ -609,14 +611,15 @@ class Connection:
         call.buffered -= size
         self._buffered_total -= size
         if not self._is_client and call.state >= _HALF_CLOSED:
-            return  # the client sends nothing more: no credit to give back
+            return False  # the client sends nothing more: no credit to give back
         pending = call.pending_ack + size
         if pending >= self._ack_threshold and not self._closed:
             call.recv_credit += pending
             call.pending_ack = 0
             self._out.append(encode_window_update(call_id, pending))
-        else:
-            call.pending_ack = pending
+            return True
+        call.pending_ack = pending
+        return False
 
     def ping(self, data: bytes = bytes(8)) -> None:
         """Send a PING with eight opaque bytes; the peer answers with a PONG (`PongReceived`)."""

@@ -318,7 +318,8 @@ class ClientEndpoint(WireEndpoint):
                         f"expected one response message, got {call.count}",
                     )
                 )
-        call.wake()
+        if call.waiter is not None or call.header_waiter is not None:
+            call.wake()  # someone iterates the call or awaits its headers
         if self._credit_waiters:
             self._wake_credit(call.call_id)
 

@@ -207,10 +207,11 @@ class WireEndpoint:
     def acknowledge(self, call_id: int, size: int) -> None:
         """The application consumed `size` bytes of `call_id`'s messages: give the credit back.
 
-        The WINDOW_UPDATE (batched by the protocol) leaves with the next flush.
+        The protocol batches the credit; when it queues a WINDOW_UPDATE, that
+        leaves with the next flush.
         """
-        self.conn.acknowledge(call_id, size)
-        self.schedule_flush()
+        if self.conn.acknowledge(call_id, size):
+            self.schedule_flush()
 
     # ------------------------------------------------------------------ output & timer
 

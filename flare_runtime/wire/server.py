@@ -537,7 +537,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self.schedule_flush()  # more calls in flight: batch their output
         else:
             self.flush()  # the only call: answer now, a loop iteration sooner
-        self._call_finished()
+            self._call_finished()
 
     def _forget(self, call: _ServerCall) -> None:
         if self._calls.pop(call.call_id, None) is not None:

@@ -596,8 +596,22 @@ def test_no_credit_is_returned_once_the_client_has_finished_sending() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     call_id = pair.client.start_call(WIRE_ID, message=b"u" * 200_000, end_stream=True)
     pair.exchange()
-    pair.server.acknowledge(call_id, 200_000)
+    assert pair.server.acknowledge(call_id, 200_000) is False
     assert not pair.server.has_data_to_send
+
+
+def test_acknowledge_says_when_it_queued_a_window_update() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(WIRE_ID)
+    half = pair.server.settings.initial_window_size // 2
+    pair.client.send_message(call_id, b"a" * (half - 1))
+    pair.client.send_message(call_id, b"b")
+    pair.exchange()
+    assert pair.server.acknowledge(call_id, half - 1) is False  # batched: nothing queued
+    assert not pair.server.has_data_to_send
+    assert pair.server.acknowledge(call_id, 1) is True  # half the window: WINDOW_UPDATE
+    assert pair.server.has_data_to_send
+    assert pair.server.acknowledge(call_id + 1, 5) is False  # unknown call
 
 
 def test_a_message_larger_than_the_window_is_allowed_while_credit_is_positive() -> None:
