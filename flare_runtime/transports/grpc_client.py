@@ -185,13 +185,13 @@ class GrpcChannel(Channel):
             raise failed from None
 
     def _call_arguments(
-        self, route: Route[Any, Any], timeout: float | None, metadata: Metadata
+        self, route: Route[Any, Any], timeout: float | None, metadata: Metadata | None
     ) -> tuple[float | None, _WireMetadata | None]:
         if self._closed:
             raise ConnectionClosedError("the gRPC channel is closed")
         if timeout is None:
             timeout = route.options.default_timeout
-        if not metadata:
+        if metadata is None or metadata is EMPTY_METADATA:
             wire = self._base_metadata or None
         else:
             wire = self._base_metadata + _wire_metadata(metadata)
@@ -239,7 +239,9 @@ class GrpcChannel(Channel):
     ) -> ResponseT:
         if type(request) is not route.request_type:
             check_request(route, request)
-        timeout, wire = self._call_arguments(route, timeout, Metadata.coerce(metadata))
+        timeout, wire = self._call_arguments(
+            route, timeout, Metadata.coerce(metadata) if metadata else None
+        )
         method = self._multicallable(self._unary_unary, self._channel.unary_unary, route)
         call = method(request, timeout=timeout, metadata=wire)
         try:
