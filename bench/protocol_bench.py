@@ -2,7 +2,7 @@
 
 One iteration is everything both endpoints do for one unary call, with no I/O:
 
-  client  start_call(route, message=100 B, end_stream) + data_to_send()
+  client  start_call(wire_id, message=100 B, end_stream) + data_to_send()
   server  receive_data() + events_received()  -> CallStarted (compact: with the request)
   server  send_message(100 B) + end_call(OK) + data_to_send()
   client  receive_data() + events_received()  -> MessageReceived, CallEnded
@@ -29,7 +29,7 @@ import tracemalloc
 from flare_runtime.protocol import CLIENT, SERVER, Connection, ProtocolConfig
 
 PAYLOAD = b"x" * 100
-ROUTE_ID = 1 << 16 | 1
+WIRE_ID = 1 << 16 | 1
 
 
 def flare_round_trips(calls: int) -> float:
@@ -43,7 +43,7 @@ def flare_round_trips(calls: int) -> float:
     client.events_received()
     started = time.perf_counter()
     for _ in range(calls):
-        call_id = client.start_call(ROUTE_ID, message=PAYLOAD, end_stream=True)
+        call_id = client.start_call(WIRE_ID, message=PAYLOAD, end_stream=True)
         server.receive_data(client.data_to_send(), 0.0)
         server.events_received()
         server.send_message(call_id, PAYLOAD)

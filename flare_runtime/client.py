@@ -2,7 +2,7 @@
 
 A `Channel` is one connection (or pool) to a Flare server over any transport;
 `flare_runtime.connect(url)` picks the transport from the URL scheme in the
-transport registry (`flare_runtime.transports.registry`), which names each
+transport registry (`flare_runtime.transport_registry`), which names each
 transport's ``async def open_channel(url, options: ConnectOptions) -> Channel``.
 Generated ``*Client`` classes are thin typed wrappers over the four call
 methods below, one per cardinality.
@@ -18,24 +18,48 @@ from collections.abc import (
     AsyncIterator,
     Awaitable,
     Callable,
+    Coroutine,
     Generator,
     Iterable,
     Mapping,
 )
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeAlias, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeAlias, TypeVar, cast
 
 from google.protobuf.message import Message
 
+from flare_runtime.calls import (
+    BidiStreamCall,
+    InterceptedStreamCall,
+    ServerStreamCall,
+    check_request,
+    intercepted_stream_unary,
+    iterate,
+)
 from flare_runtime.errors import ConfigurationError
+from flare_runtime.interceptors import (
+    ClientCallInfo,
+    ClientInterceptor,
+    ClientUnaryCallNext,
+    chain_client_unary,
+)
 from flare_runtime.metadata import Metadata, MetadataLike
 from flare_runtime.routing import PushTable, Route
-from flare_runtime.transports.registry import REGISTRY
+from flare_runtime.transport_registry import REGISTRY
 
 if TYPE_CHECKING:
-    from flare_runtime.interceptors import ClientInterceptor
     from flare_runtime.protocol.config import ProtocolConfig
+
+__all__ = [
+    "BidiStreamCall",
+    "Channel",
+    "ConnectOptions",
+    "Connecting",
+    "RequestStream",
+    "ServerStreamCall",
+    "connect",
+]
 
 RequestT = TypeVar("RequestT", bound=Message)
 ResponseT = TypeVar("ResponseT", bound=Message)
@@ -45,71 +69,57 @@ RequestStream: TypeAlias = "AsyncIterable[MessageT] | Iterable[MessageT]"
 """What a client-streaming call accepts: any sync or async iterable of requests."""
 
 
-class ServerStreamCall(abc.ABC, Generic[ResponseT]):
-    """A call whose responses arrive as a stream.
+class Channel(abc.ABC):
+    """A client connection to a Flare server; one API for every transport.
 
-    Iterate it (``async for reply in call``) to receive responses; iteration
-    ends when the server finishes with OK and raises `RpcError` otherwise.
-    Leaving an ``async with`` block, or calling `cancel`, cancels the call.
+    The four call methods run the channel's client interceptors (given at
+    construction) around the call, the same way on every transport. A
+    transport implements the call itself in four hooks -- `_unary`,
+    `_client_stream`, `_open_server_stream`, `_open_bidi_stream` -- and
+    `close`; each hook gets the call's `ClientCallInfo` (``None`` for an
+    uninterceptored unary call, which costs no info object) and must fill in
+    its ``response_headers`` and ``trailers`` when they arrive.
     """
 
-    @abc.abstractmethod
-    def __aiter__(self) -> AsyncIterator[ResponseT]: ...
+    interceptors: tuple[ClientInterceptor, ...] = ()
+    _unary_chain: ClientUnaryCallNext | None = None
 
-    @abc.abstractmethod
-    async def initial_metadata(self) -> Metadata:
-        """Wait for and return the server's response headers."""
+    def __init__(self, *, interceptors: Iterable[ClientInterceptor] = ()) -> None:
+        self.interceptors = tuple(interceptors)
+        if self.interceptors:
+            self._unary_chain = chain_client_unary(self.interceptors, self._unary_terminal)
 
-    @abc.abstractmethod
-    def trailing_metadata(self) -> Metadata:
-        """The server's trailers; empty until the call has ended."""
+    # ------------------------------------------------------------------ calls
 
-    @abc.abstractmethod
-    def cancel(self) -> None:
-        """Cancel the call; the server's handler is cancelled too."""
-
-    async def __aenter__(self) -> ServerStreamCall[ResponseT]:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        traceback: TracebackType | None,
-    ) -> None:
-        self.cancel()
-
-
-class BidiStreamCall(ServerStreamCall[ResponseT], Generic[RequestT, ResponseT]):
-    """A bidirectional call: `send` requests while iterating responses."""
-
-    @abc.abstractmethod
-    async def send(self, request: RequestT) -> None:
-        """Send one request; waits while the peer applies backpressure."""
-
-    @abc.abstractmethod
-    async def done_writing(self) -> None:
-        """Half-close: tell the server no more requests will follow."""
-
-    async def __aenter__(self) -> BidiStreamCall[RequestT, ResponseT]:
-        return self
-
-
-class Channel(abc.ABC):
-    """A client connection to a Flare server; one API for every transport."""
-
-    @abc.abstractmethod
-    async def unary_unary(
+    def unary_unary(
         self,
         route: Route[RequestT, ResponseT],
         request: RequestT,
         *,
         timeout: float | None = None,
         metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        """Send one request, return the one response or raise `RpcError`."""
+    ) -> Coroutine[Any, Any, ResponseT]:
+        """Send one request; await the result for the one response (it raises `RpcError`).
 
-    @abc.abstractmethod
+        Returns the call's coroutine: without interceptors, the transport's own
+        (the call costs no coroutine of this ladder's); with them, the chain's.
+        """
+        if self._unary_chain is None:
+            return self._unary(route, request, metadata, timeout, None)
+        return self._intercepted_unary(route, request, metadata, timeout)
+
+    async def _intercepted_unary(
+        self,
+        route: Route[Any, ResponseT],
+        request: Message,
+        metadata: MetadataLike | None,
+        timeout: float | None,
+    ) -> ResponseT:
+        chain = self._unary_chain
+        assert chain is not None
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        return cast(ResponseT, await chain(request, info))
+
     def unary_stream(
         self,
         route: Route[RequestT, ResponseT],
@@ -119,8 +129,12 @@ class Channel(abc.ABC):
         metadata: MetadataLike | None = None,
     ) -> ServerStreamCall[ResponseT]:
         """Start a server-streaming call; iterate the result for responses."""
+        check_request(route, request)
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        if self.interceptors:
+            return self._intercepted_stream(info, iterate((request,)))
+        return self._open_server_stream(request, info)
 
-    @abc.abstractmethod
     async def stream_unary(
         self,
         route: Route[RequestT, ResponseT],
@@ -130,8 +144,14 @@ class Channel(abc.ABC):
         metadata: MetadataLike | None = None,
     ) -> ResponseT:
         """Send every request of `requests`, then return the one response."""
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        if self.interceptors:
+            response = await intercepted_stream_unary(
+                self.interceptors, info, requests, self._client_stream
+            )
+            return cast(ResponseT, response)
+        return cast(ResponseT, await self._client_stream(requests, info))
 
-    @abc.abstractmethod
     def stream_stream(
         self,
         route: Route[RequestT, ResponseT],
@@ -146,10 +166,64 @@ class Channel(abc.ABC):
         half-closed after the last one; without, use the call's `send` and
         `done_writing`.
         """
+        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
+        if self.interceptors:
+            return self._intercepted_stream(info, None if requests is None else iterate(requests))
+        return self._open_bidi_stream(requests, info)
 
     @abc.abstractmethod
     async def close(self) -> None:
         """Close the channel; calls still running fail with CANCELLED."""
+
+    # ------------------------------------------------------------------ transport hooks
+
+    @abc.abstractmethod
+    async def _unary(
+        self,
+        route: Route[Any, ResponseT],
+        request: Message,
+        metadata: MetadataLike | None,
+        timeout: float | None,
+        info: ClientCallInfo | None,
+    ) -> ResponseT:
+        """Make one unary call; return its response.
+
+        The ladder leaves checking the request (`check_request`) and coercing
+        `metadata` to the call's own coroutine, so that nothing is raised
+        before the caller awaits.
+        """
+
+    @abc.abstractmethod
+    async def _client_stream(
+        self, requests: AsyncIterable[Any] | Iterable[Any], info: ClientCallInfo
+    ) -> Message:
+        """Send every request (checking each one's type), half-close, return the one response."""
+
+    @abc.abstractmethod
+    def _open_server_stream(self, request: Message, info: ClientCallInfo) -> ServerStreamCall[Any]:
+        """Start a server-streaming call with its one request."""
+
+    @abc.abstractmethod
+    def _open_bidi_stream(
+        self, requests: AsyncIterable[Any] | Iterable[Any] | None, info: ClientCallInfo
+    ) -> BidiStreamCall[Any, Any]:
+        """Start a bidi call; with `requests`, send them in the background, then half-close."""
+
+    async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
+        return await self._unary(info.route, request, info.metadata, info.timeout, info)
+
+    def _intercepted_stream(
+        self, info: ClientCallInfo, requests: AsyncIterator[Message] | None
+    ) -> InterceptedStreamCall[Any, Any]:
+        return InterceptedStreamCall(
+            self.interceptors,
+            info,
+            requests,
+            open_server_stream=self._open_server_stream,
+            open_bidi_stream=self._open_bidi_stream,
+        )
+
+    # ------------------------------------------------------------------ pushes
 
     def pushes(self) -> AsyncIterator[Message]:
         """Iterate the messages the server pushes, decoded by push type id.

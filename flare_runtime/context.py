@@ -76,10 +76,14 @@ class CallContext:
         """Add trailers; they are sent with the call's final status."""
         self._response_trailers = self._response_trailers + metadata
 
-    def _has_metadata_to_send(self, headers_sent: bool) -> bool:
-        # Trailers, or headers not yet sent, are set. Identity tests only (the
-        # setters replace the immutable Metadata), so a call's hot path makes
-        # no further calls here.
+    def has_metadata_to_send(self, headers_sent: bool) -> bool:
+        """True when trailers are set, or response headers are and `headers_sent` is False.
+
+        What a transport asks before ending a call: without metadata to send,
+        the last response and the OK status can leave as one frame. Identity
+        tests only (the setters replace the immutable `Metadata`), so the
+        answer costs no further call.
+        """
         return self._response_trailers is not EMPTY_METADATA or (
             not headers_sent and self._response_headers is not EMPTY_METADATA
         )

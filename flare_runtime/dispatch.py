@@ -6,17 +6,21 @@ turn its frames into the arguments below and the results back into frames.
 
 The contract, per call::
 
-    bound = dispatcher.router.by_wire_id(wire_id)      # or .by_path(path)
-    if bound is None: -> UNIMPLEMENTED (dispatcher.unknown_route_error(...))
-    context = CallContext(route=bound.route, metadata=..., deadline=..., peer=...,
-                          transport=..., connection=...)
+    routes = dispatcher.wire_routes(transport)     # once per connection (WebSocket, QUIC);
+    bound = routes.get(wire_id)                    # gRPC registers dispatcher.routes(GRPC)
+    if bound is None: -> UNIMPLEMENTED             #   with grpcio, which looks paths up
+        (dispatcher.unknown_route_error(wire_id))
+    context = CallContext(bound.route, transport, metadata, deadline, peer, principal, ...)
     # one of, by bound.route.cardinality:
-    response  = await dispatcher.unary(bound, request, context, connection_auth)
-                # (or, one coroutine frame less: await direct_unary_handler(...)'s
-                #  handler when it returns one, mapping its exceptions with to_rpc_error)
+    response  = await bound.unary(request, context, connection_auth)
+                # (= dispatcher.unary(bound, ...): the same precomputed runner)
     responses =       dispatcher.server_stream(bound, request, context, connection_auth)
     response  = await dispatcher.client_stream(bound, requests, context, connection_auth)
     responses =       dispatcher.bidi_stream(bound, requests, context, connection_auth)
+
+The dispatcher owns the lookup: `wire_routes` and `routes` hand out
+`ServedRoute` entries with each route's ``transports`` option applied, so a
+route is found only on the transports it is served on.
 
 Guarantees:
 
@@ -43,12 +47,14 @@ Guarantees:
   `asyncio.CancelledError` propagates untouched.
 * **Deadlines and cancellation** are enforced by the caller of these methods,
   around the whole call including sending responses: cancel the task running
-  the call when the peer cancels, and when ``context.deadline`` passes
-  (`deadline_timeout` gives the `asyncio.timeout` to wrap the call in; report
-  DEADLINE_EXCEEDED when it fires). gRPC does both natively.
-* **Cost**: no task is created here. The request iterators given to the
-  streaming methods are consumed lazily by the handler in the caller's task;
-  response iterators are plain async generators.
+  the call when the peer cancels or when ``context.deadline`` passes, and
+  report DEADLINE_EXCEEDED then. The wire protocol's connection timer and
+  gRPC both do this natively.
+* **Cost**: no task is created here. Each unary route's whole call (the auth
+  check, the interceptor chain or the bare handler, the error mapping) is one
+  coroutine function built once per route (`ServedRoute.unary`). The
+  request iterators given to the streaming methods are consumed lazily by the
+  handler in the caller's task; response iterators are plain async generators.
 
 Request iterators: for client- and bidi-streaming calls, `requests` is any
 async iterator; it ends at the client's half-close and should raise
@@ -59,10 +65,9 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from google.protobuf.message import Message
 
@@ -78,7 +83,7 @@ from flare_runtime.interceptors import (
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.peer_log import PeerLog
-from flare_runtime.routing import AuthRequirement, BoundRoute, Cardinality, Route, Router
+from flare_runtime.routing import AuthRequirement, BoundRoute, Cardinality, Route, Router, Transport
 from flare_runtime.status import StatusCode
 
 logger = logging.getLogger("flare_runtime.server")
@@ -100,6 +105,24 @@ class ConnectionAuth:
 
 
 ANONYMOUS = ConnectionAuth()
+
+UnaryRunner: TypeAlias = Callable[[Message, CallContext, ConnectionAuth | None], Awaitable[Message]]
+"""One unary route's whole call, built once per route by the `Dispatcher`: awaiting
+``runner(request, context, connection_auth)`` authorizes, runs the interceptors and the
+handler, and raises only `RpcError` (or `asyncio.CancelledError`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ServedRoute(BoundRoute):
+    """A route as a `Dispatcher` serves it: the bound route and its precomputed unary call.
+
+    What `Dispatcher.wire_routes` and `Dispatcher.routes` hand to transports:
+    a unary call is ``await served.unary(request, context, connection_auth)``
+    (the same runner `Dispatcher.unary` uses), one coroutine over the handler.
+    """
+
+    unary: UnaryRunner
+    """The route's `UnaryRunner`; for a streaming route, one that fails INTERNAL."""
 
 
 def to_rpc_error(
@@ -126,26 +149,12 @@ def to_rpc_error(
     return RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
 
-def deadline_timeout(deadline: float | None) -> asyncio.Timeout:
-    """An `asyncio.timeout` that fires at `deadline` (a `time.monotonic()` instant).
-
-    ``async with deadline_timeout(ctx.deadline):`` around a call; it raises
-    `TimeoutError` when the deadline passes (report DEADLINE_EXCEEDED).
-    """
-    if deadline is None:
-        return asyncio.timeout(None)
-    loop = asyncio.get_running_loop()
-    # The loop clock and time.monotonic() may differ in origin (uvloop), so
-    # convert through the remaining time.
-    return asyncio.timeout_at(loop.time() + (deadline - time.monotonic()))
-
-
 class Dispatcher:
     """Runs calls for one server: shared by every transport the server serves.
 
     Build it once (the `Server` does) from a finished `Router`; it keeps the
-    interceptor chains precomputed per route, so dispatching a call does a
-    dict lookup and calls the chain.
+    interceptor chains and each unary route's runner precomputed, so
+    dispatching a call does a dict lookup and one call.
     """
 
     def __init__(
@@ -163,8 +172,37 @@ class Dispatcher:
         """Rate-limits the log lines clients can cause (handler failures, here)."""
         self._unary_chains: dict[str, UnaryCallNext] = {}
         self._stream_chains: dict[str, StreamCallNext] = {}
+        self._served: dict[str, ServedRoute] = {}
+        self._wire_routes: dict[Transport, Mapping[int, ServedRoute]] = {}
         for bound in router.routes():
             self._build_chain(bound)
+            self._served[bound.route.path] = self._serve(bound)
+
+    # ----------------------------------------------------------------- lookup
+
+    def wire_routes(self, transport: Transport) -> Mapping[int, ServedRoute]:
+        """Wire id → bound route, for the routes served on `transport` (built once, shared).
+
+        What the WebSocket and QUIC endpoints look calls up in: one dict read
+        per call, with each route's ``transports`` option already applied.
+        """
+        table = self._wire_routes.get(transport)
+        if table is None:
+            table = {
+                bound.route.wire_id: bound
+                for bound in self.routes(transport)
+                if bound.route.wire_id
+            }
+            self._wire_routes[transport] = table
+        return table
+
+    def routes(self, transport: Transport) -> list[ServedRoute]:
+        """The routes served on `transport` (their ``transports`` option names it)."""
+        return [
+            served
+            for served in self._served.values()
+            if transport in served.route.options.transports
+        ]
 
     # ----------------------------------------------------------------- auth
 
@@ -242,42 +280,57 @@ class Dispatcher:
 
     # ----------------------------------------------------------------- calls
 
-    def direct_unary_handler(
-        self, bound: BoundRoute, context: CallContext, connection_auth: ConnectionAuth | None
-    ) -> Callable[[Message, CallContext], Awaitable[Message]] | None:
-        """`bound`'s handler when this unary call needs no authorization and no
-        interceptor runs; else None (use `unary`).
-
-        The caller awaits ``handler(request, context)`` itself, one coroutine
-        frame less than `unary`, and must map what it raises with
-        `to_rpc_error` as `unary` does.
-        """
-        if self.interceptors or self._needs_authorize(context, connection_auth):
-            return None
-        handler: Callable[[Message, CallContext], Awaitable[Message]] = bound.handler
-        return handler
-
-    async def unary(
+    def unary(
         self,
         bound: BoundRoute,
         request: Message,
         context: CallContext,
         connection_auth: ConnectionAuth | None = None,
-    ) -> Message:
-        """Run a unary call; return its response or raise `RpcError`."""
-        try:
-            if self._needs_authorize(context, connection_auth):
-                await self.authorize(context, connection_auth)
-            chain = self._unary_chains.get(context.route.path)
-            if chain is None:
-                result: Message = await bound.handler(request, context)
-            else:
-                result = await chain(request, context)
-            return result
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:
-            raise to_rpc_error(exc, bound.route, self.peer_log) from None
+    ) -> Awaitable[Message]:
+        """Run a unary call of `bound` (a route of this dispatcher's router).
+
+        Await the result for the response; it raises `RpcError`. The call is
+        the route's `ServedRoute.unary`, which transports holding a
+        `ServedRoute` await directly.
+        """
+        served = self._served.get(bound.route.path)
+        if served is None:  # bound to the router after this dispatcher was built
+            served = self._served[bound.route.path] = self._serve(bound)
+        return served.unary(request, context, connection_auth)
+
+    def _serve(self, bound: BoundRoute) -> ServedRoute:
+        route = bound.route
+        if route.cardinality is not Cardinality.UNARY:
+            return ServedRoute(route, bound.handler, _not_unary(route))
+        call_next: UnaryCallNext = self._unary_chains.get(route.path, bound.handler)
+        authorize = self.authorize
+        plugin = self.auth
+        peer_log = self.peer_log
+        # `_needs_authorize`, with the route's part decided here once.
+        always = route.options.auth is not AuthRequirement.NONE or bool(route.options.scopes)
+
+        async def unary(
+            request: Message, context: CallContext, connection_auth: ConnectionAuth | None
+        ) -> Message:
+            try:
+                if (
+                    always
+                    or (
+                        connection_auth is not None
+                        and context.principal is not connection_auth.principal
+                    )
+                    or (
+                        plugin is not None
+                        and context.metadata is not EMPTY_METADATA
+                        and AUTHORIZATION_KEY in context.metadata
+                    )
+                ):
+                    await authorize(context, connection_auth)
+                return await call_next(request, context)
+            except Exception as exc:
+                raise to_rpc_error(exc, route, peer_log) from None
+
+        return ServedRoute(route, bound.handler, unary)
 
     async def client_stream(
         self,
@@ -373,10 +426,13 @@ class Dispatcher:
         return RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
 
     @staticmethod
-    def unknown_route_error(name: str | int) -> RpcError:
-        """The error for a call to a route this server does not serve."""
-        if isinstance(name, int):
-            name = f"wire id {name >> 16}:{name & 0xFFFF}"
+    def unknown_route_error(path_or_wire_id: str | int) -> RpcError:
+        """The error for a call to a route this server does not serve (by gRPC path or wire id)."""
+        if isinstance(path_or_wire_id, int):
+            wire_id = path_or_wire_id
+            name = f"wire id {wire_id >> 16}:{wire_id & 0xFFFF}"
+        else:
+            name = path_or_wire_id
         return RpcError(StatusCode.UNIMPLEMENTED, f"unknown method {name}")
 
     # ----------------------------------------------------------------- chains
@@ -417,6 +473,16 @@ def _terminal_stream(bound: BoundRoute) -> StreamCallNext:
         yield await awaitable
 
     return client_stream
+
+
+def _not_unary(route: Route[Any, Any]) -> UnaryRunner:
+    async def unary(
+        request: Message, context: CallContext, connection_auth: ConnectionAuth | None
+    ) -> Message:
+        logger.error("%s is a %s route, called as unary", route.path, route.cardinality.value)
+        raise RpcError(StatusCode.INTERNAL, INTERNAL_MESSAGE)
+
+    return unary
 
 
 async def _one(message: Message) -> AsyncIterator[Message]:

@@ -3,16 +3,30 @@
 ::
 
     FlareError
-    ├── RpcError              a call failed; carries a StatusCode, message and details
-    ├── ProtocolError         the wire protocol was broken; closes the connection
-    │   ├── LocalProtocolError    we broke the rules (a bug in Flare or its caller)
-    │   └── RemoteProtocolError   the peer broke the rules
-    ├── ConnectionClosedError the connection is gone (carries the close reason)
-    └── ConfigurationError    a server, client or route is set up wrongly
+    ├── RpcError                   a call failed: a StatusCode, message and details
+    ├── ProtocolError              the Flare wire protocol's rules were at stake
+    │   ├── LocalProtocolError         this side tried a step the rules forbid
+    │   │   ├── LimitExceededError         ... sending more than the peer accepts
+    │   │   └── FlowControlBlockedError    ... sending without flow-control credit
+    │   └── RemoteProtocolError        the peer broke the rules
+    ├── ConnectionClosedError      the connection is gone (carries the close reason)
+    ├── ConfigurationError         a server, client, route or plugin is set up wrongly
+    └── StorageError               an IM storage backend failed (flare_runtime.im.storage)
+        └── ConversationExistsError
 
-RPC errors never close a connection; protocol errors always do. Exceptions
-raised by third-party libraries (websockets, aioquic, grpcio) are translated
-into this tree at the transport boundary.
+What each does to the connection:
+
+* `RpcError` never closes it: the call ends with the status, other calls go on.
+* `RemoteProtocolError` always closes it: the protocol core answers the
+  peer's violation with a CLOSE frame (docs/wire-format.md §8), and the
+  transports close on one they detect themselves.
+* `LocalProtocolError` never does: it is raised to the code that tried the
+  step, before anything is queued, so the connection stays usable. The
+  runtime reports `LimitExceededError` to the caller as RESOURCE_EXHAUSTED
+  and waits on `FlowControlBlockedError`'s condition before sending.
+
+Exceptions raised by third-party libraries (websockets, aioquic, grpcio) are
+translated into this tree at the transport boundary.
 """
 
 from __future__ import annotations
@@ -53,15 +67,31 @@ class RpcError(FlareError):
 
 
 class ProtocolError(FlareError):
-    """The Flare wire protocol was violated; the connection is closed."""
+    """The Flare wire protocol's rules: see `LocalProtocolError` and `RemoteProtocolError`."""
 
 
 class LocalProtocolError(ProtocolError):
-    """This side tried to do something the protocol forbids."""
+    """This side tried to do something the protocol forbids; nothing was sent."""
+
+
+class LimitExceededError(LocalProtocolError):
+    """What we tried to send exceeds a limit the peer announced (message or metadata size).
+
+    Nothing was queued; the runtime reports it as RESOURCE_EXHAUSTED.
+    """
+
+
+class FlowControlBlockedError(LocalProtocolError):
+    """The call has no send credit: wait for `WindowUpdated` on it, then send again.
+
+    Check ``available_credit(call_id) > 0`` (or the value `send_message`
+    returns) before sending to avoid this; it means the peer's application
+    stopped consuming, and the sender must stop too (docs/wire-format.md §6).
+    """
 
 
 class RemoteProtocolError(ProtocolError):
-    """The peer sent something the protocol forbids."""
+    """The peer sent something the protocol forbids; the connection is closed."""
 
 
 class ConnectionClosedError(FlareError):

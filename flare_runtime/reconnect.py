@@ -62,8 +62,10 @@ from typing import Any, TypeVar
 
 from google.protobuf.message import Message
 
-from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall, connect
+from flare_runtime.calls import BidiStreamCall, ServerStreamCall
+from flare_runtime.client import Channel, connect
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
+from flare_runtime.interceptors import ClientCallInfo
 from flare_runtime.metadata import Metadata, MetadataLike
 from flare_runtime.routing import Route
 from flare_runtime.status import StatusCode
@@ -120,6 +122,7 @@ class ReconnectingChannel(Channel):
         shuffle: bool = True,
         **connect_options: Any,
     ) -> None:
+        super().__init__()
         if not urls:
             raise ConfigurationError("a reconnecting channel needs at least one URL")
         for url in urls:
@@ -302,67 +305,58 @@ class ReconnectingChannel(Channel):
         finally:
             self._iterators.remove(queue)
 
-    # -- calls -------------------------------------------------------------------------
+    # -- calls: the transport hooks of `Channel`, each on the current connection -------
+    #
+    # The connection's own channel runs the client interceptors (given to `connect`
+    # through the connect options), so this channel has none of its own.
 
-    async def unary_unary(
+    async def _unary(
         self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
+        route: Route[Any, ResponseT],
+        request: Message,
+        metadata: MetadataLike | None,
+        timeout: float | None,
+        info: ClientCallInfo | None,
     ) -> ResponseT:
-        loop = asyncio.get_running_loop()
-        started = loop.time()
-        channel = await self.ready(timeout)
-        left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
+        channel, left = await self._connection_within(timeout)
         return await channel.unary_unary(route, request, timeout=left, metadata=metadata)
 
-    async def stream_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT],
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
+    async def _client_stream(
+        self, requests: AsyncIterable[Any] | Iterable[Any], info: ClientCallInfo
+    ) -> Message:
+        channel, left = await self._connection_within(info.timeout)
+        response: Message = await channel.stream_unary(
+            info.route, requests, timeout=left, metadata=info.metadata
+        )
+        return response
+
+    def _open_server_stream(self, request: Message, info: ClientCallInfo) -> ServerStreamCall[Any]:
+        return _WaitingCall(
+            self,
+            info.timeout,
+            lambda channel, left: channel.unary_stream(
+                info.route, request, timeout=left, metadata=info.metadata
+            ),
+        )
+
+    def _open_bidi_stream(
+        self, requests: AsyncIterable[Any] | Iterable[Any] | None, info: ClientCallInfo
+    ) -> BidiStreamCall[Any, Any]:
+        return _WaitingCall(
+            self,
+            info.timeout,
+            lambda channel, left: channel.stream_stream(
+                info.route, requests, timeout=left, metadata=info.metadata
+            ),
+        )
+
+    async def _connection_within(self, timeout: float | None) -> tuple[Channel, float | None]:
+        """The current connection (waiting for one within `timeout`) and the time left."""
         loop = asyncio.get_running_loop()
         started = loop.time()
         channel = await self.ready(timeout)
         left = None if timeout is None else max(0.0, timeout - (loop.time() - started))
-        return await channel.stream_unary(route, requests, timeout=left, metadata=metadata)
-
-    def unary_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ServerStreamCall[ResponseT]:
-        return _WaitingCall(
-            self,
-            timeout,
-            lambda channel, left: channel.unary_stream(
-                route, request, timeout=left, metadata=metadata
-            ),
-        )
-
-    def stream_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT] | None = None,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> BidiStreamCall[RequestT, ResponseT]:
-        return _WaitingCall(
-            self,
-            timeout,
-            lambda channel, left: channel.stream_stream(
-                route, requests, timeout=left, metadata=metadata
-            ),
-        )
+        return channel, left
 
 
 class _PushQueue:

@@ -18,7 +18,7 @@ and the server reads them), or generated ``register_*`` functions / any
 callable taking the `Router`, or ``(ServiceRoutes, handler)`` pairs.
 
 Transports plug in as *listeners*: the transport registry
-(`flare_runtime.transports.registry`) names each transport's ``async def
+(`flare_runtime.transport_registry`) names each transport's ``async def
 start_listener(server, address, *, tls) -> Listener``; the built-in ones have
 keyword arguments (``websocket=``, ``quic=``, ``grpc=``), every registered one,
 plugins included, is reached through ``listen={name: address}``. Every
@@ -54,13 +54,12 @@ from flare_runtime.errors import ConfigurationError
 from flare_runtime.interceptors import ServerInterceptor
 from flare_runtime.peer_log import PeerLog
 from flare_runtime.protocol.config import ProtocolConfig
-from flare_runtime.routing import BoundRoute, PushTable, Router, ServiceRoutes, Transport
+from flare_runtime.routing import PushTable, Router, ServiceRoutes
 from flare_runtime.sharing import sharing_problems
-from flare_runtime.transports.registry import REGISTRY
+from flare_runtime.transport_registry import REGISTRY
 
 if TYPE_CHECKING:
     from flare_runtime.server_connection import ServerConnection
-    from flare_runtime.transports.quic import QuicServerSettings
 
 logger = logging.getLogger("flare_runtime.server")
 
@@ -130,7 +129,11 @@ class SharedPorts:
 
 @dataclass(slots=True)
 class ServerOptions:
-    """Knobs shared by the WebSocket and QUIC listeners (the Flare wire protocol)."""
+    """Options of the Flare wire protocol's listeners (WebSocket and QUIC).
+
+    gRPC takes `protocol`'s limits too (`grpc_server.grpc_limits`); the other
+    fields do not apply to it.
+    """
 
     protocol: ProtocolConfig = field(default_factory=ProtocolConfig)
     """Limits announced to clients and enforced on input; keepalive timing."""
@@ -147,9 +150,12 @@ class ServerOptions:
     (a client that does not read would otherwise hold it open)."""
     compression: str | None = None
     """WebSocket permessage-deflate: None (default) or "deflate"."""
-    quic: QuicServerSettings | None = None
-    """QUIC listener settings (`flare_runtime.transports.quic.QuicServerSettings`: idle
-    timeout, tickets, address validation with Retry, handshake limits); None: defaults."""
+    transports: Mapping[str, object] = field(default_factory=dict)
+    """Settings of individual transports, by transport name: each transport documents its
+    settings class and uses its defaults when it has no entry, e.g. ``{"quic":
+    QuicServerSettings(idle_timeout=30.0)}`` (`flare_runtime.transports.quic`: idle
+    timeout, tickets, address validation with Retry, handshake limits). A plugin
+    transport reads its own entry the same way."""
     log_burst: int = 20
     """Most log lines of one kind that clients can cause per `log_interval` seconds
     (refused upgrades, protocol errors, failed authentication, handler failures...);
@@ -158,14 +164,12 @@ class ServerOptions:
     """The window of `log_burst`, in seconds."""
     eager_handlers: bool | None = None
     """Start each unary handler inside the read callback that decoded its request, not in
-    a new task, so a handler that never suspends costs no task and its response leaves
-    with the batch it arrived in (docs/runtime.md, "Eager handlers").
+    a new task: a handler that never suspends costs no task, and its response leaves with
+    the batch its request arrived in.
 
-    None (default) means on Python 3.12+, where asyncio's eager tasks keep every task
-    semantic. True on Python 3.11 runs the handler without a task until it first
-    suspends: there ``asyncio.current_task()`` is not the handler's task (None in a
-    transport's read callback), so ``asyncio.timeout()`` and ``TaskGroup`` work only
-    after the handler's first suspending await.
+    None (default): on wherever asyncio has eager tasks, which keep every task semantic.
+    True forces it on everywhere; docs/runtime.md ("Eager handlers") says what a
+    handler may then not rely on before its first suspension.
     """
 
     def __post_init__(self) -> None:
@@ -215,7 +219,6 @@ class Server:
         self._services: list[object] = []
         self._dispatcher: Dispatcher | None = None
         self._listeners: dict[str, Listener] = {}
-        self._wire_routes: dict[Transport, dict[int, BoundRoute]] = {}
         self._stopped = asyncio.Event()
         for service in services:
             self.add(service)
@@ -275,22 +278,6 @@ class Server:
             )
         return self._dispatcher
 
-    def wire_routes(self, transport: Transport) -> dict[int, BoundRoute]:
-        """Wire id → bound route, for the routes served on `transport` (shared, cached).
-
-        What the WebSocket and QUIC endpoints look calls up in: one dict read
-        per call, with the route's transport option already applied.
-        """
-        table = self._wire_routes.get(transport)
-        if table is None:
-            table = {
-                bound.route.wire_id: bound
-                for bound in self.dispatcher.router.routes()
-                if bound.route.wire_id and transport in bound.route.options.transports
-            }
-            self._wire_routes[transport] = table
-        return table
-
     # ---------------------------------------------------------------- lifecycle
 
     async def start(
@@ -307,7 +294,7 @@ class Server:
 
         `websocket`, `quic` and `grpc` name the built-in transports; `listen`
         maps any registered transport's name (plugins' included, see
-        `flare_runtime.transports.registry`) to its address, e.g.
+        `flare_runtime.transport_registry`) to its address, e.g.
         ``listen={"tcp": "127.0.0.1:0"}``. QUIC requires `tls`; the others
         use it when given (``wss://``, ``grpcs://``). Returns once every
         listener accepts connections; raises `ConfigurationError` for an

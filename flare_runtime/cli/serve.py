@@ -9,16 +9,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import importlib
-import inspect
 import os
 import sys
-from collections.abc import Awaitable
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    from flare_runtime.server import Server
+    pass
 
 DESCRIPTION = """\
 Serve a flare_runtime.Server over WebSocket, QUIC and gRPC.
@@ -110,65 +106,11 @@ def worker_count(text: str) -> int:
     return int(text)
 
 
-def load_server(target: str) -> Server | Awaitable[Any]:
-    """Import ``module:attr`` (cwd and ./generated on sys.path); return the Server.
-
-    A callable is called; an async one's awaitable is returned as it is, for
-    `resolve_server` to await in the loop that serves.
-    """
-    from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
-    from flare_runtime.server import Server  # noqa: PLC0415 -- keeps `flare --help` fast
-
-    module_name, _, attr = target.partition(":")
-    if not module_name or not attr:
-        raise ConfigurationError(f"expected module:attr, got {target!r}")
-    for path in (Path.cwd() / "generated", Path.cwd()):
-        if path.is_dir() and str(path) not in sys.path:
-            sys.path.insert(0, str(path))
-    module = importlib.import_module(module_name)
-    value = getattr(module, attr, None)
-    if value is None:
-        raise ConfigurationError(f"{module_name} has no attribute {attr!r}")
-    if not isinstance(value, Server) and callable(value):
-        value = value()
-    if not isinstance(value, Server) and not inspect.isawaitable(value):
-        raise ConfigurationError(f"{target} is not a flare_runtime.Server")
-    return value
-
-
-async def resolve_server(target: str, loaded: Server | Awaitable[Any]) -> Server:
-    """The Server `load_server` returned, or what its awaitable resolves to."""
-    from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
-    from flare_runtime.server import Server  # noqa: PLC0415 -- keeps `flare --help` fast
-
-    server = loaded if isinstance(loaded, Server) else await loaded
-    if not isinstance(server, Server):
-        raise ConfigurationError(f"{target} did not return a flare_runtime.Server")
-    return server
-
-
-def client_url(transport: str, address: str, port: int, *, secure: bool) -> str:
-    """The URL a client on this machine connects to for a listener bound to `address`.
-
-    `port` is the bound port (the real one when `address` asked for port 0).
-    A wildcard or empty host becomes ``localhost``; IPv6 hosts get brackets.
-    The scheme is the registered transport's (`TransportSpec.url_scheme`).
-    """
-    from flare_runtime.transports.registry import get_transport  # noqa: PLC0415 -- keeps `flare --help` fast
-
-    scheme = get_transport(transport).url_scheme(secure=secure)
-    host = address.rpartition(":")[0].strip("[]")
-    if host in ("", "0.0.0.0", "::"):  # bound to every interface: reach it via loopback
-        host = "localhost"
-    if ":" in host:
-        host = f"[{host}]"
-    return f"{scheme}://{host}:{port}"
-
-
 def run(args: argparse.Namespace) -> int:
     """Serve until interrupted; 0 on a clean stop, 2 on a configuration error."""
     from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
     from flare_runtime.server import TLSFiles  # noqa: PLC0415 -- keeps `flare --help` fast
+    from flare_runtime.workers.target import client_url, load_server, resolve_server  # noqa: PLC0415
 
     if bool(args.tls_cert) != bool(args.tls_key):
         print("flare serve: give both --tls-cert and --tls-key", file=sys.stderr)

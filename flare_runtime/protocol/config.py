@@ -60,11 +60,12 @@ class Settings:
 
 @dataclass(frozen=True, slots=True)
 class ProtocolConfig:
-    """Everything a `Connection` needs to know that is not on the wire.
+    """Everything one end of a Flare connection needs to know that is not on the wire.
 
     `settings` are announced to the peer and enforced on input. The rest is
-    local policy: time limits in seconds (on the caller's `now` clock) and the
-    bound on input this endpoint buffers for the application.
+    local policy: time limits in seconds (on the caller's `now` clock), the
+    bound on input this endpoint buffers for the application, and how the
+    asyncio endpoint (`flare_runtime.wire`) batches its output.
     """
 
     settings: Settings = Settings()
@@ -82,6 +83,13 @@ class ProtocolConfig:
     """Close with PROTOCOL_ERROR when the peer's HELLO has not arrived this long after start."""
     window_update_ratio: float = 0.5
     """Announce acknowledged bytes once they reach this fraction of the window (batching)."""
+    flush_batch: int = 16
+    """Most sends the endpoint gathers into one write before writing at once.
+
+    With many calls in flight the peer then starts on the first answers while
+    this side finishes the rest, instead of both sides taking turns at whole
+    windows; 1 writes every send on its own (docs/transports/websocket.md).
+    """
 
     def __post_init__(self) -> None:
         settings = self.settings
@@ -99,3 +107,5 @@ class ProtocolConfig:
             raise ValueError("window_update_ratio must be in (0, 1]")
         if self.max_buffered_input <= 0:
             raise ValueError("max_buffered_input must be positive")
+        if self.flush_batch < 1:
+            raise ValueError("flush_batch must be at least 1")

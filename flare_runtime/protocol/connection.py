@@ -24,11 +24,16 @@ may have events; `get_timer()` may have moved earlier (a new deadline).
 from __future__ import annotations
 
 import heapq
-import struct
 from collections.abc import Callable
 from typing import Final
 
-from flare_runtime.errors import ConnectionClosedError, LocalProtocolError, RemoteProtocolError
+from flare_runtime.errors import (
+    ConnectionClosedError,
+    FlowControlBlockedError,
+    LimitExceededError,
+    LocalProtocolError,
+    RemoteProtocolError,
+)
 from flare_runtime.protocol.config import (
     MIN_INITIAL_WINDOW_SIZE,
     MIN_MAX_FRAME_SIZE,
@@ -65,6 +70,8 @@ from flare_runtime.protocol.frames import (
     MetadataPairs,
     PreparedPush,
     SettingId,
+    call_start_head,
+    compact_call_start_head,
     decode_call_start_payload,
     decode_close_payload,
     decode_code_reason_payload,
@@ -75,9 +82,12 @@ from flare_runtime.protocol.frames import (
     decode_metadata,
     decode_ping_payload,
     decode_window_update_payload,
+    empty_call_start,
+    empty_call_start_and_message_head,
     encode_cancel,
     encode_close,
     encode_end_call,
+    encode_end_call_ok,
     encode_goaway,
     encode_half_close,
     encode_headers,
@@ -86,6 +96,7 @@ from flare_runtime.protocol.frames import (
     encode_ping,
     encode_pong,
     encode_window_update,
+    split_frames,
 )
 from flare_runtime.protocol.state import TRANSITIONS, CallInput, CallState
 from flare_runtime.status import StatusCode
@@ -93,30 +104,11 @@ from flare_runtime.status import StatusCode
 __all__ = ["Connection", "FlowControlBlockedError", "LimitExceededError"]
 
 
-class FlowControlBlockedError(LocalProtocolError):
-    """The call has no send credit: wait for `WindowUpdated` on it, then send again.
-
-    Check `available_credit(call_id) > 0` (or the value `send_message` returns)
-    before sending to avoid this; it means the peer's application stopped
-    consuming, and the sender must stop too (docs/wire-format.md §6).
-    """
-
-
-class LimitExceededError(LocalProtocolError):
-    """What we tried to send exceeds a limit the peer announced (message or metadata size).
-
-    Nothing was queued; the runtime reports it as RESOURCE_EXHAUSTED.
-    """
-
-
 # Frame-type numbers as plain ints: comparing an int to an IntEnum member goes
 # through IntEnum.__eq__, which is measurably slower in the receive loop.
-_HELLO: Final = int(FrameType.HELLO)
 _MESSAGE: Final = int(FrameType.MESSAGE)
 _PUSH: Final = int(FrameType.PUSH)
 _CALL_START: Final = int(FrameType.CALL_START)
-_END_CALL: Final = int(FrameType.END_CALL)
-_CLOSE: Final = int(FrameType.CLOSE)
 
 _OPEN: Final = int(CallState.OPEN)
 _HALF_CLOSED: Final = int(CallState.HALF_CLOSED)
@@ -130,11 +122,6 @@ _S_END: Final = int(CallInput.SERVER_END)
 
 _STATUS_CODES: Final = tuple(StatusCode)
 _OK: Final = StatusCode.OK
-_CALL_START_FIXED: Final = struct.Struct(">IBBIIQ")  # frame header + route id + timeout
-_START_EMPTY: Final = struct.Struct(">IBBIIQB")  # ... + an empty metadata block
-_START_EMPTY_AND_MESSAGE: Final = struct.Struct(">IBBIIQBIBBI")  # ... + a MESSAGE header
-_END_CALL_OK: Final = struct.Struct(">IBBII")  # END_CALL with the 4-byte OK payload
-_CALL_START_PAYLOAD: Final = struct.Struct(">IQ")
 _MESSAGE_HEADER_PACK: Final = HEADER.pack
 _MAX_WINDOW: Final = (1 << 31) - 1
 _MAX_TIMEOUT: Final = (1 << 63) / 1_000_000  # seconds; CALL_START's timeout_us is a u64
@@ -347,6 +334,18 @@ class Connection:
         self._out = []
         return out[0] if len(out) == 1 else b"".join(out)
 
+    def data_to_send_chunks(self, max_size: int) -> list[bytes]:
+        """`data_to_send`, cut at frame boundaries into chunks of at most `max_size` bytes.
+
+        For a transport that carries output in units of bounded size (one
+        WebSocket message each); a frame larger than `max_size` is a chunk of
+        its own. Returns [] when nothing is pending.
+        """
+        data = self.data_to_send()
+        if len(data) <= max_size:
+            return [data] if data else []
+        return split_frames(data, max_size)
+
     def get_timer(self) -> float | None:
         """When `handle_timer` must next run (on the `now` clock), or None for never.
 
@@ -430,7 +429,7 @@ class Connection:
 
     def start_call(
         self,
-        route_id: int,
+        wire_id: int,
         metadata: MetadataInput = (),
         *,
         timeout: float | None = None,
@@ -438,7 +437,7 @@ class Connection:
         message: bytes | None = None,
         end_stream: bool = False,
     ) -> int:
-        """Client: open a call on route `route_id` (``service_id << 16 | route_id``); return its id.
+        """Client: open a call on the route whose wire id is `wire_id`; return the call id.
 
         `timeout` (seconds, from `now`) sets the deadline: both ends end the
         call with DEADLINE_EXCEEDED when it passes. `message`, when given, is
@@ -446,7 +445,7 @@ class Connection:
         after it (or right away when there is no message). May be called before
         the handshake completes. Raises `LimitExceededError` when the metadata
         is larger than the server accepts, `LocalProtocolError` after GOAWAY,
-        `ValueError` for a route id over 32 bits or a timeout that is NaN,
+        `ValueError` for a wire id over 32 bits or a timeout that is NaN,
         infinite or beyond the wire's u64 microseconds; nothing is sent or
         registered then.
         """
@@ -459,8 +458,8 @@ class Connection:
         call_id = self._last_call_id + 1
         if call_id > MAX_CALL_ID:
             raise LocalProtocolError("call ids exhausted: open a new connection")
-        if not 0 <= route_id <= MAX_CALL_ID:
-            raise ValueError(f"route id {route_id} does not fit 32 bits")
+        if not 0 <= wire_id <= MAX_CALL_ID:
+            raise ValueError(f"wire id {wire_id} does not fit 32 bits")
         peer = self.peer_settings
         if message is not None and len(message) > peer.max_message_size:
             raise LimitExceededError(
@@ -476,8 +475,8 @@ class Connection:
         deadline: float | None = None
         timeout_us = 0
         if timeout is not None:
-            # Checked before any state changes: a timeout the u64 field cannot
-            # carry used to fail in struct.pack with the call already registered.
+            # Checked before any state changes, so a timeout the u64 field cannot
+            # carry leaves no call registered and nothing queued.
             if not timeout < _MAX_TIMEOUT:  # also rejects NaN
                 raise ValueError(
                     f"timeout {timeout!r} is not a finite number of seconds below 2**63 µs"
@@ -499,22 +498,9 @@ class Connection:
             # The compact call start (§3.2): the request rides in CALL_START.
             size = len(message)
             if block is None:
-                out.append(
-                    _START_EMPTY.pack(
-                        13 + size, _CALL_START, FLAG_END_STREAM, call_id, route_id, timeout_us, 0
-                    )
-                )
+                out.append(compact_call_start_head(call_id, wire_id, timeout_us, 0, size))
             else:
-                out.append(
-                    _CALL_START_FIXED.pack(
-                        12 + len(block) + size,
-                        _CALL_START,
-                        FLAG_END_STREAM,
-                        call_id,
-                        route_id,
-                        timeout_us,
-                    )
-                )
+                out.append(compact_call_start_head(call_id, wire_id, timeout_us, len(block), size))
                 out.append(block)
             out.append(message)
             call.send_credit -= size
@@ -522,23 +508,13 @@ class Connection:
             return call_id
         if block is None:
             if message is None:
-                out.append(_START_EMPTY.pack(13, _CALL_START, 0, call_id, route_id, timeout_us, 0))
+                out.append(empty_call_start(call_id, wire_id, timeout_us))
             else:
-                # The unary fast path: CALL_START and the MESSAGE header in one pack.
+                # The unary path: CALL_START and the MESSAGE header in one pack.
                 size = len(message)
                 out.append(
-                    _START_EMPTY_AND_MESSAGE.pack(
-                        13,
-                        _CALL_START,
-                        0,
-                        call_id,
-                        route_id,
-                        timeout_us,
-                        0,
-                        size,
-                        _MESSAGE,
-                        FLAG_END_STREAM if end_stream else 0,
-                        call_id,
+                    empty_call_start_and_message_head(
+                        call_id, wire_id, timeout_us, size, end_stream
                     )
                 )
                 out.append(message)
@@ -547,11 +523,7 @@ class Connection:
                     call.state = _HALF_CLOSED
                 return call_id
         else:
-            out.append(
-                _CALL_START_FIXED.pack(
-                    12 + len(block), _CALL_START, 0, call_id, route_id, timeout_us
-                )
-            )
+            out.append(call_start_head(call_id, wire_id, timeout_us, len(block)))
             out.append(block)
         if message is not None:
             self.send_message(call_id, message, end_stream)
@@ -620,16 +592,18 @@ class Connection:
         out.append(data)
         return call.send_credit
 
-    def acknowledge(self, call_id: int, size: int) -> None:
+    def acknowledge(self, call_id: int, size: int) -> bool:
         """Tell the connection the application consumed `size` bytes of messages on `call_id`.
 
         Credit goes back to the peer in batched WINDOW_UPDATE frames (once half
-        the window is consumed, by default). Acknowledging an ended call does
-        nothing; acknowledging more than was received raises `LocalProtocolError`.
+        the window is consumed, by default); returns True when one was queued
+        (send `data_to_send()`), False otherwise. Acknowledging an ended call
+        does nothing; acknowledging more than was received raises
+        `LocalProtocolError`.
         """
         call = self._calls.get(call_id)
         if call is None:
-            return
+            return False
         if size > call.buffered or size < 0:
             raise LocalProtocolError(
                 f"acknowledged {size} bytes on call {call_id} but only {call.buffered} are unread"
@@ -637,14 +611,15 @@ class Connection:
         call.buffered -= size
         self._buffered_total -= size
         if not self._is_client and call.state >= _HALF_CLOSED:
-            return  # the client sends nothing more: no credit to give back
+            return False  # the client sends nothing more: no credit to give back
         pending = call.pending_ack + size
         if pending >= self._ack_threshold and not self._closed:
             call.recv_credit += pending
             call.pending_ack = 0
             self._out.append(encode_window_update(call_id, pending))
-        else:
-            call.pending_ack = pending
+            return True
+        call.pending_ack = pending
+        return False
 
     def ping(self, data: bytes = bytes(8)) -> None:
         """Send a PING with eight opaque bytes; the peer answers with a PONG (`PongReceived`)."""
@@ -727,7 +702,7 @@ class Connection:
         if TRANSITIONS[call.state][_S_END] < 0:
             self._transition(call, _S_END, call_id, local=True)
         if status == 0 and not message and not details and not trailers:
-            frame = _END_CALL_OK.pack(4, _END_CALL, 0, call_id, 0)
+            frame = encode_end_call_ok(call_id)
         else:
             if trailers:
                 size = len(encode_metadata(trailers))
@@ -974,14 +949,11 @@ class Connection:
         metadata: MetadataPairs
         if with_message:
             # The compact call start (§3.2): the request follows the metadata block.
-            route_id, timeout_us, metadata, message_start = decode_compact_call_start_payload(
+            wire_id, timeout_us, metadata, message_start = decode_compact_call_start_payload(
                 data, start, stop
             )
-        elif stop - start == 13 and data[start + 12] == 0:
-            route_id, timeout_us = _CALL_START_PAYLOAD.unpack_from(data, start)
-            metadata = ()
         else:
-            route_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
+            wire_id, timeout_us, metadata = decode_call_start_payload(data, start, stop)
         self._last_call_id = call_id
         metadata_size = message_start - start - 12
         if metadata_size > self.settings.max_metadata_size:
@@ -1013,12 +985,12 @@ class Connection:
         if deadline is not None:
             self._push_deadline(deadline, call_id)
         if not with_message:
-            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._events.append(CallStarted(call_id, wire_id, metadata, timeout, deadline))
             return
         # The compact call start (§3.2): one event carries the call and its request.
         size = stop - message_start
         if size > self._max_message_size:
-            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._events.append(CallStarted(call_id, wire_id, metadata, timeout, deadline))
             self._message_too_large(call_id, size)
             return
         call.state = _HALF_CLOSED
@@ -1026,7 +998,7 @@ class Connection:
         call.buffered = size
         self._buffered_total += size
         if self._buffered_total > self.config.max_buffered_input:
-            self._events.append(CallStarted(call_id, route_id, metadata, timeout, deadline))
+            self._events.append(CallStarted(call_id, wire_id, metadata, timeout, deadline))
             self._fail_call(
                 call_id,
                 call,
@@ -1035,7 +1007,7 @@ class Connection:
             )
             return
         self._events.append(
-            CallStarted(call_id, route_id, metadata, timeout, deadline, data[message_start:stop])
+            CallStarted(call_id, wire_id, metadata, timeout, deadline, data[message_start:stop])
         )
 
     def _on_headers(self, data: bytes, start: int, stop: int, call_id: int, now: float) -> None:

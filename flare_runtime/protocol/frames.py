@@ -7,12 +7,15 @@ Every frame is a 10-byte header followed by its payload (docs/wire-format.md §2
     flags    u8               bit 0 = END_STREAM (MESSAGE only); other bits ignored
     call_id  u32 big-endian   the call (0 for connection frames; push type id for PUSH)
 
-The `encode_*` functions build complete frames as `bytes`; `Connection` uses
-them for everything but its MESSAGE hot path. The `decode_*_payload`
-functions are shared by `Connection` and by `decode_frame`, so the two
-cannot disagree; they raise `RemoteProtocolError` on malformed input. The
-`*Frame` dataclasses are a readable view of one frame for tests and tools;
-the connection's hot path never builds them.
+Every byte layout of the protocol lives here. The `encode_*` functions build
+complete frames as `bytes`; the `*_head` functions build the start of a frame
+whose variable part (a metadata block, a message) the caller queues after it
+without copying; `HEADER` packs the header of a MESSAGE. The `decode_*_payload`
+functions decode one payload in place and raise `RemoteProtocolError` on
+malformed input; `peek_frame` and `split_frames` walk frame headers for code
+that handles frames without decoding them (the QUIC 0-RTT gate, writers with a
+per-write size limit). A readable view of whole frames for tests and tools is
+`flare_runtime.testing.frames`.
 """
 
 from __future__ import annotations
@@ -20,8 +23,7 @@ from __future__ import annotations
 import enum
 import struct
 from collections.abc import Iterable
-from dataclasses import dataclass
-from typing import TypeAlias
+from typing import Final, TypeAlias
 
 from flare_runtime.errors import RemoteProtocolError
 from flare_runtime.metadata import Metadata, MetadataValue
@@ -253,22 +255,97 @@ def encode_hello(
     return _frame(FrameType.HELLO, 0, 0, payload)
 
 
+_CALL_START_HEAD: Final = struct.Struct(">IBBIIQ")
+"""A CALL_START up to its metadata block: header, wire id u32, timeout_us u64 (§3.2)."""
+_CALL_START_EMPTY: Final = struct.Struct(">IBBIIQB")
+"""A CALL_START with an empty metadata block (``00``)."""
+_CALL_START_EMPTY_AND_MESSAGE_HEADER: Final = struct.Struct(">IBBIIQBIBBI")
+"""A CALL_START with an empty metadata block, then the header of a MESSAGE."""
+_CALL_START_FIXED_SIZE: Final = _CALL_START_FIXED.size  # wire id + timeout
+_CALL_START: Final = 0x02  # FrameType.CALL_START (plain ints: IntEnum arithmetic is slower)
+_MESSAGE: Final = 0x04  # FrameType.MESSAGE
+_END_CALL: Final = 0x06  # FrameType.END_CALL
+
+
 def encode_call_start(
     call_id: int,
-    route_id: int,
+    wire_id: int,
     timeout_us: int,
     metadata: MetadataInput = (),
     message: bytes | None = None,
 ) -> bytes:
-    """CALL_START: route wire id, timeout in microseconds (0 = none), request headers.
+    """CALL_START: the route's wire id, timeout in microseconds (0 = none), request headers.
 
     With `message`, the compact call start (§3.2): the request follows the
     headers and the client sends nothing more (flag END_STREAM).
     """
-    payload = _CALL_START_FIXED.pack(route_id, timeout_us) + encode_metadata(metadata)
+    payload = _CALL_START_FIXED.pack(wire_id, timeout_us) + encode_metadata(metadata)
     if message is None:
         return _frame(FrameType.CALL_START, 0, call_id, payload)
     return _frame(FrameType.CALL_START, FLAG_END_STREAM, call_id, payload + message)
+
+
+def call_start_head(call_id: int, wire_id: int, timeout_us: int, metadata_size: int) -> bytes:
+    """The first bytes of a CALL_START: queue its metadata block (`metadata_size` bytes) after."""
+    return _CALL_START_HEAD.pack(
+        _CALL_START_FIXED_SIZE + metadata_size, _CALL_START, 0, call_id, wire_id, timeout_us
+    )
+
+
+def compact_call_start_head(
+    call_id: int, wire_id: int, timeout_us: int, metadata_size: int, message_size: int
+) -> bytes:
+    """The first bytes of a compact CALL_START (§3.2, flag END_STREAM): queue its metadata
+    block (`metadata_size` bytes), then the request (`message_size` bytes), after it.
+
+    With `metadata_size` 0 the empty metadata block is included: only the
+    request follows.
+    """
+    if metadata_size:
+        return _CALL_START_HEAD.pack(
+            _CALL_START_FIXED_SIZE + metadata_size + message_size,
+            _CALL_START,
+            FLAG_END_STREAM,
+            call_id,
+            wire_id,
+            timeout_us,
+        )
+    return _CALL_START_EMPTY.pack(
+        _CALL_START_FIXED_SIZE + 1 + message_size,
+        _CALL_START,
+        FLAG_END_STREAM,
+        call_id,
+        wire_id,
+        timeout_us,
+        0,
+    )
+
+
+def empty_call_start(call_id: int, wire_id: int, timeout_us: int) -> bytes:
+    """A whole CALL_START with no metadata (an empty block)."""
+    return _CALL_START_EMPTY.pack(
+        _CALL_START_FIXED_SIZE + 1, _CALL_START, 0, call_id, wire_id, timeout_us, 0
+    )
+
+
+def empty_call_start_and_message_head(
+    call_id: int, wire_id: int, timeout_us: int, message_size: int, end_stream: bool
+) -> bytes:
+    """A CALL_START with no metadata and the header of its first MESSAGE, whose payload
+    (`message_size` bytes) follows; `end_stream` sets the MESSAGE's END_STREAM flag."""
+    return _CALL_START_EMPTY_AND_MESSAGE_HEADER.pack(
+        _CALL_START_FIXED_SIZE + 1,
+        _CALL_START,
+        0,
+        call_id,
+        wire_id,
+        timeout_us,
+        0,
+        message_size,
+        _MESSAGE,
+        FLAG_END_STREAM if end_stream else 0,
+        call_id,
+    )
 
 
 def encode_headers(call_id: int, metadata: MetadataInput) -> bytes:
@@ -290,7 +367,13 @@ def encode_half_close(call_id: int) -> bytes:
     return HEADER.pack(0, FrameType.HALF_CLOSE, 0, call_id)
 
 
-_OK_END_CALL_PAYLOAD = b"\x00\x00\x00\x00"
+_END_CALL_OK: Final = struct.Struct(">IBBII")
+"""An END_CALL with the 4-byte OK payload: status 0, empty message, details and trailers."""
+
+
+def encode_end_call_ok(call_id: int) -> bytes:
+    """END_CALL with status OK and nothing else (the common end, 14 bytes)."""
+    return _END_CALL_OK.pack(4, _END_CALL, 0, call_id, 0)
 
 
 def encode_end_call(
@@ -302,7 +385,7 @@ def encode_end_call(
 ) -> bytes:
     """END_CALL: status u8, varint-prefixed message and details, then the trailers block."""
     if status == 0 and not message and not details and not trailers:
-        return HEADER.pack(4, FrameType.END_CALL, 0, call_id) + _OK_END_CALL_PAYLOAD
+        return encode_end_call_ok(call_id)
     payload = (
         bytes((status,))
         + _pack_string(message.encode("utf-8"))
@@ -406,24 +489,27 @@ def decode_hello_payload(
 def decode_compact_call_start_payload(
     data: bytes, pos: int, end: int
 ) -> tuple[int, int, MetadataPairs, int]:
-    """Return (route_id, timeout_us, metadata, request position) of a compact CALL_START
+    """Return (wire_id, timeout_us, metadata, request position) of a compact CALL_START
     payload (§3.2): the request is ``data[request position:end]``."""
     if end - pos < _CALL_START_FIXED.size + 1:
         raise RemoteProtocolError("truncated CALL_START payload")
-    route_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
+    wire_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
     pos += _CALL_START_FIXED.size
     if data[pos] == 0:  # no metadata, the common case
-        return route_id, timeout_us, (), pos + 1
+        return wire_id, timeout_us, (), pos + 1
     metadata, pos = decode_metadata_prefix(data, pos, end)
-    return route_id, timeout_us, metadata, pos
+    return wire_id, timeout_us, metadata, pos
 
 
 def decode_call_start_payload(data: bytes, pos: int, end: int) -> tuple[int, int, MetadataPairs]:
-    """Return (route_id, timeout_us, metadata) of a CALL_START payload (not a compact one)."""
-    if end - pos < _CALL_START_FIXED.size + 1:
+    """Return (wire_id, timeout_us, metadata) of a CALL_START payload (not a compact one)."""
+    size = end - pos
+    if size < _CALL_START_FIXED_SIZE + 1:
         raise RemoteProtocolError("truncated CALL_START payload")
-    route_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
-    return route_id, timeout_us, decode_metadata(data, pos + _CALL_START_FIXED.size, end)
+    wire_id, timeout_us = _CALL_START_FIXED.unpack_from(data, pos)
+    if size == _CALL_START_FIXED_SIZE + 1 and data[end - 1] == 0:  # no metadata, the common case
+        return wire_id, timeout_us, ()
+    return wire_id, timeout_us, decode_metadata(data, pos + _CALL_START_FIXED_SIZE, end)
 
 
 def decode_end_call_payload(
@@ -486,229 +572,44 @@ def decode_close_payload(data: bytes, pos: int, end: int) -> tuple[int, str]:
     return code, _utf8(bytes(data[pos + 2 : end]), "CLOSE reason")
 
 
-# ---------------------------------------------------------------------------- frame view
+# ---------------------------------------------------------------------------- walking frames
 
 
-@dataclass(frozen=True, slots=True)
-class HelloFrame:
-    """HELLO (§4): magic, the version range the sender speaks, its settings."""
+def peek_frame(data: bytes, pos: int) -> tuple[int, int, int | None] | None:
+    """(frame type, payload length, wire id) of the frame starting at ``data[pos]``.
 
-    min_version: int
-    max_version: int
-    settings: tuple[tuple[int, int], ...] = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CallStartFrame:
-    """CALL_START (§3.2): client opens call `call_id` on route `route_id`."""
-
-    call_id: int
-    route_id: int
-    timeout_us: int = 0
-    metadata: MetadataPairs = ()
-    message: bytes | None = None
-    """The request of a compact call start (flag END_STREAM), else None."""
-
-
-@dataclass(frozen=True, slots=True)
-class HeadersFrame:
-    """HEADERS (§3.3): the server's response headers."""
-
-    call_id: int
-    metadata: MetadataPairs = ()
-
-
-@dataclass(frozen=True, slots=True)
-class MessageFrame:
-    """MESSAGE (§3.4): one serialized message."""
-
-    call_id: int
-    data: bytes
-    end_stream: bool = False
-    end_call: bool = False
-    """The compact end (flag END_CALL): the call ended OK with this message."""
-
-
-@dataclass(frozen=True, slots=True)
-class HalfCloseFrame:
-    """HALF_CLOSE (§3.5): the client sends no more messages."""
-
-    call_id: int
-
-
-@dataclass(frozen=True, slots=True)
-class EndCallFrame:
-    """END_CALL (§3.6): the server ends the call with a status."""
-
-    call_id: int
-    status: int
-    message: str = ""
-    details: bytes = b""
-    trailers: MetadataPairs = ()
-
-
-@dataclass(frozen=True, slots=True)
-class CancelFrame:
-    """CANCEL (§3.7): the client abandons the call."""
-
-    call_id: int
-    code: int
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class WindowUpdateFrame:
-    """WINDOW_UPDATE (§6): more send credit for a call."""
-
-    call_id: int
-    increment: int
-
-
-@dataclass(frozen=True, slots=True)
-class PushFrame:
-    """PUSH (§3.8): a server-initiated message of push type `type_id`."""
-
-    type_id: int
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PingFrame:
-    """PING (§3.9)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class PongFrame:
-    """PONG (§3.9)."""
-
-    data: bytes
-
-
-@dataclass(frozen=True, slots=True)
-class GoAwayFrame:
-    """GOAWAY (§3.10): the server processes no call above `last_call_id`."""
-
-    last_call_id: int
-    reason: str = ""
-
-
-@dataclass(frozen=True, slots=True)
-class CloseFrame:
-    """CLOSE (§8): the sender closes the connection."""
-
-    code: int
-    reason: str = ""
-
-
-Frame: TypeAlias = (
-    HelloFrame
-    | CallStartFrame
-    | HeadersFrame
-    | MessageFrame
-    | HalfCloseFrame
-    | EndCallFrame
-    | CancelFrame
-    | WindowUpdateFrame
-    | PushFrame
-    | PingFrame
-    | PongFrame
-    | GoAwayFrame
-    | CloseFrame
-)
-
-
-def encode_frame(frame: Frame) -> bytes:
-    """Encode any frame view to its wire bytes."""
-    match frame:
-        case HelloFrame():
-            return encode_hello(frame.min_version, frame.max_version, frame.settings)
-        case CallStartFrame():
-            return encode_call_start(
-                frame.call_id, frame.route_id, frame.timeout_us, frame.metadata, frame.message
-            )
-        case HeadersFrame():
-            return encode_headers(frame.call_id, frame.metadata)
-        case MessageFrame():
-            return encode_message(frame.call_id, frame.data, frame.end_stream, frame.end_call)
-        case HalfCloseFrame():
-            return encode_half_close(frame.call_id)
-        case EndCallFrame():
-            return encode_end_call(
-                frame.call_id, frame.status, frame.message, frame.details, frame.trailers
-            )
-        case CancelFrame():
-            return encode_cancel(frame.call_id, frame.code, frame.reason)
-        case WindowUpdateFrame():
-            return encode_window_update(frame.call_id, frame.increment)
-        case PushFrame():
-            return encode_push(frame.type_id, frame.data)
-        case PingFrame():
-            return encode_ping(frame.data)
-        case PongFrame():
-            return encode_pong(frame.data)
-        case GoAwayFrame():
-            return encode_goaway(frame.last_call_id, frame.reason)
-        case CloseFrame():
-            return encode_close(frame.code, frame.reason)
-
-
-def decode_frame(frame_type: int, flags: int, call_id: int, payload: bytes) -> Frame:
-    """Decode one frame from its header fields and payload; `RemoteProtocolError` if malformed."""
-    end = len(payload)
-    if frame_type == FrameType.MESSAGE:
-        return MessageFrame(
-            call_id, payload, bool(flags & FLAG_END_STREAM), bool(flags & FLAG_END_CALL)
-        )
-    if frame_type == FrameType.PUSH:
-        return PushFrame(call_id, payload)
-    if frame_type == FrameType.CALL_START:
-        if not flags & FLAG_END_STREAM:
-            route_id, timeout_us, metadata = decode_call_start_payload(payload, 0, end)
-            return CallStartFrame(call_id, route_id, timeout_us, metadata)
-        route_id, timeout_us, metadata, pos = decode_compact_call_start_payload(payload, 0, end)
-        return CallStartFrame(call_id, route_id, timeout_us, metadata, payload[pos:])
-    if frame_type == FrameType.HEADERS:
-        return HeadersFrame(call_id, decode_metadata(payload, 0, end))
-    if frame_type == FrameType.HALF_CLOSE:
-        if end:
-            raise RemoteProtocolError("HALF_CLOSE payload must be empty")
-        return HalfCloseFrame(call_id)
-    if frame_type == FrameType.END_CALL:
-        return EndCallFrame(call_id, *decode_end_call_payload(payload, 0, end))
-    if frame_type == FrameType.CANCEL:
-        return CancelFrame(call_id, *decode_code_reason_payload(payload, 0, end, "CANCEL"))
-    if frame_type == FrameType.WINDOW_UPDATE:
-        return WindowUpdateFrame(call_id, decode_window_update_payload(payload, 0, end))
-    if frame_type == FrameType.PING:
-        return PingFrame(decode_ping_payload(payload, 0, end))
-    if frame_type == FrameType.PONG:
-        return PongFrame(decode_ping_payload(payload, 0, end))
-    if frame_type == FrameType.GOAWAY:
-        return GoAwayFrame(*decode_goaway_payload(payload, 0, end))
-    if frame_type == FrameType.CLOSE:
-        return CloseFrame(*decode_close_payload(payload, 0, end))
-    if frame_type == FrameType.HELLO:
-        return HelloFrame(*decode_hello_payload(payload, 0, end))
-    raise RemoteProtocolError(f"unknown frame type 0x{frame_type:02x}")
-
-
-def decode_frames(data: bytes) -> tuple[list[Frame], int]:
-    """Decode every complete frame in `data`; return them and the bytes consumed.
-
-    No limits are applied: this is the reference decoder for tests and tools,
-    not for untrusted input (`Connection` enforces the limits).
+    The wire id is a CALL_START's (the first four bytes of its payload, §3.2),
+    None for other frames. Returns None when `data` ends before that much is
+    known. Decodes nothing else and copies nothing.
     """
-    frames: list[Frame] = []
-    pos = 0
-    while len(data) - pos >= HEADER_SIZE:
-        length, frame_type, flags, call_id = HEADER.unpack_from(data, pos)
-        stop = pos + HEADER_SIZE + length
-        if stop > len(data):
-            break
-        frames.append(
-            decode_frame(frame_type, flags, call_id, bytes(data[pos + HEADER_SIZE : stop]))
-        )
-        pos = stop
-    return frames, pos
+    if len(data) - pos < HEADER_SIZE:
+        return None
+    length, frame_type, _flags, _call_id = HEADER.unpack_from(data, pos)
+    if frame_type != _CALL_START or length < _U32.size:
+        return frame_type, length, None
+    if len(data) - pos < HEADER_SIZE + _U32.size:
+        return None
+    wire_id: int = _U32.unpack_from(data, pos + HEADER_SIZE)[0]
+    return frame_type, length, wire_id
+
+
+def split_frames(data: bytes, max_size: int) -> list[bytes]:
+    """Cut `data`, whole frames back to back, into pieces of at most `max_size` bytes.
+
+    Cuts fall between frames only: a frame larger than `max_size` is a piece
+    of its own. For writers that carry output in units of bounded size (one
+    WebSocket message per piece).
+    """
+    pieces: list[bytes] = []
+    view = memoryview(data)
+    start = position = 0
+    end = len(data)
+    unpack = _U32.unpack_from
+    while position < end:
+        frame_end = position + HEADER_SIZE + unpack(data, position)[0]
+        if frame_end - start > max_size and position > start:
+            pieces.append(bytes(view[start:position]))
+            start = position
+        position = frame_end
+    pieces.append(bytes(view[start:end]))
+    return pieces

@@ -64,8 +64,3 @@ TRANSITIONS: Final[tuple[tuple[int, ...], ...]] = (
     (_X, _X, _X, _C, _X, _HR, _C, _C),  # HALF_CLOSED_RESPONDING
     (_X, _X, _X, _X, _X, _X, _X, _X),  # CLOSED: calls are forgotten when they close
 )
-
-
-def next_state(state: int, call_input: int) -> int:
-    """The state after `call_input` in `state`, or `INVALID` if the protocol forbids it."""
-    return TRANSITIONS[state][call_input]

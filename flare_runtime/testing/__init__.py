@@ -2,7 +2,7 @@
 
 Every transport runs the same tests (`flare_runtime.testing.conformance`)
 against the same service (`flare_runtime.testing.service`). Every registered
-transport (`flare_runtime.transports.registry`, plugins included) can run it:
+transport (`flare_runtime.transport_registry`, plugins included) can run it:
 its `TransportSpec` names a `Harness` factory, or the default harness serves
 it on 127.0.0.1 without TLS. A test module selects the transport::
 

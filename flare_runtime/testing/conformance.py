@@ -33,9 +33,9 @@ from flare_runtime.testing.service import (
     Routes,
     StringValue,
 )
+from flare_runtime.testing.timing import UNIT, wait_until
 
 CONCURRENT_CALLS = 1000
-UNIT = 1.0
 """Seconds; timeouts are generous multiples of it so a slow CI machine does not flake."""
 
 TEST_TIMEOUT = 90 * UNIT
@@ -197,8 +197,7 @@ async def test_client_cancel_cancels_server_handler(rig: Rig) -> None:
         task = asyncio.ensure_future(
             channel.unary_unary(Routes.ECHO, BytesValue(), metadata={"x-sleep": str(30 * UNIT)})
         )
-        while rig.service.started == 0:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: rig.service.started > 0)
         task.cancel()
         with pytest.raises(asyncio.CancelledError):
             await task
@@ -374,6 +373,18 @@ async def test_auth_scopes_permission_denied(rig: Rig) -> None:
 
 
 @_bounded
+async def test_auth_token_given_at_connect_authenticates_the_connection(rig: Rig) -> None:
+    """The server knows the connection's principal, not only each call's."""
+    if not rig.harness.supports_connection_auth:
+        pytest.skip(f"{rig.harness.name} sends the token with every call (documented)")
+    async with rig.connect(token=rig.token("dave")) as channel:
+        await channel.unary_unary(Routes.ECHO, BytesValue())  # an open route: nothing checked
+        [connection] = rig.server.connections
+        await wait_until(lambda: connection.principal is not None)
+        assert connection.principal is not None and connection.principal.subject == "dave"
+
+
+@_bounded
 async def test_auth_per_call_token(rig: Rig) -> None:
     async with rig.connect() as channel:
         metadata = {"authorization": f"Bearer {rig.token('carol')}"}
@@ -409,8 +420,7 @@ async def test_graceful_shutdown_loses_no_in_flight_call(rig: Rig) -> None:
             )
             for i in range(50)
         ]
-        while rig.service.started < 50:
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: rig.service.started == 50)
         await rig.server.shutdown(grace=10 * UNIT)
         replies = await asyncio.gather(*calls)
         assert [reply.value for reply in replies] == [b"%d" % i for i in range(50)]

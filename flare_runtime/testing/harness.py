@@ -1,6 +1,6 @@
 """Transport harnesses: how the conformance suite serves and reaches each transport.
 
-A transport's `TransportSpec` (`flare_runtime.transports.registry`) names its
+A transport's `TransportSpec` (`flare_runtime.transport_registry`) names its
 harness factory, ``def harness() -> Harness``; a transport that names none
 gets `default_harness`: served on 127.0.0.1 port 0 without TLS, reached at
 ``<scheme>://127.0.0.1:<port>``, every capability claimed.
@@ -23,7 +23,7 @@ from flare_runtime.interceptors import (
 )
 from flare_runtime.server import Server, ServerOptions
 from flare_runtime.testing.service import PUSH_TYPES, SERVICE, ConformanceService
-from flare_runtime.transports.registry import REGISTRY, TransportSpec
+from flare_runtime.transport_registry import REGISTRY, TransportSpec
 
 JWT_KEY = "flare-conformance-signing-key-0123456789abcdef"
 """HS256 key the conformance server trusts (tests only)."""

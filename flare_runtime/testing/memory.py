@@ -87,6 +87,47 @@ class MemoryTransport:
             self.endpoint.connection_lost(None)
 
 
+class RecordingTransport:
+    """A `WireTransport` with no peer: it keeps what the endpoint writes, one entry per write.
+
+    For tests that play the other side by hand (a sans-I/O `Connection` fed
+    with `take()`). `max_write_size` reaches the endpoint as an adapter's
+    would; `endpoint`, when set, is told the transport is gone on `close`.
+    """
+
+    peer = "memory"
+
+    def __init__(self, max_write_size: int | None = None) -> None:
+        self.writes: list[bytes] = []
+        self.max_write_size = max_write_size
+        self.endpoint: WireEndpoint | None = None
+
+    def take(self) -> bytes:
+        """Return and forget everything written so far."""
+        data = b"".join(self.writes)
+        self.writes.clear()
+        return data
+
+    def write(self, data: bytes) -> None:
+        self.writes.append(data)
+
+    def get_write_buffer_size(self) -> int:
+        return 0
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+    def close(self, reason: str = "") -> None:
+        if self.endpoint is not None:
+            asyncio.get_running_loop().call_soon(self.endpoint.connection_lost, None)
+
+    def abort(self) -> None:
+        self.close()
+
+
 def memory_pair(
     server: Server,
     *,

@@ -15,7 +15,7 @@ each on first use. docs/transports/writing-a-transport.md shows how to add one.
 
 from __future__ import annotations
 
-from flare_runtime.transports.registry import (
+from flare_runtime.transport_registry import (
     ENTRY_POINT_GROUP,
     TransportSpec,
     get_transport,

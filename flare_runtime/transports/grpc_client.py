@@ -17,25 +17,17 @@ import os
 import re
 import ssl
 from collections.abc import AsyncIterable, AsyncIterator, Callable, Iterable, Iterator, Sequence
-from typing import Any, Generic, TypeAlias, TypeVar, cast
+from typing import Any, Generic, TypeAlias, TypeVar
 from urllib.parse import urlsplit
 
 import grpc
 import grpc.aio
 from google.protobuf.message import Message
 
-from flare_runtime.client import BidiStreamCall, Channel, ConnectOptions, ServerStreamCall
+from flare_runtime.calls import BidiStreamCall, ServerStreamCall, check_request
+from flare_runtime.client import Channel, ConnectOptions
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError, describe
-from flare_runtime.interceptors import (
-    ClientCallInfo,
-    ClientInterceptor,
-    ClientUnaryCallNext,
-    InterceptedStreamCall,
-    chain_client_unary,
-    check_request,
-    intercepted_stream_unary,
-    iterate,
-)
+from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike, MetadataValue
 from flare_runtime.routing import Route
 from flare_runtime.status import StatusCode
@@ -147,6 +139,7 @@ class GrpcChannel(Channel):
         options: Sequence[tuple[str, Any]] = (),
         interceptors: Iterable[ClientInterceptor] = (),
     ) -> None:
+        super().__init__(interceptors=interceptors)
         base = Metadata.coerce(metadata)
         if token is not None:
             base += (("authorization", f"Bearer {token}"),)
@@ -164,12 +157,6 @@ class GrpcChannel(Channel):
         self._unary_stream: dict[str, grpc.aio.UnaryStreamMultiCallable[Any, Any]] = {}
         self._stream_unary: dict[str, grpc.aio.StreamUnaryMultiCallable[Any, Any]] = {}
         self._stream_stream: dict[str, grpc.aio.StreamStreamMultiCallable[Any, Any]] = {}
-        self.interceptors: tuple[ClientInterceptor, ...] = tuple(interceptors)
-        self._unary_chain: ClientUnaryCallNext | None = (
-            chain_client_unary(self.interceptors, self._unary_terminal)
-            if self.interceptors
-            else None
-        )
 
     async def __aenter__(self) -> GrpcChannel:
         return self
@@ -207,16 +194,16 @@ class GrpcChannel(Channel):
         return None
 
     def _call_arguments(
-        self, route: Route[Any, Any], timeout: float | None, metadata: MetadataLike | None
+        self, route: Route[Any, Any], timeout: float | None, metadata: Metadata | None
     ) -> tuple[float | None, _WireMetadata | None]:
         if self._closed:
             raise ConnectionClosedError("the gRPC channel is closed")
         if timeout is None:
             timeout = route.options.default_timeout
-        if metadata is None:
+        if metadata is None or metadata is EMPTY_METADATA:
             wire = self._base_metadata or None
         else:
-            wire = self._base_metadata + _wire_metadata(Metadata.coerce(metadata))
+            wire = self._base_metadata + _wire_metadata(metadata)
         return timeout, wire
 
     def _raise_if_not_task_cancel(self, feed: _RequestFeed | None = None) -> None:
@@ -251,38 +238,19 @@ class GrpcChannel(Channel):
             )
         return method
 
-    async def unary_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        """Send one request, return the one response or raise `RpcError`.
-
-        Client interceptors given to the channel run around the call.
-        """
-        chain = self._unary_chain
-        if chain is None:
-            return await self._unary(route, request, timeout, metadata, None)
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        return cast(ResponseT, await chain(request, info))
-
-    async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
-        return await self._unary(info.route, request, info.timeout, info.metadata, info)
-
     async def _unary(
         self,
         route: Route[Any, ResponseT],
         request: Message,
-        timeout: float | None,
         metadata: MetadataLike | None,
+        timeout: float | None,
         info: ClientCallInfo | None,
     ) -> ResponseT:
         if type(request) is not route.request_type:
             check_request(route, request)
-        timeout, wire = self._call_arguments(route, timeout, metadata)
+        timeout, wire = self._call_arguments(
+            route, timeout, Metadata.coerce(metadata) if metadata else None
+        )
         method = self._multicallable(self._unary_unary, self._channel.unary_unary, route)
         call = method(request, timeout=timeout, metadata=wire)
         try:
@@ -300,66 +268,23 @@ class GrpcChannel(Channel):
             info.trailers = _metadata(await call.trailing_metadata())
         return response
 
-    def unary_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ServerStreamCall[ResponseT]:
-        """Start a server-streaming call; iterate the result for responses."""
-        check_request(route, request)
-        if self.interceptors:
-            info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-            return self._intercepted_stream(info, iterate((request,)))
-        return self._unary_stream_call(route, request, timeout, metadata)
-
-    def _unary_stream_call(
-        self,
-        route: Route[Any, ResponseT],
-        request: Message,
-        timeout: float | None,
-        metadata: MetadataLike | None,
-    ) -> _GrpcServerStreamCall[ResponseT]:
-        timeout, wire = self._call_arguments(route, timeout, metadata)
+    def _open_server_stream(
+        self, request: Message, info: ClientCallInfo
+    ) -> _GrpcServerStreamCall[Any]:
+        route = info.route
+        timeout, wire = self._call_arguments(route, info.timeout, info.metadata)
         method = self._multicallable(self._unary_stream, self._channel.unary_stream, route)
         return _GrpcServerStreamCall(self, method(request, timeout=timeout, metadata=wire))
 
-    async def stream_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT],
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        """Send every request of `requests`, then return the one response."""
-        if not self.interceptors:
-            return await self._stream_unary_call(route, requests, timeout, metadata)
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        response = await intercepted_stream_unary(
-            self.interceptors, info, requests, self._client_stream_terminal
-        )
-        return cast(ResponseT, response)
-
-    async def _client_stream_terminal(
-        self, requests: AsyncIterator[Message], info: ClientCallInfo
+    async def _client_stream(
+        self, requests: AsyncIterable[Any] | Iterable[Any], info: ClientCallInfo
     ) -> Message:
-        return await self._stream_unary_call(info.route, requests, info.timeout, info.metadata)
-
-    async def _stream_unary_call(
-        self,
-        route: Route[Any, ResponseT],
-        requests: AsyncIterable[Any] | Iterable[Any],
-        timeout: float | None,
-        metadata: MetadataLike | None,
-    ) -> ResponseT:
-        timeout, wire = self._call_arguments(route, timeout, metadata)
+        route = info.route
+        timeout, wire = self._call_arguments(route, info.timeout, info.metadata)
         feed = _RequestFeed()
         method = self._multicallable(self._stream_unary, self._channel.stream_unary, route)
         try:
-            response: ResponseT = await method(
+            response: Message = await method(
                 feed.wrap(route, requests), timeout=timeout, metadata=wire
             )
         except grpc.aio.AioRpcError as error:
@@ -369,43 +294,11 @@ class GrpcChannel(Channel):
             raise
         return response
 
-    def stream_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT] | None = None,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> BidiStreamCall[RequestT, ResponseT]:
-        """Start a bidirectional call (see `Channel.stream_stream`)."""
-        if self.interceptors:
-            info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-            return self._intercepted_stream(info, None if requests is None else iterate(requests))
-        return self._stream_stream_call(route, requests, timeout, metadata)
-
-    def _intercepted_stream(
-        self, info: ClientCallInfo, requests: AsyncIterator[Message] | None
-    ) -> InterceptedStreamCall[Any, Any]:
-        return InterceptedStreamCall(
-            self.interceptors,
-            info,
-            requests,
-            open_server_stream=lambda request, info: self._unary_stream_call(
-                info.route, request, info.timeout, info.metadata
-            ),
-            open_bidi_stream=lambda requests, info: self._stream_stream_call(
-                info.route, requests, info.timeout, info.metadata
-            ),
-        )
-
-    def _stream_stream_call(
-        self,
-        route: Route[Any, ResponseT],
-        requests: AsyncIterable[Any] | Iterable[Any] | None,
-        timeout: float | None,
-        metadata: MetadataLike | None,
-    ) -> _GrpcBidiStreamCall[Any, ResponseT]:
-        timeout, wire = self._call_arguments(route, timeout, metadata)
+    def _open_bidi_stream(
+        self, requests: AsyncIterable[Any] | Iterable[Any] | None, info: ClientCallInfo
+    ) -> _GrpcBidiStreamCall[Any, Any]:
+        route = info.route
+        timeout, wire = self._call_arguments(route, info.timeout, info.metadata)
         feed = _RequestFeed()
         method = self._multicallable(self._stream_stream, self._channel.stream_stream, route)
         call = method(feed.wrap(route, requests), timeout=timeout, metadata=wire)

@@ -20,7 +20,7 @@ cannot tell it from a grpcio service:
   reflection (v1alpha) are served alongside.
 
 `start_listener` is what ``Server.start(grpc="host:port")`` calls
-(the grpc `TransportSpec` in `flare_runtime.transports.registry` names it);
+(the grpc `TransportSpec` in `flare_runtime.transport_registry` names it);
 `GrpcServer` also works alone, given a `Dispatcher`.
 
 What gRPC cannot carry: server pushes outside a call (``context.connection``
@@ -60,6 +60,9 @@ from flare_runtime.transports.grpc_errors import (
 if TYPE_CHECKING:
     from flare_runtime.protocol.config import ProtocolConfig
     from flare_runtime.server import Server, TLSFiles
+
+STREAM_END_SETTLE = 0.002
+"""Default seconds a request stream's end waits for a cancellation to land (see `_parsed`)."""
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
@@ -115,7 +118,7 @@ class GrpcServer:
         health: bool = True,
         reflection: bool = True,
         options: Sequence[tuple[str, Any]] = (),
-        stream_end_settle: float = 0.002,
+        stream_end_settle: float = STREAM_END_SETTLE,
         max_message_bytes: int | None = None,
         reuse_port: bool = False,
     ) -> None:
@@ -127,9 +130,9 @@ class GrpcServer:
         # connections; only worker processes meant to share a port want that.
         self._options = (("grpc.so_reuseport", int(reuse_port)), *options)
         self.stream_end_settle = stream_end_settle
+        """Seconds a request stream's end waits for a cancellation to land (see `_parsed`)."""
         self.max_message_bytes = max_message_bytes
         """Request size limit of routes that set no ``max_message_bytes`` of their own."""
-        """Seconds a request stream's end waits for a cancellation to land (see `_parsed`)."""
         self._server: grpc.aio.Server | None = None
         self._health: HealthServicer | None = None
         self.port: int | None = None
@@ -209,10 +212,8 @@ class GrpcServer:
 
     def _method_handlers(self) -> dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]]:
         services: dict[str, dict[str, grpc.RpcMethodHandler[Any, Any]]] = {}
-        for bound in self.dispatcher.router.routes():
+        for bound in self.dispatcher.routes(Transport.GRPC):
             route = bound.route
-            if Transport.GRPC not in route.options.transports:
-                continue
             service_name, _, method_name = route.path[1:].rpartition("/")
             services.setdefault(service_name, {})[method_name] = self._method_handler(bound)
         return services
@@ -259,7 +260,7 @@ class GrpcServer:
             except RpcError as error:
                 await _fail(grpc_context, context, error)
                 return None
-            if context._has_metadata_to_send(False):
+            if context.has_metadata_to_send(False):
                 await _succeed(grpc_context, context)
             return response
 

@@ -64,12 +64,14 @@ from flare_runtime.protocol.opening import OpeningBlockReader, encode_opening_bl
 from flare_runtime.routing import Route, Transport
 from flare_runtime.transports.quic_early_data import EarlyDataGate
 from flare_runtime.transports.quic_link import (
+    DEFAULT_TUNING,
     FLARE_INTERNAL_ERROR,
     FLARE_PROTOCOL_ERROR,
     NO_ERROR,
     AdmittingQuicServer,
     ClientLink,
     HandshakeGuard,
+    LinkTuning,
     QuicLink,
     ServerLink,
     serve_links,
@@ -101,8 +103,6 @@ DEFAULT_IDLE_TIMEOUT = 60.0
 
 CLOSE_LINGER = 1.0
 """Seconds `close` waits for the peer to acknowledge what was written before closing anyway."""
-
-TRANSPORT = Transport.QUIC
 
 DEFAULT_TICKETS = MemoryTicketStore()
 """The process-wide client ticket store used when `connect` is given none."""
@@ -158,7 +158,7 @@ class _QuicWireTransport:
 
     def write(self, data: bytes) -> None:
         gate = self.gate
-        if gate is not None and self.link._quic.configuration.is_client:
+        if gate is not None and self.link.is_client:
             try:
                 data = gate.feed(data)
             except RemoteProtocolError:  # over 4 MiB written before the handshake
@@ -201,7 +201,7 @@ class _QuicWireTransport:
             self._close_now()
             return
         link.watch_acks = True
-        self._closing = link._loop.call_later(CLOSE_LINGER, self._close_now)
+        self._closing = link.loop.call_later(CLOSE_LINGER, self._close_now)
 
     def abort(self) -> None:
         self.link.abort(FLARE_INTERNAL_ERROR, "connection aborted")
@@ -210,7 +210,7 @@ class _QuicWireTransport:
 
     def link_data_received(self, data: bytes, early: bool) -> None:
         gate = self.gate
-        if gate is not None and not self.link._quic.configuration.is_client:
+        if gate is not None and not self.link.is_client:
             try:
                 data = gate.feed(data)
             except RemoteProtocolError as error:
@@ -229,7 +229,7 @@ class _QuicWireTransport:
         rest = gate.release()
         if not rest:
             return
-        if self.link._quic.configuration.is_client:
+        if self.link.is_client:
             self.write(rest)
         else:
             self._deliver(rest)
@@ -289,10 +289,10 @@ class _ServerConnectionListener(_QuicWireTransport):
 
     def __init__(self, listener: QuicListener, link: ServerLink) -> None:
         server = listener.server
-        router = server.dispatcher.router
+        routes = server.dispatcher.wire_routes(Transport.QUIC)
 
         def idempotent(wire_id: int) -> bool:
-            bound = router.by_wire_id(wire_id)
+            bound = routes.get(wire_id)
             return bound is not None and bound.route.options.idempotent
 
         super().__init__(
@@ -303,8 +303,8 @@ class _ServerConnectionListener(_QuicWireTransport):
         )
         self.listener = listener
         self._opening = OpeningBlockReader(server.options.protocol.settings.max_metadata_size)
-        address = link.peer_address or link._quic._network_paths[0].addr
-        self.peer = f"{address[0]}:{address[1]}"
+        address = link.peer_address
+        self.peer = f"{address[0]}:{address[1]}" if address is not None else ""
 
     def link_data_received(self, data: bytes, early: bool) -> None:
         if self.endpoint is None:
@@ -346,6 +346,8 @@ class QuicServerSettings:
     A replacement must keep tickets single-use, or the 0-RTT anti-replay
     guarantee shrinks to its second half (docs/transports/quic.md).
     """
+    link: LinkTuning = DEFAULT_TUNING
+    """How each connection batches datagrams (`LinkTuning`)."""
     address_validation: str = "load"
     """When a new client must first prove its address with a Retry round trip (RFC 9000
     §8.1), so that spoofed Initial packets cost no state: "load" (default: once
@@ -377,9 +379,16 @@ class QuicServerSettings:
 class QuicListener:
     """A Flare server's QUIC listener: one UDP socket, every QUIC connection on it."""
 
-    def __init__(self, server: Server, quic_server: QuicServer, tickets: ServerTicketStore | None):
+    def __init__(
+        self,
+        server: Server,
+        quic_server: QuicServer,
+        port: int,
+        tickets: ServerTicketStore | None,
+    ) -> None:
         self.server = server
         self.quic_server = quic_server
+        self._port = port
         self.tickets = tickets
         self.endpoints = EndpointSet()
         self.links: set[ServerLink] = set()
@@ -395,8 +404,7 @@ class QuicListener:
     @property
     def port(self) -> int:
         """The bound UDP port."""
-        transport = self.quic_server._transport
-        return int(transport.get_extra_info("sockname")[1]) if transport is not None else 0
+        return self._port
 
     async def shutdown(self, grace: float) -> None:
         """Go away on every connection, let calls finish for up to `grace` s, close."""
@@ -451,7 +459,7 @@ async def serve_quic(
 
         routing = WorkerRouting(server.shared_ports, configuration.connection_id_length)
         sock, wrap = await routing.bind(host, port), routing.wrap
-    quic_server = await serve_links(
+    quic_server, bound_port = await serve_links(
         host,
         port,
         configuration=configuration,
@@ -460,8 +468,9 @@ async def serve_quic(
         guard=settings.guard(),
         sock=sock,
         wrap=wrap,
+        tuning=settings.link,
     )
-    listener = QuicListener(server, quic_server, tickets)
+    listener = QuicListener(server, quic_server, bound_port, tickets)
     return listener
 
 
@@ -472,7 +481,13 @@ async def start_listener(server: Server, address: str, *, tls: TLSFiles | None) 
             "QUIC always uses TLS: give a certificate (tls=TLSFiles(cert, key), or "
             "--tls-cert/--tls-key; `flare cert dev` writes one for localhost)"
         )
-    return await serve_quic(server, address, tls, server.options.quic)
+    settings = server.options.transports.get("quic")
+    if settings is not None and not isinstance(settings, QuicServerSettings):
+        raise ConfigurationError(
+            f'ServerOptions.transports["quic"] must be a QuicServerSettings, not '
+            f"{type(settings).__name__}"
+        )
+    return await serve_quic(server, address, tls, settings)
 
 
 # ------------------------------------------------------------------------- client
@@ -493,18 +508,18 @@ class QuicChannel(WireChannel):
         self.link = link
         self._early_routes = early_routes
         if early_routes is not None:
-            self._route_observer = self._note_route
+            endpoint.route_observer = self._note_route
 
     def _note_route(self, route: Route[Any, Any]) -> None:
         # While the handshake is incomplete, tell the early-data gate which
         # routes may travel in 0-RTT: the idempotent ones this channel calls
-        # (every call shape starts in `WireChannel._start`, which calls this
+        # (every call starts in `ClientEndpoint.start_call`, which calls this
         # before it writes). Once the handshake is done, calls pay nothing.
         early_routes = self._early_routes
         if early_routes is not None:
             if self.link.handshake_complete:
                 self._early_routes = None
-                self._route_observer = None
+                self.endpoint.route_observer = None
             elif route.options.idempotent:
                 early_routes.add(route.wire_id)
 
@@ -584,6 +599,7 @@ _QUIC_EXTRA_OPTIONS = frozenset(
         "early_data",
         "idle_timeout",
         "keepalive_interval",
+        "link_tuning",
         "max_write_buffer",
         "server_name",
         "tickets",
@@ -603,8 +619,8 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     ``tickets`` (a `TicketStore`; default `DEFAULT_TICKETS`; ``None`` disables
     resumption), ``early_data`` (default True: use 0-RTT when resuming),
     ``idle_timeout``, ``keepalive_interval`` (QUIC PINGs when idle; default
-    None, the Flare keepalive already keeps the connection busy), ``alpn``
-    (tests only).
+    None, the Flare keepalive already keeps the connection busy),
+    ``link_tuning`` (a `LinkTuning`: datagram batching), ``alpn`` (tests only).
 
     Without a usable ticket it returns once the handshake completed (errors
     such as an untrusted certificate raise `ConnectionClosedError` here). With
@@ -633,6 +649,7 @@ async def open_channel(url: str, options: ConnectOptions) -> QuicChannel:
     link = ClientLink(
         QuicConnection(configuration=configuration, session_ticket_handler=ticket_handler),
         keepalive_interval=extra.get("keepalive_interval"),
+        tuning=extra.get("link_tuning", DEFAULT_TUNING),
     )
     early = ticket is not None and ticket.max_early_data_size is not None
     idempotent_routes: set[int] = set()

@@ -16,8 +16,9 @@ replay it (RFC 8446 §8), so Flare lets only calls to routes marked
   call *held until the handshake completes* -- which a replayer cannot make
   happen -- never executed from early data.
 
-The gate reads only frame headers (and the 4-byte route id of CALL_START,
-docs/wire-format.md §2-3): it never copies a frame it lets pass, and once the
+The gate reads only frame headers and the wire id of each CALL_START, through
+`flare_runtime.protocol.frames.peek_frame` (docs/wire-format.md §2-3): it
+never copies a frame it lets pass, and once the
 handshake is done it is dropped, costing nothing afterwards. It is sans-I/O:
 bytes in, bytes out.
 """
@@ -27,10 +28,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from flare_runtime.errors import RemoteProtocolError
-from flare_runtime.protocol.frames import HEADER, HEADER_SIZE, FrameType
-
-_ROUTE_ID_SIZE = 4  # CALL_START payload starts with the route's wire id, u32 big-endian
-_CALL_START = int(FrameType.CALL_START)
+from flare_runtime.protocol.frames import HEADER_SIZE, peek_frame
 
 MAX_HELD_BYTES = 4 * 1024 * 1024
 """Most bytes a gate holds back; QUIC flow control keeps early data far below this."""
@@ -82,16 +80,12 @@ class EarlyDataGate:
                 self._skip -= step
                 pos += step
                 continue
-            if size - pos < HEADER_SIZE:
+            head = peek_frame(data, pos)
+            if head is None:  # the header (or a CALL_START's wire id) is not all here yet
                 self._pending = data[pos:]
                 return data[:pos]
-            length, frame_type, _flags, _call_id = HEADER.unpack_from(data, pos)
-            if frame_type == _CALL_START and length >= _ROUTE_ID_SIZE:
-                if size - pos < HEADER_SIZE + _ROUTE_ID_SIZE:
-                    self._pending = data[pos:]
-                    return data[:pos]
-                route_start = pos + HEADER_SIZE
-                wire_id = int.from_bytes(data[route_start : route_start + _ROUTE_ID_SIZE])
+            _frame_type, length, wire_id = head
+            if wire_id is not None:  # a CALL_START
                 if not self._is_idempotent(wire_id):
                     self.held_calls = 1
                     self._held = bytearray()

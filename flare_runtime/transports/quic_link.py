@@ -15,11 +15,13 @@ What the link adds to aioquic's `QuicConnectionProtocol`:
   connection timer is re-armed once after them, not after each;
 * output is cut into full datagrams (`OutputCoalescer`): each whole
   datagram's worth of written bytes leaves at once; the remainder (the *tail*)
-  waits until the event loop has nothing else to run (or `TRANSMIT_HOPS`
-  iterations), and -- while a full datagram sent earlier is still unanswered
-  -- until the peer's next datagram or `TAIL_HOLD` seconds, so a busy
-  connection sends full datagrams rather than a full one plus a scrap
-  (Nagle's rule, bounded; docs/transports/quic.md, "What changed");
+  waits until the event loop has nothing else ready to run (at most
+  `LinkTuning.transmit_hops` iterations; a fixed `blind_transmit_hops` on
+  loops that cannot be seen going idle, e.g. uvloop), and -- while a full
+  datagram sent earlier is still unanswered -- until the peer's next datagram
+  or `LinkTuning.tail_hold` seconds, so a busy connection sends full datagrams
+  rather than a full one plus a scrap (Nagle's rule, bounded;
+  docs/transports/quic.md, "Output batching");
 * the *early-data phase* is tracked: on a server, bytes received before the
   TLS handshake completed arrived as 0-RTT early data (`in_early_data`);
 * anything but stream 0 (a second stream, a server-initiated stream, a reset
@@ -32,6 +34,13 @@ What the link adds to aioquic's `QuicConnectionProtocol`:
   under load (or always, by configuration) a client must first prove its
   address with a stateless Retry round trip (RFC 9000 §8.1), so spoofed Initial
   packets cost no connection state (`AdmittingQuicServer`).
+
+What aioquic keeps private and the link needs (a stream's unacknowledged and
+unsent bytes, the peer's current address) is read in one place,
+`flare_runtime.transports.aioquic_shim`; whether the loop is idle, in
+`flare_runtime.transports.asyncio_shim`. Like aioquic's own `transmit`, the link
+re-arms the protocol's connection timer (`QuicConnectionProtocol._timer`,
+``_timer_at``, ``_handle_timer``: the subclass contract).
 """
 
 from __future__ import annotations
@@ -39,7 +48,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
-from collections.abc import Callable, Sized
+from collections.abc import Callable
+from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, cast
 
@@ -59,6 +69,14 @@ from aioquic.quic.events import (
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from aioquic.quic.retry import QuicRetryTokenHandler
 
+from flare_runtime.transports.aioquic_shim import (
+    network_peer_address,
+    server_connections,
+    set_server_retry,
+    stream_has_unsent_data,
+    stream_unacked_bytes,
+)
+from flare_runtime.transports.asyncio_shim import ready_queue
 from flare_runtime.transports.quic_tickets import ServerTicketStore
 
 logger = logging.getLogger("flare_runtime.transports.quic")
@@ -66,30 +84,40 @@ logger = logging.getLogger("flare_runtime.transports.quic")
 FLARE_STREAM_ID = 0
 """The client's first bidirectional stream carries the whole Flare connection."""
 
-TRANSMIT_HOPS = 16
-"""Most loop iterations a tail waits for the loop to go idle before it is sent anyway.
-
-On the stdlib loop the link sees when no other callback is ready (the loop is
-about to wait for I/O) and sends the tail then; this is only the cap under a
-constant stream of work. Loops that do not expose their ready queue (uvloop)
-wait `BLIND_TRANSMIT_HOPS` iterations instead.
-"""
-
-BLIND_TRANSMIT_HOPS = 3
-"""Loop iterations a tail waits where the loop cannot be seen going idle."""
-
-TAIL_HOLD = 0.002
-"""Most seconds a tail is held after a full datagram while the peer has not answered."""
-
-MAX_DATAGRAMS_PER_WAKEUP = 32
-"""Most datagrams a socket hands on per read-readiness callback (see `DrainingSocket`)."""
-
 RECEIVE_SIZE = 65536
 """Largest datagram read from the socket (QUIC datagrams are far smaller)."""
 
-DATAGRAM_OVERHEAD = 64
-"""Bytes of a datagram not available to Flare-stream data (QUIC header, AEAD tag,
-STREAM frame header, room for an ACK frame): a chunk is the rest."""
+
+@dataclass(frozen=True, slots=True)
+class LinkTuning:
+    """How a `QuicLink` batches datagrams (docs/transports/quic.md, "Output batching").
+
+    The defaults suit a busy connection on loopback and on a LAN; each was
+    chosen with ``bench.quic_bench`` (bench/RESULTS.md has the runs).
+    """
+
+    transmit_hops: int = 16
+    """Most event-loop iterations a tail waits for the loop to have nothing else ready."""
+    blind_transmit_hops: int = 3
+    """Iterations a tail waits on a loop that cannot be seen going idle (uvloop)."""
+    tail_hold: float = 0.002
+    """Most seconds a tail waits after a full datagram while the peer has not answered."""
+    datagrams_per_wakeup: int = 32
+    """Most datagrams a socket hands on per read-readiness callback (`DrainingSocket`)."""
+    datagram_overhead: int = 64
+    """Bytes of a datagram not available to Flare-stream data (QUIC header, AEAD tag,
+    STREAM frame header, room for an ACK frame): a chunk is the rest."""
+
+    def __post_init__(self) -> None:
+        if min(self.transmit_hops, self.blind_transmit_hops, self.datagrams_per_wakeup) < 1:
+            raise ValueError(
+                "transmit_hops, blind_transmit_hops and datagrams_per_wakeup must be at least 1"
+            )
+        if self.tail_hold < 0 or self.datagram_overhead < 0:
+            raise ValueError("tail_hold and datagram_overhead must not be negative")
+
+
+DEFAULT_TUNING = LinkTuning()
 
 NO_ERROR = 0x0
 """QUIC application close code: orderly close."""
@@ -107,7 +135,7 @@ class OutputCoalescer:
     tail should wait: a full chunk left since the peer last sent anything, so
     its answer (and the writes that answer triggers) is on the way and will
     most likely fill the tail up; `peer_sent` clears it. A link flushes a
-    held tail after `TAIL_HOLD` seconds at the latest.
+    held tail after `LinkTuning.tail_hold` seconds at the latest.
     """
 
     __slots__ = ("_tail", "chunk_size", "full_sent")
@@ -181,8 +209,15 @@ class QuicLink(QuicConnectionProtocol):
     After construction set `listener` before the first datagram is handled.
     """
 
-    def __init__(self, quic: QuicConnection, stream_handler: Any = None) -> None:
+    def __init__(
+        self,
+        quic: QuicConnection,
+        stream_handler: Any = None,
+        *,
+        tuning: LinkTuning = DEFAULT_TUNING,
+    ) -> None:
         super().__init__(quic)
+        self.loop = asyncio.get_running_loop()
         self.listener: LinkListener | None = None
         self.handshake_complete = False
         self.early_data_accepted = False
@@ -199,22 +234,35 @@ class QuicLink(QuicConnectionProtocol):
         """Flare-stream bytes written before the handshake completed (0-RTT on a client)."""
         self.watch_acks = False
         """When set, the listener's `link_acked` runs after every datagram received."""
-        self._transmit_pending = False
+        self.is_client: bool = quic.configuration.is_client
+        self.tuning = tuning
+        self.socket: asyncio.DatagramTransport | None = None
+        """The datagram transport (`connection_made`); None until then."""
+        self._tail_scheduled = False  # a deferred transmit of the tail is on its way
+        # The loop's ready callbacks, where it shows them (asyncio_shim), else a fixed wait.
+        self._ready_queue = ready_queue(self.loop)
+        self._hops = (
+            tuning.transmit_hops if self._ready_queue is not None else tuning.blind_transmit_hops
+        )
+        self._stream_written = 0  # bytes handed to aioquic on the Flare stream
         self._rearm_pending = False  # a datagram arrived; no transmit pass re-armed since
-        self._is_client = quic.configuration.is_client
-        self._output = OutputCoalescer(quic.configuration.max_datagram_size - DATAGRAM_OVERHEAD)
+        self._output = OutputCoalescer(
+            quic.configuration.max_datagram_size - tuning.datagram_overhead
+        )
         self._tail_timer: asyncio.TimerHandle | None = None
-        # The stdlib loop's queue of ready callbacks (None on loops without one, e.g. uvloop).
-        self._ready_queue: Sized | None = getattr(self._loop, "_ready", None)
-        self._hops = BLIND_TRANSMIT_HOPS if self._ready_queue is None else TRANSMIT_HOPS
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        """:meta private: aioquic's, keeping the transport for the link's own checks."""
+        super().connection_made(transport)
+        self.socket = cast(asyncio.DatagramTransport, transport)
 
     # --------------------------------------------------------------- sending
 
     def write(self, data: bytes) -> None:
         """Queue `data` on the Flare stream.
 
-        Whole datagrams' worth leave at once; the rest follows when the loop
-        goes idle, or with the next write that completes a datagram (see the
+        Whole datagrams' worth leave at once; the rest follows when the link
+        goes quiet, or with the next write that completes a datagram (see the
         module docstring). Data written while closed is dropped (the listener
         learns of the close through `link_lost`).
         """
@@ -222,12 +270,12 @@ class QuicLink(QuicConnectionProtocol):
             return
         chunks = self._output.push(data)
         if chunks:
-            self._quic.send_stream_data(FLARE_STREAM_ID, chunks)
+            self._send_stream_data(chunks)
         if not self.handshake_complete:
             # Before the handshake every byte leaves at once: 0-RTT data is
             # only early if it beats the server's handshake reply.
             self.early_bytes_sent += len(data)
-            if self._transport is not None:
+            if self.socket is not None:
                 self.transmit()
             return
         if chunks:
@@ -238,88 +286,89 @@ class QuicLink(QuicConnectionProtocol):
 
     def flush(self) -> None:
         """Send everything written so far now, tail included."""
-        if self._transport is not None and not self.closed:
+        if self.socket is not None and not self.closed:
             self.transmit()
 
     def transmit(self) -> None:
         """:meta private: aioquic's; sends everything queued (the tail too)."""
-        self._transmit_pending = False
+        self._tail_scheduled = False
         self._rearm_pending = False  # aioquic's transmit pass re-arms the timer
         tail = self._output.take_tail()
         if tail:
-            self._quic.send_stream_data(FLARE_STREAM_ID, tail)
+            self._send_stream_data(tail)
         super().transmit()
 
+    def _send_stream_data(self, data: bytes) -> None:
+        self._quic.send_stream_data(FLARE_STREAM_ID, data)
+        self._stream_written += len(data)
+
     def _transmit_later(self) -> None:
-        if not self._transmit_pending:
-            self._transmit_pending = True
-            self._loop.call_soon(self._deferred_transmit, self._hops)
+        if not self._tail_scheduled:
+            self._tail_scheduled = True
+            self.loop.call_soon(self._deferred_transmit, self._hops)
 
     def _deferred_transmit(self, hops: int) -> None:
-        if not self._transmit_pending:
+        if not self._tail_scheduled:
             return  # a transmit pass sent everything meanwhile
-        # Other callbacks ready: they may write more (loops without a visible
-        # queue count `BLIND_TRANSMIT_HOPS` iterations).
+        # Other callbacks ready: they may write more (a loop whose queue cannot
+        # be seen waits its fixed number of iterations).
         ready = self._ready_queue
         if hops > 1 and (ready is None or ready):
-            self._loop.call_soon(self._deferred_transmit, hops - 1)
+            self.loop.call_soon(self._deferred_transmit, hops - 1)
             return
-        if self._transport is None:
+        if self.socket is None:
             return
         if self._output.hold_tail:
             # Nagle: a full datagram is unanswered; its answer comes with more
             # to send. `datagram_received` reschedules, the timer bounds the wait.
-            self._transmit_pending = False
+            self._tail_scheduled = False
             if self._tail_timer is None:
-                self._tail_timer = self._loop.call_later(TAIL_HOLD, self._tail_held_too_long)
+                self._tail_timer = self.loop.call_later(
+                    self.tuning.tail_hold, self._tail_held_too_long
+                )
             return
         self.transmit()
 
     def _rearm_soon(self) -> None:
         # One re-arm per loop iteration however many datagrams arrived in it
         # (`DrainingSocket` hands over bursts), and none when a transmit pass
-        # (which re-arms) runs first: aioquic's get_timer costs ~4.7 us a call.
+        # (which re-arms) runs first: aioquic's get_timer is costly (µs).
         if not self._rearm_pending:
             self._rearm_pending = True
-            self._loop.call_soon(self._rearm_if_pending)
+            self.loop.call_soon(self._rearm_if_pending)
 
     def _rearm_if_pending(self) -> None:
         if self._rearm_pending:
             self._rearm_timer()
 
     def _rearm_timer(self) -> None:
-        # aioquic 1.x re-arms its connection timer only at the end of a
-        # transmit pass (QuicConnectionProtocol.transmit); this is that step alone.
+        # aioquic re-arms its connection timer only at the end of a transmit
+        # pass (QuicConnectionProtocol.transmit); this is that step alone.
         self._rearm_pending = False
         timer_at = self._quic.get_timer()
         if self._timer is not None and self._timer_at != timer_at:
             self._timer.cancel()
             self._timer = None
         if self._timer is None and timer_at is not None:
-            self._timer = self._loop.call_at(timer_at, self._handle_timer)
+            self._timer = self.loop.call_at(timer_at, self._handle_timer)
         self._timer_at = timer_at
 
     def _tail_held_too_long(self) -> None:
         self._tail_timer = None
         self._output.peer_sent()
-        if self._output.tail_size and self._transport is not None and not self.closed:
+        if self._output.tail_size and self.socket is not None and not self.closed:
             self.transmit()
 
     @property
     def buffered_bytes(self) -> int:
         """Flare-stream bytes written and not yet acknowledged by the peer."""
-        stream = self._quic._streams.get(FLARE_STREAM_ID)
-        tail = self._output.tail_size
-        if stream is None:
-            return tail
-        # aioquic keeps unacknowledged send data in one bytearray per stream.
-        return tail + len(stream.sender._buffer)
+        return self._output.tail_size + stream_unacked_bytes(self._quic, FLARE_STREAM_ID)
 
     def abort(self, error_code: int, reason: str) -> None:
         """Close the QUIC connection now with `error_code` (see the codes above)."""
         if self.closed:
             return
-        if self._output.tail_size and self._transport is not None:
+        if self._output.tail_size and self.socket is not None:
             self.transmit()  # what was written goes before the CONNECTION_CLOSE
         self._mark_closed(reason)
         self._quic.close(error_code=error_code, reason_phrase=reason[:200])
@@ -334,7 +383,12 @@ class QuicLink(QuicConnectionProtocol):
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         """:meta private: aioquic's, without its transmit pass after every datagram (see below)."""
         self._output.peer_sent()
-        self._quic.receive_datagram(cast(bytes, data), addr, now=self._loop.time())
+        quic = self._quic
+        quic.receive_datagram(cast(bytes, data), addr, now=self.loop.time())
+        if not self.is_client:
+            # After a migration aioquic promotes the new path to the first place;
+            # known before the events, so a listener created by them sees it.
+            self.peer_address = network_peer_address(quic)
         self._process_events()
         # aioquic transmits after every datagram. Here the listener's writes
         # send themselves, and an ACK owed for the datagram rides on the next
@@ -343,24 +397,15 @@ class QuicLink(QuicConnectionProtocol):
         # transmit pass from here. Its timer (ACK delay, loss detection, idle
         # timeout) must follow the datagram either way: by the end of this
         # loop iteration's callbacks (`_rearm_soon`).
-        if self._output.tail_size or not self.handshake_complete or self._stream_data_unsent():
+        if (
+            self._output.tail_size
+            or not self.handshake_complete
+            or stream_has_unsent_data(quic, FLARE_STREAM_ID, self._stream_written)
+        ):
             self._transmit_later()
         self._rearm_soon()
         if self.watch_acks and self.listener is not None:
             self.listener.link_acked()
-        if not self._is_client:
-            # After a migration aioquic promotes the new path to index 0.
-            paths = self._quic._network_paths
-            if paths:
-                self.peer_address = cast("tuple[str, int]", paths[0].addr)
-
-    def _stream_data_unsent(self) -> bool:
-        # Flare-stream bytes aioquic holds back (flow control, congestion
-        # window, pacing, or marked lost): the datagram just handled may have
-        # opened the way (MAX_DATA, MAX_STREAM_DATA, an ACK), and nothing else
-        # would send them until the application writes again.
-        stream = self._quic._streams.get(FLARE_STREAM_ID)
-        return stream is not None and len(stream.sender._pending) > 0
 
     def quic_event_received(self, event: QuicEvent) -> None:
         """:meta private: dispatch one aioquic event."""
@@ -417,12 +462,18 @@ class QuicLink(QuicConnectionProtocol):
 class ClientLink(QuicLink):
     """The client end: owns its UDP socket, can move to a new local port, pings when idle."""
 
-    def __init__(self, quic: QuicConnection, *, keepalive_interval: float | None) -> None:
-        super().__init__(quic)
-        self.handshake_done: asyncio.Future[None] = self._loop.create_future()
+    def __init__(
+        self,
+        quic: QuicConnection,
+        *,
+        keepalive_interval: float | None,
+        tuning: LinkTuning = DEFAULT_TUNING,
+    ) -> None:
+        super().__init__(quic, tuning=tuning)
+        self.handshake_done: asyncio.Future[None] = self.loop.create_future()
         self._keepalive_interval = keepalive_interval
         self._keepalive: asyncio.TimerHandle | None = None
-        self._last_input = self._loop.time()
+        self._last_input = self.loop.time()
         self._socket: _UdpSocket | None = None
 
     async def open(self, host: str, port: int) -> None:
@@ -431,7 +482,7 @@ class ClientLink(QuicLink):
         await self._bind(address[0])
         self.connect(address)
         if self._keepalive_interval:
-            self._keepalive = self._loop.call_later(self._keepalive_interval, self._tick)
+            self._keepalive = self.loop.call_later(self._keepalive_interval, self._tick)
 
     async def rebind(self) -> tuple[str, int]:
         """Move to a new local UDP port; return the new local address.
@@ -441,8 +492,9 @@ class ClientLink(QuicLink):
         (RFC 9000 §9). A PING is sent at once so the switch happens now.
         """
         old = self._socket
-        family_host = self._quic._network_paths[0].addr[0]
-        await self._bind(family_host)
+        remote = network_peer_address(self._quic)
+        assert remote is not None  # a connected link has a path
+        await self._bind(remote[0])
         if old is not None:
             old.transport.close()
         self._quic.send_ping(0)
@@ -459,12 +511,14 @@ class ClientLink(QuicLink):
         sock.setblocking(False)
         sock.bind((local, 0))
         endpoint = _UdpSocket(self)
-        await self._loop.create_datagram_endpoint(lambda: DrainingSocket(endpoint, sock), sock=sock)
+        await self.loop.create_datagram_endpoint(
+            lambda: DrainingSocket(endpoint, sock, self.tuning.datagrams_per_wakeup), sock=sock
+        )
         self._socket = endpoint
 
     def datagram_received(self, data: bytes | str, addr: Any) -> None:
         """:meta private:"""
-        self._last_input = self._loop.time()
+        self._last_input = self.loop.time()
         super().datagram_received(data, addr)
 
     def quic_event_received(self, event: QuicEvent) -> None:
@@ -489,11 +543,11 @@ class ClientLink(QuicLink):
         interval = self._keepalive_interval
         if self.closed or interval is None:
             return
-        now = self._loop.time()
+        now = self.loop.time()
         if now - self._last_input >= interval * 0.9:
             self._quic.send_ping(0)
             self.transmit()
-        self._keepalive = self._loop.call_later(interval, self._tick)
+        self._keepalive = self.loop.call_later(interval, self._tick)
 
     def _stop(self) -> None:
         if self._keepalive is not None:
@@ -504,7 +558,7 @@ class ClientLink(QuicLink):
             self._timer = None
         if self._socket is not None:
             # Let aioquic's CONNECTION_CLOSE leave before the socket goes.
-            self._loop.call_soon(self._socket.transport.close)
+            self.loop.call_soon(self._socket.transport.close)
 
     def release(self) -> None:
         """Stop timers and close the socket (after `close`, or when abandoning the link)."""
@@ -519,14 +573,20 @@ class DrainingSocket(asyncio.DatagramProtocol):
     callback, so under load every datagram costs a loop iteration (a
     `select` call and the loop's bookkeeping) and is handled alone. After the
     datagram the transport read, this reads on from the (non-blocking) socket
-    until it would block, at most `MAX_DATAGRAMS_PER_WAKEUP` in all, so a burst
-    is handled in one callback and its answers leave together. `sock` must be
-    the socket the transport was created on.
+    until it would block, at most `per_wakeup` in all, so a burst is handled
+    in one callback and its answers leave together. `sock` must be the socket
+    the transport was created on.
     """
 
-    def __init__(self, inner: asyncio.DatagramProtocol, sock: socket.socket) -> None:
+    def __init__(
+        self,
+        inner: asyncio.DatagramProtocol,
+        sock: socket.socket,
+        per_wakeup: int = DEFAULT_TUNING.datagrams_per_wakeup,
+    ) -> None:
         self.inner = inner
         self._sock = sock
+        self._per_wakeup = per_wakeup
         self._transport: asyncio.DatagramTransport | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -538,7 +598,7 @@ class DrainingSocket(asyncio.DatagramProtocol):
         inner.datagram_received(data, addr)
         transport = self._transport
         receive = self._sock.recvfrom
-        for _ in range(MAX_DATAGRAMS_PER_WAKEUP - 1):
+        for _ in range(self._per_wakeup - 1):
             if transport is None or transport.is_closing():
                 return
             try:
@@ -569,7 +629,7 @@ class _UdpSocket(asyncio.DatagramProtocol):
         self.link.connection_made(transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | Any, int]) -> None:
-        if self.link._transport is self.transport:
+        if self.link.socket is self.transport:
             self.link.datagram_received(data, addr)
 
     def error_received(self, exc: Exception) -> None:
@@ -608,8 +668,9 @@ class ServerLink(QuicLink):
         *,
         factory: ListenerFactory,
         guard: HandshakeGuard | None = None,
+        tuning: LinkTuning = DEFAULT_TUNING,
     ) -> None:
-        super().__init__(quic)
+        super().__init__(quic, tuning=tuning)
         self._factory = factory
         self._guard = guard
         self._handshake_timer: asyncio.TimerHandle | None = None
@@ -734,7 +795,7 @@ class AdmittingQuicServer(QuicServer):
             return False  # aioquic ignores it too
         if (
             header.packet_type != QuicPacketType.INITIAL
-            or header.destination_cid in self._protocols
+            or header.destination_cid in server_connections(self)
         ):
             return False
         guard = self.guard
@@ -742,7 +803,7 @@ class AdmittingQuicServer(QuicServer):
             return True
         # A token answers a Retry we sent: validate it even if no longer under load.
         retry = header.token or guard.must_retry()
-        self._retry = self._retry_tokens if retry else None  # type: ignore[assignment]
+        set_server_retry(self, self._retry_tokens if retry else None)
         return False
 
 
@@ -756,17 +817,18 @@ async def serve_links(
     guard: HandshakeGuard | None = None,
     sock: socket.socket | None = None,
     wrap: Callable[[QuicServer], asyncio.DatagramProtocol] | None = None,
-) -> QuicServer:
+    tuning: LinkTuning = DEFAULT_TUNING,
+) -> tuple[QuicServer, int]:
     """Listen for QUIC on `host`:`port`; each connection gets ``factory(link)``.
 
-    With `tickets`, the server issues session tickets (resumption and 0-RTT)
-    and accepts each one once (see `ServerTicketStore`). New connections are
-    admitted through `guard` (default: a `HandshakeGuard` with its defaults).
-    aioquic's `serve`, reading through a `DrainingSocket`. The port is this
-    process's alone unless `sock`, an already bound UDP socket, is given to
-    serve on (a worker's ``SO_REUSEPORT`` socket); `wrap` puts a protocol
-    between the socket and aioquic's server
-    (`flare_runtime.transports.quic_workers`).
+    Returns aioquic's server and the bound port. With `tickets`, the server
+    issues session tickets (resumption and 0-RTT) and accepts each one once
+    (see `ServerTicketStore`). New connections are admitted through `guard`
+    (default: a `HandshakeGuard` with its defaults). aioquic's `serve`, reading
+    through a `DrainingSocket`. The port is this process's alone unless `sock`,
+    an already bound UDP socket, is given to serve on (a worker's
+    ``SO_REUSEPORT`` socket); `wrap` puts a protocol between the socket and
+    aioquic's server (`flare_runtime.transports.quic_workers`).
     """
     loop = asyncio.get_running_loop()
     if sock is None:
@@ -776,17 +838,20 @@ async def serve_links(
     server = AdmittingQuicServer(
         guard=guard,
         configuration=configuration,
-        create_protocol=partial(ServerLink, factory=factory, guard=guard),
+        create_protocol=partial(ServerLink, factory=factory, guard=guard, tuning=tuning),
         session_ticket_handler=tickets.add if tickets is not None else None,
         session_ticket_fetcher=tickets.take if tickets is not None else None,
     )
     try:
+        bound_port = int(sock.getsockname()[1])
         inner = server if wrap is None else wrap(server)
-        await loop.create_datagram_endpoint(lambda: DrainingSocket(inner, sock), sock=sock)
+        await loop.create_datagram_endpoint(
+            lambda: DrainingSocket(inner, sock, tuning.datagrams_per_wakeup), sock=sock
+        )
     except BaseException:
         sock.close()
         raise
-    return server
+    return server, bound_port
 
 
 async def _bound_socket(host: str, port: int) -> socket.socket:

@@ -46,13 +46,15 @@ import socket
 import struct
 import weakref
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Final, cast
+from typing import TYPE_CHECKING, Any, Final
 
 if TYPE_CHECKING:
     from aioquic.asyncio.server import QuicServer
 
-    from flare_runtime.server import SharedPorts
+    from flare_runtime.transports.aioquic_shim import server_connections
+from flare_runtime.server import SharedPorts
 
 logger = logging.getLogger("flare_runtime.transports.quic")
 
@@ -133,9 +135,9 @@ def short_header_connection_id(datagram: bytes, length: int) -> bytes | None:
     return datagram[1 : 1 + length]
 
 
-def _holds(quic_server: QuicServer) -> dict[bytes, Any]:
+def _holds(quic_server: QuicServer) -> Mapping[bytes, Any]:
     """aioquic's connection id -> connection table of `quic_server` (read, never written)."""
-    return cast("dict[bytes, Any]", quic_server._protocols)
+    return server_connections(quic_server)
 
 
 @dataclass(slots=True)
@@ -178,7 +180,7 @@ class WorkerRouting(asyncio.DatagramProtocol):
         self.stats = RoutingStats()
         self._cid_length = connection_id_length
         self._quic: QuicServer | None = None
-        self._connections: dict[bytes, Any] = {}
+        self._connections: Mapping[bytes, Any] = {}
         self._owners: OrderedDict[bytes, int] = OrderedDict()
         self._asked: dict[bytes, float] = {}
         self._ask_budget = float(ASKS_PER_SECOND)

@@ -18,8 +18,9 @@ most links.
 
 Hot path: without extensions, the adapter writes binary frames itself and
 reads complete FIN+BINARY frames itself while websockets has nothing pending
-(RFC 6455 §5.2); everything else (control frames, fragments, partial frames,
-errors, the close handshake) goes through websockets.
+(`flare_runtime.transports.websocket_fastpath`); everything else (control
+frames, fragments, partial frames, errors, the close handshake) goes through
+websockets.
 
 Connection-level credentials travel in the opening HTTP request:
 ``Authorization: Bearer <token>`` and ``x-flare-*`` headers become the
@@ -41,10 +42,8 @@ import binascii
 import contextlib
 import http
 import logging
-import os
 import re
 import ssl
-import struct
 import urllib.parse
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, cast
@@ -70,6 +69,11 @@ from flare_runtime.protocol.config import ProtocolConfig, Settings
 from flare_runtime.protocol.frames import HEADER_SIZE
 from flare_runtime.routing import Transport
 from flare_runtime.server import TLSFiles, parse_address
+from flare_runtime.transports.websocket_fastpath import (
+    read_binary_frames,
+    websockets_between_frames,
+    write_binary_frame,
+)
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
 from flare_runtime.wire.endpoint import WireEndpoint
 from flare_runtime.wire.listener import EndpointSet
@@ -79,11 +83,6 @@ if TYPE_CHECKING:
     from flare_runtime.server import Server
 
 logger = logging.getLogger("flare_runtime.transports.websocket")
-
-try:  # websockets' C implementation, as its own framing uses
-    from websockets.speedups import apply_mask
-except ImportError:  # pragma: no cover -- a build without the C extension
-    from websockets.utils import apply_mask
 
 FORWARDED_HEADER_PREFIX = "x-flare-"
 """Handshake headers with this prefix are part of the connection's opening metadata."""
@@ -106,9 +105,6 @@ def message_limit(settings: Settings) -> int:
     """The largest WebSocket message to accept from a peer bound by `settings`."""
     largest_frame = max(settings.max_message_size, settings.max_frame_size) + HEADER_SIZE
     return max(MAX_WEBSOCKET_MESSAGE, largest_frame)
-
-
-CloseHandler = Callable[[], None]
 
 
 class UpgradeRefusedError(Exception):
@@ -189,43 +185,21 @@ class _WebSocketAdapter(asyncio.Protocol):
 
     # -------------------------------------------------------------- WireTransport
 
-    def write(self, data: bytes) -> None:
-        """Send `data` (whole Flare frames) as one binary message.
+    max_write_size = MAX_WEBSOCKET_MESSAGE
+    """The endpoint cuts its output at frame boundaries into writes of at most this size."""
 
-        A batch over `MAX_WEBSOCKET_MESSAGE` is cut at frame boundaries into
-        several messages.
-        """
+    def write(self, data: bytes) -> None:
+        """Send `data` (whole Flare frames, at most `max_write_size` bytes but for a
+        single larger frame) as one binary message."""
         protocol = self.protocol
         transport = self.transport
         if protocol.state is not State.OPEN or transport is None:
             return
-        if len(data) > MAX_WEBSOCKET_MESSAGE:
-            for piece in _split_at_frames(data):
-                self._write_message(piece)
-            return
-        self._write_message(data)
-
-    def _write_message(self, data: bytes) -> None:
-        protocol = self.protocol
-        transport = self.transport
-        assert transport is not None
         if protocol.extensions:
             protocol.send_binary(data)
             transport.writelines(protocol.data_to_send())
             return
-        # Without extensions a binary frame is a fixed header and the payload
-        # (RFC 6455 §5.2), masked on the client side: build it here, which
-        # costs a fraction of websockets' general-purpose Frame.serialize.
-        # Nothing else is queued in websockets' output: it is flushed after
-        # every input (`_flush`), so frame order is kept.
-        length = len(data)
-        if self._masking:
-            mask = _next_mask()
-            transport.write(_header(length, 0x80) + mask + apply_mask(data, mask))
-        elif length < 126:
-            transport.write(bytes((0x82, length)) + data)
-        else:
-            transport.writelines((_header(length, 0), data))
+        write_binary_frame(transport, data, self._masking)
 
     def get_write_buffer_size(self) -> int:
         return self.transport.get_write_buffer_size() if self.transport is not None else 0
@@ -288,16 +262,13 @@ class _WebSocketAdapter(asyncio.Protocol):
         protocol = self.protocol
         if (
             self.endpoint is not None
-            and not protocol.reader.buffer
-            and protocol.current_size is None
             and protocol.state is State.OPEN
             and not protocol.extensions
+            and websockets_between_frames(protocol)
         ):
-            # Fast path: complete, final, binary frames with nothing pending
-            # in websockets' parser are read here (RFC 6455 §5.2); anything
-            # else -- control frames, fragments, a partial frame, errors --
+            # Complete, final, binary frames are read by hand; anything else
             # goes through websockets from the first such byte on.
-            data = self._read_binary_frames(data)
+            data = read_binary_frames(self, data, not self._masking, self._max_message)
             if not data:
                 return
         if protocol.reader.eof:
@@ -316,44 +287,6 @@ class _WebSocketAdapter(asyncio.Protocol):
                 self._handshake_event(event)
         if protocol.close_expected() and self.transport is not None:
             self.transport.close()
-
-    def _read_binary_frames(self, data: bytes) -> bytes:
-        """Hand whole FIN+BINARY frames at the start of `data` to the endpoint; return the rest."""
-        endpoint = self.endpoint
-        assert endpoint is not None
-        masked = not self._masking  # we receive masked frames iff we are the server
-        end = len(data)
-        position = 0
-        while end - position >= 2 and data[position] == 0x82:
-            second = data[position + 1]
-            if bool(second & 0x80) is not masked:
-                break  # a masking error: websockets reports it
-            length = second & 0x7F
-            header = 2
-            if length == 126:
-                if end - position < 4:
-                    break
-                (length,) = _U16.unpack_from(data, position + 2)
-                header = 4
-            elif length == 127:
-                if end - position < 10:
-                    break
-                (length,) = _U64.unpack_from(data, position + 2)
-                header = 10
-            if length > self._max_message:
-                break  # websockets closes with 1009
-            start = position + header + (4 if masked else 0)
-            stop = start + length
-            if stop > end:
-                break  # a partial frame: websockets buffers it
-            payload = data[start:stop]
-            if masked:
-                payload = apply_mask(payload, data[start - 4 : start])
-            endpoint.data_received(payload)
-            position = stop
-            if self.endpoint is None or self.protocol.state is not State.OPEN:
-                break
-        return data[position:] if position else data
 
     def eof_received(self) -> bool | None:
         self.protocol.receive_eof()
@@ -404,65 +337,6 @@ class _WebSocketAdapter(asyncio.Protocol):
 
     def _handshake_failed(self, exc: BaseException | None) -> None:
         """Hook for the client: report a failed or aborted handshake."""
-
-
-class _MaskSource:
-    """Masking keys from the OS's strong random source (RFC 6455 §5.3), fetched
-    4 KiB at a time rather than with one syscall per frame."""
-
-    def __init__(self) -> None:
-        self._pool = b""
-        self._position = 0
-
-    def __call__(self) -> bytes:
-        position = self._position
-        if position + 4 > len(self._pool):
-            self._pool = os.urandom(4096)
-            position = 0
-        self._position = position + 4
-        return self._pool[position : position + 4]
-
-
-_next_mask = _MaskSource()
-
-
-def _header(length: int, mask_bit: int) -> bytes:
-    """The header of one final binary frame of `length` bytes (RFC 6455 §5.2)."""
-    if length < 126:
-        return bytes((0x82, mask_bit | length))
-    if length < 65536:
-        return _HEADER_16.pack(0x82, mask_bit | 126, length)
-    return _HEADER_64.pack(0x82, mask_bit | 127, length)
-
-
-_HEADER_16 = struct.Struct("!BBH")
-_HEADER_64 = struct.Struct("!BBQ")
-
-
-def _split_at_frames(data: bytes) -> list[bytes]:
-    """Cut a batch of whole Flare frames into pieces of at most MAX_WEBSOCKET_MESSAGE bytes.
-
-    Cuts fall between frames only (a frame larger than the cap is a piece of
-    its own). Each frame starts with its payload length (u32, §2).
-    """
-    pieces: list[bytes] = []
-    view = memoryview(data)
-    start = position = 0
-    end = len(data)
-    while position < end:
-        (length,) = _FRAME_LENGTH.unpack_from(data, position)
-        frame_end = position + HEADER_SIZE + length
-        if frame_end - start > MAX_WEBSOCKET_MESSAGE and position > start:
-            pieces.append(bytes(view[start:position]))
-            start = position
-        position = frame_end
-    pieces.append(bytes(view[start:end]))
-    return pieces
-
-
-_FRAME_LENGTH = struct.Struct(">I")
-_U16 = struct.Struct("!H")
-_U64 = struct.Struct("!Q")
 
 
 class ServerAdapter(_WebSocketAdapter):

@@ -74,6 +74,7 @@ from flare_runtime.errors import ConfigurationError, ConnectionClosedError
 from flare_runtime.metadata import Metadata
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import Transport
+from flare_runtime.transports.aioquic_shim import stream_unacked_bytes
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
 from flare_runtime.wire.endpoint import WireEndpoint
 from flare_runtime.wire.listener import EndpointSet
@@ -112,17 +113,6 @@ def certificate_hash(certificate: str | Path) -> bytes:
     return hashlib.sha256(ssl.PEM_cert_to_DER_cert(pem)).digest()
 
 
-def _unacknowledged_bytes(quic: QuicConnection, stream_id: int) -> int:
-    """Bytes written on `stream_id` that the peer has not acknowledged yet.
-
-    aioquic has no public API for it; it keeps a stream's unacknowledged send
-    data in one bytearray (``QuicStream.sender._buffer``). The transport's
-    tests check this shim against aioquic, so a change there fails loudly.
-    """
-    stream = quic._streams.get(stream_id)
-    return 0 if stream is None else len(stream.sender._buffer)
-
-
 # ------------------------------------------------------------------------- the pipe
 
 
@@ -156,7 +146,7 @@ class _StreamPipe:
                 self.endpoint.pause_writing()
 
     def get_write_buffer_size(self) -> int:
-        return _unacknowledged_bytes(self.link.quic, self.stream_id)
+        return stream_unacked_bytes(self.link.quic, self.stream_id)
 
     def pause_reading(self) -> None:
         self._read_paused = True

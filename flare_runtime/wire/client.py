@@ -35,22 +35,18 @@ from typing import Any, Generic, TypeVar, cast
 
 from google.protobuf.message import DecodeError, Message
 
-from flare_runtime.client import BidiStreamCall, Channel, ServerStreamCall
+from flare_runtime.calls import BidiStreamCall, check_request
+from flare_runtime.client import Channel
 from flare_runtime.details import unpack_details
-from flare_runtime.errors import ConnectionClosedError, LocalProtocolError, RpcError
-from flare_runtime.interceptors import (
-    ClientCallInfo,
-    ClientInterceptor,
-    ClientUnaryCallNext,
-    InterceptedStreamCall,
-    chain_client_unary,
-    check_request,
-    intercepted_stream_unary,
-    iterate,
+from flare_runtime.errors import (
+    ConnectionClosedError,
+    LimitExceededError,
+    LocalProtocolError,
+    RpcError,
 )
+from flare_runtime.interceptors import ClientCallInfo, ClientInterceptor
 from flare_runtime.metadata import EMPTY_METADATA, Metadata, MetadataLike
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig
-from flare_runtime.protocol.connection import LimitExceededError
 from flare_runtime.protocol.events import (
     CallEnded,
     ConnectionClosed,
@@ -61,7 +57,6 @@ from flare_runtime.protocol.events import (
     PushReceived,
     WindowUpdated,
 )
-from flare_runtime.protocol.frames import CloseCode
 from flare_runtime.routing import Route, Transport
 from flare_runtime.status import StatusCode
 from flare_runtime.wire.endpoint import WireEndpoint, WireTransport
@@ -74,9 +69,14 @@ logger = logging.getLogger("flare_runtime.client")
 
 PushCallback = Callable[[Message], None]
 
+CLOSE_TIMEOUT = 2.0
+"""Seconds `WireChannel.close` waits for the transport to close before aborting it."""
 
-class _ClientCall:
-    """Client-side state of one call: received messages, headers, final status."""
+
+class ClientCall:
+    """Client-side state of one call (`ClientEndpoint.start_call`): received messages,
+    headers, final status. `future`, when set, receives the one response of a call
+    that ends with it (unary, client stream)."""
 
     __slots__ = (
         "call_id",
@@ -118,7 +118,16 @@ class _ClientCall:
 
 
 class ClientEndpoint(WireEndpoint):
-    """The client end of a Flare connection; `WireChannel` calls through it."""
+    """The client end of a Flare connection; `WireChannel` calls through it.
+
+    Calls: `start_call` (returns the call's `ClientCall`, whose events arrive
+    as the server answers), `send_message`, `half_close`, `acknowledge`,
+    `cancel`; the connection: `close`, `abort`, `closed`, `unavailable`.
+    """
+
+    route_observer: Callable[[Route[Any, Any]], None] | None = None
+    """Called with the route of every call as it starts, before anything is written
+    (a transport's hook: QUIC picks the routes allowed in 0-RTT early data with it)."""
 
     def __init__(
         self,
@@ -128,7 +137,7 @@ class ClientEndpoint(WireEndpoint):
         push_types: Mapping[int, type[Message]],
         max_pending_pushes: int,
     ) -> None:
-        self.calls: dict[int, _ClientCall] = {}
+        self.calls: dict[int, ClientCall] = {}
         self.push_types = dict(push_types)
         self.pushes: collections.deque[Message] = collections.deque()
         self.push_callbacks: list[PushCallback] = []
@@ -140,6 +149,105 @@ class ClientEndpoint(WireEndpoint):
         self.close_reason = ""
         self.going_away = False
         super().__init__(transport, CLIENT, config, kind)
+
+    # ------------------------------------------------------------------ calls
+
+    def start_call(  # noqa: PLR0917 - called positionally on every call (keywords cost more)
+        self,
+        route: Route[Any, Any],
+        metadata: Metadata,
+        timeout: float | None,
+        message: bytes | None,
+        end_stream: bool,
+        info: ClientCallInfo | None,
+    ) -> ClientCall:
+        """Start a call on `route`; `message` (if any) is its first request, `end_stream`
+        half-closes after it. `timeout` None means the route's default timeout.
+
+        Raises `RpcError`: UNAVAILABLE on a closed or draining connection,
+        UNIMPLEMENTED for a route without a wire id, RESOURCE_EXHAUSTED when the
+        metadata or message exceeds the server's limits.
+        """
+        if self._closed or self.going_away:
+            raise self.unavailable()
+        if self.route_observer is not None:
+            self.route_observer(route)
+        wire_id = route.wire_id
+        if not wire_id:
+            raise RpcError(
+                StatusCode.UNIMPLEMENTED,
+                f"{route.path} has no Flare route id; call it over gRPC",
+            )
+        if timeout is None:
+            timeout = route.options.default_timeout
+        try:
+            call_id = self.conn.start_call(
+                wire_id,
+                metadata.entries(),
+                timeout=timeout,
+                now=_monotonic() if timeout is not None else 0.0,
+                message=message,
+                end_stream=end_stream,
+            )
+        except LimitExceededError as exc:
+            raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
+        except (LocalProtocolError, ConnectionClosedError):
+            raise self.unavailable() from None
+        call = ClientCall(call_id, info)
+        calls = self.calls
+        calls[call_id] = call
+        if len(calls) == 1:
+            self.flush()  # the only call: send now, a loop iteration sooner
+        else:
+            self.schedule_flush()  # batch with the calls started alongside
+        if timeout is not None:
+            self.rearm_timer()
+        return call
+
+    def send_message(self, call: ClientCall, data: bytes) -> None:
+        """Send one request on `call` (check `can_write` / `wait_writable` first).
+
+        Raises like `Connection.send_message` (`LimitExceededError`,
+        `LocalProtocolError` after the half-close).
+        """
+        self.conn.send_message(call.call_id, data)
+        self.schedule_flush()
+
+    def half_close(self, call: ClientCall) -> None:
+        """Send no more requests on `call` (ignored once the call or connection ended)."""
+        if call.ended:
+            return
+        with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
+            self.conn.half_close(call.call_id)
+        self.schedule_flush()
+
+    def cancel(self, call: ClientCall) -> None:
+        """Cancel `call` (the server's handler is cancelled); it ends with CANCELLED."""
+        if self.calls.pop(call.call_id, None) is None:
+            return
+        call.ended = True
+        call.error = RpcError(StatusCode.CANCELLED, "cancelled by the client")
+        with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
+            self.conn.cancel(call.call_id, StatusCode.CANCELLED, "cancelled by the client")
+        self.schedule_flush()
+        call.wake()
+
+    def close(self, reason: str = "client closing") -> None:
+        """End every open call with CANCELLED, then close (see `WireEndpoint.close`)."""
+        if self._closed or self._aborting:
+            return
+        calls, self.calls = self.calls, {}
+        for call in calls.values():
+            self._end_call(call, CallEnded(call.call_id, StatusCode.CANCELLED, "channel closed"))
+        super().close(reason)
+
+    def abort(self, reason: str = "") -> None:
+        """Close the transport at once; open calls fail UNAVAILABLE (see `WireEndpoint.abort`)."""
+        super().abort(reason)
+        if not self._closed:
+            self.connection_lost(None)
+
+    # ------------------------------------------------------------------ events
 
     def _handle_events(self, events: list[Event]) -> None:
         calls = self.calls
@@ -191,10 +299,11 @@ class ClientEndpoint(WireEndpoint):
                 closed = cast(ConnectionClosed, event)
                 self.close_reason = closed.reason or closed.code.name.lower()
                 self._fail_all(self.close_reason)
-                self._flush()
-                self.transport.close(closed.reason)
+                self.flush()
+                if not self._aborting:
+                    self.transport.close(closed.reason)
 
-    def _end_call(self, call: _ClientCall, ended: CallEnded) -> None:
+    def _end_call(self, call: ClientCall, ended: CallEnded) -> None:
         call.ended = True
         if ended.trailers:
             call.trailers = _metadata(ended.trailers)
@@ -215,7 +324,8 @@ class ClientEndpoint(WireEndpoint):
                         f"expected one response message, got {call.count}",
                     )
                 )
-        call.wake()
+        if call.waiter is not None or call.header_waiter is not None:
+            call.wake()  # someone iterates the call or awaits its headers
         if self._credit_waiters:
             self._wake_credit(call.call_id)
 
@@ -273,11 +383,7 @@ class ClientEndpoint(WireEndpoint):
 
 
 class WireChannel(Channel):
-    """A `Channel` over one Flare connection (WebSocket or QUIC)."""
-
-    _route_observer: Callable[[Route[Any, Any]], None] | None = None
-    """Called with the route of every call as it starts, before anything is written
-    (a transport subclass's hook; QUIC uses it to pick the 0-RTT routes)."""
+    """A `Channel` over one Flare connection (WebSocket or QUIC), through its `ClientEndpoint`."""
 
     def __init__(
         self,
@@ -285,13 +391,8 @@ class WireChannel(Channel):
         *,
         interceptors: Iterable[ClientInterceptor] = (),
     ) -> None:
+        super().__init__(interceptors=interceptors)
         self.endpoint = endpoint
-        self.interceptors = tuple(interceptors)
-        self._unary_chain: ClientUnaryCallNext | None = (
-            chain_client_unary(self.interceptors, self._unary_terminal)
-            if self.interceptors
-            else None
-        )
 
     # ------------------------------------------------------------------ pushes
 
@@ -328,7 +429,7 @@ class WireChannel(Channel):
                     endpoint.push_taken()
                     yield message
                     continue
-                if endpoint._closed or endpoint.conn.closed:
+                if endpoint.closed:
                     return
                 endpoint.push_waiter = endpoint.loop.create_future()
                 try:
@@ -340,207 +441,73 @@ class WireChannel(Channel):
 
     # ------------------------------------------------------------------ calls
 
-    def _start(
-        self,
-        route: Route[Any, Any],
-        *,
-        metadata: Metadata,
-        timeout: float | None,
-        message: bytes | None,
-        end_stream: bool,
-        info: ClientCallInfo | None,
-    ) -> _ClientCall:
-        endpoint = self.endpoint
-        if endpoint._closed or endpoint.going_away:
-            raise endpoint.unavailable()
-        if self._route_observer is not None:
-            self._route_observer(route)
-        wire_id = route.service_id << 16 | route.route_id
-        if not route.service_id or not route.route_id:
-            raise RpcError(
-                StatusCode.UNIMPLEMENTED,
-                f"{route.path} has no Flare route id; call it over gRPC",
-            )
-        if timeout is None:
-            timeout = route.options.default_timeout
-        try:
-            call_id = endpoint.conn.start_call(
-                wire_id,
-                metadata.entries(),
-                timeout=timeout,
-                now=_monotonic() if timeout is not None else 0.0,
-                message=message,
-                end_stream=end_stream,
-            )
-        except LimitExceededError as exc:
-            raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
-        except (LocalProtocolError, ConnectionClosedError):
-            raise endpoint.unavailable() from None
-        call = _ClientCall(call_id, info)
-        calls = endpoint.calls
-        calls[call_id] = call
-        if len(calls) == 1:
-            endpoint._flush()  # the only call: send now, a loop iteration sooner
-        else:
-            endpoint.schedule_flush()  # batch with the calls started alongside
-        if timeout is not None:
-            endpoint._rearm_timer()
-        return call
-
-    async def unary_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        chain = self._unary_chain
-        if chain is not None:
-            info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-            return cast(ResponseT, await chain(request, info))
-        # The fast path (no interceptors): one future, no intermediate coroutine.
-        if type(request) is not route.request_type:
-            check_request(route, request)
-        metadata = Metadata.coerce(metadata) if metadata else EMPTY_METADATA
-        call, future = self._start_unary(route, request, metadata, timeout, None)
-        try:
-            data = await future
-        except asyncio.CancelledError:
-            self._cancel(call)
-            raise
-        return _parse(route, data)
-
-    async def _unary_terminal(self, request: Message, info: ClientCallInfo) -> Message:
-        return await self._unary(info.route, request, info.metadata, info.timeout, info)
-
     async def _unary(
         self,
         route: Route[Any, ResponseT],
         request: Message,
-        metadata: Metadata,
+        metadata: MetadataLike | None,
         timeout: float | None,
         info: ClientCallInfo | None,
     ) -> ResponseT:
-        check_request(route, request)
-        call, future = self._start_unary(route, request, metadata, timeout, info)
-        try:
-            data = await future
-        except asyncio.CancelledError:
-            self._cancel(call)
-            raise
-        return _parse(route, data)
-
-    def _start_unary(
-        self,
-        route: Route[Any, Any],
-        request: Message,
-        metadata: Metadata,
-        timeout: float | None,
-        info: ClientCallInfo | None,
-    ) -> tuple[_ClientCall, asyncio.Future[bytes]]:
-        # Synchronous, so both unary paths await the response in their own
-        # coroutine (the fast path adds none).
-        call = self._start(
+        if type(request) is not route.request_type:
+            check_request(route, request)
+        call = self.endpoint.start_call(
             route,
-            metadata=metadata,
-            timeout=timeout,
-            message=request.SerializeToString(),
-            end_stream=True,
-            info=info,
+            Metadata.coerce(metadata) if metadata else EMPTY_METADATA,
+            timeout,
+            request.SerializeToString(),
+            True,
+            info,
         )
         future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
         call.future = future
-        return call, future
-
-    def unary_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        request: RequestT,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ServerStreamCall[ResponseT]:
-        check_request(route, request)
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        if self.interceptors:
-            return self._intercepted_stream(info, iterate((request,)))
-        return self._open_server_stream(request, info)
+        try:
+            data = await future
+        except asyncio.CancelledError:
+            self.endpoint.cancel(call)
+            raise
+        return _parse(route, data)
 
     def _open_server_stream(
         self, request: Message, info: ClientCallInfo
     ) -> _WireStreamCall[Any, Any]:
-        call = self._start(
+        call = self.endpoint.start_call(
             info.route,
-            metadata=info.metadata,
-            timeout=info.timeout,
-            message=request.SerializeToString(),
-            end_stream=True,
-            info=info,
+            info.metadata,
+            info.timeout,
+            request.SerializeToString(),
+            True,
+            info,
         )
         return _WireStreamCall(self, info.route, call)
 
     def _open_bidi_stream(
         self, requests: AsyncIterable[Any] | Iterable[Any] | None, info: ClientCallInfo
     ) -> _WireStreamCall[Any, Any]:
-        call = self._start(
+        call = self.endpoint.start_call(
             info.route,
-            metadata=info.metadata,
-            timeout=info.timeout,
-            message=None,
-            end_stream=False,
-            info=info,
+            info.metadata,
+            info.timeout,
+            None,
+            False,
+            info,
         )
         stream: _WireStreamCall[Any, Any] = _WireStreamCall(self, info.route, call)
         if requests is not None:
             stream.start_sending(requests)
         return stream
 
-    def _intercepted_stream(
-        self, info: ClientCallInfo, requests: AsyncIterator[Message] | None
-    ) -> InterceptedStreamCall[Any, Any]:
-        return InterceptedStreamCall(
-            self.interceptors,
-            info,
-            requests,
-            open_server_stream=self._open_server_stream,
-            open_bidi_stream=self._open_bidi_stream,
-        )
-
-    async def stream_unary(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT],
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> ResponseT:
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        if self.interceptors:
-            response = await intercepted_stream_unary(
-                self.interceptors, info, requests, self._client_stream_terminal
-            )
-            return cast(ResponseT, response)
-        return await self._client_stream(route, requests, info)
-
-    async def _client_stream_terminal(
-        self, requests: AsyncIterator[Message], info: ClientCallInfo
-    ) -> Message:
-        return await self._client_stream(info.route, requests, info)
-
     async def _client_stream(
-        self,
-        route: Route[Any, ResponseT],
-        requests: AsyncIterable[Any] | Iterable[Any],
-        info: ClientCallInfo,
-    ) -> ResponseT:
-        call = self._start(
+        self, requests: AsyncIterable[Any] | Iterable[Any], info: ClientCallInfo
+    ) -> Message:
+        route: Route[Any, Message] = info.route
+        call = self.endpoint.start_call(
             route,
-            metadata=info.metadata,
-            timeout=info.timeout,
-            message=None,
-            end_stream=False,
-            info=info,
+            info.metadata,
+            info.timeout,
+            None,
+            False,
+            info,
         )
         future: asyncio.Future[bytes] = self.endpoint.loop.create_future()
         call.future = future
@@ -549,65 +516,29 @@ class WireChannel(Channel):
             await stream.send_all(requests)
             data = await future
         except asyncio.CancelledError:
-            self._cancel(call)
+            self.endpoint.cancel(call)
             raise
         return _parse(route, data)
-
-    def stream_stream(
-        self,
-        route: Route[RequestT, ResponseT],
-        requests: AsyncIterable[RequestT] | Iterable[RequestT] | None = None,
-        *,
-        timeout: float | None = None,
-        metadata: MetadataLike | None = None,
-    ) -> BidiStreamCall[RequestT, ResponseT]:
-        info = ClientCallInfo(route, Metadata.coerce(metadata), timeout)
-        if self.interceptors:
-            return self._intercepted_stream(info, None if requests is None else iterate(requests))
-        return self._open_bidi_stream(requests, info)
-
-    def _cancel(self, call: _ClientCall) -> None:
-        endpoint = self.endpoint
-        if endpoint.calls.pop(call.call_id, None) is None:
-            return
-        call.ended = True
-        call.error = RpcError(StatusCode.CANCELLED, "cancelled by the client")
-        with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
-            endpoint.conn.cancel(call.call_id, StatusCode.CANCELLED, "cancelled by the client")
-        endpoint.schedule_flush()
-        call.wake()
 
     async def close(self) -> None:
         """Close the connection: pending calls fail with CANCELLED."""
         endpoint = self.endpoint
-        if not endpoint._closed:
-            calls, endpoint.calls = endpoint.calls, {}
-            for call in calls.values():
-                endpoint._end_call(
-                    call, CallEnded(call.call_id, StatusCode.CANCELLED, "channel closed")
-                )
-            if not endpoint.conn.closed:
-                endpoint.conn.close(CloseCode.NO_ERROR, "client closing")
-                endpoint._handle_events(endpoint.conn.events_received())
-            endpoint._flush()
-            endpoint.transport.close("client closing")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(endpoint.wait_closed(), 2.0)
-            if not endpoint._closed:
-                endpoint.transport.abort()
-                endpoint.connection_lost(None)
+        endpoint.close("client closing")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(endpoint.wait_closed(), CLOSE_TIMEOUT)
+        endpoint.abort("did not close in time")
 
     @property
     def closed(self) -> bool:
         """True once the connection is closed (by either side)."""
-        return self.endpoint._closed or self.endpoint.conn.closed
+        return self.endpoint.closed
 
 
 class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, ResponseT]):
     """A streaming call on a `WireChannel`: iterate responses; send requests (bidi)."""
 
     def __init__(
-        self, channel: WireChannel, route: Route[RequestT, ResponseT], call: _ClientCall
+        self, channel: WireChannel, route: Route[RequestT, ResponseT], call: ClientCall
     ) -> None:
         self._channel = channel
         self._endpoint = channel.endpoint
@@ -626,8 +557,7 @@ class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, Res
             if call.messages:
                 data = call.messages.popleft()
                 if not call.ended:
-                    endpoint.conn.acknowledge(call.call_id, len(data))
-                    endpoint.schedule_flush()
+                    endpoint.acknowledge(call.call_id, len(data))
                 try:
                     return self._parse(data)
                 except DecodeError:
@@ -665,7 +595,7 @@ class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, Res
         if self._sender is not None and not self._sender.done():
             self._sender.cancel()
         if not self._call.ended:
-            self._channel._cancel(self._call)
+            self._endpoint.cancel(self._call)
 
     async def send(self, request: RequestT) -> None:
         check_request(self._route, request)
@@ -686,20 +616,15 @@ class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, Res
                     raise call.error
                 return
         try:
-            endpoint.conn.send_message(call_id, request.SerializeToString())
+            endpoint.send_message(call, request.SerializeToString())
         except LimitExceededError as exc:
             self.cancel()
             raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except LocalProtocolError:
             raise RpcError(StatusCode.FAILED_PRECONDITION, "done_writing was called") from None
-        endpoint.schedule_flush()
 
     async def done_writing(self) -> None:
-        if self._call.ended:
-            return
-        with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
-            self._endpoint.conn.half_close(self._call.call_id)
-        self._endpoint.schedule_flush()
+        self._endpoint.half_close(self._call)
 
     async def send_all(self, requests: AsyncIterable[RequestT] | Iterable[RequestT]) -> None:
         """Send every request, then half-close; stops early if the call ends."""

@@ -44,6 +44,9 @@ def start_eagerly(
 class _Resume(collections.abc.Coroutine[Any, Any, None]):
     """A coroutine that already took its first step, for a task to finish (Python 3.11).
 
+    Delete it, and the Python 3.11 branch of `start_eagerly`, once Flare requires
+    Python 3.12: asyncio's eager tasks then do all of this.
+
     The task's first `send` gets back what that step yielded (the future the
     coroutine waits on), so the task waits on it as it would have; everything
     after goes straight to the coroutine. A cancellation thrown in before that

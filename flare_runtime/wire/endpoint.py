@@ -34,6 +34,7 @@ server aborts a client whose unsent output still passes
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from typing import Protocol
 
@@ -45,13 +46,17 @@ from flare_runtime.protocol.frames import CloseCode
 from flare_runtime.routing import Transport
 
 _monotonic = time.monotonic
-
-FLUSH_BATCH = 16
-"""Most sends gathered into one write (measured: bench/ws_bench.py, 64 calls in flight)."""
+logger = logging.getLogger("flare_runtime.endpoint")
 
 
 class WireTransport(Protocol):
-    """What a transport adapter offers the endpoint: a reliable, ordered byte pipe."""
+    """What a transport adapter offers the endpoint: a reliable, ordered byte pipe.
+
+    An adapter whose writes travel in units of bounded size may also set
+    ``max_write_size`` (an int): the endpoint then cuts its output at Flare
+    frame boundaries into writes of at most that many bytes (a single larger
+    frame is written alone). The WebSocket adapter does, one message per write.
+    """
 
     peer: str
     """The remote address, ``host:port``."""
@@ -79,7 +84,10 @@ class WireEndpoint:
     """Shared machinery of both sides: bytes in, events out, timer, batched output.
 
     Adapters call `data_received`, `connection_lost`, `pause_writing` and
-    `resume_writing`; nothing else.
+    `resume_writing`; nothing else. The layer above (the server's calls, the
+    client's `WireChannel`) uses the public methods: `flush`,
+    `schedule_flush`, `rearm_timer`, `acknowledge`, `wait_writable` /
+    `can_write`, `close` / `abort` / `wait_closed` and `closed`.
     """
 
     transport_kind: Transport = Transport.WEBSOCKET
@@ -91,10 +99,12 @@ class WireEndpoint:
         self.transport = transport
         self.transport_kind = kind
         self.conn = Connection(role, config, now=_monotonic())
+        self._max_write_size: int | None = getattr(transport, "max_write_size", None)
         self._timer: asyncio.TimerHandle | None = None
         self._timer_when = 0.0
         self._flush_scheduled = False
         self._unflushed = 0
+        self._flush_batch = config.flush_batch
         self._deadline_added = False
         self._steady = False  # handshake done: the timer need not follow every input
         interval = config.keepalive_interval
@@ -102,10 +112,11 @@ class WireEndpoint:
         self._write_paused = False
         self._write_waiters: list[asyncio.Future[None]] = []
         self._credit_waiters: dict[int, asyncio.Future[None]] = {}
-        self._closed = False
+        self._closed = False  # the transport is gone (`connection_lost` ran)
+        self._aborting = False  # `abort`: nothing more is written, not even a CLOSE
         self._closed_future: asyncio.Future[None] | None = None  # made by wait_closed
-        self._flush()
-        self._rearm_timer()
+        self.flush()
+        self.rearm_timer()
 
     # ------------------------------------------------------------------ adapter side
 
@@ -117,7 +128,7 @@ class WireEndpoint:
         events = conn.events_received()
         if events:
             self._handle_events(events)
-        self._flush()
+        self.flush()
         # Once the handshake is done, the protocol's next deadline moves
         # earlier only when a call with a deadline starts, or when input
         # answers a PING (the next keepalive is then `interval` from now,
@@ -131,7 +142,7 @@ class WireEndpoint:
         ):
             self._deadline_added = False
             self._steady = conn.established
-            self._rearm_timer()
+            self.rearm_timer()
 
     def connection_lost(self, exc: BaseException | None) -> None:
         """The transport is gone: end every call and release everything."""
@@ -162,32 +173,95 @@ class WireEndpoint:
             if not waiter.done():
                 waiter.set_result(None)
 
+    # ------------------------------------------------------------------ both sides
+
+    @property
+    def closed(self) -> bool:
+        """True once the connection is closed (by either side) or the transport is gone."""
+        return self._closed or self.conn.closed
+
+    def close(self, reason: str = "") -> None:
+        """Send a Flare CLOSE (NO_ERROR, `reason`) after what is queued, then close the transport.
+
+        Calls still open end (the peer sees the connection close); `connection_lost`
+        follows once the transport is closed. Does nothing once closing or closed.
+        """
+        if self._closed or self._aborting:
+            return
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, reason)
+            self._handle_events(self.conn.events_received())
+        self.flush()
+        self._close_transport(reason)
+
+    def _close_transport(self, reason: str) -> None:
+        """Close the transport after what it holds (a side may bound how long that takes)."""
+        self.transport.close(reason)
+
+    def abort(self, reason: str = "") -> None:
+        """Close the transport at once, dropping what is queued (nothing more is written)."""
+        if self._closed:
+            return
+        logger.debug("aborting connection with %s: %s", self.transport.peer, reason)
+        self._aborting = True
+        if not self.conn.closed:
+            self.conn.close(CloseCode.NO_ERROR, reason)
+            self.conn.data_to_send()  # dropped with the rest of the backlog
+            self._handle_events(self.conn.events_received())
+        self.transport.abort()
+
+    def acknowledge(self, call_id: int, size: int) -> None:
+        """The application consumed `size` bytes of `call_id`'s messages: give the credit back.
+
+        The protocol batches the credit; when it queues a WINDOW_UPDATE, that
+        leaves with the next flush.
+        """
+        if self.conn.acknowledge(call_id, size):
+            self.schedule_flush()
+
     # ------------------------------------------------------------------ output & timer
 
-    def _flush(self) -> None:
+    def flush(self) -> None:
+        """Write everything queued now: one write, or one per `max_write_size` chunk."""
         self._flush_scheduled = False
         self._unflushed = 0
-        data = self.conn.data_to_send()
-        if data and not self._closed:
+        limit = self._max_write_size
+        if limit is None:
+            data = self.conn.data_to_send()
+            if not data or self._closed:
+                return
             self.transport.write(data)
-            if self._write_paused:
-                self._output_backlogged()
+        else:
+            wrote = False
+            for chunk in self.conn.data_to_send_chunks(limit):
+                if self._closed:
+                    return
+                self.transport.write(chunk)
+                wrote = True
+            if not wrote:
+                return
+        if self._write_paused:
+            self._output_backlogged()
 
     def schedule_flush(self) -> None:
         """Write everything queued at the end of this loop iteration (one chunk).
 
-        Batches are capped at `FLUSH_BATCH` sends: with many calls in flight,
-        the peer then starts on the first ones while we finish the rest,
-        instead of both sides taking turns at whole windows.
+        Batches are capped at `ProtocolConfig.flush_batch` sends: with many
+        calls in flight, the peer then starts on the first ones while we
+        finish the rest, instead of both sides taking turns at whole windows.
         """
         self._unflushed += 1
-        if self._unflushed >= FLUSH_BATCH:
-            self._flush()
+        if self._unflushed >= self._flush_batch:
+            self.flush()
         elif not self._flush_scheduled:
             self._flush_scheduled = True
-            self.loop.call_soon(self._flush)
+            self.loop.call_soon(self.flush)
 
-    def _rearm_timer(self) -> None:
+    def rearm_timer(self) -> None:
+        """Arm the connection's one timer for `Connection.get_timer()` if that is earlier.
+
+        Call after anything that may add a deadline (a call started with a timeout).
+        """
         when = self.conn.get_timer()
         if when is None:
             if self._timer is not None:
@@ -212,8 +286,8 @@ class WireEndpoint:
         events = conn.events_received()
         if events:
             self._handle_events(events)
-        self._flush()
-        self._rearm_timer()
+        self.flush()
+        self.rearm_timer()
 
     # ------------------------------------------------------------------ backpressure
 

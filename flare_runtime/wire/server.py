@@ -25,16 +25,16 @@ from google.protobuf.message import DecodeError, Message
 from flare_runtime.auth import Principal
 from flare_runtime.context import CallContext
 from flare_runtime.details import pack_details
-from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher, to_rpc_error
+from flare_runtime.dispatch import ANONYMOUS, ConnectionAuth, Dispatcher, ServedRoute
 from flare_runtime.errors import (
     ConfigurationError,
     ConnectionClosedError,
+    LimitExceededError,
     LocalProtocolError,
     RpcError,
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.protocol.config import SERVER
-from flare_runtime.protocol.connection import LimitExceededError
 from flare_runtime.protocol.events import (
     CallCancelled,
     CallStarted,
@@ -45,7 +45,7 @@ from flare_runtime.protocol.events import (
     WindowUpdated,
 )
 from flare_runtime.protocol.frames import CloseCode, PreparedPush
-from flare_runtime.routing import BoundRoute, Cardinality, Transport
+from flare_runtime.routing import Cardinality, Transport
 from flare_runtime.server_connection import ServerConnection
 from flare_runtime.status import StatusCode
 from flare_runtime.wire.eager import NATIVE_EAGER_TASKS, start_eagerly
@@ -102,8 +102,7 @@ class _RequestInbox:
         while True:
             if items:
                 data = items.popleft()
-                endpoint.conn.acknowledge(call.call_id, len(data))
-                endpoint.schedule_flush()
+                endpoint.acknowledge(call.call_id, len(data))
                 try:
                     request = parse(data)
                 except DecodeError:
@@ -128,7 +127,7 @@ class _ServerCall:
 
     __slots__ = ("bound", "call_id", "context", "headers_sent", "inbox", "task")
 
-    def __init__(self, call_id: int, bound: BoundRoute, context: CallContext) -> None:
+    def __init__(self, call_id: int, bound: ServedRoute, context: CallContext) -> None:
         self.call_id = call_id
         self.headers_sent = False
         self.bound = bound
@@ -155,7 +154,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         super().__init__(transport, SERVER, server.options.protocol, kind)
         self.server = server
         self.dispatcher: Dispatcher = server.dispatcher
-        self._routes = server.wire_routes(kind)
+        self._routes = self.dispatcher.wire_routes(kind)
         self.peer = transport.peer
         self.metadata = metadata
         self.connection_auth: ConnectionAuth = ANONYMOUS
@@ -163,7 +162,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         self._calls: dict[int, _ServerCall] = {}
         self._close_callbacks: list[Callable[[ServerConnection], None]] = []
         self._drained: asyncio.Future[None] | None = None
-        self._aborting = False  # `abort`: nothing more is written, not even a close
         eager = server.options.eager_handlers
         self._eager = NATIVE_EAGER_TASKS if eager is None else eager
         if self.dispatcher.auth is not None and "authorization" in metadata:
@@ -196,19 +194,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
     @property
     def buffered_bytes(self) -> int:
         return self.transport.get_write_buffer_size()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed or self.conn.closed
-
-    def close(self, reason: str = "") -> None:
-        if self._closed or self._aborting:
-            return
-        if not self.conn.closed:
-            self.conn.close(CloseCode.NO_ERROR, reason)
-            self._handle_events(self.conn.events_received())
-        self._flush()
-        self._close_transport(reason)
 
     def _close_transport(self, reason: str) -> None:
         # A graceful close sends what is queued first; a client that does not
@@ -257,18 +242,6 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             )
             self.abort(f"slow consumer: {unsent} bytes unsent")
 
-    def abort(self, reason: str = "") -> None:
-        if self._closed:
-            return
-        logger.debug("aborting connection from %s: %s", self.peer, reason)
-        self._aborting = True
-        if not self.conn.closed:
-            self.conn.close(CloseCode.NO_ERROR, reason)
-            self.conn.data_to_send()  # dropped with the rest of the backlog
-            self._handle_events(self.conn.events_received())
-        # The adapter calls `connection_lost`, which runs the close callbacks.
-        self.transport.abort()
-
     def add_close_callback(self, callback: Callable[[ServerConnection], None]) -> None:
         if self._closed:
             callback(self)
@@ -283,7 +256,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             return
         if self.conn.established:
             self.conn.go_away(reason)
-            self._flush()
+            self.flush()
         if not self._calls:
             self.close(reason)
 
@@ -312,9 +285,9 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
 
     def _on_call_started(self, event: Any) -> None:
         call_id: int = event.call_id
-        bound = self._routes.get(event.route_id)
+        bound = self._routes.get(event.wire_id)
         if bound is None:
-            error = self.dispatcher.unknown_route_error(event.route_id)
+            error = self.dispatcher.unknown_route_error(event.wire_id)
             self.conn.end_call(call_id, error.code, error.message)
             return
         deadline = event.deadline
@@ -436,7 +409,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if self._aborting:
             return  # `abort` cuts the transport itself, sending nothing
         # Send our CLOSE (if we closed) before closing the transport.
-        self._flush()
+        self.flush()
         if not self._closed:
             self._close_transport(event.reason)
 
@@ -498,15 +471,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 if self._auth_pending is None
                 else await self._connection_auth()
             )
-            bound = call.bound
-            handler = self.dispatcher.direct_unary_handler(bound, context, auth)
-            if handler is None:
-                response = await self.dispatcher.unary(bound, request, context, auth)
-            else:
-                try:
-                    response = await handler(request, context)
-                except Exception as exc:
-                    raise to_rpc_error(exc, bound.route, self.dispatcher.peer_log) from None
+            response = await call.bound.unary(request, context, auth)
             if self._write_paused:
                 await self.wait_output_drained()  # the client is not reading: hold it here
             self._finish(call, response)
@@ -583,7 +548,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
 
     def _finish(self, call: _ServerCall, response: Message) -> None:
         """Send the one response of a unary or client-streaming call and end it OK."""
-        if call.context._has_metadata_to_send(call.headers_sent):
+        if call.context.has_metadata_to_send(call.headers_sent):
             self._send_response(call, response)  # metadata to send: the general path
             self._end(call, None)
             return
@@ -639,8 +604,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         if self._calls:
             self.schedule_flush()  # more calls in flight: batch their output
         else:
-            self._flush()  # the only call: answer now, a loop iteration sooner
-        self._call_finished()
+            self.flush()  # the only call: answer now, a loop iteration sooner
+            self._call_finished()
 
     def _forget(self, call: _ServerCall) -> None:
         if self._calls.pop(call.call_id, None) is not None:

@@ -293,7 +293,7 @@ class Supervisor:
             worker.refused = kind == REFUSED
 
     def _announce(self) -> None:
-        from flare_runtime.cli.serve import client_url  # noqa: PLC0415 -- the CLI's own format
+        from flare_runtime.workers.target import client_url  # noqa: PLC0415
 
         for name, reserved in self.reserved.items():
             url = client_url(name, reserved.address, reserved.port, secure=self.secure)
@@ -373,7 +373,7 @@ def supervise(
     share them). Returns the exit status (the module docstring says which).
     """
     from flare_runtime.errors import ConfigurationError  # noqa: PLC0415
-    from flare_runtime.transports.registry import get_transport  # noqa: PLC0415
+    from flare_runtime.transport_registry import get_transport  # noqa: PLC0415
 
     err = err or sys.stderr
     out = out or sys.stdout
@@ -384,7 +384,7 @@ def supervise(
         print("flare serve: give at least one of --ws, --quic, --grpc, --listen", file=err)
         return EXIT_CONFIGURATION
     kinds: dict[str, str] = {}
-    modules = ["flare_runtime.server", "flare_runtime.cli.serve"]
+    modules = ["flare_runtime.server", "flare_runtime.workers.target"]
     try:
         for name in addresses:
             spec = get_transport(name)

@@ -123,8 +123,8 @@ async def _serve(
     status: _Status,
     lifeline_fd: int,
 ) -> None:
-    from flare_runtime.cli.serve import load_server, resolve_server  # noqa: PLC0415
     from flare_runtime.server import SharedPorts  # noqa: PLC0415
+    from flare_runtime.workers.target import load_server, resolve_server  # noqa: PLC0415
 
     # Imported here, in the worker: the target's module builds this worker's
     # own Server (and ClusterNode, whose id names this process).

@@ -28,7 +28,7 @@ from flare_runtime.testing.conformance import *  # noqa: F403
 from flare_runtime.testing.harness import JWT_KEY, Rig
 from flare_runtime.testing.quic_harness import dev_certificate
 from flare_runtime.testing.service import SERVICE, ConformanceService, Routes, StringValue
-from flare_runtime.transports.registry import BUILT_IN, REGISTRY
+from flare_runtime.transport_registry import BUILT_IN, REGISTRY
 
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -229,7 +229,7 @@ class _HalfOpen:
 @contextlib.asynccontextmanager
 async def half_open(settings: QuicServerSettings, count: int) -> AsyncIterator[_HalfOpen]:
     """A conformance server with `settings`, sent `count` Initials that go no further."""
-    rig = await start_rig("quic", ServerOptions(quic=settings))
+    rig = await start_rig("quic", ServerOptions(transports={"quic": settings}))
     try:
         packets = await asyncio.to_thread(client_initials, count)
         await asyncio.to_thread(send_all, rig.server.port("quic"), packets)

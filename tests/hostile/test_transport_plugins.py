@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from flare_runtime.errors import ConfigurationError
-from flare_runtime.transports.registry import TransportRegistry
+from flare_runtime.transport_registry import TransportRegistry
 
 ROOT = Path(__file__).resolve().parents[2]
 

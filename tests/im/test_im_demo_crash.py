@@ -14,9 +14,10 @@ from flare.im.v1.im_flare import ImServiceClient
 from flare_runtime.client import connect
 from flare_runtime.im.demo import LOBBY
 from flare_runtime.im.service import ImService
+from flare_runtime.testing.timing import UNIT
 
 ROOT = Path(__file__).resolve().parents[2]
-TIMEOUT = 20.0
+TIMEOUT = 20 * UNIT
 
 
 async def start_server(database: Path) -> tuple[asyncio.subprocess.Process, str]:

@@ -22,10 +22,11 @@ from flare_runtime.im.service import ImService
 from flare_runtime.im.storage import KeyRing, SqliteStorage
 from flare_runtime.server import Server
 from flare_runtime.status import StatusCode
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.wire.client import WireChannel
 
 USERS = [f"user{i}" for i in range(60)]
-TIMEOUT = 10.0
+TIMEOUT = 10 * UNIT
 
 
 def text(value: str) -> content_pb2.Content:

@@ -16,9 +16,10 @@ from flare_runtime.im.core import ImCore, ImLimits
 from flare_runtime.im.service import SESSION_HEADER, ImService
 from flare_runtime.im.storage import KeyRing, SqliteStorage
 from flare_runtime.server import Server, TLSFiles
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.transports.quic_certs import write_dev_certificate
 
-TIMEOUT = 10.0
+TIMEOUT = 10 * UNIT
 
 
 def send_request(conversation: str, client_id: str, body: str) -> im_pb2.SendRequest:

@@ -69,7 +69,8 @@ def test_jwt_auth_refuses_the_none_algorithm() -> None:
 
 
 async def test_jwt_scopes_claim_as_a_string_or_of_a_bad_type() -> None:
-    """A ``scopes`` string used to become a set of characters; a number raised TypeError."""
+    """A ``scopes`` string is split on spaces (not into characters); a number is an invalid
+    token (UNAUTHENTICATED), not a TypeError."""
     auth = JWTAuth(KEY)
 
     def signed(scopes: object) -> Metadata:

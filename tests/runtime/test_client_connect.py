@@ -8,6 +8,7 @@ import pytest
 
 from flare_runtime.client import connect
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError
+from flare_runtime.testing.timing import UNIT
 
 
 async def test_unknown_scheme() -> None:
@@ -21,7 +22,7 @@ async def test_nothing_listening_is_connection_closed() -> None:
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
     with pytest.raises(ConnectionClosedError):
-        await connect(f"ws://127.0.0.1:{port}", open_timeout=5)
+        await connect(f"ws://127.0.0.1:{port}", open_timeout=5 * UNIT)
 
 
 @pytest.mark.parametrize(
@@ -33,7 +34,7 @@ async def test_nothing_listening_is_connection_closed() -> None:
     ],
 )
 async def test_a_misspelt_transport_option_is_refused(url: str, transport: str) -> None:
-    """WebSocket and QUIC used to ignore it (gRPC refused it), failing later or never."""
+    """Every transport refuses an option it does not know, instead of ignoring it."""
     with pytest.raises(ConfigurationError) as caught:
-        await connect(url, ca_fle="ca.pem", open_timeout=1)
+        await connect(url, ca_fle="ca.pem", open_timeout=1 * UNIT)
     assert str(caught.value) == f"unknown {transport} connect options: ca_fle"

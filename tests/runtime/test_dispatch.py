@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -15,7 +16,7 @@ from flare_runtime.dispatch import ConnectionAuth, Dispatcher, to_rpc_error
 from flare_runtime.errors import RpcError
 from flare_runtime.interceptors import ServerInterceptor, StreamCallNext, UnaryCallNext
 from flare_runtime.metadata import Metadata
-from flare_runtime.routing import BoundRoute, Router, Transport
+from flare_runtime.routing import BoundRoute, RouteOptions, Router, Transport
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.service import (
     SERVICE,
@@ -184,16 +185,59 @@ def test_unknown_route_error_names_the_wire_id() -> None:
     assert "32512:99" in error.message
 
 
-def test_direct_unary_handler_only_when_nothing_runs_before_the_handler() -> None:
-    plain, service = _dispatcher()
-    echo = _bound(plain, Routes.ECHO.path)
-    assert plain.direct_unary_handler(echo, _context(echo), None) == service.echo
-    intercepted, _ = _dispatcher(interceptors=[_Double()])
-    echo = _bound(intercepted, Routes.ECHO.path)
-    assert intercepted.direct_unary_handler(echo, _context(echo), None) is None
-    guarded, guarded_service = _dispatcher(auth=TokenAuth({"a": Principal("alice")}))
-    who = _bound(guarded, Routes.WHO_AM_I.path)  # a route that requires authentication
-    assert guarded.direct_unary_handler(who, _context(who), ConnectionAuth()) is None
-    echo = _bound(guarded, Routes.ECHO.path)  # open, but per-call credentials must be checked
-    assert guarded.direct_unary_handler(echo, _context(echo, {"authorization": "x"}), None) is None
-    assert guarded.direct_unary_handler(echo, _context(echo), None) == guarded_service.echo
+async def test_unary_authenticates_per_call_credentials_on_an_open_route() -> None:
+    """An open route runs its handler directly, unless the call brings its own credentials."""
+    dispatcher, _ = _dispatcher(auth=TokenAuth({"a": Principal("alice")}))
+    echo = _bound(dispatcher, Routes.ECHO.path)
+    context = _context(echo)
+    assert await dispatcher.unary(echo, BytesValue(value=b"x"), context) == BytesValue(value=b"x")
+    assert context.principal is None
+    context = _context(echo, {"authorization": "Bearer a"})
+    await dispatcher.unary(echo, BytesValue(), context)
+    assert context.principal == Principal("alice")
+    context = _context(echo, {"authorization": "Bearer b"})  # rejected, but the route is open
+    await dispatcher.unary(echo, BytesValue(), context)
+    assert context.principal is None
+
+
+async def test_unary_takes_the_principal_of_the_connection() -> None:
+    dispatcher, _ = _dispatcher(auth=TokenAuth({"a": Principal("alice")}))
+    who = _bound(dispatcher, Routes.WHO_AM_I.path)
+    with pytest.raises(RpcError) as caught:
+        await dispatcher.unary(who, StringValue(), _context(who), ConnectionAuth())
+    assert caught.value.code is StatusCode.UNAUTHENTICATED
+    alice = ConnectionAuth(principal=Principal("alice"))
+    reply = await dispatcher.unary(who, StringValue(), _context(who), alice)
+    assert reply == StringValue(value="alice")
+
+
+def test_wire_routes_apply_each_routes_transports_option() -> None:
+    grpc_only = replace(Routes.ECHO, options=RouteOptions(transports=frozenset({Transport.GRPC})))
+    service = replace(SERVICE, routes=(grpc_only, Routes.COUNT))
+    router = Router()
+    router.add_service(service, ConformanceService())
+    dispatcher = Dispatcher(router)
+    websocket = dispatcher.wire_routes(Transport.WEBSOCKET)
+    assert set(websocket) == {Routes.COUNT.wire_id}
+    assert dispatcher.wire_routes(Transport.WEBSOCKET) is websocket  # built once
+    assert set(dispatcher.wire_routes(Transport.QUIC)) == {Routes.COUNT.wire_id}
+    assert [bound.route.path for bound in dispatcher.routes(Transport.GRPC)] == [
+        Routes.ECHO.path,
+        Routes.COUNT.path,
+    ]
+
+
+async def test_a_streaming_route_called_as_unary_fails_internal() -> None:
+    dispatcher, _ = _dispatcher()
+    count = _bound(dispatcher, Routes.COUNT.path)
+    with pytest.raises(RpcError) as caught:
+        await dispatcher.unary(count, Int64Value(value=1), _context(count))
+    assert caught.value.code is StatusCode.INTERNAL
+
+
+async def test_served_routes_share_the_dispatchers_unary_runner() -> None:
+    dispatcher, _ = _dispatcher(interceptors=[_Refuse()])
+    served = dispatcher.wire_routes(Transport.QUIC)[Routes.ECHO.wire_id]
+    with pytest.raises(RpcError) as caught:  # the interceptor runs on this path too
+        await served.unary(BytesValue(), _context(served), None)
+    assert caught.value.code is StatusCode.RESOURCE_EXHAUSTED

@@ -11,9 +11,9 @@ from flare_runtime.server_connection import PreparedPush, ServerConnection
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import BytesValue, Routes, StringValue
+from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.wire.client import WireChannel
 
-UNIT = 1.0
 PUSH_TYPE = 0x7F01  # StringValue in the conformance PUSH_TYPES
 
 
@@ -95,9 +95,7 @@ async def test_a_client_that_stops_reading_is_aborted_after_its_close_stalls() -
             await connection.wait_closed()
         assert not rig.server.connections
         channel.endpoint.transport.resume_reading()
-        async with asyncio.timeout(10 * UNIT):
-            while not channel.closed:
-                await asyncio.sleep(0.02)
+        await wait_until(lambda: channel.closed)
         await channel.close()
     finally:
         await rig.server.shutdown(grace=UNIT)

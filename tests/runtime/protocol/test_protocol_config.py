@@ -30,6 +30,8 @@ def test_local_policy_is_validated_too() -> None:
         ProtocolConfig(window_update_ratio=0.0)
     with pytest.raises(ValueError, match="max_buffered_input"):
         ProtocolConfig(max_buffered_input=0)
+    with pytest.raises(ValueError, match="flush_batch"):
+        ProtocolConfig(flush_batch=0)
 
 
 def test_defaults_are_valid_and_documented_values() -> None:

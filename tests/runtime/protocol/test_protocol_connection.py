@@ -34,7 +34,6 @@ from flare_runtime.protocol import (
     StreamEnded,
     WindowUpdated,
     encode_push,
-    frames,
 )
 from flare_runtime.protocol.config import MIN_INITIAL_WINDOW_SIZE
 from flare_runtime.protocol.frames import (
@@ -42,10 +41,8 @@ from flare_runtime.protocol.frames import (
     FLAG_END_STREAM,
     HEADER,
     HEADER_SIZE,
-    EndCallFrame,
     FrameType,
     PreparedPush,
-    decode_frames,
     encode_call_start,
     encode_close,
     encode_end_call,
@@ -58,10 +55,12 @@ from flare_runtime.protocol.frames import (
 from flare_runtime.protocol.loopback import ConnectionPair
 from flare_runtime.protocol.state import CallState
 from flare_runtime.status import StatusCode
+from flare_runtime.testing import frames
+from flare_runtime.testing.frames import EndCallFrame, decode_frames
 
 T = TypeVar("T")
 QUIET = ProtocolConfig(keepalive_interval=None)
-ROUTE = 3 << 16 | 7
+WIRE_ID = 3 << 16 | 7
 
 
 def quiet(**settings_fields: Any) -> ProtocolConfig:
@@ -124,7 +123,7 @@ def test_a_client_rejects_a_server_hello_naming_a_range() -> None:
 @pytest.mark.parametrize(
     "first_bytes",
     [
-        encode_call_start(1, ROUTE, 0),
+        encode_call_start(1, WIRE_ID, 0),
         encode_message(1, b"x"),
         encode_window_update(1, 5),
         HEADER.pack(0, FrameType.PING, 0, 0) + bytes(8),
@@ -168,7 +167,7 @@ def test_missing_hello_times_out() -> None:
 
 def test_calls_pipelined_before_the_server_hello_get_the_announced_window() -> None:
     pair = ConnectionPair(QUIET, quiet(initial_window_size=1 << 20), handshake=False)
-    call_id = pair.client.start_call(ROUTE, message=b"x" * 100)
+    call_id = pair.client.start_call(WIRE_ID, message=b"x" * 100)
     assert pair.client.available_credit(call_id) == MIN_INITIAL_WINDOW_SIZE - 100
     _, server_events = pair.exchange()
     assert isinstance(server_events[1], CallStarted)
@@ -201,7 +200,7 @@ def test_unknown_settings_are_ignored() -> None:
 def test_unary_call_carries_route_metadata_message_headers_and_trailers() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     call_id = pair.client.start_call(
-        ROUTE,
+        WIRE_ID,
         [("authorization", "Bearer t"), ("trace-bin", b"\x00\xff")],
         message=b"request",
         end_stream=True,
@@ -210,7 +209,7 @@ def test_unary_call_carries_route_metadata_message_headers_and_trailers() -> Non
     assert server_events == [
         CallStarted(
             call_id,
-            ROUTE,
+            WIRE_ID,
             (("authorization", "Bearer t"), ("trace-bin", b"\x00\xff")),
             None,
             None,
@@ -231,7 +230,7 @@ def test_unary_call_carries_route_metadata_message_headers_and_trailers() -> Non
 @pytest.mark.parametrize("code", list(StatusCode))
 def test_every_status_code_message_and_details_round_trip(code: StatusCode) -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, message=b"", end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, message=b"", end_stream=True)
     pair.exchange()
     pair.server.end_call(call_id, code, f"because {code.name} ✓", b"\x08\x01details")
     assert pair.to_client() == [
@@ -241,7 +240,7 @@ def test_every_status_code_message_and_details_round_trip(code: StatusCode) -> N
 
 def test_ok_with_a_message_and_details_keeps_them() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, end_stream=True)
     pair.exchange()
     pair.server.end_call(call_id, StatusCode.OK, details=b"\x01")
     assert pair.to_client() == [CallEnded(call_id, StatusCode.OK, details=b"\x01")]
@@ -249,7 +248,7 @@ def test_ok_with_a_message_and_details_keeps_them() -> None:
 
 def test_an_unknown_status_code_reads_as_unknown() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, end_stream=True)
     pair.exchange()
     pair.client.receive_data(encode_end_call(call_id, 99, "from the future"), 0.0)
     [event] = pair.client.events_received()
@@ -258,7 +257,7 @@ def test_an_unknown_status_code_reads_as_unknown() -> None:
 
 def test_streams_both_ways_interleave_on_many_concurrent_calls() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_ids = [pair.client.start_call(ROUTE) for _ in range(50)]
+    call_ids = [pair.client.start_call(WIRE_ID) for _ in range(50)]
     for index, call_id in enumerate(call_ids):
         for part in range(3):
             pair.client.send_message(call_id, f"{index}:{part}".encode())
@@ -284,9 +283,9 @@ def test_streams_both_ways_interleave_on_many_concurrent_calls() -> None:
 
 def test_call_ids_increase_and_the_server_rejects_a_reused_one() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    assert [pair.client.start_call(ROUTE) for _ in range(3)] == [1, 2, 3]
+    assert [pair.client.start_call(WIRE_ID) for _ in range(3)] == [1, 2, 3]
     pair.exchange()
-    pair.server.receive_data(encode_call_start(2, ROUTE, 0), 0.0)
+    pair.server.receive_data(encode_call_start(2, WIRE_ID, 0), 0.0)
     closed = closed_event(pair.server.events_received())
     assert closed.code is CloseCode.PROTOCOL_ERROR
     assert "does not exceed" in closed.reason
@@ -294,7 +293,7 @@ def test_call_ids_increase_and_the_server_rejects_a_reused_one() -> None:
 
 def test_client_cancel_reaches_the_server_and_crossing_frames_are_ignored() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, message=b"go")
+    call_id = pair.client.start_call(WIRE_ID, message=b"go")
     pair.exchange()
     pair.server.send_message(call_id, b"late")  # crosses the CANCEL on the wire
     pair.client.cancel(call_id, reason="user left")
@@ -328,14 +327,14 @@ def test_frames_for_a_call_that_never_started_are_protocol_errors() -> None:
         ("server", encode_end_call(1, 0), "END_CALL"),
         ("server", encode_push(1, b""), "PUSH"),
         ("server", encode_goaway(0), "GOAWAY"),
-        ("client", encode_call_start(1, ROUTE, 0), "CALL_START"),
+        ("client", encode_call_start(1, WIRE_ID, 0), "CALL_START"),
     ],
 )
 def test_frames_from_the_wrong_side_are_protocol_errors(
     receiver: str, frame: bytes, name: str
 ) -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    pair.client.start_call(ROUTE)
+    pair.client.start_call(WIRE_ID)
     pair.exchange()
     connection = pair.server if receiver == "server" else pair.client
     connection.receive_data(frame, 0.0)
@@ -345,8 +344,8 @@ def test_frames_from_the_wrong_side_are_protocol_errors(
 def test_role_misuse_raises_local_protocol_errors() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     with pytest.raises(LocalProtocolError, match="only a client starts"):
-        pair.server.start_call(ROUTE)
-    call_id = pair.client.start_call(ROUTE)
+        pair.server.start_call(WIRE_ID)
+    call_id = pair.client.start_call(WIRE_ID)
     pair.exchange()
     with pytest.raises(LocalProtocolError, match="only the server"):
         pair.client.send_headers(call_id, ())
@@ -370,13 +369,13 @@ def test_role_misuse_raises_local_protocol_errors() -> None:
 
 def test_nothing_can_be_sent_after_close() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE)
+    call_id = pair.client.start_call(WIRE_ID)
     pair.client.close(CloseCode.NO_ERROR, "bye")
     client_events, server_events = pair.exchange()
     assert client_events == [ConnectionClosed(CloseCode.NO_ERROR, "bye", by_peer=False)]
     assert server_events[-1] == ConnectionClosed(CloseCode.NO_ERROR, "bye", by_peer=True)
     with pytest.raises(ConnectionClosedError):
-        pair.client.start_call(ROUTE)
+        pair.client.start_call(WIRE_ID)
     with pytest.raises(ConnectionClosedError):
         pair.client.send_message(call_id, b"")
     with pytest.raises(ConnectionClosedError):
@@ -401,9 +400,9 @@ def test_an_unknown_close_code_is_reported_as_a_protocol_error() -> None:
 
 def test_deadline_ends_the_call_on_both_sides_with_one_timer_each() -> None:
     pair = ConnectionPair(QUIET, QUIET, now=100.0)
-    call_id = pair.client.start_call(ROUTE, timeout=2.5, now=100.0, message=b"slow")
+    call_id = pair.client.start_call(WIRE_ID, timeout=2.5, now=100.0, message=b"slow")
     _, server_events = pair.exchange()
-    assert server_events[0] == CallStarted(call_id, ROUTE, (), 2.5, 102.5)
+    assert server_events[0] == CallStarted(call_id, WIRE_ID, (), 2.5, 102.5)
     assert pair.client.get_timer() == 102.5
     assert pair.server.get_timer() == 102.5
     assert pair.advance(2.0) == ([], [])
@@ -421,7 +420,7 @@ def test_deadline_ends_the_call_on_both_sides_with_one_timer_each() -> None:
 
 def test_a_server_deadline_of_its_own_ends_the_call_like_a_client_timeout() -> None:
     pair = ConnectionPair(QUIET, QUIET, now=100.0)
-    call_id = pair.client.start_call(ROUTE, now=100.0, message=b"no timeout")
+    call_id = pair.client.start_call(WIRE_ID, now=100.0, message=b"no timeout")
     pair.exchange()
     assert pair.server.get_timer() is None
     pair.server.set_deadline(call_id, 103.0)
@@ -441,8 +440,8 @@ def test_a_server_deadline_of_its_own_ends_the_call_like_a_client_timeout() -> N
 
 def test_the_timer_skips_calls_that_ended_before_their_deadline() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    first = pair.client.start_call(ROUTE, timeout=1.0, now=0.0)
-    pair.client.start_call(ROUTE, timeout=5.0, now=0.0)
+    first = pair.client.start_call(WIRE_ID, timeout=1.0, now=0.0)
+    pair.client.start_call(WIRE_ID, timeout=5.0, now=0.0)
     pair.exchange()
     pair.server.end_call(first)
     pair.exchange()
@@ -453,7 +452,7 @@ def test_the_timer_skips_calls_that_ended_before_their_deadline() -> None:
 def test_the_deadline_heap_stays_proportional_to_open_calls() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     for _ in range(2_000):
-        call_id = pair.client.start_call(ROUTE, timeout=60.0, now=0.0, end_stream=True)
+        call_id = pair.client.start_call(WIRE_ID, timeout=60.0, now=0.0, end_stream=True)
         pair.exchange()
         pair.server.end_call(call_id)
         pair.exchange()
@@ -494,7 +493,7 @@ def test_keepalive_closes_a_dead_peer() -> None:
 def test_any_input_counts_as_liveness() -> None:
     config = ProtocolConfig(keepalive_interval=10.0, keepalive_timeout=5.0)
     pair = ConnectionPair(QUIET, config)
-    call_id = pair.client.start_call(ROUTE)
+    call_id = pair.client.start_call(WIRE_ID)
     pair.exchange()
     pair.now = 9.0
     pair.client.send_message(call_id, b"alive")
@@ -526,9 +525,9 @@ def test_manual_ping_and_keepalive_off() -> None:
 
 def test_go_away_drains_accepted_calls_and_refuses_later_ones() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    accepted = pair.client.start_call(ROUTE)
+    accepted = pair.client.start_call(WIRE_ID)
     pair.exchange()
-    crossing = pair.client.start_call(ROUTE)  # in flight when the server goes away
+    crossing = pair.client.start_call(WIRE_ID)  # in flight when the server goes away
     assert pair.server.go_away("deploy") == accepted
     assert pair.server.go_away() == accepted  # idempotent
     assert pair.server.going_away
@@ -544,7 +543,7 @@ def test_go_away_drains_accepted_calls_and_refuses_later_ones() -> None:
     ]
     assert of_type(server_events, CallStarted) == []  # refused with UNAVAILABLE, ignored
     with pytest.raises(LocalProtocolError, match="GOAWAY"):
-        pair.client.start_call(ROUTE)
+        pair.client.start_call(WIRE_ID)
     pair.client.send_message(accepted, b"still fine", end_stream=True)
     _, server_events = pair.exchange()
     assert server_events == [MessageReceived(accepted, b"still fine", end_stream=True)]
@@ -566,7 +565,7 @@ def test_a_later_goaway_must_not_raise_the_last_call_id() -> None:
 def test_a_receiver_that_stops_consuming_stops_the_sender() -> None:
     window = MIN_INITIAL_WINDOW_SIZE
     pair = ConnectionPair(quiet(initial_window_size=window), QUIET)
-    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, end_stream=True)
     pair.exchange()
     chunk = b"z" * 1000
     sent = 0
@@ -595,15 +594,29 @@ def test_a_receiver_that_stops_consuming_stops_the_sender() -> None:
 
 def test_no_credit_is_returned_once_the_client_has_finished_sending() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, message=b"u" * 200_000, end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, message=b"u" * 200_000, end_stream=True)
     pair.exchange()
-    pair.server.acknowledge(call_id, 200_000)
+    assert pair.server.acknowledge(call_id, 200_000) is False
     assert not pair.server.has_data_to_send
+
+
+def test_acknowledge_says_when_it_queued_a_window_update() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    call_id = pair.client.start_call(WIRE_ID)
+    half = pair.server.settings.initial_window_size // 2
+    pair.client.send_message(call_id, b"a" * (half - 1))
+    pair.client.send_message(call_id, b"b")
+    pair.exchange()
+    assert pair.server.acknowledge(call_id, half - 1) is False  # batched: nothing queued
+    assert not pair.server.has_data_to_send
+    assert pair.server.acknowledge(call_id, 1) is True  # half the window: WINDOW_UPDATE
+    assert pair.server.has_data_to_send
+    assert pair.server.acknowledge(call_id + 1, 5) is False  # unknown call
 
 
 def test_a_message_larger_than_the_window_is_allowed_while_credit_is_positive() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE)
+    call_id = pair.client.start_call(WIRE_ID)
     big = b"b" * (pair.server.settings.initial_window_size + 10)
     assert pair.client.send_message(call_id, big) == -10
     _, server_events = pair.exchange()
@@ -614,7 +627,7 @@ def test_a_message_larger_than_the_window_is_allowed_while_credit_is_positive() 
 
 def test_a_peer_that_ignores_flow_control_is_closed() -> None:
     pair = ConnectionPair(QUIET, quiet(initial_window_size=MIN_INITIAL_WINDOW_SIZE))
-    call_id = pair.client.start_call(ROUTE)
+    call_id = pair.client.start_call(WIRE_ID)
     pair.exchange()
     flood = encode_message(call_id, b"f" * 40_000) * 3
     pair.server.receive_data(flood, 0.0)
@@ -624,7 +637,7 @@ def test_a_peer_that_ignores_flow_control_is_closed() -> None:
 
 def test_window_update_overflow_is_a_flow_control_error() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE)
+    call_id = pair.client.start_call(WIRE_ID)
     pair.exchange()
     pair.server.receive_data(encode_window_update(call_id, (1 << 31) - 1), 0.0)
     assert closed_event(pair.server.events_received()).code is CloseCode.FLOW_CONTROL_ERROR
@@ -632,7 +645,7 @@ def test_window_update_overflow_is_a_flow_control_error() -> None:
 
 def test_acknowledging_more_than_received_is_a_local_error() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, message=b"abc")
+    call_id = pair.client.start_call(WIRE_ID, message=b"abc")
     pair.exchange()
     pair.server.acknowledge(call_id, 3)
     with pytest.raises(LocalProtocolError, match="only 0 are unread"):
@@ -645,7 +658,7 @@ def test_acknowledging_more_than_received_is_a_local_error() -> None:
 
 def test_max_concurrent_calls_refuses_the_excess_with_resource_exhausted() -> None:
     pair = ConnectionPair(QUIET, quiet(max_concurrent_calls=3))
-    call_ids = [pair.client.start_call(ROUTE) for _ in range(4)]
+    call_ids = [pair.client.start_call(WIRE_ID) for _ in range(4)]
     client_events, server_events = pair.exchange()
     assert [event.call_id for event in of_type(server_events, CallStarted)] == call_ids[:3]
     [refused] = of_type(client_events, CallEnded)
@@ -654,18 +667,18 @@ def test_max_concurrent_calls_refuses_the_excess_with_resource_exhausted() -> No
     assert "max_concurrent_calls 3" in refused.message
     pair.server.end_call(call_ids[0])
     pair.exchange()
-    later = pair.client.start_call(ROUTE)
+    later = pair.client.start_call(WIRE_ID)
     _, server_events = pair.exchange()
     assert of_type(server_events, CallStarted)[0].call_id == later
 
 
 def test_max_message_size_is_checked_before_sending() -> None:
     pair = ConnectionPair(QUIET, quiet(max_message_size=1000))
-    call_id = pair.client.start_call(ROUTE)
+    call_id = pair.client.start_call(WIRE_ID)
     with pytest.raises(LimitExceededError, match="max_message_size"):
         pair.client.send_message(call_id, b"x" * 1001)
     with pytest.raises(LimitExceededError, match="max_message_size"):
-        pair.client.start_call(ROUTE, message=b"x" * 1001)
+        pair.client.start_call(WIRE_ID, message=b"x" * 1001)
     pair.client.send_message(call_id, b"x" * 1000)
 
 
@@ -675,8 +688,8 @@ def test_an_oversized_message_fails_its_call_and_is_skipped_without_buffering(
 ) -> None:
     server_config = quiet(max_message_size=1000)
     pair = ConnectionPair(QUIET, server_config, chunk_size=chunk_size)
-    victim = pair.client.start_call(ROUTE)
-    bystander = pair.client.start_call(ROUTE)
+    victim = pair.client.start_call(WIRE_ID)
+    bystander = pair.client.start_call(WIRE_ID)
     pair.exchange()
     raw = encode_message(victim, b"v" * 50_000) + encode_message(bystander, b"fine")
     step = chunk_size or len(raw)
@@ -704,7 +717,7 @@ def test_an_oversized_message_fails_its_call_and_is_skipped_without_buffering(
 
 def test_an_oversized_response_fails_the_call_on_the_client() -> None:
     pair = ConnectionPair(quiet(max_message_size=100), QUIET)
-    call_id = pair.client.start_call(ROUTE, end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, end_stream=True)
     pair.exchange()
     with pytest.raises(LimitExceededError):
         pair.server.send_message(call_id, b"r" * 101)
@@ -741,8 +754,8 @@ def test_max_metadata_size_on_requests() -> None:
     pair = ConnectionPair(QUIET, quiet(max_metadata_size=100))
     big = [("k", "v" * 200)]
     with pytest.raises(LimitExceededError, match="max_metadata_size"):
-        pair.client.start_call(ROUTE, big)
-    pair.server.receive_data(encode_call_start(1, ROUTE, 0, big), 0.0)
+        pair.client.start_call(WIRE_ID, big)
+    pair.server.receive_data(encode_call_start(1, WIRE_ID, 0, big), 0.0)
     assert pair.server.events_received() == []
     [refused], _ = decode_frames(pair.server.data_to_send())
     assert isinstance(refused, EndCallFrame)
@@ -753,8 +766,8 @@ def test_max_metadata_size_on_requests() -> None:
 
 def test_max_metadata_size_on_response_headers_and_trailers() -> None:
     pair = ConnectionPair(quiet(max_metadata_size=100), QUIET)
-    first = pair.client.start_call(ROUTE)
-    second = pair.client.start_call(ROUTE)
+    first = pair.client.start_call(WIRE_ID)
+    second = pair.client.start_call(WIRE_ID)
     pair.exchange()
     big = [("k", "v" * 200)]
     with pytest.raises(LimitExceededError):
@@ -773,7 +786,7 @@ def test_max_metadata_size_on_response_headers_and_trailers() -> None:
 def test_max_buffered_input_bounds_unconsumed_data_across_calls() -> None:
     server_config = ProtocolConfig(max_buffered_input=100_000, keepalive_interval=None)
     pair = ConnectionPair(QUIET, server_config)
-    call_ids = [pair.client.start_call(ROUTE) for _ in range(4)]
+    call_ids = [pair.client.start_call(WIRE_ID) for _ in range(4)]
     for call_id in call_ids:
         pair.client.send_message(call_id, b"d" * 30_000)
     _, server_events = pair.exchange()
@@ -821,8 +834,8 @@ def test_a_push_before_the_handshake_is_refused() -> None:
 def run_scenario(chunk_size: int | None) -> tuple[list[Event], list[Event]]:
     pair = ConnectionPair(QUIET, QUIET, handshake=False, chunk_size=chunk_size)
     client_log, server_log = pair.exchange()
-    unary = pair.client.start_call(ROUTE, [("a", "b")], message=b"q" * 300, end_stream=True)
-    stream = pair.client.start_call(ROUTE + 1, timeout=9.0, now=0.0)
+    unary = pair.client.start_call(WIRE_ID, [("a", "b")], message=b"q" * 300, end_stream=True)
+    stream = pair.client.start_call(WIRE_ID + 1, timeout=9.0, now=0.0)
     for index in range(5):
         pair.client.send_message(stream, bytes([index]) * index)
     pair.client.half_close(stream)
@@ -840,11 +853,11 @@ def run_scenario(chunk_size: int | None) -> tuple[list[Event], list[Event]]:
 
 def test_frames_before_the_server_hello_are_protocol_errors() -> None:
     client = Connection(CLIENT, QUIET)
-    call_id = client.start_call(ROUTE)
+    call_id = client.start_call(WIRE_ID)
     client.receive_data(encode_message(call_id, b"early"), 0.0)
     assert closed_event(client.events_received()).reason == "MESSAGE before HELLO"
     client = Connection(CLIENT, QUIET)
-    call_id = client.start_call(ROUTE)
+    call_id = client.start_call(WIRE_ID)
     client.receive_data(encode_end_call(call_id, 0), 0.0)
     assert closed_event(client.events_received()).reason == "END_CALL before HELLO"
 
@@ -861,7 +874,7 @@ def test_garbage_input_never_raises_and_never_buffers_without_bound(
     garbage: bytes, side: str
 ) -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    pair.client.start_call(ROUTE)
+    pair.client.start_call(WIRE_ID)
     pair.exchange()
     connection = pair.client if side == "client" else pair.server
     connection.receive_data(garbage, 0.0)
@@ -920,7 +933,7 @@ def test_any_sequence_of_well_formed_frames_is_handled_or_refused_cleanly(
 ) -> None:
     pair = ConnectionPair(QUIET, QUIET)
     for _ in range(3):
-        pair.client.start_call(ROUTE)
+        pair.client.start_call(WIRE_ID)
     pair.exchange()
     connection = pair.client if side == "client" else pair.server
     for frame in sequence:
@@ -976,7 +989,7 @@ def test_everything_a_call_carries_arrives_unchanged(
     pair = ConnectionPair(QUIET, QUIET)
     sent_metadata: list[tuple[str, str | bytes]] = [*request_metadata, *binary]
     call_id = pair.client.start_call(
-        ROUTE, sent_metadata, timeout=timeout, now=0.0, message=request, end_stream=True
+        WIRE_ID, sent_metadata, timeout=timeout, now=0.0, message=request, end_stream=True
     )
     started, *rest = pair.to_server()
     assert isinstance(started, CallStarted)
@@ -1005,7 +1018,7 @@ def test_a_client_ignores_end_stream_on_a_server_message() -> None:
     # docs/wire-format.md §3.4: a server must not set END_STREAM, and a client
     # ignores it: the message is delivered and the call stays open for END_CALL.
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, message=b"q", end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, message=b"q", end_stream=True)
     pair.exchange()
     pair.client.receive_data(encode_message(call_id, b"a", end_stream=True), 0.0)
     assert pair.client.events_received() == [MessageReceived(call_id, b"a", end_stream=False)]
@@ -1017,25 +1030,25 @@ def test_a_client_ignores_end_stream_on_a_server_message() -> None:
 def test_a_timeout_the_wire_cannot_carry_is_rejected_before_the_call_exists(
     timeout: float,
 ) -> None:
-    # 1e15 s is 1e21 µs, past CALL_START's u64: struct.pack used to fail with
-    # the call already registered (an open call that was never sent).
+    # 1e15 s is 1e21 µs, past CALL_START's u64: refused before anything is
+    # registered (no open call that was never sent).
     pair = ConnectionPair(QUIET, QUIET)
     with pytest.raises(ValueError, match="timeout"):
-        pair.client.start_call(ROUTE, timeout=timeout, message=b"q")
+        pair.client.start_call(WIRE_ID, timeout=timeout, message=b"q")
     assert (pair.client.open_calls, pair.client.last_call_id) == (0, 0)
     assert not pair.client.has_data_to_send
-    call_id = pair.client.start_call(ROUTE, timeout=1.0, message=b"q", end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, timeout=1.0, message=b"q", end_stream=True)
     _, server_events = pair.exchange()
-    assert server_events == [CallStarted(call_id, ROUTE, (), 1.0, 1.0, b"q")]
+    assert server_events == [CallStarted(call_id, WIRE_ID, (), 1.0, 1.0, b"q")]
     assert call_id == 1
 
 
 def test_an_end_call_too_large_for_the_peer_is_refused_locally() -> None:
-    # A 300 KB status message used to go out and make the client close the
+    # A 300 KB status message must not go out: the client would close the
     # whole connection with FRAME_TOO_LARGE, failing every other call on it.
     pair = ConnectionPair(QUIET, QUIET)
-    first = pair.client.start_call(ROUTE, message=b"q", end_stream=True)
-    other = pair.client.start_call(ROUTE, message=b"q", end_stream=True)
+    first = pair.client.start_call(WIRE_ID, message=b"q", end_stream=True)
+    other = pair.client.start_call(WIRE_ID, message=b"q", end_stream=True)
     pair.exchange()
     with pytest.raises(LimitExceededError, match="max_frame_size"):
         pair.server.end_call(first, StatusCode.INTERNAL, "e" * 300_000)
@@ -1066,7 +1079,7 @@ def frame_types(data: bytes) -> list[tuple[int, int]]:
 
 def test_compact_frames_are_used_only_once_the_peer_announced_them() -> None:
     pair = ConnectionPair(QUIET, QUIET, handshake=False)
-    early = pair.client.start_call(ROUTE, message=b"early", end_stream=True)
+    early = pair.client.start_call(WIRE_ID, message=b"early", end_stream=True)
     assert frame_types(pair.client.data_to_send())[-2:] == [
         (FrameType.CALL_START, 0),
         (FrameType.MESSAGE, FLAG_END_STREAM),
@@ -1074,13 +1087,13 @@ def test_compact_frames_are_used_only_once_the_peer_announced_them() -> None:
     pair.client.cancel(early)
     pair.client.data_to_send()
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, message=b"req", end_stream=True)
     request = pair.client.data_to_send()
     assert frame_types(request) == [(FrameType.CALL_START, FLAG_END_STREAM)]
-    assert decode_frames(request)[0] == [frames.CallStartFrame(call_id, ROUTE, 0, (), b"req")]
+    assert decode_frames(request)[0] == [frames.CallStartFrame(call_id, WIRE_ID, 0, (), b"req")]
     pair.server.receive_data(request, pair.now)
     [started] = pair.server.events_received()
-    assert started == CallStarted(call_id, ROUTE, (), None, None, b"req")
+    assert started == CallStarted(call_id, WIRE_ID, (), None, None, b"req")
     assert pair.server.call_state(call_id) is CallState.HALF_CLOSED
     pair.server.send_final_message(call_id, b"resp")
     response = pair.server.data_to_send()
@@ -1094,12 +1107,12 @@ def test_compact_frames_are_used_only_once_the_peer_announced_them() -> None:
 def test_a_peer_without_compact_calls_gets_the_two_frame_forms() -> None:
     old = ProtocolConfig(settings=Settings(compact_calls=False), keepalive_interval=None)
     pair = ConnectionPair(old, old)
-    call_id = pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, message=b"req", end_stream=True)
     request = pair.client.data_to_send()
     assert frame_types(request) == [(FrameType.CALL_START, 0), (FrameType.MESSAGE, 1)]
     pair.server.receive_data(request, pair.now)
     assert pair.server.events_received() == [
-        CallStarted(call_id, ROUTE, (), None, None),
+        CallStarted(call_id, WIRE_ID, (), None, None),
         MessageReceived(call_id, b"req", end_stream=True),
     ]
     pair.server.send_final_message(call_id, b"resp")
@@ -1112,7 +1125,7 @@ def test_a_peer_without_compact_calls_gets_the_two_frame_forms() -> None:
 def test_a_compact_call_start_with_metadata_round_trips() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     call_id = pair.client.start_call(
-        ROUTE, [("k", "v"), ("b-bin", b"\x00")], timeout=2.0, message=b"\x08\x01", end_stream=True
+        WIRE_ID, [("k", "v"), ("b-bin", b"\x00")], timeout=2.0, message=b"\x08\x01", end_stream=True
     )
     events = pair.to_server()
     [started] = events
@@ -1125,7 +1138,7 @@ def test_a_compact_call_start_with_metadata_round_trips() -> None:
 def test_a_request_too_big_for_one_frame_uses_two() -> None:
     pair = ConnectionPair(QUIET, QUIET)
     big = bytes(pair.client.peer_settings.max_frame_size)  # + 13 bytes of CALL_START
-    call_id = pair.client.start_call(ROUTE, message=big, end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, message=big, end_stream=True)
     assert frame_types(pair.client.data_to_send()) == [
         (FrameType.CALL_START, 0),
         (FrameType.MESSAGE, FLAG_END_STREAM),
@@ -1137,7 +1150,7 @@ def test_a_compact_request_over_max_message_size_fails_only_its_call() -> None:
     pair = ConnectionPair(QUIET, quiet(max_message_size=8))
     # A peer that ignores the announced limit (ours checks before sending):
     # route id, no timeout, an empty metadata block, then 9 bytes of request.
-    payload = ROUTE.to_bytes(4, "big") + bytes(8) + b"\x00" + bytes(9)
+    payload = WIRE_ID.to_bytes(4, "big") + bytes(8) + b"\x00" + bytes(9)
     oversized = HEADER.pack(len(payload), FrameType.CALL_START, FLAG_END_STREAM, 1) + payload
     pair.server.receive_data(oversized, pair.now)
     events = pair.server.events_received()
@@ -1156,7 +1169,7 @@ def test_a_truncated_compact_call_start_is_a_protocol_error() -> None:
 
 def test_a_message_after_a_compact_call_start_is_a_protocol_error() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    pair.client.start_call(WIRE_ID, message=b"req", end_stream=True)
     request = pair.client.data_to_send() + encode_message(1, b"more")
     pair.server.receive_data(request, pair.now)
     assert closed_event(pair.server.events_received()).code is CloseCode.PROTOCOL_ERROR
@@ -1164,7 +1177,7 @@ def test_a_message_after_a_compact_call_start_is_a_protocol_error() -> None:
 
 def test_a_server_ignores_the_end_call_flag_on_a_client_message() -> None:
     pair = ConnectionPair(QUIET, QUIET)
-    call_id = pair.client.start_call(ROUTE)
+    call_id = pair.client.start_call(WIRE_ID)
     pair.to_server()
     frame = HEADER.pack(2, FrameType.MESSAGE, FLAG_END_CALL, call_id) + b"hi"
     pair.server.receive_data(frame, pair.now)
@@ -1174,7 +1187,7 @@ def test_a_server_ignores_the_end_call_flag_on_a_client_message() -> None:
 
 def test_send_final_message_checks_the_call_like_send_message() -> None:
     pair = ConnectionPair(QUIET, quiet(max_message_size=4))
-    call_id = pair.client.start_call(ROUTE, message=b"req", end_stream=True)
+    call_id = pair.client.start_call(WIRE_ID, message=b"req", end_stream=True)
     pair.to_server()
     pair.server.send_final_message(call_id, b"too long")  # the client's limit is the default
     pair.server.data_to_send()
@@ -1184,3 +1197,17 @@ def test_send_final_message_checks_the_call_like_send_message() -> None:
     assert pair.server.data_to_send() == b""
     with pytest.raises(LocalProtocolError):
         pair.client.send_final_message(call_id, b"x")  # the server's method
+
+
+def test_data_to_send_chunks_cuts_between_frames() -> None:
+    pair = ConnectionPair(QUIET, QUIET)
+    calls = [pair.client.start_call(WIRE_ID) for _ in range(3)]
+    for call_id, size in zip(calls, (10, 200, 10), strict=True):
+        pair.client.send_message(call_id, bytes(size))
+    chunks = pair.client.data_to_send_chunks(100)
+    assert pair.client.data_to_send_chunks(100) == []  # all taken
+    sizes = [len(chunk) for chunk in chunks]
+    assert [len(decode_frames(chunk)[0]) for chunk in chunks] == [4, 1, 1]
+    assert sizes[0] <= 100 and sizes[1] == HEADER_SIZE + 200 and sizes[2] <= 100
+    pair.server.receive_data(b"".join(chunks), 0.0)
+    assert len(pair.server.events_received()) == 6  # 3 CallStarted, 3 MessageReceived

@@ -1,4 +1,5 @@
-"""Frames: every frame type round-trips; malformed payloads raise RemoteProtocolError only."""
+"""Frames: every frame type round-trips (through the `flare_runtime.testing.frames` view);
+malformed payloads raise RemoteProtocolError only; the frame walkers and the heads."""
 
 from __future__ import annotations
 
@@ -8,15 +9,24 @@ from hypothesis import strategies as st
 
 from flare_runtime.errors import RemoteProtocolError
 from flare_runtime.metadata import MetadataValue
+from flare_runtime.protocol import frames as frames_module
 from flare_runtime.protocol.frames import (
     HEADER,
     HEADER_SIZE,
+    FrameType,
+    PreparedPush,
+    decode_metadata,
+    decode_varint,
+    encode_metadata,
+    encode_push,
+    encode_varint,
+)
+from flare_runtime.testing.frames import (
     CallStartFrame,
     CancelFrame,
     CloseFrame,
     EndCallFrame,
     Frame,
-    FrameType,
     GoAwayFrame,
     HalfCloseFrame,
     HeadersFrame,
@@ -24,17 +34,11 @@ from flare_runtime.protocol.frames import (
     MessageFrame,
     PingFrame,
     PongFrame,
-    PreparedPush,
     PushFrame,
     WindowUpdateFrame,
     decode_frame,
     decode_frames,
-    decode_metadata,
-    decode_varint,
     encode_frame,
-    encode_metadata,
-    encode_push,
-    encode_varint,
 )
 
 u8 = st.integers(0, 255)
@@ -234,3 +238,75 @@ def test_prepared_push_builds_its_frame_once() -> None:
 def test_prepared_push_rejects_a_type_id_the_header_cannot_carry() -> None:
     with pytest.raises(ValueError, match="u32"):
         PreparedPush(1 << 32, b"")
+
+
+# ---------------------------------------------------------------------------- heads and walkers
+
+
+@given(call_ids, u32, st.integers(0, (1 << 64) - 1), metadata, st.binary(max_size=40))
+def test_call_start_heads_build_the_same_bytes_as_encode_call_start(
+    call_id: int,
+    wire_id: int,
+    timeout_us: int,
+    pairs: tuple[tuple[str, MetadataValue], ...],
+    message: bytes,
+) -> None:
+    block = encode_metadata(pairs)
+    size = len(block) if pairs else 0
+    compact = frames_module.compact_call_start_head(
+        call_id, wire_id, timeout_us, size, len(message)
+    )
+    assert compact + (block if pairs else b"") + message == frames_module.encode_call_start(
+        call_id, wire_id, timeout_us, pairs, message
+    )
+    plain = frames_module.encode_call_start(call_id, wire_id, timeout_us, pairs)
+    if pairs:
+        assert frames_module.call_start_head(call_id, wire_id, timeout_us, size) + block == plain
+        return
+    assert frames_module.empty_call_start(call_id, wire_id, timeout_us) == plain
+    for end_stream in (False, True):
+        head = frames_module.empty_call_start_and_message_head(
+            call_id, wire_id, timeout_us, len(message), end_stream
+        )
+        assert head + message == plain + frames_module.encode_message(call_id, message, end_stream)
+
+
+def test_the_ok_end_call_is_the_four_byte_payload() -> None:
+    expected = HEADER.pack(4, FrameType.END_CALL, 0, 9) + b"\x00\x00\x00\x00"
+    assert frames_module.encode_end_call_ok(9) == expected
+    assert decode_frames(expected)[0] == [EndCallFrame(9, 0)]
+
+
+@given(st.lists(frames, max_size=6), st.integers(0, 60))
+def test_peek_frame_reads_each_header_and_a_call_starts_wire_id(
+    sequence: list[Frame], cut: int
+) -> None:
+    data = b"".join(encode_frame(frame) for frame in sequence)
+    position = 0
+    for frame in sequence:
+        peeked = frames_module.peek_frame(data, position)
+        assert peeked is not None
+        frame_type, length, wire_id = peeked
+        assert wire_id == (frame.wire_id if isinstance(frame, CallStartFrame) else None)
+        assert frame_type == HEADER.unpack_from(data, position)[1]
+        # A prefix too short to tell: None, never a wrong answer.
+        short = data[: position + min(cut, HEADER_SIZE + 3)]
+        assert frames_module.peek_frame(short, position) in (None, peeked)
+        position += HEADER_SIZE + length
+    assert frames_module.peek_frame(data, position) is None
+
+
+@given(st.lists(frames, max_size=12), st.integers(1, 200))
+def test_split_frames_cuts_only_between_frames_and_keeps_every_byte(
+    sequence: list[Frame], max_size: int
+) -> None:
+    data = b"".join(encode_frame(frame) for frame in sequence)
+    pieces = frames_module.split_frames(data, max_size)
+    assert b"".join(pieces) == data
+    for piece in pieces:
+        count = position = 0
+        while position < len(piece):
+            position += HEADER_SIZE + HEADER.unpack_from(piece, position)[0]
+            count += 1
+        assert position == len(piece)  # whole frames only
+        assert len(piece) <= max_size or count == 1  # over the cap: one frame alone

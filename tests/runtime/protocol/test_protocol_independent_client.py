@@ -155,7 +155,7 @@ def test_a_client_built_from_the_document_alone_interoperates() -> None:
     server.receive_data(client.take(), 0.0)
     events = server.events_received()
     started = [event for event in events if isinstance(event, CallStarted)]
-    assert [(event.call_id, event.route_id) for event in started] == [
+    assert [(event.call_id, event.wire_id) for event in started] == [
         (unary, 0x0001_0002),
         (stream, 0x0001_0003),
     ]

@@ -24,6 +24,7 @@ from typing_extensions import override
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
 from flare_runtime.routing import Cardinality, Route, RouteOptions
 from flare_runtime.status import StatusCode
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.transports.grpc_client import GrpcChannel, connect_grpc, parse_grpc_url
 from flare_runtime.transports.grpc_testing import stock_stubs
 
@@ -49,7 +50,6 @@ service Probe {
 message Chunk { bytes data = 1; }
 """
 
-UNIT = 0.05
 """Seconds; timeouts are generous multiples of it."""
 
 
@@ -78,7 +78,7 @@ SUM = route("Sum", Cardinality.CLIENT_STREAM)
 CHAT = route("Chat", Cardinality.BIDI_STREAM)
 FAIL = route("Fail", Cardinality.UNARY)
 SLEEP = route("Sleep", Cardinality.UNARY)
-SLEEP_WITH_DEFAULT = route("Sleep", Cardinality.UNARY, default_timeout=2 * UNIT)
+SLEEP_WITH_DEFAULT = route("Sleep", Cardinality.UNARY, default_timeout=0.1 * UNIT)
 SLEEP_STREAM = route("SleepStream", Cardinality.SERVER_STREAM)
 HEADERS = route("Headers", Cardinality.SERVER_STREAM)
 FLOOD_CHUNK = 64 * 1024
@@ -199,7 +199,7 @@ def note(text: str = "", number: int = 0) -> Any:
 
 
 async def test_all_four_cardinalities(channel: GrpcChannel) -> None:
-    reply = await channel.unary_unary(ECHO, note("hi", 7), timeout=40 * UNIT)
+    reply = await channel.unary_unary(ECHO, note("hi", 7), timeout=2 * UNIT)
     assert (reply.text, reply.number) == ("hi", 7)
 
     async with channel.unary_stream(COUNT, note("n", 5)) as call:
@@ -253,9 +253,9 @@ async def test_deadline_exceeded_cancels_server_handler(
     channel: GrpcChannel, plain_server: PlainServer
 ) -> None:
     with pytest.raises(RpcError) as raised:
-        await channel.unary_unary(SLEEP, note(number=60_000), timeout=2 * UNIT)
+        await channel.unary_unary(SLEEP, note(number=60_000), timeout=0.1 * UNIT)
     assert raised.value.code is StatusCode.DEADLINE_EXCEEDED
-    await asyncio.wait_for(plain_server.cancelled.wait(), 40 * UNIT)
+    await asyncio.wait_for(plain_server.cancelled.wait(), 2 * UNIT)
 
 
 async def test_route_default_timeout_applies(channel: GrpcChannel) -> None:
@@ -268,11 +268,11 @@ async def test_cancelling_the_awaiting_task_cancels_the_call(
     channel: GrpcChannel, plain_server: PlainServer
 ) -> None:
     task = asyncio.ensure_future(channel.unary_unary(SLEEP, note(number=60_000)))
-    await asyncio.wait_for(plain_server.started.wait(), 40 * UNIT)
+    await asyncio.wait_for(plain_server.started.wait(), 2 * UNIT)
     task.cancel()
     with pytest.raises(asyncio.CancelledError):
         await task
-    await asyncio.wait_for(plain_server.cancelled.wait(), 40 * UNIT)
+    await asyncio.wait_for(plain_server.cancelled.wait(), 2 * UNIT)
 
 
 async def test_stream_cancel_reaches_server_and_reads_as_cancelled(
@@ -281,12 +281,12 @@ async def test_stream_cancel_reaches_server_and_reads_as_cancelled(
     call = channel.unary_stream(SLEEP_STREAM, note(number=60_000))
     replies = aiter(call)
     assert (await anext(replies)).text == "first"
-    await asyncio.wait_for(plain_server.started.wait(), 40 * UNIT)
+    await asyncio.wait_for(plain_server.started.wait(), 2 * UNIT)
     call.cancel()
     with pytest.raises(RpcError) as raised:
         await anext(replies)
     assert raised.value.code is StatusCode.CANCELLED
-    await asyncio.wait_for(plain_server.cancelled.wait(), 40 * UNIT)
+    await asyncio.wait_for(plain_server.cancelled.wait(), 2 * UNIT)
 
 
 async def test_metadata_both_ways(plain_server: PlainServer) -> None:
@@ -343,7 +343,7 @@ async def test_wrong_request_type_is_refused_before_sending(channel: GrpcChannel
 async def test_metadata_grpc_cannot_carry_is_a_typed_error(
     channel: GrpcChannel, plain_server: PlainServer, value: str
 ) -> None:
-    """grpcio used to fail the call with its own untyped ExecuteBatchError."""
+    """An RpcError before the call is sent, not grpcio's own untyped ExecuteBatchError."""
     with pytest.raises(RpcError) as caught:
         await channel.unary_unary(ECHO, note(), metadata={"x-city": value})
     assert caught.value.code is StatusCode.INVALID_ARGUMENT
@@ -379,10 +379,10 @@ async def test_unreachable_server_is_unavailable() -> None:
     await probe.stop(None)  # the port is now free and nothing listens on it
     async with connect_grpc(f"grpc://127.0.0.1:{port}") as channel:
         with pytest.raises(RpcError) as raised:
-            await channel.unary_unary(ECHO, note(), timeout=40 * UNIT)
+            await channel.unary_unary(ECHO, note(), timeout=2 * UNIT)
         assert raised.value.code in (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED)
         with pytest.raises(RpcError) as waited:
-            await channel.wait_ready(timeout=2 * UNIT)
+            await channel.wait_ready(timeout=0.1 * UNIT)
         assert waited.value.code is StatusCode.UNAVAILABLE
 
 
@@ -426,9 +426,9 @@ async def test_stalled_reader_back_pressures_with_default_window(
     async with channel.unary_stream(flood, note(number=10_000)) as call:
         async for _ in call:
             break  # read one chunk, then stop reading
-        await asyncio.sleep(10 * UNIT)
+        await asyncio.sleep(0.5 * UNIT)
         stalled_at = plain_server.flood_sent
-        await asyncio.sleep(10 * UNIT)
+        await asyncio.sleep(0.5 * UNIT)
         assert plain_server.flood_sent == stalled_at
         # 10,000 chunks (640 MiB) were asked for; HTTP/2 flow control held the
         # server to its windows (several MB on loopback once auto-tuned).

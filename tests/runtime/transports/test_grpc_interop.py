@@ -34,13 +34,13 @@ from flare_runtime.context import CallContext
 from flare_runtime.errors import RpcError
 from flare_runtime.server import Server
 from flare_runtime.status import StatusCode
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.transports.grpc_testing import stock_stubs
 
 ROOT = Path(__file__).resolve().parents[3]
 SCHEMAS = ROOT / "schemas"
 GRPC_JS = Path(__file__).resolve().parent / "grpc_js"
 TOKEN = "chat-token"
-UNIT = 0.05
 
 
 class Chat(chat_flare.ChatServiceBase):
@@ -179,7 +179,7 @@ async def test_stock_python_client_calls_every_grpc_method(chat_port: int) -> No
         chat: Any = stubs.pb2_grpc.ChatServiceStub(channel)
         admin: Any = stubs.pb2_grpc.ChatAdminServiceStub(channel)
 
-        pong = await chat.Ping(empty_pb2.Empty(), timeout=40 * UNIT)
+        pong = await chat.Ping(empty_pb2.Empty(), timeout=2 * UNIT)
         assert abs(pong.seconds - time.time()) < 60
 
         for text in ("one", "two", "three"):
@@ -263,7 +263,7 @@ async def test_grpc_js_client_calls_unary_and_server_stream(chat_port: int) -> N
         stderr=asyncio.subprocess.PIPE,
     )
     try:
-        stdout, stderr = await asyncio.wait_for(process.communicate(), 600 * UNIT)
+        stdout, stderr = await asyncio.wait_for(process.communicate(), 30 * UNIT)
     finally:
         if process.returncode is None:
             process.kill()

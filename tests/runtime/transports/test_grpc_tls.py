@@ -29,11 +29,10 @@ from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import ConnectionClosedError, RpcError
 from flare_runtime.routing import Cardinality, Route, Router
 from flare_runtime.status import StatusCode
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.transports.grpc_client import connect_grpc
 from flare_runtime.transports.grpc_server import GrpcServer, GrpcTls
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
-
-UNIT = 0.05
 
 HEALTH_CHECK: Route[Any, Any] = Route(
     path="/grpc.health.v1.Health/Check",
@@ -67,7 +66,7 @@ async def test_flare_client_over_grpcs(tls_port: int, certificate: CertificateFi
         f"grpcs://localhost:{tls_port}", ca_cert=certificate.certificate
     ) as channel:
         reply = await channel.unary_unary(
-            HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+            HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=2 * UNIT
         )
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -88,7 +87,7 @@ async def test_stock_client_over_tls(tls_port: int, certificate: CertificateFile
     credentials = grpc.ssl_channel_credentials(certificate.certificate.read_bytes())
     async with grpc.aio.secure_channel(f"localhost:{tls_port}", credentials) as channel:
         stub: Any = health_pb2_grpc.HealthStub(channel)
-        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=40 * UNIT)
+        reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2 * UNIT)
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
 
 
@@ -98,7 +97,7 @@ async def test_tls_1_3_is_negotiated(tls_port: int, certificate: CertificateFile
 
     def handshake() -> tuple[str | None, str | None]:
         with (
-            socket.create_connection(("127.0.0.1", tls_port), timeout=40 * UNIT) as raw,
+            socket.create_connection(("127.0.0.1", tls_port), timeout=2 * UNIT) as raw,
             context.wrap_socket(raw, server_hostname="localhost") as tls,
         ):
             return tls.version(), tls.selected_alpn_protocol()
@@ -111,7 +110,7 @@ async def test_untrusted_certificate_is_unavailable(tls_port: int) -> None:
     async with connect_grpc(f"grpcs://localhost:{tls_port}") as channel:
         with pytest.raises(RpcError) as raised:
             await channel.unary_unary(
-                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=2 * UNIT
             )
     assert raised.value.code is StatusCode.UNAVAILABLE
 
@@ -120,7 +119,7 @@ async def test_plaintext_client_cannot_talk_to_tls_server(tls_port: int) -> None
     async with connect_grpc(f"grpc://127.0.0.1:{tls_port}") as channel:
         with pytest.raises(RpcError) as raised:
             await channel.unary_unary(
-                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=2 * UNIT
             )
     assert raised.value.code in (StatusCode.UNAVAILABLE, StatusCode.DEADLINE_EXCEEDED)
 
@@ -177,13 +176,13 @@ async def test_mutual_tls_requires_a_client_certificate() -> None:
             url, ca_cert=pem(ca[0]), cert=pem(client_cert), key=pem(client_key)
         ) as channel:
             reply = await channel.unary_unary(
-                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+                HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=2 * UNIT
             )
             assert reply.status == health_pb2.HealthCheckResponse.SERVING
         async with connect_grpc(url, ca_cert=pem(ca[0])) as anonymous:
             with pytest.raises(RpcError) as raised:
                 await anonymous.unary_unary(
-                    HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=40 * UNIT
+                    HEALTH_CHECK, health_pb2.HealthCheckRequest(), timeout=2 * UNIT
                 )
             assert raised.value.code is StatusCode.UNAVAILABLE
     finally:
@@ -197,4 +196,4 @@ async def test_connect_with_an_ssl_context(tls_port: int, certificate: Certifica
         reply = await channel.unary_unary(HEALTH_CHECK, health_pb2.HealthCheckRequest())
     assert reply.status == health_pb2.HealthCheckResponse.SERVING
     with pytest.raises(ConnectionClosedError):
-        await connect(f"grpcs://localhost:{tls_port}", open_timeout=10 * UNIT)
+        await connect(f"grpcs://localhost:{tls_port}", open_timeout=0.5 * UNIT)

@@ -23,14 +23,16 @@ from aioquic.quic.configuration import QuicConfiguration
 from aioquic.quic.connection import QuicConnection
 from aioquic.quic.packet import QuicPacketType, pull_quic_header
 
+from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 from flare_runtime.transports.quic_link import (
+    DEFAULT_TUNING,
     FLARE_PROTOCOL_ERROR,
-    MAX_DATAGRAMS_PER_WAKEUP,
     AdmittingQuicServer,
     ClientLink,
     DrainingSocket,
     HandshakeGuard,
+    LinkTuning,
     OutputCoalescer,
     QuicLink,
     ServerLink,
@@ -39,7 +41,7 @@ from flare_runtime.transports.quic_link import (
 from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
 
 ALPN = "flare/1"
-TIMEOUT = 5.0
+TIMEOUT = 5 * UNIT
 
 
 @dataclass
@@ -86,7 +88,7 @@ class Harness:
     client_tickets: MemoryTicketStore
 
     async def connect(
-        self, *, resume: bool = False, alpn: str = ALPN
+        self, *, resume: bool = False, alpn: str = ALPN, tuning: LinkTuning = DEFAULT_TUNING
     ) -> tuple[ClientLink, Recorder]:
         configuration = QuicConfiguration(
             is_client=True, alpn_protocols=[alpn], server_name="localhost", idle_timeout=5.0
@@ -99,7 +101,7 @@ class Harness:
             configuration=configuration,
             session_ticket_handler=lambda ticket: self.client_tickets.add("server", ticket),
         )
-        link = ClientLink(quic, keepalive_interval=None)
+        link = ClientLink(quic, keepalive_interval=None, tuning=tuning)
         recorder = Recorder(link=link)
         link.listener = recorder
         await link.open("127.0.0.1", self.port)
@@ -134,10 +136,9 @@ async def _harness(tmp_path: Path, guard: HandshakeGuard) -> AsyncIterator[Harne
         return recorder
 
     tickets = ServerTicketStore()
-    server = await serve_links(
+    server, port = await serve_links(
         "127.0.0.1", 0, configuration=configuration, factory=factory, tickets=tickets, guard=guard
     )
-    port = server._transport.get_extra_info("sockname")[1] if server._transport else 0
     try:
         yield Harness(files, server, port, recorders, tickets, MemoryTicketStore())
     finally:
@@ -209,10 +210,7 @@ async def test_a_second_stream_closes_that_connection_with_a_protocol_error(
     other = other if other != 0 else 4
     link._quic.send_stream_data(other, b"sneaky")
     link.transmit()
-    for _ in range(100):
-        if recorder.lost:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: recorder.lost)
     assert recorder.lost and recorder.lost[0][1] == FLARE_PROTOCOL_ERROR
     assert "unexpected QUIC stream" in recorder.lost[0][0]
     link.release()
@@ -252,10 +250,7 @@ async def test_bytes_written_just_before_an_abort_still_reach_the_peer(harness: 
     link, _, server = await first_byte_echoed(harness)
     link.write(b"last words")
     link.abort(FLARE_PROTOCOL_ERROR, "going")
-    for _ in range(100):
-        if server.lost:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: server.lost)
     assert bytes(server.data) == b"!last words"
     assert server.lost and server.lost[0][1] == FLARE_PROTOCOL_ERROR
     link.release()
@@ -304,7 +299,7 @@ async def test_a_burst_leaves_in_full_datagrams(harness: Harness) -> None:
     link, client = await harness.connect()
     await asyncio.wait_for(link.handshake_done, TIMEOUT)
     sent: list[int] = []
-    transport = link._transport
+    transport = link.socket
     assert transport is not None
     original = transport.sendto
 
@@ -329,6 +324,54 @@ async def test_a_burst_leaves_in_full_datagrams(harness: Harness) -> None:
     link.release()
 
 
+async def test_a_tail_waits_for_the_loop_to_go_idle_at_most_transmit_hops(
+    harness: Harness,
+) -> None:
+    link, _client = await harness.connect(tuning=LinkTuning(transmit_hops=4))
+    await asyncio.wait_for(link.handshake_done, TIMEOUT)
+    await asyncio.sleep(0.25 * UNIT)  # the handshake's last packets are out
+    transport = link.socket
+    assert transport is not None
+    original = transport.sendto
+    loop = asyncio.get_running_loop()
+    iterations = 0
+    busy = True
+    sent_at: list[int] = []
+
+    def recording_sendto(data: bytes, addr: object = None) -> None:
+        sent_at.append(iterations)
+        original(data, addr)  # type: ignore[arg-type]
+
+    def spin() -> None:  # a callback ready every iteration: the loop is never idle
+        nonlocal iterations
+        iterations += 1
+        if busy:
+            loop.call_soon(spin)
+
+    setattr(transport, "sendto", recording_sendto)  # noqa: B010 -- instance patch
+    loop.call_soon(spin)
+    link.write(b"x")  # less than a datagram: a tail
+    await wait_until(lambda: iterations >= 12)
+    assert sent_at and sent_at[0] <= 4  # busy, yet the tail left after <= 4 iterations
+    busy = False
+    await asyncio.sleep(0.05 * UNIT)
+    sent_at.clear()
+    link.write(b"y")  # an idle loop: the tail leaves at the first look
+    await asyncio.sleep(0.05 * UNIT)
+    assert sent_at
+
+
+def test_link_tuning_refuses_values_that_stop_the_link() -> None:
+    with pytest.raises(ValueError):
+        LinkTuning(transmit_hops=0)
+    with pytest.raises(ValueError):
+        LinkTuning(blind_transmit_hops=0)
+    with pytest.raises(ValueError):
+        LinkTuning(datagrams_per_wakeup=0)
+    with pytest.raises(ValueError):
+        LinkTuning(tail_hold=-1.0)
+
+
 async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness) -> None:
     """A receiver that writes nothing back still ACKs (aioquic's ACK timer is re-armed)."""
     link, client = await harness.connect()
@@ -342,10 +385,7 @@ async def test_data_that_needs_no_answer_is_still_acknowledged(harness: Harness)
     assert link._timer_at == link._quic.get_timer()
     server_link = harness.server_side[0].link
     assert server_link is not None
-    for _ in range(100):
-        if server_link.buffered_bytes == 0:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: server_link.buffered_bytes == 0)
     assert server_link.buffered_bytes == 0  # the client's ACK arrived
     link.close()
     link.release()
@@ -419,14 +459,12 @@ async def test_queued_datagrams_are_handed_on_in_one_wakeup_each_up_to_the_cap()
     transport, _ = await asyncio.get_running_loop().create_datagram_endpoint(
         lambda: counting, sock=sock
     )
-    burst = MAX_DATAGRAMS_PER_WAKEUP + 8
+    burst = DEFAULT_TUNING.datagrams_per_wakeup + 8
     with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sender:
         for i in range(burst):  # all queued before the loop next looks at the socket
             sender.sendto(i.to_bytes(2, "big"), sock.getsockname())
     try:
-        async with asyncio.timeout(5):
-            while len(received) < burst:
-                await asyncio.sleep(0.001)
+        await wait_until(lambda: len(received) == burst)
     finally:
         transport.close()
     assert received == [i.to_bytes(2, "big") for i in range(burst)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextlib
 import socket
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -32,6 +33,7 @@ from flare_runtime.server import Server, TLSFiles
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import Routes
+from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.transports.quic import (
     ALPN,
     QuicChannel,
@@ -44,7 +46,7 @@ from flare_runtime.transports.quic_link import ClientLink, ServerLink
 from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
 from flare_runtime.wire.server import ServerEndpoint
 
-TIMEOUT = 10.0
+TIMEOUT = 10 * UNIT
 
 ECHO: Route[BytesValue, BytesValue] = Route(
     path="/flare.test.Quic/Echo",
@@ -96,7 +98,7 @@ class QuicService:
 
     async def ticks(self, request: UInt64Value, context: CallContext) -> AsyncIterator[UInt64Value]:
         for tick in range(request.value):
-            await asyncio.sleep(0.02)
+            await asyncio.sleep(0.02 * UNIT)
             yield UInt64Value(value=tick)
 
 
@@ -145,7 +147,7 @@ async def serve(tmp_path: Path, settings: QuicServerSettings | None = None) -> S
 async def served(tmp_path: Path) -> AsyncIterator[Served]:
     served = await serve(tmp_path)
     yield served
-    await served.listener.shutdown(grace=1.0)
+    await served.listener.shutdown(grace=1.0 * UNIT)
 
 
 def add_latency(served: Served, seconds: float = 0.02) -> None:
@@ -174,15 +176,9 @@ async def open_resumable(served: Served, tickets: MemoryTicketStore) -> None:
     """Make one full-handshake connection so that `tickets` holds a fresh ticket."""
     async with served.connect(tickets=tickets) as channel:
         await channel.unary_unary(ECHO, BytesValue(value=b"warm-up"))
-        for _ in range(100):
-            if len(tickets):
-                break
-            await asyncio.sleep(0.01)
+        await wait_until(lambda: len(tickets) > 0)
     assert len(tickets) == 1, "the server issued no session ticket"
-    for _ in range(100):  # let the server forget that connection
-        if not served.listener.endpoints:
-            break
-        await asyncio.sleep(0.01)
+    await wait_until(lambda: not served.listener.endpoints)  # the server forgot it
 
 
 async def test_server_needs_a_certificate() -> None:
@@ -205,7 +201,7 @@ async def test_served_through_server_start_and_connect(tmp_path: Path) -> None:
             assert reply.value == b"hello"
             assert channel.link.alpn_protocol == ALPN
     finally:
-        await server.shutdown(grace=1.0)
+        await server.shutdown(grace=1.0 * UNIT)
 
 
 async def test_zero_rtt_carries_an_idempotent_call(served: Served) -> None:
@@ -273,20 +269,22 @@ async def replay(served: Served, datagrams: list[bytes]) -> ServerLink:
     def links() -> set[ServerLink]:  # every connection aioquic knows, handshake done or not
         return set(quic_server._protocols.values())
 
-    for _ in range(500):  # the recorded connection must be gone (draining ends): a
-        if not links():  # replay to a live connection id would just reach that one
-            break
-        await asyncio.sleep(0.01)
+    # The recorded connection must be gone (draining ends): a replay to a live
+    # connection id would just reach that one.
+    await wait_until(lambda: not links())
     before = links()
     try:
         for datagram in datagrams:
             transport.sendto(datagram, ("127.0.0.1", served.listener.port))
-        for _ in range(300):
-            await asyncio.sleep(0.01)
+
+        def replay_arrived() -> bool:
             new = links() - before
-            if new and next(iter(new)).received_bytes >= REPLAYED_STREAM_BYTES_AT_LEAST:
-                break
-        await asyncio.sleep(0.3)  # let what the replay started run (it answers nobody)
+            return bool(new) and next(iter(new)).received_bytes >= REPLAYED_STREAM_BYTES_AT_LEAST
+
+        await wait_until(lambda: links() - before)  # the replay reached the server
+        with contextlib.suppress(TimeoutError):  # a refused replay never gets stream bytes
+            await wait_until(replay_arrived, 3 * UNIT)
+        await asyncio.sleep(0.3 * UNIT)  # let what the replay started run (it answers nobody)
     finally:
         transport.close()
     (link,) = links() - before
@@ -367,7 +365,7 @@ async def test_replay_with_reusable_tickets_never_runs_a_non_idempotent_call(
         assert served.service.echoes == echoes + 1
         assert served.service.counter == counter
     finally:
-        await served.listener.shutdown(grace=1.0)
+        await served.listener.shutdown(grace=1.0 * UNIT)
 
 
 async def test_a_call_survives_the_client_moving_to_a_new_port(served: Served) -> None:
@@ -434,24 +432,12 @@ async def test_garbage_on_the_stream_closes_only_that_connection(
         bad = await raw_link(served)
         try:
             bad.write(garbage)
-            for _ in range(300):
-                if bad.closed:
-                    break
-                await asyncio.sleep(0.01)
-            assert bad.closed, "the server kept a connection that sent garbage"
+            await wait_until(lambda: bad.closed)
         finally:
             bad.release()
         reply = await good.unary_unary(ECHO, BytesValue(value=b"fine"), timeout=TIMEOUT)
         assert reply.value == b"fine"
         assert len(served.endpoints()) == 1
-
-
-async def wait_until(condition: Any, seconds: float = TIMEOUT) -> bool:
-    for _ in range(int(seconds / 0.02)):
-        if condition():
-            return True
-        await asyncio.sleep(0.02)
-    return bool(condition())
 
 
 async def test_idle_timeout_closes_a_silent_connection_on_both_sides(tmp_path: Path) -> None:
@@ -462,12 +448,12 @@ async def test_idle_timeout_closes_a_silent_connection_on_both_sides(tmp_path: P
             await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
             assert served.endpoints()
             # Nobody sends anything: QUIC's idle timeout ends it, no packet needed.
-            assert await wait_until(lambda: channel.closed and not served.endpoints())
+            await wait_until(lambda: channel.closed and not served.endpoints())
             with pytest.raises(RpcError) as caught:
                 await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
             assert caught.value.code is StatusCode.UNAVAILABLE
     finally:
-        await served.listener.shutdown(grace=1.0)
+        await served.listener.shutdown(grace=1.0 * UNIT)
 
 
 async def test_flare_keepalive_keeps_an_idle_connection_open(tmp_path: Path) -> None:
@@ -479,13 +465,13 @@ async def test_flare_keepalive_keeps_an_idle_connection_open(tmp_path: Path) -> 
         async with served.connect(protocol=pinging, idle_timeout=0.6) as channel:
             await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
             (endpoint,) = served.endpoints()
-            await asyncio.sleep(1.5)  # 2.5 idle timeouts without a call
+            await asyncio.sleep(1.5 * UNIT)  # 2.5 idle timeouts without a call
             assert not channel.closed
             reply = await channel.unary_unary(ECHO, BytesValue(value=b"y"), timeout=TIMEOUT)
             assert reply.value == b"y"
             assert served.endpoints() == [endpoint]
     finally:
-        await served.listener.shutdown(grace=1.0)
+        await served.listener.shutdown(grace=1.0 * UNIT)
 
 
 async def test_a_dead_peer_is_dropped_by_the_idle_timeout(tmp_path: Path) -> None:
@@ -497,9 +483,9 @@ async def test_a_dead_peer_is_dropped_by_the_idle_timeout(tmp_path: Path) -> Non
             # The client's packets stop reaching the server (a dead peer).
             quic_server: Any = served.listener.quic_server
             quic_server.datagram_received = lambda data, address: None
-            assert await wait_until(lambda: not served.endpoints())
+            await wait_until(lambda: not served.endpoints())
     finally:
-        await served.listener.shutdown(grace=1.0)
+        await served.listener.shutdown(grace=1.0 * UNIT)
 
 
 async def test_quic_pings_keep_an_idle_connection_open(tmp_path: Path) -> None:
@@ -510,12 +496,12 @@ async def test_quic_pings_keep_an_idle_connection_open(tmp_path: Path) -> None:
             protocol=silent, idle_timeout=0.6, keepalive_interval=0.15
         ) as channel:
             await channel.unary_unary(ECHO, BytesValue(value=b"x"), timeout=TIMEOUT)
-            await asyncio.sleep(1.5)
+            await asyncio.sleep(1.5 * UNIT)
             assert not channel.closed and served.endpoints()
             reply = await channel.unary_unary(ECHO, BytesValue(value=b"y"), timeout=TIMEOUT)
             assert reply.value == b"y"
     finally:
-        await served.listener.shutdown(grace=1.0)
+        await served.listener.shutdown(grace=1.0 * UNIT)
 
 
 def test_quic_serves_and_calls_on_uvloop() -> None:
@@ -531,10 +517,10 @@ def test_quic_serves_and_calls_on_uvloop() -> None:
                     channel.unary_unary(Routes.ECHO, BytesValue(value=bytes([i % 256]) * 100))
                     for i in range(500)
                 ]
-                async with asyncio.timeout(20):
+                async with asyncio.timeout(20 * UNIT):
                     replies = await asyncio.gather(*calls)
         finally:
-            await rig.server.shutdown(grace=1.0)
+            await rig.server.shutdown(grace=1.0 * UNIT)
         assert [reply.value for reply in replies] == [bytes([i % 256]) * 100 for i in range(500)]
         assert type(asyncio.get_running_loop()).__module__.startswith("uvloop")
 
@@ -548,8 +534,8 @@ async def test_messages_beyond_quics_flow_control_window_keep_flowing() -> None:
     rig = await start_rig("quic")
     try:
         async with rig.connect() as channel:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(10 * UNIT):
                 reply = await channel.unary_unary(Routes.ECHO, BytesValue(value=bytes(3_000_000)))
                 assert len(reply.value) == 3_000_000
     finally:
-        await rig.server.shutdown(grace=1.0)
+        await rig.server.shutdown(grace=1.0 * UNIT)

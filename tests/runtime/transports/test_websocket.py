@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import ssl
-from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -17,7 +16,6 @@ from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcE
 from flare_runtime.protocol.config import CLIENT, ProtocolConfig, Settings
 from flare_runtime.protocol.connection import Connection
 from flare_runtime.protocol.events import CallEnded
-from flare_runtime.protocol.frames import encode_message
 from flare_runtime.server import Server, ServerOptions, TLSFiles
 from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
@@ -29,17 +27,10 @@ from flare_runtime.testing.service import (
     Routes,
     StringValue,
 )
+from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.transports.quic_certs import write_dev_certificate
-from flare_runtime.transports.websocket import MAX_WEBSOCKET_MESSAGE, _split_at_frames
+from flare_runtime.transports.websocket import MAX_WEBSOCKET_MESSAGE, _WebSocketAdapter
 from flare_runtime.wire.client import WireChannel
-
-UNIT = 1.0
-
-
-async def _wait_for(predicate: Callable[[], bool], timeout: float) -> None:
-    async with asyncio.timeout(timeout):
-        while not predicate():
-            await asyncio.sleep(0.02)
 
 
 async def test_keepalive_timeout_closes_a_dead_peer() -> None:
@@ -52,9 +43,9 @@ async def test_keepalive_timeout_closes_a_dead_peer() -> None:
         assert len(rig.server.connections) == 1
         # The client stops reading: it never answers the server's PING.
         channel.endpoint.transport.pause_reading()
-        await _wait_for(lambda: not rig.server.connections, 10 * UNIT)
+        await wait_until(lambda: not rig.server.connections, 10 * UNIT)
         channel.endpoint.transport.resume_reading()
-        await _wait_for(lambda: channel.closed, 10 * UNIT)
+        await wait_until(lambda: channel.closed, 10 * UNIT)
         await channel.close()
     finally:
         await rig.server.shutdown(grace=UNIT)
@@ -65,7 +56,7 @@ async def test_live_peer_survives_keepalive() -> None:
     rig = await start_rig("websocket", options)
     try:
         async with rig.connect(protocol=ProtocolConfig(keepalive_interval=None)) as channel:
-            await asyncio.sleep(1.0)  # many keepalive rounds
+            await asyncio.sleep(1.0 * UNIT)  # many keepalive rounds
             assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"k"))).value == b"k"
     finally:
         await rig.server.shutdown(grace=UNIT)
@@ -127,9 +118,9 @@ async def test_handshake_headers_become_connection_metadata() -> None:
             assert connection.metadata.get("x-flare-tenant") == "acme"
         # Browsers cannot set headers: ?access_token= works instead.
         async with raw_connect(f"{rig.url}/?access_token={token}"):
-            await _wait_for(lambda: len(rig.server.connections) == 1, 5 * UNIT)
+            await wait_until(lambda: len(rig.server.connections) == 1, 5 * UNIT)
             (connection,) = rig.server.connections
-            await _wait_for(lambda: connection.principal is not None, 5 * UNIT)
+            await wait_until(lambda: connection.principal is not None, 5 * UNIT)
             principal = connection.principal
             assert principal is not None
             assert principal.subject == "dave"
@@ -230,17 +221,9 @@ async def test_a_client_that_stops_reading_the_socket_blocks_the_sender() -> Non
         await rig.server.shutdown(grace=UNIT)
 
 
-def test_output_is_cut_between_frames() -> None:
-    small = [encode_message(n, bytes(300_000)) for n in range(1, 8)]  # ~2.1 MB in all
-    huge = encode_message(9, bytes(MAX_WEBSOCKET_MESSAGE + 1))
-    batch = b"".join([*small[:3], huge, *small[3:]])
-    pieces = _split_at_frames(batch)
-    assert b"".join(pieces) == batch
-    assert huge in pieces  # the oversized frame travels alone
-    for piece in pieces:
-        if piece != huge:
-            assert len(piece) <= MAX_WEBSOCKET_MESSAGE
-            assert len(piece) % len(small[0]) == 0  # whole frames only
+def test_the_adapter_asks_for_writes_of_one_message_at_most() -> None:
+    """The endpoint cuts output at frame boundaries to this size (tests/runtime/wire)."""
+    assert _WebSocketAdapter.max_write_size == MAX_WEBSOCKET_MESSAGE
 
 
 async def test_server_closing_a_connection_ends_its_calls_with_the_reason() -> None:
@@ -302,12 +285,13 @@ async def test_any_websocket_framing_of_the_stream_is_accepted() -> None:
 async def test_metadata_that_cannot_be_an_http_header_is_refused_at_once(
     metadata: dict[str, str], token: str | None
 ) -> None:
-    """It used to raise inside the adapter's connection_made; connect waited its open timeout."""
+    """`connect` refuses it before opening a socket (raising inside the adapter's
+    connection_made would leave connect waiting for its open timeout)."""
     rig = await start_rig("websocket")
     try:
         async with asyncio.timeout(5 * UNIT):
             with pytest.raises(ConfigurationError) as caught:
-                await connect(rig.url, metadata=metadata, token=token, open_timeout=60)
+                await connect(rig.url, metadata=metadata, token=token, open_timeout=60 * UNIT)
         assert "cannot travel in an HTTP header" in str(caught.value)
         assert not rig.server.connections
     finally:

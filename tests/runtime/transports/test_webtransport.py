@@ -11,8 +11,6 @@ import ssl
 from pathlib import Path
 
 import pytest
-from aioquic.quic.configuration import QuicConfiguration
-from aioquic.quic.connection import QuicConnection
 
 from flare_runtime.client import connect
 from flare_runtime.errors import ConfigurationError, ConnectionClosedError, RpcError
@@ -21,17 +19,7 @@ from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
 from flare_runtime.testing.service import SERVICE, ConformanceService, Routes, StringValue
 from flare_runtime.testing.webtransport_harness import dev_certificate
-from flare_runtime.transports.webtransport import _unacknowledged_bytes, certificate_hash
-
-
-def test_the_unacknowledged_bytes_shim_reads_aioquic() -> None:
-    """aioquic has no public count of a stream's unacknowledged bytes: this fails if it moves."""
-    quic = QuicConnection(configuration=QuicConfiguration(is_client=True))
-    quic.connect(("127.0.0.1", 4433), now=0.0)
-    stream_id = quic.get_next_available_stream_id()
-    assert _unacknowledged_bytes(quic, stream_id) == 0
-    quic.send_stream_data(stream_id, b"x" * 1000)
-    assert _unacknowledged_bytes(quic, stream_id) == 1000
+from flare_runtime.transports.webtransport import certificate_hash
 
 
 def test_certificate_hash_is_the_sha256_of_the_der_certificate() -> None:

@@ -1,11 +1,9 @@
-"""The endpoint layer over an in-memory transport: no sockets, only bytes moved."""
+"""`ServerEndpoint` over an in-memory transport: no sockets, only bytes moved."""
 
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import dataclasses
-import gc
 import time
 
 import pytest
@@ -13,7 +11,7 @@ import pytest
 from flare_runtime.auth import AuthPlugin, Principal
 from flare_runtime.dispatch import Dispatcher
 from flare_runtime.errors import RpcError
-from flare_runtime.metadata import Metadata
+from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.protocol.config import ProtocolConfig, Settings
 from flare_runtime.server import Server, ServerOptions
 from flare_runtime.status import StatusCode
@@ -27,8 +25,8 @@ from flare_runtime.testing.service import (
     Routes,
     StringValue,
 )
-from flare_runtime.wire.client import _ClientCall
-from flare_runtime.wire.eager import start_eagerly
+from flare_runtime.testing.timing import UNIT
+from flare_runtime.wire.client import ClientCall
 
 
 def _server(**options: object) -> tuple[Server, ConformanceService]:
@@ -74,42 +72,25 @@ async def test_server_deadline_cancels_the_handler_and_answers(eager: bool) -> N
                 Routes.ECHO, BytesValue(), metadata={"x-sleep": "30"}, timeout=0.05
             )
         assert caught.value.code is StatusCode.DEADLINE_EXCEEDED
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await service.cancelled_event.wait()
-
-
-async def test_keepalive_closes_a_stalled_peer_with_one_timer() -> None:
-    fast = ProtocolConfig(keepalive_interval=0.05, keepalive_timeout=0.05)
-    server, _ = _server(options=ServerOptions(protocol=fast))
-    channel, endpoint, client_end = memory_pair(
-        server, client_config=ProtocolConfig(keepalive_interval=None)
-    )
-    await channel.unary_unary(Routes.ECHO, BytesValue())
-    timer = endpoint._timer
-    assert timer is not None  # the connection's one timer
-    client_end.pause_reading()  # the client stops answering PINGs
-    async with asyncio.timeout(5):
-        while not endpoint.closed:
-            await asyncio.sleep(0.01)
-    assert not server.connections
-    client_end.resume_reading()
-    await channel.close()
 
 
 async def test_unary_request_that_does_not_parse_is_invalid_argument() -> None:
     server, _ = _server()
     channel, _, client_end = memory_pair(server)
-    # Speak the protocol by hand: a unary call whose request bytes are garbage.
-    endpoint = channel.endpoint
-    call_id = endpoint.conn.start_call(
-        Routes.ECHO.wire_id, (), message=b"\xff\xff\xff", end_stream=True
+    # A unary call whose request bytes are garbage.
+    call = channel.endpoint.start_call(
+        Routes.ECHO,
+        metadata=EMPTY_METADATA,
+        timeout=None,
+        message=b"\xff\xff\xff",
+        end_stream=True,
+        info=None,
     )
-    call = _ClientCall(call_id, None)
     call.future = asyncio.get_running_loop().create_future()
-    endpoint.calls[call_id] = call
-    endpoint._flush()
     with pytest.raises(RpcError) as caught:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await call.future
     assert caught.value.code is StatusCode.INVALID_ARGUMENT
     assert client_end.written > 0
@@ -125,12 +106,13 @@ async def test_metadata_key_the_wire_allows_but_metadata_forbids() -> None:
     call_id = endpoint.conn.start_call(
         Routes.ECHO.wire_id, (("bad key", "x"),), message=b"", end_stream=True
     )
-    call = _ClientCall(call_id, None)
+    # Speak the protocol by hand: `Metadata` refuses that key.
+    call = ClientCall(call_id, None)
     call.future = asyncio.get_running_loop().create_future()
     endpoint.calls[call_id] = call
-    endpoint._flush()
+    endpoint.flush()
     with pytest.raises(RpcError) as caught:
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await call.future
     assert caught.value.code is StatusCode.INVALID_ARGUMENT
     assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"ok"))).value == b"ok"
@@ -141,7 +123,7 @@ class _CrashingAuth(AuthPlugin):
     """An auth plugin with a bug: it raises something other than RpcError."""
 
     async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
-        await asyncio.sleep(0.05)  # calls start while the connection's auth is pending
+        await asyncio.sleep(0.05 * UNIT)  # calls start while the connection's auth is pending
         raise ValueError("plugin bug")
 
 
@@ -149,8 +131,8 @@ async def test_a_crashing_auth_plugin_fails_calls_with_internal_and_no_call_hang
     server, _ = _server(auth=_CrashingAuth())
     channel, _, _ = memory_pair(server, metadata={"authorization": "Bearer t"})
     try:
-        async with asyncio.timeout(10):
-            # Started while the auth is pending: a stream used to hang for ever.
+        async with asyncio.timeout(10 * UNIT):
+            # Started while the auth is pending: the stream must still end.
             stream = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
             assert [reply.value async for reply in stream] == [0, 1]
             assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
@@ -170,7 +152,7 @@ async def test_response_headers_over_the_clients_limit_end_the_call(route: str) 
     metadata = [("x-echo-big", "a" * 2000)]
     async with memory_channel(server, client_config=config) as channel:
         with pytest.raises(RpcError) as caught:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(10 * UNIT):
                 if route == "unary":
                     await channel.unary_unary(Routes.ECHO, BytesValue(), metadata=metadata)
                 elif route == "server_stream":
@@ -204,7 +186,7 @@ async def test_a_failure_inside_flare_ends_a_streaming_call_with_internal(
     loop.set_exception_handler(lambda loop, context: None)  # the re-raised bug is expected
     async with memory_channel(server) as channel:
         with pytest.raises(RpcError) as caught:
-            async with asyncio.timeout(10):
+            async with asyncio.timeout(10 * UNIT):
                 if route == "server_stream":
                     call = channel.unary_stream(Routes.COUNT, Int64Value(value=2))
                     [reply async for reply in call]
@@ -228,17 +210,14 @@ async def test_route_default_timeout_applies_to_a_call_sent_without_one() -> Non
     async with memory_channel(server) as channel:
         started = time.monotonic()
         with pytest.raises(RpcError) as caught:
-            async with asyncio.timeout(10):  # the client itself sends no deadline
+            async with asyncio.timeout(10 * UNIT):  # the client itself sends no deadline
                 await channel.unary_unary(Routes.ECHO, BytesValue(), metadata={"x-sleep": "30"})
         assert caught.value.code is StatusCode.DEADLINE_EXCEEDED
         assert time.monotonic() - started < 5
-        async with asyncio.timeout(5):
+        async with asyncio.timeout(5 * UNIT):
             await service.cancelled_event.wait()
         # The connection is fine afterwards, and a quick call beats the default.
         assert (await channel.unary_unary(Routes.ECHO, BytesValue(value=b"m"))).value == b"m"
-
-
-# ------------------------------------------------------------------ eager handlers
 
 
 @pytest.mark.parametrize("eager", [False, True])
@@ -251,66 +230,3 @@ async def test_unary_calls_behave_alike_with_and_without_eager_handlers(eager: b
             *(channel.unary_unary(Routes.ECHO, BytesValue(value=bytes([n]))) for n in range(20))
         )
         assert [reply.value for reply in replies] == [bytes([n]) for n in range(20)]
-
-
-async def test_start_eagerly_runs_to_the_first_suspension_and_hands_over_to_a_task() -> None:
-    loop = asyncio.get_running_loop()
-    marker: contextvars.ContextVar[str] = contextvars.ContextVar("marker", default="outside")
-    steps: list[str] = []
-
-    async def quick() -> None:
-        steps.append("quick")
-
-    assert start_eagerly(loop, quick()) is None
-    assert steps == ["quick"]  # ran before start_eagerly returned
-
-    release = loop.create_future()
-
-    async def slow() -> None:
-        marker.set("inside")
-        steps.append("before")
-        await release
-        steps.append(f"after {marker.get()}")
-
-    task = start_eagerly(loop, slow())
-    assert task is not None and steps[-1] == "before"
-    assert marker.get() == "outside"  # the handler's context is its own, as in a task
-    release.set_result(None)
-    await task
-    assert steps[-1] == "after inside"
-
-
-async def test_a_task_that_took_over_an_eager_start_can_be_cancelled() -> None:
-    loop = asyncio.get_running_loop()
-    cleaned: list[bool] = []
-
-    async def waits() -> None:
-        try:
-            await asyncio.sleep(30)
-        finally:
-            cleaned.append(True)
-
-    task = start_eagerly(loop, waits())
-    assert task is not None
-    task.cancel()
-    with pytest.raises(asyncio.CancelledError):
-        await task
-    assert cleaned == [True]
-
-
-async def test_a_failure_in_an_eager_first_step_goes_to_the_loop_handler() -> None:
-    loop = asyncio.get_running_loop()
-    reported: list[dict[str, object]] = []
-    loop.set_exception_handler(lambda _loop, context: reported.append(context))
-    try:
-
-        async def fails() -> None:
-            raise ValueError("boom")
-
-        assert start_eagerly(loop, fails()) is None
-        await asyncio.sleep(0)  # Python 3.12+: the eager task reports when collected
-        gc.collect()
-        await asyncio.sleep(0)
-    finally:
-        loop.set_exception_handler(None)
-    assert any(isinstance(context.get("exception"), ValueError) for context in reported)

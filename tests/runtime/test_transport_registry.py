@@ -19,14 +19,14 @@ from flare_runtime.errors import ConfigurationError
 from flare_runtime.server import Server, TLSFiles
 from flare_runtime.testing.harness import Harness, get_harness
 from flare_runtime.testing.service import SERVICE, BytesValue, ConformanceService, Routes
-from flare_runtime.transports import websocket
-from flare_runtime.transports.registry import (
+from flare_runtime.transport_registry import (
     BUILT_IN,
     REGISTRY,
     TransportRegistry,
     TransportSpec,
     register_transport,
 )
+from flare_runtime.transports import websocket
 
 
 def test_built_in_transports_and_their_url_schemes() -> None:
@@ -66,7 +66,7 @@ def test_every_built_in_reference_loads_with_the_adapter_signature(spec: Transpo
 def test_importing_flare_runtime_imports_no_transport_and_reads_no_entry_point() -> None:
     probe = (
         "import sys, flare_runtime\n"
-        "allowed = {'flare_runtime.transports', 'flare_runtime.transports.registry'}\n"
+        "allowed = {'flare_runtime.transports', 'flare_runtime.transport_registry'}\n"
         "print(sorted(name for name in set(sys.modules) - allowed\n"
         "             if name.split('.')[0] in ('websockets', 'aioquic', 'grpc')\n"
         "             or name.startswith('flare_runtime.transports')\n"

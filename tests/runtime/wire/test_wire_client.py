@@ -1,11 +1,13 @@
-"""`WireChannel` details the conformance suite does not reach."""
+"""`ClientEndpoint` and `WireChannel` details the conformance suite does not reach."""
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 
 import pytest
 
+from flare_runtime.errors import RpcError
 from flare_runtime.protocol import (
     SERVER,
     CallStarted,
@@ -15,11 +17,12 @@ from flare_runtime.protocol import (
     ProtocolConfig,
 )
 from flare_runtime.routing import Transport
+from flare_runtime.status import StatusCode
 from flare_runtime.testing.harness import start_rig
+from flare_runtime.testing.memory import RecordingTransport
 from flare_runtime.testing.service import BytesValue, Int64Value, Routes
+from flare_runtime.testing.timing import UNIT
 from flare_runtime.wire.client import ClientEndpoint, WireChannel
-
-UNIT = 1.0
 
 
 @pytest.mark.parametrize("transport", ["websocket", "quic"])
@@ -46,37 +49,10 @@ async def test_several_tasks_await_the_headers_and_one_gives_up(transport: str) 
         await rig.server.shutdown(grace=UNIT)
 
 
-class _MemoryTransport:
-    """A `WireTransport` that keeps what the client writes (no sockets)."""
-
-    peer = "memory"
-
-    def __init__(self) -> None:
-        self.written = bytearray()
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-    def get_write_buffer_size(self) -> int:
-        return 0
-
-    def pause_reading(self) -> None:
-        pass
-
-    def resume_reading(self) -> None:
-        pass
-
-    def close(self, reason: str = "") -> None:
-        pass
-
-    def abort(self) -> None:
-        pass
-
-
 async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> None:
     # A server may end any call with MESSAGE|END_CALL (docs/wire-format.md §3.4);
     # Flare's own server does so for unary answers, another may for streams.
-    transport = _MemoryTransport()
+    transport = RecordingTransport()
     config = ProtocolConfig(keepalive_interval=None)
     endpoint = ClientEndpoint(transport, config, Transport.QUIC, {}, 100)
     channel = WireChannel(endpoint)
@@ -85,11 +61,10 @@ async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> No
     routes: dict[int, int] = {}
 
     def serve() -> None:
-        server.receive_data(bytes(transport.written), 0.0)
-        transport.written.clear()
+        server.receive_data(transport.take(), 0.0)
         for event in server.events_received():
             if isinstance(event, CallStarted):  # compact (with the request) or not
-                routes[event.call_id] = event.route_id
+                routes[event.call_id] = event.wire_id
                 request = event.message
             else:
                 assert isinstance(event, MessageReceived | HandshakeCompleted)
@@ -113,3 +88,47 @@ async def test_each_call_shape_takes_its_last_message_from_a_compact_end() -> No
         assert (await unary).value == b"q"
         assert [reply.value async for reply in stream] == [1, 2]
     assert endpoint.calls == {}
+
+
+def _client() -> tuple[RecordingTransport, ClientEndpoint, WireChannel]:
+    transport = RecordingTransport()
+    endpoint = ClientEndpoint(
+        transport, ProtocolConfig(keepalive_interval=None), Transport.WEBSOCKET, {}, 100
+    )
+    return transport, endpoint, WireChannel(endpoint)
+
+
+async def test_a_route_without_a_wire_id_is_unimplemented_and_sends_nothing() -> None:
+    transport, endpoint, channel = _client()
+    hello = len(transport.writes)
+    grpc_only = dataclasses.replace(Routes.ECHO, service_id=0, route_id=0)
+    with pytest.raises(RpcError) as caught:
+        await channel.unary_unary(grpc_only, BytesValue())
+    assert caught.value.code is StatusCode.UNIMPLEMENTED
+    assert len(transport.writes) == hello
+    assert endpoint.calls == {}
+
+
+async def test_the_route_observer_sees_each_call_before_it_is_written() -> None:
+    transport, endpoint, channel = _client()
+    seen: list[tuple[str, int]] = []
+    endpoint.route_observer = lambda route: seen.append((route.path, len(transport.writes)))
+    hello = len(transport.writes)
+    call = channel.unary_stream(Routes.COUNT, Int64Value(value=1))
+    assert seen == [(Routes.COUNT.path, hello)]
+    assert len(transport.writes) > hello
+    call.cancel()
+
+
+async def test_close_ends_open_calls_with_cancelled() -> None:
+    transport, endpoint, channel = _client()
+    transport.endpoint = endpoint
+    pending = asyncio.ensure_future(channel.unary_unary(Routes.ECHO, BytesValue()))
+    await asyncio.sleep(0)
+    assert len(endpoint.calls) == 1
+    async with asyncio.timeout(5 * UNIT):
+        await channel.close()
+        with pytest.raises(RpcError) as caught:
+            await pending
+    assert caught.value.code is StatusCode.CANCELLED
+    assert channel.closed and endpoint.calls == {}
