@@ -50,11 +50,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Final
 
+from flare_runtime.transports.aioquic_shim import server_connections
+
 if TYPE_CHECKING:
     from aioquic.asyncio.server import QuicServer
 
-    from flare_runtime.transports.aioquic_shim import server_connections
-from flare_runtime.server import SharedPorts
+    from flare_runtime.server import SharedPorts
 
 logger = logging.getLogger("flare_runtime.transports.quic")
 
