@@ -2,9 +2,12 @@
 
 ::
 
-    flare serve    flare_runtime.cli.serve          serve a Server over WebSocket/QUIC/gRPC
-    flare call     flare_runtime.cli.call           call a route with JSON (grpcurl-like)
-    flare cert     flare_runtime.cli.cert           write a development TLS certificate
+    flare serve     flare_runtime.cli.serve          serve a Server over WebSocket/QUIC/gRPC
+    flare call      flare_runtime.cli.call           call a route with JSON (grpcurl-like)
+    flare list      flare_runtime.cli.list_services  list a server's services or methods
+    flare describe  flare_runtime.cli.describe       print a server's symbols as .proto text
+    flare watch     flare_runtime.cli.watch          print a server's pushes as JSON lines
+    flare cert      flare_runtime.cli.cert           write a development TLS certificate
     flare gen      flare_codegen.commands.gen       generate Python code from .proto files
     flare routes   flare_codegen.commands.routes    print a schema's routing table
     flare schema   flare_codegen.schema.command     schema CI (breaking-change detection)
@@ -52,6 +55,15 @@ _CODEGEN = (("flare_codegen", "flare-rpc"), ("grpc_tools", "grpcio-tools"))
 COMMANDS: dict[str, Command] = {
     "serve": Command("flare_runtime.cli.serve", "serve a Server over WebSocket, QUIC and gRPC"),
     "call": Command("flare_runtime.cli.call", "call a route with a JSON request (grpcurl-like)"),
+    "list": Command(
+        "flare_runtime.cli.list_services", "list a server's services, or a service's methods"
+    ),
+    "describe": Command(
+        "flare_runtime.cli.describe", "show a server's services, methods and messages as .proto"
+    ),
+    "watch": Command(
+        "flare_runtime.cli.watch", "print the messages a server pushes, as JSON lines"
+    ),
     "cert": Command("flare_runtime.cli.cert", "write TLS certificates for QUIC and wss/grpcs"),
     "gen": Command(
         "flare_codegen.commands.gen",

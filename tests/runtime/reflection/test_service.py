@@ -6,6 +6,7 @@ Calls go over real sockets; gRPC's v1 reflection is asked by a stock grpcio clie
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+from typing import Any
 
 import grpc
 import grpc.aio
@@ -164,10 +165,11 @@ async def test_grpc_reflection_v1_and_v1alpha_answer_a_stock_client(
     server: Server, version: str
 ) -> None:
     pool = descriptor_pool.Default()
-    request_type = message_factory.GetMessageClass(
+    # Built from the v1/v1alpha descriptors in the pool: typed loosely, as a dynamic client is.
+    request_type: Any = message_factory.GetMessageClass(
         pool.FindMessageTypeByName(f"grpc.reflection.{version}.ServerReflectionRequest")
     )
-    response_type = message_factory.GetMessageClass(
+    response_type: Any = message_factory.GetMessageClass(
         pool.FindMessageTypeByName(f"grpc.reflection.{version}.ServerReflectionResponse")
     )
     async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port('grpc')}") as channel:
@@ -180,7 +182,7 @@ async def test_grpc_reflection_v1_and_v1alpha_answer_a_stock_client(
             request_type(list_services=""),
             request_type(file_containing_symbol=f"grpc.reflection.{version}.ServerReflection"),
         ]
-        answers = [answer async for answer in ask(iter(questions))]
+        answers: list[Any] = [answer async for answer in ask(iter(questions))]
     listed = [service.name for service in answers[0].list_services_response.service]
     assert CHAT_SERVICE.name in listed
     assert "grpc.reflection.v1.ServerReflection" in listed
