@@ -75,10 +75,13 @@ def configure(parser: argparse.ArgumentParser) -> None:
 
 def main(args: argparse.Namespace) -> int:
     """Make the call; print JSON responses (see `DESCRIPTION`)."""
+    from flare_runtime.reflection.schema import SchemaError, split_method  # noqa: PLC0415
+
     try:
         remote = Remote.from_arguments("call", args)
+        split_method(args.method)
         text = None if args.json == "-" else (args.json if args.json is not None else "{}")
-    except UsageError as error:
+    except (UsageError, SchemaError) as error:
         print(f"flare call: {error}", file=sys.stderr)
         return 2
 
