@@ -336,6 +336,13 @@ async def call(
                         show(reply)
                     if sender is not None:
                         await sender
+                except RpcError:
+                    # Bad input cancels the call: report the input, not the cancellation.
+                    if sender is not None and sender.done() and not sender.cancelled():
+                        failure = sender.exception()
+                        if isinstance(failure, UsageError):
+                            raise failure from None
+                    raise
                 finally:
                     if sender is not None and not sender.done():
                         sender.cancel()

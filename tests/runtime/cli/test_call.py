@@ -195,13 +195,3 @@ def test_quic(lab_quic: tuple[Lab, CertificateFiles]) -> None:
     ca = ["--ca-cert", str(certificate.certificate)]
     result = lab.run("call", lab.urls["quic"], "/unseen.lab.v1.Lab/Count", '{"value": 2}', *ca)
     assert _lines(result.stdout) == [{"value": "1"}, {"value": "2"}], result.stderr
-
-
-def test_quic_without_trusting_the_certificate_is_one_line(
-    lab_quic: tuple[Lab, CertificateFiles],
-) -> None:
-    lab, _ = lab_quic
-    result = lab.run("call", lab.urls["quic"], ECHO, "{}", "--connect-timeout", "5")
-    assert result.returncode == 1
-    assert result.stderr.startswith("flare call: ")
-    assert result.stderr.count("\n") == 1
