@@ -31,8 +31,6 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-import jwt
-
 from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.metadata import Metadata
 from flare_runtime.status import StatusCode
@@ -156,6 +154,10 @@ class JWTAuth(AuthPlugin):
         self._leeway = leeway
 
     async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
+        # pyjwt imports cryptography (~50 ms): only servers that verify tokens pay for it,
+        # not every `import flare_runtime.auth` (a client, the `flare` command).
+        import jwt  # noqa: PLC0415
+
         token = bearer_token(metadata)
         if token is None:
             return None
@@ -197,6 +199,8 @@ def issue_jwt(
     **claims: Any,
 ) -> str:
     """Sign a token `JWTAuth` accepts (for tests, demos and simple issuers)."""
+    import jwt  # noqa: PLC0415 -- see JWTAuth.authenticate
+
     now = int(time.time())
     payload: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + int(expires_in), **claims}
     scope_list = list(scopes)

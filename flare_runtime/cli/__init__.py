@@ -97,16 +97,26 @@ def missing_requirements(command: Command) -> list[str]:
     return missing
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; only `command`'s module (if it names one) is imported."""
+def build_parser(
+    command: str | None = None, *, every_command: bool = False
+) -> argparse.ArgumentParser:
+    """The argument parser.
+
+    When `command` names a command, only its sub-parser is built and only its
+    module imported: all running it needs (a one-shot ``flare call`` should not
+    pay for the others). Otherwise every command is listed, unconfigured
+    (``flare --help``), or with `every_command` configured too (shell completion).
+    """
     parser = argparse.ArgumentParser(
         prog="flare", description="Flare: protobuf-first real-time messaging and RPC."
     )
     parser.add_argument("--version", action="version", version=f"flare {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, entry in COMMANDS.items():
+        if command in COMMANDS and name != command:
+            continue
         sub = subparsers.add_parser(name, help=entry.summary, description=entry.summary)
-        if name == command:
+        if name == command or every_command:
             module = importlib.import_module(entry.module)
             module.configure(sub)
     return parser
