@@ -195,3 +195,25 @@ def test_quic(lab_quic: tuple[Lab, CertificateFiles]) -> None:
     ca = ["--ca-cert", str(certificate.certificate)]
     result = lab.run("call", lab.urls["quic"], "/unseen.lab.v1.Lab/Count", '{"value": 2}', *ca)
     assert _lines(result.stdout) == [{"value": "1"}, {"value": "2"}], result.stderr
+
+
+def test_a_websocket_call_imports_no_other_transport_and_no_jwt(lab: Lab) -> None:
+    """What keeps a one-shot call fast (bench/cli_bench.py): grpc, aioquic, pyjwt and
+    cryptography, the code generator and uvloop stay unimported."""
+    probe = (
+        "import sys\n"
+        "from flare_runtime.cli import main\n"
+        f"status = main(['call', {lab.urls['ws']!r}, {ECHO!r}, '{{}}'])\n"
+        "heavy = {'grpc', 'aioquic', 'jwt', 'cryptography', 'flare_codegen', 'uvloop'}\n"
+        "print(status, sorted({name.split('.')[0] for name in sys.modules} & heavy))\n"
+    )
+    result = subprocess.run(
+        [str(Path(FLARE).with_name("python")), "-c", probe],
+        cwd=lab.elsewhere,
+        env=cli_environment(),
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert result.stdout.splitlines()[-1] == "0 []", result.stderr
