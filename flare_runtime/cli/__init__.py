@@ -8,9 +8,10 @@
     flare describe  flare_runtime.cli.describe       print a server's symbols as .proto text
     flare watch     flare_runtime.cli.watch          print a server's pushes as JSON lines
     flare cert      flare_runtime.cli.cert           write a development TLS certificate
-    flare gen      flare_codegen.commands.gen       generate Python code from .proto files
-    flare routes   flare_codegen.commands.routes    print a schema's routing table
-    flare schema   flare_codegen.schema.command     schema CI (breaking-change detection)
+    flare gen       flare_codegen.commands.gen       generate Python code from .proto files
+    flare routes    flare_codegen.commands.routes    print a schema's routing table
+    flare scaffold  flare_codegen.commands.scaffold  write or update a handler module
+    flare schema    flare_codegen.schema.command     schema CI (breaking-change detection)
 
 `COMMANDS` names each subcommand's module and one-line summary. Only the
 module of the command being run is imported, so ``flare --help`` and
@@ -74,6 +75,11 @@ COMMANDS: dict[str, Command] = {
         "flare_codegen.commands.routes",
         "print the routing table of a schema directory or descriptor set",
         _CODEGEN,
+    ),
+    "scaffold": Command(
+        "flare_codegen.commands.scaffold",
+        "write a handler module for a service, or update one after the schema changed",
+        (*_CODEGEN, ("libcst", "flare-rpc[scaffold]")),
     ),
     "schema": Command(
         "flare_codegen.schema.command",
