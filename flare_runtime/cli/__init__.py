@@ -8,6 +8,7 @@
     flare describe  flare_runtime.cli.describe       print a server's symbols as .proto text
     flare watch     flare_runtime.cli.watch          print a server's pushes as JSON lines
     flare cert      flare_runtime.cli.cert           write a development TLS certificate
+    flare completion flare_runtime.cli.completion    print a shell completion script
     flare gen       flare_codegen.commands.gen       generate Python code from .proto files
     flare routes    flare_codegen.commands.routes    print a schema's routing table
     flare scaffold  flare_codegen.commands.scaffold  write or update a handler module
@@ -66,9 +67,14 @@ COMMANDS: dict[str, Command] = {
         "flare_runtime.cli.watch", "print the messages a server pushes, as JSON lines"
     ),
     "cert": Command("flare_runtime.cli.cert", "write TLS certificates for QUIC and wss/grpcs"),
+    "completion": Command(
+        "flare_runtime.cli.completion",
+        "print a shell completion script (bash, zsh, fish, tcsh, powershell)",
+        (("shtab", "shtab"),),
+    ),
     "gen": Command(
         "flare_codegen.commands.gen",
-        "generate Python code (messages, stubs, Flare routes) from .proto files",
+        "generate Python or TypeScript code (messages, Flare routes, clients) from .proto files",
         (*_CODEGEN, ("mypy_protobuf", "mypy-protobuf")),
     ),
     "routes": Command(
@@ -111,15 +117,20 @@ def build_parser(
     When `command` names a command, only its sub-parser is built and only its
     module imported: all running it needs (a one-shot ``flare call`` should not
     pay for the others). Otherwise every command is listed, unconfigured
-    (``flare --help``), or with `every_command` configured too (shell completion).
+    (``flare --help``), or with `every_command` configured too, leaving out those
+    whose dependencies are missing (shell completion).
     """
     parser = argparse.ArgumentParser(
-        prog="flare", description="Flare: protobuf-first real-time messaging and RPC."
+        prog="flare",
+        description="Flare: protobuf-first real-time messaging and RPC.",
+        epilog="Run flare COMMAND --help for a command's arguments; docs/cli.md has examples.",
     )
     parser.add_argument("--version", action="version", version=f"flare {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, entry in COMMANDS.items():
         if command in COMMANDS and name != command:
+            continue
+        if every_command and missing_requirements(entry):
             continue
         sub = subparsers.add_parser(name, help=entry.summary, description=entry.summary)
         if name == command or every_command:
