@@ -66,9 +66,11 @@ def main(args: argparse.Namespace) -> int:
                     lines.append(f"{entry.name}  service {entry.service_id}")
                 else:
                     lines.append(entry.name)
-            if args.long:
-                for push in schema.listing.push_types:
-                    lines.append(f"push {push.type_id}  {push.message}")
+        pushes = [f"push {push.type_id}  {push.message}" for push in schema.listing.push_types]
+        if args.long and not args.service:
+            lines = [*_columns(lines), *_columns(pushes)]
+        else:
+            lines = _columns(lines)
         sys.stdout.write("".join(f"{line}\n" for line in lines))
         return 0
 
@@ -79,3 +81,16 @@ def _cardinality(client_streaming: bool, server_streaming: bool) -> str:
     if client_streaming:
         return "bidi_stream" if server_streaming else "client_stream"
     return "server_stream" if server_streaming else "unary"
+
+
+def _columns(lines: list[str]) -> list[str]:
+    """Lines whose fields (separated by two spaces) are padded into aligned columns."""
+    rows = [line.split("  ") for line in lines]
+    widths: dict[int, int] = {}
+    for row in rows:
+        for index, cell in enumerate(row[:-1]):
+            widths[index] = max(widths.get(index, 0), len(cell))
+    return [
+        "  ".join([*(cell.ljust(widths[index]) for index, cell in enumerate(row[:-1])), row[-1]])
+        for row in rows
+    ]
