@@ -17,6 +17,7 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from flare_codegen.compiler import (
     find_proto_files,
@@ -24,6 +25,10 @@ from flare_codegen.compiler import (
     wellknown_include_dir,
 )
 from flare_codegen.errors import CompileError
+from flare_codegen.gen_config import GenConfig, Output
+
+if TYPE_CHECKING:
+    from flare_codegen.outputs import SyncReport
 
 
 def _launcher(directory: Path, name: str, module: str) -> Path:
@@ -108,3 +113,86 @@ def generate(
     if proc.returncode != 0:
         raise CompileError(proc.stderr.strip() or proc.stdout.strip() or "protoc failed")
     return targets
+
+
+def generate_outputs(config: GenConfig) -> list[tuple[Output, int, SyncReport]]:
+    """Run one ``flare gen`` configuration: every output from every input.
+
+    Each output is generated into a temporary directory and synchronised into
+    its directory (`flare_codegen.outputs`); with ``config.clean``, the
+    generated files there that this run did not write are removed afterwards
+    (an output directory generated twice, from one config, keeps what either
+    wrote). Returns (output, number of .proto files compiled, report) per
+    output. Raises `CompileError` like `generate`.
+    """
+    from flare_codegen.outputs import SyncReport, remove_stale, sync_tree  # noqa: PLC0415
+    from flare_codegen.typescript.generate import generate_ts  # noqa: PLC0415
+
+    targets = _targets_by_input(config)
+    results: list[tuple[Output, int, SyncReport]] = []
+    kept: dict[tuple[Path, str], set[str]] = {}
+    for output in config.outputs:
+        try:
+            output.out.mkdir(parents=True, exist_ok=True)
+        except OSError as error:  # a file in the way, or no permission
+            raise CompileError(
+                f"{output.out}: cannot create the output directory ({error.strerror})"
+            ) from error
+        report = SyncReport()
+        compiled = 0
+        for schema_dir, files in targets:
+            with tempfile.TemporaryDirectory(prefix="flare-gen-out-") as tmp:
+                if output.language == "python":
+                    compiled += len(
+                        generate(
+                            schema_dir,
+                            Path(tmp),
+                            include_dirs=config.includes,
+                            files=files,
+                            flare_parameters=output.flare_opt,
+                        )
+                    )
+                else:
+                    compiled += len(
+                        generate_ts(
+                            schema_dir,
+                            Path(tmp),
+                            include_dirs=config.includes,
+                            files=files,
+                            import_extension=output.import_extension,
+                            es_plugin=output.es_plugin,
+                            flare_parameters=output.flare_opt,
+                        )
+                    )
+                try:
+                    sync_tree(Path(tmp), output.out, report)
+                except OSError as error:
+                    raise CompileError(f"{output.out}: cannot write ({error.strerror})") from error
+        kept.setdefault((output.out.resolve(), output.language), set()).update(report.kept)
+        results.append((output, compiled, report))
+    if config.clean:
+        for output, _, report in results:
+            key = (output.out.resolve(), output.language)
+            if key in kept:
+                remove_stale(output.out, output.language, kept.pop(key), report)
+    return results
+
+
+def _targets_by_input(config: GenConfig) -> list[tuple[Path, list[str] | None]]:
+    """(schema root, its files to generate or None for all) of each input."""
+    for directory in config.inputs:
+        if not directory.is_dir():
+            raise CompileError(f"{directory}: not a directory")
+    if config.files is None:
+        return [(directory, None) for directory in config.inputs]
+    chosen: list[tuple[Path, list[str] | None]] = []
+    placed: set[str] = set()
+    for directory in config.inputs:
+        here = [name for name in config.files if (directory / name).is_file()]
+        placed.update(here)
+        if here:
+            chosen.append((directory, here))
+    missing = [name for name in config.files if name not in placed]
+    if missing:
+        raise CompileError(f"{missing[0]}: in none of the inputs ({config.source})")
+    return chosen

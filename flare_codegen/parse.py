@@ -64,6 +64,8 @@ MESSAGE_OPTION = options_pb2.message.number
 
 MAX_SERVICE_ID = 0xFEFF
 """Service ids 0xFF00-0xFFFF are reserved for Flare itself."""
+MAX_FLARE_SERVICE_ID = 0xFFFF
+"""The highest service id of Flare's own services (package ``flare`` and below)."""
 MAX_ROUTE_ID = 0xFFFF
 MAX_PUSH_TYPE_ID = 0xFFFF
 
@@ -324,7 +326,9 @@ class _Parser:
         def option_location(field: int) -> Location:
             return locator.at((*options_path, field), options_path, path)
 
-        if service_id > MAX_SERVICE_ID:
+        if service_id > MAX_SERVICE_ID and not (
+            _is_flare_package(proto.package) and service_id <= MAX_FLARE_SERVICE_ID
+        ):
             self.error(
                 option_location(1),
                 f"service_id {service_id} of {full_name} is out of range 1-{MAX_SERVICE_ID} "
@@ -562,6 +566,11 @@ class _Parser:
 
 def _qualify(package: str, name: str) -> str:
     return f"{package}.{name}" if package else name
+
+
+def _is_flare_package(package: str) -> bool:
+    """True for Flare's own schemas (``flare.reflection.v1``...), which may use the reserved ids."""
+    return package == "flare" or package.startswith("flare.")
 
 
 def _cardinality(method: descriptor_pb2.MethodDescriptorProto) -> Cardinality:

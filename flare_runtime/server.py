@@ -184,7 +184,10 @@ class ServerOptions:
 class Server:
     """Serves handlers over WebSocket, QUIC and gRPC through one `Dispatcher`.
 
-    Add every service before `start`; the router is frozen then.
+    Add every service before `start`; the router is frozen then. Unless
+    `reflection` is False, the server also serves ``flare.reflection.v1.Reflection``
+    on WebSocket and QUIC (`flare_runtime.reflection.service`: what ``flare call``,
+    ``list``, ``describe`` and ``watch`` use) and gRPC's standard reflection on gRPC.
     """
 
     def __init__(
@@ -198,6 +201,7 @@ class Server:
         on_connect: ConnectionHook | None = None,
         on_disconnect: ConnectionHook | None = None,
         parts: Iterable[object] = (),
+        reflection: bool = True,
     ) -> None:
         self.router = Router()
         self.interceptors = tuple(interceptors)
@@ -205,6 +209,8 @@ class Server:
         self.options = options or ServerOptions()
         self.peer_log = PeerLog(burst=self.options.log_burst, interval=self.options.log_interval)
         """Rate limits every log line a client can cause (`flare_runtime.peer_log`)."""
+        self.reflection = reflection
+        """Whether reflection is served (Flare's on WebSocket/QUIC, gRPC's on gRPC)."""
         self.on_connect = on_connect
         """Called with each new WebSocket/QUIC connection once it is open."""
         self.on_disconnect = on_disconnect
@@ -224,6 +230,11 @@ class Server:
             self.add(service)
         for table in push_tables:
             self.router.add_push_types(table)
+        if reflection:
+            # Lazily: the reflection service's generated module is only needed when served.
+            from flare_runtime.reflection.service import ReflectionService  # noqa: PLC0415
+
+            self.add(ReflectionService(self.router))
 
     # ---------------------------------------------------------------- services
 

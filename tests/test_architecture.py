@@ -43,6 +43,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "transport_registry",
         "server",
         "reconnect",
+        "reflection",
     ),
     "wire": ("wire",),
     "transports": ("transports",),

@@ -15,7 +15,9 @@ def configure(parser: argparse.ArgumentParser) -> None:
         "resolved options) and push type of SCHEMA: a directory of .proto files, "
         "or a binary FileDescriptorSet (protoc --descriptor_set_out --include_imports)."
     )
-    parser.add_argument("schema", type=Path, metavar="SCHEMA")
+    parser.add_argument(
+        "schema", type=Path, metavar="SCHEMA", help="a directory of .proto files or a .binpb"
+    )
     parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
     parser.set_defaults(func=run)
 

@@ -46,7 +46,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
             "or pyproject.toml [tool.flare.schema]. Exit 0: clean, 100: breaking, 1: error."
         ),
     )
-    check.add_argument("input", help="the new schema")
+    check.add_argument("input", metavar="INPUT", help="the new schema")
     check.add_argument("--against", required=True, help="the schema deployed clients use")
     check.add_argument("--format", choices=FORMATS, default="text", help="output format")
     check.set_defaults(func=run_check)
@@ -56,7 +56,7 @@ def configure(parser: argparse.ArgumentParser) -> None:
         help="compile a schema into a FileDescriptorSet (.binpb)",
         description="Compile INPUT (with imports and source info) into one FileDescriptorSet.",
     )
-    build.add_argument("input", help="a directory of .proto files or a git ref")
+    build.add_argument("input", metavar="INPUT", help="a directory of .proto files or a git ref")
     build.add_argument("-o", "--output", required=True, help="where to write the .binpb")
     build.set_defaults(func=run_build)
 

@@ -2,12 +2,17 @@
 
 ::
 
-    flare serve    flare_runtime.cli.serve          serve a Server over WebSocket/QUIC/gRPC
-    flare call     flare_runtime.cli.call           call a route with JSON (grpcurl-like)
-    flare cert     flare_runtime.cli.cert           write a development TLS certificate
-    flare gen      flare_codegen.commands.gen       generate Python code from .proto files
-    flare routes   flare_codegen.commands.routes    print a schema's routing table
-    flare schema   flare_codegen.schema.command     schema CI (breaking-change detection)
+    flare serve     flare_runtime.cli.serve          serve a Server over WebSocket/QUIC/gRPC
+    flare call      flare_runtime.cli.call           call a route with JSON (grpcurl-like)
+    flare list      flare_runtime.cli.list_services  list a server's services or methods
+    flare describe  flare_runtime.cli.describe       print a server's symbols as .proto text
+    flare watch     flare_runtime.cli.watch          print a server's pushes as JSON lines
+    flare cert      flare_runtime.cli.cert           write a development TLS certificate
+    flare completion flare_runtime.cli.completion    print a shell completion script
+    flare gen       flare_codegen.commands.gen       generate Python code from .proto files
+    flare routes    flare_codegen.commands.routes    print a schema's routing table
+    flare scaffold  flare_codegen.commands.scaffold  write or update a handler module
+    flare schema    flare_codegen.schema.command     schema CI (breaking-change detection)
 
 `COMMANDS` names each subcommand's module and one-line summary. Only the
 module of the command being run is imported, so ``flare --help`` and
@@ -52,16 +57,35 @@ _CODEGEN = (("flare_codegen", "flare-rpc"), ("grpc_tools", "grpcio-tools"))
 COMMANDS: dict[str, Command] = {
     "serve": Command("flare_runtime.cli.serve", "serve a Server over WebSocket, QUIC and gRPC"),
     "call": Command("flare_runtime.cli.call", "call a route with a JSON request (grpcurl-like)"),
+    "list": Command(
+        "flare_runtime.cli.list_services", "list a server's services, or a service's methods"
+    ),
+    "describe": Command(
+        "flare_runtime.cli.describe", "show a server's services, methods and messages as .proto"
+    ),
+    "watch": Command(
+        "flare_runtime.cli.watch", "print the messages a server pushes, as JSON lines"
+    ),
     "cert": Command("flare_runtime.cli.cert", "write TLS certificates for QUIC and wss/grpcs"),
+    "completion": Command(
+        "flare_runtime.cli.completion",
+        "print a shell completion script (bash, zsh, fish, tcsh, powershell)",
+        (("shtab", "shtab"),),
+    ),
     "gen": Command(
         "flare_codegen.commands.gen",
-        "generate Python code (messages, stubs, Flare routes) from .proto files",
+        "generate Python or TypeScript code (messages, Flare routes, clients) from .proto files",
         (*_CODEGEN, ("mypy_protobuf", "mypy-protobuf")),
     ),
     "routes": Command(
         "flare_codegen.commands.routes",
         "print the routing table of a schema directory or descriptor set",
         _CODEGEN,
+    ),
+    "scaffold": Command(
+        "flare_codegen.commands.scaffold",
+        "write a handler module for a service, or update one after the schema changed",
+        (*_CODEGEN, ("libcst", "flare-rpc[scaffold]")),
     ),
     "schema": Command(
         "flare_codegen.schema.command",
@@ -85,16 +109,31 @@ def missing_requirements(command: Command) -> list[str]:
     return missing
 
 
-def build_parser(command: str | None = None) -> argparse.ArgumentParser:
-    """The argument parser; only `command`'s module (if it names one) is imported."""
+def build_parser(
+    command: str | None = None, *, every_command: bool = False
+) -> argparse.ArgumentParser:
+    """The argument parser.
+
+    When `command` names a command, only its sub-parser is built and only its
+    module imported: all running it needs (a one-shot ``flare call`` should not
+    pay for the others). Otherwise every command is listed, unconfigured
+    (``flare --help``), or with `every_command` configured too, leaving out those
+    whose dependencies are missing (shell completion).
+    """
     parser = argparse.ArgumentParser(
-        prog="flare", description="Flare: protobuf-first real-time messaging and RPC."
+        prog="flare",
+        description="Flare: protobuf-first real-time messaging and RPC.",
+        epilog="Run flare COMMAND --help for a command's arguments; docs/cli.md has examples.",
     )
     parser.add_argument("--version", action="version", version=f"flare {__version__}")
     subparsers = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, entry in COMMANDS.items():
+        if command in COMMANDS and name != command:
+            continue
+        if every_command and missing_requirements(entry):
+            continue
         sub = subparsers.add_parser(name, help=entry.summary, description=entry.summary)
-        if name == command:
+        if name == command or every_command:
             module = importlib.import_module(entry.module)
             module.configure(sub)
     return parser

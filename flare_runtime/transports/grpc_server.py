@@ -17,7 +17,8 @@ cannot tell it from a grpcio service:
   route's ``max_message_bytes`` fails RESOURCE_EXHAUSTED, both before the
   handler runs;
 * the standard health service (``grpc.health.v1.Health``) and server
-  reflection (v1alpha) are served alongside.
+  reflection (``grpc.reflection.v1`` and ``v1alpha``, see `serve_reflection`)
+  are served alongside.
 
 `start_listener` is what ``Server.start(grpc="host:port")`` calls
 (the grpc `TransportSpec` in `flare_runtime.transport_registry` names it);
@@ -39,10 +40,11 @@ from typing import TYPE_CHECKING, Any, TypeAlias, cast
 
 import grpc
 import grpc.aio
+from google.protobuf import descriptor_pb2, descriptor_pool
 from google.protobuf.message import DecodeError, Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
-from grpc_reflection.v1alpha import reflection_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from flare_runtime.context import CallContext
@@ -66,6 +68,7 @@ STREAM_END_SETTLE = 0.002
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+REFLECTION_V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 
 _Parse: TypeAlias = Callable[[bytes], Message]
 _WireMetadata: TypeAlias = "tuple[tuple[str, MetadataValue], ...]"
@@ -148,7 +151,7 @@ class GrpcServer:
         if self._health_enabled:
             names.append(HEALTH_SERVICE)
         if self._reflection_enabled:
-            names.append(REFLECTION_SERVICE)
+            names += [REFLECTION_V1_SERVICE, REFLECTION_SERVICE]
         return names
 
     async def start(self, address: str, *, tls: GrpcTls | None = None) -> int:
@@ -176,9 +179,7 @@ class GrpcServer:
             for name in ("", *self.service_names()):
                 await self._health.set(name, health_pb2.HealthCheckResponse.SERVING)
         if self._reflection_enabled:
-            reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
-                ReflectionServicer(self.service_names()), server
-            )
+            serve_reflection(server, self.service_names())
         try:
             if tls is None:
                 port = server.add_insecure_port(address)
@@ -362,6 +363,7 @@ async def start_listener(
     protocol = server.options.protocol
     grpc_server = GrpcServer(
         server.dispatcher,
+        reflection=server.reflection,
         options=grpc_limits(protocol, server.router),
         max_message_bytes=protocol.settings.max_message_size,
         reuse_port=server.shared_ports is not None,
@@ -369,6 +371,67 @@ async def start_listener(
     credentials = None if tls is None else GrpcTls.from_files(tls.cert_file, tls.key_file)
     port = await grpc_server.start(address, tls=credentials)
     return GrpcListener(grpc_server, port)
+
+
+def serve_reflection(server: grpc.aio.Server, service_names: Sequence[str]) -> None:
+    """Serve gRPC server reflection, ``grpc.reflection.v1`` and ``v1alpha``, on `server`.
+
+    grpcio-reflection implements only v1alpha, which grpcurl, Postman and
+    current gRPC tooling ask for second or not at all; v1 is the same protocol
+    under another package name (every message field has the same number and
+    type), so one v1alpha servicer answers both, and v1's descriptor, derived
+    from v1alpha's, is added to the default pool so that v1 describes itself.
+    """
+    servicer = ReflectionServicer(service_names)
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(  # type: ignore[no-untyped-call]
+        servicer, server
+    )
+    _add_reflection_v1_descriptor()
+    handler = grpc.stream_stream_rpc_method_handler(
+        servicer.ServerReflectionInfo,
+        request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+        response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+    )
+    methods = {"ServerReflectionInfo": handler}
+    server.add_generic_rpc_handlers(
+        (grpc.method_handlers_generic_handler(REFLECTION_V1_SERVICE, methods),)
+    )
+    server.add_registered_method_handlers(REFLECTION_V1_SERVICE, methods)
+
+
+REFLECTION_V1_FILE = "grpc/reflection/v1/reflection.proto"
+
+
+def _add_reflection_v1_descriptor() -> None:
+    """Add ``grpc/reflection/v1/reflection.proto`` to the default pool, unless it is there.
+
+    Built from v1alpha's file by renaming its package, as the upstream v1 file
+    was made (grpc/grpc src/proto/grpc/reflection/v1/reflection.proto).
+    """
+    pool = descriptor_pool.Default()
+    try:
+        pool.FindFileByName(REFLECTION_V1_FILE)
+    except KeyError:
+        pass
+    else:
+        return
+    proto = descriptor_pb2.FileDescriptorProto()
+    reflection_pb2.DESCRIPTOR.CopyToProto(proto)
+    old, new = proto.package, "grpc.reflection.v1"
+    proto.name = REFLECTION_V1_FILE
+    proto.package = new
+    for message in proto.message_type:
+        for field in message.field:
+            if field.type_name.startswith(f".{old}."):
+                field.type_name = f".{new}." + field.type_name[len(old) + 2 :]
+    for service in proto.service:
+        for method in service.method:
+            method.input_type = method.input_type.replace(f".{old}.", f".{new}.")
+            method.output_type = method.output_type.replace(f".{old}.", f".{new}.")
+    proto.options.java_package = "io.grpc.reflection.v1"
+    proto.options.go_package = "google.golang.org/grpc/reflection/grpc_reflection_v1"
+    proto.options.java_multiple_files = True
+    pool.AddSerializedFile(proto.SerializeToString())
 
 
 def grpc_limits(protocol: ProtocolConfig, router: Router) -> list[tuple[str, Any]]:

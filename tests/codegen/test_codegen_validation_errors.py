@@ -248,6 +248,26 @@ def test_all_errors_of_a_file_are_reported_in_source_order(
     assert "already used" in located[1]
 
 
+def test_flare_own_packages_may_use_the_reserved_service_ids(
+    tmp_path: Path, run_protoc: RunProtoc
+) -> None:
+    """65280-65535 are Flare's (flare.reflection.v1.Reflection is 65280): allowed in package
+    flare and below, refused elsewhere (test_invalid_options_fail_protoc_with_location)."""
+    source = """syntax = "proto3";
+package flare.extra.v1;
+import "flare/options/v1/options.proto";
+message M {}
+service S {
+  option (flare.options.v1.service) = {service_id: 65535};
+  rpc A(M) returns (M) { option (flare.options.v1.method) = {route_id: 1}; }
+}
+"""
+    (tmp_path / "ok.proto").write_text(source)
+    result = run_protoc([tmp_path], ["ok.proto"], tmp_path / "out")
+    assert result.returncode == 0, result.stderr
+    assert "service_id=65535" in (tmp_path / "out" / "ok_flare.py").read_text()
+
+
 def test_unknown_plugin_parameter_is_an_error(tmp_path: Path, run_protoc: RunProtoc) -> None:
     (tmp_path / "ok.proto").write_text(HEADER)
     result = run_protoc([tmp_path], ["ok.proto"], tmp_path / "out", flare_parameters="colour=red")

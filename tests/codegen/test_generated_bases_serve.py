@@ -160,7 +160,8 @@ async def test_every_generated_base_is_served_from_an_instance(
         implementations,
         auth=flare.TokenAuth({TOKEN: flare.Principal("tester", scopes)}),
     )
-    assert set(server.router.services) == {table.name for table in tables}
+    reflection = "flare.reflection.v1.Reflection"
+    assert set(server.router.services) == {reflection, *(table.name for table in tables)}
     for module in generated_modules:
         for push in module.PUSH_TYPES.types:
             assert server.router.push_type(push.type_id) is push.message_type

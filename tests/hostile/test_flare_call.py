@@ -18,8 +18,14 @@ from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from flare.reflection.v1 import reflection_pb2
+from flare.reflection.v1.reflection_flare import ReflectionBase
+from google.protobuf import descriptor_pb2
 
+from flare_runtime.context import CallContext
+from flare_runtime.server import Server
 from flare_runtime.testing.served import ServedProcess
+from flare_runtime.testing.service import SERVICE, ConformanceService
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -39,20 +45,27 @@ def _env(**extra: str) -> dict[str, str]:
     return env
 
 
-async def flare_call(*arguments: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
-    """Run ``flare call ...``; return (exit status, stdout, stderr)."""
+async def flare_call(
+    *arguments: str,
+    env: dict[str, str] | None = None,
+    generated: bool = True,
+    stdin: bytes | None = None,
+) -> tuple[int, str, str]:
+    """Run ``flare call ...`` (with ``--generated`` unless `generated` is False);
+    return (exit status, stdout, stderr)."""
+    local = ["--generated", str(ROOT / "generated")] if generated else []
     process = await asyncio.create_subprocess_exec(
         FLARE,
         "call",
         *arguments,
-        "--generated",
-        str(ROOT / "generated"),
+        *local,
         cwd=ROOT,
         env=env or _env(),
+        stdin=asyncio.subprocess.DEVNULL if stdin is None else asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(process.communicate(), 60)
+    out, err = await asyncio.wait_for(process.communicate(stdin), 60)
     assert process.returncode is not None
     return process.returncode, out.decode(), err.decode()
 
@@ -198,3 +211,124 @@ async def test_an_untrusted_grpcs_server_is_one_line_without_c_core_logs(
     )
     assert status == 1, err
     assert_one_line_error(err)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("localhost:8080", "bad URL 'localhost:8080': expected SCHEME://HOST[:PORT]"),
+        ("ws://", "bad URL 'ws://': expected SCHEME://HOST[:PORT]"),
+        ("ws://127.0.0.1:99999", "bad URL 'ws://127.0.0.1:99999': Port out of range"),
+        ("ws://127.0.0.1:http", "bad URL 'ws://127.0.0.1:http': Port could not be cast"),
+        ("http://127.0.0.1:1", "unsupported URL scheme http://"),
+    ],
+)
+async def test_a_malformed_url_is_one_line_before_connecting(url: str, expected: str) -> None:
+    """Input: ``flare call URL`` where URL has no scheme, no host, a bad port, or a scheme
+    no transport serves. Outcome: exit 2 and one line naming the URL and what is wrong."""
+    status, _, err = await flare_call(url, PING, "{}", generated=False)
+    assert status == 2, err
+    assert err.startswith("flare call: "), err
+    assert expected in err
+    assert_one_line_error(err)
+
+
+async def test_an_untrusted_quic_server_is_one_line_without_library_logs(
+    certificate: CertificateFiles,
+) -> None:
+    """Input: ``flare call quic://…`` to a server whose certificate is not trusted.
+    Outcome: exit 1 and one line of Flare's (aioquic's own warning, ``[id] Error: 298,
+    reason: self-signed certificate``, reached stderr through logging's last resort)."""
+    async with ServedProcess.start(
+        CHAT, quic=True, tls=certificate, cwd=ROOT, env={"FLARE_DEMO_JWT_KEY": None}
+    ) as served:
+        url = f"quic://127.0.0.1:{served.ports['quic']}"
+        status, _, err = await flare_call(url, PING, "{}", "--connect-timeout", "5")
+    assert status == 1, err
+    assert "self-signed certificate" in err
+    assert_one_line_error(err)
+
+
+class _LyingReflection(ReflectionBase):
+    """A reflection service answering with the descriptors a test gives it."""
+
+    def __init__(self, files: list[bytes]) -> None:
+        self.files = files
+
+    async def list_services(
+        self, request: reflection_pb2.ListServicesRequest, context: CallContext
+    ) -> reflection_pb2.ListServicesReply:
+        reply = reflection_pb2.ListServicesReply()
+        reply.services.add(name="evil.v1.Evil", service_id=9).routes.add(method="Do", route_id=1)
+        return reply
+
+    async def get_files(
+        self, request: reflection_pb2.GetFilesRequest, context: CallContext
+    ) -> reflection_pb2.GetFilesReply:
+        return reflection_pb2.GetFilesReply(file_descriptor_protos=self.files)
+
+
+def _evil_file(*, dependency: str | None = None, input_type: str = ".evil.v1.M") -> bytes:
+    proto = descriptor_pb2.FileDescriptorProto(name="evil.proto", package="evil.v1")
+    proto.message_type.add(name="M")
+    proto.service.add(name="Evil").method.add(
+        name="Do", input_type=input_type, output_type=".evil.v1.M"
+    )
+    if dependency is not None:
+        proto.dependency.append(dependency)
+    return proto.SerializeToString()
+
+
+@pytest.mark.parametrize(
+    ("files", "expected"),
+    [
+        ([b"\xff\xff\xff"], "the server sent a descriptor that does not parse"),
+        (
+            [_evil_file(dependency="missing.proto")],
+            "evil.proto imports missing.proto, which it did not send",
+        ),
+        (
+            [_evil_file(input_type=".evil.v1.Nowhere")],
+            "the server sent a descriptor that cannot be used: evil.proto",
+        ),
+        ([], "the server sent no descriptor for service evil.v1.Evil"),
+    ],
+    ids=["garbage", "missing-import", "dangling-type", "nothing"],
+)
+async def test_descriptors_a_server_lies_with_are_one_line(
+    files: list[bytes], expected: str
+) -> None:
+    """Input: ``flare call`` to a server whose reflection answers with descriptors that do
+    not parse, import files it does not send, name types that do not exist, or are
+    missing. Outcome: exit 2 and one line saying what the server sent; nothing called."""
+    server = Server([_LyingReflection(files)], reflection=False)
+    await server.start(websocket="127.0.0.1:0")
+    try:
+        url = f"ws://127.0.0.1:{server.port('websocket')}"
+        status, out, err = await flare_call(url, "/evil.v1.Evil/Do", "{}", generated=False)
+    finally:
+        await server.shutdown(grace=0)
+    assert (status, out) == (2, ""), err
+    assert expected in err
+    assert_one_line_error(err)
+
+
+async def test_bad_json_in_the_middle_of_a_streamed_stdin_cancels_the_call() -> None:
+    """Input: ``flare call URL /…/BidiEcho -`` with stdin holding a good request, then a line
+    that is not JSON. Outcome: exit 2 and one line naming the bad JSON; the call is
+    cancelled on the server, not left open."""
+    service = ConformanceService()
+    server = Server([(SERVICE, service)])
+    await server.start(websocket="127.0.0.1:0")
+    try:
+        url = f"ws://127.0.0.1:{server.port('websocket')}"
+        status, _, err = await flare_call(
+            url, f"/{SERVICE.name}/BidiEcho", "-", stdin=b'"aGk="\n{nope}\n', generated=False
+        )
+        await asyncio.wait_for(service.cancelled_event.wait(), 10)
+    finally:
+        await server.shutdown(grace=0)
+    assert status == 2, err
+    assert err.startswith("flare call: bad request JSON"), err
+    assert_one_line_error(err)
+    assert (service.started, service.cancelled, service.finished) == (1, 1, 0)

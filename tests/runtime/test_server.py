@@ -34,7 +34,7 @@ def test_a_handler_implementing_two_generated_bases_serves_both() -> None:
         ) -> empty_pb2.Empty:
             return empty_pb2.Empty()
 
-    server = Server([ChatWithAdmin()])
+    server = Server([ChatWithAdmin()], reflection=False)
     assert set(server.router.services) == {CHAT_SERVICE.name, CHAT_ADMIN_SERVICE.name}
     assert ChatWithAdmin.__flare_service__ is CHAT_SERVICE  # the first base in the MRO
 
@@ -44,7 +44,8 @@ def test_register_function_and_pairs() -> None:
         [
             lambda router: register_chat_service(router, ChatService()),
             (SERVICE, ConformanceService()),
-        ]
+        ],
+        reflection=False,
     )
     assert set(server.router.services) == {CHAT_SERVICE.name, SERVICE.name}
 
