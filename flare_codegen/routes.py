@@ -21,7 +21,7 @@ from flare_codegen.parameters import Parameters
 # parse registers the option extensions; it must be imported before any
 # descriptor set is decoded.
 from flare_codegen.parse import parse_files
-from flare_runtime.routing import AuthRequirement, Transport, wire_id
+from flare_runtime.routing import AuthRequirement, Transport, split_wire_id, wire_id
 
 
 def load_routes(schema: Path) -> tuple[File, ...]:
@@ -179,7 +179,7 @@ def routes_text(files: tuple[File, ...]) -> str:
                 rows.append(
                     [
                         str(method.route_id or "-"),
-                        f"0x{wire >> 16:04x}_{wire & 0xFFFF:04x}" if wire else "-",
+                        "0x{:04x}_{:04x}".format(*split_wire_id(wire)) if wire else "-",
                         method.cardinality.value,
                         method.path,
                         ",".join(t.value for t in transports),

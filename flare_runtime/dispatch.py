@@ -83,7 +83,15 @@ from flare_runtime.interceptors import (
 )
 from flare_runtime.metadata import EMPTY_METADATA, Metadata
 from flare_runtime.peer_log import PeerLog
-from flare_runtime.routing import AuthRequirement, BoundRoute, Cardinality, Route, Router, Transport
+from flare_runtime.routing import (
+    AuthRequirement,
+    BoundRoute,
+    Cardinality,
+    Route,
+    Router,
+    Transport,
+    split_wire_id,
+)
 from flare_runtime.status import StatusCode
 
 logger = logging.getLogger("flare_runtime.server")
@@ -429,8 +437,8 @@ class Dispatcher:
     def unknown_route_error(path_or_wire_id: str | int) -> RpcError:
         """The error for a call to a route this server does not serve (by gRPC path or wire id)."""
         if isinstance(path_or_wire_id, int):
-            wire_id = path_or_wire_id
-            name = f"wire id {wire_id >> 16}:{wire_id & 0xFFFF}"
+            service_id, route_id = split_wire_id(path_or_wire_id)
+            name = f"wire id {service_id}:{route_id}"
         else:
             name = path_or_wire_id
         return RpcError(StatusCode.UNIMPLEMENTED, f"unknown method {name}")

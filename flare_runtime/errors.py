@@ -11,6 +11,11 @@
     │   └── RemoteProtocolError        the peer broke the rules
     ├── ConnectionClosedError      the connection is gone (carries the close reason)
     ├── ConfigurationError         a server, client, route or plugin is set up wrongly
+    ├── SchemaError                a server's reflection cannot be used (flare_runtime.reflection)
+    ├── MalformedEnvelopeError     bytes on a cluster channel that are no envelope
+    │                              (flare_runtime.cluster; dropped and counted, never raised
+    │                              to applications)
+    ├── MalformedEventError        an IM cluster payload that does not parse (likewise)
     └── StorageError               an IM storage backend failed (flare_runtime.im.storage)
         └── ConversationExistsError
 

@@ -77,6 +77,11 @@ def wire_id(service_id: int, route_id: int) -> int:
     return service_id << 16 | route_id
 
 
+def split_wire_id(wire_id: int) -> tuple[int, int]:
+    """The ``(service_id, route_id)`` a wire id names: the inverse of `wire_id`."""
+    return wire_id >> 16, wire_id & 0xFFFF
+
+
 @dataclass(frozen=True, slots=True)
 class RouteOptions:
     """Flare method options, resolved against the service defaults.

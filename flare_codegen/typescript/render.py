@@ -24,7 +24,7 @@ from flare_codegen.model import File, Method, Service
 from flare_codegen.names import upper_snake_case
 from flare_codegen.typescript.es_names import EsSymbols, import_path, output_path
 from flare_codegen.typescript.parameters import TsParameters
-from flare_runtime.routing import AuthRequirement, Cardinality, Transport
+from flare_runtime.routing import AuthRequirement, Cardinality, Transport, wire_id
 
 INDENT = "  "
 WIDTH = 100
@@ -292,7 +292,7 @@ class _Renderer:
                 f"{INDENT * 2}path: {string(method.path)},",
                 f"{INDENT * 2}serviceId: {service.service_id},",
                 f"{INDENT * 2}routeId: {method.route_id},",
-                f"{INDENT * 2}wireId: {service.service_id << 16 | method.route_id},",
+                f"{INDENT * 2}wireId: {wire_id(service.service_id, method.route_id)},",
                 f"{INDENT * 2}cardinality: {string(_CARDINALITY[method.cardinality])},",
                 f"{INDENT * 2}input: {self.schema(method.request.full_name)},",
                 f"{INDENT * 2}output: {self.schema(method.response.full_name)},",

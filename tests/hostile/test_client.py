@@ -31,7 +31,7 @@ async def test_pushes_consumed_by_a_callback_never_block_calls(rig: Rig) -> None
     """Input: a client that consumes pushes only through `on_push` (it never iterates
     `pushes()`) receives 1,101 pushes -- more than ``max_pending_pushes`` (1,024) -- then
     makes a call. Outcome: every push reaches the callback and the call answers at once
-    (it used to stall: the unread buffer filled and the channel stopped reading)."""
+    (no unread buffer fills, so the channel never stops reading)."""
     async with rig.connect() as channel:
         received: list[Message] = []
         channel.on_push(received.append)

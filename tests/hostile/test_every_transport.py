@@ -110,7 +110,7 @@ async def test_a_handler_returning_the_wrong_message_type_fails_internal(
     """Input: a call to a route whose handler returns a `StringValue` where the route's
     response type is `BytesValue` (unary, server-stream, client-stream and bidi). Outcome:
     INTERNAL "internal error" on every transport, and one server log line naming the route
-    and both types; the wrong message's bytes never reach the client (gRPC used to answer
+    and both types; the wrong message's bytes never reach the client (on gRPC neither: no
     OK with them)."""
     harness = get_harness(transport)
     server = Server([(WRONG_SERVICE, WrongTypes())])

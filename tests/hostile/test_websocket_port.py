@@ -113,8 +113,8 @@ async def test_credentials_in_header_and_url_together_are_refused(
 
 async def test_a_bin_header_that_is_not_base64_is_refused_before_the_upgrade(rig: Rig) -> None:
     """Input: an upgrade with ``x-flare-trace-bin: %%%`` (not base64). Outcome: ``400`` before
-    ``101``, naming the header; no exception escapes into the server (it used to raise after
-    sending 101, leaving the client with no answer)."""
+    ``101``, naming the header; no exception escapes into the server, and the client is
+    never left with a 101 and no answer."""
     status, body = await raw_upgrade(_port(rig), [("x-flare-trace-bin", "%%%")])
     assert status == 400
     assert b"x-flare-trace-bin is not base64" in body

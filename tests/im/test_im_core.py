@@ -117,7 +117,7 @@ async def test_retried_send_returns_the_original_and_stores_once(core: ImCore) -
 
 
 async def test_history_before_a_seq_beyond_64_bits_reads_from_the_newest(core: ImCore) -> None:
-    """before_seq is a uint64 on the wire; UINT64_MAX used to overflow the storage (INTERNAL)."""
+    """before_seq is a uint64 on the wire: UINT64_MAX reads from the newest, never overflows."""
     alice, _ = login(core, "alice", "phone")
     conversation = (await core.open_direct(alice, "bob")).record.conversation_id
     for i in range(3):
@@ -465,7 +465,7 @@ class _SlowLookupStorage(SqliteStorage):
 async def test_a_cancelled_room_load_does_not_fail_the_calls_waiting_for_it(
     tmp_path: Path,
 ) -> None:
-    """The first caller's cancellation used to reach every caller waiting on the same load."""
+    """The first caller's cancellation never reaches the other callers waiting on the same load."""
     storage = _SlowLookupStorage(tmp_path / "im.db", KeyRing.generate())
     writer = ImCore(storage)
     await writer.start()

@@ -71,7 +71,7 @@ async def test_a_grpc_session_that_never_subscribes_is_forgotten(
 
 
 async def test_logging_in_again_on_one_connection_holds_one_close_callback(core: ImCore) -> None:
-    """Each Login used to add a close callback to the connection: unbounded per connection."""
+    """Logins on one connection share one close callback: per-connection state stays bounded."""
     server = Server(
         [ImService(core)],
         auth=TokenAuth({"token-alice": Principal("alice")}),
@@ -95,8 +95,8 @@ async def test_logging_in_again_on_one_connection_holds_one_close_callback(core:
 
 
 async def test_a_second_subscribe_ends_the_first_and_pushes_resume_after_it(core: ImCore) -> None:
-    """The superseded stream used to hang, then become the session's sink once the newer
-    stream ended: events piled up unread until the session was cut off as slow."""
+    """The superseded stream ends at once and never becomes the session's sink again, so
+    events cannot pile up unread on it."""
     service = ImService(core)
     server = Server([service], push_tables=[ImService.PUSH_TYPES])
     channel, endpoint, _ = memory_pair(server)

@@ -105,8 +105,8 @@ def test_bad_inputs_exit_1(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
 def test_a_descriptor_set_with_unnamed_or_repeated_files_exits_1(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    # Bytes that merely parse as a FileDescriptorSet used to print an empty
-    # (or partial) table and exit 0.
+    # Bytes that merely parse as a FileDescriptorSet are refused, never printed as an
+    # empty (or partial) table with exit 0.
     chat = compile_directory(SCHEMAS).files
     unnamed = descriptor_pb2.FileDescriptorSet()
     unnamed.file.add()

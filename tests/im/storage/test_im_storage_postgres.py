@@ -58,8 +58,8 @@ async def test_opening_beside_a_writer_does_not_wait_for_its_transaction(
     postgres_opener: Callable[[KeyRing], Awaitable[Storage]],
 ) -> None:
     """A process starting (open) while another one's append transaction is open: the
-    schema exists, so open takes no table lock and returns at once (it used to run
-    CREATE INDEX IF NOT EXISTS, which waits for the writer's lock and can deadlock)."""
+    schema exists, so open takes no table lock and returns at once (CREATE INDEX IF
+    NOT EXISTS would wait for the writer's lock and can deadlock)."""
     keyring = KeyRing.generate()
     first = await postgres_opener(keyring)
     assert isinstance(first, PostgresStorage)
