@@ -26,7 +26,7 @@ from flare.im.v1 import events_pb2
 
 from flare_runtime.errors import RpcError
 from flare_runtime.im import events
-from flare_runtime.im.delivery import Channel, Delivery, Fanout
+from flare_runtime.im.delivery import Channel, Delivery, Fanout, MemberTable
 from flare_runtime.im.limits import ImLimits, Rates, check_count, check_id, page_size
 from flare_runtime.im.sessions import Session, require_open
 from flare_runtime.im.storage.base import (
@@ -81,6 +81,10 @@ class ConversationView:
 
     record: ConversationRecord
     members: dict[str, Role]
+    table: MemberTable | None = None
+    """The live member table `members` was copied from, for caches keyed by its version."""
+    version: int = 0
+    """`table`'s version when `members` was copied."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,7 +268,8 @@ class Conversations:
             last_seq=room.last_seq,
             created_at_ms=record.created_at_ms,
         )
-        return ConversationView(current, dict(room.members))
+        members = room.members
+        return ConversationView(current, dict(members), members, members.version)
 
     async def get_conversation(self, session: Session, conversation_id: str) -> ConversationView:
         """The conversation and its members (members only)."""

@@ -37,8 +37,8 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
-from collections.abc import Collection, Sequence
-from typing import Protocol
+from collections.abc import Collection, Mapping, Sequence
+from typing import Any, Protocol
 
 from flare_runtime.im import events
 from flare_runtime.im.limits import ImLimits
@@ -94,6 +94,52 @@ class Outbox:
         self.draining = False
 
 
+class MemberTable(dict[str, Role]):
+    """A conversation's members (user id -> role) that counts its changes.
+
+    `version` grows with every change, so what is built from the members -- the
+    encoded member list of a reply, kept in `encoded` -- is reused until the
+    next change instead of rebuilt per request (a room has up to
+    `ImLimits.max_member_limit` members).
+    """
+
+    __slots__ = ("encoded", "version")
+
+    def __init__(self, members: Mapping[str, Role] = {}) -> None:
+        super().__init__(members)
+        self.version = 0
+        self.encoded: tuple[int, bytes] | None = None
+        """``(version, bytes)`` of the member list as last encoded (by the IM service)."""
+
+    def __setitem__(self, user_id: str, role: Role) -> None:
+        super().__setitem__(user_id, role)
+        self.version += 1
+
+    def __delitem__(self, user_id: str) -> None:
+        super().__delitem__(user_id)
+        self.version += 1
+
+    def pop(self, user_id: str, *default: Any) -> Any:
+        self.version += 1
+        return super().pop(user_id, *default)
+
+    def popitem(self) -> tuple[str, Role]:
+        self.version += 1
+        return super().popitem()
+
+    def setdefault(self, user_id: str, role: Role = Role.MEMBER) -> Role:
+        self.version += 1
+        return super().setdefault(user_id, role)
+
+    def update(self, *args: Any, **kwargs: Role) -> None:
+        self.version += 1
+        super().update(*args, **kwargs)
+
+    def clear(self) -> None:
+        self.version += 1
+        super().clear()
+
+
 class Channel(Outbox):
     """One conversation's delivery state: its members, its sequencer and its outbox."""
 
@@ -101,7 +147,7 @@ class Channel(Outbox):
 
     def __init__(self, members: dict[str, Role], last_seq: int) -> None:
         super().__init__()
-        self.members = members
+        self.members = members if isinstance(members, MemberTable) else MemberTable(members)
         """user id -> role; the fan-out reads it live."""
         self.next_delivery_seq = last_seq + 1
         """The seq the sequencer pushes next."""

@@ -115,12 +115,30 @@ def _conversation_info(view: ConversationView) -> im_pb2.ConversationInfo:
         last_seq=record.last_seq,
         created_at_ms=record.created_at_ms,
     )
-    # Added in place: ~7x faster than building a Member object per member,
-    # which matters for a room of `max_member_limit` members.
-    add = info.members.add
+    info.MergeFromString(_encoded_members(view))
+    return info
+
+
+def _encoded_members(view: ConversationView) -> bytes:
+    """The member list as ConversationInfo's encoded ``members`` field, in user order.
+
+    Built once per version of the room's member table and reused until the next
+    change: encoding a room of `ImLimits.max_member_limit` members costs tens of
+    milliseconds of the loop, merging the cached bytes a fraction of one.
+    """
+    table = view.table
+    if table is not None:
+        cached = table.encoded
+        if cached is not None and cached[0] == view.version:
+            return cached[1]
+    holder = im_pb2.ConversationInfo()
+    add = holder.members.add  # in place: ~7x faster than a Member object per member
     for user, role in sorted(view.members.items()):
         add(user_id=user, role=int(role))
-    return info
+    encoded = holder.SerializeToString()
+    if table is not None and table.version == view.version:
+        table.encoded = (view.version, encoded)
+    return encoded
 
 
 class ImService(ImServiceBase):

@@ -8,6 +8,7 @@ events, fan-outs cut into bounded loop steps, slow consumers cut off.
 from __future__ import annotations
 
 import asyncio
+import itertools
 
 from flare.im.v1 import events_pb2
 
@@ -237,3 +238,26 @@ async def test_a_presence_fan_out_to_sessions_skips_those_closed_meanwhile() -> 
     rig.sessions.drop(watchers[4][0])
     await settle()
     assert [names(sink) for _, sink in watchers] == [["online"]] * 4 + [[]]
+
+
+def test_a_member_table_counts_every_change() -> None:
+    from flare_runtime.im.delivery import MemberTable
+
+    table = MemberTable({"alice": Role.OWNER})
+    versions = [table.version]
+    table["bob"] = Role.MEMBER
+    versions.append(table.version)
+    table.update({"carol": Role.ADMIN})
+    versions.append(table.version)
+    table.pop("bob")
+    versions.append(table.version)
+    table.pop("nobody", None)  # counted too: a version may move without a change, never stay
+    versions.append(table.version)
+    del table["carol"]
+    versions.append(table.version)
+    table.setdefault("dave", Role.MEMBER)
+    versions.append(table.version)
+    table.clear()
+    versions.append(table.version)
+    assert all(later > earlier for earlier, later in itertools.pairwise(versions))
+    assert table == {}

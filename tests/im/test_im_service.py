@@ -493,3 +493,39 @@ async def test_bad_input_gets_typed_errors(tmp_path: Path) -> None:
         await not_logged_in.close()
     finally:
         await harness.stop()
+
+
+def test_a_room_s_encoded_member_list_is_built_once_per_change() -> None:
+    """GetConversation of a big room merges cached bytes instead of encoding every member
+    again (encoding 10,000 members holds the loop ~20 ms; merging the bytes ~1 ms)."""
+    from flare_runtime.im.conversations import ConversationView
+    from flare_runtime.im.delivery import MemberTable
+    from flare_runtime.im.service import _conversation_info, _encoded_members
+    from flare_runtime.im.storage.base import ConversationKind, ConversationRecord, Role
+
+    record = ConversationRecord(
+        conversation_id="room:x",
+        kind=ConversationKind.ROOM,
+        title="big",
+        open=True,
+        member_limit=10_000,
+        epoch=1,
+        first_seq=1,
+        last_seq=0,
+        created_at_ms=0,
+    )
+    table = MemberTable({f"user-{index:05}": Role.MEMBER for index in range(10_000)})
+
+    def view() -> ConversationView:
+        return ConversationView(record, dict(table), table, table.version)
+
+    first = _encoded_members(view())
+    assert _encoded_members(view()) is first  # reused, not rebuilt
+    stale = view()
+    table["newcomer"] = Role.ADMIN
+    assert _encoded_members(stale) == first  # a view taken before the change stays exact
+    info = _conversation_info(view())
+    assert len(info.members) == 10_001
+    assert [member.user_id for member in info.members] == sorted(table)
+    assert {member.user_id: member.role for member in info.members}["newcomer"] == int(Role.ADMIN)
+    assert _encoded_members(view()) is not first
