@@ -1,0 +1,16 @@
+"""The transport conformance suite over the ASGI mount: Flare in a Starlette app under
+uvicorn (`flare_runtime.testing.asgi_harness`), real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import pytest
+
+from flare_runtime.testing.asgi_harness import harness as asgi_harness
+from flare_runtime.testing.conformance import *  # noqa: F403
+from flare_runtime.testing.harness import Harness
+
+
+# The suite's `harness` fixture, overridden: the mount is not a registered transport.
+@pytest.fixture  # type: ignore[no-redef]
+def harness() -> Harness:
+    return asgi_harness()
