@@ -7,7 +7,9 @@ uvicorn server on 127.0.0.1 port 0; clients connect to
 ``ws://127.0.0.1:<port>/flare``. Nothing is skipped: the mount is the
 WebSocket endpoint, so it must pass every test the native listener passes.
 
-`UvicornServer` runs any ASGI app that way, for other tests of the mount.
+`UvicornServer` runs any ASGI app that way, for other tests of the mount;
+`UvicornProcess` runs ``python -m uvicorn module:app`` in a child process, as
+a deployment does (to measure its memory, or stop it with a signal).
 Shutting the `Server` down stops uvicorn too, after Flare has drained, in
 the order a process stopped by a signal follows (`FlareASGI`'s signal drain,
 then uvicorn's own shutdown, then the lifespan's end).
@@ -17,6 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
+import sys
+import tempfile
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import IO
 
 import uvicorn
 from starlette.applications import Starlette
@@ -83,6 +91,82 @@ class UvicornServer:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
             self._task = None
+
+
+class UvicornProcess:
+    """``python -m uvicorn TARGET`` in a child process, on a free port of 127.0.0.1."""
+
+    def __init__(self, process: asyncio.subprocess.Process, port: int, log: IO[bytes]) -> None:
+        self.process = process
+        self.port = port
+        self._log = log
+
+    @classmethod
+    @contextlib.asynccontextmanager
+    async def start(
+        cls, target: str, *, cwd: Path | None = None, timeout: float = 30.0
+    ) -> AsyncIterator[UvicornProcess]:
+        """Run uvicorn on `target` (``module:app``) until the block ends (SIGKILL if still up).
+
+        Flare's recommended settings: no permessage-deflate, Flare's message limit.
+        Raises `RuntimeError` if it does not accept connections within `timeout` s.
+        """
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            port = probe.getsockname()[1]
+        arguments = [
+            "-m", "uvicorn", target, "--host", "127.0.0.1", "--port", str(port),
+            "--ws-per-message-deflate", "false",
+            "--ws-max-size", str(message_limit(ProtocolConfig().settings)),
+            "--log-level", "warning", "--no-access-log",
+        ]  # fmt: skip
+        with tempfile.TemporaryFile() as log:  # a file: a child logging must never block
+            process = await asyncio.create_subprocess_exec(
+                sys.executable,
+                *arguments,
+                cwd=cwd,
+                stdin=asyncio.subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+            )
+            served = cls(process, port, log)
+            try:
+                await served._wait_listening(timeout)
+                yield served
+            finally:
+                if process.returncode is None:
+                    process.kill()
+                await process.wait()
+
+    async def _wait_listening(self, timeout: float) -> None:
+        async with asyncio.timeout(timeout):
+            while True:
+                if self.process.returncode is not None:
+                    raise RuntimeError(f"uvicorn exited: {self.log_text()[-2000:]}")
+                try:
+                    _, writer = await asyncio.open_connection("127.0.0.1", self.port)
+                except OSError:
+                    await asyncio.sleep(0.05)
+                    continue
+                writer.close()
+                return
+
+    def log_text(self) -> str:
+        """What the child wrote to stdout and stderr so far."""
+        self._log.seek(0)
+        return self._log.read().decode("utf-8", "replace")
+
+    def rss(self) -> int:
+        """The child's resident memory in bytes (Linux: /proc/<pid>/status, VmRSS)."""
+        status = Path(f"/proc/{self.process.pid}/status").read_text(encoding="ascii")
+        for line in status.splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS line in /proc/<pid>/status")
+
+    def terminate(self) -> None:
+        """Send SIGTERM, as a service manager stopping the deployment does."""
+        self.process.terminate()
 
 
 class _StopsAfterFlare:
