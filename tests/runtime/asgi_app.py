@@ -27,6 +27,7 @@ def build_app(grace: float = 10.0) -> tuple[FastAPI, Server, ConformanceService]
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok", "flare_connections": str(len(server.connections))}
+
     return app, server, service
 
 
