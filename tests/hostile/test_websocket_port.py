@@ -190,12 +190,12 @@ def _ws_frame(payload: bytes) -> bytes:
     return struct.pack("!BBQ", 0x82, 0x80 | 127, len(payload)) + bytes(4) + payload
 
 
-def _upgrade(port: int, headers: tuple[str, ...] = ()) -> socket.socket:
+def _upgrade(port: int, headers: tuple[str, ...] = (), path: str = "/") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # take as little as we can
     request = "\r\n".join(
         [
-            "GET / HTTP/1.1",
+            f"GET {path} HTTP/1.1",
             f"Host: 127.0.0.1:{port}",
             "Upgrade: websocket",
             "Connection: Upgrade",
