@@ -23,7 +23,7 @@ from google.protobuf.wrappers_pb2 import BytesValue, StringValue
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
-from starlette.routing import Route
+from starlette.routing import Route, WebSocketRoute
 
 from flare_runtime import ConnectionClosedError, RpcError, StatusCode, connect
 from flare_runtime.asgi import FlareASGI
@@ -233,3 +233,59 @@ async def test_flare_work_finishes_before_the_wrapped_apps_shutdown() -> None:
     await wait_until(lambda: server.port("asgi") == 0)
     await running.stop()
     assert order == ["app shutdown after Flare's"]
+
+
+async def test_new_websockets_are_refused_with_503_while_the_mount_drains() -> None:
+    """During ``server.shutdown(grace)`` a call in flight finishes, and a WebSocket opened
+    meanwhile is refused before it is accepted: HTTP 503 (the denial-response extension)."""
+    server = Server([(SERVICE, ConformanceService())])
+    flare = FlareASGI(server)
+    running = UvicornServer(Starlette(routes=[WebSocketRoute("/flare", flare)]))
+    port = await running.start()
+    try:
+        async with connect(f"ws://127.0.0.1:{port}/flare") as channel:
+            call = asyncio.ensure_future(
+                channel.unary_unary(
+                    Routes.ECHO,
+                    BytesValue(value=b"late"),
+                    metadata={"x-sleep": str(UNIT)},
+                    timeout=TIMEOUT,
+                )
+            )
+            await asyncio.sleep(0.2 * UNIT)  # the call reached its handler
+            draining = asyncio.ensure_future(server.shutdown(TIMEOUT))
+            with pytest.raises(ConnectionClosedError, match="HTTP 503"):
+                await connect(f"ws://127.0.0.1:{port}/flare", open_timeout=TIMEOUT)
+            assert (await call).value == b"late"
+            await asyncio.wait_for(draining, TIMEOUT)
+    finally:
+        await running.stop()
+
+
+async def test_native_listeners_started_beside_the_mount_drain_with_it() -> None:
+    """The mount is the WebSocket endpoint; gRPC on its own port, started in the same
+    lifespan, serves the same handlers and is shut down with the mount."""
+    server = Server([(SERVICE, ConformanceService())])
+    flare = FlareASGI(server)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with flare.lifespan(app):
+            await server.start(grpc="127.0.0.1:0")
+            yield
+
+    running = UvicornServer(Starlette(routes=[WebSocketRoute("/flare", flare)], lifespan=lifespan))
+    port = await running.start()
+    try:
+        grpc_port = server.port("grpc")
+        for url in (f"ws://127.0.0.1:{port}/flare", f"grpc://127.0.0.1:{grpc_port}"):
+            async with connect(url) as channel:
+                reply = await channel.unary_unary(
+                    Routes.ECHO, BytesValue(value=url.encode()), timeout=TIMEOUT
+                )
+                assert reply.value == url.encode()
+    finally:
+        await running.stop()
+    for name in ("asgi", "grpc"):
+        with pytest.raises(ConfigurationError, match="not being served"):
+            server.port(name)
