@@ -6,7 +6,7 @@ process of an existing web application under its ASGI server (uvicorn)::
 
     flare = FlareASGI(server)                        # server: a flare_runtime.Server
     app = Starlette(routes=[..., WebSocketRoute("/flare", flare)], lifespan=flare.lifespan)
-    # FastAPI: app = FastAPI(lifespan=flare.lifespan); app.add_websocket_route("/flare", flare)
+    # FastAPI: FastAPI(lifespan=flare.lifespan, routes=[WebSocketRoute("/flare", flare)])
     # any ASGI app: app = FlareASGI(server, app, path="/flare")
 
 Clients connect as to the native listener: ``flare_runtime.connect("ws://host:port/flare")``,
