@@ -3,7 +3,8 @@
 `harness()` serves the conformance server the way an application mounts it
 (`flare_runtime.asgi`): a Starlette app with an HTTP route at ``/`` and
 `FlareASGI` at ``/flare``, Flare's lifespan as the app's, run by a real
-uvicorn server on 127.0.0.1 port 0; clients connect to
+uvicorn server on 127.0.0.1 port 0 (either of its WebSocket implementations,
+websockets-sansio or wsproto); clients connect to
 ``ws://127.0.0.1:<port>/flare``. Nothing is skipped: the mount is the
 WebSocket endpoint, so it must pass every test the native listener passes.
 
@@ -186,17 +187,26 @@ async def _greet(request: Request) -> PlainTextResponse:
     return PlainTextResponse(HTTP_GREETING)
 
 
-async def _start_mounted(server: Server) -> str:
+async def _start_mounted(server: Server, ws: str) -> str:
     flare = FlareASGI(server)
     app = Starlette(
         routes=[Route("/", _greet), WebSocketRoute("/flare", flare)], lifespan=flare.lifespan
     )
-    running = UvicornServer(app)
+    running = UvicornServer(app, ws=ws)
     port = await running.start()
     await server.attach("uvicorn", _StopsAfterFlare(flare, running))
     return f"ws://127.0.0.1:{port}/flare"
 
 
-def harness() -> Harness:
-    """Flare mounted in a Starlette app under uvicorn (`flare_runtime.asgi`)."""
-    return Harness("asgi", _start_mounted)
+WEBSOCKET_IMPLEMENTATIONS = ("websockets-sansio", "wsproto")
+"""uvicorn's WebSocket implementations the mount is tested under (``--ws``)."""
+
+
+def harness(ws: str = "websockets-sansio") -> Harness:
+    """Flare mounted in a Starlette app under uvicorn (`flare_runtime.asgi`), uvicorn
+    running its `ws` WebSocket implementation (one of `WEBSOCKET_IMPLEMENTATIONS`)."""
+
+    async def start(server: Server) -> str:
+        return await _start_mounted(server, ws)
+
+    return Harness("asgi", start)
