@@ -242,6 +242,7 @@ def main() -> None:
     parser.add_argument("--role", choices=["bench", "server"], default="bench")
     parser.add_argument("--kind", choices=KINDS, help=argparse.SUPPRESS)
     add_phase_options(parser)
+    parser.add_argument("--quick", action="store_true", help="one short rep (smoke run)")
     args = parser.parse_args()
     if args.role == "server":
         server_main(args)

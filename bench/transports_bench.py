@@ -279,6 +279,7 @@ def main() -> None:
     parser.add_argument("--tls", action="store_true", help="wss:// and grpcs:// (QUIC always is)")
     parser.add_argument("--asyncio", action="store_true", help="every transport on asyncio")
     add_phase_options(parser)
+    parser.add_argument("--quick", action="store_true", help="one short rep (smoke run)")
     args = parser.parse_args()
     if args.role == "server":
         server_main(args)
@@ -289,13 +290,13 @@ def main() -> None:
 
 
 def add_phase_options(parser: argparse.ArgumentParser) -> None:
-    """The options `run_client` reads (phase sizes), and ``--reps`` and ``--quick``."""
+    """``--reps`` and the options `run_client` reads (phase sizes). A bench adds its own
+    ``--quick`` (`bench.run_all` looks for it in the source)."""
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--seq-n", type=int, default=3000)
     parser.add_argument("--stream-n", type=int, default=10_000, help="messages per stream")
     parser.add_argument("--warmup", type=float, default=0.5)
     parser.add_argument("--duration", type=float, default=2.0)
-    parser.add_argument("--quick", action="store_true", help="one short rep (smoke run)")
 
 
 if __name__ == "__main__":
