@@ -165,14 +165,21 @@ ROWS = (
 
 
 def markdown_table(summary: dict[str, Any], args: argparse.Namespace) -> str:
-    transports = list(summary)
-    header = ["measure"] + [
-        f"{LABELS[t]} ({loop_of(t, args)}{', TLS' if uses_tls(t, args) else ''})"
-        for t in transports
+    columns = {
+        f"{LABELS[t]} ({loop_of(t, args)}{', TLS' if uses_tls(t, args) else ''})": t
+        for t in summary
+    }
+    return table_of(summary, columns)
+
+
+def table_of(summary: dict[str, Any], columns: dict[str, str]) -> str:
+    """`ROWS` of `summary` as a markdown table, a column per header (`columns`: header → key)."""
+    lines = [
+        "| measure | " + " | ".join(columns) + " |",
+        "|---" + "|---:" * len(columns) + "|",
     ]
-    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * len(transports) + "|"]
     for label, phase, key, digits in ROWS:
-        cells = [f"{summary[t][phase][key]:,.{digits}f}" for t in transports]
+        cells = [f"{summary[kind][phase][key]:,.{digits}f}" for kind in columns.values()]
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -271,11 +278,7 @@ def main() -> None:
     )
     parser.add_argument("--tls", action="store_true", help="wss:// and grpcs:// (QUIC always is)")
     parser.add_argument("--asyncio", action="store_true", help="every transport on asyncio")
-    parser.add_argument("--reps", type=int, default=3)
-    parser.add_argument("--seq-n", type=int, default=3000)
-    parser.add_argument("--stream-n", type=int, default=10_000, help="messages per stream")
-    parser.add_argument("--warmup", type=float, default=0.5)
-    parser.add_argument("--duration", type=float, default=2.0)
+    add_phase_options(parser)
     parser.add_argument("--quick", action="store_true", help="one short rep (smoke run)")
     args = parser.parse_args()
     if args.role == "server":
@@ -284,6 +287,16 @@ def main() -> None:
     if args.quick:
         args.reps, args.seq_n, args.duration = 1, 500, 1.0
     bench_main(args)
+
+
+def add_phase_options(parser: argparse.ArgumentParser) -> None:
+    """``--reps`` and the options `run_client` reads (phase sizes). A bench adds its own
+    ``--quick`` (`bench.run_all` looks for it in the source)."""
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--seq-n", type=int, default=3000)
+    parser.add_argument("--stream-n", type=int, default=10_000, help="messages per stream")
+    parser.add_argument("--warmup", type=float, default=0.5)
+    parser.add_argument("--duration", type=float, default=2.0)
 
 
 if __name__ == "__main__":

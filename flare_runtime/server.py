@@ -341,6 +341,21 @@ class Server:
             await asyncio.gather(*(listener.shutdown(0) for listener in started))
             raise
 
+    async def attach(self, name: str, listener: Listener) -> None:
+        """Serve through `listener`, started by something else than `start`.
+
+        For a listener whose socket belongs to another server: the ASGI mount
+        (`flare_runtime.asgi.FlareASGI`) calls this at the ASGI application's
+        startup. Does what `start` does before its first connection (the router
+        is frozen), then `port(name)` and `shutdown` include `listener` like the
+        listeners `start` started. Raises `ConfigurationError` if `name` is
+        already served.
+        """
+        if name in self._listeners:
+            raise ConfigurationError(f"{name} is already being served")
+        self.dispatcher  # noqa: B018 -- freeze the router before the first connection
+        self._listeners[name] = listener
+
     def port(self, transport: str) -> int:
         """The port `transport` (a registered name: "websocket", "quic", "grpc"...) is bound to."""
         listener = self._listeners.get(transport)

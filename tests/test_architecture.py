@@ -46,7 +46,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "reflection",
     ),
     "wire": ("wire",),
-    "transports": ("transports",),
+    "transports": ("transports", "asgi"),
     "cluster": ("cluster",),
     "im": ("im",),
     "workers": ("workers",),

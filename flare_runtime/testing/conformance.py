@@ -24,7 +24,7 @@ from flare_runtime.interceptors import (
     ClientUnaryCallNext,
 )
 from flare_runtime.status import StatusCode
-from flare_runtime.testing.harness import Rig, start_rig
+from flare_runtime.testing.harness import Harness, Rig, get_harness, start_rig
 from flare_runtime.testing.service import (
     FAIL_MESSAGE,
     SECRET,
@@ -54,6 +54,7 @@ def _bounded(test: _Test) -> _Test:
 
 
 __all__ = [
+    "harness",
     "rig",
     "test_all_cardinalities_1000_concurrent_calls_on_one_connection",
     "test_auth_bad_token_is_unauthenticated",
@@ -61,6 +62,7 @@ __all__ = [
     "test_auth_missing_token_on_open_and_protected_routes",
     "test_auth_per_call_token",
     "test_auth_scopes_permission_denied",
+    "test_auth_token_given_at_connect_authenticates_the_connection",
     "test_auth_valid_token_reaches_handler_as_principal",
     "test_client_cancel_cancels_server_handler",
     "test_client_interceptors_order_and_metadata",
@@ -79,9 +81,20 @@ __all__ = [
 
 
 @pytest.fixture
-async def rig(transport_name: str) -> AsyncIterator[Rig]:
+def harness(transport_name: str) -> Harness:
+    """How the suite serves the transport under test: its registered harness.
+
+    A test module may override this fixture instead of naming a transport, to run
+    the suite over a server the registry does not start (the ASGI mount:
+    tests/runtime/transports/test_asgi_conformance.py).
+    """
+    return get_harness(transport_name)
+
+
+@pytest.fixture
+async def rig(harness: Harness) -> AsyncIterator[Rig]:
     """The conformance server on the transport under test."""
-    started = await start_rig(transport_name)
+    started = await start_rig(harness)
     try:
         yield started
     finally:

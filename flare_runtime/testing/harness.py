@@ -133,9 +133,10 @@ class Rig:
         return issue_jwt(JWT_KEY, subject, scopes=scopes, expires_in=expires_in)
 
 
-async def start_rig(name: str, options: ServerOptions | None = None) -> Rig:
-    """Start the conformance server on transport `name`. Stop it with ``rig.server.shutdown``."""
-    harness = get_harness(name)
+async def start_rig(transport: str | Harness, options: ServerOptions | None = None) -> Rig:
+    """Start the conformance server on `transport` (a registered transport's name, or a
+    harness serving it some other way). Stop it with ``rig.server.shutdown``."""
+    harness = get_harness(transport) if isinstance(transport, str) else transport
     service = ConformanceService()
     log: list[str] = []
     server = Server(

@@ -30,8 +30,9 @@ headers carry base64, as gRPC's ``-bin`` headers do. An upgrade whose headers
 cannot become metadata is refused before ``101 Switching Protocols``: more than
 one credential (two ``Authorization`` headers, or one plus ``access_token``)
 with ``401``, a ``-bin`` value that is not base64 with ``400``
-(`handshake_metadata`). Refusals and failures a client causes are logged
-through the server's `PeerLog`, rate-limited.
+(`upgrade_metadata`, which the ASGI mount, `flare_runtime.asgi`, shares).
+Refusals and failures a client causes are logged through the server's
+`PeerLog`, rate-limited.
 """
 
 from __future__ import annotations
@@ -45,7 +46,7 @@ import logging
 import re
 import ssl
 import urllib.parse
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any, cast
 
 from google.protobuf.message import Message
@@ -117,7 +118,19 @@ class UpgradeRefusedError(Exception):
 
 
 def handshake_metadata(request: Request) -> Metadata:
-    """The connection's opening metadata from the HTTP upgrade request.
+    """The connection's opening metadata from the HTTP upgrade request (`upgrade_metadata`)."""
+    query = urllib.parse.urlsplit(request.path).query
+    return upgrade_metadata(request.headers.raw_items(), query)
+
+
+def upgrade_metadata(headers: Iterable[tuple[str, str]], query: str) -> Metadata:
+    """The connection's opening metadata from an upgrade request's `headers` and `query`.
+
+    `headers` are the request's (name, value) pairs in order, names in any case;
+    `query` its query string. What every listener of the WebSocket endpoint uses,
+    this one and the ASGI mount (`flare_runtime.asgi`): ``Authorization`` (or one
+    ``access_token`` parameter, as ``authorization: Bearer <token>``) and every
+    ``x-flare-*`` header (``-bin`` ones base64-decoded).
 
     Raises `UpgradeRefusedError`: 401 when the request carries more than one
     credential (``Authorization`` headers and ``access_token`` parameters
@@ -125,8 +138,8 @@ def handshake_metadata(request: Request) -> Metadata:
     ``x-flare-*-bin`` value is not base64 or a header cannot be metadata.
     """
     pairs: list[tuple[str, MetadataValue]] = []
-    authorizations = request.headers.get_all("Authorization")
-    query = urllib.parse.urlsplit(request.path).query
+    headers = [(name.lower(), value) for name, value in headers]
+    authorizations = [value for name, value in headers if name == "authorization"]
     tokens = urllib.parse.parse_qs(query).get("access_token", []) if query else []
     if len(authorizations) + len(tokens) > 1:
         raise UpgradeRefusedError(
@@ -139,13 +152,12 @@ def handshake_metadata(request: Request) -> Metadata:
             pairs.append(("authorization", authorizations[0]))
     elif tokens:
         pairs.append(("authorization", f"Bearer {tokens[0]}"))
-    for name, value in request.headers.raw_items():
-        lowered = name.lower()
-        if lowered.startswith(FORWARDED_HEADER_PREFIX):
-            if lowered.endswith("-bin"):
-                pairs.append((lowered, _base64_header(lowered, value)))
+    for name, value in headers:
+        if name.startswith(FORWARDED_HEADER_PREFIX):
+            if name.endswith("-bin"):
+                pairs.append((name, _base64_header(name, value)))
             else:
-                pairs.append((lowered, value))
+                pairs.append((name, value))
     try:
         return Metadata(pairs)
     except ValueError as error:

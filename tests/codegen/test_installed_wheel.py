@@ -14,7 +14,9 @@ run by protoc and ``flare gen`` (byte-identical output); ``flare routes``;
 over WebSocket answered, clean exit on SIGTERM); ``flare serve`` of a user
 module answering ``flare call`` and a stock grpcio client that imports no
 Flare code (it compiles ``flare/options/v1/options.proto`` beside the schema,
-as docs/codegen.md says a stock client must).
+as docs/codegen.md says a stock client must); ``flare_runtime.asgi`` imported
+with no ASGI framework importable, and the same server mounted in a Starlette
+app run by ``python -m uvicorn`` (docs/asgi.md) answering ``flare call`` at its path.
 """
 
 from __future__ import annotations
@@ -111,6 +113,32 @@ async def main() -> None:
 asyncio.run(main())
 """
 
+ASGI_APP = """
+from starlette.applications import Starlette
+from starlette.routing import WebSocketRoute
+
+from app import server
+from flare_runtime.asgi import FlareASGI
+
+flare = FlareASGI(server)
+app = Starlette(routes=[WebSocketRoute("/flare", flare)], lifespan=flare.lifespan)
+"""
+
+WITHOUT_FRAMEWORKS = """
+import sys
+sys.modules.update(starlette=None, uvicorn=None, fastapi=None)  # None: import fails
+from flare_runtime.asgi import FlareASGI
+print(FlareASGI.__name__)
+"""
+
+# uvicorn's log lines on stdout, where `_started` looks for "Uvicorn running on".
+UVICORN_LOG_CONFIG = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "handlers": {"out": {"class": "logging.StreamHandler", "stream": "ext://sys.stdout"}},
+    "loggers": {"uvicorn": {"handlers": ["out"], "level": "INFO"}},
+}
+
 STOCK_CLIENT = """
 import importlib.util, sys
 import grpc
@@ -131,10 +159,12 @@ def _run(args: list[str], cwd: Path, env: dict[str, str]) -> str:
 
 
 @contextmanager
-def _started(args: list[str], cwd: Path, env: dict[str, str], ready: str) -> Iterator[list[str]]:
+def _started(
+    args: list[str], cwd: Path, env: dict[str, str], ready: str, returncode: int = 0
+) -> Iterator[list[str]]:
     """Start a server process; yield the stdout lines up to the one matching `ready`.
 
-    On exit the process gets SIGTERM and must exit 0.
+    On exit the process gets SIGTERM and must exit with `returncode`.
     """
     proc = subprocess.Popen(
         args, cwd=cwd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
@@ -151,7 +181,7 @@ def _started(args: list[str], cwd: Path, env: dict[str, str], ready: str) -> Ite
         yield lines
         proc.send_signal(signal.SIGTERM)
         _, err = proc.communicate(timeout=TIMEOUT)
-        assert proc.returncode == 0, err
+        assert proc.returncode == returncode, err
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -295,3 +325,19 @@ def test_every_documented_entry_point_works_from_the_installed_wheel(tmp_path: P
         base_python = getattr(sys, "_base_executable", sys.executable)
         target = urls["grpc"].removeprefix("grpc://")
         assert _run([base_python, "-s", "-c", STOCK_CLIENT, target], work, stock_env) == "42\n"
+
+    # The ASGI mount: importable without a framework; under uvicorn, the same server at /flare.
+    assert _run([python, "-c", WITHOUT_FRAMEWORKS], work, env) == "FlareASGI\n"
+    (work / "asgi_app.py").write_text(ASGI_APP)
+    (work / "log.json").write_text(json.dumps(UVICORN_LOG_CONFIG))
+    uvicorn = [
+        python, "-m", "uvicorn", "asgi_app:app", "--host", "127.0.0.1", "--port", "0",
+        "--ws-per-message-deflate", "false", "--log-config", "log.json",
+    ]  # fmt: skip
+    generated = {**env, "PYTHONPATH": "generated"}  # what flare serve puts on sys.path itself
+    # uvicorn ends by raising the SIGTERM it handled again.
+    with _started(uvicorn, work, generated, r"Uvicorn running on", -signal.SIGTERM) as lines:
+        (port,) = re.findall(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", lines[-1])
+        url = f"ws://127.0.0.1:{port}/flare"
+        call = [flare, "call", url, "/examples.chat.v1.ChatService/Ping", "{}"]
+        assert json.loads(_run(call, work, env)) == "1970-01-01T00:00:42Z"

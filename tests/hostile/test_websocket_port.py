@@ -186,16 +186,24 @@ GROWTH_BOUND = 12 * MB
 
 def _ws_frame(payload: bytes) -> bytes:
     """One masked, final, binary WebSocket frame; the all-zero mask key leaves the
-    payload as it is (RFC 6455 §5.3 requires the mask bit, not a random key)."""
-    return struct.pack("!BBQ", 0x82, 0x80 | 127, len(payload)) + bytes(4) + payload
+    payload as it is (RFC 6455 §5.3 requires the mask bit, not a random key). The
+    length takes the fewest bytes, as §5.2 requires (wsproto closes with 1002 otherwise)."""
+    size = len(payload)
+    if size < 126:
+        head = struct.pack("!BB", 0x82, 0x80 | size)
+    elif size < 1 << 16:
+        head = struct.pack("!BBH", 0x82, 0x80 | 126, size)
+    else:
+        head = struct.pack("!BBQ", 0x82, 0x80 | 127, size)
+    return head + bytes(4) + payload
 
 
-def _upgrade(port: int, headers: tuple[str, ...] = ()) -> socket.socket:
+def _upgrade(port: int, headers: tuple[str, ...] = (), path: str = "/") -> socket.socket:
     sock = socket.create_connection(("127.0.0.1", port), timeout=TIMEOUT)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # take as little as we can
     request = "\r\n".join(
         [
-            "GET / HTTP/1.1",
+            f"GET {path} HTTP/1.1",
             f"Host: 127.0.0.1:{port}",
             "Upgrade: websocket",
             "Connection: Upgrade",
