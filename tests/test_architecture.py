@@ -44,6 +44,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "server",
         "reconnect",
         "reflection",
+        "tracing",
     ),
     "wire": ("wire",),
     "transports": ("transports",),
