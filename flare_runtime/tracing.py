@@ -140,14 +140,12 @@ class _Tracing:
         propagator: TextMapPropagator | None,
     ) -> None:
         otel = _otel()
-        from flare_runtime import __version__  # noqa: PLC0415 -- the package imports us lazily
-
         self._trace = otel.trace
         self._context = otel.context
         self._status = otel.trace.Status
         self._error = otel.trace.StatusCode.ERROR
         self.tracer: Tracer = otel.trace.get_tracer(
-            INSTRUMENTATION_NAME, __version__, tracer_provider=tracer_provider
+            INSTRUMENTATION_NAME, tracer_provider=tracer_provider
         )
         self._propagator = propagator
         self._propagate = otel.propagate
