@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": (
         "routing",
         "auth",
+        "jwks",
         "context",
         "interceptors",
         "calls",
