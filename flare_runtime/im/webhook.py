@@ -40,6 +40,7 @@ import logging
 import random
 import secrets
 import time
+import urllib.parse
 from collections import deque
 from collections.abc import Callable
 from typing import Any
@@ -151,6 +152,9 @@ class WebhookProvider(PushProvider):
         if max_queue < 1 or concurrency < 1 or max_attempts < 1:
             raise ConfigurationError("max_queue, concurrency and max_attempts must be positive")
         self.url = url
+        parts = urllib.parse.urlsplit(url)
+        self._logged_url = f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+        """The URL without credentials or query (which may hold a token): what logs show."""
         self._secret = key
         self.max_queue = max_queue
         self.concurrency = concurrency
@@ -262,7 +266,7 @@ class WebhookProvider(PushProvider):
                     logger,
                     logging.WARNING,
                     "webhook %s: gave up on delivery %s after %d attempt(s): %s",
-                    self.url,
+                    self._logged_url,
                     delivery.delivery_id,
                     delivery.attempts,
                     why,

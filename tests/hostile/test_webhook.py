@@ -124,11 +124,12 @@ async def test_a_receiver_answering_500_forever_is_given_up_and_logged_rate_limi
 ) -> None:
     """Input: a receiver answering 500 to every request, 30 notifications. Outcome: each is
     tried `max_attempts` (2) times then given up; at most 20 "gave up" lines (the PeerLog
-    burst) are logged."""
+    burst) are logged, naming the URL without its credentials or query (a token)."""
     receiver = LocalHTTPServer(lambda request: Response(500, b"oops")).start()
     caplog.set_level(logging.WARNING, "flare_runtime.im.push")
+    url = receiver.url.replace("//", "//user:pa55word@") + "/hook?token=s3cret"
     try:
-        async with provider(receiver.url, max_attempts=2) as webhook:
+        async with provider(url, max_attempts=2) as webhook:
             for seq in range(30):
                 webhook.notify(note(seq))
             await until(lambda: webhook.failed == 30)
@@ -137,7 +138,9 @@ async def test_a_receiver_answering_500_forever_is_given_up_and_logged_rate_limi
         receiver.stop()
     gave_up = [r for r in caplog.records if "gave up" in r.getMessage()]
     assert len(gave_up) == 20
+    assert f"{receiver.url}/hook: gave up" in gave_up[0].getMessage()
     assert "HTTP status 500" in gave_up[0].getMessage()
+    assert not [r for r in caplog.records if "s3cret" in r.getMessage() or "pa55" in r.getMessage()]
 
 
 async def test_a_huge_response_body_is_never_read() -> None:

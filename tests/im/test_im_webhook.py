@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from flare.im.v1 import content_pb2
@@ -78,6 +80,35 @@ async def test_a_delivery_is_signed_and_carries_the_notification() -> None:
     finally:
         await provider.close()
         receiver.stop()
+
+
+def doc_verify() -> Callable[[bytes, str, bytes], bool]:
+    """The standard-library `verify` of docs/push-providers.md, as written there."""
+    doc = (Path(__file__).parents[2] / "docs" / "push-providers.md").read_text()
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", doc, re.S) if "def verify(" in b]
+    namespace: dict[str, object] = {}
+    exec(block, namespace)
+    return namespace["verify"]  # type: ignore[return-value]
+
+
+async def test_the_documented_receiver_check_accepts_real_deliveries_only() -> None:
+    receiver = LocalHTTPServer(lambda request: Response(204)).start()
+    provider = WebhookProvider(receiver.url, SECRET)
+    await provider.start()
+    try:
+        provider.notify(note())
+        await until(lambda: provider.delivered == 1)
+    finally:
+        await provider.close()
+        receiver.stop()
+    (request,) = receiver.requests
+    verify, header = doc_verify(), request.headers[SIGNATURE_HEADER]
+    assert verify(SECRET, header, request.body)
+    assert not verify(SECRET, header, request.body.replace(b"bob", b"eve"))
+    assert not verify(b"another-secret-0123", header, request.body)
+    stale = signature(SECRET, int(time.time()) - 600, request.body)
+    assert not verify(SECRET, stale, request.body)
+    assert not verify(SECRET, "garbage", request.body)
 
 
 def test_signatures_expire_and_name_their_timestamp() -> None:
