@@ -9,6 +9,7 @@ goes down and comes back).
 from __future__ import annotations
 
 import asyncio
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -106,6 +107,11 @@ class LocalHTTPServer:
         class Server(ThreadingHTTPServer):
             daemon_threads = True
             allow_reuse_address = True
+
+            def handle_error(self, request: object, client_address: object) -> None:
+                # A client that hung up (what hostile cases do) is no error; others are.
+                if not isinstance(sys.exc_info()[1], ConnectionError):
+                    super().handle_error(request, client_address)  # type: ignore[arg-type]
 
         self._server = server = Server(("127.0.0.1", self.port), Handler)
         self.port = server.server_address[1]

@@ -122,14 +122,15 @@ async def test_a_receiver_that_never_answers_is_cut_off_at_the_timeout_and_given
 async def test_a_receiver_answering_500_forever_is_given_up_and_logged_rate_limited(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    """Input: a receiver answering 500 to every request, 30 notifications. Outcome: each is
-    tried `max_attempts` (2) times then given up; at most 20 "gave up" lines (the PeerLog
-    burst) are logged, naming the URL without its credentials or query (a token)."""
+    """Input: a receiver answering 500 to every request, 30 notifications one per request.
+    Outcome: each is tried `max_attempts` (2) times then given up; at most 20 "gave up"
+    lines (the PeerLog burst) are logged, naming the URL without its credentials or query
+    (a token)."""
     receiver = LocalHTTPServer(lambda request: Response(500, b"oops")).start()
     caplog.set_level(logging.WARNING, "flare_runtime.im.push")
     url = receiver.url.replace("//", "//user:pa55word@") + "/hook?token=s3cret"
     try:
-        async with provider(url, max_attempts=2) as webhook:
+        async with provider(url, max_attempts=2, max_batch=1) as webhook:
             for seq in range(30):
                 webhook.notify(note(seq))
             await until(lambda: webhook.failed == 30)

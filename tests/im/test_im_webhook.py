@@ -62,21 +62,22 @@ async def test_a_delivery_is_signed_and_carries_the_notification() -> None:
         )
         assert not verify_signature(SECRET, request.headers[SIGNATURE_HEADER], request.body + b" ")
         body = json.loads(request.body)
-        assert body == {
-            "type": "message.offline",
-            "delivery_id": request.headers[DELIVERY_HEADER],
-            "user_id": "bob",
-            "conversation_id": "conv",
-            "message_id": "m7",
-            "epoch": 1,
-            "seq": 7,
-            "sender_user_id": "alice",
-            "sent_at_ms": 1_700_000_000_000,
-            "platforms": [],
-            "online_platforms": [],
-            "content_type": "",
-            "preview": "",
-        }
+        assert body.pop("notifications") == [
+            {
+                "user_id": "bob",
+                "conversation_id": "conv",
+                "message_id": "m7",
+                "epoch": 1,
+                "seq": 7,
+                "sender_user_id": "alice",
+                "sent_at_ms": 1_700_000_000_000,
+                "platforms": [],
+                "online_platforms": [],
+                "content_type": "",
+                "preview": "",
+            }
+        ]
+        assert body == {"type": "message.offline", "delivery_id": request.headers[DELIVERY_HEADER]}
     finally:
         await provider.close()
         receiver.stop()
@@ -134,7 +135,7 @@ async def test_a_receiver_that_is_down_gets_the_notification_once_it_is_back() -
         receiver.start()  # back, on the same port
         await until(lambda: provider.delivered == 1)
         (request,) = receiver.requests
-        assert json.loads(request.body)["message_id"] == "m1"
+        assert json.loads(request.body)["notifications"][0]["message_id"] == "m1"
         assert verify_signature(SECRET, request.headers[SIGNATURE_HEADER], request.body)
     finally:
         await provider.close()
@@ -161,6 +162,29 @@ async def test_5xx_and_429_are_retried_other_4xx_refuse_the_delivery() -> None:
         receiver.stop()
 
 
+async def test_notifications_queued_together_go_in_batches_of_max_batch() -> None:
+    receiver = LocalHTTPServer(lambda request: Response(200)).start()
+    provider = WebhookProvider(receiver.url, SECRET, max_batch=100, concurrency=1)
+    await provider.start()
+    try:
+        for seq in range(250):  # queued before the sender runs
+            provider.notify(note(seq, user=f"user{seq % 7}"))
+        await until(lambda: provider.delivered == 250)
+        batches = [json.loads(request.body)["notifications"] for request in receiver.requests]
+        assert [len(batch) for batch in batches] == [100, 100, 50]
+        keys = [(item["message_id"], item["user_id"]) for batch in batches for item in batch]
+        assert keys == [(f"m{seq}", f"user{seq % 7}") for seq in range(250)]
+        assert len({request.headers[DELIVERY_HEADER] for request in receiver.requests}) == 3
+        for request in receiver.requests:
+            assert verify_signature(SECRET, request.headers[SIGNATURE_HEADER], request.body)
+        provider.notify(note(1000))  # light traffic: one at a time, at once
+        await until(lambda: provider.delivered == 251)
+        assert len(json.loads(receiver.requests[-1].body)["notifications"]) == 1
+    finally:
+        await provider.close()
+        receiver.stop()
+
+
 async def test_a_slow_receiver_and_a_full_queue_do_not_slow_sends(tmp_path: Path) -> None:
     """A receiver taking 0.5 s per request, 1 delivery at a time, a queue of 20: 300 sends,
     each making an offline notification, take as long as sends of a core without push
@@ -170,7 +194,9 @@ async def test_a_slow_receiver_and_a_full_queue_do_not_slow_sends(tmp_path: Path
         return Response(200, delay=0.5)
 
     receiver = LocalHTTPServer(slow).start()
-    provider = WebhookProvider(receiver.url, SECRET, concurrency=1, max_queue=20, drain_timeout=0)
+    provider = WebhookProvider(
+        receiver.url, SECRET, concurrency=1, max_queue=20, max_batch=1, drain_timeout=0
+    )
     body = content_pb2.Content(text=content_pb2.TextContent(text="hi")).SerializeToString()
     cores, rooms, senders = [], [], []
     for name, push in (("plain", None), ("pushing", PushSettings(provider))):
