@@ -14,8 +14,13 @@ Per configuration: sequential sends (one at a time) -> p50/p99 latency and CPU
 how long after the last send the receiver has every notification, i.e. the
 webhook's deliveries/s.
 
-    .venv/bin/python -m bench.push_bench            # ~30 s
+``--clients`` instead compares the HTTP clients a webhook could use: the
+same 300-byte POSTs, 4 in flight, to the same receiver, aiohttp (what the
+provider uses) and httpx interleaved: CPU µs per request in this process.
+
+    .venv/bin/python -m bench.push_bench            # ~70 s on a busy machine
     .venv/bin/python -m bench.push_bench --quick
+    .venv/bin/python -m bench.push_bench --clients
 """
 
 from __future__ import annotations
@@ -136,6 +141,48 @@ async def run(
         await core.close()
 
 
+async def clients(reps: int, requests: int = 300) -> None:
+    import aiohttp  # noqa: PLC0415 -- only this mode compares clients
+    import httpx  # noqa: PLC0415
+
+    receiver = Receiver()
+    body = json.dumps({"notifications": [{"user_id": "u" * 280}]}).encode()
+    figures: dict[str, list[tuple[float, float]]] = {"aiohttp": [], "httpx": []}
+    try:
+        async with (
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=4)) as session,
+            httpx.AsyncClient(limits=httpx.Limits(max_connections=4)) as client,
+        ):
+
+            async def post(library: str) -> None:
+                if library == "aiohttp":
+                    async with session.post(receiver.url, data=body) as response:
+                        assert response.status == 204
+                else:
+                    async with client.stream("POST", receiver.url, content=body) as answer:
+                        assert answer.status_code == 204
+
+            for _ in range(reps):
+                for library, runs in figures.items():
+                    slots = asyncio.Semaphore(4)
+
+                    async def one(library: str = library, slots: asyncio.Semaphore = slots) -> None:
+                        async with slots:
+                            await post(library)
+
+                    cpu, wall = time.process_time(), time.perf_counter()
+                    await asyncio.gather(*(one() for _ in range(requests)))
+                    cpu, wall = time.process_time() - cpu, time.perf_counter() - wall
+                    runs.append((cpu / requests * 1e6, requests / wall))
+    finally:
+        receiver.close()
+    print(f"{requests} POSTs of {len(body)} bytes, 4 in flight, {reps} reps (medians)")
+    for library, runs in figures.items():
+        cpu_us = statistics.median(run[0] for run in runs)
+        per_second = statistics.median(run[1] for run in runs)
+        print(f"{library:<8} cpu_us/request {cpu_us:,.0f}  requests/s {per_second:,.0f}")
+
+
 async def main(reps: int, sends: int, offline: int) -> None:
     receiver = Receiver()
     results: dict[str, list[dict[str, float]]] = {"off": [], "webhook": []}
@@ -158,10 +205,13 @@ if __name__ == "__main__":
     parser.add_argument("--sends", type=int, default=2000)
     parser.add_argument("--offline", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="fewer sends")
+    parser.add_argument("--clients", action="store_true", help="compare aiohttp and httpx")
     parser.add_argument("--receiver", action="store_true", help=argparse.SUPPRESS)
     arguments = parser.parse_args()
     if arguments.receiver:
         asyncio.run(_receive())
+    elif arguments.clients:
+        asyncio.run(clients(arguments.reps))
     else:
         sends = 300 if arguments.quick else arguments.sends
         asyncio.run(main(arguments.reps, sends, arguments.offline))

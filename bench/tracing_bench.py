@@ -9,6 +9,9 @@ the ``traceparent`` in the call's metadata). Configurations, run interleaved
 * ``off``        no interceptors (the baseline);
 * ``pass``       a pass-through interceptor on each side (what any interceptor
                  costs, tracing or not);
+* ``metadata``   a client interceptor adding a ``traceparent``-sized entry to
+                 each call's metadata, no OpenTelemetry (what carrying the
+                 context costs the transport, apart from OpenTelemetry's own work);
 * ``no-sdk``     both interceptors, OpenTelemetry's API only (no SDK configured:
                  every span is the no-op span, the context is still propagated);
 * ``unsampled``  SDK with the ALWAYS_OFF sampler (spans created, not recorded);
@@ -36,6 +39,7 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from google.protobuf.message import Message  # noqa: E402
 from opentelemetry.sdk.trace import TracerProvider  # noqa: E402
 from opentelemetry.sdk.trace.export import (  # noqa: E402
     BatchSpanProcessor,
@@ -47,7 +51,13 @@ from opentelemetry.trace import NoOpTracerProvider  # noqa: E402
 
 from bench._measure import measure_sequential, medians, run_loop  # noqa: E402
 from flare_runtime.client import connect  # noqa: E402
-from flare_runtime.interceptors import ClientInterceptor, ServerInterceptor  # noqa: E402
+from flare_runtime.interceptors import (  # noqa: E402
+    ClientCallInfo,
+    ClientInterceptor,
+    ClientUnaryCallNext,
+    ServerInterceptor,
+)
+from flare_runtime.metadata import Metadata  # noqa: E402
 from flare_runtime.server import Server  # noqa: E402
 from flare_runtime.testing.service import (  # noqa: E402
     SERVICE,
@@ -60,7 +70,17 @@ from flare_runtime.tracing import (  # noqa: E402
     TracingServerInterceptor,
 )
 
-CONFIGS = ("off", "pass", "no-sdk", "unsampled", "sampled")
+CONFIGS = ("off", "pass", "metadata", "no-sdk", "unsampled", "sampled")
+
+_TRACEPARENT = ("traceparent", "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00")
+
+
+class _AddMetadata(ClientInterceptor):
+    async def intercept_unary(
+        self, request: Message, info: ClientCallInfo, call_next: ClientUnaryCallNext
+    ) -> Message:
+        info.metadata = Metadata([*info.metadata.entries(), _TRACEPARENT])
+        return await call_next(request, info)
 
 
 class _Dropping(SpanExporter):
@@ -84,6 +104,8 @@ async def _measure(config: str, calls: int, seconds: float) -> dict[str, float]:
     provider = None
     if config == "pass":
         server_side, client_side = [ServerInterceptor()], [ClientInterceptor()]
+    elif config == "metadata":
+        server_side, client_side = [ServerInterceptor()], [_AddMetadata()]
     elif config != "off":
         provider = _provider(config)
         server_side = [TracingServerInterceptor(tracer_provider=provider)]
