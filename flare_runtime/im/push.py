@@ -148,7 +148,7 @@ class OfflinePush:
         self._task: asyncio.Task[None] | None = None
         self._log = PeerLog()
         self.dropped = 0
-        """Stored messages dropped unchecked because the queue was full."""
+        """Stored messages dropped unchecked: the queue was full, or closed before them."""
         self.notified = 0
         """Notifications handed to the provider."""
 
@@ -162,6 +162,8 @@ class OfflinePush:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        self.dropped += len(self._pending)
+        self._pending.clear()
         await self.settings.provider.close()
 
     def message_stored(self, members: Mapping[str, object], message: StoredMessage) -> None:

@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pytest
 from flare.im.v1 import content_pb2, im_pb2
 
 from flare_runtime.im.core import ImCore, ImLimits, Session
-from flare_runtime.im.push import PushNotification, PushPreview, PushProvider, PushSettings
+from flare_runtime.im.push import (
+    Device,
+    OfflinePush,
+    PushNotification,
+    PushPreview,
+    PushProvider,
+    PushSettings,
+)
 from flare_runtime.im.sinks import QueueSink
 from flare_runtime.im.storage import KeyRing, SqliteStorage
 from flare_runtime.im.storage.base import StoredMessage
@@ -153,6 +160,24 @@ async def test_a_full_queue_drops_the_oldest_and_counts_it(tmp_path: Path) -> No
         assert [note.seq for note in notes] == [8, 9, 10]
     finally:
         await core.close()
+
+
+async def test_messages_still_queued_at_close_are_counted_dropped() -> None:
+    provider = Recording()
+
+    async def nobody_online(users: Sequence[str]) -> dict[str, list[Device]]:
+        return {}
+
+    push = OfflinePush(PushSettings(provider), nobody_online)
+    await push.start()
+    for seq in range(1, 4):  # the checking task has not run yet
+        push.message_stored(
+            {"alice": 1, "bob": 1},
+            StoredMessage("conv", seq, 1, f"m{seq}", "alice", "d", "", 0, b""),
+        )
+    await push.close()
+    assert (push.dropped, push.notified, provider.notifications) == (3, 0, [])
+    assert provider.closed
 
 
 async def test_a_failing_provider_never_fails_a_send(tmp_path: Path) -> None:
