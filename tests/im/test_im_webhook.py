@@ -14,8 +14,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+import pytest
 from flare.im.v1 import content_pb2
 
+from flare_runtime.errors import ConfigurationError
 from flare_runtime.im.core import ImCore, ImLimits
 from flare_runtime.im.push import PushNotification, PushSettings
 from flare_runtime.im.sinks import QueueSink
@@ -81,6 +83,21 @@ async def test_a_delivery_is_signed_and_carries_the_notification() -> None:
     finally:
         await provider.close()
         receiver.stop()
+
+
+@pytest.mark.parametrize(
+    ("url", "secret", "options", "says"),
+    [
+        ("ftp://push.example/hook", SECRET, {}, "must be http(s)://"),
+        ("https://push.example/hook", b"short", {}, "at least 16 bytes"),
+        ("https://push.example/hook", SECRET, {"max_batch": 0}, "must be positive"),
+    ],
+)
+def test_bad_settings_are_a_configuration_error(
+    url: str, secret: bytes, options: dict[str, int], says: str
+) -> None:
+    with pytest.raises(ConfigurationError, match=re.escape(says)):
+        WebhookProvider(url, secret, **options)  # type: ignore[arg-type]
 
 
 def doc_verify() -> Callable[[bytes, str, bytes], bool]:
