@@ -38,6 +38,8 @@ from flare_runtime.status import StatusCode
 if TYPE_CHECKING:
     from types import ModuleType
 
+    from flare_runtime.jwks import JWKSKeys
+
 
 @dataclass(frozen=True, slots=True)
 class Principal:
@@ -137,6 +139,10 @@ class JWTAuth(AuthPlugin):
     invalid token.
     ``exp`` is required and checked (with `leeway` seconds of clock skew);
     `audience` and `issuer`, when given, must match.
+
+    The verification key is `key`, or with `from_jwks` the key a JWKS URL
+    publishes under the token's ``kid`` (fetched, cached and rotated by
+    `flare_runtime.jwks.JWKSKeys`).
     """
 
     def __init__(
@@ -161,17 +167,68 @@ class JWTAuth(AuthPlugin):
         self._audience = audience
         self._issuer = issuer
         self._leeway = leeway
+        self.jwks: JWKSKeys | None = None
+        """Where keys come from, for a `from_jwks` instance."""
+
+    @classmethod
+    def from_jwks(
+        cls,
+        url: str,
+        *,
+        algorithms: Iterable[str] = ("RS256", "ES256"),
+        audience: str | None = None,
+        issuer: str | None = None,
+        leeway: float = 0.0,
+        **jwks_options: Any,
+    ) -> JWTAuth:
+        """Verify tokens with the keys a JWKS `url` publishes (an OpenID provider's
+        ``jwks_uri``), chosen by each token's ``kid``.
+
+        `algorithms` must be asymmetric (RS*, PS*, ES*, EdDSA). `jwks_options`
+        go to `flare_runtime.jwks.JWKSKeys` (``default_ttl``, ``min_ttl``,
+        ``max_ttl``, ``refetch_interval``, ``timeout``, ``max_bytes``,
+        ``max_keys``). Needs ``pip install 'flare-rpc[jwks]'`` (httpx).
+        docs/runtime.md, "JWKS", has the caching and rotation rules.
+        """
+        from flare_runtime.jwks import JWKSKeys  # noqa: PLC0415 -- httpx only when used
+
+        names = list(algorithms)
+        if any(name.upper().startswith("HS") for name in names):
+            raise ConfigurationError(
+                "JWTAuth.from_jwks takes asymmetric algorithms (RS*, PS*, ES*, EdDSA), not HS*"
+            )
+        auth = cls(None, algorithms=names, audience=audience, issuer=issuer, leeway=leeway)
+        auth.jwks = JWKSKeys(url, algorithms=names, **jwks_options)
+        return auth
+
+    async def _verification_key(self, token: str) -> tuple[Any, list[str]]:
+        """The key and algorithms to verify `token` with."""
+        if self.jwks is None:
+            return self._key, self._algorithms
+        jwt = self._jwt
+        try:
+            header = jwt.get_unverified_header(token)
+        except jwt.InvalidTokenError as exc:
+            raise RpcError(StatusCode.UNAUTHENTICATED, f"invalid token: {exc}") from None
+        kid = header.get("kid")
+        if kid is not None and not isinstance(kid, str):
+            raise RpcError(StatusCode.UNAUTHENTICATED, "invalid token: 'kid' is not a string")
+        key, declared = await self.jwks.signing_key(kid)
+        if declared is None:
+            return key, self._algorithms
+        return key, [declared]
 
     async def authenticate(self, metadata: Metadata, peer: str) -> Principal | None:
         token = bearer_token(metadata)
         if token is None:
             return None
         jwt = self._jwt
+        key, algorithms = await self._verification_key(token)
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._key,
-                algorithms=self._algorithms,
+                key,
+                algorithms=algorithms,
                 audience=self._audience,
                 issuer=self._issuer,
                 leeway=self._leeway,

@@ -76,6 +76,10 @@ class TransportSpec:
     """URL scheme of a TLS connection (``wss``, ``grpcs``); None where it has none of its own."""
     harness: Reference | None = None
     """The conformance harness factory; None for the default harness (the module docstring)."""
+    requires: tuple[str, str] | None = None
+    """(top-level module, what to install) of the library the transport's code needs when
+    that is an optional dependency: loading it without the library is then a one-line
+    `ConfigurationError` saying what to install (``("aioquic", "flare-rpc[quic]")``)."""
     shared_port: str | None = None
     """How worker processes (``flare serve --workers N``) share the port, when they can:
 
@@ -119,6 +123,17 @@ def _resolve(spec: TransportSpec, reference: Reference, role: str) -> Callable[.
         value: Any = importlib.import_module(module_name)
         for part in attribute.split(".") if attribute else ():
             value = getattr(value, part)
+    except ModuleNotFoundError as error:
+        if spec.requires is not None and (error.name or "").partition(".")[0] == spec.requires[0]:
+            module, install = spec.requires
+            raise ConfigurationError(
+                f"transport {spec.name!r} needs {module}, which is not installed: "
+                f"pip install '{install}'"
+            ) from None
+        raise ConfigurationError(
+            f"transport {spec.name!r}: cannot load its {role} {reference!r}: "
+            f"{type(error).__name__}: {error}"
+        ) from None
     except Exception as error:  # a plugin's import may raise anything
         raise ConfigurationError(
             f"transport {spec.name!r}: cannot load its {role} {reference!r}: "
@@ -145,6 +160,7 @@ BUILT_IN: tuple[TransportSpec, ...] = (
         listener="flare_runtime.transports.quic:start_listener",
         channel="flare_runtime.transports.quic:open_channel",
         harness="flare_runtime.testing.quic_harness:harness",
+        requires=("aioquic", "flare-rpc[quic]"),
         shared_port="udp",
     ),
     TransportSpec(
@@ -162,6 +178,7 @@ BUILT_IN: tuple[TransportSpec, ...] = (
         listener="flare_runtime.transports.webtransport:start_listener",
         channel="flare_runtime.transports.webtransport:open_channel",
         harness="flare_runtime.testing.webtransport_harness:harness",
+        requires=("aioquic", "flare-rpc[quic]"),
     ),
 )
 """Flare's own transports, declared exactly as a plugin declares one."""

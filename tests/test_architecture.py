@@ -34,6 +34,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "core": (
         "routing",
         "auth",
+        "jwks",
         "context",
         "interceptors",
         "calls",
@@ -44,6 +45,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "server",
         "reconnect",
         "reflection",
+        "tracing",
     ),
     "wire": ("wire",),
     "transports": ("transports", "asgi"),

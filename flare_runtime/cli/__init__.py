@@ -49,10 +49,10 @@ class Command:
     summary: str
     """The line ``flare --help`` shows."""
     requires: tuple[tuple[str, str], ...] = ()
-    """(import name, distribution to install) of what the command needs beyond the runtime."""
+    """(import name, what to install for it) of what the command needs beyond the runtime."""
 
 
-_CODEGEN = (("flare_codegen", "flare-rpc"), ("grpc_tools", "grpcio-tools"))
+_CODEGEN = (("flare_codegen", "flare-rpc[codegen]"), ("grpc_tools", "flare-rpc[codegen]"))
 
 COMMANDS: dict[str, Command] = {
     "serve": Command("flare_runtime.cli.serve", "serve a Server over WebSocket, QUIC and gRPC"),
@@ -75,7 +75,7 @@ COMMANDS: dict[str, Command] = {
     "gen": Command(
         "flare_codegen.commands.gen",
         "generate Python or TypeScript code (messages, Flare routes, clients) from .proto files",
-        (*_CODEGEN, ("mypy_protobuf", "mypy-protobuf")),
+        (*_CODEGEN, ("mypy_protobuf", "flare-rpc[codegen]")),
     ),
     "routes": Command(
         "flare_codegen.commands.routes",
@@ -90,21 +90,22 @@ COMMANDS: dict[str, Command] = {
     "schema": Command(
         "flare_codegen.schema.command",
         "schema CI: breaking-change detection (buf-compatible plus Flare's route rules)",
-        (*_CODEGEN, ("yaml", "PyYAML")),
+        (*_CODEGEN, ("yaml", "flare-rpc[codegen]")),
     ),
 }
 """Subcommand name -> its `Command`, in the order ``flare --help`` lists them."""
 
 
 def missing_requirements(command: Command) -> list[str]:
-    """The distributions `command` needs that cannot be imported (empty when all can)."""
+    """What to install for the modules `command` needs that cannot be imported, each once
+    (empty when all can)."""
     missing: list[str] = []
     for module, distribution in command.requires:
         try:
             found = importlib.util.find_spec(module) is not None
         except (ImportError, ValueError):
             found = False
-        if not found:
+        if not found and distribution not in missing:
             missing.append(distribution)
     return missing
 
@@ -147,10 +148,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if entry is not None:
         missing = missing_requirements(entry)
         if missing:
+            wanted = " ".join(f"'{name}'" if "[" in name else name for name in missing)
             print(
-                f"flare {command}: needs {', '.join(missing)}, which is not installed "
-                f"(pip install {' '.join(missing)})",
-                file=sys.stderr,
+                f"flare {command}: missing dependencies; run: pip install {wanted}", file=sys.stderr
             )
             return 1
     parser = build_parser(command)

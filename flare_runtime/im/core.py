@@ -53,6 +53,7 @@ from flare_runtime.im.presence import (
     PresencePolicy,
     SharedConversationPolicy,
 )
+from flare_runtime.im.push import Device, OfflinePush, PushSettings
 from flare_runtime.im.sessions import CloseReason, DevicePolicy, Session, Sessions
 from flare_runtime.im.sinks import EventSink
 from flare_runtime.im.storage.base import ConversationRecord, Receipt, Role, Storage, StoredMessage
@@ -97,9 +98,12 @@ class ImCore:
         wall_clock_ms: Callable[[], int] = lambda: time.time_ns() // 1_000_000,
         cluster: ClusterNode | None = None,
         cluster_settings: ClusterSettings | None = None,
+        push: PushSettings | None = None,
     ) -> None:
         """`cluster`: this process's node of a cluster (docs/cluster.md); `storage` must then
-        be shared by every node (`PostgresStorage`). ConfigurationError otherwise."""
+        be shared by every node (`PostgresStorage`). ConfigurationError otherwise.
+        `push`: notify a provider of messages stored for offline users
+        (`flare_runtime.im.push`, docs/push-providers.md)."""
         if cluster is not None and not storage.shared:
             raise ConfigurationError(
                 f"the IM on a cluster needs storage every node shares (PostgresStorage); "
@@ -144,6 +148,11 @@ class ImCore:
                 limits,
                 cluster_settings or ClusterSettings(),
             )
+        self.push: OfflinePush | None = None
+        """Offline push (None unless `push` settings were given)."""
+        if push is not None:
+            self.push = OfflinePush(push, self._live_devices)
+            self._history.on_stored = self.push.message_stored
 
     @property
     def policy(self) -> DevicePolicy:
@@ -178,6 +187,19 @@ class ImCore:
         await self.storage.open()
         if self.cluster is not None:
             await self.cluster.start()
+        if self.push is not None:
+            await self.push.start()
+
+    async def _live_devices(self, user_ids: Sequence[str]) -> dict[str, list[Device]]:
+        """Who among `user_ids` has live sessions: on a cluster on any node, else here."""
+        if self.cluster is not None:
+            return await self.cluster.registry.live_devices(user_ids)
+        by_user = self._sessions.by_user
+        return {
+            user: [(session.device_id, session.platform) for session in by_user[user].values()]
+            for user in user_ids
+            if user in by_user
+        }
 
     async def close(self) -> None:
         """Close every session (REASON_SERVER_SHUTDOWN), leave the cluster, close the storage.
@@ -191,6 +213,8 @@ class ImCore:
         for session in self._sessions.all():
             self._sessions.end(session, CloseReason.SERVER_SHUTDOWN, "server shutting down")
         await self._history.close()
+        if self.push is not None:
+            await self.push.close()
         if self.cluster is not None:
             await self.cluster.close()
         await self.storage.close()

@@ -16,7 +16,7 @@ import functools
 import itertools
 import logging
 import os
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from flare.im.v1 import events_pb2
@@ -115,6 +115,9 @@ class History:
         self._now_ms = now_ms
         self._retention_tasks: set[asyncio.Task[None]] = set()
         self.closing = False
+        self.on_stored: Callable[[Mapping[str, object], StoredMessage], None] | None = None
+        """Called with the conversation's live member table and each new message this
+        process stored (offline push, `flare_runtime.im.push`); must return at once."""
         # Message ids: a random prefix per process plus a counter (unique
         # across restarts without a syscall per message; not a secret).
         self._id_prefix = os.urandom(6).hex()
@@ -168,8 +171,11 @@ class History:
         return SendResult(result.message, result.duplicate)
 
     def _appended(self, room: Room, appended: asyncio.Future[AppendResult]) -> None:
-        if self._delivery.appended(room, appended) and self.retention is not None:
-            self._count_for_retention(room, self.retention)
+        if self._delivery.appended(room, appended):
+            if self.retention is not None:
+                self._count_for_retention(room, self.retention)
+            if self.on_stored is not None:
+                self.on_stored(room.members, appended.result().message)
 
     # -- sync and history --------------------------------------------------------------
 

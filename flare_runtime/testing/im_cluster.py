@@ -51,6 +51,7 @@ from flare_runtime.cluster import ClusterNode, MemoryBroker, MemoryBus
 from flare_runtime.im.client import ImClient
 from flare_runtime.im.cluster import ClusterSettings
 from flare_runtime.im.core import ImCore, ImLimits
+from flare_runtime.im.push import PushSettings
 from flare_runtime.im.storage import KeyRing
 from flare_runtime.im.storage.postgres import PostgresStorage
 from flare_runtime.reconnect import Backoff
@@ -134,14 +135,21 @@ class ImNodes:
         self.nodes.append(node)
         return node
 
-    async def core(self, *, limits: ImLimits | None = None, **node_options: Any) -> ImCore:
-        """A started core on a node of its own."""
+    async def core(
+        self,
+        *,
+        limits: ImLimits | None = None,
+        push: PushSettings | None = None,
+        **node_options: Any,
+    ) -> ImCore:
+        """A started core on a node of its own (with offline `push`, when given)."""
         node = self.cluster_node(**node_options)
         core = ImCore(
             self.storage(),
             cluster=node,
             limits=limits or self.timing.limits(),
             cluster_settings=self.timing.settings(),
+            push=push,
         )
         await core.start()
         async with asyncio.timeout(10):

@@ -17,10 +17,16 @@ Flare code (it compiles ``flare/options/v1/options.proto`` beside the schema,
 as docs/codegen.md says a stock client must); ``flare_runtime.asgi`` imported
 with no ASGI framework importable, and the same server mounted in a Starlette
 app run by ``python -m uvicorn`` (docs/asgi.md) answering ``flare call`` at its path.
+
+A second venv sees only what ``pip install flare-rpc`` (no extras) installs:
+the wheel's core requirements and theirs, linked file by file from the
+development venv. There ``flare serve`` serves WebSocket, ``flare call``
+calls it, and ``flare gen`` says in one line which extra to install.
 """
 
 from __future__ import annotations
 
+import email.parser
 import json
 import os
 import re
@@ -30,11 +36,15 @@ import subprocess
 import sys
 import sysconfig
 import urllib.request
+import zipfile
 from collections.abc import Iterator
 from contextlib import contextmanager
+from importlib.metadata import distribution
 from pathlib import Path
 
 import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
 
 from flare_runtime import __version__
 
@@ -208,8 +218,39 @@ def _build_wheel_from_git(tmp_path: Path) -> Path:
     return wheel
 
 
-def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
-    venv = tmp_path / "venv"
+def _core_site_packages(wheel: Path, site: Path) -> Path:
+    """`site` filled with links to the files of what ``pip install <wheel>`` installs
+    without extras: the wheel's unconditional requirements and theirs, recursively,
+    as the development venv has them."""
+    with zipfile.ZipFile(wheel) as archive:
+        (name,) = [n for n in archive.namelist() if n.endswith(".dist-info/METADATA")]
+        metadata = email.parser.Parser().parsestr(archive.read(name).decode())
+    todo = [Requirement(line) for line in metadata.get_all("Requires-Dist") or []]
+    wanted: set[str] = set()
+    while todo:
+        requirement = todo.pop()
+        if requirement.marker is not None and not requirement.marker.evaluate({"extra": ""}):
+            continue
+        if canonicalize_name(requirement.name) in wanted:
+            continue
+        wanted.add(canonicalize_name(requirement.name))
+        todo.extend(Requirement(line) for line in distribution(requirement.name).requires or [])
+    for project in wanted:
+        installed = distribution(project)
+        for file in installed.files or ():
+            source = Path(str(installed.locate_file(file)))
+            target = site / file
+            if file.parts[0] == ".." or not source.is_file() or target.exists():
+                continue  # scripts outside site-packages; files another project shares
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.symlink_to(source)
+    return site
+
+
+def _fresh_venv(tmp_path: Path, wheel: Path, *, core_only: bool = False) -> Path:
+    """A venv holding the wheel; its other modules come from the development venv's
+    site-packages, or with `core_only` from `_core_site_packages`."""
+    venv = tmp_path / ("core-venv" if core_only else "venv")
     base_python = getattr(sys, "_base_executable", sys.executable)
     _run([base_python, "-m", "venv", "--without-pip", str(venv)], tmp_path, dict(os.environ))
     python = venv / "bin" / "python"
@@ -220,7 +261,12 @@ def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
             dict(os.environ),
         ).strip()
     )
-    (site / "dev-dependencies.pth").write_text(sysconfig.get_paths()["purelib"] + "\n")
+    dependencies = (
+        _core_site_packages(wheel, tmp_path / "core-site-packages")
+        if core_only
+        else Path(sysconfig.get_paths()["purelib"])
+    )
+    (site / "dev-dependencies.pth").write_text(f"{dependencies}\n")
     _run(
         [
             sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
@@ -232,17 +278,27 @@ def _fresh_venv(tmp_path: Path, wheel: Path) -> Path:
     return venv
 
 
+@pytest.fixture(scope="module")
+def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return _build_wheel_from_git(tmp_path_factory.mktemp("wheel"))
+
+
+def _env(venv: Path, home: Path) -> dict[str, str]:
+    return {
+        "PATH": f"{venv / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
+        "HOME": str(home),
+    }
+
+
 @pytest.mark.slow
-def test_every_documented_entry_point_works_from_the_installed_wheel(tmp_path: Path) -> None:
-    wheel = _build_wheel_from_git(tmp_path)
+def test_every_documented_entry_point_works_from_the_installed_wheel(
+    tmp_path: Path, wheel: Path
+) -> None:
     venv = _fresh_venv(tmp_path, wheel)
     python, flare = str(venv / "bin" / "python"), str(venv / "bin" / "flare")
     work = tmp_path / "work"
     work.mkdir()
-    env = {
-        "PATH": f"{venv / 'bin'}{os.pathsep}{Path(sys.executable).parent}{os.pathsep}/usr/bin:/bin",
-        "HOME": str(tmp_path),
-    }
+    env = _env(venv, tmp_path)
 
     # The CLI, and where every module comes from.
     assert _run([flare, "--version"], work, env) == f"flare {__version__}\n"
@@ -339,5 +395,43 @@ def test_every_documented_entry_point_works_from_the_installed_wheel(tmp_path: P
     with _started(uvicorn, work, generated, r"Uvicorn running on", -signal.SIGTERM) as lines:
         (port,) = re.findall(r"Uvicorn running on http://127\.0\.0\.1:(\d+)", lines[-1])
         url = f"ws://127.0.0.1:{port}/flare"
+        call = [flare, "call", url, "/examples.chat.v1.ChatService/Ping", "{}"]
+        assert json.loads(_run(call, work, env)) == "1970-01-01T00:00:42Z"
+
+
+@pytest.mark.slow
+def test_a_plain_install_serves_and_calls_websocket_and_names_the_codegen_extra(
+    tmp_path: Path, wheel: Path
+) -> None:
+    venv = _fresh_venv(tmp_path, wheel, core_only=True)
+    python, flare = str(venv / "bin" / "python"), str(venv / "bin" / "flare")
+    work = tmp_path / "work"
+    env = _env(venv, tmp_path)
+    # What the extras bring is not there (only the wheel's core requirements are).
+    for module in ("grpc_tools", "mypy_protobuf", "yaml", "libcst", "aioquic", "asyncpg", "redis",
+                   "httpx", "opentelemetry", "aiohttp", "starlette", "uvicorn"):  # fmt: skip
+        found = subprocess.run([python, "-c", f"import {module}"], env=env, check=False)
+        assert found.returncode == 1, f"{module} is an extra: the core venv must not see it"
+
+    # No code generator: flare gen says in one line what to install.
+    (work / "schemas" / "acme" / "chat" / "v1").mkdir(parents=True)
+    shutil.copy(CHAT, work / "schemas" / "acme" / "chat" / "v1" / "chat.proto")
+    gen = subprocess.run(
+        [flare, "gen", "schemas", "-o", "generated"],
+        cwd=work, env=env, capture_output=True, text=True, check=False, timeout=TIMEOUT,
+    )  # fmt: skip
+    assert (gen.returncode, gen.stdout) == (1, "")
+    assert gen.stderr == "flare gen: missing dependencies; run: pip install 'flare-rpc[codegen]'\n"
+
+    # A server from code generated elsewhere (here: by the development venv's flare).
+    _run(
+        [sys.executable, "-m", "flare_runtime.cli", "gen", "schemas", "-o", "generated"],
+        work,
+        dict(os.environ),
+    )
+    (work / "app.py").write_text(APP)
+    serve = [flare, "serve", "app:server", "--ws", "127.0.0.1:0"]
+    with _started(serve, work, env, r"serving websocket") as lines:
+        (url,) = re.findall(r"serving websocket on port \d+ \((\S+)\)", "\n".join(lines))
         call = [flare, "call", url, "/examples.chat.v1.ChatService/Ping", "{}"]
         assert json.loads(_run(call, work, env)) == "1970-01-01T00:00:42Z"

@@ -35,11 +35,10 @@ def test_routes_of_a_descriptor_set_with_text_that_is_not_utf8(
 def test_a_command_whose_dependencies_are_missing_says_so_in_one_line(
     monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    """``flare gen`` where grpcio-tools cannot be imported → exit 1, one line naming it."""
+    """``flare gen`` where grpcio-tools cannot be imported → exit 1, one line naming the extra
+    to install."""
     # A module set to None in sys.modules cannot be imported (as if uninstalled).
     monkeypatch.setitem(sys.modules, "grpc_tools", None)
     assert main(["gen", "schemas", "-o", "out"]) == 1
     err = capsys.readouterr().err
-    assert err == (
-        "flare gen: needs grpcio-tools, which is not installed (pip install grpcio-tools)\n"
-    )
+    assert err == "flare gen: missing dependencies; run: pip install 'flare-rpc[codegen]'\n"

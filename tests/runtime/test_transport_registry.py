@@ -162,3 +162,29 @@ def test_a_reference_that_does_not_load_is_one_line_naming_the_transport() -> No
     with pytest.raises(ConfigurationError) as caught:
         not_callable.load_listener()
     assert str(caught.value) == "transport 'flat': listener 'json:__name__' is not callable"
+
+
+def test_a_transport_whose_optional_library_is_missing_says_what_to_install() -> None:
+    """QUIC without aioquic (``pip install flare-rpc`` without ``[quic]``): one line naming
+    the extra, from the server and from `connect` alike."""
+    script = (
+        "import asyncio, sys\n"
+        "sys.modules['aioquic'] = None  # as if not installed\n"
+        "import flare_runtime as flare\n"
+        "async def main():\n"
+        "    for attempt in (flare.connect('quic://127.0.0.1:1'),\n"
+        "                    flare.Server([]).start(listen={'webtransport': '127.0.0.1:0'})):\n"
+        "        try:\n"
+        "            await attempt\n"
+        "        except flare.ConfigurationError as error:\n"
+        "            print(error)\n"
+        "asyncio.run(main())\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.splitlines() == [
+        "transport 'quic' needs aioquic, which is not installed: pip install 'flare-rpc[quic]'",
+        "transport 'webtransport' needs aioquic, which is not installed: "
+        "pip install 'flare-rpc[quic]'",
+    ]

@@ -419,6 +419,22 @@ class ClusterRegistry:
             )
         return [_session(row) for row in rows]
 
+    async def live_devices(self, user_ids: Sequence[str]) -> dict[str, list[tuple[str, int]]]:
+        """The (device id, platform) of each user's live sessions on every node; users
+        without one are absent (who offline push notifies, `flare_runtime.im.push`)."""
+        found: dict[str, list[tuple[str, int]]] = {}
+        async with self._storage.pool.acquire() as connection:
+            rows = await connection.fetch(
+                self._sql(
+                    "SELECT user_id, device_id, platform FROM {schema}.sessions "
+                    "WHERE user_id = ANY($1::text[]) AND ended_reason IS NULL"
+                ),
+                list(user_ids),
+            )
+        for row in rows:
+            found.setdefault(row["user_id"], []).append((row["device_id"], row["platform"]))
+        return found
+
     # -- presence ----------------------------------------------------------------------
 
     async def presence(self, user_ids: Sequence[str]) -> dict[str, tuple[bool, int]]:

@@ -8,16 +8,19 @@ is held, so two racing retries of one client message id store it once.
 
 Tables live in their own PostgreSQL schema (``flare_im`` by default), which
 lets tests and tenants share a database.
+
+asyncpg is an extra (``pip install 'flare-rpc[postgres]'``), imported when a
+`PostgresStorage` is made: the IM with SQLite never loads it.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import asyncpg
-
+from flare_runtime.errors import ConfigurationError
 from flare_runtime.im.storage.base import (
     AppendResult,
     ConversationExistsError,
@@ -32,6 +35,22 @@ from flare_runtime.im.storage.base import (
     StoredMessage,
 )
 from flare_runtime.im.storage.crypto import SEAL_OVERHEAD, KeyRing, row_associated_data
+
+if TYPE_CHECKING:
+    from types import ModuleType
+
+    import asyncpg
+
+
+def _asyncpg() -> ModuleType:
+    """The asyncpg module, or a `ConfigurationError` saying what to install."""
+    try:
+        return importlib.import_module("asyncpg")
+    except ImportError:
+        raise ConfigurationError(
+            "PostgresStorage needs asyncpg: pip install 'flare-rpc[postgres]'"
+        ) from None
+
 
 _SCHEMA = """
 CREATE SCHEMA IF NOT EXISTS {schema};
@@ -139,6 +158,7 @@ class PostgresStorage(Storage):
         self._schema = schema
         self._min = min_connections
         self._max = max_connections
+        self._asyncpg = _asyncpg()
         self._pool: asyncpg.Pool | None = None
 
     @property
@@ -173,6 +193,7 @@ class PostgresStorage(Storage):
     async def open(self) -> None:
         if self._pool is not None:
             return
+        asyncpg = self._asyncpg
         try:
             pool = await asyncpg.create_pool(
                 self._dsn, min_size=self._min, max_size=self._max, command_timeout=30
@@ -248,7 +269,7 @@ class PostgresStorage(Storage):
                     record.member_limit,
                     record.created_at_ms,
                 )
-            except asyncpg.UniqueViolationError:
+            except self._asyncpg.UniqueViolationError:
                 raise ConversationExistsError(
                     f"conversation {record.conversation_id!r} exists"
                 ) from None

@@ -79,3 +79,27 @@ async def test_opening_beside_a_writer_does_not_wait_for_its_transaction(
         await second.close()
         await first.drop_schema()
         await first.close()
+
+
+def test_without_asyncpg_the_im_imports_and_postgres_storage_says_what_to_install() -> None:
+    """asyncpg is the ``[postgres]`` extra: the IM (on SQLite) imports without it, and a
+    `PostgresStorage` made without it is one `ConfigurationError` naming the extra."""
+    import subprocess
+    import sys
+
+    script = (
+        "import sys\n"
+        "sys.modules['asyncpg'] = None  # as if not installed\n"
+        "import flare_runtime.im.core, flare_runtime.im.service\n"
+        "from flare_runtime.errors import ConfigurationError\n"
+        "from flare_runtime.im.storage import KeyRing\n"
+        "from flare_runtime.im.storage.postgres import PostgresStorage\n"
+        "try:\n"
+        "    PostgresStorage('postgresql://localhost/db', KeyRing.generate())\n"
+        "except ConfigurationError as error:\n"
+        "    print(error)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout == "PostgresStorage needs asyncpg: pip install 'flare-rpc[postgres]'\n"
