@@ -44,6 +44,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "server",
         "reconnect",
         "reflection",
+        "discovery",
     ),
     "wire": ("wire",),
     "transports": ("transports",),
