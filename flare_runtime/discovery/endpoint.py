@@ -56,12 +56,12 @@ class Endpoint:
     """Free-form labels (version, canary…), carried as they are."""
 
     def __post_init__(self) -> None:
-        if not self.service or not self.instance:
-            raise InvalidEndpointError("an endpoint needs a service and an instance")
         if not self.urls:
             raise InvalidEndpointError(f"endpoint {self.instance} of {self.service} has no URL")
         for url in self.urls:
             _check_url(url)
+        if not self.service or not self.instance:
+            raise InvalidEndpointError("an endpoint needs a service and an instance")
         if not math.isfinite(self.load):
             raise InvalidEndpointError(f"endpoint {self.instance}: load must be a finite number")
 
