@@ -37,7 +37,7 @@ import contextlib
 import dataclasses
 import logging
 import random
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any
 
 from flare.etcd.v3 import kv_pb2, rpc_pb2
@@ -204,7 +204,7 @@ class EtcdRegistry(Registry):
 
     # -- watching ----------------------------------------------------------------------
 
-    async def watch(self, service: str) -> AsyncIterator[tuple[Endpoint, ...]]:
+    async def watch(self, service: str) -> AsyncGenerator[tuple[Endpoint, ...], None]:
         prefix = f"{self.prefix}{service}/".encode()
         end = _prefix_end(prefix)
         entries: dict[bytes, Endpoint] = {}

@@ -19,7 +19,7 @@ import contextlib
 import dataclasses
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 
 from flare_runtime.discovery.endpoint import Endpoint, InvalidEndpointError, instance_of
 from flare_runtime.errors import ConfigurationError
@@ -55,7 +55,7 @@ class Registry(abc.ABC):
         """
 
     @abc.abstractmethod
-    def watch(self, service: str) -> AsyncIterator[tuple[Endpoint, ...]]:
+    def watch(self, service: str) -> AsyncGenerator[tuple[Endpoint, ...], None]:
         """The endpoints of `service` now, then again after each change, until closed.
 
         While the registry is unreachable nothing is yielded (the last set
@@ -166,7 +166,7 @@ class StaticRegistry(Registry):
             self._version += 1
             self._changed.notify_all()
 
-    async def watch(self, service: str) -> AsyncIterator[tuple[Endpoint, ...]]:
+    async def watch(self, service: str) -> AsyncGenerator[tuple[Endpoint, ...], None]:
         last: tuple[Endpoint, ...] | None = None
         mtime = _mtime(self._file)
         version = -1

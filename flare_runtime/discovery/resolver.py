@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING
 from flare_runtime.errors import ConfigurationError
 
 if TYPE_CHECKING:  # kept light: `flare_runtime.client` imports this module
-    from collections.abc import AsyncIterator
+    from collections.abc import AsyncGenerator
 
     from flare_runtime.discovery.endpoint import Endpoint
     from flare_runtime.discovery.registry import Registry
@@ -68,7 +68,7 @@ class Resolver:
         if not self.service:
             raise ConfigurationError("a resolver needs a service name")
 
-    def watch(self) -> AsyncIterator[tuple[Endpoint, ...]]:
+    def watch(self) -> AsyncGenerator[tuple[Endpoint, ...], None]:
         """The service's endpoints now, then after each change (`Registry.watch`)."""
         return self.registry.watch(self.service)
 

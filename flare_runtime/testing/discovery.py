@@ -37,6 +37,7 @@ from typing import Final
 from google.protobuf import wrappers_pb2
 
 from flare_runtime.context import CallContext
+from flare_runtime.discovery.etcd import DEFAULT_PREFIX
 from flare_runtime.errors import RpcError
 from flare_runtime.routing import Cardinality, Route, RouteOptions, ServiceRoutes
 from flare_runtime.server import Server
@@ -62,9 +63,9 @@ SERVICE_NAME: Final = "flare.testing.v1.Counting"
 _SERVICE_ID: Final = 0x7E10
 
 
-def _route(name: str, route_id: int, cardinality: Cardinality, *, idempotent: bool) -> Route[
-    StringValue, StringValue
-]:
+def _route(
+    name: str, route_id: int, cardinality: Cardinality, *, idempotent: bool
+) -> Route[StringValue, StringValue]:
     return Route(
         path=f"/{SERVICE_NAME}/{name}",
         service_id=_SERVICE_ID,
@@ -163,10 +164,13 @@ class DiscoveryServer:
         zone: str = "",
         delay: float = 0.0,
         ttl: int = 2,
+        prefix: str = "",
         transport: str = "websocket",
         timeout: float = 20.0,
     ) -> DiscoveryServer:
         arguments = ["--name", name, "--log", log, "--port", str(port), "--ttl", str(ttl)]
+        if prefix:
+            arguments += ["--prefix", prefix]
         arguments += ["--transport", transport, "--delay", str(delay)]
         if etcd:
             arguments += ["--etcd", etcd]
@@ -285,7 +289,7 @@ async def etcd_answers(port: int) -> bool:
 
 async def _serve(arguments: argparse.Namespace) -> None:
     from flare_runtime.discovery.announce import announce  # noqa: PLC0415 -- the child only
-    from flare_runtime.discovery.etcd import EtcdRegistry  # noqa: PLC0415
+    from flare_runtime.discovery.etcd import EtcdRegistry  # noqa: PLC0415 -- the child only
 
     service = CountingService(arguments.name, arguments.log, arguments.delay)
     server = Server([(SERVICE, service)])
@@ -293,10 +297,8 @@ async def _serve(arguments: argparse.Namespace) -> None:
     await server.start(listen={arguments.transport: address})
     registry = None
     if arguments.etcd:
-        registry = EtcdRegistry(arguments.etcd, timeout=2.0)
-        await announce(
-            server, registry, host="127.0.0.1", zone=arguments.zone, ttl=arguments.ttl
-        )
+        registry = EtcdRegistry(arguments.etcd, prefix=arguments.prefix, timeout=2.0)
+        await announce(server, registry, host="127.0.0.1", zone=arguments.zone, ttl=arguments.ttl)
     print("READY", server.port(arguments.transport), flush=True)
     try:
         await server.serve_started(grace=10.0)
@@ -311,6 +313,7 @@ def main() -> None:
     parser.add_argument("--log", required=True)
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--etcd", default="")
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
     parser.add_argument("--zone", default="")
     parser.add_argument("--ttl", type=int, default=2)
     parser.add_argument("--delay", type=float, default=0.0)

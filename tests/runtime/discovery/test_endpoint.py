@@ -49,7 +49,7 @@ def test_instance_of() -> None:
         b'{"urls": ["ws://h:1"], "load": 1e999}',
         b'{"urls": ["ws://h:1"], "zone": 5}',
         b'{"urls": ["ws://h:1"], "labels": {"a": 1}}',
-        b'{"urls": ["ws://h:1"]' + b' ' * 20_000 + b"}",
+        b'{"urls": ["ws://h:1"]' + b" " * 20_000 + b"}",
         b"[" * 100_000,
     ],
 )

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 
 import pytest
-
 from flare.etcd.v3 import rpc_pb2
 from flare.etcd.v3.rpc_flare import KVClient
+
 from flare_runtime.discovery.endpoint import Endpoint
 from flare_runtime.discovery.etcd import EtcdRegistry, _prefix_end
 from flare_runtime.errors import ConnectionClosedError
@@ -22,13 +22,17 @@ def endpoint(instance: str, **changes: object) -> Endpoint:
     return Endpoint(SERVICE, instance, (f"ws://{instance}",), **changes)  # type: ignore[arg-type]
 
 
-async def next_set(watch: AsyncIterator[tuple[Endpoint, ...]], timeout: float = 10 * UNIT) -> set[str]:
+async def next_set(
+    watch: AsyncGenerator[tuple[Endpoint, ...], None], timeout: float = 10 * UNIT
+) -> set[str]:
     async with asyncio.timeout(timeout):
         return {e.instance for e in await anext(watch)}
 
 
 async def until(
-    watch: AsyncIterator[tuple[Endpoint, ...]], expected: set[str], timeout: float = 10 * UNIT
+    watch: AsyncGenerator[tuple[Endpoint, ...], None],
+    expected: set[str],
+    timeout: float = 10 * UNIT,
 ) -> None:
     """Read sets until one is `expected` (changes may come one by one or together)."""
     async with asyncio.timeout(timeout):

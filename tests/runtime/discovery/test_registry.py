@@ -29,7 +29,7 @@ def test_bad_url_is_refused_at_once() -> None:
     with pytest.raises(ConfigurationError):
         StaticRegistry(["nonsense"])
     with pytest.raises(ConfigurationError):
-        StaticRegistry("ws://a:1")  # type: ignore[arg-type]
+        StaticRegistry("ws://a:1")
 
 
 def test_file_lines(tmp_path: Path) -> None:
