@@ -32,6 +32,8 @@ calls over the service's endpoints as the registry lists them, live.
   on the Flare wire transports (any answer, even UNIMPLEMENTED, is alive); a
   probe unanswered within `timeout`, or NOT_SERVING, ejects the endpoint and
   closes its connection, failing the calls stuck on it with UNAVAILABLE.
+  An endpoint whose URL no transport takes (``gopher://``) is left out, with
+  one warning, until the registry lists it with another URL.
 * **Retries** (`flare_runtime.discovery.retry`): a call that was not
   processed is sent again to another endpoint; a call that may have run only
   when its route is ``idempotent``, within the retry budget; never past its
@@ -150,6 +152,12 @@ class Subchannel:
             self._set_state(SubchannelState.CONNECTING)
             try:
                 channel = await connect(self.url, **owner.subchannel_options)
+            except ConfigurationError as error:
+                # No retry mends this (a scheme no transport takes, options it refuses):
+                # out of rotation until the registry lists the endpoint differently.
+                logger.warning("endpoint %s is unusable: %s", self.url, describe(error))
+                self._set_state(SubchannelState.EJECTED)
+                return
             except (ConnectionClosedError, RpcError, OSError) as error:
                 logger.info("cannot connect to %s: %s", self.url, describe(error))
                 self.eject(f"cannot connect: {describe(error)}")
