@@ -46,7 +46,8 @@ calls over the service's endpoints as the registry lists them, live.
 
 Pushes are per connection, so a balancing channel has none: for a session
 that subscribes and receives pushes, use ``flare.reconnecting`` with the
-service address (one endpoint at a time, a ``resume`` hook on each new one).
+service's server URLs (one server at a time, a ``resume`` hook on each new
+connection: the session learns of every endpoint change there).
 
 Client interceptors given to `connect` run once per call on this channel,
 around every attempt together; the subchannels have none.
@@ -704,7 +705,8 @@ class BalancingChannel(Channel):
     def pushes(self) -> AsyncIterator[Message]:
         raise ConfigurationError(
             "a balancing channel has no pushes (they belong to one connection): use "
-            "flare.reconnecting(<service address>) for a session that receives pushes"
+            "flare.reconnecting([url, ...]) with the service's server URLs for a session "
+            "that receives pushes"
         )
 
     def on_push(self, callback: Callable[[Message], None]) -> None:
