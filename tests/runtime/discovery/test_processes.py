@@ -27,6 +27,7 @@ from flare_runtime.testing.discovery import (
     SERVICE_NAME,
     WORK,
     DiscoveryServer,
+    EtcdProcess,
     StringValue,
     received_ids,
 )
@@ -239,3 +240,39 @@ async def test_a_non_idempotent_call_is_not_sent_again_when_its_connection_dies(
     assert all(isinstance(outcome, StringValue) for outcome in read_outcomes)
     retried = {f"r{i}" for i in range(4)} & on_victim & on_other
     assert retried  # the reads that ran on the victim ran again on the other server
+
+
+async def test_etcd_restart_keeps_the_clients_set_and_resumes_watching(
+    tmp_path: Path, servers: list[DiscoveryServer], own_etcd: EtcdProcess
+) -> None:
+    """etcd SIGKILLed under load: the client keeps its last known endpoints (every call
+    succeeds, both servers keep getting them); etcd restarted: a server registering
+    afterwards reaches the client through the resumed watch and gets calls."""
+    servers += await start_servers(tmp_path, 2, etcd=own_etcd.address, ttl=2)
+    async with flare.connect(f"etcd://{own_etcd.address}/{SERVICE_NAME}") as channel:
+        assert isinstance(channel, BalancingChannel)
+        await wait_until(lambda: len(channel.subchannels) == 2)
+        await own_etcd.stop()
+        load = Load(channel)
+        await asyncio.sleep(1.5)
+        outcomes = await load.stop()
+        assert outcomes and all(isinstance(o, StringValue) for o in outcomes.values())
+        assert {o.value for o in outcomes.values() if isinstance(o, StringValue)} == {"s0", "s1"}
+        assert len(channel.subchannels) == 2
+
+        await own_etcd.start()
+        late = await DiscoveryServer.start(
+            "late", str(tmp_path / "late.log"), etcd=own_etcd.address, ttl=2
+        )
+        servers.append(late)
+        await wait_until(
+            lambda: (
+                len(channel.subchannels) == 3
+                and all(s.state is SubchannelState.READY for s in channel.subchannels.values())
+            ),
+            timeout=20 * UNIT,
+        )
+        answers = await asyncio.gather(
+            *(channel.unary_unary(READ, StringValue(value=f"after{i}")) for i in range(60))
+        )
+    assert "late" in {answer.value for answer in answers}
