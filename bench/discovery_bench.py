@@ -6,12 +6,13 @@
 Phases, all in the same run:
 
 1. **overhead**: one server process (WebSocket, pinned to CPU 0; this client
-   on CPU 1) and, on it, a direct channel (``ws://…``) and a balancing
-   channel over a one-endpoint static list (``static:ws://…``): the same
-   idempotent unary call, sequential p50/p99 and 32 in flight (calls/s,
-   client CPU per call), the two channels interleaved, medians of the
-   repetitions. The ratio is what the balancer costs per call (picking,
-   bookkeeping, the retry budget) where there is nothing to balance.
+   on CPU 1) and, on it, a direct channel (``ws://…``), a balancing
+   channel over a one-endpoint static list (``static:ws://…``) and one over
+   two endpoints that are both this server (``127.0.0.1`` and ``localhost``:
+   p2c draws two each call): the same idempotent unary call, sequential
+   p50/p99 and 32 in flight (calls/s, client CPU per call), the channels
+   interleaved, medians of the repetitions. The ratios are what the balancer
+   costs per call (picking, bookkeeping, the retry budget).
 2. **join and death**, on an etcd of the bench's own (Debian's ``etcd`` on
    free ports; skipped with a note when it is not installed): two servers
    announced in etcd (TTL 2 s), a balancing channel on
@@ -144,11 +145,13 @@ async def overhead(reps: int, sequential: int, duration: float) -> dict[str, Any
         channels: dict[str, Channel] = {
             "direct": await connect(url),
             "balancing": await connect(f"static:{url}"),
+            # Two endpoints (two connections to the same server): p2c draws two each call.
+            "balancing_2": await connect(f"static:{url},ws://localhost:{server.port}"),
         }
         runs: dict[str, list[dict[str, float]]] = {name: [] for name in channels}
         request = StringValue(value="x")
         for rep in range(reps):
-            order = list(channels) if rep % 2 == 0 else list(reversed(channels))
+            order = list(channels)[rep % 3 :] + list(channels)[: rep % 3]
             for name in order:
                 channel = channels[name]
 
@@ -161,18 +164,22 @@ async def overhead(reps: int, sequential: int, duration: float) -> dict[str, Any
                 )
                 runs[name].append({**latency, **window.per_message()})
                 figures = rounded(runs[name][-1])
-                print(f"  rep {rep + 1} {name:9}: {figures}", flush=True)
+                print(f"  rep {rep + 1} {name:11}: {figures}", flush=True)
         for channel in channels.values():
             await channel.close()
     finally:
         server.close()
     result = {name: medians(samples) for name, samples in runs.items()}
-    direct, balancing = result["direct"], result["balancing"]
-    result["ratio_calls_per_s"] = balancing["msgs_per_s"] / direct["msgs_per_s"]
-    result["p50_added_us"] = balancing["p50_us"] - direct["p50_us"]
-    result["client_us_added_per_call"] = (
-        balancing["client_us_per_msg"] - direct["client_us_per_msg"]
-    )
+    direct = result["direct"]
+    for name in ("balancing", "balancing_2"):
+        balancing = result[name]
+        result[f"{name}_vs_direct"] = {
+            "calls_per_s_ratio": balancing["msgs_per_s"] / direct["msgs_per_s"],
+            "p50_added_us": balancing["p50_us"] - direct["p50_us"],
+            "client_us_added_per_call": (
+                balancing["client_us_per_msg"] - direct["client_us_per_msg"]
+            ),
+        }
     return result
 
 
@@ -297,17 +304,19 @@ async def main(arguments: argparse.Namespace) -> None:
     reps = 1 if quick else arguments.reps
     print("overhead: direct vs balancing channel on the same server (32 in flight)")
     over = await overhead(reps, 500 if quick else 3000, 1.0 if quick else 3.0)
-    for name in ("direct", "balancing"):
+    for name in ("direct", "balancing", "balancing_2"):
         figures = over[name]
         print(
-            f"  {name:9}: {figures['msgs_per_s']:8.0f} calls/s  p50 {figures['p50_us']:6.1f} µs"
+            f"  {name:11}: {figures['msgs_per_s']:8.0f} calls/s  p50 {figures['p50_us']:6.1f} µs"
             f"  p99 {figures['p99_us']:6.1f} µs  client {figures['client_us_per_msg']:5.1f} µs/call"
         )
-    print(
-        f"  balancing/direct calls/s {over['ratio_calls_per_s']:.2f}, "
-        f"p50 added {over['p50_added_us']:.1f} µs, "
-        f"client CPU added {over['client_us_added_per_call']:.1f} µs/call"
-    )
+    for name in ("balancing", "balancing_2"):
+        versus = over[f"{name}_vs_direct"]
+        print(
+            f"  {name}/direct calls/s {versus['calls_per_s_ratio']:.2f}, "
+            f"p50 added {versus['p50_added_us']:.1f} µs, "
+            f"client CPU added {versus['client_us_added_per_call']:.1f} µs/call"
+        )
     print("join and death (etcd, TTL 2 s, 16 callers alternating idempotent/non-idempotent)")
     follow = await join_and_death(2 if quick else arguments.rounds)
     if follow is not None:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import random
 import time
-from collections import deque
 from dataclasses import dataclass, field
 
 from flare_runtime.errors import ConfigurationError
@@ -38,7 +37,14 @@ class RetryBudget:
     (so a client making few calls can still retry one). With the default 0.1,
     retries add at most 10% load to a failing service, so retries cannot
     amplify an outage.
+
+    Calls and retries are counted in `SLICES` slices of the window (a ring of
+    counters), so a deposit is O(1) and the budget's memory does not grow
+    with the call rate; an event leaves the count between ``window`` and
+    ``window * (1 + 1 / SLICES)`` seconds after it happened.
     """
+
+    SLICES = 10
 
     def __init__(
         self, ratio: float = 0.1, *, min_per_second: float = 10.0, window: float = 10.0
@@ -48,30 +54,34 @@ class RetryBudget:
         self.ratio = ratio
         self.min_per_second = min_per_second
         self.window = window
-        self._calls: deque[float] = deque()
-        self._retries: deque[float] = deque()
+        self._slice = window / self.SLICES
+        self._calls = [0] * self.SLICES
+        self._retries = [0] * self.SLICES
+        self._current = 0
+        """The number of the slice being counted into (time // slice length)."""
 
-    def _trim(self, now: float) -> None:
-        horizon = now - self.window
-        for times in (self._calls, self._retries):
-            while times and times[0] < horizon:
-                times.popleft()
+    def _advance(self, now: float) -> int:
+        """Move to the slice of `now`, emptying the slices that left the window."""
+        number = int(now // self._slice)
+        passed = number - self._current
+        if passed > 0:
+            for step in range(1, min(passed, self.SLICES) + 1):
+                index = (self._current + step) % self.SLICES
+                self._calls[index] = self._retries[index] = 0
+            self._current = number
+        return self._current % self.SLICES
 
     def deposit(self, now: float | None = None) -> None:
         """Count one call (its first attempt)."""
-        now = time.monotonic() if now is None else now
-        self._calls.append(now)
-        if len(self._calls) > 4096:
-            self._trim(now)
+        self._calls[self._advance(time.monotonic() if now is None else now)] += 1
 
     def try_withdraw(self, now: float | None = None) -> bool:
         """Take one retry from the budget; False when it is spent."""
-        now = time.monotonic() if now is None else now
-        self._trim(now)
-        allowed = self.ratio * len(self._calls) + self.min_per_second * self.window
-        if len(self._retries) + 1 > allowed:
+        index = self._advance(time.monotonic() if now is None else now)
+        allowed = self.ratio * sum(self._calls) + self.min_per_second * self.window
+        if sum(self._retries) + 1 > allowed:
             return False
-        self._retries.append(now)
+        self._retries[index] += 1
         return True
 
 
