@@ -11,8 +11,9 @@ Phases, all in the same run:
    two endpoints that are both this server (``127.0.0.1`` and ``localhost``:
    p2c draws two each call): the same idempotent unary call, sequential
    p50/p99 and 32 in flight (calls/s, client CPU per call), the channels
-   interleaved, medians of the repetitions. The ratios are what the balancer
-   costs per call (picking, bookkeeping, the retry budget).
+   interleaved; medians of the repetitions, and of each repetition's ratio to
+   the direct channel. The ratios are what the balancer costs per call
+   (picking, bookkeeping, the retry budget).
 2. **join and death**, on an etcd of the bench's own (Debian's ``etcd`` on
    free ports; skipped with a note when it is not installed): two servers
    announced in etcd (TTL 2 s), a balancing channel on
@@ -170,16 +171,21 @@ async def overhead(reps: int, sequential: int, duration: float) -> dict[str, Any
     finally:
         server.close()
     result = {name: medians(samples) for name, samples in runs.items()}
-    direct = result["direct"]
+    # Per-repetition comparisons (the channels of one repetition ran back to back, under
+    # the same load from other processes), then their medians.
     for name in ("balancing", "balancing_2"):
-        balancing = result[name]
-        result[f"{name}_vs_direct"] = {
-            "calls_per_s_ratio": balancing["msgs_per_s"] / direct["msgs_per_s"],
-            "p50_added_us": balancing["p50_us"] - direct["p50_us"],
-            "client_us_added_per_call": (
-                balancing["client_us_per_msg"] - direct["client_us_per_msg"]
-            ),
-        }
+        result[f"{name}_vs_direct"] = medians(
+            [
+                {
+                    "calls_per_s_ratio": mine["msgs_per_s"] / direct["msgs_per_s"],
+                    "p50_added_us": mine["p50_us"] - direct["p50_us"],
+                    "client_us_added_per_call": (
+                        mine["client_us_per_msg"] - direct["client_us_per_msg"]
+                    ),
+                }
+                for mine, direct in zip(runs[name], runs["direct"], strict=True)
+            ]
+        )
     return result
 
 
