@@ -11,6 +11,7 @@ methods below, one per cardinality.
 from __future__ import annotations
 
 import abc
+import importlib
 import ssl
 import urllib.parse
 from collections.abc import (
@@ -37,6 +38,7 @@ from flare_runtime.calls import (
     intercepted_stream_unary,
     iterate,
 )
+from flare_runtime.discovery.resolver import RESOLVER_SCHEMES, Resolver
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.interceptors import (
     ClientCallInfo,
@@ -175,6 +177,13 @@ class Channel(abc.ABC):
     async def close(self) -> None:
         """Close the channel; calls still running fail with CANCELLED."""
 
+    @property
+    def accepting_calls(self) -> bool:
+        """False once no new call can start here: the channel is closed, or its server
+        is draining (GOAWAY). A balancing channel sends calls only to channels that
+        accept them."""
+        return True
+
     # ------------------------------------------------------------------ transport hooks
 
     @abc.abstractmethod
@@ -299,18 +308,28 @@ class ChannelOpener(Protocol):
     def __call__(self, url: str, options: ConnectOptions) -> Awaitable[Channel]: ...
 
 
+BALANCING_CHANNEL = "flare_runtime.discovery.channel"
+"""The module whose ``open_balancing_channel(address, options)`` opens a channel to a
+service address (named, not imported: it builds on this module)."""
+
+
 class Connecting:
     """What `connect` returns: await it for a channel, or use it with ``async with``."""
 
-    def __init__(self, url: str, options: ConnectOptions) -> None:
+    def __init__(self, url: str | Resolver, options: ConnectOptions) -> None:
         self._url = url
         self._options = options
         self._channel: Channel | None = None
 
     async def _open(self) -> Channel:
-        scheme = urllib.parse.urlsplit(self._url).scheme.lower()
+        url = self._url
+        if isinstance(url, Resolver) or url.split(":", 1)[0].lower() in RESOLVER_SCHEMES:
+            balancing = importlib.import_module(BALANCING_CHANNEL)
+            channel: Channel = await balancing.open_balancing_channel(url, self._options)
+            return channel
+        scheme = urllib.parse.urlsplit(url).scheme.lower()
         open_channel: ChannelOpener = REGISTRY.for_scheme(scheme).load_channel()
-        return await open_channel(self._url, self._options)
+        return await open_channel(url, self._options)
 
     def __await__(self) -> Generator[Any, None, Channel]:
         return self._open().__await__()
@@ -330,7 +349,7 @@ class Connecting:
 
 
 def connect(
-    url: str,
+    url: str | Resolver,
     *,
     token: str | None = None,
     metadata: MetadataLike | None = None,
@@ -343,6 +362,10 @@ def connect(
     """Open a `Channel` to `url`; the scheme picks the transport (the transport registry).
 
     ``channel = await connect(url)`` or ``async with connect(url) as channel:``.
+    A service address -- ``etcd://…/SERVICE``, ``static:URL,URL…`` or a
+    `Resolver` -- opens a balancing channel over the service's endpoints
+    instead (`flare_runtime.discovery.channel`; its own options, ``retry=``,
+    ``health=``, ``zone=``…, are keywords here too).
     Raises `ConnectionClosedError` when the server cannot be reached and
     `ConfigurationError` for an unknown scheme (or a broken transport plugin)
     or an option the transport does not take. `extra` holds transport

@@ -54,6 +54,12 @@ class RpcError(FlareError):
     `RpcError` with the same code, message and details on every transport.
     `details` are protobuf messages, carried like gRPC's
     `google.rpc.Status.details` (packed into `google.protobuf.Any`).
+
+    `not_processed` is True only when the client knows for certain that no
+    server processed the call: it was never sent (the connection was closed
+    or draining), or the server's GOAWAY excluded it (docs/wire-format.md
+    §3.10). Such a call is safe to send again, to any server, whatever the
+    route; the balancing channel does (docs/discovery.md, "Retries").
     """
 
     def __init__(
@@ -61,11 +67,14 @@ class RpcError(FlareError):
         code: StatusCode,
         message: str = "",
         details: Sequence[Message] = (),
+        *,
+        not_processed: bool = False,
     ) -> None:
         super().__init__(f"{code.name}: {message}" if message else code.name)
         self.code = code
         self.message = message
         self.details: tuple[Message, ...] = tuple(details)
+        self.not_processed = not_processed
 
     def __repr__(self) -> str:
         return f"RpcError({self.code.name}, {self.message!r}, details={len(self.details)})"

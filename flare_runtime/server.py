@@ -225,6 +225,7 @@ class Server:
         self._services: list[object] = []
         self._dispatcher: Dispatcher | None = None
         self._listeners: dict[str, Listener] = {}
+        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._stopped = asyncio.Event()
         for service in services:
             self.add(service)
@@ -356,6 +357,21 @@ class Server:
         self.dispatcher  # noqa: B018 -- freeze the router before the first connection
         self._listeners[name] = listener
 
+    @property
+    def transports(self) -> tuple[str, ...]:
+        """The names of the transports being served, in the order they started."""
+        return tuple(self._listeners)
+
+    def add_shutdown_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Await `hook()` first thing in `shutdown`, before any listener stops accepting.
+
+        Hooks run once, in the order added; one that raises is logged and the
+        shutdown goes on. Service registration deregisters here
+        (`flare_runtime.discovery.announce`), so that clients stop choosing this
+        server before it drains.
+        """
+        self._shutdown_hooks.append(hook)
+
     def port(self, transport: str) -> int:
         """The port `transport` (a registered name: "websocket", "quic", "grpc"...) is bound to."""
         listener = self._listeners.get(transport)
@@ -393,8 +409,15 @@ class Server:
             await self.shutdown(grace=grace)
 
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Stop every listener gracefully (see the module docstring). Idempotent."""
+        """Run the shutdown hooks, then stop every listener gracefully (see the module
+        docstring). Idempotent."""
         self._stopped.set()
+        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        for hook in hooks:
+            try:
+                await hook()
+            except Exception:
+                logger.exception("shutdown hook %r failed", hook)
         listeners = list(self._listeners.values())
         self._listeners.clear()
         if listeners:

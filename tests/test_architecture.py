@@ -46,6 +46,7 @@ LAYERS: dict[str, tuple[str, ...]] = {
         "reconnect",
         "reflection",
         "tracing",
+        "discovery",
     ),
     "wire": ("wire",),
     "transports": ("transports", "asgi"),

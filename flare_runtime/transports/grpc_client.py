@@ -309,6 +309,15 @@ class GrpcChannel(Channel):
         """True once `close` has been called."""
         return self._closed
 
+    @property
+    def accepting_calls(self) -> bool:
+        """False once closed, or while grpcio cannot reach the server (TRANSIENT_FAILURE).
+
+        grpcio handles the server's GOAWAY itself (it moves new calls to a new
+        connection); a server that is gone shows as TRANSIENT_FAILURE.
+        """
+        return not self._closed and self._channel.get_state() not in _FAILED_STATES
+
     async def close(self) -> None:
         """Close the channel; calls still running fail with CANCELLED."""
         if self._closed:

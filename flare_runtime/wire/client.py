@@ -169,7 +169,7 @@ class ClientEndpoint(WireEndpoint):
         metadata or message exceeds the server's limits.
         """
         if self._closed or self.going_away:
-            raise self.unavailable()
+            raise self.unavailable(not_processed=True)
         if self.route_observer is not None:
             self.route_observer(route)
         wire_id = route.wire_id
@@ -192,7 +192,7 @@ class ClientEndpoint(WireEndpoint):
         except LimitExceededError as exc:
             raise RpcError(StatusCode.RESOURCE_EXHAUSTED, str(exc)) from None
         except (LocalProtocolError, ConnectionClosedError):
-            raise self.unavailable() from None
+            raise self.unavailable(not_processed=True) from None
         call = ClientCall(call_id, info)
         calls = self.calls
         calls[call_id] = call
@@ -310,7 +310,13 @@ class ClientEndpoint(WireEndpoint):
             if call.info is not None:
                 call.info.trailers = call.trailers
         if ended.status:  # not OK
-            call.error = RpcError(ended.status, ended.message, unpack_details(ended.details))
+            call.error = RpcError(
+                ended.status,
+                ended.message,
+                unpack_details(ended.details),
+                # Ended here with UNAVAILABLE: the server's GOAWAY excluded it (§3.10).
+                not_processed=ended.local and ended.status is StatusCode.UNAVAILABLE,
+            )
         future = call.future
         if future is not None and not future.done():
             if call.error is not None:
@@ -376,10 +382,13 @@ class ClientEndpoint(WireEndpoint):
             self.close_reason = f"connection lost: {exc}" if exc else "connection lost"
         self._fail_all(self.close_reason)
 
-    def unavailable(self) -> RpcError:
-        """The error for a call attempted on a closed or draining connection."""
+    def unavailable(self, *, not_processed: bool = False) -> RpcError:
+        """The error for a call attempted on a closed or draining connection.
+
+        `not_processed`: nothing of the call was sent (`RpcError.not_processed`).
+        """
         reason = self.close_reason or "connection closed"
-        return RpcError(StatusCode.UNAVAILABLE, reason)
+        return RpcError(StatusCode.UNAVAILABLE, reason, not_processed=not_processed)
 
 
 class WireChannel(Channel):
@@ -532,6 +541,12 @@ class WireChannel(Channel):
     def closed(self) -> bool:
         """True once the connection is closed (by either side)."""
         return self.endpoint.closed
+
+    @property
+    def accepting_calls(self) -> bool:
+        """False once the connection is closed or the server sent GOAWAY."""
+        endpoint = self.endpoint
+        return not (endpoint.closed or endpoint.going_away)
 
 
 class _WireStreamCall(BidiStreamCall[RequestT, ResponseT], Generic[RequestT, ResponseT]):
