@@ -148,6 +148,9 @@ async def _serve(
         tls=plan.tls,
         shared_ports=shared,
     )
+    # A drain asked of this worker (the admin API's Drain) drains the whole
+    # host: the supervisor sends every worker SIGTERM, this one included.
+    server.drain_handler = _drain_host
     status.send(READY)
     try:
         await stop.wait()
@@ -155,6 +158,12 @@ async def _serve(
         # Signals that come during the drain change nothing (the supervisor
         # escalates with SIGKILL when the drain takes too long).
         await server.shutdown(grace=plan.grace)
+
+
+def _drain_host() -> None:
+    """Ask the supervisor to drain every worker (as SIGTERM to it does)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 def _lifeline_read(fd: int, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:
