@@ -212,13 +212,13 @@ def _file_values(path: Path, known: Mapping[str, Key]) -> dict[str, Any]:
 # ------------------------------------------------------------------ values
 
 
-def _type_name(annotation: Any) -> str:
+def type_name(annotation: Any) -> str:
     origin = typing.get_origin(annotation)
     arguments = typing.get_args(annotation)
     if origin is Literal:
         return "one of " + ", ".join(repr(a) for a in arguments)
     if origin in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(a) for a in arguments if a is not type(None))
+        return " or ".join(type_name(a) for a in arguments if a is not type(None))
     if origin is list:
         return "a list of strings"
     if origin is dict:
@@ -237,7 +237,7 @@ def _check(key: Key, value: Any, where: str) -> Any:
     """`value` as `key`'s type, or ConfigError naming `where` (file and key, or flag)."""
     ok, converted = _convert(key.type, value)
     if not ok:
-        raise ConfigError(f"{where}: expected {_type_name(key.type)}, got {_shown(key, value)}")
+        raise ConfigError(f"{where}: expected {type_name(key.type)}, got {_shown(key, value)}")
     return converted
 
 
@@ -306,7 +306,7 @@ def _parse_text(key: Key, text: str, where: str) -> Any:
         ok, converted = _convert(annotation, candidate)
         if ok:
             return converted
-    raise ConfigError(f"{where}: expected {_type_name(annotation)}, got {_shown(key, text)}")
+    raise ConfigError(f"{where}: expected {type_name(annotation)}, got {_shown(key, text)}")
 
 
 def _text_candidates(kind: Any, text: str) -> list[Any]:
@@ -470,15 +470,15 @@ def print_config(loaded: LoadedConfig) -> str:
             if value is None:
                 lines.append(f"# {key.name} = (unset){comment}")
             else:
-                lines.append(f"{key.name} = {_toml_value(value)}{comment}")
+                lines.append(f"{key.name} = {toml_value(value)}{comment}")
     return "\n".join(lines) + "\n"
 
 
-def _toml_value(value: Any) -> str:
+def toml_value(value: Any) -> str:
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, enum.Enum):
-        return _toml_value(value.value)
+        return toml_value(value.value)
     if isinstance(value, float):
         if math.isinf(value):
             return "inf"
@@ -489,14 +489,14 @@ def _toml_value(value: Any) -> str:
         escaped = value.replace("\\", "\\\\").replace('"', '\\"')
         return f'"{escaped}"'
     if isinstance(value, list):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return "[" + ", ".join(toml_value(item) for item in value) + "]"
     if isinstance(value, Mapping):
-        inner = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        inner = ", ".join(f"{_toml_key(k)} = {toml_value(v)}" for k, v in value.items())
         return "{" + inner + "}"
-    return _toml_value(str(value))
+    return toml_value(str(value))
 
 
 def _toml_key(name: str) -> str:
     if name and all(c.isalnum() or c in "-_" for c in name):
         return name
-    return _toml_value(name)
+    return toml_value(name)

@@ -130,6 +130,7 @@ def merge(snapshots: list[tuple[Snapshot, bool]]) -> Snapshot:
     """The sum of (snapshot, is its process alive) pairs; gauges of dead processes dropped."""
     calls: dict[tuple[str, str], list[Any]] = {}
     merged: Snapshot = {"calls": [], "transports": {}, "server": {}}
+    merged["workers"] = sum(1 for _, alive in snapshots if alive)
     for data, alive in snapshots:
         for transport, route, codes, counts, seconds in data.get("calls", []):
             entry = calls.get((transport, route))
@@ -226,6 +227,13 @@ class FlareCollector:
             "Calls to a route this server does not serve.",
             value=server.get("unknown_routes", 0),
         )
+        workers = data.get("workers")
+        if workers is not None:
+            yield GaugeMetricFamily(
+                "flare_server_workers",
+                "With --workers N: the live worker processes whose counters this scrape sums.",
+                value=workers,
+            )
         im = data.get("im")
         if im is not None:
             yield GaugeMetricFamily(
