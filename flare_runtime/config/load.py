@@ -142,6 +142,7 @@ def load_config(
             values[dotted] = _check(key, value, where)
         sources[dotted] = where
     _check_transports(values["listen"], sources.get("listen", "listen"))
+    _check_addresses(values, sources)
     config = _build(FlareConfig, "", values, sources)
     return LoadedConfig(config, file, values, sources)
 
@@ -361,6 +362,21 @@ def _check_transports(listen: Mapping[str, str], where: str) -> None:
                 f"unknown transport {name!r}: known transports are {', '.join(names)} "
                 f"(listen.{name}, from {where}){hint}"
             )
+
+
+def _check_addresses(values: Mapping[str, Any], sources: Mapping[str, str]) -> None:
+    from flare_runtime.server import parse_address  # noqa: PLC0415
+
+    addresses = [
+        (f"listen.{name}", address, "listen") for name, address in values["listen"].items()
+    ]
+    if values["metrics.listen"] is not None:
+        addresses.append(("metrics.listen", values["metrics.listen"], "metrics.listen"))
+    for dotted, address, key in addresses:
+        try:
+            parse_address(address)
+        except ConfigurationError as error:
+            raise ConfigError(f"{dotted}: {error} (from {sources.get(key, 'defaults')})") from None
 
 
 # ------------------------------------------------------------------ objects

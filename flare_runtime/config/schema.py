@@ -84,6 +84,12 @@ class ServeSection:
         True, "Serve the reflection service (what ``flare list/describe/call`` use)."
     )
 
+    def __post_init__(self) -> None:
+        if self.workers != "auto" and self.workers < 1:
+            raise ValueError(f'workers must be at least 1 (or "auto"), got {self.workers}')
+        if not self.grace >= 0:
+            raise ValueError(f"grace must be zero or more seconds, got {self.grace}")
+
 
 @dataclass(frozen=True, slots=True)
 class TlsSection:
@@ -167,6 +173,12 @@ class MetricsSection:
         "With workers: seconds between each worker's publication of its counters "
         "(a scrape sees the others' as of their last one).",
     )
+
+    def __post_init__(self) -> None:
+        if not 0 < self.publish_interval <= 3600:
+            raise ValueError(
+                f"publish_interval must be above 0 and at most 3600 s, got {self.publish_interval}"
+            )
 
 
 @dataclass(frozen=True, slots=True)
