@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 from pathlib import Path
 
@@ -11,6 +12,7 @@ from google.protobuf import empty_pb2
 
 from flare_runtime import connect
 from flare_runtime.auth import issue_jwt
+from flare_runtime.im.client import ImClient
 from flare_runtime.testing.operated import FLARE, Operated, environment
 from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.wire.client import WireChannel
@@ -75,3 +77,43 @@ async def test_sessions_need_the_im(tmp_path: Path) -> None:
         url = f"ws://127.0.0.1:{served.ports['websocket']}"
         status, _, err = await admin(url, "sessions")
         assert status == 1 and err.startswith("FAILED_PRECONDITION:")
+
+
+IM_CONFIG = f"""\
+listen = {{websocket = "127.0.0.1:0"}}
+[auth]
+jwt_secret = "{SECRET}"
+[admin]
+enabled = true
+[im]
+enabled = true
+database = "im.db"
+keys = {{1 = "{base64.b64encode(bytes(range(32))).decode()}"}}
+[metrics]
+listen = "127.0.0.1:0"
+"""
+
+
+async def test_im_sessions_listed_counted_and_kicked(tmp_path: Path) -> None:
+    """The built-in IM served from the file alone: a device's session is listed by
+    ``flare admin sessions``, counted in /metrics, and ended by ``kick-session``."""
+    with Operated.start(tmp_path, IM_CONFIG) as served:
+        url = f"ws://127.0.0.1:{served.ports['websocket']}"
+        device = ImClient(url, token=issue_jwt(SECRET, "carol"), device_id="phone")
+        await device.start()
+        try:
+            status, out, err = await admin(url, "sessions", "--user", "carol")
+            assert status == 0, err
+            (line,) = out.splitlines()
+            session_id, user, device_id, _ = line.split("\t")
+            assert (session_id, user, device_id) == (device.session_id, "carol", "phone")
+            _, text = await asyncio.to_thread(served.get, "/metrics")
+            assert "flare_im_sessions 1.0" in text
+            status, out, err = await admin(url, "kick-session", session_id)
+            assert (status, out) == (0, "kicked\n"), err
+            await wait_until(lambda: device.ended is not None, 10 * UNIT)
+            status, out, err = await admin(url, "sessions")
+            assert (status, out) == (0, ""), err
+        finally:
+            await device.close()
+        assert served.stop() == 0
