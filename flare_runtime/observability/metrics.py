@@ -328,10 +328,12 @@ class MetricsEndpoint:
             self._listening = None
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head_only = False
         try:
             async with asyncio.timeout(_READ_TIMEOUT):
                 head = await reader.readuntil(b"\r\n\r\n")
             status, content_type, body = self._answer(head)
+            head_only = head.startswith(b"HEAD ")
         except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, TimeoutError, ValueError):
             status, content_type, body = "400 Bad Request", "text/plain", b"bad request\n"
         except ConnectionError:
@@ -343,7 +345,7 @@ class MetricsEndpoint:
         writer.write(
             f"HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\n"
             f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode("ascii")
-            + body
+            + (b"" if head_only else body)
         )
         with contextlib.suppress(ConnectionError):
             await writer.drain()

@@ -92,3 +92,10 @@ async def test_many_connections_that_send_nothing(endpoint: MetricsEndpoint) -> 
     finally:
         for _, writer in idle:
             writer.close()
+
+
+async def test_head_gets_headers_only(endpoint: MetricsEndpoint) -> None:
+    """``HEAD /metrics`` → 200 with the body's length and no body."""
+    answer = await exchange(endpoint.port, b"HEAD /metrics HTTP/1.1\r\n\r\n")
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200 OK") and b"Content-Length: " in head and body == b""
