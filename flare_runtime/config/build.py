@@ -169,6 +169,12 @@ async def build(loaded: LoadedConfig) -> Built:
     if config.admin.enabled:
         from flare_runtime.admin.service import AdminService  # noqa: PLC0415
 
+        if server.auth is None:
+            raise ConfigError(
+                "admin.enabled: the admin API needs callers with the flare.admin scope, "
+                "so an auth plugin: configure [auth] (e.g. jwt_secret_file)"
+            )
+
         server.add(AdminService(server, im=core))
     if config.logging.access_log:
         from flare_runtime.observability.logs import access_log  # noqa: PLC0415

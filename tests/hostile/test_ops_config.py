@@ -93,3 +93,9 @@ def test_im_key_that_is_not_base64(tmp_path: Path) -> None:
     """``[im] enabled, keys = {1 = "!!"}`` → one line naming im.keys.1."""
     result = serve(tmp_path, '[im]\nenabled = true\nkeys = {1 = "!!"}\n')
     one_line_error(result, "im.keys.1: not base64")
+
+
+def test_admin_without_auth(tmp_path: Path) -> None:
+    """``[admin] enabled = true`` and no ``[auth]`` → one line: the admin API needs auth
+    (else every call would be refused and the operator would not know why)."""
+    one_line_error(serve(tmp_path, "[admin]\nenabled = true\n"), "admin.enabled: ", "[auth]")
