@@ -127,8 +127,10 @@ class _ServerCall:
 
     __slots__ = ("bound", "call_id", "context", "headers_sent", "inbox", "started", "task")
 
-    def __init__(self, call_id: int, bound: ServedRoute, context: CallContext) -> None:
-        self.started = _monotonic()
+    def __init__(
+        self, call_id: int, bound: ServedRoute, context: CallContext, started: float
+    ) -> None:
+        self.started = started
         self.call_id = call_id
         self.headers_sent = False
         self.bound = bound
@@ -329,7 +331,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self.connection_auth.principal,
             self,
         )
-        call = _ServerCall(call_id, bound, context)
+        call = _ServerCall(call_id, bound, context, self.received_at)
         self._calls[call_id] = call
         cardinality = bound.route.cardinality
         if cardinality is Cardinality.CLIENT_STREAM or cardinality is Cardinality.BIDI_STREAM:
