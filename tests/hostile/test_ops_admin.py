@@ -74,3 +74,31 @@ async def test_admin_calls_with_a_forged_token(server: Server) -> None:
     """A token claiming the scope, signed with another key → UNAUTHENTICATED."""
     token = issue_jwt("another-key-0123456789abcdefghijklmn", "mallory", scopes=["flare.admin"])
     await _refused(server, token, StatusCode.UNAUTHENTICATED)
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["ws://127.0.0.1:1", "kick"], "kick needs an ID"),
+        (["ws://127.0.0.1:1", "stats", "7"], "stats takes no ID"),
+        (["nope://x", "stats"], "flare admin: "),
+    ],
+)
+def test_admin_command_misuse(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``flare admin URL kick`` (no ID), an ID where none goes, a bad URL → exit 2, one line."""
+    from flare_runtime.cli import main
+
+    assert main(["admin", *argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("flare admin: ") and message in err and err.count("\n") == 1
+
+
+def test_admin_against_a_port_that_is_closed(capsys: pytest.CaptureFixture[str]) -> None:
+    """``flare admin ws://127.0.0.1:1 stats`` (nothing listens) → exit 1, one line."""
+    from flare_runtime.cli import main
+
+    assert main(["admin", "ws://127.0.0.1:1", "stats", "--connect-timeout", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("flare admin: cannot connect") and err.count("\n") == 1
