@@ -15,9 +15,12 @@ Measured per side (runs interleaved, ``--reps`` times, medians reported):
                at connect), over ``--idle-conns`` connections
 
 The Flare server is a real `flare_runtime.Server` with JWT auth configured;
-the echo handler returns its request. Prints a table and the ratios the
-runtime issue sets targets for (>= 0.8x throughput, <= +25 us p50,
-<= 16 KB idle per client).
+the echo handler returns its request. With ``--metrics`` it also serves
+Prometheus metrics (`flare_runtime.observability.metrics.serve_metrics`) and
+is scraped once a second over HTTP by a task of its own (a Prometheus at a
+1 s interval; the scrape's cost lands on the server's CPU, as it would).
+Prints a table and the ratios the runtime issue sets targets for (>= 0.8x
+throughput, <= +25 us p50, <= 16 KB idle per client).
 
     .venv/bin/python -m bench.ws_bench             # ~60 s
     .venv/bin/python -m bench.ws_bench --quick     # ~20 s
@@ -97,12 +100,31 @@ async def _serve_commands(count: Callable[[], int]) -> None:
     await done
 
 
-async def serve_flare() -> None:
+async def serve_flare(metrics: bool) -> None:
     server = Server([(SERVICE, BenchService())], auth=JWTAuth(JWT_KEY))
+    scraping: asyncio.Task[None] | None = None
+    if metrics:
+        from flare_runtime.observability.metrics import serve_metrics  # noqa: PLC0415
+
+        endpoint = serve_metrics(server, f"{LOOPBACK}:0")
     await server.start(websocket=f"{LOOPBACK}:0")
+    if metrics:
+        scraping = asyncio.ensure_future(_scrape_every_second(endpoint.port))
     print(f"READY {server.port('websocket')}", flush=True)
     await _serve_commands(lambda: len(server.connections))
+    if scraping is not None:
+        scraping.cancel()
     await server.shutdown(grace=0)
+
+
+async def _scrape_every_second(port: int) -> None:
+    while True:
+        await asyncio.sleep(1.0)
+        reader, writer = await asyncio.open_connection(LOOPBACK, port)
+        writer.write(b"GET /metrics HTTP/1.1\r\nHost: bench\r\n\r\n")
+        body = await reader.read()
+        writer.close()
+        assert b"flare_server_calls_total" in body
 
 
 async def serve_raw() -> None:
@@ -127,8 +149,9 @@ async def serve_raw() -> None:
         await _serve_commands(lambda: open_connections)
 
 
-def start_server(kind: str) -> ServerProcess:
-    return ServerProcess(["-m", "bench.ws_bench", "--role", "server", "--kind", kind])
+def start_server(kind: str, metrics: bool = False) -> ServerProcess:
+    flags = ["--metrics"] if metrics and kind == "flare" else []
+    return ServerProcess(["-m", "bench.ws_bench", "--role", "server", "--kind", kind, *flags])
 
 
 def server_stats(server: ServerProcess) -> tuple[int, int]:
@@ -263,7 +286,7 @@ async def _open(kind: str, url: str, token: str) -> Any:
 
 
 async def client_run(kind: str, args: argparse.Namespace) -> dict[str, float]:
-    server = start_server(kind)
+    server = start_server(kind, args.metrics)
     try:
         runner = run_raw if kind == "raw" else run_flare
         result = await runner(server.port, args, server.pid)
@@ -287,12 +310,15 @@ def main() -> None:
     parser.add_argument("--idle-conns", type=int, default=3000)
     parser.add_argument("--quick", action="store_true", help="1 rep, shorter phases")
     parser.add_argument("--json", action="store_true", help="print one JSON line only")
+    parser.add_argument(
+        "--metrics", action="store_true", help="Flare serves /metrics, scraped every second"
+    )
     args = parser.parse_args()
     raise_fd_limit()
     if args.role == "server":
         pin_cpu(SERVER_CPU)
         set_deadline(300)
-        uvloop.run(serve_flare() if args.kind == "flare" else serve_raw())
+        uvloop.run(serve_flare(args.metrics) if args.kind == "flare" else serve_raw())
         return
     if args.quick:
         args.reps, args.seq_n, args.stream_n, args.duration = 1, 1000, 20_000, 1.0
@@ -312,7 +338,14 @@ def main() -> None:
     }
     if "idle_bytes_per_conn" in flare:
         ratios["idle_kb_per_conn"] = flare["idle_bytes_per_conn"] / 1000
-    report = {"bench": "ws_bench", "reps": args.reps, "raw": raw, "flare": flare, **ratios}
+    report = {
+        "bench": "ws_bench",
+        "metrics": args.metrics,
+        "reps": args.reps,
+        "raw": raw,
+        "flare": flare,
+        **ratios,
+    }
     if args.json:
         print(json.dumps(report))
         return

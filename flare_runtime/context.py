@@ -9,6 +9,7 @@ response headers and trailers through it.
 from __future__ import annotations
 
 import time
+from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any
 
 from flare_runtime.auth import Principal
@@ -89,6 +90,12 @@ class CallContext:
         )
 
     @property
+    def connection_id(self) -> str | None:
+        """The id of the connection the call arrived on (`ServerConnection.connection_id`)."""
+        connection = self.connection
+        return None if connection is None else connection.connection_id
+
+    @property
     def response_headers(self) -> Metadata:
         """Headers set so far by the handler and interceptors."""
         return self._response_headers
@@ -97,3 +104,14 @@ class CallContext:
     def trailers(self) -> Metadata:
         """Trailers set so far by the handler and interceptors."""
         return self._response_trailers
+
+
+CURRENT_CALL: ContextVar[CallContext | None] = ContextVar("flare_current_call", default=None)
+"""The call the running code serves: set by the `Dispatcher` in each call's own task
+before auth, interceptors and the handler run, so a log record written anywhere under a
+handler can say which call it belongs to (`flare_runtime.observability.logs`)."""
+
+
+def current_call() -> CallContext | None:
+    """The `CallContext` of the call the running task serves, or None outside a call."""
+    return CURRENT_CALL.get()

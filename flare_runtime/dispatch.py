@@ -64,6 +64,7 @@ async iterator; it ends at the client's half-close and should raise
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -72,7 +73,7 @@ from typing import Any, TypeAlias
 from google.protobuf.message import Message
 
 from flare_runtime.auth import AUTHORIZATION_KEY, AuthPlugin, Principal, check_single_credential
-from flare_runtime.context import CallContext
+from flare_runtime.context import CURRENT_CALL, CallContext
 from flare_runtime.errors import RpcError
 from flare_runtime.interceptors import (
     ServerInterceptor,
@@ -92,6 +93,7 @@ from flare_runtime.routing import (
     Transport,
     split_wire_id,
 )
+from flare_runtime.stats import CallMeter, ServerStats
 from flare_runtime.status import StatusCode
 
 logger = logging.getLogger("flare_runtime.server")
@@ -114,6 +116,9 @@ class ConnectionAuth:
 
 ANONYMOUS = ConnectionAuth()
 
+UNMETERED = CallMeter("", "")
+"""The meter of `ServedRoute` entries no transport counts through (`Dispatcher.unary`)."""
+
 UnaryRunner: TypeAlias = Callable[[Message, CallContext, ConnectionAuth | None], Awaitable[Message]]
 """One unary route's whole call, built once per route by the `Dispatcher`: awaiting
 ``runner(request, context, connection_auth)`` authorizes, runs the interceptors and the
@@ -131,6 +136,9 @@ class ServedRoute(BoundRoute):
 
     unary: UnaryRunner
     """The route's `UnaryRunner`; for a streaming route, one that fails INTERNAL."""
+    meter: CallMeter = UNMETERED
+    """Where the transport counts each call's end (`CallMeter.ended`): the entries
+    `wire_routes` and `routes` hand out have one per route and transport."""
 
 
 def to_rpc_error(
@@ -172,12 +180,15 @@ class Dispatcher:
         interceptors: Sequence[ServerInterceptor] = (),
         auth: AuthPlugin | None = None,
         peer_log: PeerLog | None = None,
+        stats: ServerStats | None = None,
     ) -> None:
         self.router = router
         self.interceptors: tuple[ServerInterceptor, ...] = tuple(interceptors)
         self.auth = auth
         self.peer_log = peer_log if peer_log is not None else PeerLog()
         """Rate-limits the log lines clients can cause (handler failures, here)."""
+        self.stats = stats if stats is not None else ServerStats()
+        """Where transports count calls (the `CallMeter` of each `ServedRoute`)."""
         self._unary_chains: dict[str, UnaryCallNext] = {}
         self._stream_chains: dict[str, StreamCallNext] = {}
         self._served: dict[str, ServedRoute] = {}
@@ -205,9 +216,12 @@ class Dispatcher:
         return table
 
     def routes(self, transport: Transport) -> list[ServedRoute]:
-        """The routes served on `transport` (their ``transports`` option names it)."""
+        """The routes served on `transport` (their ``transports`` option names it), each
+        with its `CallMeter` for `transport`."""
+        stats = self.stats
+        name = transport.value
         return [
-            served
+            dataclasses.replace(served, meter=stats.meter(name, served.route.path))
             for served in self._served.values()
             if transport in served.route.options.transports
         ]
@@ -227,10 +241,12 @@ class Dispatcher:
             check_single_credential(metadata)
             principal = await self.auth.authenticate(metadata, peer)
         except RpcError as error:
+            self.stats.connection_auth_failures += 1
             return ConnectionAuth(error=error)
         except Exception as exc:
             # Calls awaiting the connection's auth must get an answer, not
             # this exception (a streaming call would never end).
+            self.stats.connection_auth_failures += 1
             return ConnectionAuth(error=to_rpc_error(exc, None, self.peer_log))
         return ConnectionAuth(principal=principal) if principal is not None else ANONYMOUS
 
@@ -258,11 +274,13 @@ class Dispatcher:
             return
         principal = context.principal
         if principal is None:
+            self.stats.call_auth_failures += 1
             if auth_error is not None:
                 raise auth_error
             raise RpcError(StatusCode.UNAUTHENTICATED, f"{context.route.path} needs authentication")
         missing = [scope for scope in options.scopes if scope not in principal.scopes]
         if missing:
+            self.stats.call_auth_failures += 1
             raise RpcError(
                 StatusCode.PERMISSION_DENIED,
                 f"{context.route.path} needs scope {', '.join(missing)}",
@@ -317,9 +335,12 @@ class Dispatcher:
         # `_needs_authorize`, with the route's part decided here once.
         always = route.options.auth is not AuthRequirement.NONE or bool(route.options.scopes)
 
+        set_current_call = CURRENT_CALL.set
+
         async def unary(
             request: Message, context: CallContext, connection_auth: ConnectionAuth | None
         ) -> Message:
+            set_current_call(context)  # the call's own task (or context copy): no reset
             try:
                 if (
                     always
@@ -348,6 +369,7 @@ class Dispatcher:
         connection_auth: ConnectionAuth | None = None,
     ) -> Message:
         """Run a client-streaming call; return its response or raise `RpcError`."""
+        CURRENT_CALL.set(context)
         try:
             if self._needs_authorize(context, connection_auth):
                 await self.authorize(context, connection_auth)
@@ -398,6 +420,7 @@ class Dispatcher:
         context: CallContext,
         connection_auth: ConnectionAuth | None,
     ) -> AsyncIterator[Message]:
+        CURRENT_CALL.set(context)
         try:
             if self._needs_authorize(context, connection_auth):
                 await self.authorize(context, connection_auth)

@@ -29,6 +29,18 @@ Graceful shutdown (`shutdown`): every listener stops accepting, tells its
 clients to go away (Flare GOAWAY / gRPC's own), lets calls in flight finish
 for up to `grace` seconds, then cancels what is left and closes.
 
+Lifecycle hooks: ``on_startup`` coroutines run at the first `start`, before any
+listener accepts (start an IM core, a metrics endpoint...); ``on_drain`` ones
+run first thing in `shutdown`, before any listener stops accepting (withdraw
+from a service registry); ``on_shutdown`` ones run at the end of `shutdown`,
+after every listener has drained, in reverse order. A hook that raises is
+logged and the shutdown goes on. `ready` is True from the end of `start` until a drain begins
+(`request_drain`, SIGTERM, `shutdown`): what a readiness probe reports.
+
+Every server counts what it serves in ``server.stats`` (`flare_runtime.stats`);
+open WebSocket/QUIC connections are ``server.connections``, each with its
+`ConnectionInfo` (the id logs, metrics and the admin API name it by).
+
 Ports: a listener binds its port for this process alone, so a second server
 on a busy port fails with "address already in use". Worker processes of one
 host (``flare serve --workers N``, `flare_runtime.workers`) share their ports:
@@ -40,10 +52,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import signal
 import socket
 import ssl
+import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
@@ -56,6 +70,7 @@ from flare_runtime.peer_log import PeerLog
 from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.routing import PushTable, Router, ServiceRoutes
 from flare_runtime.sharing import sharing_problems
+from flare_runtime.stats import ServerStats
 from flare_runtime.transport_registry import REGISTRY
 
 if TYPE_CHECKING:
@@ -104,6 +119,18 @@ class ListenerStarter(Protocol):
 
 
 ConnectionHook = Callable[["ServerConnection"], None]
+LifecycleHook = Callable[["Server"], Awaitable[None]]
+"""An ``async def hook(server)`` run at startup or shutdown (`Server.on_startup`)."""
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectionInfo:
+    """What the server knows of one open WebSocket/QUIC connection beyond the connection."""
+
+    connection_id: str
+    """Unique within this process (with workers: prefixed by the worker's index)."""
+    opened_at: float
+    """When it opened (`time.time()`)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,6 +229,9 @@ class Server:
         on_disconnect: ConnectionHook | None = None,
         parts: Iterable[object] = (),
         reflection: bool = True,
+        on_startup: Iterable[LifecycleHook] = (),
+        on_drain: Iterable[LifecycleHook] = (),
+        on_shutdown: Iterable[LifecycleHook] = (),
     ) -> None:
         self.router = Router()
         self.interceptors = tuple(interceptors)
@@ -215,8 +245,25 @@ class Server:
         """Called with each new WebSocket/QUIC connection once it is open."""
         self.on_disconnect = on_disconnect
         """Called with each WebSocket/QUIC connection once it has closed."""
-        self.connections: set[ServerConnection] = set()
-        """Open WebSocket/QUIC connections (gRPC connections are grpcio's)."""
+        self.connections: dict[ServerConnection, ConnectionInfo] = {}
+        """Open WebSocket/QUIC connections (gRPC connections are grpcio's), with their ids."""
+        self.stats = ServerStats()
+        """What this server has served (`flare_runtime.stats`)."""
+        self.on_startup: list[LifecycleHook] = list(on_startup)
+        """Run once, in order, at the first `start`, before any listener starts."""
+        self.on_drain: list[LifecycleHook] = list(on_drain)
+        """Run once, in order, first thing in `shutdown`, before any listener stops
+        accepting (service registration withdraws here, `flare_runtime.discovery.announce`,
+        so that clients stop choosing this server before it drains)."""
+        self.on_shutdown: list[LifecycleHook] = list(on_shutdown)
+        """Run once, in reverse order, at the end of `shutdown` (after the first `start`)."""
+        self.drain_handler: Callable[[], None] | None = None
+        """What `request_drain` does instead of stopping this process's server (a worker
+        process sets it to have its supervisor drain every worker)."""
+        self._connection_ids = itertools.count(1)
+        self._started_up = False
+        self._draining = False
+        self._serving = False
         self.parts: list[object] = list(parts)
         """What the server is made of beyond its services, auth and interceptors (a
         `ClusterNode`, a storage...): asked, like them, by `sharing_problems`."""
@@ -225,7 +272,6 @@ class Server:
         self._services: list[object] = []
         self._dispatcher: Dispatcher | None = None
         self._listeners: dict[str, Listener] = {}
-        self._shutdown_hooks: list[Callable[[], Awaitable[None]]] = []
         self._stopped = asyncio.Event()
         for service in services:
             self.add(service)
@@ -286,7 +332,11 @@ class Server:
         """The dispatcher every transport uses (built on first use; freezes the router)."""
         if self._dispatcher is None:
             self._dispatcher = Dispatcher(
-                self.router, interceptors=self.interceptors, auth=self.auth, peer_log=self.peer_log
+                self.router,
+                interceptors=self.interceptors,
+                auth=self.auth,
+                peer_log=self.peer_log,
+                stats=self.stats,
             )
         return self._dispatcher
 
@@ -328,6 +378,10 @@ class Server:
         self.dispatcher  # noqa: B018 -- freeze the router before the first connection
         if shared_ports is not None:
             self.shared_ports = shared_ports
+        if not self._started_up:
+            self._started_up = True
+            for hook in self.on_startup:
+                await hook(self)
         started: list[Listener] = []
         try:
             for name, address in addresses.items():
@@ -341,6 +395,8 @@ class Server:
                     del self._listeners[name]
             await asyncio.gather(*(listener.shutdown(0) for listener in started))
             raise
+        self._serving = True
+        self._draining = False
 
     async def attach(self, name: str, listener: Listener) -> None:
         """Serve through `listener`, started by something else than `start`.
@@ -361,16 +417,6 @@ class Server:
     def transports(self) -> tuple[str, ...]:
         """The names of the transports being served, in the order they started."""
         return tuple(self._listeners)
-
-    def add_shutdown_hook(self, hook: Callable[[], Awaitable[None]]) -> None:
-        """Await `hook()` first thing in `shutdown`, before any listener stops accepting.
-
-        Hooks run once, in the order added; one that raises is logged and the
-        shutdown goes on. Service registration deregisters here
-        (`flare_runtime.discovery.announce`), so that clients stop choosing this
-        server before it drains.
-        """
-        self._shutdown_hooks.append(hook)
 
     def port(self, transport: str) -> int:
         """The port `transport` (a registered name: "websocket", "quic", "grpc"...) is bound to."""
@@ -409,19 +455,53 @@ class Server:
             await self.shutdown(grace=grace)
 
     async def shutdown(self, grace: float = 10.0) -> None:
-        """Run the shutdown hooks, then stop every listener gracefully (see the module
-        docstring). Idempotent."""
+        """Run the ``on_drain`` hooks, stop every listener gracefully (see the module
+        docstring), then run the ``on_shutdown`` hooks. Idempotent."""
+        self._draining = True
         self._stopped.set()
-        hooks, self._shutdown_hooks = self._shutdown_hooks, []
+        hooks, self.on_drain = self.on_drain, []
         for hook in hooks:
             try:
-                await hook()
+                await hook(self)
             except Exception:
-                logger.exception("shutdown hook %r failed", hook)
+                logger.exception("on_drain hook failed")
         listeners = list(self._listeners.values())
         self._listeners.clear()
         if listeners:
             await asyncio.gather(*(listener.shutdown(grace) for listener in listeners))
+        if self._started_up:
+            self._started_up = False
+            hooks, self.on_shutdown = self.on_shutdown, []
+            for hook in reversed(hooks):
+                try:
+                    await hook(self)
+                except Exception:
+                    logger.exception("on_shutdown hook failed")
+        self._serving = False
+
+    @property
+    def ready(self) -> bool:
+        """True once `start` has returned, until a drain or shutdown begins."""
+        return self._serving and not self._draining
+
+    @property
+    def draining(self) -> bool:
+        """True from `request_drain` (or the start of `shutdown`) on."""
+        return self._draining
+
+    def request_drain(self) -> None:
+        """Begin a graceful stop, as SIGTERM does: `ready` turns False at once, `serve`
+        then shuts down (GOAWAY, calls in flight finish within its grace). In a worker
+        process, `drain_handler` drains every worker of the host instead."""
+        self._draining = True
+        if self.drain_handler is not None:
+            self.drain_handler()
+        else:
+            self._stopped.set()
+
+    async def wait_drain_requested(self) -> None:
+        """Return once `request_drain` or `shutdown` was called."""
+        await self._stopped.wait()
 
     async def __aenter__(self) -> Server:
         return self
@@ -433,7 +513,11 @@ class Server:
 
     def connection_opened(self, connection: ServerConnection) -> None:
         """Listeners call this when a WebSocket/QUIC connection is open."""
-        self.connections.add(connection)
+        prefix = "" if self.shared_ports is None else f"w{self.shared_ports.worker}-"
+        self.connections[connection] = ConnectionInfo(
+            f"{prefix}{next(self._connection_ids)}", time.time()
+        )
+        self.stats.transport(connection.transport_kind.value).opened += 1
         if self.on_connect is not None:
             try:
                 self.on_connect(connection)
@@ -442,7 +526,13 @@ class Server:
 
     def connection_closed(self, connection: ServerConnection) -> None:
         """Listeners call this once when a WebSocket/QUIC connection has closed."""
-        self.connections.discard(connection)
+        if self.connections.pop(connection, None) is not None:
+            counts = self.stats.transport(connection.transport_kind.value)
+            counts.closed += 1
+            traffic = connection.traffic()
+            counts.bytes_received += traffic[0]
+            counts.bytes_sent += traffic[1]
+            counts.pushes += traffic[2]
         if self.on_disconnect is not None:
             try:
                 self.on_disconnect(connection)

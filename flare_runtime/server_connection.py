@@ -38,6 +38,16 @@ class ServerConnection(abc.ABC):
     """The opening metadata the client sent at connect."""
 
     @property
+    def connection_id(self) -> str:
+        """This connection's id on its server: what logs, metrics and the admin API name
+        it by (``flare admin kick ID``). Unique within the server's process."""
+        return f"{id(self):x}"
+
+    def traffic(self) -> tuple[int, int, int]:
+        """(bytes received, bytes sent, pushes sent) so far, counted in Flare frames."""
+        return (0, 0, 0)
+
+    @property
     @abc.abstractmethod
     def principal(self) -> Principal | None:
         """Who authenticated at connect (None: anonymous, or the token was rejected)."""

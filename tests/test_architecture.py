@@ -29,7 +29,7 @@ PACKAGES = ("flare_runtime", "flare_codegen")
 
 LAYERS: dict[str, tuple[str, ...]] = {
     # layer: the flare_runtime modules and folders in it
-    "ground": ("errors", "status", "metadata", "details", "peer_log", "sharing"),
+    "ground": ("errors", "status", "metadata", "details", "peer_log", "sharing", "stats"),
     "protocol": ("protocol",),
     "core": (
         "routing",
@@ -53,13 +53,15 @@ LAYERS: dict[str, tuple[str, ...]] = {
     "cluster": ("cluster",),
     "im": ("im",),
     "workers": ("workers",),
+    "operations": ("config", "observability", "admin"),
     "commands": ("cli",),
     "testing": ("testing",),
     "package": ("__init__",),
 }
 """flare_runtime's layers, bottom up."""
 
-_BELOW_COMMANDS = {"ground", "protocol", "core", "wire", "transports", "cluster", "im", "workers"}
+_BELOW_OPERATIONS = {"ground", "protocol", "core", "wire", "transports", "cluster", "im", "workers"}
+_BELOW_COMMANDS = _BELOW_OPERATIONS | {"operations"}
 
 MAY_USE: dict[str, set[str]] = {
     "ground": {"ground"},
@@ -70,6 +72,7 @@ MAY_USE: dict[str, set[str]] = {
     "cluster": {"ground", "core", "cluster"},
     "im": {"ground", "core", "cluster", "im"},
     "workers": {"ground", "protocol", "core", "wire", "transports", "workers"},
+    "operations": _BELOW_OPERATIONS | {"operations"},
     "commands": _BELOW_COMMANDS | {"commands", "package"},
     "testing": _BELOW_COMMANDS | {"testing"},
     "package": {"ground", "protocol", "core"},

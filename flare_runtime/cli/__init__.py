@@ -7,6 +7,7 @@
     flare list      flare_runtime.cli.list_services  list a server's services or methods
     flare describe  flare_runtime.cli.describe       print a server's symbols as .proto text
     flare watch     flare_runtime.cli.watch          print a server's pushes as JSON lines
+    flare admin     flare_runtime.cli.admin          a server's admin API (stats, kick, drain)
     flare cert      flare_runtime.cli.cert           write a development TLS certificate
     flare completion flare_runtime.cli.completion    print a shell completion script
     flare gen       flare_codegen.commands.gen       generate Python code from .proto files
@@ -65,6 +66,10 @@ COMMANDS: dict[str, Command] = {
     ),
     "watch": Command(
         "flare_runtime.cli.watch", "print the messages a server pushes, as JSON lines"
+    ),
+    "admin": Command(
+        "flare_runtime.cli.admin",
+        "a server's admin API: stats, connections, sessions, kick, drain",
     ),
     "cert": Command("flare_runtime.cli.cert", "write TLS certificates for QUIC and wss/grpcs"),
     "completion": Command(

@@ -1,8 +1,10 @@
-"""``flare serve module:attr [--ws|--quic|--grpc|--listen ...] [--workers N]``.
+"""``flare serve [module:attr] [--config FILE] [--ws|--quic|--grpc|--listen ...] [--workers N]``.
 
-What the command does and promises is its help text, `DESCRIPTION`. With
-``--workers N`` (N > 1) the process is a supervisor
-(`flare_runtime.workers.supervisor`) of N worker processes.
+What the command does and promises is its help text, `DESCRIPTION`. Every
+flag is a configuration key (`flare_runtime.config`): the file, ``FLARE_*``
+variables and flags merge into one `FlareConfig`, which builds the server
+(`flare_runtime.config.build`). With ``--workers N`` (N > 1) the process is
+a supervisor (`flare_runtime.workers.supervisor`) of N worker processes.
 """
 
 from __future__ import annotations
@@ -11,18 +13,24 @@ import argparse
 import asyncio
 import os
 import sys
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    pass
 
 DESCRIPTION = """\
 Serve a flare_runtime.Server over WebSocket, QUIC and gRPC.
 
-TARGET is module:attr naming a Server, or a callable returning one, or an
-async callable (awaited in the serving process, for servers whose parts start
-asynchronously); the current directory and ./generated are on the import
-path. Any registered transport (a plugin's too, see
+TARGET is module:attr naming a Server, or a list of services (handlers), or a
+callable returning either, or an async callable (awaited in the serving
+process, for servers whose parts start asynchronously); the current directory
+and ./generated are on the import path.
+
+Everything here can come from a configuration file instead: --config FILE,
+else ./flare.toml, else [tool.flare] in ./pyproject.toml (docs/operations.md
+has every key). FLARE_* environment variables override the file, flags
+override both; --set KEY=VALUE sets any key. The file alone can serve the
+built-in IM service with its storage and broker, the admin API, metrics and
+health probes (--metrics HOST:PORT: /metrics, /healthz, /readyz).
+--print-config prints the effective configuration (secrets masked) and exits.
+--log-level and --log-format text|json set up the log on stderr;
+--access-log writes one line per call. Any registered transport (a plugin's too, see
 docs/transports/writing-a-transport.md) is served with --listen
 NAME=HOST:PORT. QUIC needs --tls-cert and --tls-key (flare cert dev writes a
 development pair); given, they put WebSocket and gRPC on TLS too. Port 0
@@ -60,7 +68,42 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.description = DESCRIPTION
     parser.formatter_class = argparse.RawDescriptionHelpFormatter
     parser.add_argument(
-        "target", metavar="TARGET", help="module:attr of a Server (or a callable returning one)"
+        "target",
+        metavar="TARGET",
+        nargs="?",
+        help="module:attr of a Server or a list of services (or a callable returning one); "
+        "default: the configuration's target",
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="flare.toml, or a pyproject.toml with [tool.flare]"
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the effective configuration (secrets masked) and exit",
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="set any configuration key (e.g. limits.close_timeout=2); repeatable",
+    )
+    parser.add_argument(
+        "--log-level",
+        choices=["debug", "info", "warning", "error", "critical"],
+        help="least severe log level written (default info)",
+    )
+    parser.add_argument(
+        "--log-format", choices=["text", "json"], help="log lines as text (default) or JSON"
+    )
+    parser.add_argument(
+        "--access-log", action="store_true", default=None, help="log one line per call"
+    )
+    parser.add_argument(
+        "--metrics",
+        metavar="HOST:PORT",
+        help="serve /metrics, /healthz and /readyz over HTTP here",
     )
     parser.add_argument("--ws", metavar="HOST:PORT", help="serve WebSocket here (e.g. :8080)")
     parser.add_argument("--quic", metavar="HOST:PORT", help="serve QUIC here (needs TLS)")
@@ -75,20 +118,18 @@ def configure(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tls-cert", metavar="FILE", help="PEM certificate chain (TLS 1.3)")
     parser.add_argument("--tls-key", metavar="FILE", help="PEM private key")
     parser.add_argument(
-        "--grace", type=float, default=10.0, metavar="SECONDS", help="shutdown grace period"
+        "--grace", type=float, metavar="SECONDS", help="shutdown grace period (default 10)"
     )
-    parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
+    parser.add_argument("--uvloop", action="store_true", default=None, help="run on uvloop")
     parser.add_argument(
         "--workers",
         type=worker_count,
-        default=1,
         metavar="N",
         help="worker processes sharing the ports (auto: one per CPU; default 1: no supervisor)",
     )
     parser.add_argument(
         "--preload",
         action="append",
-        default=[],
         metavar="MODULE",
         help="with --workers: import MODULE in the supervisor before forking, so the workers "
         "share its memory (a library the target imports; it must start nothing); repeatable",
@@ -106,66 +147,121 @@ def worker_count(text: str) -> int:
     return int(text)
 
 
-def run(args: argparse.Namespace) -> int:
-    """Serve until interrupted; 0 on a clean stop, 2 on a configuration error."""
-    from flare_runtime.errors import ConfigurationError  # noqa: PLC0415 -- keeps `flare --help` fast
-    from flare_runtime.server import TLSFiles  # noqa: PLC0415 -- keeps `flare --help` fast
-    from flare_runtime.workers.target import client_url, load_server, resolve_server  # noqa: PLC0415
-
-    if bool(args.tls_cert) != bool(args.tls_key):
-        print("flare serve: give both --tls-cert and --tls-key", file=sys.stderr)
-        return 2
-    tls = TLSFiles(args.tls_cert, args.tls_key) if args.tls_cert else None
-    listen: dict[str, str] = {}
+def _flags(args: argparse.Namespace) -> dict[str, tuple[object, str]] | str:
+    """The configuration keys the flags set, or a one-line error."""
+    flags: dict[str, tuple[object, str]] = {}
+    for dotted, value, flag in (
+        ("target", args.target, "TARGET"),
+        ("listen.websocket", args.ws, "--ws"),
+        ("listen.quic", args.quic, "--quic"),
+        ("listen.grpc", args.grpc, "--grpc"),
+        ("tls.cert_file", args.tls_cert, "--tls-cert"),
+        ("tls.key_file", args.tls_key, "--tls-key"),
+        ("serve.grace", args.grace, "--grace"),
+        ("serve.uvloop", args.uvloop, "--uvloop"),
+        ("serve.workers", args.workers, "--workers"),
+        ("serve.preload", args.preload, "--preload"),
+        ("logging.level", args.log_level, "--log-level"),
+        ("logging.format", args.log_format, "--log-format"),
+        ("logging.access_log", args.access_log, "--access-log"),
+        ("metrics.listen", args.metrics, "--metrics"),
+    ):
+        if value is not None:
+            flags[dotted] = (value, flag)
+    seen: set[str] = set()
     for given in args.listen:
         name, sep, address = given.partition("=")
-        if not sep or not name or not address or name in listen:
-            print(
-                f"flare serve: expected --listen NAME=HOST:PORT once per NAME, got {given!r}",
-                file=sys.stderr,
-            )
-            return 2
-        listen[name] = address
-    builtin = {"websocket": args.ws, "quic": args.quic, "grpc": args.grpc}
-    if args.workers > 1:
-        from flare_runtime.workers.supervisor import supervise  # noqa: PLC0415
+        if not sep or not name or not address or name in seen:
+            return f"expected --listen NAME=HOST:PORT once per NAME, got {given!r}"
+        seen.add(name)
+        if f"listen.{name}" in flags:
+            return f"{name} is given twice: as {flags[f'listen.{name}'][1]} and in --listen"
+        flags[f"listen.{name}"] = (address, "--listen")
+    for given in args.set:
+        key, sep, value = given.partition("=")
+        if not sep or not key:
+            return f"expected --set KEY=VALUE, got {given!r}"
+        flags[key.strip()] = (value, "--set")
+    return flags
 
-        served = {name: address for name, address in builtin.items() if address} | listen
-        return supervise(
-            args.target,
-            served,
-            workers=args.workers,
-            tls=tls,
-            grace=args.grace,
-            uvloop=args.uvloop,
-            preload=args.preload,
-        )
+
+def run(args: argparse.Namespace) -> int:
+    """Serve until interrupted; 0 on a clean stop, 2 on a configuration error."""
+    from pathlib import Path  # noqa: PLC0415 -- keeps `flare --help` fast
+
+    from flare_runtime.config.build import build, build_server, tls_files  # noqa: PLC0415
+    from flare_runtime.config.load import (  # noqa: PLC0415
+        ConfigError,
+        LoadedConfig,
+        load_config,
+        print_config,
+        secrets,
+    )
+    from flare_runtime.errors import ConfigurationError  # noqa: PLC0415
+    from flare_runtime.observability.logs import configure_logging  # noqa: PLC0415
+    from flare_runtime.workers.target import client_url  # noqa: PLC0415
+
+    flags = _flags(args)
+    if isinstance(flags, str):
+        print(f"flare serve: {flags}", file=sys.stderr)
+        return 2
     try:
-        loaded = load_server(args.target)
-    except (ConfigurationError, ImportError) as exc:
+        loaded: LoadedConfig = load_config(
+            Path(args.config) if args.config else None, env=os.environ, flags=flags
+        )
+        config = loaded.config
+        if args.print_config:
+            sys.stdout.write(print_config(loaded))
+            return 0
+        tls = tls_files(config)
+    except ConfigError as exc:
         print(f"flare serve: {exc}", file=sys.stderr)
         return 2
+    if not (config.target or config.im.enabled or config.admin.enabled):
+        print(
+            "flare serve: nothing to serve: give TARGET, or a configuration with a target "
+            "or [im] enabled (docs/operations.md)",
+            file=sys.stderr,
+        )
+        return 2
+    configure_logging(config.logging.level, config.logging.format, secrets=secrets(loaded))
+    served = dict(config.listen)
+    workers = config.serve.workers
+    count = worker_count(str(workers)) if workers == "auto" else int(workers)
+    if count > 1:
+        from flare_runtime.workers.supervisor import supervise  # noqa: PLC0415
+
+        return supervise(
+            config.target or "flare serve configuration",
+            served,
+            workers=count,
+            tls=tls,
+            grace=config.serve.grace,
+            uvloop=config.serve.uvloop,
+            preload=config.serve.preload,
+            factory=lambda: build_server(loaded),
+        )
 
     async def main() -> None:
-        server = await resolve_server(args.target, loaded)
-        await server.start(
-            websocket=args.ws, quic=args.quic, grpc=args.grpc, listen=listen, tls=tls
-        )
-        served = {name: address for name, address in builtin.items() if address} | listen
+        built = await build(loaded)
+        server = built.server
+        await server.start(listen=served, tls=tls)
         for name, address in served.items():
             port = server.port(name)
             url = client_url(name, address, port, secure=tls is not None)
             print(f"flare: serving {name} on port {port} ({url})", flush=True)
-        await server.serve_started(grace=args.grace)
+        if built.metrics is not None:
+            print(f"flare: metrics on port {built.metrics.port}", flush=True)
+        await server.serve_started(grace=config.serve.grace)
 
     try:
-        if args.uvloop:
+        if config.serve.uvloop:
             import uvloop  # noqa: PLC0415 -- keeps `flare --help` fast
 
             uvloop.run(main())
         else:
             asyncio.run(main())
-    except ConfigurationError as exc:
+    except (ConfigurationError, ImportError) as exc:
         print(f"flare serve: {exc}", file=sys.stderr)
         return 2
     except OSError as exc:

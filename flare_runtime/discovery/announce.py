@@ -13,8 +13,8 @@ transport served (``ws://host:8080``, ``grpc://host:50051``…), the zone and
 region labels, and a load figure -- by default the server's open
 connections, published again every `load_interval` seconds when it changed.
 
-**Deregister first.** `announce` adds a shutdown hook to the server
-(`Server.add_shutdown_hook`): `Server.shutdown` first removes every entry
+**Deregister first.** `announce` adds an `on_drain` hook to the server:
+`Server.shutdown` first removes every entry
 (clients watching the registry stop choosing this server), waits
 `drain_delay` seconds, and only then stops its listeners, which send GOAWAY
 and let calls in flight finish. A call that a client still sent here after
@@ -174,5 +174,9 @@ async def announce(
                 await registration.deregister()
         raise
     announcement = Announcement(registry, registrations, load_of, load_interval, drain_delay)
-    server.add_shutdown_hook(announcement.withdraw)
+
+    async def withdraw(_: Server) -> None:
+        await announcement.withdraw()
+
+    server.on_drain.append(withdraw)
     return announcement

@@ -454,6 +454,22 @@ class ImCore:
 
     # -- introspection -----------------------------------------------------------
 
+    def counters(self) -> dict[str, int]:
+        """What the IM has done so far (metrics and the admin API read them):
+        ``sent`` messages stored, ``delivered`` events handed to devices, ``syncs``
+        answered, ``slow_consumers`` sessions cut off, and ``sessions`` open now."""
+        return {
+            "sent": self._history.sent,
+            "delivered": self._delivery.delivered,
+            "syncs": self._history.syncs,
+            "slow_consumers": self._sessions.slow_consumers,
+            "sessions": self._sessions.count(),
+        }
+
+    def sessions(self) -> list[Session]:
+        """Every session open on this node."""
+        return list(self._sessions.all())
+
     def state_sizes(self) -> dict[str, int]:
         """Sizes of the per-user state (to check that closed sessions leave nothing behind).
 

@@ -222,6 +222,8 @@ class Delivery:
         self._inline_reset_pending = False
         self.relay: Relay | None = None
         """Set on a cluster: events go through it to every node."""
+        self.delivered = 0
+        """Events handed to devices' sinks so far (one per device per event)."""
 
     # -- the sequencer -------------------------------------------------------------
 
@@ -399,6 +401,7 @@ class Delivery:
         """The hot loop of every fan-out: one `offer` per online device, nothing else."""
         by_user = self._by_user
         event, exclude, skip, limit = fanout.event, fanout.exclude, fanout.skip, self._buffer_limit
+        delivered = 0
         for user in users:
             devices = by_user.get(user)
             if devices is None or user == exclude:
@@ -408,21 +411,26 @@ class Delivery:
                     continue
                 try:
                     if session.sink.offer(event, limit):
+                        delivered += 1
                         continue
                 except Exception:  # closed (ConnectionClosedError) or unable to take it
                     pass
                 failed.append(session)
+        self.delivered += delivered
 
     def _offer_all(
         self, sessions: Sequence[Session], fanout: Fanout, failed: list[Session]
     ) -> None:
         event, limit = fanout.event, self._buffer_limit
+        delivered = 0
         for session in sessions:
             if session.closed:
                 continue
             try:
                 if session.sink.offer(event, limit):
+                    delivered += 1
                     continue
             except Exception:  # closed (ConnectionClosedError) or unable to take it
                 pass
             failed.append(session)
+        self.delivered += delivered

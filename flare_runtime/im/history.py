@@ -118,6 +118,10 @@ class History:
         self.on_stored: Callable[[Mapping[str, object], StoredMessage], None] | None = None
         """Called with the conversation's live member table and each new message this
         process stored (offline push, `flare_runtime.im.push`); must return at once."""
+        self.sent = 0
+        """Messages stored by `send` (retries answered from the dedup window not counted)."""
+        self.syncs = 0
+        """`sync` calls answered."""
         # Message ids: a random prefix per process plus a counter (unique
         # across restarts without a syscall per message; not a secret).
         self._id_prefix = os.urandom(6).hex()
@@ -168,6 +172,8 @@ class History:
         self._delivery.append_started(room)
         appended.add_done_callback(functools.partial(self._appended, room))
         result = await asyncio.shield(appended)
+        if not result.duplicate:
+            self.sent += 1
         return SendResult(result.message, result.duplicate)
 
     def _appended(self, room: Room, appended: asyncio.Future[AppendResult]) -> None:
@@ -202,6 +208,7 @@ class History:
             result = await self._sync_one(room, cursor, page, budget)
             budget -= _body_bytes(result.messages)
             results.append(result)
+        self.syncs += 1
         return results
 
     async def _sync_one(self, room: Room, cursor: SyncCursor, page: int, budget: int) -> SyncResult:

@@ -30,6 +30,7 @@ class ImLimits:
     max_id_chars: int = 128
     """Longest device, client message, conversation or user id."""
     max_title_chars: int = 256
+    """Longest room title."""
     max_member_limit: int = 10_000
     """Largest member limit a room may have (also the default)."""
     max_members_per_request: int = 1000
@@ -39,8 +40,11 @@ class ImLimits:
     fanout_batch: int = 4096
     """Recipients one step of a fan-out visits before the event loop runs other work."""
     sync_page_default: int = 100
+    """Messages per conversation a ``Sync`` returns when the request names no page size."""
     sync_page_max: int = 1000
+    """Most messages per conversation one ``Sync`` returns."""
     history_page_default: int = 50
+    """Messages a history page returns when the request names no page size."""
     max_sync_cursors: int = 1000
     """Most cursors in one ``Sync`` (INVALID_ARGUMENT beyond)."""
     max_reply_bytes: int = 1024 * 1024
@@ -64,24 +68,31 @@ class ImLimits:
     send_rate_per_second: float = 50.0
     """``Send`` calls per user (retries count too: they cost a storage round trip)."""
     send_burst: int = 100
+    """Calls at once before `send_rate_per_second` applies."""
     typing_rate_per_second: float = 5.0
     """``SetTyping`` calls per user."""
     typing_burst: int = 10
+    """Calls at once before `typing_rate_per_second` applies."""
     ack_rate_per_second: float = 20.0
     """``Ack`` calls per user."""
     ack_burst: int = 100
+    """Calls at once before `ack_rate_per_second` applies."""
     create_rate_per_second: float = 1.0
     """New conversations per user (``CreateRoom``, and ``OpenDirect`` when it creates one)."""
     create_burst: int = 20
+    """Calls at once before `create_rate_per_second` applies."""
     membership_rate_per_second: float = 5.0
     """``JoinRoom``, ``LeaveRoom``, ``AddMembers``, ``KickMember``, ``SetMemberRole`` per user."""
     membership_burst: int = 50
+    """Calls at once before `membership_rate_per_second` applies."""
     watch_rate_per_second: float = 2.0
     """``WatchPresence`` calls per user."""
     watch_burst: int = 20
+    """Calls at once before `watch_rate_per_second` applies."""
     login_rate_per_second: float = 1.0
     """``Login`` calls per user."""
     login_burst: int = 20
+    """Calls at once before `login_rate_per_second` applies."""
 
     def __post_init__(self) -> None:
         for name in (

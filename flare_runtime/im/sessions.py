@@ -134,6 +134,8 @@ class Sessions:
     ) -> None:
         self.policy = policy
         self._limits = limits
+        self.slow_consumers = 0
+        """Sessions ended because their device did not read its events."""
         self._opened = opened
         self._closed = closed
         self.by_user: dict[str, dict[str, Session]] = {}
@@ -227,6 +229,7 @@ class Sessions:
             if session.sink.closed:
                 self.drop(session)
             else:
+                self.slow_consumers += 1
                 self.end(
                     session,
                     CloseReason.SLOW_CONSUMER,

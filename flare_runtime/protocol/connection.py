@@ -184,8 +184,11 @@ class Connection:
         "_ping_counter",
         "_ping_deadline",
         "_skip",
+        "bytes_received",
+        "bytes_sent",
         "config",
         "peer_settings",
+        "pushes_sent",
         "role",
         "settings",
         "version",
@@ -205,6 +208,12 @@ class Connection:
             initial_window_size=MIN_INITIAL_WINDOW_SIZE, compact_calls=False
         )
         self.version: int | None = None
+        self.bytes_received = 0
+        """Bytes given to `receive_data` while open (Flare frames, no transport framing)."""
+        self.bytes_sent = 0
+        """Bytes returned by `data_to_send` (Flare frames, no transport framing)."""
+        self.pushes_sent = 0
+        """Pushes queued by `send_push`."""
         self._calls: dict[int, _Call] = {}
         self._last_call_id = 0
         self._out: list[bytes] = []
@@ -296,6 +305,7 @@ class Connection:
             return
         if type(data) is not bytes:
             data = bytes(data)
+        self.bytes_received += len(data)
         self._last_received = now
         self._ping_deadline = None  # any input proves the peer is alive
         if self._skip:
@@ -332,7 +342,9 @@ class Connection:
         if not out:
             return b""
         self._out = []
-        return out[0] if len(out) == 1 else b"".join(out)
+        data = out[0] if len(out) == 1 else b"".join(out)
+        self.bytes_sent += len(data)
+        return data
 
     def data_to_send_chunks(self, max_size: int) -> list[bytes]:
         """`data_to_send`, cut at frame boundaries into chunks of at most `max_size` bytes.
@@ -769,6 +781,7 @@ class Connection:
                 f"({self.peer_settings.max_message_size})"
             )
         self._out.append(push.frame)
+        self.pushes_sent += 1
 
     def go_away(self, reason: str = "") -> int:
         """Server: start draining: calls started so far complete, later ones are refused.

@@ -48,10 +48,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_reflection.v1alpha._async import ReflectionServicer
 
 from flare_runtime.context import CallContext
-from flare_runtime.dispatch import Dispatcher
+from flare_runtime.dispatch import Dispatcher, ServedRoute
 from flare_runtime.errors import ConfigurationError, RpcError
 from flare_runtime.metadata import Metadata, MetadataValue
-from flare_runtime.routing import BoundRoute, Cardinality, Route, Router, Transport
+from flare_runtime.routing import Cardinality, Route, Router, Transport
+from flare_runtime.stats import CallMeter
 from flare_runtime.status import StatusCode
 from flare_runtime.transports.grpc_errors import (
     STATUS_DETAILS_KEY,
@@ -70,6 +71,7 @@ HEALTH_SERVICE = "grpc.health.v1.Health"
 REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
 REFLECTION_V1_SERVICE = "grpc.reflection.v1.ServerReflection"
 
+_monotonic = time.monotonic
 _Parse: TypeAlias = Callable[[bytes], Message]
 _WireMetadata: TypeAlias = "tuple[tuple[str, MetadataValue], ...]"
 
@@ -219,7 +221,7 @@ class GrpcServer:
             services.setdefault(service_name, {})[method_name] = self._method_handler(bound)
         return services
 
-    def _method_handler(self, bound: BoundRoute) -> grpc.RpcMethodHandler[Any, Any]:
+    def _method_handler(self, bound: ServedRoute) -> grpc.RpcMethodHandler[Any, Any]:
         route = bound.route
         serialize = route.response_type.SerializeToString
         # Requests arrive as bytes (no deserializer): decoding here lets a bad
@@ -244,56 +246,73 @@ class GrpcServer:
         )
 
     def _unary_handler(
-        self, bound: BoundRoute, parse: _Parse
+        self, bound: ServedRoute, parse: _Parse
     ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[Message | None]]:
         dispatcher = self.dispatcher
         route = bound.route
         response_type = route.response_type
 
+        meter = bound.meter
+
         async def handle(
             raw: bytes, grpc_context: grpc.aio.ServicerContext[Any, Any]
         ) -> Message | None:
+            started = _monotonic()
             context = _call_context(route, grpc_context)
             try:
                 response = await dispatcher.unary(bound, parse(raw), context)
                 if type(response) is not response_type:
                     raise dispatcher.wrong_response_error(route, response)
             except RpcError as error:
-                await _fail(grpc_context, context, error)
+                await _fail(grpc_context, context, error, meter, started)
                 return None
+            except asyncio.CancelledError:
+                _count(meter, started, context, grpc_context, StatusCode.CANCELLED)
+                raise
             if context.has_metadata_to_send(False):
                 await _succeed(grpc_context, context)
+            meter.ended(StatusCode.OK, started, context)
             return response
 
         return handle
 
     def _server_stream_handler(
-        self, bound: BoundRoute, parse: _Parse
+        self, bound: ServedRoute, parse: _Parse
     ) -> Callable[[bytes, grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]:
         dispatcher = self.dispatcher
         route = bound.route
 
+        meter = bound.meter
+
         async def handle(raw: bytes, grpc_context: grpc.aio.ServicerContext[Any, Any]) -> None:
+            started = _monotonic()
             context = _call_context(route, grpc_context)
             try:
                 responses = dispatcher.server_stream(bound, parse(raw), context)
                 headers_sent = await _write_all(grpc_context, context, responses, dispatcher)
             except RpcError as error:
-                await _fail(grpc_context, context, error)
+                await _fail(grpc_context, context, error, meter, started)
                 return
+            except asyncio.CancelledError:
+                _count(meter, started, context, grpc_context, StatusCode.CANCELLED)
+                raise
             await _succeed(grpc_context, context, headers_sent=headers_sent)
+            meter.ended(StatusCode.OK, started, context)
 
         return handle
 
     def _client_stream_handler(
-        self, bound: BoundRoute, parse: _Parse
+        self, bound: ServedRoute, parse: _Parse
     ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]:
         dispatcher = self.dispatcher
         route = bound.route
 
+        meter = bound.meter
+
         async def handle(
             raw_requests: AsyncIterator[bytes], grpc_context: grpc.aio.ServicerContext[Any, Any]
         ) -> Message | None:
+            started = _monotonic()
             context = _call_context(route, grpc_context)
             try:
                 response = await dispatcher.client_stream(
@@ -302,23 +321,30 @@ class GrpcServer:
                 if type(response) is not route.response_type:
                     raise dispatcher.wrong_response_error(route, response)
             except RpcError as error:
-                await _fail(grpc_context, context, error)
+                await _fail(grpc_context, context, error, meter, started)
                 return None
+            except asyncio.CancelledError:
+                _count(meter, started, context, grpc_context, StatusCode.CANCELLED)
+                raise
             if context.response_headers or context.trailers:
                 await _succeed(grpc_context, context)
+            meter.ended(StatusCode.OK, started, context)
             return response
 
         return handle
 
     def _bidi_stream_handler(
-        self, bound: BoundRoute, parse: _Parse
+        self, bound: ServedRoute, parse: _Parse
     ) -> Callable[[AsyncIterator[bytes], grpc.aio.ServicerContext[Any, Any]], Awaitable[None]]:
         dispatcher = self.dispatcher
         route = bound.route
 
+        meter = bound.meter
+
         async def handle(
             raw_requests: AsyncIterator[bytes], grpc_context: grpc.aio.ServicerContext[Any, Any]
         ) -> None:
+            started = _monotonic()
             context = _call_context(route, grpc_context)
             try:
                 responses = dispatcher.bidi_stream(
@@ -326,9 +352,13 @@ class GrpcServer:
                 )
                 headers_sent = await _write_all(grpc_context, context, responses, dispatcher)
             except RpcError as error:
-                await _fail(grpc_context, context, error)
+                await _fail(grpc_context, context, error, meter, started)
                 return
+            except asyncio.CancelledError:
+                _count(meter, started, context, grpc_context, StatusCode.CANCELLED)
+                raise
             await _succeed(grpc_context, context, headers_sent=headers_sent)
+            meter.ended(StatusCode.OK, started, context)
 
         return handle
 
@@ -622,11 +652,30 @@ async def _succeed(
         grpc_context.set_trailing_metadata(context.trailers.entries())
 
 
+def _count(
+    meter: CallMeter,
+    started: float,
+    context: CallContext,
+    grpc_context: grpc.aio.ServicerContext[Any, Any],
+    code: StatusCode,
+) -> None:
+    """Count a call cancelled under its handler: DEADLINE_EXCEEDED when its time is up."""
+    remaining = grpc_context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        code = StatusCode.DEADLINE_EXCEEDED
+    meter.ended(code, started, context)
+
+
 async def _fail(
-    grpc_context: grpc.aio.ServicerContext[Any, Any], context: CallContext, error: RpcError
+    grpc_context: grpc.aio.ServicerContext[Any, Any],
+    context: CallContext,
+    error: RpcError,
+    meter: CallMeter,
+    started: float,
 ) -> None:
     """End the call with `error`'s status, message and details (no exception raised)."""
     code = error.code if error.code is not StatusCode.OK else StatusCode.UNKNOWN
+    meter.ended(code, started, context)
     trailers: _WireMetadata = context.trailers.entries()
     if error.details:
         trailers = (*trailers, (STATUS_DETAILS_KEY, status_details_bin(error)))

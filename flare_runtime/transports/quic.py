@@ -338,6 +338,8 @@ class QuicServerSettings:
     """QUIC knobs of a listener (defaults suit most servers)."""
 
     idle_timeout: float = DEFAULT_IDLE_TIMEOUT
+    """Seconds a connection may stay idle (no packet received) before it is closed
+    (RFC 9000 §10.1)."""
     ticket_capacity: int = 65_536
     """Most unused session tickets remembered (0 disables resumption and 0-RTT)."""
     ticket_store: ServerTicketStore | None = None

@@ -115,6 +115,9 @@ class WireEndpoint:
         self._closed = False  # the transport is gone (`connection_lost` ran)
         self._aborting = False  # `abort`: nothing more is written, not even a CLOSE
         self._closed_future: asyncio.Future[None] | None = None  # made by wait_closed
+        self.received_at = 0.0
+        """`time.monotonic()` when the bytes being handled arrived (calls they start
+        are timed from it: one clock read per batch, not per call)."""
         self.flush()
         self.rearm_timer()
 
@@ -123,7 +126,7 @@ class WireEndpoint:
     def data_received(self, data: bytes) -> None:
         """Feed bytes from the transport (any chunking)."""
         conn = self.conn
-        now = _monotonic()
+        self.received_at = now = _monotonic()
         conn.receive_data(data, now)
         events = conn.events_received()
         if events:

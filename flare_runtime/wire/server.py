@@ -125,9 +125,12 @@ class _RequestInbox:
 class _ServerCall:
     """One call on a server connection."""
 
-    __slots__ = ("bound", "call_id", "context", "headers_sent", "inbox", "task")
+    __slots__ = ("bound", "call_id", "context", "headers_sent", "inbox", "started", "task")
 
-    def __init__(self, call_id: int, bound: ServedRoute, context: CallContext) -> None:
+    def __init__(
+        self, call_id: int, bound: ServedRoute, context: CallContext, started: float
+    ) -> None:
+        self.started = started
         self.call_id = call_id
         self.headers_sent = False
         self.bound = bound
@@ -176,6 +179,15 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
     @property
     def principal(self) -> Principal | None:
         return self.connection_auth.principal
+
+    @property
+    def connection_id(self) -> str:
+        info = self.server.connections.get(self)
+        return info.connection_id if info is not None else ""
+
+    def traffic(self) -> tuple[int, int, int]:
+        conn = self.conn
+        return (conn.bytes_received, conn.bytes_sent, conn.pushes_sent)
 
     def push(self, message: Message) -> None:
         type_id = self.dispatcher.router.push_type_id(message)
@@ -240,6 +252,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
                 unsent,
                 limit,
             )
+            self.server.stats.slow_consumers += 1
             self.abort(f"slow consumer: {unsent} bytes unsent")
 
     def add_close_callback(self, callback: Callable[[ServerConnection], None]) -> None:
@@ -287,6 +300,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         call_id: int = event.call_id
         bound = self._routes.get(event.wire_id)
         if bound is None:
+            self.dispatcher.stats.unknown_routes += 1
             error = self.dispatcher.unknown_route_error(event.wire_id)
             self.conn.end_call(call_id, error.code, error.message)
             return
@@ -317,7 +331,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self.connection_auth.principal,
             self,
         )
-        call = _ServerCall(call_id, bound, context)
+        call = _ServerCall(call_id, bound, context, self.received_at)
         self._calls[call_id] = call
         cardinality = bound.route.cardinality
         if cardinality is Cardinality.CLIENT_STREAM or cardinality is Cardinality.BIDI_STREAM:
@@ -378,6 +392,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         call = self._calls.pop(event.call_id, None)
         if call is None:
             return
+        call.bound.meter.ended(event.code, call.started, call.context)
         if call.inbox is not None:
             call.inbox.end(RpcError(event.code, event.reason))
         if call.task is not None:
@@ -401,6 +416,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             )
         calls, self._calls = self._calls, {}
         for call in calls.values():
+            call.bound.meter.ended(StatusCode.CANCELLED, call.started, call.context)
             if call.inbox is not None:
                 call.inbox.end(RpcError(StatusCode.CANCELLED, "connection closed"))
             if call.task is not None:
@@ -414,7 +430,8 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
             self._close_transport(event.reason)
 
     def _fail_call(self, call: _ServerCall, code: StatusCode, message: str) -> None:
-        self._calls.pop(call.call_id, None)
+        if self._calls.pop(call.call_id, None) is not None:
+            call.bound.meter.ended(code, call.started, call.context)
         if call.task is not None:
             call.task.cancel()
         self.conn.end_call(call.call_id, code, message)
@@ -583,6 +600,9 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
         """End `call` with `error` (None: OK); `final`: its last message, sent with the end."""
         if self._calls.pop(call.call_id, None) is None:
             return  # cancelled or ended by the protocol already
+        call.bound.meter.ended(
+            StatusCode.OK if error is None else error.code, call.started, call.context
+        )
         conn = self.conn
         try:
             if final is not None:
@@ -609,6 +629,7 @@ class ServerEndpoint(WireEndpoint, ServerConnection):
 
     def _forget(self, call: _ServerCall) -> None:
         if self._calls.pop(call.call_id, None) is not None:
+            call.bound.meter.ended(StatusCode.CANCELLED, call.started, call.context)
             # Cancelled by us (connection closing); tell the client if we still can.
             with contextlib.suppress(LocalProtocolError, ConnectionClosedError):
                 self.conn.end_call(call.call_id, StatusCode.CANCELLED, "call cancelled")

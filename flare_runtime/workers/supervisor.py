@@ -47,9 +47,9 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from flare_runtime.workers.ports import ReservedPort, reserve_port
 from flare_runtime.workers.worker import (
@@ -365,12 +365,15 @@ def supervise(
     preload: Sequence[str] = (),
     out: TextIO | None = None,
     err: TextIO | None = None,
+    factory: Callable[[], Awaitable[Any]] | None = None,
 ) -> int:
     """``flare serve`` with ``--workers N``: serve `target` on `addresses` from N processes.
 
     `preload` names modules to import before forking besides the served
     transports (``--preload``: libraries the target imports, so the workers
-    share them). Returns the exit status (the module docstring says which).
+    share them). `factory`, when given, builds each worker's server in place
+    of importing `target` (`WorkerPlan.factory`). Returns the exit status (the
+    module docstring says which).
     """
     from flare_runtime.errors import ConfigurationError  # noqa: PLC0415
     from flare_runtime.transport_registry import get_transport  # noqa: PLC0415
@@ -427,6 +430,7 @@ def supervise(
             tls=tls,
             grace=grace,
             uvloop=uvloop,
+            factory=factory,
         )
         gc.collect()
         gc.freeze()

@@ -18,9 +18,9 @@ import signal
 import socket
 import sys
 import traceback
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from flare_runtime.errors import ConfigurationError
 
@@ -54,6 +54,9 @@ class WorkerPlan:
     tls: TLSFiles | None = None
     grace: float = 10.0
     uvloop: bool = False
+    factory: Callable[[], Awaitable[Any]] | None = None
+    """Builds the server in the worker instead of importing `target` (``flare serve``
+    from a configuration: the plan is inherited by the fork, the factory with it)."""
 
 
 def run_worker(
@@ -128,7 +131,8 @@ async def _serve(
 
     # Imported here, in the worker: the target's module builds this worker's
     # own Server (and ClusterNode, whose id names this process).
-    server = await resolve_server(plan.target, load_server(plan.target))
+    loaded = plan.factory() if plan.factory is not None else load_server(plan.target)
+    server = await resolve_server(plan.target, loaded)
     if plan.workers > 1:
         problems = server.sharing_problems()
         if problems:
@@ -148,6 +152,9 @@ async def _serve(
         tls=plan.tls,
         shared_ports=shared,
     )
+    # A drain asked of this worker (the admin API's Drain) drains the whole
+    # host: the supervisor sends every worker SIGTERM, this one included.
+    server.drain_handler = _drain_host
     status.send(READY)
     try:
         await stop.wait()
@@ -155,6 +162,12 @@ async def _serve(
         # Signals that come during the drain change nothing (the supervisor
         # escalates with SIGKILL when the drain takes too long).
         await server.shutdown(grace=plan.grace)
+
+
+def _drain_host() -> None:
+    """Ask the supervisor to drain every worker (as SIGTERM to it does)."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.kill(os.getppid(), signal.SIGTERM)
 
 
 def _lifeline_read(fd: int, stop: asyncio.Event, loop: asyncio.AbstractEventLoop) -> None:

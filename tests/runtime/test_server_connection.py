@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Mapping
 
 import pytest
 
@@ -17,7 +18,7 @@ from flare_runtime.wire.client import WireChannel
 PUSH_TYPE = 0x7F01  # StringValue in the conformance PUSH_TYPES
 
 
-def _only_connection(connections: set[ServerConnection]) -> ServerConnection:
+def _only_connection(connections: Mapping[ServerConnection, object]) -> ServerConnection:
     (connection,) = connections
     return connection
 

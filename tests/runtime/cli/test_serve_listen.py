@@ -42,7 +42,7 @@ def serve(*args: str) -> subprocess.CompletedProcess[str]:
         ),
         (
             ["--ws", "127.0.0.1:0", "--listen", "websocket=127.0.0.1:0"],
-            "flare serve: websocket is given twice: as websocket= and in listen=",
+            "flare serve: websocket is given twice: as --ws and in --listen",
         ),
         (
             ["--listen", "tpc=127.0.0.1:0"],
