@@ -457,13 +457,16 @@ class ImCore:
     def counters(self) -> dict[str, int]:
         """What the IM has done so far (metrics and the admin API read them):
         ``sent`` messages stored, ``delivered`` events handed to devices, ``syncs``
-        answered, ``slow_consumers`` sessions cut off, and ``sessions`` open now."""
+        answered, ``slow_consumers`` sessions cut off, ``sessions`` open now, and
+        offline push's ``push_notified`` and ``push_dropped`` (0 without push)."""
         return {
             "sent": self._history.sent,
             "delivered": self._delivery.delivered,
             "syncs": self._history.syncs,
             "slow_consumers": self._sessions.slow_consumers,
             "sessions": self._sessions.count(),
+            "push_notified": self.push.notified if self.push is not None else 0,
+            "push_dropped": self.push.dropped if self.push is not None else 0,
         }
 
     def sessions(self) -> list[Session]:

@@ -82,6 +82,8 @@ IM_COUNTERS = {
     "delivered": "Events handed to devices (one per device per event).",
     "syncs": "Sync calls answered.",
     "slow_consumers": "IM sessions ended because their device did not read its events.",
+    "push_notified": "Offline-push notifications handed to the push provider.",
+    "push_dropped": "Stored messages offline push dropped unchecked (its queue was full).",
 }
 
 

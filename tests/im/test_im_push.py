@@ -104,6 +104,8 @@ async def test_only_members_without_a_live_session_are_notified(
     # A retry of the same client message id stores nothing new: no second notification.
     await core.send(alice, room.record.conversation_id, "c1", text("secret plans"))
     assert len(await settle(provider, 3)) == 2
+    counters = core.counters()  # what /metrics exports as flare_im_push_*
+    assert (counters["push_notified"], counters["push_dropped"]) == (2, 0)
 
 
 async def test_per_platform_a_user_online_elsewhere_is_notified_for_the_missing_platform(
@@ -158,6 +160,7 @@ async def test_a_full_queue_drops_the_oldest_and_counts_it(tmp_path: Path) -> No
         assert core.push.dropped == 7
         notes = await settle(provider, 3)
         assert [note.seq for note in notes] == [8, 9, 10]
+        assert (core.counters()["push_notified"], core.counters()["push_dropped"]) == (3, 7)
     finally:
         await core.close()
 
