@@ -180,7 +180,7 @@ class ServerOptions:
     transports: Mapping[str, object] = field(default_factory=dict)
     """Settings of individual transports, by transport name: each transport documents its
     settings class and uses its defaults when it has no entry, e.g. ``{"quic":
-    QuicServerSettings(idle_timeout=30.0)}`` (`flare_runtime.transports.quic`: idle
+    QuicServerSettings(idle_timeout=30.0)}`` (`flare_runtime.transports.quic_settings`: idle
     timeout, tickets, address validation with Retry, handshake limits). A plugin
     transport reads its own entry the same way."""
     log_burst: int = 20

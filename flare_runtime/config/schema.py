@@ -210,7 +210,7 @@ class AdminSection:
 
 
 def _quic_settings_class() -> type[Any]:
-    from flare_runtime.transports.quic import QuicServerSettings  # noqa: PLC0415
+    from flare_runtime.transports.quic_settings import QuicServerSettings  # noqa: PLC0415
 
     return QuicServerSettings
 

@@ -43,7 +43,6 @@ import socket
 import ssl
 import urllib.parse
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from aioquic.asyncio.server import QuicServer
@@ -64,17 +63,19 @@ from flare_runtime.protocol.opening import OpeningBlockReader, encode_opening_bl
 from flare_runtime.routing import Route, Transport
 from flare_runtime.transports.quic_early_data import EarlyDataGate
 from flare_runtime.transports.quic_link import (
-    DEFAULT_TUNING,
     FLARE_INTERNAL_ERROR,
     FLARE_PROTOCOL_ERROR,
     NO_ERROR,
     AdmittingQuicServer,
     ClientLink,
-    HandshakeGuard,
-    LinkTuning,
     QuicLink,
     ServerLink,
     serve_links,
+)
+from flare_runtime.transports.quic_settings import (
+    DEFAULT_IDLE_TIMEOUT,
+    DEFAULT_TUNING,
+    QuicServerSettings,
 )
 from flare_runtime.transports.quic_tickets import (
     MemoryTicketStore,
@@ -97,8 +98,6 @@ ALPN = f"flare/{PROTOCOL_VERSION}"
 """The one ALPN protocol id a Flare QUIC endpoint offers and accepts."""
 
 DEFAULT_PORT = 8443
-DEFAULT_IDLE_TIMEOUT = 60.0
-"""Seconds of silence after which QUIC closes a connection (both sides)."""
 
 
 CLOSE_LINGER = 1.0
@@ -331,51 +330,6 @@ class _ServerConnectionListener(_QuicWireTransport):
     def link_lost(self, reason: str, error_code: int) -> None:
         self.listener.links.discard(self.link)
         super().link_lost(reason, error_code)
-
-
-@dataclass
-class QuicServerSettings:
-    """QUIC knobs of a listener (defaults suit most servers)."""
-
-    idle_timeout: float = DEFAULT_IDLE_TIMEOUT
-    """Seconds a connection may stay idle (no packet received) before it is closed
-    (RFC 9000 §10.1)."""
-    ticket_capacity: int = 65_536
-    """Most unused session tickets remembered (0 disables resumption and 0-RTT)."""
-    ticket_store: ServerTicketStore | None = None
-    """Where issued tickets are kept; default a single-use `ServerTicketStore`.
-
-    A replacement must keep tickets single-use, or the 0-RTT anti-replay
-    guarantee shrinks to its second half (docs/transports/quic.md).
-    """
-    link: LinkTuning = DEFAULT_TUNING
-    """How each connection batches datagrams (`LinkTuning`)."""
-    address_validation: str = "load"
-    """When a new client must first prove its address with a Retry round trip (RFC 9000
-    §8.1), so that spoofed Initial packets cost no state: "load" (default: once
-    `retry_threshold` handshakes are in progress), "always" (one more round trip on every
-    connection; 0-RTT then saves nothing) or "never"."""
-    retry_threshold: int = 128
-    """Handshakes in progress from which "load" sends Retry to new clients."""
-    max_handshakes: int = 1024
-    """Most handshakes in progress; Initial packets that would start another are dropped."""
-    handshake_timeout: float = 10.0
-    """Seconds a new connection may take to complete its TLS handshake before it is dropped."""
-
-    def __post_init__(self) -> None:
-        try:
-            self.guard()
-        except ValueError as error:
-            raise ConfigurationError(f"QuicServerSettings: {error}") from None
-
-    def guard(self) -> HandshakeGuard:
-        """The admission control these settings describe (one per listening socket)."""
-        return HandshakeGuard(
-            address_validation=self.address_validation,
-            retry_threshold=self.retry_threshold,
-            max_handshakes=self.max_handshakes,
-            handshake_timeout=self.handshake_timeout,
-        )
 
 
 class QuicListener:

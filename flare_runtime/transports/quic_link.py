@@ -49,7 +49,6 @@ import asyncio
 import logging
 import socket
 from collections.abc import Callable
-from dataclasses import dataclass
 from functools import partial
 from typing import Any, Protocol, cast
 
@@ -77,6 +76,7 @@ from flare_runtime.transports.aioquic_shim import (
     stream_unacked_bytes,
 )
 from flare_runtime.transports.asyncio_shim import ready_queue
+from flare_runtime.transports.quic_settings import DEFAULT_TUNING, HandshakeGuard, LinkTuning
 from flare_runtime.transports.quic_tickets import ServerTicketStore
 
 logger = logging.getLogger("flare_runtime.transports.quic")
@@ -87,37 +87,6 @@ FLARE_STREAM_ID = 0
 RECEIVE_SIZE = 65536
 """Largest datagram read from the socket (QUIC datagrams are far smaller)."""
 
-
-@dataclass(frozen=True, slots=True)
-class LinkTuning:
-    """How a `QuicLink` batches datagrams (docs/transports/quic.md, "Output batching").
-
-    The defaults suit a busy connection on loopback and on a LAN; each was
-    chosen with ``bench.quic_bench`` (bench/RESULTS.md has the runs).
-    """
-
-    transmit_hops: int = 16
-    """Most event-loop iterations a tail waits for the loop to have nothing else ready."""
-    blind_transmit_hops: int = 3
-    """Iterations a tail waits on a loop that cannot be seen going idle (uvloop)."""
-    tail_hold: float = 0.002
-    """Most seconds a tail waits after a full datagram while the peer has not answered."""
-    datagrams_per_wakeup: int = 32
-    """Most datagrams a socket hands on per read-readiness callback (`DrainingSocket`)."""
-    datagram_overhead: int = 64
-    """Bytes of a datagram not available to Flare-stream data (QUIC header, AEAD tag,
-    STREAM frame header, room for an ACK frame): a chunk is the rest."""
-
-    def __post_init__(self) -> None:
-        if min(self.transmit_hops, self.blind_transmit_hops, self.datagrams_per_wakeup) < 1:
-            raise ValueError(
-                "transmit_hops, blind_transmit_hops and datagrams_per_wakeup must be at least 1"
-            )
-        if self.tail_hold < 0 or self.datagram_overhead < 0:
-            raise ValueError("tail_hold and datagram_overhead must not be negative")
-
-
-DEFAULT_TUNING = LinkTuning()
 
 NO_ERROR = 0x0
 """QUIC application close code: orderly close."""
@@ -710,52 +679,6 @@ class ServerLink(QuicLink):
             self._guard.in_progress -= 1
         if not self.handshake_complete and not self.closed:
             self.abort(NO_ERROR, "handshake timed out")
-
-
-class HandshakeGuard:
-    """Admission control for new connections on one server socket (sans-I/O counters).
-
-    `address_validation` picks when a new client must first prove its address
-    with a Retry round trip (RFC 9000 §8.1): "always", "never", or "load" --
-    once `retry_threshold` handshakes are in progress. Retry is stateless: a
-    spoofed Initial gets a Retry packet and costs no connection. Beyond
-    `max_handshakes` in progress, Initial packets that would start a
-    connection are dropped. A handshake not complete `handshake_timeout`
-    seconds after its first packet is abandoned.
-    """
-
-    MODES = ("always", "load", "never")
-
-    def __init__(
-        self,
-        *,
-        address_validation: str = "load",
-        retry_threshold: int = 128,
-        max_handshakes: int = 1024,
-        handshake_timeout: float = 10.0,
-    ) -> None:
-        if address_validation not in self.MODES:
-            raise ValueError(f"address_validation must be one of {', '.join(self.MODES)}")
-        if retry_threshold < 0 or max_handshakes < 1:
-            raise ValueError("retry_threshold must be >= 0 and max_handshakes >= 1")
-        if not handshake_timeout > 0:
-            raise ValueError("handshake_timeout must be positive")
-        self.address_validation = address_validation
-        self.retry_threshold = retry_threshold
-        self.max_handshakes = max_handshakes
-        self.handshake_timeout = handshake_timeout
-        self.in_progress = 0
-        """Connections created whose handshake has neither completed nor given up."""
-
-    def must_retry(self) -> bool:
-        """True when a new client must first prove its address (send it a Retry)."""
-        mode = self.address_validation
-        return mode == "always" or (mode == "load" and self.in_progress >= self.retry_threshold)
-
-    @property
-    def full(self) -> bool:
-        """True when no new handshake may start."""
-        return self.in_progress >= self.max_handshakes
 
 
 class AdmittingQuicServer(QuicServer):

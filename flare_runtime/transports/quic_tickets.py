@@ -18,9 +18,10 @@ Two stores, one per side (see docs/transports/quic.md, "0-RTT"):
 from __future__ import annotations
 
 from collections import OrderedDict, deque
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
-from aioquic.tls import SessionTicket
+if TYPE_CHECKING:  # only annotations: the stores import without the quic extra
+    from aioquic.tls import SessionTicket
 
 
 class TicketStore(Protocol):

@@ -33,8 +33,9 @@ from flare_runtime.server import ServerOptions
 from flare_runtime.testing.harness import Rig, start_rig
 from flare_runtime.testing.served import ServedProcess
 from flare_runtime.testing.service import Routes
-from flare_runtime.transports.quic import ALPN, QuicListener, QuicServerSettings
+from flare_runtime.transports.quic import ALPN, QuicListener
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
+from flare_runtime.transports.quic_settings import QuicServerSettings
 
 TIMEOUT = 10.0
 ROOT = Path(__file__).resolve().parents[2]

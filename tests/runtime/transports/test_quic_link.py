@@ -26,18 +26,16 @@ from aioquic.quic.packet import QuicPacketType, pull_quic_header
 from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 from flare_runtime.transports.quic_link import (
-    DEFAULT_TUNING,
     FLARE_PROTOCOL_ERROR,
     AdmittingQuicServer,
     ClientLink,
     DrainingSocket,
-    HandshakeGuard,
-    LinkTuning,
     OutputCoalescer,
     QuicLink,
     ServerLink,
     serve_links,
 )
+from flare_runtime.transports.quic_settings import DEFAULT_TUNING, HandshakeGuard, LinkTuning
 from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
 
 ALPN = "flare/1"

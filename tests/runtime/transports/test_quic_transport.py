@@ -38,11 +38,11 @@ from flare_runtime.transports.quic import (
     ALPN,
     QuicChannel,
     QuicListener,
-    QuicServerSettings,
     serve_quic,
 )
 from flare_runtime.transports.quic_certs import write_dev_certificate
 from flare_runtime.transports.quic_link import ClientLink, ServerLink
+from flare_runtime.transports.quic_settings import QuicServerSettings
 from flare_runtime.transports.quic_tickets import MemoryTicketStore, ServerTicketStore
 from flare_runtime.wire.server import ServerEndpoint
 
