@@ -30,6 +30,22 @@ Phases, all in the same run:
    and a recipient's device on node A, another recipient's device on node B;
    one ``Send`` at a time; p50/p99 from the call to the ``MessageReceived``
    push on each recipient (the clients run in this process, so one clock).
+5. **room fan-out** (needs PostgreSQL too; ``--fanout-members 0`` skips it):
+   one room of ``--fanout-members`` users, one device each, and 10 of them
+   sending ``--fanout-messages`` 100-byte messages (8 Sends in flight
+   each); deliveries/s from the first Send until every device has every
+   ``MessageReceived`` push, the server processes' CPU and this process's
+   (the devices') CPU per delivery, and any ``SyncRequired`` push (a device
+   told to fetch with ``Sync`` what it did not get live; the run then waits
+   in vain, and says so).
+   Served by one IM process without a cluster (the baseline), then by one
+   node of ``flare serve --workers 2`` (each worker a cluster node on this
+   run's Redis; the kernel spreads the devices over both), then, as the raw
+   floor, a `websockets` server in a process of its own that rebroadcasts
+   every message it receives to every connection (``websockets.broadcast``:
+   no storage, no protobuf). The devices run in this process (uvloop), on
+   the same 2 cores as the servers: the ratio 2 workers / 1 process is what
+   a second worker buys on this machine, not on an idle one.
 
 Prints one line per figure, the ratios, and one JSON line.
 """
@@ -38,7 +54,10 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -47,6 +66,10 @@ from typing import Any
 
 import asyncpg
 import redis.asyncio
+import websockets
+from websockets.asyncio.client import connect as ws_connect
+from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import serve as ws_serve
 
 ROOT = Path(__file__).resolve().parent.parent
 for entry in (ROOT, ROOT / "generated"):
@@ -272,17 +295,9 @@ async def measure_im(redis_url: str, directory: Path, count: int) -> dict[str, A
     timing = Timing(heartbeat_interval=1.0, node_timeout=5.0, lease_interval=1.0, gap_timeout=0.5)
 
     def process(single: bool = False) -> NodeProcess:
-        return NodeProcess(
-            POSTGRES_DSN,
-            owner.schema,
-            owner.key,
-            redis_url,
-            owner.namespace,
-            timing=timing,
-            single=single,
-            send_rate=100_000,  # one sender, one Send at a time: the rate limit is not measured
-            log=directory / "im-node.log",
-        )
+        # One sender, one Send at a time: the rate limit is not measured.
+        config = owner.node_config("" if single else redis_url, timing=timing, send_rate=100_000)
+        return NodeProcess(config, log=directory / "im-node.log")
 
     a, b, single = process(), process(), process(single=True)
     devices: list[_Device] = []
@@ -311,13 +326,255 @@ async def measure_im(redis_url: str, directory: Path, count: int) -> dict[str, A
         await owner.close()
 
 
-async def main(latency_count: int, burst_count: int, im_count: int) -> dict[str, Any]:
+# ---------------------------------------------------------------------------- room fan-out
+
+FANOUT_SENDERS = 10
+FANOUT_IN_FLIGHT = 8
+"""Sends in flight per sender: a sender's next Send does not wait for the last one's fan-out."""
+
+
+def _cpu_seconds(pids: list[int]) -> float:
+    """User + system CPU seconds of these processes so far (``/proc/PID/stat``)."""
+    total = 0
+    for pid in pids:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rpartition(")")[2].split()
+        total += int(fields[11]) + int(fields[12])  # utime, stime
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+class _Counter:
+    """Counts deliveries across devices; `reached` is set at `target`."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.target = 0
+        self.reached = asyncio.Event()
+        self.sync_required = 0
+        """``SyncRequired`` pushes: what a device was told to fetch with ``Sync``, not live."""
+
+    def add(self) -> None:
+        self.count += 1
+        if self.target and self.count >= self.target:
+            self.reached.set()
+
+    async def wait_for(self, target: int, timeout: float = 120.0) -> None:
+        self.target = target
+        self.reached.clear()
+        if self.count >= target:
+            return
+        try:
+            await asyncio.wait_for(self.reached.wait(), timeout)
+        except TimeoutError:
+            raise TimeoutError(
+                f"{self.count} of {target} deliveries after {timeout} s "
+                f"({self.sync_required} SyncRequired pushes)"
+            ) from None
+
+
+async def _count_pushes(channel: Channel, counter: _Counter) -> None:
+    async for push in channel.pushes():
+        if isinstance(push, events_pb2.MessageReceived):
+            counter.add()
+        elif isinstance(push, events_pb2.SyncRequired):
+            counter.sync_required += 1
+
+
+def _fanout_figures(
+    deliveries: int, messages: int, seconds: float, cpu: float, client_cpu: float
+) -> dict[str, float]:
+    return {
+        "messages": messages,
+        "deliveries": deliveries,
+        "seconds": seconds,
+        "deliveries_per_s": deliveries / seconds,
+        "server_cpu_us_per_delivery": cpu * 1e6 / deliveries,
+        "client_cpu_us_per_delivery": client_cpu * 1e6 / deliveries,
+    }
+
+
+async def fanout_im(url: str, pids: list[int], members: int, messages: int) -> dict[str, float]:
+    """Room fan-out through the IM at `url` (served by `pids`); see the module docstring."""
+    counter = _Counter()
+    users = [f"fan{n}" for n in range(members)]
+    channels: list[Channel] = []
+    readers: list[asyncio.Task[None]] = []
+    try:
+        for user in users:
+            channel = await connect(url, token=user, push_tables=[ImService.PUSH_TYPES])
+            await ImServiceClient(channel).login(im_pb2.LoginRequest(device_id="d"), timeout=30)
+            channels.append(channel)
+            readers.append(asyncio.ensure_future(_count_pushes(channel, counter)))
+        room = await ImServiceClient(channels[0]).create_room(
+            im_pb2.CreateRoomRequest(title="fan-out", member_user_ids=users[1:]), timeout=30
+        )
+        await asyncio.sleep(1.0)  # every node follows the room
+        content = content_pb2.Content(text=content_pb2.TextContent(text="x" * 100))
+        senders = [ImServiceClient(channel) for channel in channels[:FANOUT_SENDERS]]
+
+        async def send(im: ImServiceClient, name: str, count: int) -> None:
+            gate = asyncio.Semaphore(FANOUT_IN_FLIGHT)
+
+            async def one(n: int) -> None:
+                async with gate:
+                    await im.send(
+                        im_pb2.SendRequest(
+                            conversation_id=room.conversation_id,
+                            client_message_id=f"{name}-{n}",
+                            content=content,
+                        ),
+                        timeout=60,
+                    )
+
+            await asyncio.gather(*(one(n) for n in range(count)))
+
+        # Warm-up: 2 messages per sender, and what one message costs in deliveries.
+        await asyncio.gather(*(send(im, f"w{i}", 2) for i, im in enumerate(senders)))
+        warm = 2 * len(senders)
+        with contextlib.suppress(TimeoutError):
+            await counter.wait_for(warm * members, timeout=10)
+        await asyncio.sleep(0.5)
+        per_message, rest = divmod(counter.count, warm)
+        if rest or per_message not in {members, members - 1}:  # the sender's device or not
+            raise RuntimeError(f"{counter.count} deliveries for {warm} messages to {members}")
+        share = messages // len(senders)
+        total = share * len(senders)
+        before = counter.count
+        cpu, client_cpu = _cpu_seconds(pids), time.process_time()
+        started = time.perf_counter()
+        await asyncio.gather(*(send(im, f"s{i}", share) for i, im in enumerate(senders)))
+        await counter.wait_for(before + total * per_message)
+        seconds = time.perf_counter() - started
+        figures = _fanout_figures(
+            total * per_message,
+            total,
+            seconds,
+            _cpu_seconds(pids) - cpu,
+            time.process_time() - client_cpu,
+        )
+        figures["sync_required"] = counter.sync_required
+        return figures
+    finally:
+        for channel in channels:
+            await channel.close()
+        for reader in readers:
+            reader.cancel()
+
+
+async def raw_fanout_server() -> None:
+    """``--raw-fanout-server``: every message received is broadcast to every connection."""
+    connections: set[ServerConnection] = set()
+
+    async def handler(connection: ServerConnection) -> None:
+        connections.add(connection)
+        try:
+            async for message in connection:
+                websockets.broadcast(connections, message)
+        finally:
+            connections.discard(connection)
+
+    async with ws_serve(handler, "127.0.0.1", 0, compression=None) as server:
+        port = next(iter(server.sockets)).getsockname()[1]
+        print(port, flush=True)
+        await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+
+
+async def fanout_raw(members: int, messages: int) -> dict[str, float]:
+    """The raw floor: the same traffic through `raw_fanout_server` in a process of its own."""
+    command = [sys.executable, "-m", "bench.cluster_bench", "--raw-fanout-server"]
+    server = subprocess.Popen(
+        command, cwd=ROOT, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    assert server.stdout is not None and server.stdin is not None
+    counter = _Counter()
+    clients: list[Any] = []
+    readers: list[asyncio.Task[None]] = []
+
+    async def read(client: Any) -> None:
+        async for _ in client:
+            counter.add()
+
+    try:
+        port = int(await asyncio.to_thread(server.stdout.readline))
+        for _ in range(members):
+            client = await ws_connect(f"ws://127.0.0.1:{port}", compression=None)
+            clients.append(client)
+            readers.append(asyncio.ensure_future(read(client)))
+        payload = b"x" * 100
+        senders = clients[:FANOUT_SENDERS]
+        for client in senders:  # warm-up
+            await client.send(payload)
+        await counter.wait_for(len(senders) * members)
+        share = messages // len(senders)
+        total = share * len(senders)
+        before = counter.count
+        cpu, client_cpu = _cpu_seconds([server.pid]), time.process_time()
+        started = time.perf_counter()
+
+        async def send(client: Any) -> None:
+            for _ in range(share):
+                await client.send(payload)
+
+        await asyncio.gather(*(send(client) for client in senders))
+        await counter.wait_for(before + total * members)
+        seconds = time.perf_counter() - started
+        return _fanout_figures(
+            total * members,
+            total,
+            seconds,
+            _cpu_seconds([server.pid]) - cpu,
+            time.process_time() - client_cpu,
+        )
+    finally:
+        for client in clients:
+            await client.close()
+        for reader in readers:
+            reader.cancel()
+        server.stdin.close()
+        server.wait(10)
+
+
+async def measure_fanout(
+    redis_url: str, directory: Path, members: int, messages: int
+) -> dict[str, Any]:
+    """One IM process vs one node of 2 workers vs raw `websockets`, in one run."""
+    owner = ImNodes(POSTGRES_DSN)
+    timing = Timing(heartbeat_interval=1.0, node_timeout=5.0, lease_interval=1.0, gap_timeout=0.5)
+    # The senders' Sends are not rate-limited: the bench measures fan-out, not the limit.
+    single = NodeProcess(
+        owner.node_config("", timing=timing, send_rate=100_000, keepalive=False),
+        log=directory / "fanout-single.log",
+    )
+    workers = NodeProcess(
+        owner.node_config(redis_url, timing=timing, send_rate=100_000, keepalive=False),
+        workers=2,
+        log=directory / "fanout-workers.log",
+    )
+    results: dict[str, Any] = {}
+    try:
+        await single.start()
+        results["fanout_one_process"] = await fanout_im(single.url, [single.pid], members, messages)
+        await single.stop()
+        await workers.start()
+        pids = [workers.pid, *workers.pids.values()]
+        results["fanout_two_workers"] = await fanout_im(workers.url, pids, members, messages)
+        await workers.stop()
+        results["fanout_raw_websockets"] = await fanout_raw(members, messages)
+        return results
+    finally:
+        await asyncio.gather(single.stop(), workers.stop())
+        await owner.close()
+
+
+async def main(
+    latency_count: int, burst_count: int, im_count: int, fanout: tuple[int, int]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as directory:
         server = RedisProcess(Path(directory))
         await server.start()
         try:
-            results = await measure(server.url, latency_count, burst_count)
-            if im_count:
+            results = await measure(server.url, latency_count, burst_count) if burst_count else {}
+            if im_count or fanout[0]:
                 try:
                     probe = await asyncpg.connect(POSTGRES_DSN, timeout=5)
                 except (OSError, asyncpg.PostgresError) as error:
@@ -326,7 +583,10 @@ async def main(latency_count: int, burst_count: int, im_count: int) -> dict[str,
                     )
                 else:
                     await probe.close()
-                    results.update(await measure_im(server.url, Path(directory), im_count))
+                    if im_count:
+                        results.update(await measure_im(server.url, Path(directory), im_count))
+                    if fanout[0]:
+                        results.update(await measure_fanout(server.url, Path(directory), *fanout))
             return results
         finally:
             server.kill()
@@ -366,15 +626,35 @@ def report(results: dict[str, Any]) -> None:
 
     latency_keys = ("p50_us", "p99_us")
     burst_keys = ("us_per_delivery", "cpu_us_per_delivery")
-    for name in (
-        "latency_same_node_memory",
-        "latency_same_node_redis",
-        "latency_other_node_redis",
-        "latency_raw_redis_py",
-    ):
-        line(name, results[name], latency_keys)
-    for name in ("burst_same_node", "burst_other_node_redis", "burst_raw_redis_py_pipeline"):
-        line(name, results[name], burst_keys)
+    ratios: dict[str, float] = {}
+    hop: dict[str, float] = {}
+    if "latency_raw_redis_py" in results:
+        for name in (
+            "latency_same_node_memory",
+            "latency_same_node_redis",
+            "latency_other_node_redis",
+            "latency_raw_redis_py",
+        ):
+            line(name, results[name], latency_keys)
+        for name in ("burst_same_node", "burst_other_node_redis", "burst_raw_redis_py_pipeline"):
+            line(name, results[name], burst_keys)
+        ours, raw = results["latency_other_node_redis"], results["latency_raw_redis_py"]
+        burst, raw_burst = results["burst_other_node_redis"], results["burst_raw_redis_py_pipeline"]
+        same_burst = results["burst_same_node"]
+        ratios = {
+            "latency_p50_other_node_vs_raw": ours["p50_us"] / raw["p50_us"],
+            "latency_p99_other_node_vs_raw": ours["p99_us"] / raw["p99_us"],
+            "burst_us_other_node_vs_raw": burst["us_per_delivery"] / raw_burst["us_per_delivery"],
+            "burst_cpu_other_node_vs_raw": burst["cpu_us_per_delivery"]
+            / raw_burst["cpu_us_per_delivery"],
+        }
+        hop = {
+            "redis_hop_us_per_delivery": burst["us_per_delivery"] - same_burst["us_per_delivery"],
+            "redis_hop_cpu_us_per_delivery": burst["cpu_us_per_delivery"]
+            - same_burst["cpu_us_per_delivery"],
+            "redis_hop_latency_p50_us": ours["p50_us"]
+            - results["latency_same_node_redis"]["p50_us"],
+        }
     im_rows = (
         "im_single_reply",
         "im_single_same_node",
@@ -385,28 +665,36 @@ def report(results: dict[str, Any]) -> None:
     for name in im_rows:
         if name in results:
             line(name, results[name], latency_keys)
-    ours, raw = results["latency_other_node_redis"], results["latency_raw_redis_py"]
-    burst, raw_burst = results["burst_other_node_redis"], results["burst_raw_redis_py_pipeline"]
-    ratios = {
-        "latency_p50_other_node_vs_raw": ours["p50_us"] / raw["p50_us"],
-        "latency_p99_other_node_vs_raw": ours["p99_us"] / raw["p99_us"],
-        "burst_us_other_node_vs_raw": burst["us_per_delivery"] / raw_burst["us_per_delivery"],
-        "burst_cpu_other_node_vs_raw": burst["cpu_us_per_delivery"]
-        / raw_burst["cpu_us_per_delivery"],
-    }
-    hop = {
-        "redis_hop_us_per_delivery": results["burst_other_node_redis"]["us_per_delivery"]
-        - results["burst_same_node"]["us_per_delivery"],
-        "redis_hop_cpu_us_per_delivery": results["burst_other_node_redis"]["cpu_us_per_delivery"]
-        - results["burst_same_node"]["cpu_us_per_delivery"],
-        "redis_hop_latency_p50_us": ours["p50_us"] - results["latency_same_node_redis"]["p50_us"],
-    }
     if "im_cluster_other_node" in results:
         other, same = results["im_cluster_other_node"], results["im_cluster_same_node"]
         alone = results["im_single_same_node"]
         ratios["im_p50_other_vs_same_node"] = other["p50_us"] / same["p50_us"]
         ratios["im_p99_other_vs_same_node"] = other["p99_us"] / same["p99_us"]
         ratios["im_p50_same_node_vs_single_process"] = same["p50_us"] / alone["p50_us"]
+    fanout_keys = (
+        "deliveries_per_s",
+        "server_cpu_us_per_delivery",
+        "client_cpu_us_per_delivery",
+        "seconds",
+    )
+    for name in ("fanout_one_process", "fanout_two_workers", "fanout_raw_websockets"):
+        if name in results:
+            line(name, results[name], fanout_keys)
+    if "fanout_two_workers" in results:
+        one, two = results["fanout_one_process"], results["fanout_two_workers"]
+        raw_fanout = results["fanout_raw_websockets"]
+        ratios["fanout_rate_two_workers_vs_one_process"] = (
+            two["deliveries_per_s"] / one["deliveries_per_s"]
+        )
+        ratios["fanout_cpu_two_workers_vs_one_process"] = (
+            two["server_cpu_us_per_delivery"] / one["server_cpu_us_per_delivery"]
+        )
+        ratios["fanout_rate_one_process_vs_raw"] = (
+            one["deliveries_per_s"] / raw_fanout["deliveries_per_s"]
+        )
+        ratios["fanout_cpu_one_process_vs_raw"] = (
+            one["server_cpu_us_per_delivery"] / raw_fanout["server_cpu_us_per_delivery"]
+        )
     for key, value in {**ratios, **hop}.items():
         print(f"{key:40} {value:8.2f}")
     print(json.dumps({**results, **ratios, **hop}))
@@ -418,9 +706,19 @@ if __name__ == "__main__":
     parser.add_argument("--latency-samples", type=int, default=2000)
     parser.add_argument("--burst", type=int, default=50_000, help="events per burst")
     parser.add_argument("--im-samples", type=int, default=1000, help="IM sends (0: skip)")
+    parser.add_argument("--fanout-members", type=int, default=100, help="room size (0: skip)")
+    parser.add_argument("--fanout-messages", type=int, default=1000, help="fan-out messages")
+    parser.add_argument("--only-fanout", action="store_true", help="phase 5 alone")
+    parser.add_argument("--raw-fanout-server", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    set_deadline(600)
+    if args.raw_fanout_server:
+        run_loop(raw_fanout_server())
+        raise SystemExit(0)
+    set_deadline(900)
     latency_count = 200 if args.quick else args.latency_samples
     burst_count = 5000 if args.quick else args.burst
     im_count = min(args.im_samples, 100) if args.quick else args.im_samples
-    report(run_loop(main(latency_count, burst_count, im_count)))
+    fanout = (args.fanout_members, 200 if args.quick else args.fanout_messages)
+    if args.only_fanout:
+        latency_count = burst_count = im_count = 0
+    report(run_loop(main(latency_count, burst_count, im_count, fanout)))

@@ -2,12 +2,21 @@
 
     python -m bench.im_chaos                       # 3 nodes, 6 devices, 60 s of faults
     python -m bench.im_chaos --seconds 20 --nodes 3 --devices 4 --logs /tmp/chaos
+    python -m bench.im_chaos --workers 2 --faults worker     # 3 nodes x 2 workers
 
-Three (``--nodes``) IM node processes on one PostgreSQL schema and a Redis of
-this run's own; ``--devices`` `ImClient`s (each with every node's URL, its
-own first) send into one room as fast as their replies come back, while
-faults strike at random every 1-4 s: Redis killed and restarted after up to
-2 s, a node SIGKILLed and started again (on the same port) after up to 2 s.
+Three (``--nodes``) IM nodes, each ``flare serve`` of
+`flare_runtime.testing.im_cluster.node_server` with ``--workers`` worker
+processes (each worker a cluster node of its own), on one PostgreSQL schema
+and a Redis of this run's own; ``--devices`` `ImClient`s (each with every
+node's URL, its own first) send into one room as fast as their replies come
+back, while faults strike at random every 1-4 s, drawn from ``--faults``:
+
+* ``redis``: Redis killed and restarted after up to 2 s;
+* ``node``: a whole node (its supervisor and workers) SIGKILLed and started
+  again (on the same port) after up to 2 s;
+* ``worker``: one worker of a node SIGKILLed (needs ``--workers`` 2 or more);
+  its supervisor restarts it, and the node's other workers serve on.
+
 Then it checks what the tests check, at scale: every acknowledged message is
 in the history once, seqs are gap-free, and every device has every message in
 order (live + Sync). Prints the counts and one JSON line; exits 1 on a
@@ -26,6 +35,7 @@ import random
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -40,24 +50,31 @@ from bench._measure import run_loop, set_deadline  # noqa: E402
 from flare_runtime.im.client import ImClient  # noqa: E402
 from flare_runtime.testing.im_cluster import ProcessRig  # noqa: E402
 
+FAULTS = ("redis", "node", "worker")
 
-async def _fault_loop(rig: ProcessRig, until: float, log: list[str]) -> None:
+
+async def _fault_loop(rig: ProcessRig, until: float, faults: Sequence[str], log: list[str]) -> None:
     loop = asyncio.get_running_loop()
     while loop.time() < until:
         await asyncio.sleep(random.uniform(1.0, 4.0))
         down = random.uniform(0.1, 2.0)
-        if random.random() < 0.5:
+        fault = random.choice(faults)
+        node = random.choice(rig.nodes)
+        number = rig.nodes.index(node)
+        if fault == "redis":
             log.append(f"redis down {down:.1f} s")
             rig.redis.kill()
             await asyncio.sleep(down)
             await rig.redis.start()
-        else:
-            node = random.choice(rig.nodes)
-            log.append(f"node {rig.nodes.index(node)} SIGKILL, back after {down:.1f} s")
-            node.kill()
-            await node.wait()
+        elif fault == "node":
+            log.append(f"node {number} SIGKILL, back after {down:.1f} s")
+            await node.kill()
             await asyncio.sleep(down)
             await node.start()
+        else:
+            worker = random.choice(sorted(node.pids))
+            log.append(f"node {number} worker {worker} SIGKILL")
+            node.kill_worker(worker)
 
 
 async def _history(client: ImClient, conversation_id: str) -> list[Any]:
@@ -74,20 +91,22 @@ async def _history(client: ImClient, conversation_id: str) -> list[Any]:
         )
 
 
-async def main(
-    seconds: float, node_count: int, device_count: int, logs: Path | None
-) -> dict[str, Any]:
+async def main(args: argparse.Namespace, faults: Sequence[str]) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as temporary:
-        directory = logs or Path(temporary)
+        directory = args.logs or Path(temporary)
         directory.mkdir(parents=True, exist_ok=True)
-        rig = await ProcessRig.start(directory, count=node_count, send_rate=100_000)
+        rig = await ProcessRig.start(
+            directory, count=args.nodes, workers=args.workers, send_rate=100_000
+        )
         try:
-            return await _run(rig, seconds, device_count)
+            return await _run(rig, args.seconds, args.devices, faults)
         finally:
             await rig.close()
 
 
-async def _run(rig: ProcessRig, seconds: float, device_count: int) -> dict[str, Any]:
+async def _run(
+    rig: ProcessRig, seconds: float, device_count: int, faults: Sequence[str]
+) -> dict[str, Any]:
     seen: list[dict[str, list[int]]] = []
     clients = []
     for index in range(device_count):
@@ -108,7 +127,7 @@ async def _run(rig: ProcessRig, seconds: float, device_count: int) -> dict[str, 
     loop = asyncio.get_running_loop()
     until = loop.time() + seconds
     acknowledged: list[im_pb2.SendReply] = []
-    faults: list[str] = []
+    struck: list[str] = []
 
     async def sender(client: ImClient, name: str) -> None:
         n = 0
@@ -119,7 +138,7 @@ async def _run(rig: ProcessRig, seconds: float, device_count: int) -> dict[str, 
 
     started = time.perf_counter()
     await asyncio.gather(
-        _fault_loop(rig, until, faults),
+        _fault_loop(rig, until, faults, struck),
         *(sender(client, f"s{i}") for i, client in enumerate(clients)),
     )
     sending = time.perf_counter() - started
@@ -142,12 +161,13 @@ async def _run(rig: ProcessRig, seconds: float, device_count: int) -> dict[str, 
             broken.append(f"device {index} does not have every message once, in order")
     return {
         "seconds": round(sending, 1),
-        "faults": faults,
+        "faults": struck,
         "acknowledged": len(acknowledged),
         "stored": len(log),
         "sends_per_second": round(len(acknowledged) / sending, 1),
         "sync_required": sum(client.stats.sync_required for client in clients),
         "logins": sum(client.stats.logins for client in clients),
+        "devices_reconnected": sum(client.stats.logins > 1 for client in clients),
         "live": sum(client.stats.live for client in clients),
         "synced": sum(client.stats.synced for client in clients),
         "broken": broken,
@@ -158,12 +178,23 @@ if __name__ == "__main__":
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--seconds", type=float, default=60.0)
     parser.add_argument("--nodes", type=int, default=3)
+    parser.add_argument("--workers", type=int, default=1, help="worker processes per node")
     parser.add_argument("--devices", type=int, default=6)
+    parser.add_argument(
+        "--faults",
+        default="redis,node",
+        help=f"comma-separated, from {','.join(FAULTS)} (worker needs --workers 2+)",
+    )
     parser.add_argument("--logs", type=Path, help="keep the node logs in this directory")
     args = parser.parse_args()
+    chosen = [fault for fault in args.faults.split(",") if fault]
+    if not chosen or not set(chosen) <= set(FAULTS):
+        parser.error(f"--faults: expected some of {', '.join(FAULTS)}")
+    if "worker" in chosen and args.workers < 2:
+        parser.error("--faults worker needs --workers 2 or more")
     set_deadline(args.seconds + 300)
-    results = run_loop(main(args.seconds, args.nodes, args.devices, args.logs))
+    results = run_loop(main(args, chosen))
     for key, value in results.items():
-        print(f"{key:16} {value}")
+        print(f"{key:20} {value}")
     print(json.dumps(results))
     sys.exit(1 if results["broken"] else 0)

@@ -3,8 +3,8 @@
 #
 # For a 16-core / 128 GB Linux machine with the repository and its .venv:
 #   bash bench/scale_1m.sh                 # connections
-#   bash bench/scale_1m.sh --im            # IM sessions (needs PostgreSQL, FLARE_SCALE_PG,
-#                                          # and the IM on the cluster for --workers > 1)
+#   bash bench/scale_1m.sh --im            # IM sessions (needs PostgreSQL at
+#                                          # FLARE_IM_POSTGRES_DSN and redis-server on PATH)
 # Extra arguments go to bench/scale_bench.py. What it needs from the machine:
 #   * a hard open-files limit of at least 20,000 per process (64 workers x ~15,600
 #     connections, 60 client processes x ~16,700): `ulimit -Hn`;

@@ -25,13 +25,18 @@ them idle. Measured:
   socket structures of both ends of every loopback connection, and whatever
   else the machine did meanwhile), outside every process's RSS.
 
-``--im``: the server is the IM (`bench._scale_app.im_server`: `ImService` on
-`PostgresStorage`, ``FLARE_SCALE_PG``), and every connection also logs in
-(``Login`` with its own user and device): the figures are then per *session*.
-Where `ImCore` runs on the cluster (it takes ``cluster=``), each worker is a
-node on the Redis at ``FLARE_SCALE_REDIS`` and the sessions spread over every
-worker; without it the supervisor refuses more than one worker
-(`ImCore.process_sharing_problem`), which holds up to ~19,000 sessions.
+``--im``: the server is the IM on a cluster
+(`flare_runtime.testing.im_cluster.node_server`: `ImService` on
+`PostgresStorage` in a fresh schema of ``FLARE_IM_POSTGRES_DSN``, every worker
+a node on a ``redis-server`` of this run's own, production timings, no
+keepalive), and every connection also logs in (``Login`` with its own user and
+device): the figures are then per *session*, and the handshake rate counts
+connect + login. Measured besides: what the sessions cost outside the server
+processes -- Redis's memory and RSS (one subscribed channel per user, on the
+worker's subscriber connection) and the registry's rows in PostgreSQL
+(``sessions``, ``presence``: table + index sizes). ``--im single`` serves the
+IM without a cluster (one worker at most: the supervisor refuses more), to
+see what the cluster adds per session.
 
 What bounds a run: the fd limit (per process), the 2 cores (handshake rate;
 the clients run on the same machine), memory (client connections cost more
@@ -43,6 +48,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import math
 import os
@@ -51,11 +57,10 @@ import resource
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
-
-from bench._scale_app import IM_IMPORTS
 
 ROOT = Path(__file__).resolve().parent.parent
 PER_WORKER = 16_000
@@ -166,6 +171,77 @@ async def client_main(args: argparse.Namespace) -> None:
 # ---------------------------------------------------------------------------- orchestrator
 
 
+class ImBackends:
+    """``--im``: a fresh schema in PostgreSQL and (on a cluster) a redis-server of this run's
+    own; what the sessions cost in each."""
+
+    def __init__(self, directory: Path, cluster: bool) -> None:
+        from flare_runtime.testing.cluster import RedisProcess  # noqa: PLC0415
+        from flare_runtime.testing.im_cluster import POSTGRES_DSN, ImNodes, Timing  # noqa: PLC0415
+
+        self.owner = ImNodes(POSTGRES_DSN)
+        self.redis = RedisProcess(directory) if cluster else None
+        production = Timing(
+            heartbeat_interval=1.0,
+            node_timeout=5.0,
+            lease_interval=1.0,
+            presence_grace=5.0,
+            gap_timeout=0.5,
+        )
+        self.config = self.owner.node_config(
+            self.redis.url if self.redis is not None else "", timing=production, keepalive=False
+        )
+
+    def start(self) -> None:
+        if self.redis is not None:
+            asyncio.run(self.redis.start())
+
+    def redis_memory(self) -> dict[str, int]:
+        """Redis's used memory and RSS (bytes), and its pub/sub channels."""
+        if self.redis is None or self.redis.process is None:
+            return {}
+        import redis  # noqa: PLC0415
+
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            info = client.info("memory")
+            channels = len(client.pubsub_channels())
+        finally:
+            client.close()
+        return {
+            "used_memory": int(info["used_memory"]),
+            "rss": memory_kb(self.redis.process.pid)[0] * 1024,
+            "channels": channels,
+        }
+
+    def registry_sizes(self) -> dict[str, int]:
+        """Rows and bytes (table + indexes) of the registry's tables."""
+
+        async def measure() -> dict[str, int]:
+            from flare_runtime.testing.im_cluster import asyncpg_connection  # noqa: PLC0415
+
+            sizes: dict[str, int] = {}
+            async with asyncpg_connection(self.owner.dsn) as connection:
+                for table in ("sessions", "presence", "nodes"):
+                    name = f"{self.owner.schema}.{table}"
+                    if await connection.fetchval("SELECT to_regclass($1)", name) is None:
+                        continue
+                    sizes[f"{table}_rows"] = await connection.fetchval(
+                        f"SELECT count(*) FROM {name}"
+                    )
+                    sizes[f"{table}_bytes"] = await connection.fetchval(
+                        "SELECT pg_total_relation_size($1::regclass)", name
+                    )
+            return sizes
+
+        return asyncio.run(measure())
+
+    def close(self) -> None:
+        if self.redis is not None:
+            self.redis.kill()
+        asyncio.run(self.owner.close())  # drops the schema
+
+
 def run(args: argparse.Namespace) -> dict[str, Any]:
     raise_fd_limit()
     workers = args.workers or max(1, math.ceil(args.connections / PER_WORKER))
@@ -174,12 +250,39 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         raise SystemExit(f"{clients} clients cannot open {args.connections} (fd limit)")
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join([str(ROOT / "generated"), str(ROOT)])
-    target = "bench._scale_app:im_server" if args.im else "bench._scale_app:server"
+    target = "bench._scale_app:server"
+    preload: tuple[str, ...] = ()
+    with contextlib.ExitStack() as stack:
+        backends = None
+        if args.im:
+            from flare_runtime.testing.im_cluster import (  # noqa: PLC0415
+                NODE_PRELOAD,
+                NODE_TARGET,
+            )
+
+            directory = stack.enter_context(tempfile.TemporaryDirectory())
+            backends = ImBackends(Path(directory), cluster=args.im == "cluster")
+            stack.callback(backends.close)
+            backends.start()
+            env.update(backends.config.environment())
+            target, preload = NODE_TARGET, NODE_PRELOAD
+        return _run(args, workers, clients, env, target, preload, backends)
+
+
+def _run(  # noqa: PLR0917 - the parts of one run
+    args: argparse.Namespace,
+    workers: int,
+    clients: int,
+    env: dict[str, str],
+    target: str,
+    preload: tuple[str, ...],
+    backends: ImBackends | None,
+) -> dict[str, Any]:
     command = [sys.executable, "-m", "flare_runtime.cli", "serve", target]
     command += ["--ws", "0.0.0.0:0", "--workers", str(workers), "--grace", "1"]
     command += ["--uvloop"] if args.uvloop else []
-    if args.im:  # the IM's libraries once in the supervisor, shared by every worker
-        command += [arg for module in IM_IMPORTS for arg in ("--preload", module)]
+    # The IM's libraries once in the supervisor, shared by every worker.
+    command += [arg for module in preload for arg in ("--preload", module)]
     print(f"server: {workers} workers; clients: {clients} processes", file=sys.stderr)
     server = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, text=True)
     pids: list[int] = []
@@ -204,6 +307,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         worker_base = [memory_kb(pid) for pid in pids]
         base_fds = {pid: open_fds(pid) for pid in pids}
         kernel_before = kernel_slab_kb()
+        redis_before = backends.redis_memory() if backends is not None else {}
 
         share, extra = divmod(args.connections, clients)
         first = 0
@@ -238,6 +342,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         loaded = [memory_kb(pid) for pid in everyone]
         per_worker = [open_fds(pid) - base_fds[pid] for pid in pids]
         kernel_after = kernel_slab_kb()
+        redis_after = backends.redis_memory() if backends is not None else {}
+        registry = backends.registry_sizes() if backends is not None else {}
         opened = sum(per_worker)  # what the server holds now (the clients' count below)
         client_opened = sum(report["opened"] for report in reports)
         failed = sum(report["failed"] for report in reports)
@@ -273,6 +379,17 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
             "client_rss_per_connection_kb": client_rss * 1024 / max(client_opened, 1) / 1000,
             "load_average": os.getloadavg(),
         }
+        if redis_after:
+            result["redis_channels"] = redis_after["channels"]
+            for key in ("used_memory", "rss"):
+                grown = redis_after[key] - redis_before[key]
+                result[f"redis_{key}_per_session_bytes"] = grown / max(opened, 1)
+        for table in ("sessions", "presence"):
+            if f"{table}_bytes" in registry:
+                result[f"registry_{table}_rows"] = registry[f"{table}_rows"]
+                result[f"registry_{table}_bytes_per_session"] = registry[f"{table}_bytes"] / max(
+                    opened, 1
+                )
         return result
     finally:
         for process in client_processes:
@@ -291,7 +408,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def print_table(result: dict[str, Any]) -> None:
-    what = "sessions (logged in)" if result["im_sessions"] else "connections"
+    what = f"IM sessions ({result['im_sessions']})" if result["im_sessions"] else "connections"
     print(
         f"{result['connections']:,} idle Flare WebSocket {what} held by the server "
         f"({result['client_opened']:,} opened, {result['failed']} failed) on "
@@ -325,6 +442,19 @@ def print_table(result: dict[str, Any]) -> None:
         f"{result['kernel_slab_mb_both_ends']:.0f} MB; "
         f"client RSS per connection {result['client_rss_per_connection_kb']:.1f} KB"
     )
+    if "redis_channels" in result:
+        print(
+            f"  Redis: {result['redis_channels']:,} channels; per session "
+            f"{result['redis_used_memory_per_session_bytes']:.0f} B used memory, "
+            f"{result['redis_rss_per_session_bytes']:.0f} B RSS"
+        )
+    if "registry_sessions_rows" in result:
+        print(
+            f"  registry (PostgreSQL): {result['registry_sessions_rows']:,} session rows, "
+            f"{result['registry_presence_rows']:,} presence rows; per session "
+            f"{result['registry_sessions_bytes_per_session']:.0f} + "
+            f"{result['registry_presence_bytes_per_session']:.0f} B (tables and indexes)"
+        )
     if result["errors"]:
         print(f"  errors: {result['errors']}")
 
@@ -338,7 +468,13 @@ def main() -> None:
     parser.add_argument("--concurrency", type=int, default=16, help="handshakes per client")
     parser.add_argument("--settle", type=float, default=3.0, help="seconds before measuring")
     parser.add_argument("--uvloop", action="store_true", help="workers run on uvloop")
-    parser.add_argument("--im", action="store_true", help="every connection logs in to the IM")
+    parser.add_argument(
+        "--im",
+        nargs="?",
+        const="cluster",
+        choices=("cluster", "single"),
+        help="every connection logs in to the IM (on a cluster, or one process without one)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON line too")
     parser.add_argument("--client", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--port", type=int, default=0, help=argparse.SUPPRESS)

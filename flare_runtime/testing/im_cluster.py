@@ -7,9 +7,9 @@
     ...
     await rig.close()                           # closes the cores, drops the schema
 
-    rig = await ProcessRig.start(tmp_path)      # a Redis and 3 node processes
+    rig = await ProcessRig.start(tmp_path, workers=2)   # a Redis and 3 nodes of 2 workers
     client = await rig.client("alice", "phone", rig.urls)   # an ImClient
-    rig.nodes[1].kill(); rig.redis.kill(); await rig.redis.start()
+    await rig.nodes[1].kill(); rig.nodes[2].kill_worker(0); rig.redis.kill()
     await rig.close()
 
 Every core of a rig shares one fresh PostgreSQL schema (the IM's storage and
@@ -17,45 +17,47 @@ session registry) and one channel namespace, so tests sharing a database and
 a Redis never see each other. Timings are short (`FAST`) so that grace
 periods and timeouts pass in a test's time.
 
-Run as a program, this module serves one IM node over WebSocket (what the
-multi-process tests and `bench/cluster_bench.py` start)::
+A node process is ``flare serve`` of `node_server`, configured by a
+`NodeConfig` in the environment (what the multi-process tests and the
+benchmarks start)::
 
-    python -m flare_runtime.testing.im_cluster --dsn ... --schema ... --key HEX \\
-        --redis redis://127.0.0.1:56379/0 --namespace ns [--port 0]
+    FLARE_IM_NODE='{"dsn": ..., "schema": ..., "key": HEX, "redis": ...}' \\
+        flare serve flare_runtime.testing.im_cluster:node_server --ws 127.0.0.1:0 --workers 2
 
-It prints ``flare-im-node: serving <node id> on port <port>`` once it serves,
-and serves until SIGTERM/SIGINT. Its auth is the demo's (any name is a token:
-tests only). ``--single`` serves the same IM without a cluster (one process on
-PostgreSQL: the benchmark's baseline).
+With ``--workers N`` every worker is a node of its own. Its auth is the
+demo's (any name is a token: tests and benchmarks only).
 """
 
 from __future__ import annotations
 
-import argparse
 import asyncio
 import contextlib
+import dataclasses
+import json
 import os
-import re
 import secrets
 import signal
-import subprocess
-import sys
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 from flare.im.v1 import events_pb2
 
 from flare_runtime.cluster import ClusterNode, MemoryBroker, MemoryBus
+from flare_runtime.errors import ConfigurationError
 from flare_runtime.im.client import ImClient
 from flare_runtime.im.cluster import ClusterSettings
 from flare_runtime.im.core import ImCore, ImLimits
 from flare_runtime.im.push import PushSettings
 from flare_runtime.im.storage import KeyRing
 from flare_runtime.im.storage.postgres import PostgresStorage
+from flare_runtime.protocol.config import ProtocolConfig
 from flare_runtime.reconnect import Backoff
+from flare_runtime.server import Server, ServerOptions
 from flare_runtime.testing.cluster import RedisProcess
+from flare_runtime.testing.workers import ServedWorkers
 
 POSTGRES_DSN = os.environ.get(
     "FLARE_IM_POSTGRES_DSN", "postgresql://flare:flare@127.0.0.1:55432/flare_test"
@@ -157,6 +159,14 @@ class ImNodes:
         self.cores.append(core)
         return core
 
+    def node_config(self, redis_url: str, **options: Any) -> NodeConfig:
+        """How node processes (`node_server`) join this rig's cluster: its schema, key,
+        namespace and timing; `redis_url` "" for one process without a cluster."""
+        config = NodeConfig(
+            self.dsn, self.schema, self.key.hex(), redis_url, self.namespace, self.timing
+        )
+        return dataclasses.replace(config, **options)
+
     async def close(self) -> None:
         for core in self.cores:
             with contextlib.suppress(Exception):
@@ -171,98 +181,201 @@ class ImNodes:
 
 # ------------------------------------------------------------------------- processes
 
+NODE_TARGET = "flare_runtime.testing.im_cluster:node_server"
+"""The ``flare serve`` target of an IM node (its configuration in `NODE_ENVIRONMENT`)."""
+
+NODE_ENVIRONMENT = "FLARE_IM_NODE"
+"""The environment variable holding a `NodeConfig` (JSON) for `node_server`."""
+
+NODE_PRELOAD = (
+    "flare_runtime.testing.im_cluster",
+    "flare_runtime.im.service",
+    "flare_runtime.im.demo",
+    "flare_runtime.cluster.redis_broker",
+)
+"""What ``flare serve --workers N --preload`` imports once for every worker of a node."""
+
+
+@dataclass(frozen=True, slots=True)
+class NodeConfig:
+    """What `node_server` serves, passed to ``flare serve`` in `NODE_ENVIRONMENT`."""
+
+    dsn: str
+    schema: str
+    key: str
+    """The 32-byte message key (id 1), hex."""
+    redis: str = ""
+    """The cluster's Redis; "" serves the IM without a cluster (one process on PostgreSQL:
+    a benchmark's baseline; ``--workers`` above 1 is then refused)."""
+    namespace: str = "flare"
+    timing: Timing = FAST
+    send_rate: float | None = None
+    """Sends per second per user (None: `ImLimits`' default)."""
+    keepalive: bool = True
+    """False: no keepalive pings (a scale benchmark's idle connections send nothing)."""
+    max_connections: int = 4
+    """PostgreSQL connections per process."""
+
+    def environment(self) -> dict[str, str]:
+        """`NODE_ENVIRONMENT` for a node process."""
+        fields = dataclasses.asdict(self)
+        return {NODE_ENVIRONMENT: json.dumps(fields)}
+
+    @classmethod
+    def from_environment(cls) -> NodeConfig:
+        text = os.environ.get(NODE_ENVIRONMENT)
+        if not text:
+            raise ConfigurationError(f"{NODE_TARGET} needs {NODE_ENVIRONMENT} (a NodeConfig)")
+        fields = json.loads(text)
+        fields["timing"] = Timing(**fields["timing"])
+        return cls(**fields)
+
+
+class ImNodeServer(Server):
+    """A `Server` of the IM that closes its core and cluster node when it shuts down."""
+
+    def __init__(self, core: ImCore, node: ClusterNode, **options: Any) -> None:
+        from flare_runtime.im.service import ImService  # noqa: PLC0415 - not for ImNodes
+
+        super().__init__([ImService(core)], push_tables=[ImService.PUSH_TYPES], **options)
+        self.core = core
+        self.node = node
+        self._closed = False
+
+    async def shutdown(self, grace: float = 10.0) -> None:
+        """Drain the listeners, then leave the cluster (the registry forgets this node)."""
+        await super().shutdown(grace)
+        if not self._closed:
+            self._closed = True
+            await self.core.close()
+            await self.node.close()
+
+
+async def node_server() -> Server:
+    """One IM node as `NodeConfig` (`NODE_ENVIRONMENT`) says: ``flare serve`` its target.
+
+    Every process serving it, each worker of ``--workers N`` included, is a
+    node of its own (its own `ClusterNode` id: ``host-pid-random``). Its
+    auth is the demo's: any name is a token (tests and benchmarks only).
+    """
+    from flare_runtime.im.demo import DemoAuth  # noqa: PLC0415 - not for ImNodes
+
+    config = NodeConfig.from_environment()
+    timing = config.timing
+    broker = None
+    if config.redis:
+        from flare_runtime.cluster.redis_broker import RedisBroker  # noqa: PLC0415 - extra
+
+        broker = RedisBroker(config.redis, reconnect_delay=0.02, max_reconnect_delay=0.2)
+    node = ClusterNode(
+        broker,
+        namespace=config.namespace,
+        heartbeat_interval=timing.heartbeat_interval,
+        node_timeout=timing.node_timeout,
+    )
+    rate = {}
+    if config.send_rate is not None:
+        rate = {
+            "send_rate_per_second": config.send_rate,
+            "send_burst": max(1, int(config.send_rate * 2)),
+        }
+    storage = PostgresStorage(
+        config.dsn,
+        KeyRing({1: bytes.fromhex(config.key)}, 1),
+        schema=config.schema,
+        max_connections=config.max_connections,
+    )
+    core = ImCore(
+        storage,
+        cluster=node if config.redis else None,  # without Redis: no cluster at all
+        limits=timing.limits(**rate),
+        cluster_settings=timing.settings(),
+    )
+    await core.start()
+    if config.redis:
+        await node.wait_up()
+    options = ServerOptions()
+    if not config.keepalive:
+        options = ServerOptions(protocol=ProtocolConfig(keepalive_interval=None))
+    return ImNodeServer(core, node, auth=DemoAuth(), options=options)
+
 
 class NodeProcess:
-    """One IM node in a process of its own (this module run as a program), to SIGKILL."""
+    """One IM node: ``flare serve`` of `node_server` (``--workers N``), to SIGKILL.
 
-    def __init__(
-        self,
-        dsn: str,
-        schema: str,
-        keyring_key: bytes,
-        redis_url: str,
-        namespace: str,
-        *,
-        timing: Timing = FAST,
-        log: Path | None = None,
-        single: bool = False,
-        send_rate: float | None = None,
-    ) -> None:
-        self.arguments = ["--single"] if single else []
-        if send_rate is not None:
-            self.arguments += ["--send-rate", str(send_rate)]
-        self.arguments += [
-            "--dsn", dsn,
-            "--schema", schema,
-            "--key", keyring_key.hex(),
-            "--redis", redis_url,
-            "--namespace", namespace,
-            "--heartbeat", str(timing.heartbeat_interval),
-            "--node-timeout", str(timing.node_timeout),
-            "--lease", str(timing.lease_interval),
-            "--grace", str(timing.presence_grace),
-            "--gap", str(timing.gap_timeout),
-        ]  # fmt: skip
+    With one worker the node is one process; with N, a supervisor and N
+    worker processes sharing the port, each a cluster node of its own.
+    """
+
+    def __init__(self, config: NodeConfig, *, workers: int = 1, log: Path | None = None) -> None:
+        self.config = config
+        self.workers = workers
         self.log = log
-        self.process: asyncio.subprocess.Process | None = None
+        self.served: ServedWorkers | None = None
         self.port = 0
-        self.node_id = ""
 
     @property
     def url(self) -> str:
         return f"ws://127.0.0.1:{self.port}"
 
-    async def start(self, timeout: float = 30.0) -> None:
+    @property
+    def pids(self) -> dict[int, int]:
+        """Worker index -> the pid of its process (empty with one worker: no supervisor)."""
+        return dict(self.served.pids) if self.served is not None else {}
+
+    @property
+    def pid(self) -> int:
+        """The pid of ``flare serve`` itself (the supervisor, with several workers)."""
+        assert self.served is not None
+        return self.served.process.pid
+
+    async def start(self, timeout: float = 60.0) -> None:
         """Start it (again: on the same port when it had one) and wait until it serves."""
         root = Path(__file__).resolve().parents[2]
         environment = dict(os.environ)
         environment["PYTHONPATH"] = os.pathsep.join(
             [str(root / "generated"), str(root), environment.get("PYTHONPATH", "")]
         )
-        stderr: Any = subprocess.DEVNULL
-        if self.log is not None:
-            stderr = self.log.open("ab")
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "flare_runtime.testing.im_cluster",
-            *self.arguments,
-            "--port",
-            str(self.port),
-            stdout=asyncio.subprocess.PIPE,
-            stderr=stderr,
+        environment.update(self.config.environment())
+        arguments = ["--grace", "1"]
+        if self.workers > 1:
+            arguments += [argument for module in NODE_PRELOAD for argument in ("--preload", module)]
+        self.served = await ServedWorkers.start(
+            NODE_TARGET,
+            {"websocket": f"127.0.0.1:{self.port}"},
+            workers=self.workers,
+            arguments=arguments,
             env=environment,
+            cwd=root,
+            timeout=timeout,
         )
-        assert self.process.stdout is not None
-        async with asyncio.timeout(timeout):
-            line = (await self.process.stdout.readline()).decode()
-        found = re.match(r"flare-im-node: serving (\S+) on port (\d+)", line)
-        if found is None:
-            tail = self.log.read_text(errors="replace")[-2000:] if self.log is not None else ""
-            raise RuntimeError(f"the IM node did not start: {line!r}\n{tail}")
-        self.node_id, self.port = found.group(1), int(found.group(2))
+        self.port = int(self.served.urls["websocket"].rpartition(":")[2])
 
-    def kill(self) -> None:
-        """SIGKILL: no goodbye to anyone."""
-        if self.process is not None and self.process.returncode is None:
-            self.process.send_signal(signal.SIGKILL)
+    async def kill(self) -> None:
+        """SIGKILL every process of the node: no goodbye to anyone."""
+        if self.served is not None:
+            await self.served.kill()
+            self._keep_log()
+
+    def kill_worker(self, index: int) -> int:
+        """SIGKILL worker `index` (its supervisor restarts it); its pid."""
+        pid = self.pids[index]
+        os.kill(pid, signal.SIGKILL)
+        return pid
 
     async def stop(self) -> None:
-        """SIGTERM, then wait (SIGKILL after 10 s)."""
-        process = self.process
-        if process is None or process.returncode is not None:
+        """SIGTERM, then wait (SIGKILL after 30 s)."""
+        served = self.served
+        if served is None or served.process.returncode is not None:
             return
-        process.send_signal(signal.SIGTERM)
-        try:
-            async with asyncio.timeout(10):
-                await process.wait()
-        except TimeoutError:
-            process.kill()
-            await process.wait()
+        with contextlib.suppress(TimeoutError):
+            await served.stop()
+        self._keep_log()
 
-    async def wait(self) -> None:
-        if self.process is not None:
-            await self.process.wait()
+    def _keep_log(self) -> None:
+        if self.log is not None and self.served is not None:
+            with self.log.open("a") as log:
+                log.write(self.served.stderr)
 
 
 @dataclass
@@ -282,27 +395,26 @@ class ProcessRig:
         dsn: str = POSTGRES_DSN,
         count: int = 3,
         *,
+        workers: int = 1,
         send_rate: float | None = None,
     ) -> ProcessRig:
-        """Start a Redis and `count` nodes (logs in `directory`; `send_rate`: Sends/s per user)."""
+        """Start a Redis and `count` nodes of `workers` processes each (logs in `directory`;
+        `send_rate`: Sends/s per user)."""
         redis_server = RedisProcess(directory)
         await redis_server.start()
         owner = ImNodes(dsn)
+        config = owner.node_config(redis_server.url, send_rate=send_rate)
         nodes = [
-            NodeProcess(
-                dsn,
-                owner.schema,
-                owner.key,
-                redis_server.url,
-                owner.namespace,
-                timing=owner.timing,
-                log=directory / f"node{index}.log",
-                send_rate=send_rate,
-            )
+            NodeProcess(config, workers=workers, log=directory / f"node{index}.log")
             for index in range(count)
         ]
-        await asyncio.gather(*(node.start() for node in nodes))
-        return cls(redis_server, owner, nodes)
+        rig = cls(redis_server, owner, nodes)
+        try:
+            await asyncio.gather(*(node.start() for node in nodes))
+        except BaseException:
+            await rig.close()
+            raise
+        return rig
 
     @property
     def urls(self) -> list[str]:
@@ -338,6 +450,21 @@ class ProcessRig:
         await client.start()
         return client
 
+    async def process_of(self, client: ImClient) -> int:
+        """The pid of the process (the worker) holding `client`'s session, by the registry.
+
+        A node's id is ``host-pid-random`` (`ClusterNode`), and the registry
+        names the node of every session.
+        """
+        async with asyncpg_connection(self.owner.dsn) as connection:
+            node_id = await connection.fetchval(
+                f"SELECT node_id FROM {self.owner.schema}.sessions WHERE session_id = $1",
+                client.session_id,
+            )
+        if node_id is None:
+            raise LookupError(f"no session {client.session_id!r} in the registry")
+        return int(node_id.rsplit("-", 2)[1])
+
     async def close(self) -> None:
         for client in self.clients:
             with contextlib.suppress(Exception):
@@ -347,72 +474,11 @@ class ProcessRig:
         await self.owner.close()
 
 
-async def _serve(arguments: argparse.Namespace) -> None:
-    from flare_runtime.cluster.redis_broker import RedisBroker  # noqa: PLC0415 - extra
-    from flare_runtime.im.demo import DemoAuth  # noqa: PLC0415
-    from flare_runtime.im.service import ImService  # noqa: PLC0415
-    from flare_runtime.server import Server  # noqa: PLC0415
-
-    node = ClusterNode(
-        RedisBroker(arguments.redis, reconnect_delay=0.02, max_reconnect_delay=0.2)
-        if not arguments.single
-        else None,  # not given to the core then: no cluster at all
-        namespace=arguments.namespace,
-        heartbeat_interval=arguments.heartbeat,
-        node_timeout=arguments.node_timeout,
-    )
-    core = ImCore(
-        PostgresStorage(
-            arguments.dsn, KeyRing({1: bytes.fromhex(arguments.key)}, 1), schema=arguments.schema
-        ),
-        cluster=None if arguments.single else node,
-        limits=ImLimits(
-            presence_grace_seconds=arguments.grace,
-            send_rate_per_second=arguments.send_rate,
-            send_burst=max(1, int(arguments.send_rate * 2)),
-        ),
-        cluster_settings=ClusterSettings(
-            gap_timeout=arguments.gap,
-            lease_interval=arguments.lease,
-            node_timeout=arguments.node_timeout,
-        ),
-    )
-    await core.start()
-    if not arguments.single:
-        await node.wait_up()
-    service = ImService(core)
-    server = Server([service], auth=DemoAuth(), push_tables=[ImService.PUSH_TYPES])
-    await server.start(websocket=f"127.0.0.1:{arguments.port}")
-    print(f"flare-im-node: serving {node.node_id} on port {server.port('websocket')}", flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.shutdown(grace=1.0)
-    await core.close()
-    await node.close()
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="serve one IM cluster node (tests, benches)")
-    parser.add_argument("--dsn", required=True)
-    parser.add_argument("--schema", required=True)
-    parser.add_argument("--key", required=True, help="the 32-byte message key, hex")
-    parser.add_argument("--redis", required=True)
-    parser.add_argument("--namespace", required=True)
-    parser.add_argument("--port", type=int, default=0)
-    parser.add_argument("--heartbeat", type=float, default=FAST.heartbeat_interval)
-    parser.add_argument("--node-timeout", type=float, default=FAST.node_timeout)
-    parser.add_argument("--lease", type=float, default=FAST.lease_interval)
-    parser.add_argument("--grace", type=float, default=FAST.presence_grace)
-    parser.add_argument("--gap", type=float, default=FAST.gap_timeout)
-    parser.add_argument("--single", action="store_true", help="one process, no cluster")
-    parser.add_argument(
-        "--send-rate", type=float, default=ImLimits().send_rate_per_second, help="Sends/s per user"
-    )
-    asyncio.run(_serve(parser.parse_args()))
-
-
-if __name__ == "__main__":
-    main()
+@contextlib.asynccontextmanager
+async def asyncpg_connection(dsn: str) -> AsyncIterator[asyncpg.Connection]:
+    """One PostgreSQL connection, closed afterwards."""
+    connection = await asyncpg.connect(dsn, timeout=10)
+    try:
+        yield connection
+    finally:
+        await connection.close()

@@ -32,14 +32,16 @@ caller that made it, which announces it.
 
 from __future__ import annotations
 
-import dataclasses
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flare_runtime.im.sessions import CloseReason, DevicePolicy, replaced_by_policy
+from flare_runtime.im.sessions import CloseReason, DevicePolicy
 from flare_runtime.im.storage.postgres import PostgresStorage, create_schema
+
+if TYPE_CHECKING:
+    import asyncpg
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS {schema}.nodes (
@@ -68,6 +70,67 @@ CREATE TABLE IF NOT EXISTS {schema}.presence (
 CREATE INDEX IF NOT EXISTS presence_idle ON {schema}.presence (idle_since)
     WHERE idle_since IS NOT NULL;
 """
+
+_REGISTER = """
+CREATE OR REPLACE FUNCTION {schema}.register_session(
+    new_session TEXT, new_user TEXT, new_device TEXT, new_platform INTEGER, new_node TEXT,
+    lock_space INTEGER, policy TEXT, max_sessions INTEGER, retire TEXT, detail TEXT,
+    OUT replaced_ids TEXT[], OUT replaced_nodes TEXT[], OUT replaced_devices TEXT[],
+    OUT replaced_platforms INTEGER[], OUT was_online BOOLEAN, OUT changed_at_ms BIGINT)
+LANGUAGE plpgsql AS $body$
+BEGIN
+    -- Each statement below reads a snapshot taken after the previous one
+    -- (READ COMMITTED): every login of the user committed before the lock is seen.
+    PERFORM pg_advisory_xact_lock(lock_space, hashtext(new_user));
+    WITH live AS (
+        SELECT s.session_id, s.device_id, s.platform, s.opened
+        FROM {schema}.sessions s
+        WHERE s.user_id = new_user AND s.ended_reason IS NULL AND s.session_id <> retire
+    ), others AS (  -- allow_all: other devices, oldest first, beyond max_sessions
+        SELECT l.session_id, row_number() OVER (ORDER BY l.opened) AS n, count(*) OVER () AS c
+        FROM live l WHERE policy = 'allow_all' AND l.device_id <> new_device
+    ), chosen AS (
+        SELECT l.session_id FROM live l
+        WHERE policy = 'one_in_total'
+           OR (policy = 'one_per_platform'
+               AND (l.platform = new_platform OR l.device_id = new_device))
+           OR (policy = 'allow_all' AND l.device_id = new_device)
+        UNION ALL
+        SELECT o.session_id FROM others o WHERE o.n <= o.c + 1 - max_sessions
+    ), ended AS (
+        UPDATE {schema}.sessions s
+        SET ended_reason = 1, ended_detail = detail, replaced_by = new_session  -- 1: REPLACED
+        FROM chosen c WHERE s.session_id = c.session_id
+        RETURNING s.session_id, s.node_id, s.device_id, s.platform, s.opened
+    )
+    SELECT coalesce(array_agg(e.session_id ORDER BY e.opened), '{}'),
+           coalesce(array_agg(e.node_id ORDER BY e.opened), '{}'),
+           coalesce(array_agg(e.device_id ORDER BY e.opened), '{}'),
+           coalesce(array_agg(e.platform ORDER BY e.opened), '{}')
+    INTO replaced_ids, replaced_nodes, replaced_devices, replaced_platforms
+    FROM ended e;
+    INSERT INTO {schema}.sessions (session_id, user_id, device_id, platform, node_id)
+    VALUES (new_session, new_user, new_device, new_platform, new_node);
+    SELECT p.online INTO was_online FROM {schema}.presence p WHERE p.user_id = new_user;
+    INSERT INTO {schema}.presence AS p (user_id, online, idle_since) VALUES (new_user, true, NULL)
+    ON CONFLICT (user_id) DO UPDATE SET online = true, idle_since = NULL,
+        changed_at = CASE WHEN p.online THEN p.changed_at ELSE now() END
+    RETURNING (EXTRACT(EPOCH FROM p.changed_at) * 1000)::bigint INTO changed_at_ms;
+END
+$body$;
+"""
+"""One login in one round trip to the database (`ClusterRegistry.register`).
+
+The device policy is `flare_runtime.im.sessions.replaced_by_policy`, written
+in SQL so that it is applied under the user's lock, in the same statement
+that ends the sessions it replaces
+(tests/im/cluster/test_im_cluster_registry.py checks both agree). A change to
+the function's body or signature gets a new name: nodes of both versions may
+share a schema for a while."""
+
+_REGISTER_SIGNATURE = (
+    "register_session(text, text, text, integer, text, integer, text, integer, text, text)"
+)
 
 _MS = "(EXTRACT(EPOCH FROM changed_at) * 1000)::bigint"
 
@@ -161,6 +224,10 @@ class ClusterRegistry:
         self._sql_schema = schema
         # The first key of every per-user advisory lock: one lock space per schema.
         self._lock_space = zlib.crc32(schema.encode()) & 0x7FFFFFFF
+        self._lease: asyncpg.Connection | None = None
+        """`renew`'s own connection: a renewal never waits behind the pool's queue of logins
+        (a login storm would otherwise outlast `node_timeout`, and the other nodes would
+        forget this one)."""
 
     def _sql(self, text: str) -> str:
         return text.replace("{schema}", self._sql_schema)
@@ -185,6 +252,11 @@ class ClusterRegistry:
         """Create the tables when missing, forget orphaned sessions, register this node."""
         async with self._storage.pool.acquire() as connection:
             await create_schema(connection, self._sql(_SCHEMA), self._sql_schema, 7101)
+            function = f"{self._sql_schema}.{_REGISTER_SIGNATURE}"
+            if await connection.fetchval("SELECT to_regprocedure($1)", function) is None:
+                async with connection.transaction():  # nodes starting together: one creates it
+                    await connection.execute("SELECT pg_advisory_xact_lock(7101)")
+                    await connection.execute(self._sql(_REGISTER))
         async with self._storage.pool.acquire() as connection:
             await connection.execute(
                 self._sql(
@@ -207,6 +279,9 @@ class ClusterRegistry:
 
     async def close(self) -> list[str]:
         """Forget this node and its sessions; returns the users left idle (graceful stop)."""
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            lease.terminate()  # no transaction open on it: nothing to finish
         async with self._storage.pool.acquire() as connection, connection.transaction():
             idle = await self._forget_nodes(connection, [self.node_id])
             await connection.execute(
@@ -221,13 +296,20 @@ class ClusterRegistry:
         local session (their rows are gone, and their users may have been
         announced offline).
         """
-        async with self._storage.pool.acquire() as connection:
-            status = await connection.execute(
+        if self._lease is None or self._lease.is_closed():
+            self._lease = await self._storage.connect(timeout=self.node_timeout)
+        try:
+            status = await self._lease.execute(
                 self._sql("UPDATE {schema}.nodes SET seen_at = now() WHERE node_id = $1"),
                 self.node_id,
+                timeout=self.node_timeout,
             )
-            if status != "UPDATE 0":
-                return True
+        except BaseException:
+            lease, self._lease = self._lease, None
+            lease.terminate()  # in an unknown state: the next renewal connects again
+            raise
+        if status != "UPDATE 0":
+            return True
         async with self._storage.pool.acquire() as connection, connection.transaction():
             await self._forget_nodes(connection, [self.node_id])
             await connection.execute(
@@ -283,63 +365,47 @@ class ClusterRegistry:
         `retire` names the session this login supersedes on the same
         connection: the policy does not count it (the caller unregisters it).
         """
-        user = session.user_id
-        async with self._storage.pool.acquire() as connection, connection.transaction():
-            await self._lock_user(connection, user)
-            rows = await connection.fetch(
+        detail = f"replaced by a newer session of device {session.device_id!r}"
+        async with self._storage.pool.acquire() as connection:
+            row = await connection.fetchrow(
                 self._sql(
-                    f"SELECT {_SESSION_COLUMNS} FROM {{schema}}.sessions "
-                    "WHERE user_id = $1 AND ended_reason IS NULL ORDER BY opened"
-                ),
-                user,
-            )
-            existing = [_session(row) for row in rows if row["session_id"] != retire]
-            replaced = replaced_by_policy(
-                policy, existing, session.device_id, session.platform, max_sessions
-            )
-            detail = f"replaced by a newer session of device {session.device_id!r}"
-            if replaced:
-                await connection.execute(
-                    self._sql(
-                        "UPDATE {schema}.sessions SET ended_reason = $2, ended_detail = $3, "
-                        "replaced_by = $4 WHERE session_id = ANY($1::text[])"
-                    ),
-                    [old.session_id for old in replaced],
-                    int(CloseReason.REPLACED),
-                    detail,
-                    session.session_id,
-                )
-            await connection.execute(
-                self._sql(
-                    "INSERT INTO {schema}.sessions "
-                    "(session_id, user_id, device_id, platform, node_id) "
-                    "VALUES ($1, $2, $3, $4, $5)"
+                    "SELECT * FROM {schema}.register_session"
+                    "($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"
                 ),
                 session.session_id,
-                user,
+                session.user_id,
                 session.device_id,
                 session.platform,
                 self.node_id,
+                self._lock_space,
+                policy.value,
+                max_sessions,
+                retire,
+                detail,
             )
-            was_online = await connection.fetchval(
-                self._sql("SELECT online FROM {schema}.presence WHERE user_id = $1"), user
-            )
-            changed_at_ms = await connection.fetchval(
-                self._sql(
-                    "INSERT INTO {schema}.presence (user_id, online, idle_since) "
-                    "VALUES ($1, true, NULL) ON CONFLICT (user_id) DO UPDATE SET online = true, "
-                    "idle_since = NULL, changed_at = CASE WHEN {schema}.presence.online "
-                    f"THEN {{schema}}.presence.changed_at ELSE now() END RETURNING {_MS}"
-                ),
-                user,
-            )
+        assert row is not None  # a function's call returns one row
         ended = [
-            dataclasses.replace(
-                old, ended=CloseReason.REPLACED, detail=detail, replaced_by=session.session_id
+            RegisteredSession(
+                session_id,
+                session.user_id,
+                device_id,
+                platform,
+                node_id,
+                ended=CloseReason.REPLACED,
+                detail=detail,
+                replaced_by=session.session_id,
             )
-            for old in replaced
+            for session_id, node_id, device_id, platform in zip(
+                row["replaced_ids"],
+                row["replaced_nodes"],
+                row["replaced_devices"],
+                row["replaced_platforms"],
+                strict=True,
+            )
         ]
-        return Registered(ended, came_online=not was_online, changed_at_ms=changed_at_ms)
+        return Registered(
+            ended, came_online=not row["was_online"], changed_at_ms=row["changed_at_ms"]
+        )
 
     async def unregister(self, session_id: str) -> Ended | None:
         """Remove a session that ended on this node; None when it was not registered."""

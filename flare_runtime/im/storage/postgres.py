@@ -123,6 +123,19 @@ async def create_schema(connection: Any, ddl: str, schema: str, lock: int) -> No
         await connection.execute(ddl)
 
 
+async def _nothing_to_reset(connection: Any) -> None:
+    """The pool's reset of a released connection: nothing beyond asyncpg's own rollback of an
+    unfinished transaction.
+
+    The storage (and the cluster registry sharing its pool) leaves no session
+    state on a connection: no ``SET``, ``LISTEN``, cursor or session-level
+    advisory lock (only ``pg_advisory_xact_lock``). asyncpg's default reset
+    query (``SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; RESET
+    ALL``) would cost a round trip to the database at every release: one per
+    storage call (a login made three).
+    """
+
+
 def _conversation(row: Any) -> ConversationRecord:
     return ConversationRecord(
         conversation_id=row["conversation_id"],
@@ -187,6 +200,16 @@ class PostgresStorage(Storage):
             raise StorageError("storage is not open")
         return self._pool
 
+    async def connect(self, timeout: float) -> asyncpg.Connection:
+        """A connection of its own, outside the pool (the caller closes it): for work that
+        must not queue behind the pool's callers, like the cluster's lease renewal."""
+        module = self._asyncpg
+        try:
+            connection: asyncpg.Connection = await module.connect(self._dsn, timeout=timeout)
+        except (OSError, TimeoutError, module.PostgresError) as error:
+            raise StorageError(f"cannot connect to PostgreSQL: {error}") from error
+        return connection
+
     def _sql(self, text: str) -> str:
         return text.replace("{schema}", self._schema)
 
@@ -196,7 +219,11 @@ class PostgresStorage(Storage):
         asyncpg = self._asyncpg
         try:
             pool = await asyncpg.create_pool(
-                self._dsn, min_size=self._min, max_size=self._max, command_timeout=30
+                self._dsn,
+                min_size=self._min,
+                max_size=self._max,
+                command_timeout=30,
+                reset=_nothing_to_reset,
             )
         except (OSError, asyncpg.PostgresError) as error:
             raise StorageError(f"cannot connect to PostgreSQL: {error}") from error

@@ -65,13 +65,27 @@ async def nodes() -> AsyncIterator[ImNodes]:
         await rig.close()
 
 
-@pytest.fixture
-async def rig(tmp_path: Path) -> AsyncIterator[ProcessRig]:
-    """Three IM node processes on a Redis of the test's own and a shared schema."""
+async def process_rig(directory: Path, workers: int) -> ProcessRig:
     await require_postgres()
     if shutil.which("redis-server") is None:
         skip_or_fail("redis-server is not installed; run `bash .ci/services.d/70-redis.sh`")
-    running = await ProcessRig.start(tmp_path)
+    return await ProcessRig.start(directory, workers=workers)
+
+
+@pytest.fixture
+async def rig(tmp_path: Path) -> AsyncIterator[ProcessRig]:
+    """Three IM node processes on a Redis of the test's own and a shared schema."""
+    running = await process_rig(tmp_path, 1)
+    try:
+        yield running
+    finally:
+        await running.close()
+
+
+@pytest.fixture
+async def worker_rig(tmp_path: Path) -> AsyncIterator[ProcessRig]:
+    """Three IM nodes of two workers each (``flare serve --workers 2``): six cluster nodes."""
+    running = await process_rig(tmp_path, 2)
     try:
         yield running
     finally:

@@ -11,6 +11,8 @@ every client that stayed up or reconnected has every message (live + Sync).
 from __future__ import annotations
 
 import asyncio
+import functools
+from collections.abc import Awaitable, Callable
 
 import redis.asyncio
 from flare.im.v1 import content_pb2, events_pb2, im_pb2
@@ -48,17 +50,30 @@ async def history(client: ImClient, conversation_id: str) -> list[events_pb2.Mes
         )
 
 
-async def test_devices_on_three_nodes_exchange_messages_presence_typing_receipts(
-    rig: Rig,
-) -> None:
-    """Alice on nodes 0 and 1, Bob on node 2: a room and a direct conversation."""
-    seen: dict[str, dict[str, list[int]]] = {name: {} for name in ("laptop", "phone", "bob")}
-    alice_events: list[events_pb2.Event] = []
-    laptop = await rig.client(
-        "alice", "laptop", [rig.urls[0]], record=seen["laptop"], events=alice_events
+def got(events: list[events_pb2.Event], kind: str, **fields: object) -> bool:
+    """Whether `events` holds an event of `kind` whose fields have these values."""
+    return any(
+        event.WhichOneof("event") == kind
+        and all(getattr(getattr(event, kind), name) == value for name, value in fields.items())
+        for event in events
     )
-    phone = await rig.client("alice", "phone", [rig.urls[1]], record=seen["phone"])
-    bob = await rig.client("bob", "phone", [rig.urls[2]], record=seen["bob"])
+
+
+async def test_devices_on_three_nodes_of_two_workers_exchange_messages(
+    worker_rig: Rig,
+) -> None:
+    """Three nodes of two workers each (`flare serve --workers 2`): Alice on nodes 0 and 1,
+    Bob on nodes 2 and 0; a room and a direct conversation; presence, typing, receipts, and
+    a kick (the same device logging in on another node)."""
+    rig = worker_rig
+    names = {"laptop": ("alice", 0), "phone": ("alice", 1), "bob": ("bob", 2), "tab": ("bob", 0)}
+    seen: dict[str, dict[str, list[int]]] = {name: {} for name in names}
+    told: dict[str, list[events_pb2.Event]] = {name: [] for name in names}
+    devices = {
+        name: await rig.client(user, name, [rig.urls[node]], record=seen[name], events=told[name])
+        for name, (user, node) in names.items()
+    }
+    laptop, phone, bob, tab = devices.values()
     room = await laptop.im.create_room(im_pb2.CreateRoomRequest(title="r", member_user_ids=["bob"]))
     direct = await bob.im.open_direct(im_pb2.OpenDirectRequest(peer_user_id="alice"))
     watched = await laptop.im.watch_presence(im_pb2.WatchPresenceRequest(user_ids=["bob"]))
@@ -73,38 +88,35 @@ async def test_devices_on_three_nodes_exchange_messages_presence_typing_receipts
         talk(laptop, room.conversation_id, "l"),
         talk(bob, room.conversation_id, "b"),
         talk(phone, direct.conversation_id, "p"),
-        talk(bob, direct.conversation_id, "d"),
+        talk(tab, direct.conversation_id, "t"),
     )
-    for name, client in (("laptop", laptop), ("phone", phone), ("bob", bob)):
-        await has_all(seen[name], [room.conversation_id, direct.conversation_id], 30)
-        for conversation in (room.conversation_id, direct.conversation_id):
+    conversations = [room.conversation_id, direct.conversation_id]
+    for name, client in devices.items():
+        await has_all(seen[name], conversations, 30)
+        for conversation in conversations:
             assert seen[name][conversation] == list(range(1, 31)), (name, conversation)
-        assert client.stats.duplicates == 0 and client.stats.gaps == 0
-    # Typing and receipts cross nodes.
+        assert client.stats.duplicates == 0 and client.stats.gaps == 0, name
+    # Typing and receipts cross nodes and workers.
     await bob.im.set_typing(
         im_pb2.SetTypingRequest(conversation_id=room.conversation_id, typing=True)
     )
     await bob.im.ack(im_pb2.AckRequest(conversation_id=room.conversation_id, read_seq=30))
-    await eventually(lambda: any(e.WhichOneof("event") == "typing_changed" for e in alice_events))
-    await eventually(
-        lambda: any(
-            e.WhichOneof("event") == "receipt_updated" and e.receipt_updated.user_id == "bob"
-            for e in alice_events
-        )
-    )
-    # The same device logging in on another node replaces the session on node 2.
-    bob_again = await rig.client("bob", "phone", [rig.urls[0]])
+    for name in ("laptop", "phone", "tab"):
+        await eventually(functools.partial(got, told[name], "typing_changed", user_id="bob"))
+    for name in ("laptop", "phone"):
+        await eventually(functools.partial(got, told[name], "receipt_updated", user_id="bob"))
+    # The same device logging in on another node replaces (kicks) the session on node 2.
+    bob_again = await rig.client("bob", "bob", [rig.urls[1]])
     await eventually(lambda: bob.ended is not None)
     assert bob.ended is not None
     assert bob.ended.reason == events_pb2.SessionClosed.REASON_REPLACED
-    # Bob leaves: offline on Alice's node once the grace period is over.
+    assert bob.ended.replaced_by_session_id == bob_again.session_id
+    assert not got(told["laptop"], "presence_changed", online=False)  # no flap
+    # Bob's devices leave: offline on Alice's node once the grace period is over.
     await bob_again.close()
+    await tab.close()
     await eventually(
-        lambda: any(
-            e.WhichOneof("event") == "presence_changed" and not e.presence_changed.online
-            for e in alice_events
-        ),
-        timeout=10,
+        lambda: got(told["laptop"], "presence_changed", user_id="bob", online=False), timeout=10
     )
 
 
@@ -130,17 +142,21 @@ async def test_a_node_without_a_member_does_not_subscribe_to_the_room(rig: Rig) 
         await admin.aclose()
 
 
-async def _chaos(rig: Rig, fault: str) -> None:
-    """Senders on two nodes while `fault` strikes; then check every promise."""
-    seen: dict[str, dict[str, list[int]]] = {}
+async def _chaos(
+    rig: Rig, strike: Callable[[list[ImClient]], Awaitable[None]], device_count: int = 4
+) -> list[ImClient]:
+    """Senders on three nodes while `strike(clients)` runs; then check every promise.
+
+    Device i is user i % 3's, homed on node i % 3 (its other URLs after it).
+    """
+    users = ["alice", "bob", "carol"]
+    seen: list[dict[str, list[int]]] = []
     clients = []
-    for index, (user, device) in enumerate(
-        [("alice", "a0"), ("bob", "b1"), ("carol", "c2"), ("alice", "a1")]
-    ):
+    for index in range(device_count):
         home = index % 3
         urls = rig.urls[home:] + rig.urls[:home]
-        seen[f"{user}/{device}"] = {}
-        clients.append(await rig.client(user, device, urls, record=seen[f"{user}/{device}"]))
+        seen.append({})
+        clients.append(await rig.client(users[home], f"d{index}", urls, record=seen[-1]))
     room = await clients[0].im.create_room(
         im_pb2.CreateRoomRequest(title="chaos", member_user_ids=["bob", "carol"])
     )
@@ -155,13 +171,7 @@ async def _chaos(rig: Rig, fault: str) -> None:
 
     senders = [asyncio.ensure_future(sender(c, f"s{i}")) for i, c in enumerate(clients[:3])]
     await asyncio.sleep(0.3)
-    if fault == "redis":
-        rig.redis.kill()
-        await asyncio.sleep(1.0)
-        await rig.redis.start()
-    else:
-        rig.nodes[1].kill()  # Bob's node: Bob's client moves to node 2
-        await rig.nodes[1].wait()
+    await strike(clients)
     await asyncio.gather(*senders)
     # Every acknowledged message is in the history, seq gap-free, each once.
     log = await history(clients[0], room_id)
@@ -170,14 +180,20 @@ async def _chaos(rig: Rig, fault: str) -> None:
     assert {(r.seq, r.message_id) for r in acknowledged} <= {(m.seq, m.message_id) for m in log}
     assert len(acknowledged) == 120 and len(log) == 120  # retries stored nothing twice
     # Every client has every message, once, in order (live + Sync).
-    for name, client in zip(seen, clients, strict=True):
+    for index, client in enumerate(clients):
         await client.synced()
-        await has_all(seen[name], [room_id], 120)
-        assert seen[name][room_id] == seqs, name
+        await has_all(seen[index], [room_id], 120)
+        assert seen[index][room_id] == seqs, index  # once each, after dedup by seq
+    return clients
 
 
 async def test_chaos_redis_restarts_while_nodes_send(rig: Rig) -> None:
-    await _chaos(rig, "redis")
+    async def restart_redis(_: list[ImClient]) -> None:
+        rig.redis.kill()
+        await asyncio.sleep(1.0)
+        await rig.redis.start()
+
+    await _chaos(rig, restart_redis)
     told = sum(client.stats.sync_required for client in rig.clients)
     assert told > 0  # devices were told to Sync, not left with a silent gap
 
@@ -189,16 +205,43 @@ async def test_chaos_a_node_is_sigkilled_while_nodes_send(rig: Rig) -> None:
     stuck = await rig.client("dave", "d", [rig.urls[1]], backoff=Backoff(60, 60))
     await stuck.im.open_direct(im_pb2.OpenDirectRequest(peer_user_id="alice"))
     await watcher.im.watch_presence(im_pb2.WatchPresenceRequest(user_ids=["dave"]))
-    await _chaos(rig, "node")
+
+    async def kill_node(_: list[ImClient]) -> None:
+        await rig.nodes[1].kill()  # Bob's node: Bob's client moves to node 2
+
+    await _chaos(rig, kill_node)
     # Dave's node died: he goes offline on the other nodes after the grace period.
     await eventually(
-        lambda: any(
-            e.WhichOneof("event") == "presence_changed"
-            and e.presence_changed.user_id == "dave"
-            and not e.presence_changed.online
-            for e in watcher_events
-        ),
+        lambda: got(watcher_events, "presence_changed", user_id="dave", online=False),
         timeout=FAST.node_timeout + FAST.presence_grace + 10,
     )
     moved = [c for c in rig.clients if c.stats.logins > 1]
     assert moved  # Bob's client logged in again on another node
+
+
+async def test_chaos_a_worker_is_sigkilled_while_nodes_send(worker_rig: Rig) -> None:
+    """Node 1's worker holding Bob's first device is SIGKILLed mid-traffic: the supervisor
+    restarts it, its devices reconnect (to node 1: the other worker, or the new one) and
+    sync; every other device keeps its connection and session."""
+    rig = worker_rig
+    killed: list[int] = []
+    held: dict[int, int] = {}
+
+    async def kill_worker(clients: list[ImClient]) -> None:
+        for index, client in enumerate(clients):
+            held[index] = await rig.process_of(client)
+        node = rig.nodes[1]
+        (worker,) = [w for w, pid in node.pids.items() if pid == held[1]]
+        killed.append(node.kill_worker(worker))
+        assert node.served is not None
+        await node.served.wait_ready(worker, other_than=killed[0])  # restarted
+
+    clients = await _chaos(rig, kill_worker, device_count=6)
+    for index, client in enumerate(clients):
+        if held[index] == killed[0]:
+            assert client.stats.logins > 1, index  # it came back, on a living worker
+            assert await rig.process_of(client) != killed[0]
+        else:
+            assert client.stats.logins == 1, index  # untouched: same connection, same session
+            assert client.channel.connections == 1, index
+            assert await rig.process_of(client) == held[index]

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import asyncio
+import random
 
 import pytest
 
 from flare_runtime.im.cluster.registry import ClusterRegistry, RegisteredSession
-from flare_runtime.im.sessions import CloseReason, DevicePolicy
+from flare_runtime.im.sessions import CloseReason, DevicePolicy, replaced_by_policy
 from flare_runtime.im.storage import KeyRing
 from flare_runtime.im.storage.postgres import PostgresStorage
 from flare_runtime.testing.im_cluster import POSTGRES_DSN
@@ -61,6 +62,74 @@ async def test_racing_logins_of_one_device_keep_exactly_one(storage: PostgresSto
     assert len(await nodes[0].sessions_of("alice")) == 1
     assert sum(len(result.replaced) for result in results) == 3
     assert sum(result.came_online for result in results) == 1
+
+
+async def test_the_registry_applies_the_device_policy_of_one_process(
+    storage: PostgresStorage,
+) -> None:
+    """`register` applies the policy in SQL; it must replace exactly what
+    `replaced_by_policy` (the one-process rule) replaces, for every policy and limit."""
+    node = await registry(storage, "n")
+    draw = random.Random(14)
+    for case in range(300):
+        user = f"u{case}"
+        existing = [
+            row(f"{user}-{n}", user, draw.choice("abcd"), "n", draw.randint(1, 3))
+            for n in range(draw.randint(0, 6))
+        ]
+        async with storage.pool.acquire() as connection:
+            for session in existing:  # as they are, whatever the policy would have said
+                await connection.execute(
+                    f"INSERT INTO {storage.schema}.sessions "
+                    "(session_id, user_id, device_id, platform, node_id) "
+                    "VALUES ($1, $2, $3, $4, 'n')",
+                    session.session_id,
+                    user,
+                    session.device_id,
+                    session.platform,
+                )
+        policy = draw.choice(list(DevicePolicy))
+        maximum = draw.randint(1, 4)
+        retire = draw.choice([*existing, None])
+        login = row(f"{user}-new", user, draw.choice("abcd"), "n", draw.randint(1, 3))
+        kept = [s for s in existing if s is not retire]
+        expected = replaced_by_policy(policy, kept, login.device_id, login.platform, maximum)
+        registered = await node.register(
+            login, policy, maximum, retire=retire.session_id if retire is not None else ""
+        )
+        assert {s.session_id for s in registered.replaced} == {s.session_id for s in expected}, (
+            case,
+            policy,
+            maximum,
+            existing,
+            login,
+        )
+        live = {s.session_id for s in await node.sessions_of(user)}
+        assert live == {s.session_id for s in existing} - {s.session_id for s in expected} | {
+            login.session_id
+        }
+
+
+async def test_a_renewal_does_not_wait_behind_a_busy_pool(storage: PostgresStorage) -> None:
+    """Every pool connection busy (a login storm): the lease is renewed all the same, in time."""
+    node = await registry(storage, "n")
+    held: list[object] = []
+    release = asyncio.Event()
+
+    async def hold() -> None:
+        async with storage.pool.acquire() as connection:
+            held.append(connection)
+            await release.wait()
+
+    holders = [asyncio.ensure_future(hold()) for _ in range(storage.pool.get_max_size())]
+    try:
+        while len(held) < len(holders):
+            await asyncio.sleep(0.01)
+        assert await asyncio.wait_for(node.renew(), TIMEOUT) is True
+    finally:
+        release.set()
+        await asyncio.gather(*holders)
+    await node.close()
 
 
 async def test_a_dead_nodes_sessions_are_forgotten_and_its_users_go_offline(

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import gc
 import ssl
 from pathlib import Path
 
 import pytest
 from websockets.asyncio.client import connect as raw_connect
+from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 
 from flare_runtime import connect
@@ -124,6 +126,26 @@ async def test_handshake_headers_become_connection_metadata() -> None:
             principal = connection.principal
             assert principal is not None
             assert principal.subject == "dave"
+    finally:
+        await rig.server.shutdown(grace=UNIT)
+
+
+async def test_an_open_connection_keeps_no_upgrade_request_headers() -> None:
+    """The upgrade request's headers are not held for the life of the connection (websockets'
+    parser keeps the request object; an idle connection would pay ~2 KB for its headers)."""
+    rig = await start_rig("websocket")
+    try:
+        async with rig.connect(metadata={"probe": "c4f1e2"}) as channel:
+            assert (await channel.unary_unary(Routes.ECHO, BytesValue())).value == b""
+            (connection,) = rig.server.connections
+            assert connection.metadata.get("x-flare-probe") == "c4f1e2"
+            gc.collect()
+            held = [
+                headers
+                for headers in gc.get_objects()
+                if isinstance(headers, Headers) and headers.get("x-flare-probe") == "c4f1e2"
+            ]
+            assert held == []
     finally:
         await rig.server.shutdown(grace=UNIT)
 
