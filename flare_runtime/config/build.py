@@ -34,7 +34,7 @@ from typing import TYPE_CHECKING, Any
 
 from flare_runtime.auth import AuthPlugin, JWTAuth
 from flare_runtime.config.load import ConfigError, LoadedConfig
-from flare_runtime.config.schema import AuthSection, FlareConfig
+from flare_runtime.config.schema import AuthSection, FlareConfig, ImPushSection
 from flare_runtime.errors import ConfigurationError
 from flare_runtime.server import Server, ServerOptions, TLSFiles
 
@@ -224,6 +224,7 @@ def _add_im(server: Server, config: FlareConfig) -> ImCore:
         policy=DevicePolicy(section.device_policy),
         limits=section.limits,
         cluster=node,
+        push=push_settings(section.push),
     )
     server.add(ImService(core))
     server.add_push_types(ImService.PUSH_TYPES)
@@ -243,6 +244,60 @@ def _add_im(server: Server, config: FlareConfig) -> ImCore:
     server.on_startup.append(start)
     server.on_shutdown.append(close)
     return core
+
+
+def push_settings(section: ImPushSection) -> Any:
+    """The `PushSettings` ``[im.push]`` describes (a `WebhookProvider`), or None without a URL."""
+    secrets = [name for name in ("webhook_secret", "webhook_secret_file") if getattr(section, name)]
+    if not section.webhook_url:
+        if secrets:
+            raise ConfigError(f"im.push.{secrets[0]}: given without im.push.webhook_url")
+        return None
+    from flare.im.v1 import im_pb2  # noqa: PLC0415
+
+    from flare_runtime.im.push import PushPreview, PushSettings  # noqa: PLC0415
+    from flare_runtime.im.webhook import WebhookProvider  # noqa: PLC0415
+
+    if len(secrets) != 1:
+        raise ConfigError(
+            "im.push: the webhook needs one of webhook_secret, webhook_secret_file "
+            "(the key its requests are signed with)"
+        )
+    secret = section.webhook_secret
+    if section.webhook_secret_file:
+        try:
+            secret = Path(section.webhook_secret_file).read_text(encoding="utf-8").strip()
+        except OSError as error:
+            raise ConfigError(
+                f"im.push.webhook_secret_file: {section.webhook_secret_file}: "
+                f"{error.strerror or error}"
+            ) from None
+    assert secret is not None
+    platforms: set[int] = set()
+    for name in section.platforms:
+        try:
+            platforms.add(im_pb2.Platform.Value(f"PLATFORM_{name.upper()}"))
+        except ValueError:
+            raise ConfigError(
+                f"im.push.platforms: unknown platform {name!r} (web, desktop, mobile or tablet)"
+            ) from None
+    try:
+        provider = WebhookProvider(
+            section.webhook_url,
+            secret,
+            max_queue=section.max_queue,
+            max_attempts=section.max_attempts,
+            timeout=section.timeout,
+        )
+    except ConfigurationError as error:
+        raise ConfigError(f"im.push: {error}") from None
+    return PushSettings(
+        provider,
+        platforms=frozenset(platforms),
+        preview=PushPreview(section.preview),
+        preview_chars=section.preview_chars,
+        exclude=frozenset(section.exclude),
+    )
 
 
 def _keyring(keys: dict[str, str], active: int | None) -> Any:

@@ -126,6 +126,47 @@ class AuthSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ImPushSection:
+    """Offline push (docs/push-providers.md): each message stored for a member with no live
+    session is POSTed, HMAC-signed and batched, to a webhook that notifies their devices."""
+
+    webhook_url: str | None = setting(
+        None,
+        "``https://`` URL the notifications are POSTed to (unset: no offline push).",
+        secret="url",
+    )
+    webhook_secret: str | None = setting(
+        None,
+        "Key of the requests' ``Flare-Signature`` (HMAC-SHA256; at least 16 bytes).",
+        secret="value",
+    )
+    webhook_secret_file: str | None = setting(None, "A file holding that key (one line).")
+    platforms: list[str] = setting(
+        None,
+        "Platforms a push reaches (``web``, ``desktop``, ``mobile``, ``tablet``): a member "
+        "with no live session on one of them is notified even when online elsewhere. "
+        "Empty: only members with no live session at all.",
+        factory=list,
+    )
+    preview: Literal["none", "content_type", "text"] = setting(
+        "none",
+        "What a notification reveals of the message: nothing, its content type, or the first "
+        "``preview_chars`` characters of a text (sent to the webhook in clear).",
+    )
+    preview_chars: int = setting(100, "Characters of a text preview.")
+    exclude: list[str] = setting(
+        None, "User ids never notified (bots, system users).", factory=list
+    )
+    max_queue: int = setting(
+        10_000, "Notifications waiting for the webhook; beyond it the oldest is dropped."
+    )
+    max_attempts: int = setting(
+        8, "Tries of one request (a failure, a timeout, 408, 429 or 5xx is retried)."
+    )
+    timeout: float = setting(10.0, "Seconds one request may take up to the answer's headers.")
+
+
+@dataclass(frozen=True, slots=True)
 class ImSection:
     """The instant-messaging service (``flare.im.v1.ImService``, docs/im.md), built in."""
 
@@ -151,6 +192,7 @@ class ImSection:
         None, "Rooms created at startup when missing (id = title).", factory=list
     )
     limits: ImLimits = field(default_factory=ImLimits)
+    push: ImPushSection = field(default_factory=ImPushSection)
 
 
 @dataclass(frozen=True, slots=True)

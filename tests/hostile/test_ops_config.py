@@ -7,6 +7,7 @@ nothing served.
 
 from __future__ import annotations
 
+import base64
 import subprocess
 from pathlib import Path
 
@@ -99,3 +100,27 @@ def test_admin_without_auth(tmp_path: Path) -> None:
     """``[admin] enabled = true`` and no ``[auth]`` → one line: the admin API needs auth
     (else every call would be refused and the operator would not know why)."""
     one_line_error(serve(tmp_path, "[admin]\nenabled = true\n"), "admin.enabled: ", "[auth]")
+
+
+IM = f'[im]\nenabled = true\nkeys = {{1 = "{base64.b64encode(bytes(32)).decode()}"}}\n'
+"""An IM section that is valid on its own."""
+
+
+def test_im_push_with_an_unknown_platform(tmp_path: Path) -> None:
+    """``[im.push] platforms = ["pager"]`` → one line naming the key and the platforms known."""
+    result = serve(
+        tmp_path,
+        f"{IM}[im.push]\n"
+        'webhook_url = "https://push.example.com/hook"\n'
+        'webhook_secret = "whsec-0123456789abcdef"\nplatforms = ["pager"]\n',
+    )
+    one_line_error(result, "im.push.platforms: unknown platform 'pager'", "mobile")
+
+
+def test_im_push_secret_without_a_url(tmp_path: Path) -> None:
+    """``[im.push] webhook_secret`` with no ``webhook_url`` → one line (nothing would use it)."""
+    result = serve(
+        tmp_path,
+        f'{IM}[im.push]\nwebhook_secret = "whsec-0123456789abcdef"\n',
+    )
+    one_line_error(result, "im.push.webhook_secret: given without im.push.webhook_url")
