@@ -10,6 +10,7 @@ module never lets a traceback escape.
 from __future__ import annotations
 
 import sys
+from collections.abc import Callable
 from typing import BinaryIO
 
 from google.protobuf import descriptor_pb2
@@ -33,15 +34,30 @@ MINIMUM_EDITION = descriptor_pb2.EDITION_PROTO2
 MAXIMUM_EDITION = descriptor_pb2.EDITION_2024
 
 
-def _response(error: str | None = None) -> plugin_pb2.CodeGeneratorResponse:
-    response = plugin_pb2.CodeGeneratorResponse(
+PROGRAM = "protoc-gen-flare"
+
+
+def response(error: str | None = None) -> plugin_pb2.CodeGeneratorResponse:
+    """An empty response declaring what Flare's plugins support, with `error` when given."""
+    answer = plugin_pb2.CodeGeneratorResponse(
         supported_features=SUPPORTED_FEATURES,
         minimum_edition=MINIMUM_EDITION,
         maximum_edition=MAXIMUM_EDITION,
     )
     if error is not None:
-        response.error = error
-    return response
+        answer.error = error
+    return answer
+
+
+def request_problem(request: plugin_pb2.CodeGeneratorRequest) -> str | None:
+    """Why `request` cannot be generated from before its files are parsed, or None."""
+    if not request.file_to_generate:
+        return "the request names no file to generate"
+    known = {proto.name for proto in request.proto_file}
+    missing = [name for name in request.file_to_generate if name not in known]
+    if missing:
+        return f"the request lacks the descriptor of {', '.join(missing)}"
+    return None
 
 
 def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGeneratorResponse:
@@ -53,32 +69,34 @@ def generate(request: plugin_pb2.CodeGeneratorRequest) -> plugin_pb2.CodeGenerat
     try:
         parameters = parse_parameters(request.parameter)
     except ParameterError as error:
-        return _response(str(error))
-    if not request.file_to_generate:
-        return _response("the request names no file to generate")
-    known = {proto.name for proto in request.proto_file}
-    missing = [name for name in request.file_to_generate if name not in known]
-    if missing:
-        return _response(f"the request lacks the descriptor of {', '.join(missing)}")
+        return response(str(error))
+    problem = request_problem(request)
+    if problem is not None:
+        return response(problem)
     result = parse_files(request.proto_file, request.file_to_generate, parameters)
     if result.diagnostics:
-        return _response("\n".join(str(diagnostic) for diagnostic in result.diagnostics))
-    response = _response()
+        return response("\n".join(str(diagnostic) for diagnostic in result.diagnostics))
+    answer = response()
     for model in result.files:
         content = render_file(model, parameters.line_length)
-        response.file.add(name=model.output_path, content=content)
-    return response
+        answer.file.add(name=model.output_path, content=content)
+    return answer
+
+
+Generate = Callable[[plugin_pb2.CodeGeneratorRequest], plugin_pb2.CodeGeneratorResponse]
+"""A plugin's pure half: request in, response (files or an error) out."""
 
 
 def decode_request(data: bytes) -> plugin_pb2.CodeGeneratorRequest:
     """Parse stdin's bytes; raises `DecodeError` when they are not a request."""
     if not data:
-        raise DecodeError("empty input: protoc-gen-flare reads a CodeGeneratorRequest on stdin")
+        raise DecodeError("empty input: a protoc plugin reads a CodeGeneratorRequest on stdin")
     return plugin_pb2.CodeGeneratorRequest.FromString(data)
 
 
-def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
-    """Read one request from `stdin`, write one response to `stdout`; return the exit status.
+def serve(stdin: BinaryIO, stdout: BinaryIO, generate: Generate, program: str) -> int:
+    """Read one request from `stdin`, write `generate`'s response to `stdout`; return the
+    exit status (the I/O shell of ``protoc-gen-flare`` and ``protoc-gen-flare-ts``).
 
     A request that cannot be decoded still gets a response with ``error``
     set (protoc shows it) and the exit status is 1 (for a human at a
@@ -88,33 +106,44 @@ def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
     try:
         request = decode_request(data)
     except DecodeError as error:
-        message = f"protoc-gen-flare: cannot decode the CodeGeneratorRequest on stdin: {error}"
+        message = f"{program}: cannot decode the CodeGeneratorRequest on stdin: {error}"
         print(message, file=sys.stderr)
-        stdout.write(_response(message).SerializeToString())
+        stdout.write(response(message).SerializeToString())
         stdout.flush()
         return 1
     try:
-        response = generate(request)
+        answer = generate(request)
     except Exception as error:  # last resort: report, never show a traceback
-        response = _response(f"protoc-gen-flare {__version__}: internal error: {error!r}")
-    stdout.write(response.SerializeToString())
+        answer = response(f"{program} {__version__}: internal error: {error!r}")
+    stdout.write(answer.SerializeToString())
     stdout.flush()
     return 0
 
 
-def main() -> int:
-    """Entry point of ``protoc-gen-flare`` and ``python -m flare_codegen``."""
+def plugin_main(program: str, protoc_example: str, generate: Generate) -> int:
+    """A plugin's command line: ``--version``, a usage line for stray arguments, else `serve`
+    on stdin/stdout."""
     if len(sys.argv) > 1 and sys.argv[1] in ("--version", "-V"):
-        print(f"protoc-gen-flare {__version__}")
+        print(f"{program} {__version__}")
         return 0
     if len(sys.argv) > 1:
         print(
-            "usage: protoc-gen-flare < CodeGeneratorRequest > CodeGeneratorResponse\n"
-            "(run by protoc: protoc --flare_out=OUT_DIR ...)",
+            f"usage: {program} < CodeGeneratorRequest > CodeGeneratorResponse\n"
+            f"(run by protoc: {protoc_example})",
             file=sys.stderr,
         )
         return 2
-    return run(sys.stdin.buffer, sys.stdout.buffer)
+    return serve(sys.stdin.buffer, sys.stdout.buffer, generate, program)
+
+
+def run(stdin: BinaryIO, stdout: BinaryIO) -> int:
+    """``protoc-gen-flare`` on these streams (`serve` with `generate`)."""
+    return serve(stdin, stdout, generate, PROGRAM)
+
+
+def main() -> int:
+    """Entry point of ``protoc-gen-flare`` and ``python -m flare_codegen``."""
+    return plugin_main(PROGRAM, "protoc --flare_out=OUT_DIR ...", generate)
 
 
 if __name__ == "__main__":
