@@ -26,6 +26,7 @@ from flare_runtime.context import CallContext
 from flare_runtime.server import Server
 from flare_runtime.testing.served import ServedProcess
 from flare_runtime.testing.service import SERVICE, ConformanceService
+from flare_runtime.testing.timing import UNIT, wait_until
 from flare_runtime.transports.quic_certs import CertificateFiles, write_dev_certificate
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -324,7 +325,9 @@ async def test_descriptors_a_server_lies_with_are_one_line(
 async def test_bad_json_in_the_middle_of_a_streamed_stdin_cancels_the_call() -> None:
     """Input: ``flare call URL /…/BidiEcho -`` with stdin holding a good request, then a line
     that is not JSON. Outcome: exit 2 and one line naming the bad JSON; the call is
-    cancelled on the server, not left open."""
+    cancelled on the server, not left open and not finished. (Whether its handler ran at
+    all depends on whether the server read the cancellation in the same batch as the call's
+    start: a handler cancelled before its first step never counts itself started.)"""
     service = ConformanceService()
     server = Server([(SERVICE, service)])
     await server.start(websocket="127.0.0.1:0")
@@ -333,10 +336,12 @@ async def test_bad_json_in_the_middle_of_a_streamed_stdin_cancels_the_call() -> 
         status, _, err = await flare_call(
             url, f"/{SERVICE.name}/BidiEcho", "-", stdin=b'"aGk="\n{nope}\n', generated=False
         )
-        await asyncio.wait_for(service.cancelled_event.wait(), 10)
+        await wait_until(
+            lambda: not server.connections and service.cancelled == service.started, 10 * UNIT
+        )
     finally:
         await server.shutdown(grace=0)
     assert status == 2, err
     assert err.startswith("flare call: bad request JSON"), err
     assert_one_line_error(err)
-    assert (service.started, service.cancelled, service.finished) == (1, 1, 0)
+    assert service.started <= 1 and service.finished == 0
