@@ -88,18 +88,22 @@ def auth_plugin(section: AuthSection) -> AuthPlugin | None:
     if section.jwt_secret:
         key: Any = section.jwt_secret
     else:
-        path = section.jwt_secret_file or section.jwt_public_key_file
-        assert path is not None
-        try:
-            text = Path(path).read_text(encoding="utf-8")
-        except OSError as error:
-            name = "jwt_secret_file" if section.jwt_secret_file else "jwt_public_key_file"
-            raise ConfigError(f"auth.{name}: {path}: {error.strerror or error}") from None
+        name = "jwt_secret_file" if section.jwt_secret_file else "jwt_public_key_file"
+        text = read_key_file(f"auth.{name}", getattr(section, name))
         key = text.strip() if section.jwt_secret_file else text
     try:
         return JWTAuth(key, **options)
     except ConfigurationError as error:
         raise ConfigError(f"auth: {error}") from None
+
+
+def read_key_file(key: str, path: str) -> str:
+    """The text of the file configuration `key` names; a one-line `ConfigError` naming the key
+    and the file when it cannot be read."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except OSError as error:
+        raise ConfigError(f"{key}: {path}: {error.strerror or error}") from None
 
 
 async def load_target(target: str) -> Any:
@@ -265,13 +269,7 @@ def push_settings(section: ImPushSection) -> Any:
         )
     secret = section.webhook_secret
     if section.webhook_secret_file:
-        try:
-            secret = Path(section.webhook_secret_file).read_text(encoding="utf-8").strip()
-        except OSError as error:
-            raise ConfigError(
-                f"im.push.webhook_secret_file: {section.webhook_secret_file}: "
-                f"{error.strerror or error}"
-            ) from None
+        secret = read_key_file("im.push.webhook_secret_file", section.webhook_secret_file).strip()
     assert secret is not None
     platforms: set[int] = set()
     for name in section.platforms:

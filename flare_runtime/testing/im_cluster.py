@@ -231,26 +231,6 @@ class NodeConfig:
         return cls(**fields)
 
 
-class ImNodeServer(Server):
-    """A `Server` of the IM that closes its core and cluster node when it shuts down."""
-
-    def __init__(self, core: ImCore, node: ClusterNode, **options: Any) -> None:
-        from flare_runtime.im.service import ImService  # noqa: PLC0415 - not for ImNodes
-
-        super().__init__([ImService(core)], push_tables=[ImService.PUSH_TYPES], **options)
-        self.core = core
-        self.node = node
-        self._closed = False
-
-    async def shutdown(self, grace: float = 10.0) -> None:
-        """Drain the listeners, then leave the cluster (the registry forgets this node)."""
-        await super().shutdown(grace)
-        if not self._closed:
-            self._closed = True
-            await self.core.close()
-            await self.node.close()
-
-
 async def node_server() -> Server:
     """One IM node as `NodeConfig` (`NODE_ENVIRONMENT`) says: ``flare serve`` its target.
 
@@ -259,6 +239,7 @@ async def node_server() -> Server:
     auth is the demo's: any name is a token (tests and benchmarks only).
     """
     from flare_runtime.im.demo import DemoAuth  # noqa: PLC0415 - not for ImNodes
+    from flare_runtime.im.service import ImService  # noqa: PLC0415 - not for ImNodes
 
     config = NodeConfig.from_environment()
     timing = config.timing
@@ -297,7 +278,18 @@ async def node_server() -> Server:
     options = ServerOptions()
     if not config.keepalive:
         options = ServerOptions(protocol=ProtocolConfig(keepalive_interval=None))
-    return ImNodeServer(core, node, auth=DemoAuth(), options=options)
+
+    async def leave(_: Server) -> None:  # after the listeners drained: the registry forgets it
+        await core.close()
+        await node.close()
+
+    return Server(
+        [ImService(core)],
+        auth=DemoAuth(),
+        options=options,
+        push_tables=[ImService.PUSH_TYPES],
+        on_shutdown=[leave],
+    )
 
 
 class NodeProcess:

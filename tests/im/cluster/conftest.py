@@ -7,6 +7,7 @@ PostgreSQL from `.ci/services.d/40-postgresql.sh`, Redis from
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 from collections.abc import AsyncIterator
@@ -65,31 +66,31 @@ async def nodes() -> AsyncIterator[ImNodes]:
         await rig.close()
 
 
-async def process_rig(directory: Path, workers: int) -> ProcessRig:
+@contextlib.asynccontextmanager
+async def process_rig(directory: Path, workers: int) -> AsyncIterator[ProcessRig]:
+    """Three IM nodes of `workers` processes each, on a Redis of the test's own."""
     await require_postgres()
     if shutil.which("redis-server") is None:
         skip_or_fail("redis-server is not installed; run `bash .ci/services.d/70-redis.sh`")
-    return await ProcessRig.start(directory, workers=workers)
+    running = await ProcessRig.start(directory, workers=workers)
+    try:
+        yield running
+    finally:
+        await running.close()
 
 
 @pytest.fixture
 async def rig(tmp_path: Path) -> AsyncIterator[ProcessRig]:
     """Three IM node processes on a Redis of the test's own and a shared schema."""
-    running = await process_rig(tmp_path, 1)
-    try:
+    async with process_rig(tmp_path, 1) as running:
         yield running
-    finally:
-        await running.close()
 
 
 @pytest.fixture
 async def worker_rig(tmp_path: Path) -> AsyncIterator[ProcessRig]:
     """Three IM nodes of two workers each (``flare serve --workers 2``): six cluster nodes."""
-    running = await process_rig(tmp_path, 2)
-    try:
+    async with process_rig(tmp_path, 2) as running:
         yield running
-    finally:
-        await running.close()
 
 
 @pytest.fixture
